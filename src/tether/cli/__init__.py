@@ -1,0 +1,1 @@
+"""The `tether` command: one Typer sub-app per command group."""

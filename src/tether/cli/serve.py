@@ -1,0 +1,88 @@
+"""`tether serve`: migrate the database, then run the server with uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import typer
+
+from tether.cli.output import console, fail
+from tether.config import Settings, load_settings
+from tether.store import keys as key_store
+from tether.store.engine import make_engine
+from tether.store.migrate import upgrade
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def prepare(settings: Settings) -> None:
+    """Migrates, and refuses a non-loopback bind while no API key exists."""
+    engine = make_engine(settings.db_url)
+    try:
+        upgrade(engine)
+        if not is_loopback(settings.host) and key_store.count_live_keys(engine) == 0:
+            fail(
+                f"refusing to listen on {settings.host} with no API key: anyone could reach "
+                "tether. Create one first: `tether keys create --scopes admin`",
+                2,
+            )
+    finally:
+        engine.dispose()
+
+
+def run_server(settings: Settings, *, workers: int = 1) -> None:
+    import uvicorn
+
+    from tether.server.app import create_app
+
+    prepare(settings)
+    console.print(
+        f"[bold]tether[/] listening on http://{settings.host}:{settings.port}  "
+        f"(database: {_describe(settings.db_url)})",
+        highlight=False,
+    )
+    if workers > 1:
+        uvicorn.run(
+            "tether.server.wsgi:app",
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level=settings.log_level,
+            factory=False,
+        )
+        return
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+
+
+def _describe(url: str) -> str:
+    if url.startswith("sqlite"):
+        return url.split("///", 1)[-1]
+    return url.split("@")[-1]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        host: str = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
+        port: int = typer.Option(None, help="Port to bind (default 7337)."),
+        config: Path = typer.Option(None, "--config", "-c", help="tether.yaml to load."),
+        database_url: str = typer.Option(None, help="SQLite or PostgreSQL URL."),
+        workers: int = typer.Option(1, min=1, help="Server processes (they share the database)."),
+    ) -> None:
+        """Run the tether server (API, OTLP ingest, gateways, console)."""
+        settings = load_settings(host=host, port=port, config=config, database_url=database_url)
+        run_server(settings, workers=workers)

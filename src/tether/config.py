@@ -1,0 +1,193 @@
+"""tether's settings: one pydantic-settings model, the only reader of the environment.
+
+Precedence, highest first: command-line flags (passed as `overrides`) > `TETHER_*` environment
+variables > `tether.yaml` (from `--config` or `TETHER_CONFIG`) > the defaults below.
+Nested keys in the environment use a double underscore: `TETHER_BUDGETS__GLOBAL_DAY_USD=100`.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from tether.core.errors import ConfigError
+
+
+class ProviderConfig(BaseModel):
+    """An upstream LLM provider; its key is read from an env var or a file, never from here."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: Literal["openai", "anthropic"] = "openai"
+    base_url: str
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+    models: list[str] = Field(default_factory=list)
+    aliases: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = 60.0
+    connect_timeout_s: float = 5.0
+    max_retries: int = 1
+    fallbacks: list[str] = Field(default_factory=list)
+
+    def api_key(self) -> str | None:
+        if self.api_key_file is not None:
+            return self.api_key_file.read_text().strip()
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return None
+
+
+class McpServerConfig(BaseModel):
+    """An upstream MCP server: a stdio `command` or a Streamable HTTP `url`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    command: list[str] | None = None
+    url: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: Path | None = None
+    tags: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class HttpToolConfig(BaseModel):
+    """A tool reached by a plain HTTP POST, registered in the tool catalog."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    url: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    tags: list[str] = Field(default_factory=list)
+    owner: str | None = None
+    rate_limit: str | None = None
+
+
+class BudgetDefaults(BaseModel):
+    """Caps that apply when an agent's policy says nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+    global_day_usd: Decimal | None = None
+    default_max_tokens: int = 4096
+    reservation_ttl_s: int = 900
+
+
+class WebhookConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str
+    format: Literal["json", "slack"] = "json"
+
+
+class Settings(BaseSettings):
+    """Everything tether can be told. Every key is optional."""
+
+    model_config = SettingsConfigDict(env_prefix="TETHER_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".tether")
+    database_url: str | None = None
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 7337
+    config: Path | None = None
+    log_level: str = "info"
+    max_request_bytes: int = 16 * 1024 * 1024
+    public_url: str | None = None
+    # for the CLI and SDK talking to a remote tether: TETHER_URL, TETHER_API_KEY
+    url: str | None = None
+    api_key: str | None = None
+    secret_key: str | None = None
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    pricing: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    policies: Path | None = None
+    mcp_servers: list[McpServerConfig] = Field(default_factory=list)
+    http_tools: list[HttpToolConfig] = Field(default_factory=list)
+    budgets: BudgetDefaults = Field(default_factory=BudgetDefaults)
+    approval_timeout_s: int = 3600
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    redact_fields: list[str] = Field(
+        default_factory=lambda: ["api_key", "authorization", "password", "secret", "token"]
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v.startswith("postgres://") or v.startswith("postgresql://"):
+            return "postgresql+psycopg://" + v.split("://", 1)[1]
+        if not (v.startswith("sqlite") or v.startswith("postgresql+psycopg")):
+            raise ValueError("use sqlite:///PATH or postgresql://USER@HOST/DB")
+        return v
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'tether.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init (flags) > environment > tether.yaml > defaults
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads `tether.yaml` named by the `config` init kwarg or by TETHER_CONFIG."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _config_path(self.current_state)
+        if path is None:
+            return {}
+        data = load_yaml_file(path)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of settings")
+        base = path.parent
+        if isinstance(data.get("policies"), str):
+            data["policies"] = str((base / data["policies"]).resolve())
+        return data
+
+
+def _config_path(state: dict[str, Any]) -> Path | None:
+    raw = state.get("config") or os.environ.get("TETHER_CONFIG")
+    if raw:
+        path = Path(raw)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist; check --config / TETHER_CONFIG")
+        return path
+    return None
+
+
+def load_yaml_file(path: Path) -> Any:
+    """Parses YAML and names the file and line of a syntax error."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: {exc.problem}") from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Builds Settings from flags (`overrides`, None values ignored), env, YAML and defaults."""
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**flags)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting {loc}: {first['msg']}") from None

@@ -1,0 +1,1 @@
+"""The ASGI application: REST API, OTLP ingest, gateways mounted, console pages, metrics."""

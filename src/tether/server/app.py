@@ -1,0 +1,54 @@
+"""`create_app(settings)`: builds the ASGI app; nothing happens at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from tether import __version__
+from tether.config import Settings
+from tether.server import api, console, errors, governance, health, llm
+from tether.server.deps import State
+from tether.server.limits import BodySizeLimit
+from tether.store.engine import make_engine
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
+    """The whole of tether as one ASGI app. The database must already be migrated."""
+    state = State(settings=settings, engine=engine or make_engine(settings.db_url))
+    if settings.redis_url:
+        import redis
+
+        state.redis = redis.Redis.from_url(settings.redis_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for factory in state.lifespans:
+                await stack.enter_async_context(factory())
+            yield
+        if state.redis is not None:
+            state.redis.close()
+
+    app = FastAPI(
+        title="tether",
+        version=__version__,
+        description="AgentOps control plane: runs, spans, costs, budgets, policies, approvals.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.tether = state
+    errors.install(app)
+    app.include_router(health.router)
+    # Each area registers its routes, mounts and background loops.
+    api.install(app, state)
+    llm.install(app, state)
+    governance.install(app, state)
+    console.install(app, state)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    return app

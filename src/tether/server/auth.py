@@ -1,0 +1,83 @@
+"""Bearer-key authentication with scopes; keys are looked up by hash and cached briefly."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+
+from tether.core.errors import AuthenticationError, PermissionDeniedError
+from tether.server.deps import State, get_state
+from tether.store import keys as key_store
+
+_CACHE_TTL_S = 5.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key's id, its scopes and the agent it speaks for."""
+
+    key_id: str
+    scopes: frozenset[str]
+    agent: str | None
+
+    def has(self, scope: str) -> bool:
+        # admin may do everything; read is implied by admin only
+        return scope in self.scopes or "admin" in self.scopes
+
+    @property
+    def actor(self) -> str:
+        return f"key:{self.key_id}" + (f"({self.agent})" if self.agent else "")
+
+
+def bearer_secret(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    # The Anthropic SDK sends its key as x-api-key.
+    return request.headers.get("x-api-key") or None
+
+
+def authenticate(state: State, secret: str | None) -> Principal:
+    """The Principal behind `secret`, or AuthenticationError with what to do about it."""
+    if not secret:
+        raise AuthenticationError(
+            "missing API key: send `Authorization: Bearer <key>` (create one with "
+            "`tether keys create`)"
+        )
+    cache: dict[str, tuple[float, Principal | None]] = state.extras.setdefault("key_cache", {})
+    now = time.monotonic()
+    hit = cache.get(secret)
+    if hit is not None and now - hit[0] < _CACHE_TTL_S:
+        principal = hit[1]
+    else:
+        key = key_store.find_by_secret(state.engine, secret)
+        principal = Principal(key.id, frozenset(key.scopes), key.agent) if key else None
+        if len(cache) > 10_000:
+            cache.clear()
+        cache[secret] = (now, principal)
+    if principal is None:
+        raise AuthenticationError("invalid or revoked API key")
+    return principal
+
+
+def forget_cached_keys(state: State) -> None:
+    """Called after a revoke so the key stops working at once in this process."""
+    state.extras.pop("key_cache", None)
+
+
+def require(*scopes: str) -> Callable[..., Principal]:
+    """A dependency: the caller must hold one of `scopes` (admin holds them all)."""
+
+    def dependency(request: Request, state: State = Depends(get_state)) -> Principal:
+        principal = authenticate(state, bearer_secret(request))
+        if scopes and not any(principal.has(s) for s in scopes):
+            raise PermissionDeniedError(
+                f"this key lacks the scope {' or '.join(scopes)} needed for {request.url.path}"
+            )
+        request.state.principal = principal
+        return principal
+
+    return dependency

@@ -1,0 +1,8 @@
+"""`tether.server.wsgi:app`, the import string uvicorn's worker processes load (settings from env)."""
+
+from __future__ import annotations
+
+from tether.config import load_settings
+from tether.server.app import create_app
+
+app = create_app(load_settings())

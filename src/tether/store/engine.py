@@ -1,0 +1,81 @@
+"""Engines for the two supported databases: SQLite (embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """An Engine for `url`; SQLite files get their folder created and WAL settings."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, parsed.database)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def _sqlite_engine(url: str, database: str | None) -> Engine:
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        # One connection per checkout keeps writers from sharing a half-done transaction; WAL lets
+        # readers go on while one writer commits, so a pool buys little here.
+        poolclass=NullPool,
+        connect_args={"check_same_thread": False, "timeout": 30},
+    )
+    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "begin", _sqlite_begin_immediate)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Hand transaction control to SQLAlchemy's events (pysqlite otherwise opens them lazily
+    # and late, which breaks BEGIN IMMEDIATE below).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    # WAL: readers never block the writer and a crash never leaves a torn page.
+    cur.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across application crashes in WAL mode and much faster than FULL.
+    cur.execute("PRAGMA synchronous=NORMAL")
+    # Wait for a lock instead of failing at once when another process writes.
+    cur.execute("PRAGMA busy_timeout=30000")
+    # Foreign keys are off by default in SQLite.
+    cur.execute("PRAGMA foreign_keys=ON")
+    # A larger page cache keeps the run list and aggregates in memory.
+    cur.execute("PRAGMA cache_size=-65536")
+    cur.execute("PRAGMA temp_store=MEMORY")
+    cur.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    # Take the write lock at BEGIN: a read-then-write transaction (budget reservation) can then
+    # never fail with SQLITE_BUSY half-way or interleave with another writer. Reads opened with
+    # `reading(engine)` use a plain BEGIN so that they never wait for a writer.
+    if conn.get_execution_options().get("tether_read"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for queries only: on SQLite it does not take the write lock."""
+    with engine.connect().execution_options(tether_read=True) as conn:
+        yield conn
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"

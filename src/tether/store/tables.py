@@ -1,0 +1,337 @@
+"""Every table of tether, in SQLAlchemy Core; the Alembic migrations create exactly these.
+
+Money is integer nano-dollars (`*_nusd`, see core/money.py); timestamps are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both databases (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; tether stores UTC-aware timestamps")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+TS = UtcDateTime()
+
+# ---------------------------------------------------------------- agents and runs
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("owner", String(200)),
+    Column("description", Text),
+    Column("created_at", TS, nullable=False),
+    Column("last_seen_at", TS),
+)
+
+agent_versions = Table(
+    "agent_versions",
+    metadata,
+    Column("agent", String(200), ForeignKey("agents.name", ondelete="CASCADE"), primary_key=True),
+    Column("version", String(200), primary_key=True),
+    Column("created_at", TS, nullable=False),
+    Column("last_seen_at", TS),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("trace_id", String(32), index=True),
+    Column("task_id", String(200)),
+    Column("agent", String(200)),
+    Column("version", String(200)),
+    Column("user", String(200)),
+    # running | succeeded | failed | killed | awaiting_approval
+    Column("status", String(32), nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("ended_at", TS),
+    Column("input", Text),
+    Column("output", Text),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_tokens", BigInteger, nullable=False, default=0),
+    Column("cost_nusd", BigInteger, nullable=False, default=0),
+    Column("cost_unknown", Boolean, nullable=False, default=False),
+    Column("llm_calls", Integer, nullable=False, default=0),
+    Column("tool_calls", Integer, nullable=False, default=0),
+    Column("span_count", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("score", Float),
+    Column("kill_reason", Text),
+    # where the run came from: otlp | sdk | gateway | api
+    Column("source", String(32)),
+    Column("attributes", JSON),
+    Column("updated_at", TS, nullable=False),
+)
+Index("ix_runs_started", runs.c.started_at.desc(), runs.c.id)
+Index("ix_runs_agent_started", runs.c.agent, runs.c.started_at.desc())
+Index("ix_runs_status_started", runs.c.status, runs.c.started_at.desc())
+Index("ix_runs_task", runs.c.task_id)
+Index("ix_runs_user", runs.c.user)
+
+spans = Table(
+    "spans",
+    metadata,
+    Column("trace_id", String(32), primary_key=True),
+    Column("span_id", String(16), primary_key=True),
+    Column("parent_id", String(16)),
+    Column("run_id", String(64), nullable=False),
+    # agent | llm | tool | retrieval | approval | chain | embedding | other
+    Column("kind", String(32), nullable=False),
+    Column("name", String(500), nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("ended_at", TS),
+    Column("latency_ms", Float),
+    Column("input", Text),
+    Column("output", Text),
+    Column("model", String(200)),
+    Column("model_served", String(200)),
+    Column("input_tokens", BigInteger),
+    Column("output_tokens", BigInteger),
+    Column("cached_tokens", BigInteger),
+    Column("cost_nusd", BigInteger),
+    Column("cost_unknown", Boolean, nullable=False, default=False),
+    Column("ttft_ms", Float),
+    # ok | error | unset
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("attributes", JSON),
+)
+Index("ix_spans_run", spans.c.run_id, spans.c.started_at)
+Index("ix_spans_started", spans.c.started_at)
+
+scores = Table(
+    "scores",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("run_id", String(64), nullable=False, index=True),
+    Column("span_id", String(16)),
+    Column("name", String(200), nullable=False),
+    Column("value", Float, nullable=False),
+    # sdk | eval | api | human
+    Column("source", String(32), nullable=False),
+    Column("comment", Text),
+    Column("created_at", TS, nullable=False),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("run_id", String(64), nullable=False, index=True),
+    # thumbs | score | comment
+    Column("kind", String(16), nullable=False),
+    Column("value", Float),
+    Column("comment", Text),
+    Column("user", String(200)),
+    Column("created_at", TS, nullable=False),
+)
+
+# ---------------------------------------------------------------- access
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200)),
+    # the first characters of the secret, shown in listings so people can tell keys apart
+    Column("prefix", String(32), nullable=False),
+    Column("hash", String(128), nullable=False, unique=True),
+    Column("scopes", String(200), nullable=False),
+    Column("agent", String(200)),
+    Column("created_at", TS, nullable=False),
+    Column("last_used_at", TS),
+    Column("revoked_at", TS),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("at", TS, nullable=False),
+    Column("actor", String(200), nullable=False),
+    # policy.decision | approval.decided | policy.applied | run.killed | key.created | ...
+    Column("action", String(64), nullable=False),
+    Column("subject", String(500)),
+    Column("data", JSON),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# ---------------------------------------------------------------- budgets
+
+budget_counters = Table(
+    "budget_counters",
+    metadata,
+    # e.g. "run:run_abc", "agent_day:triage:2026-11-25", "user_day:alice:2026-11-25",
+    # "key:key_abc", "global_day:2026-11-25"
+    Column("scope", String(300), primary_key=True),
+    Column("cap_nusd", BigInteger),
+    Column("spent_nusd", BigInteger, nullable=False, default=0),
+    Column("reserved_nusd", BigInteger, nullable=False, default=0),
+    Column("cap_tokens", BigInteger),
+    Column("spent_tokens", BigInteger, nullable=False, default=0),
+    Column("reserved_tokens", BigInteger, nullable=False, default=0),
+    Column("cap_calls", Integer),
+    Column("calls", Integer, nullable=False, default=0),
+    Column("updated_at", TS, nullable=False),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("run_id", String(64), index=True),
+    Column("scopes", JSON, nullable=False),
+    Column("amount_nusd", BigInteger, nullable=False),
+    Column("tokens", BigInteger, nullable=False, default=0),
+    # held | settled | released
+    Column("status", String(16), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+)
+
+# ---------------------------------------------------------------- governance
+
+policies = Table(
+    "policies",
+    metadata,
+    Column("agent", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("document", JSON, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("applied_by", String(200)),
+    Column("created_at", TS, nullable=False),
+)
+
+tools = Table(
+    "tools",
+    metadata,
+    # namespaced: "server.tool"
+    Column("name", String(300), primary_key=True),
+    Column("server", String(200), nullable=False),
+    # mcp | http | sdk
+    Column("kind", String(16), nullable=False),
+    Column("description", Text),
+    Column("input_schema", JSON),
+    Column("tags", JSON, nullable=False),
+    Column("owner", String(200)),
+    Column("rate_limit", String(64)),
+    Column("url", Text),
+    Column("pinned_hash", String(64)),
+    Column("current_hash", String(64)),
+    # approved | changed | new
+    Column("status", String(16), nullable=False),
+    Column("annotations", JSON),
+    Column("first_seen_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("run_id", String(64), index=True),
+    Column("agent", String(200)),
+    Column("tool", String(300), nullable=False),
+    Column("arguments", JSON),
+    Column("rule", Text),
+    Column("reason", Text),
+    # pending | approved | denied | expired
+    Column("status", String(16), nullable=False, index=True),
+    Column("default_decision", String(16), nullable=False),
+    Column("decided_by", String(200)),
+    Column("decision_reason", Text),
+    Column("created_at", TS, nullable=False),
+    Column("decided_at", TS),
+    Column("expires_at", TS, nullable=False),
+)
+
+rate_events = Table(
+    "rate_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("key", String(400), nullable=False),
+    Column("at", TS, nullable=False),
+)
+Index("ix_rate_events_key_at", rate_events.c.key, rate_events.c.at)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("thread_id", String(200), primary_key=True),
+    Column("checkpoint_ns", String(200), primary_key=True),
+    Column("checkpoint_id", String(200), primary_key=True),
+    Column("parent_id", String(200)),
+    Column("run_id", String(64), index=True),
+    Column("checkpoint", JSON, nullable=False),
+    Column("metadata", JSON),
+    Column("created_at", TS, nullable=False),
+)
+
+__all__ = [
+    "agent_versions",
+    "agents",
+    "api_keys",
+    "approvals",
+    "audit_log",
+    "budget_counters",
+    "checkpoints",
+    "feedback",
+    "metadata",
+    "policies",
+    "rate_events",
+    "reservations",
+    "runs",
+    "scores",
+    "spans",
+    "tools",
+]
