@@ -27,7 +27,10 @@ GROUPS = (
     "tether.cli.runs",
     "tether.cli.demo",
     "tether.cli.llm",
-    "tether.cli.governance",
+    "tether.cli.policy",
+    "tether.cli.audit",
+    "tether.cli.tools",
+    "tether.cli.approvals",
 )
 for _name in GROUPS:
     importlib.import_module(_name).register(app)

@@ -1,4 +1,4 @@
-"""Command group placeholder for the governance area; the area fills in `register`."""
+"""Command group placeholder for `tether approvals`; the governance area fills in `register`."""
 
 from __future__ import annotations
 
