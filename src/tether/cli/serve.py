@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 import typer
@@ -50,6 +51,11 @@ def run_server(settings: Settings, *, workers: int = 1) -> None:
         highlight=False,
     )
     if workers > 1:
+        # Worker processes rebuild their settings from the environment: hand them the flags.
+        os.environ["TETHER_DATABASE_URL"] = settings.db_url
+        os.environ["TETHER_HOME"] = str(settings.home)
+        if settings.config is not None:
+            os.environ["TETHER_CONFIG"] = str(settings.config)
         uvicorn.run(
             "tether.server.wsgi:app",
             host=settings.host,
