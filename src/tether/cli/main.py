@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
 
 from tether import __version__
-from tether.cli.output import fail
+from tether.cli.output import err_console
 from tether.core.errors import ConfigError, TetherError
 
 app = typer.Typer(
@@ -47,9 +48,11 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        fail(exc.message, 2)
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        sys.exit(2)
     except TetherError as exc:
-        fail(exc.message, 1)
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

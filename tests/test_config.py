@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tether.config import load_settings
+from tether.core.errors import ConfigError
+
+
+def test_precedence_flags_over_env_over_yaml_over_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "tether.yaml"
+    cfg.write_text("port: 8001\nlog_level: debug\nhost: 127.0.0.2\npolicies: pol/\n")
+    monkeypatch.setenv("TETHER_CONFIG", str(cfg))
+    monkeypatch.setenv("TETHER_PORT", "8002")
+    s = load_settings(host="127.0.0.3")
+    assert s.host == "127.0.0.3"  # flag beats yaml
+    assert s.port == 8002  # env beats yaml
+    assert s.log_level == "debug"  # yaml beats default
+    assert s.max_request_bytes == 16 * 1024 * 1024  # default
+    assert s.policies == (tmp_path / "pol").resolve()  # relative to the config file
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "tether.yaml"
+    cfg.write_text("port: 1\nproviders: [\n  {name: a\n")
+    with pytest.raises(ConfigError, match=r"tether\.yaml:\d+:\d+"):
+        load_settings(config=cfg)
+
+
+def test_unknown_and_invalid_settings_are_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "tether.yaml"
+    cfg.write_text("prot: 1\n")
+    with pytest.raises(ConfigError, match="prot"):
+        load_settings(config=cfg)
+    with pytest.raises(ConfigError, match="database_url"):
+        load_settings(database_url="mysql://x")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(config=tmp_path / "missing.yaml")
+
+
+def test_postgres_url_gets_the_psycopg_driver() -> None:
+    s = load_settings(database_url="postgresql://postgres@127.0.0.1/test")
+    assert s.db_url == "postgresql+psycopg://postgres@127.0.0.1/test"
