@@ -1,0 +1,1 @@
+"""Enforcement points: the LLM gateway and the MCP gateway."""
