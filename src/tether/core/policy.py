@@ -1,0 +1,345 @@
+"""Boundary policies compiled for speed, and the pure decision engine: given a policy, a tool
+call and the run's state, `decide` says allow, deny, approval_required or rate_limited, and why.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+from tether.core.policy_schema import (
+    PolicyError,
+    PolicyModel,
+    Problem,
+    parse_policy_model,
+    parse_rate_limit,
+)
+
+if TYPE_CHECKING:
+    from tether.core.budget import Limits
+
+__all__ = [
+    "DataFlowRule",
+    "DayBudget",
+    "Decision",
+    "DecisionRequest",
+    "Outcome",
+    "Policy",
+    "PolicyError",
+    "Problem",
+    "RateLimit",
+    "RateState",
+    "RunBudget",
+    "RunState",
+    "ToolRule",
+    "decide",
+    "glob_regex",
+    "rate_key",
+    "with_rate_result",
+]
+
+Outcome = Literal["allow", "deny", "approval_required", "rate_limited"]
+IRREVERSIBLE = "irreversible"
+
+
+def glob_regex(pattern: str) -> str:
+    """A glob on "server.tool" as a regex body (fnmatch rules, case-sensitive, `*` spans dots)."""
+    body = fnmatch.translate(pattern)
+    # fnmatch.translate gives "(?s:BODY)\Z"; keep the group so it can join an alternation.
+    return body[: -len(r"\Z")] if body.endswith(r"\Z") else body
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    count: int
+    window_s: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolRule:
+    index: int
+    match: str
+    allow: bool
+    approval_required: bool
+    rate_limit: RateLimit | None
+    tags: frozenset[str]
+    reason: str | None
+
+    @property
+    def label(self) -> str:
+        return f'tools[{self.index}] match "{self.match}"'
+
+
+@dataclass(frozen=True)
+class DataFlowRule:
+    index: int
+    after_tag: str
+    require_approval_for_tag: str
+
+    @property
+    def label(self) -> str:
+        return f"data_flow[{self.index}] after {self.after_tag} -> {self.require_approval_for_tag}"
+
+
+@dataclass(frozen=True)
+class RunBudget:
+    max_cost_usd: Decimal | None = None
+    max_tokens: int | None = None
+    max_llm_calls: int | None = None
+    max_tool_calls: int | None = None
+    max_duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class DayBudget:
+    max_cost_usd: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Budgets:
+    run: RunBudget
+    day: DayBudget
+    user_day: DayBudget
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the run has done so far; `tags_seen` holds the tags of tools that returned into it."""
+
+    tags_seen: frozenset[str] = frozenset()
+    tool_calls: int = 0
+    llm_calls: int = 0
+
+
+@dataclass(frozen=True)
+class RateState:
+    """Calls already made in the current window for the matched rule's key, and when one frees."""
+
+    count: int
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True)
+class DecisionRequest:
+    agent: str
+    tool: str
+    tags: frozenset[str] = frozenset()
+    arguments: Mapping[str, Any] | None = None
+    run_state: RunState = RunState()
+    rate: RateState | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome, the rule that produced it and a sentence a person can read."""
+
+    outcome: Outcome
+    rule: str
+    reason: str
+    retry_after_s: float | None = None
+    # the tool's tags plus the matched rule's: a caller adds them to the run's tags_seen on return
+    tags: frozenset[str] = frozenset()
+    # the limit the caller must count this call against (store/ratelimit.py), if any
+    rate_limit: RateLimit | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome == "allow"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "rule": self.rule,
+            "reason": self.reason,
+            "retry_after_s": self.retry_after_s,
+            "tags": sorted(self.tags),
+            "rate_limit": self.rate_limit.text if self.rate_limit else None,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Policy:
+    """A validated, compiled boundary policy for one agent. Build with `Policy.parse`."""
+
+    agent: str
+    owner: str | None
+    models: tuple[str, ...] | None
+    budgets: Budgets
+    systems_read: tuple[str, ...]
+    systems_write: tuple[str, ...]
+    tools: tuple[ToolRule, ...]
+    data_flow: tuple[DataFlowRule, ...]
+    on_uncertain: Literal["ask", "deny", "allow"]
+    memory_namespace: str | None
+    memory_read_grants: tuple[str, ...]
+    approval_timeout_s: int | None
+    approval_default: Literal["deny", "allow"]
+    source: str
+    sha256: str
+    document: dict[str, Any] = field(repr=False)
+    _matcher: re.Pattern[str] | None = field(repr=False, default=None)
+    _models: re.Pattern[str] | None = field(repr=False, default=None)
+
+    @classmethod
+    def parse(cls, source: str, file: str = "<policy>") -> Policy:
+        """Validates and compiles; raises PolicyError with `FILE:LINE: field: problem. Fix:`."""
+        return cls.from_model(parse_policy_model(source, file), source)
+
+    @classmethod
+    def from_model(cls, m: PolicyModel, source: str) -> Policy:
+        rules = []
+        for i, t in enumerate(m.tools):
+            rate = None
+            if t.rate_limit is not None:
+                count, window = parse_rate_limit(t.rate_limit)
+                rate = RateLimit(count, window, t.rate_limit)
+            rules.append(ToolRule(i, t.match, t.allow, t.approval == "required", rate,
+                                  frozenset(t.tags), t.reason))
+        matcher = None
+        if rules:
+            matcher = re.compile("|".join(f"(?P<r{r.index}>{glob_regex(r.match)})" for r in rules))
+        models = None
+        if m.models is not None:
+            models = re.compile("|".join(glob_regex(p) for p in m.models) or "(?!)")
+        b = m.budgets
+        return cls(
+            agent=m.agent,
+            owner=m.owner,
+            models=tuple(m.models) if m.models is not None else None,
+            budgets=Budgets(
+                run=RunBudget(b.run.max_cost_usd, b.run.max_tokens, b.run.max_llm_calls,
+                              b.run.max_tool_calls, b.run.max_duration_s),
+                day=DayBudget(b.day.max_cost_usd),
+                user_day=DayBudget(b.user_day.max_cost_usd),
+            ),
+            systems_read=tuple(m.systems.read),
+            systems_write=tuple(m.systems.write),
+            tools=tuple(rules),
+            data_flow=tuple(DataFlowRule(i, d.after_tag, d.require_approval_for_tag)
+                            for i, d in enumerate(m.data_flow)),
+            on_uncertain=m.on_uncertain,
+            memory_namespace=m.memory.namespace,
+            memory_read_grants=tuple(m.memory.read_grants),
+            approval_timeout_s=m.approval.timeout_s,
+            approval_default=m.approval.default,
+            source=source,
+            sha256=hashlib.sha256(source.encode()).hexdigest(),
+            document=m.model_dump(mode="json"),
+            _matcher=matcher,
+            _models=models,
+        )
+
+    def rule_for(self, tool: str) -> ToolRule | None:
+        """The first tool rule whose glob matches `tool`, or None."""
+        if self._matcher is None:
+            return None
+        m = self._matcher.fullmatch(tool)
+        if m is None:
+            return None
+        return self.tools[int(m.lastgroup[1:])] if m.lastgroup else None
+
+    def allows_model(self, model: str) -> bool:
+        """True when `models` is absent or one of its globs matches."""
+        return self._models is None or self._models.fullmatch(model) is not None
+
+    def budget_limits(self) -> Limits:
+        """The caps the LLM gateway enforces for this agent, as core.budget's Limits."""
+        from tether.core.budget import Limits, RunLimits
+
+        run = self.budgets.run
+        duration = None if run.max_duration_s is None else math.ceil(run.max_duration_s)
+        return Limits(
+            run=RunLimits(run.max_cost_usd, run.max_tokens, run.max_llm_calls, duration),
+            agent_day_usd=self.budgets.day.max_cost_usd,
+            user_day_usd=self.budgets.user_day.max_cost_usd,
+        )
+
+
+def rate_key(agent: str, tool: str) -> str:
+    """The sliding-window key a tool rule's rate limit counts against, per agent per tool."""
+    return f"tool:{agent}:{tool}"
+
+
+def _uncertain(policy: Policy, tags: frozenset[str]) -> Decision:
+    if policy.on_uncertain == "deny":
+        return Decision("deny", "on_uncertain: deny",
+                        "no tool rule matches this tool and the policy denies what it does not "
+                        "name", tags=tags)
+    if IRREVERSIBLE in tags:
+        return Decision("approval_required", "tag irreversible (no explicit rule)",
+                        "the tool is irreversible and no tool rule names it", tags=tags)
+    if policy.on_uncertain == "ask":
+        return Decision("approval_required", "on_uncertain: ask",
+                        "no tool rule matches this tool, so a person decides", tags=tags)
+    return Decision("allow", "on_uncertain: allow", "no tool rule matches; the policy allows it",
+                    tags=tags)
+
+
+def decide(policy: Policy | None, request: DecisionRequest) -> Decision:
+    """The decision for one tool call. Pure: same inputs, same answer.
+
+    Order: no policy -> deny; run tool-call cap; first matching rule (deny, approval, allow);
+    no rule -> on_uncertain (an irreversible tool needs approval unless on_uncertain is deny);
+    data_flow turns an allow into approval_required; rate limit (when `rate` is given) last.
+    """
+    tags = request.tags
+    if policy is None:
+        return Decision("deny", "no policy",
+                        f"agent {request.agent} has no boundary policy; apply one with "
+                        "`tether policy apply FILE`", tags=tags)
+    if request.agent != policy.agent:
+        return Decision("deny", "agent mismatch",
+                        f"the policy is for agent {policy.agent}, not {request.agent}", tags=tags)
+    cap = policy.budgets.run.max_tool_calls
+    if cap is not None and request.run_state.tool_calls >= cap:
+        return Decision("deny", "budgets.run.max_tool_calls",
+                        f"the run already made {request.run_state.tool_calls} tool calls; "
+                        f"the cap is {cap}", tags=tags)
+    rule = policy.rule_for(request.tool)
+    if rule is None:
+        decision = _uncertain(policy, tags)
+    else:
+        if rule.tags:
+            tags = tags | rule.tags
+        if not rule.allow:
+            return Decision("deny", rule.label,
+                            rule.reason or f"the policy forbids {request.tool}", tags=tags)
+        if rule.approval_required:
+            decision = Decision("approval_required", rule.label,
+                                rule.reason or f"{request.tool} needs a person's approval",
+                                tags=tags, rate_limit=rule.rate_limit)
+        else:
+            decision = Decision("allow", rule.label, rule.reason or f"{request.tool} is allowed",
+                                tags=tags, rate_limit=rule.rate_limit)
+    if decision.outcome == "allow" and policy.data_flow:
+        seen = request.run_state.tags_seen
+        for flow in policy.data_flow:
+            if flow.after_tag in seen and flow.require_approval_for_tag in tags:
+                decision = Decision(
+                    "approval_required", flow.label,
+                    f"a tool tagged {flow.after_tag} returned into this run, so "
+                    f"{flow.require_approval_for_tag} tools need approval", tags=tags,
+                    rate_limit=decision.rate_limit)
+                break
+    if request.rate is not None and decision.rate_limit is not None:
+        return with_rate_result(
+            decision, request.rate.count < decision.rate_limit.count, request.rate.retry_after_s
+        )
+    return decision
+
+
+def with_rate_result(decision: Decision, allowed: bool, retry_after_s: float | None) -> Decision:
+    """Turns `decision` into rate_limited when its limit's window is full."""
+    if allowed or decision.rate_limit is None or decision.outcome == "deny":
+        return decision
+    limit = decision.rate_limit
+    return Decision("rate_limited", f"{decision.rule} rate_limit {limit.text}",
+                    f"over the rate limit of {limit.text}", retry_after_s=retry_after_s,
+                    tags=decision.tags, rate_limit=limit)
