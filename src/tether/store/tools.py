@@ -1,0 +1,251 @@
+"""The tool registry: every tool an agent can reach, its tags, owner and rate limit, and the
+sha256 pin of its description and input schema. A tool seen for the first time is pinned and
+approved; a later change of either ("rug pull") marks it `changed`, blocked until re-approved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from tether.core.errors import BadRequestError, NotFoundError
+from tether.store import audit
+from tether.store.engine import reading
+from tether.store.tables import runs, tools
+
+TAGS = frozenset({"read", "write", "egress", "untrusted", "irreversible"})
+KINDS = frozenset({"mcp", "http", "sdk"})
+# runs.attributes key holding the data-flow tags a run has picked up (e.g. "untrusted")
+RUN_TAGS_KEY = "tether.run_tags"
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool as a source (an upstream MCP server, config, the API, the SDK) describes it."""
+
+    name: str
+    server: str
+    kind: str
+    description: str = ""
+    input_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+    tags: tuple[str, ...] = ()
+    annotations: dict[str, Any] | None = None
+    owner: str | None = None
+    rate_limit: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    server: str
+    kind: str
+    description: str | None
+    input_schema: dict[str, Any] | None
+    tags: tuple[str, ...]
+    owner: str | None
+    rate_limit: str | None
+    url: str | None
+    pinned_hash: str | None
+    current_hash: str | None
+    status: str
+    annotations: dict[str, Any] | None
+    first_seen_at: datetime
+    updated_at: datetime
+
+    @property
+    def blocked(self) -> bool:
+        return self.status != "approved"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "server": self.server,
+            "kind": self.kind,
+            "description": self.description,
+            "input_schema": self.input_schema,
+            "tags": list(self.tags),
+            "owner": self.owner,
+            "rate_limit": self.rate_limit,
+            "url": self.url,
+            "status": self.status,
+            "pinned_hash": self.pinned_hash,
+            "current_hash": self.current_hash,
+            "annotations": self.annotations,
+            "first_seen_at": self.first_seen_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+def tool_hash(description: str | None, input_schema: dict[str, Any] | None) -> str:
+    """sha256 over the canonical JSON of what a model reads: the description and the schema."""
+    doc = {"description": description or "", "input_schema": input_schema or {}}
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def tags_from_annotations(annotations: dict[str, Any] | None) -> set[str]:
+    """MCP annotations feed the tags: destructive -> irreversible, open world -> egress."""
+    if not annotations:
+        return set()
+    tags: set[str] = set()
+    if annotations.get("destructive_hint"):
+        tags.add("irreversible")
+    if annotations.get("open_world_hint"):
+        tags.add("egress")
+    read_only = annotations.get("read_only_hint")
+    if read_only:
+        tags.add("read")
+    elif read_only is False or annotations.get("destructive_hint") is not None:
+        tags.add("write")
+    return tags
+
+
+def check_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    out = tuple(sorted({t.strip() for t in tags if t.strip()}))
+    unknown = [t for t in out if t not in TAGS]
+    if unknown:
+        raise BadRequestError(
+            f"unknown tool tag(s) {', '.join(unknown)}; use {', '.join(sorted(TAGS))}"
+        )
+    return out
+
+
+def _row(row: Any) -> Tool:
+    r = row._mapping
+    return Tool(
+        name=r["name"], server=r["server"], kind=r["kind"], description=r["description"],
+        input_schema=r["input_schema"], tags=tuple(r["tags"] or ()), owner=r["owner"],
+        rate_limit=r["rate_limit"], url=r["url"], pinned_hash=r["pinned_hash"],
+        current_hash=r["current_hash"], status=r["status"], annotations=r["annotations"],
+        first_seen_at=r["first_seen_at"], updated_at=r["updated_at"],
+    )  # fmt: skip
+
+
+def sync_tools(
+    engine: Engine, specs: Sequence[ToolSpec], *, now: datetime, actor: str = "tether"
+) -> list[Tool]:
+    """Upserts `specs`; pins new tools, flags changed ones. Returns the stored tools."""
+    out: list[Tool] = []
+    with engine.begin() as conn:
+        for spec in specs:
+            out.append(_sync_one(conn, spec, now=now, actor=actor))
+    return out
+
+
+def _sync_one(conn: Connection, spec: ToolSpec, *, now: datetime, actor: str) -> Tool:
+    if spec.kind not in KINDS:
+        raise BadRequestError(f"unknown tool kind {spec.kind!r}; use mcp, http or sdk")
+    tags = check_tags([*spec.tags, *tags_from_annotations(spec.annotations)])
+    digest = tool_hash(spec.description, spec.input_schema)
+    values: dict[str, Any] = {
+        "server": spec.server, "kind": spec.kind, "description": spec.description,
+        "input_schema": spec.input_schema, "tags": list(tags), "owner": spec.owner,
+        "rate_limit": spec.rate_limit, "url": spec.url, "annotations": spec.annotations,
+        "current_hash": digest, "updated_at": now,
+    }  # fmt: skip
+    q = select(tools).where(tools.c.name == spec.name)
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    existing = conn.execute(q).first()
+    if existing is None:
+        conn.execute(
+            insert(tools).values(
+                name=spec.name, pinned_hash=digest, status="approved", first_seen_at=now, **values
+            )
+        )
+        audit.append_in(conn, actor=actor, action="tool.pinned", subject=spec.name,
+                     data={"sha256": digest, "tags": list(tags), "kind": spec.kind}, now=now)
+    else:
+        old = _row(existing)
+        status = "approved" if digest == old.pinned_hash else "changed"
+        values["status"] = status
+        conn.execute(update(tools).where(tools.c.name == spec.name).values(**values))
+        if status == "changed" and old.current_hash != digest:
+            audit.append_in(conn, actor=actor, action="tool.changed", subject=spec.name,
+                         data={"pinned": old.pinned_hash, "seen": digest}, now=now)
+    return _row(conn.execute(select(tools).where(tools.c.name == spec.name)).one())
+
+
+def ensure_sdk_tool(engine: Engine, name: str, tags: Iterable[str], *, now: datetime) -> Tool:
+    """The registry entry for a tool first met through POST /api/v1/decide (kind `sdk`)."""
+    found = get_tool(engine, name)
+    if found is not None:
+        return found
+    server = name.split(".", 1)[0] if "." in name else "sdk"
+    return sync_tools(engine, [ToolSpec(name=name, server=server, kind="sdk", tags=tuple(tags))],
+                      now=now, actor="sdk")[0]  # fmt: skip
+
+
+def get_tool(engine: Engine, name: str) -> Tool | None:
+    with reading(engine) as conn:
+        row = conn.execute(select(tools).where(tools.c.name == name)).first()
+    return _row(row) if row else None
+
+
+def require_tool(engine: Engine, name: str) -> Tool:
+    found = get_tool(engine, name)
+    if found is None:
+        raise NotFoundError(f"no tool named {name!r}; see `tether tools list`")
+    return found
+
+
+def list_tools(
+    engine: Engine, *, server: str | None = None, status: str | None = None
+) -> list[Tool]:
+    q = select(tools).order_by(tools.c.name)
+    if server:
+        q = q.where(tools.c.server == server)
+    if status:
+        q = q.where(tools.c.status == status)
+    with reading(engine) as conn:
+        return [_row(r) for r in conn.execute(q)]
+
+
+def approve_tool(engine: Engine, name: str, *, actor: str, now: datetime) -> Tool:
+    """Re-pins a tool to its current description and schema and unblocks it."""
+    with engine.begin() as conn:
+        row = conn.execute(select(tools).where(tools.c.name == name)).first()
+        if row is None:
+            raise NotFoundError(f"no tool named {name!r}; see `tether tools list`")
+        old = _row(row)
+        conn.execute(
+            update(tools)
+            .where(tools.c.name == name)
+            .values(pinned_hash=old.current_hash, status="approved", updated_at=now)
+        )
+        audit.append_in(conn, actor=actor, action="tool.approved", subject=name,
+                     data={"previous": old.pinned_hash, "sha256": old.current_hash}, now=now)
+        return _row(conn.execute(select(tools).where(tools.c.name == name)).one())
+
+
+# ---------------------------------------------------------------- data-flow tags of a run
+
+
+def run_tags(engine: Engine, run_id: str) -> frozenset[str]:
+    """The data-flow tags a run carries, e.g. {"untrusted"} after an untrusted tool returned."""
+    with reading(engine) as conn:
+        attrs = conn.execute(select(runs.c.attributes).where(runs.c.id == run_id)).scalar()
+    return frozenset((attrs or {}).get(RUN_TAGS_KEY, ()))
+
+
+def add_run_tags(conn: Connection, run_id: str, new: Iterable[str], *, now: datetime) -> None:
+    """Adds data-flow tags to a run that exists (inside the caller's transaction)."""
+    q = select(runs.c.attributes).where(runs.c.id == run_id)
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    row = conn.execute(q).first()
+    if row is None:
+        return
+    attrs = dict(row[0] or {})
+    tags = set(attrs.get(RUN_TAGS_KEY, ())) | set(new)
+    if tags == set(attrs.get(RUN_TAGS_KEY, ())):
+        return
+    attrs[RUN_TAGS_KEY] = sorted(tags)
+    conn.execute(update(runs).where(runs.c.id == run_id).values(attributes=attrs, updated_at=now))
