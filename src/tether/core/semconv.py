@@ -1,0 +1,418 @@
+"""Maps one decoded OTLP span to a SpanRecord: OpenTelemetry GenAI, OpenInference and Langfuse
+attributes, tether's own `tether.*` attribution, cost from the price table, redaction, truncation.
+Pure: never raises on attribute content (a bad value is ignored, not fatal)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from tether.core.errors import BadRequestError
+from tether.core.money import usd_to_nusd
+from tether.core.pricing import PriceTable
+from tether.core.records import RunAttribution, SpanRecord, run_id_for_trace, valid_run_id
+from tether.core.semtext import as_text, clean_attributes, clean_text, json_obj, redact_text
+
+STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_NS = 253_402_300_799 * 10**9  # 9999-12-31T23:59:59Z
+_MAX_TOKENS = 10**12
+_MAX_COST_USD = Decimal(1_000_000)
+
+_OPENINFERENCE_KIND = {
+    "LLM": "llm", "TOOL": "tool", "AGENT": "agent", "CHAIN": "chain", "RETRIEVER": "retrieval",
+    "RERANKER": "retrieval", "EMBEDDING": "embedding", "GUARDRAIL": "other", "EVALUATOR": "other",
+}  # fmt: skip
+_LANGFUSE_KIND = {
+    "generation": "llm", "agent": "agent", "tool": "tool", "chain": "chain",
+    "retriever": "retrieval", "embedding": "embedding", "span": "other", "event": "other",
+    "evaluator": "other", "guardrail": "other",
+}  # fmt: skip
+_GENAI_OPERATION_KIND = {
+    "chat": "llm", "text_completion": "llm", "generate_content": "llm", "completion": "llm",
+    "embeddings": "embedding", "embedding": "embedding", "execute_tool": "tool",
+    "invoke_agent": "agent", "create_agent": "agent",
+}  # fmt: skip
+_TETHER_KINDS = frozenset(
+    {"agent", "llm", "tool", "retrieval", "embedding", "approval", "chain", "other"}
+)
+
+_MODEL_KEYS = ("gen_ai.request.model", "llm.model_name", "langfuse.observation.model.name")
+_SERVED_KEYS = ("gen_ai.response.model",)
+_INPUT_TOKEN_KEYS = (
+    "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt",
+)  # fmt: skip
+_OUTPUT_TOKEN_KEYS = (
+    "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion",
+)  # fmt: skip
+_CACHED_TOKEN_KEYS = (
+    "gen_ai.usage.cache_read_input_tokens", "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cached_tokens", "llm.token_count.prompt_details.cache_read",
+)  # fmt: skip
+_COST_KEYS = ("tether.cost_usd", "gen_ai.usage.cost", "llm.cost.total")
+_INPUT_KEYS = (
+    "tether.input", "input.value", "langfuse.observation.input", "gen_ai.input.messages",
+    "gen_ai.prompt", "gen_ai.tool.call.arguments",
+)  # fmt: skip
+_OUTPUT_KEYS = (
+    "tether.output", "output.value", "langfuse.observation.output", "gen_ai.output.messages",
+    "gen_ai.completion", "gen_ai.tool.call.result",
+)  # fmt: skip
+_ATTRIBUTION_KEYS: dict[str, tuple[str, ...]] = {
+    "agent": ("tether.agent", "gen_ai.agent.name", "langfuse.trace.metadata.agent",
+              "service.name", "langfuse.trace.name"),
+    "version": ("tether.agent_version", "gen_ai.agent.version", "langfuse.trace.metadata.version",
+                "langfuse.version", "service.version"),
+    "task_id": ("tether.task_id", "langfuse.trace.metadata.task_id", "session.id",
+                "langfuse.session.id", "gen_ai.conversation.id"),
+    "user": ("tether.user", "user.id", "langfuse.user.id", "enduser.id"),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SpanEvent:
+    name: str
+    time_ns: int = 0
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OtlpSpan:
+    """A span as decoded from OTLP: hex ids, nanosecond times, python attribute values."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    start_ns: int
+    end_ns: int = 0
+    parent_id: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    resource: Mapping[str, Any] = field(default_factory=dict)
+    status_code: int = STATUS_UNSET
+    status_message: str = ""
+    events: Sequence[SpanEvent] = ()
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    prices: PriceTable
+    redact_fields: tuple[str, ...] = ()
+
+
+def map_spans(spans: Sequence[OtlpSpan], opts: MapOptions) -> list[SpanRecord]:
+    """Maps a batch; spans with no run id of their own join the run named in their trace."""
+    records = [map_span(s, opts) for s in spans]
+    named: dict[str, str] = {}
+    for s, r in zip(spans, records, strict=True):
+        if _explicit_run_id(s) is not None:
+            named.setdefault(r.trace_id, r.run_id)
+    if not named:
+        return records
+    return [
+        replace(r, run_id=named[r.trace_id])
+        if r.trace_id in named and _explicit_run_id(s) is None
+        else r
+        for s, r in zip(spans, records, strict=True)
+    ]
+
+
+def map_span(span: OtlpSpan, opts: MapOptions) -> SpanRecord:
+    """One span -> SpanRecord. Raises BadRequestError only for times no datetime can hold."""
+    a, res = span.attributes, span.resource
+    kind = _kind(span)
+    is_root = not span.parent_id or _truthy(a.get("tether.run.root"))
+    if kind == "other" and is_root and not span.parent_id:
+        kind = "agent"
+    model = _first_str(a, _MODEL_KEYS)
+    served = _first_str(a, _SERVED_KEYS)
+    in_tok, out_tok, cached = _tokens(a)
+    cost_nusd, unknown = _cost(a, kind, model, served, in_tok, out_tok, cached, opts.prices)
+    status, error = _status(span)
+    name = span.name
+    if kind == "tool":
+        name = _first_str(a, ("gen_ai.tool.name", "tool.name")) or name
+    redact = opts.redact_fields
+    in_key, in_text = _input(span, kind)
+    out_key, out_text = _output(span, kind)
+    # the text lifted into input/output is not stored twice
+    kept = {k: v for k, v in a.items() if k != in_key and k != out_key}
+    attrs: dict[str, Any] = clean_attributes(kept, redact)
+    if is_root and res:
+        attrs["resource"] = clean_attributes(res, redact)
+    started = _time(span.start_ns, span, "start")
+    ended = max(started, _time(span.end_ns, span, "end")) if span.end_ns else None
+    return SpanRecord(
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        run_id=_explicit_run_id(span) or run_id_for_trace(span.trace_id),
+        kind=kind,
+        name=clean_text(name, 500) or "(unnamed)",
+        started_at=started,
+        ended_at=ended,
+        parent_id=span.parent_id or None,
+        is_root=is_root,
+        input=redact_text(in_text, redact),
+        output=redact_text(out_text, redact),
+        model=clean_text(model, 200),
+        model_served=clean_text(served, 200),
+        input_tokens=in_tok,
+        output_tokens=out_tok,
+        cached_tokens=cached,
+        cost_nusd=cost_nusd,
+        cost_unknown=unknown,
+        ttft_ms=_ttft(a),
+        status=status,
+        error=clean_text(error),
+        attributes=attrs,
+        attribution=_attribution(a, res),
+    )
+
+
+def _explicit_run_id(span: OtlpSpan) -> str | None:
+    for source in (span.attributes, span.resource):
+        v = source.get("tether.run_id")
+        if isinstance(v, str) and valid_run_id(v):
+            return v
+    return None
+
+
+def _kind(span: OtlpSpan) -> str:
+    a = span.attributes
+    explicit = a.get("tether.span.kind")
+    if isinstance(explicit, str) and explicit.lower() in _TETHER_KINDS:
+        return explicit.lower()
+    for key, table, norm in (
+        ("openinference.span.kind", _OPENINFERENCE_KIND, str.upper),
+        ("langfuse.observation.type", _LANGFUSE_KIND, str.lower),
+        ("gen_ai.operation.name", _GENAI_OPERATION_KIND, str.lower),
+    ):
+        v = a.get(key)
+        if isinstance(v, str) and norm(v) in table:
+            return table[norm(v)]
+    if _first_str(a, _MODEL_KEYS) or any(k in a for k in _INPUT_TOKEN_KEYS):
+        return "llm"
+    if _first_str(a, ("gen_ai.tool.name", "tool.name")):
+        return "tool"
+    return "other"
+
+
+def _first_str(attrs: Mapping[str, Any], keys: Sequence[str]) -> str | None:
+    for k in keys:
+        v = attrs.get(k)
+        if isinstance(v, str) and v.strip():
+            return v.strip()
+    return None
+
+
+def _truthy(v: Any) -> bool:
+    return v is True or (isinstance(v, str) and v.lower() in ("true", "1", "yes"))
+
+
+def _int(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        n = v
+    elif isinstance(v, float) and v == v and abs(v) < 1e15 and v.is_integer():
+        n = int(v)
+    elif isinstance(v, str) and v.strip().isdigit() and len(v.strip()) <= 15:
+        n = int(v.strip())
+    else:
+        return None
+    return n if 0 <= n <= _MAX_TOKENS else None
+
+
+def _first_int(attrs: Mapping[str, Any], keys: Sequence[str]) -> int | None:
+    for k in keys:
+        n = _int(attrs.get(k))
+        if n is not None:
+            return n
+    return None
+
+
+def _tokens(a: Mapping[str, Any]) -> tuple[int | None, int | None, int | None]:
+    """(input incl. cached, output, cached). Langfuse's `input` excludes cached: they are added."""
+    in_tok = _first_int(a, _INPUT_TOKEN_KEYS)
+    out_tok = _first_int(a, _OUTPUT_TOKEN_KEYS)
+    cached = _first_int(a, _CACHED_TOKEN_KEYS)
+    usage = json_obj(a.get("langfuse.observation.usage_details"))
+    if usage is not None:
+        if in_tok is None:
+            in_tok = _first_int(usage, ("prompt_tokens", "input_tokens"))
+        lf_cached = _first_int(usage, ("input_cached_tokens", "cache_read_input_tokens",
+                                       "cached_tokens", "input_cache_read"))  # fmt: skip
+        if in_tok is None and _int(usage.get("input")) is not None:
+            parts = [_int(v) or 0 for k, v in usage.items() if k.startswith("input_")]
+            in_tok = min(_MAX_TOKENS, (_int(usage["input"]) or 0) + sum(parts))
+        if out_tok is None:
+            out_tok = _first_int(usage, ("output", "completion_tokens", "output_tokens"))
+        cached = cached if cached is not None else lf_cached
+    if in_tok is None and out_tok is not None:
+        total = _first_int(a, ("llm.token_count.total", "gen_ai.usage.total_tokens"))
+        if total is not None and total >= out_tok:
+            in_tok = total - out_tok
+    if cached is not None and in_tok is not None:
+        cached = min(cached, in_tok)
+    return in_tok, out_tok, cached
+
+
+def _explicit_cost(a: Mapping[str, Any]) -> Decimal | None:
+    values = [a.get(k) for k in _COST_KEYS]
+    details = json_obj(a.get("langfuse.observation.cost_details"))
+    if details is not None:
+        values.append(details.get("total"))
+    for v in values:
+        d = _decimal(v)
+        if d is not None:
+            return d
+    return None
+
+
+def _decimal(v: Any) -> Decimal | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        return None
+    try:
+        d = Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
+    except ArithmeticError:
+        return None
+    except ValueError:
+        return None
+    return d if d.is_finite() and Decimal(0) <= d <= _MAX_COST_USD else None
+
+
+def _cost(
+    a: Mapping[str, Any], kind: str, model: str | None, served: str | None,
+    in_tok: int | None, out_tok: int | None, cached: int | None, prices: PriceTable,
+) -> tuple[int | None, bool]:  # fmt: skip
+    """(cost in nano-USD, cost_unknown). An explicit cost attribute wins over the table."""
+    explicit = _explicit_cost(a)
+    if explicit is not None:
+        return usd_to_nusd(explicit), False
+    if in_tok is None and out_tok is None:
+        # an LLM span with no usage at all cannot be priced; other spans cost nothing
+        return None, kind in ("llm", "embedding")
+    for m in (served, model):
+        if m:
+            c = prices.cost(m, in_tok or 0, out_tok or 0, cached or 0)
+            if c is not None:
+                return usd_to_nusd(c), False
+    return None, True
+
+
+def _status(span: OtlpSpan) -> tuple[str, str | None]:
+    if span.status_code == STATUS_OK:
+        return "ok", None
+    if span.status_code != STATUS_ERROR:
+        return "unset", None
+    message = span.status_message.strip()
+    if not message:
+        for ev in span.events:
+            if ev.name == "exception":
+                etype = as_text(ev.attributes.get("exception.type")) or "exception"
+                emsg = as_text(ev.attributes.get("exception.message")) or ""
+                message = f"{etype}: {emsg}" if emsg else etype
+                break
+    return "error", message or "error"
+
+
+def _time(ns: int, span: OtlpSpan, which: str) -> datetime:
+    if not isinstance(ns, int) or isinstance(ns, bool) or not 0 < ns <= _MAX_NS:
+        raise BadRequestError(
+            f"span {span.span_id} of trace {span.trace_id}: {which} time {ns!r} is not a "
+            "Unix time in nanoseconds"
+        )
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _ttft(a: Mapping[str, Any]) -> float | None:
+    v = a.get("tether.ttft_ms")
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e9:
+        return float(v)
+    return None
+
+
+def _input(span: OtlpSpan, kind: str) -> tuple[str | None, str | None]:
+    """(the attribute it came from, the text) of a span's input."""
+    a = span.attributes
+    for k in _INPUT_KEYS:
+        if k in a and (text := as_text(a[k])):
+            return k, text
+    text = _indexed_messages(a, "gen_ai.prompt.") or _indexed_messages(a, "llm.input_messages.")
+    if text:
+        return None, text
+    text = _event_messages(span, ("gen_ai.content.prompt",), "gen_ai.prompt", input_side=True)
+    if text:
+        return None, text
+    if kind == "tool" and (text := as_text(a.get("tool.parameters"))):
+        return "tool.parameters", text
+    return None, None
+
+
+def _output(span: OtlpSpan, kind: str) -> tuple[str | None, str | None]:
+    a = span.attributes
+    for k in _OUTPUT_KEYS:
+        if k in a and (text := as_text(a[k])):
+            return k, text
+    text = _indexed_messages(a, "gen_ai.completion.") or _indexed_messages(
+        a, "llm.output_messages."
+    )
+    if text:
+        return None, text
+    text = _event_messages(span, ("gen_ai.content.completion",), "gen_ai.completion",
+                           input_side=False)  # fmt: skip
+    return None, text
+
+
+def _indexed_messages(a: Mapping[str, Any], prefix: str) -> str | None:
+    """`gen_ai.prompt.0.role` / `llm.input_messages.0.message.content` -> a JSON message list."""
+    found: dict[int, dict[str, Any]] = {}
+    for key, value in a.items():
+        if not key.startswith(prefix):
+            continue
+        index, _, rest = key[len(prefix) :].partition(".")
+        if not index.isdigit() or len(index) > 6:
+            continue
+        rest = rest.removeprefix("message.")
+        if rest in ("role", "content"):
+            found.setdefault(int(index), {})[rest] = as_text(value)
+    if not found:
+        return None
+    return as_text([found[i] for i in sorted(found)])
+
+
+def _event_messages(
+    span: OtlpSpan, content_events: tuple[str, ...], attr: str, *, input_side: bool
+) -> str | None:
+    """Legacy `gen_ai.content.*` events, or per-message `gen_ai.*.message` / `gen_ai.choice`."""
+    messages: list[Any] = []
+    for ev in span.events:
+        if ev.name in content_events and (text := as_text(ev.attributes.get(attr))):
+            return text
+        is_input = ev.name.startswith("gen_ai.") and ev.name.endswith(".message")
+        is_output = ev.name == "gen_ai.choice"
+        if (input_side and is_input) or (not input_side and is_output):
+            body = {k: v for k, v in ev.attributes.items() if not k.startswith("gen_ai.system")}
+            messages.append({"event": ev.name, **body})
+    return as_text(messages) if messages else None
+
+
+def _attribution(a: Mapping[str, Any], res: Mapping[str, Any]) -> RunAttribution:
+    fields: dict[str, str | None] = {}
+    for name, keys in _ATTRIBUTION_KEYS.items():
+        value = None
+        for k in keys:
+            for source in (a, res):
+                v = source.get(k)
+                if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v).strip():
+                    text = str(v).strip()
+                    if k == "service.name" and text.startswith("unknown_service"):
+                        continue
+                    value = text
+                    break
+            if value is not None:
+                break
+        fields[name] = clean_text(value, 200)
+    return RunAttribution(**fields)
