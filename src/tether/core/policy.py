@@ -40,6 +40,7 @@ __all__ = [
     "ToolRule",
     "decide",
     "glob_regex",
+    "lint",
     "rate_key",
     "with_rate_result",
 ]
@@ -343,3 +344,30 @@ def with_rate_result(decision: Decision, allowed: bool, retry_after_s: float | N
     return Decision("rate_limited", f"{decision.rule} rate_limit {limit.text}",
                     f"over the rate limit of {limit.text}", retry_after_s=retry_after_s,
                     tags=decision.tags, rate_limit=limit)
+
+
+def _covers(earlier: str, later: str) -> bool:
+    # Sound only for globs of literals and `*`: then every name `later` matches, `earlier` does.
+    if any(c in earlier for c in "?[]") or "[" in later:
+        return False
+    return re.fullmatch(glob_regex(earlier), later) is not None
+
+
+def lint(policy: Policy, source: str, file: str = "<policy>") -> list[Problem]:
+    """Warnings about a valid policy: tool rules that can never match (an earlier glob covers
+    every name a later one matches, so first-match-wins never reaches it)."""
+    from tether.core.policy_schema import load_document
+
+    _, lines = load_document(source, file)
+    out = []
+    for later in policy.tools:
+        for earlier in policy.tools[: later.index]:
+            if _covers(earlier.match, later.match):
+                out.append(Problem(
+                    lines.find(("tools", later.index)), f"tools[{later.index}]",
+                    f'rule "{later.match}" is never reached: tools[{earlier.index}] '
+                    f'"{earlier.match}" matches first',
+                    f"move tools[{later.index}] above tools[{earlier.index}] (first match wins)",
+                ))
+                break
+    return out

@@ -174,6 +174,14 @@ def field_name(loc: tuple[Any, ...]) -> str:
     return out or "(document)"
 
 
+_MAX_NODES = 100_000
+_MAX_DEPTH = 50
+
+
+class _TooBig(Exception):
+    pass
+
+
 class _Lines:
     """Line numbers of every value and key in the document, by path."""
 
@@ -196,6 +204,9 @@ def _to_python(
     problems: list[Problem],
 ) -> Any:
     lines.value[path] = node.start_mark.line + 1
+    if len(lines.value) > _MAX_NODES or len(path) > _MAX_DEPTH:
+        # YAML aliases can expand a short text into billions of nodes ("billion laughs").
+        raise _TooBig
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
         out: dict[Any, Any] = {}
@@ -224,7 +235,13 @@ def load_document(source: str, file: str = "<policy>") -> tuple[dict[str, Any], 
     """Parses YAML into plain data plus line numbers; raises PolicyError on bad YAML."""
     lines = _Lines()
     problems: list[Problem] = []
-    loader = yaml.SafeLoader(source)
+    try:
+        loader = yaml.SafeLoader(source)
+    except yaml.reader.ReaderError as exc:
+        line = source[: exc.position].count("\n") + 1
+        bad = Problem(line, "(yaml)", f"character #x{exc.character:04x} is not allowed",
+                      "remove the control character (save the file as plain UTF-8 text)")
+        raise PolicyError([bad], file) from None
     try:
         node = loader.get_single_node()
         data = _to_python(loader, node, (), lines, problems) if node is not None else None
@@ -236,6 +253,10 @@ def load_document(source: str, file: str = "<policy>") -> tuple[dict[str, Any], 
             [Problem(line, "(yaml)", problem, "correct the YAML syntax on this line "
                      "(indentation, quotes, a missing colon)")], file
         ) from None
+    except _TooBig:
+        bad = Problem(1, "(document)", "the document is too large or too deeply nested",
+                      f"keep it under {_MAX_NODES} values and {_MAX_DEPTH} levels; avoid aliases")
+        raise PolicyError([bad], file) from None
     except yaml.YAMLError as exc:
         bad = Problem(1, "(yaml)", str(exc), "correct the YAML syntax")
         raise PolicyError([bad], file) from None
