@@ -1,7 +1,115 @@
-"""Placeholder for the otlp routes; the spine area fills it in."""
+"""OTLP/HTTP trace ingest: `POST /v1/traces` (protobuf or JSON, optionally gzip) -> spans and runs.
+
+A request is answered only after its spans are committed, in one transaction: all or nothing.
+With no API key at all and a loopback bind, ingest is open (a fresh local install, `tether demo`).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import ipaddress
+import time
+from datetime import UTC, datetime
+
+import anyio
+from fastapi import APIRouter, Depends, Request, Response
+
+from tether.core.errors import PermissionDeniedError
+from tether.core.pricing import PriceTable, load_price_table
+from tether.core.semconv import MapOptions, map_spans
+from tether.server import otlp_decode as decode
+from tether.server.auth import Principal, authenticate, bearer_secret
+from tether.server.deps import State, get_state
+from tether.store import keys as key_store
+from tether.store.ingest import write_spans
 
 router = APIRouter()
+
+_OPEN_CHECK_TTL_S = 5.0
+ANONYMOUS = Principal(key_id="anonymous", scopes=frozenset({"ingest"}), agent=None)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ingest_is_open(state: State) -> bool:
+    """True while no API key exists and the server binds loopback only (checked every 5 s)."""
+    if not _is_loopback(state.settings.host):
+        return False
+    now = time.monotonic()
+    cached = state.extras.get("otlp_open")
+    if cached is not None and now - cached[0] < _OPEN_CHECK_TTL_S:
+        return bool(cached[1])
+    is_open = key_store.count_live_keys(state.engine) == 0
+    state.extras["otlp_open"] = (now, is_open)
+    return is_open
+
+
+def require_ingest(request: Request, state: State = Depends(get_state)) -> Principal:
+    """The `ingest` scope (admin holds it too); no key needed while ingest is open."""
+    if _ingest_is_open(state):
+        return ANONYMOUS
+    principal = authenticate(state, bearer_secret(request))
+    if not principal.has("ingest"):
+        raise PermissionDeniedError(
+            "this key lacks the ingest scope needed for /v1/traces; create one with "
+            "`tether keys create --scopes ingest`"
+        )
+    return principal
+
+
+def price_table(state: State) -> PriceTable:
+    """The bundled prices with tether.yaml `pricing:` overrides, built once per app."""
+    table = state.extras.get("price_table")
+    if table is None:
+        table = load_price_table(state.settings.pricing)
+        state.extras["price_table"] = table
+    assert isinstance(table, PriceTable)
+    return table
+
+
+def count_ingested(state: State, n: int) -> None:
+    metrics = state.extras.setdefault("metrics", {})
+    metrics["spans_ingested"] = metrics.get("spans_ingested", 0) + n
+
+
+def ingest_payload(
+    state: State, body: bytes, content_type: str | None, content_encoding: str | None
+) -> tuple[int, str]:
+    """Decodes, maps and stores one export request; returns (spans stored, media kind)."""
+    kind = decode.media_type(content_type)
+    raw = decode.decompress(body, content_encoding, state.settings.max_request_bytes)
+    spans = decode.to_spans(decode.parse_request(raw, kind))
+    opts = MapOptions(price_table(state), tuple(f.lower() for f in state.settings.redact_fields))
+    records = map_spans(spans, opts)
+    result = write_spans(state.engine, records, now=datetime.now(UTC), source="otlp")
+    return result.spans, kind
+
+
+@router.post(
+    "/v1/traces",
+    tags=["otlp"],
+    summary="OTLP/HTTP trace export (protobuf or JSON, gzip allowed)",
+    response_class=Response,
+)
+async def export_traces(
+    request: Request,
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require_ingest),
+) -> Response:
+    body = await request.body()
+    n, kind = await anyio.to_thread.run_sync(
+        ingest_payload,
+        state,
+        body,
+        request.headers.get("content-type"),
+        request.headers.get("content-encoding"),
+    )
+    count_ingested(state, n)
+    payload, media = decode.response_body(kind)
+    return Response(content=payload, media_type=media)
