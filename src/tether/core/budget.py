@@ -29,21 +29,21 @@ IMAGE_TOKENS_BOUND = 48_169
 
 
 class TokenPrice(Protocol):
-    """USD per token, LiteLLM `model_prices` names (core.pricing's entries satisfy this)."""
+    """USD per token (core.pricing.ModelPrice satisfies this)."""
 
     @property
-    def input_cost_per_token(self) -> Decimal: ...
+    def input_per_token(self) -> Decimal: ...
 
     @property
-    def output_cost_per_token(self) -> Decimal: ...
+    def output_per_token(self) -> Decimal: ...
 
 
 @dataclass(frozen=True)
 class Price:
     """A plain TokenPrice, for tests and callers without a pricing entry."""
 
-    input_cost_per_token: Decimal
-    output_cost_per_token: Decimal
+    input_per_token: Decimal
+    output_per_token: Decimal
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def input_tokens_bound(request_bytes: int, *, images: int = 0) -> int:
 
 def cost_nusd(input_tokens: int, output_tokens: int, price: TokenPrice) -> int:
     """What a call costs, rounded half-even to the nano-dollar (how settled costs are rounded)."""
-    usd = input_tokens * price.input_cost_per_token + output_tokens * price.output_cost_per_token
+    usd = input_tokens * price.input_per_token + output_tokens * price.output_per_token
     return usd_to_nusd(usd)
 
 
@@ -161,7 +161,10 @@ def reservation_estimate(
     if max_tokens < 0:
         raise ValueError("max_tokens must be >= 0")
     tin = input_tokens_bound(request_bytes, images=images)
-    usd = tin * price.input_cost_per_token + max_tokens * price.output_cost_per_token
+    # a cached-input price above the input price (a cache write) must not escape the bound
+    cached = getattr(price, "cached_input_per_token", None)
+    in_price = max(price.input_per_token, cached) if cached is not None else price.input_per_token
+    usd = tin * in_price + max_tokens * price.output_per_token
     return usd_to_nusd_ceil(usd), tin + max_tokens
 
 

@@ -265,27 +265,35 @@ def snapshot(engine: Engine, scope: str) -> tuple[ScopeCap, CounterState] | None
     return None if row is None else (_cap(row), _state(row))
 
 
-def add_spent(
-    engine: Engine, scope: str, nusd: int, tokens: int, calls: int, *, now: datetime
+def add_spent_many(
+    engine: Engine,
+    scopes: Sequence[str],
+    nusd: int,
+    tokens: int,
+    calls: int,
+    *,
+    now: datetime,
 ) -> None:
-    """Records settled spend without a hold (the Redis ledger's durable copy)."""
+    """Records settled spend on `scopes` without a hold (the Redis ledger's durable copy)."""
+    ordered = sorted(scopes)
     with engine.begin() as conn:
         insert_on_conflict(
             conn, bc,
-            [{"scope": scope, "spent_nusd": 0, "reserved_nusd": 0, "spent_tokens": 0,
-              "reserved_tokens": 0, "calls": 0, "updated_at": now}],
+            [{"scope": s, "spent_nusd": 0, "reserved_nusd": 0, "spent_tokens": 0,
+              "reserved_tokens": 0, "calls": 0, "updated_at": now} for s in ordered],
             ("scope",),
         )  # fmt: skip
-        conn.execute(
-            update(bc)
-            .where(bc.c.scope == scope)
-            .values(
-                spent_nusd=bc.c.spent_nusd + nusd,
-                spent_tokens=bc.c.spent_tokens + tokens,
-                calls=bc.c.calls + calls,
-                updated_at=now,
+        for scope in ordered:
+            conn.execute(
+                update(bc)
+                .where(bc.c.scope == scope)
+                .values(
+                    spent_nusd=bc.c.spent_nusd + nusd,
+                    spent_tokens=bc.c.spent_tokens + tokens,
+                    calls=bc.c.calls + calls,
+                    updated_at=now,
+                )
             )
-        )
 
 
 def fits_now(engine: Engine, cap: ScopeCap, amount_nusd: int, tokens: int) -> bool:
@@ -297,7 +305,7 @@ def fits_now(engine: Engine, cap: ScopeCap, amount_nusd: int, tokens: int) -> bo
 __all__ = [
     "Reservation",
     "Settlement",
-    "add_spent",
+    "add_spent_many",
     "fits_now",
     "release",
     "reserve",

@@ -1,0 +1,248 @@
+"""The budget ledger on Redis: one Lua script checks and holds every scope atomically.
+
+Counters live in hashes `<prefix>b:<scope>`, holds in `<prefix>r:<id>` with an expiry index.
+Settled spend is also written to the database synchronously, inside settle(): the database is
+the durable truth (a counter missing from Redis, after a restart or expiry, is seeded from it),
+and the gateway writes a span per call anyway, so one more short write changes little.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from tether.core.budget import CounterState, ScopeCap, refusal_message, remaining
+from tether.core.errors import BadRequestError, BudgetExceededError
+from tether.core.money import nusd_to_float
+from tether.gateway.llm.ledger import (
+    DEFAULT_TTL_S,
+    Reservation,
+    Settlement,
+    _unbound_settlement,
+    new_reservation_id,
+    unbound,
+)
+from tether.store import budgets
+
+# Counters outlive a day so that day scopes are still visible the next morning; a counter that
+# expired is re-seeded from the database, which has every settled cost.
+COUNTER_TTL_S = 3 * 86400
+
+_RESERVE = """
+local n = tonumber(ARGV[1])
+local amount, tokens = tonumber(ARGV[2]), tonumber(ARGV[3])
+local missing = {}
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    local s = 8 + (i - 1) * 6
+    if ARGV[s + 3] == '' then
+      table.insert(missing, i)
+    else
+      redis.call('HSET', KEYS[i], 'spent_nusd', ARGV[s + 3], 'spent_tokens', ARGV[s + 4],
+        'calls', ARGV[s + 5], 'reserved_nusd', 0, 'reserved_tokens', 0)
+    end
+  end
+end
+if #missing > 0 then return {-1, unpack(missing)} end
+local names = {'cap_nusd', 'cap_tokens', 'cap_calls'}
+for i = 1, n do
+  local s = 8 + (i - 1) * 6
+  for j = 1, 3 do
+    if ARGV[s + j - 1] == '' then redis.call('HDEL', KEYS[i], names[j])
+    else redis.call('HSET', KEYS[i], names[j], ARGV[s + j - 1]) end
+  end
+end
+for i = 1, n do
+  local h = redis.call('HMGET', KEYS[i], 'spent_nusd', 'reserved_nusd', 'spent_tokens',
+    'reserved_tokens', 'calls', 'cap_nusd', 'cap_tokens', 'cap_calls')
+  if h[6] and tonumber(h[1]) + tonumber(h[2]) + amount > tonumber(h[6]) then return {0, i} end
+  if h[7] and tonumber(h[3]) + tonumber(h[4]) + tokens > tonumber(h[7]) then return {0, i} end
+  if h[8] and tonumber(h[5]) + 1 > tonumber(h[8]) then return {0, i} end
+end
+for i = 1, n do
+  redis.call('HINCRBY', KEYS[i], 'reserved_nusd', amount)
+  redis.call('HINCRBY', KEYS[i], 'reserved_tokens', tokens)
+  redis.call('HINCRBY', KEYS[i], 'calls', 1)
+  redis.call('EXPIRE', KEYS[i], ARGV[7])
+end
+local rk, zk = KEYS[n + 1], KEYS[n + 2]
+redis.call('HSET', rk, 'amount', amount, 'tokens', tokens, 'status', 'held', 'scopes', ARGV[6])
+redis.call('EXPIRE', rk, ARGV[7])
+redis.call('ZADD', zk, ARGV[5], ARGV[4])
+return {1}
+"""
+
+# ARGV: actual_nusd, actual_tokens, id, mode ('settle' | 'release')
+_FINISH = """
+local n = #KEYS - 2
+local rk, zk = KEYS[n + 1], KEYS[n + 2]
+local actual, atokens, mode = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[4]
+local st = redis.call('HGET', rk, 'status')
+if st == 'settled' or (mode == 'release' and st ~= 'held') then return {0, 0} end
+local amount, tokens, calls = 0, 0, 0
+if st == 'held' then
+  amount = tonumber(redis.call('HGET', rk, 'amount'))
+  tokens = tonumber(redis.call('HGET', rk, 'tokens'))
+elseif st == 'released' then
+  calls = 1  -- a swept hold gave its call back; the call did happen
+end
+if mode == 'release' then actual, atokens, calls = 0, 0, -1 end
+for i = 1, n do
+  -- a counter gone from Redis is re-seeded from the database, which gets this spend too
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('HINCRBY', KEYS[i], 'spent_nusd', actual)
+    redis.call('HINCRBY', KEYS[i], 'reserved_nusd', -amount)
+    redis.call('HINCRBY', KEYS[i], 'spent_tokens', atokens)
+    redis.call('HINCRBY', KEYS[i], 'reserved_tokens', -tokens)
+    redis.call('HINCRBY', KEYS[i], 'calls', calls)
+  end
+end
+redis.call('HSET', rk, 'status', mode == 'release' and 'released' or 'settled')
+redis.call('ZREM', zk, ARGV[3])
+return {1, amount}
+"""
+
+
+class RedisLedger:
+    """Ledger on Redis (shared by every tether process), with durable spend in the database."""
+
+    def __init__(
+        self, redis: Any, engine: Engine, *, ttl_s: int = DEFAULT_TTL_S, prefix: str = "tether:"
+    ) -> None:
+        self.redis = redis
+        self.engine = engine
+        self.ttl_s = ttl_s
+        self.prefix = prefix
+        self._reserve = redis.register_script(_RESERVE)
+        self._finish = redis.register_script(_FINISH)
+
+    def _ckey(self, scope: str) -> str:
+        return f"{self.prefix}b:{scope}"
+
+    def _rkey(self, rid: str) -> str:
+        return f"{self.prefix}r:{rid}"
+
+    @property
+    def _zkey(self) -> str:
+        return f"{self.prefix}r:expiry"
+
+    def reserve(
+        self,
+        caps: Sequence[ScopeCap],
+        *,
+        amount_nusd: int,
+        tokens: int,
+        run_id: str | None,
+        now: datetime,
+    ) -> Reservation:
+        if amount_nusd < 0 or tokens < 0:
+            raise BadRequestError("a reservation amount cannot be negative")
+        if not caps:
+            return unbound(run_id, amount_nusd, tokens, now)
+        ordered = sorted(caps, key=lambda c: c.scope)
+        rid = new_reservation_id()
+        expires = now + timedelta(seconds=self.ttl_s)
+        keys = [self._ckey(c.scope) for c in ordered] + [self._rkey(rid), self._zkey]
+        seeds: dict[int, CounterState] = {}
+        for _ in range(3):
+            args: list[Any] = [len(ordered), amount_nusd, tokens, rid,
+                               int(expires.timestamp() * 1000), "\n".join(c.scope for c in ordered),
+                               COUNTER_TTL_S]  # fmt: skip
+            for i, c in enumerate(ordered, start=1):
+                seed = seeds.get(i)
+                args += [_opt(c.cap_nusd), _opt(c.cap_tokens), _opt(c.cap_calls)]
+                args += ["", "", ""] if seed is None else [
+                    seed.spent_nusd, seed.spent_tokens, seed.calls]  # fmt: skip
+            out = self._reserve(keys=keys, args=args)
+            if int(out[0]) == 1:
+                return Reservation(
+                    rid, run_id, tuple(c.scope for c in ordered), amount_nusd, tokens, expires
+                )
+            if int(out[0]) == 0:
+                self._refuse(ordered[int(out[1]) - 1], amount_nusd, tokens)
+            for i in out[1:]:
+                snap = budgets.snapshot(self.engine, ordered[int(i) - 1].scope)
+                seeds[int(i)] = snap[1] if snap else CounterState()
+        raise RuntimeError("budget counters kept disappearing from Redis while being seeded")
+
+    def _refuse(self, cap: ScopeCap, amount_nusd: int, tokens: int) -> None:
+        state = self._state(cap.scope) or CounterState()
+        rem = remaining(state, cap)
+        raise BudgetExceededError(
+            refusal_message(rem, amount_nusd, tokens),
+            scope=cap.scope,
+            remaining_usd=nusd_to_float(rem.nusd),
+            remaining_tokens=rem.tokens,
+            remaining_calls=rem.calls,
+            needed_usd=nusd_to_float(amount_nusd),
+        )
+
+    def _finish_call(self, r: Reservation, actual: int, atokens: int, mode: str) -> tuple[int, int]:
+        keys = [self._ckey(s) for s in sorted(r.scopes)] + [self._rkey(r.id), self._zkey]
+        out = self._finish(keys=keys, args=[actual, atokens, r.id, mode])
+        return int(out[0]), int(out[1])
+
+    def settle(
+        self, reservation: Reservation, *, actual_nusd: int, actual_tokens: int, now: datetime
+    ) -> Settlement:
+        if actual_nusd < 0 or actual_tokens < 0:
+            raise BadRequestError("a settled amount cannot be negative")
+        if not reservation.scopes:
+            return _unbound_settlement(reservation, actual_nusd, actual_tokens)
+        done, held_amount = self._finish_call(reservation, actual_nusd, actual_tokens, "settle")
+        if not done:
+            return Settlement(0, 0, False, False)
+        budgets.add_spent_many(
+            self.engine, reservation.scopes, actual_nusd, actual_tokens, 1, now=now
+        )
+        overrun = actual_nusd > reservation.amount_nusd or actual_tokens > reservation.tokens
+        return Settlement(actual_nusd, max(0, held_amount - actual_nusd), overrun, held_amount > 0)
+
+    def release(self, reservation: Reservation, *, now: datetime) -> bool:
+        if not reservation.scopes:
+            return True
+        return self._finish_call(reservation, 0, 0, "release")[0] == 1
+
+    def _hash(self, scope: str) -> dict[str, int]:
+        h = self.redis.hgetall(self._ckey(scope))
+        return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in h.items()}
+
+    def _state(self, scope: str) -> CounterState | None:
+        g = self._hash(scope)
+        return _counter(g) if g else None
+
+    def snapshot(self, scope: str) -> tuple[ScopeCap, CounterState] | None:
+        g = self._hash(scope)
+        if not g:
+            return budgets.snapshot(self.engine, scope)
+        cap = ScopeCap(scope, g.get("cap_nusd"), g.get("cap_tokens"), g.get("cap_calls"))
+        return cap, _counter(g)
+
+    def sweep_expired(self, now: datetime) -> int:
+        """Releases holds whose process died; their scopes are kept by the caller's record."""
+        ids = self.redis.zrangebyscore(self._zkey, "-inf", int(now.timestamp() * 1000), 0, 500)
+        count = 0
+        for raw in ids:
+            rid = raw.decode() if isinstance(raw, bytes) else raw
+            scopes = self.redis.hget(self._rkey(rid), "scopes")
+            if scopes is None:
+                self.redis.zrem(self._zkey, rid)
+                continue
+            names = tuple((scopes.decode() if isinstance(scopes, bytes) else scopes).split("\n"))
+            r = Reservation(rid, None, names, 0, 0, now)
+            count += self._finish_call(r, 0, 0, "release")[0]
+        return count
+
+
+def _counter(g: dict[str, int]) -> CounterState:
+    return CounterState(
+        g.get("spent_nusd", 0), g.get("reserved_nusd", 0), g.get("spent_tokens", 0),
+        g.get("reserved_tokens", 0), g.get("calls", 0),
+    )  # fmt: skip
+
+
+def _opt(v: int | None) -> int | str:
+    return "" if v is None else v

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tether.core import budget as b
+from tether.core.budget import CounterState, Limits, Price, RunLimits, ScopeCap
+from tether.core.money import usd_to_nusd
+from tether.core.pricing import ModelPrice
+
+DAY = date(2026, 11, 25)
+prices = st.builds(
+    Price,
+    st.decimals(min_value=0, max_value=Decimal("0.0001"), places=12),
+    st.decimals(min_value=0, max_value=Decimal("0.0003"), places=12),
+)
+
+
+def test_scopes_are_only_capped_ones_and_sorted_for_lock_order() -> None:
+    limits = Limits(
+        RunLimits(Decimal("2.00"), 50_000, 25, 600),
+        agent_day_usd=Decimal(50),
+        user_day_usd=Decimal(5),
+        global_day_usd=Decimal("100.5"),
+    )
+    caps = b.scopes_for(limits, run_id="run_1", agent="triage", user="alice", key_id="key_1",
+                        day=DAY)  # fmt: skip
+    assert [c.scope for c in caps] == [
+        "agent_day:triage:2026-11-25",
+        "global_day:2026-11-25",
+        "run:run_1",
+        "user_day:alice:2026-11-25",
+    ]
+    run = caps[2]
+    assert (run.cap_nusd, run.cap_tokens, run.cap_calls) == (2_000_000_000, 50_000, 25)
+    assert caps[1].cap_nusd == 100_500_000_000
+    # no user, no key cap, no run id: those scopes are absent
+    caps = b.scopes_for(limits, run_id=None, agent="triage", user=None, key_id="k", day=DAY)
+    assert [c.scope for c in caps] == ["agent_day:triage:2026-11-25", "global_day:2026-11-25"]
+    assert b.scopes_for(Limits(), run_id="r", agent="a", user="u", key_id="k", day=DAY) == []
+
+
+def test_duration_only_limit_gives_no_counter_but_a_deadline() -> None:
+    limits = Limits(RunLimits(max_duration_s=60))
+    assert b.scopes_for(limits, run_id="r", agent=None, user=None, key_id=None, day=DAY) == []
+    start = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    assert b.deadline(start, limits.run) == datetime(2026, 11, 25, 12, 1, tzinfo=UTC)
+    assert b.deadline(start, RunLimits()) is None
+
+
+def test_limits_from_policy_budgets_block() -> None:
+    lim = b.limits_from_mapping(
+        {"run": {"max_cost_usd": 2.0, "max_tokens": 50000, "max_llm_calls": 25,
+                 "max_duration_s": 600}, "day": {"max_cost_usd": 50},
+         "user_day": {"max_cost_usd": "5"}},
+        global_day_usd=Decimal(100),
+    )  # fmt: skip
+    assert lim == Limits(RunLimits(Decimal("2.0"), 50000, 25, 600), Decimal(50), Decimal(5),
+                         None, Decimal(100))  # fmt: skip
+
+
+@given(
+    text=st.text(max_size=300),
+    max_tokens=st.integers(0, 100_000),
+    tin=st.integers(0, 10_000),
+    tout=st.integers(0, 100_000),
+    price=prices,
+)
+def test_reservation_covers_any_usage_within_its_token_bounds(
+    text: str, max_tokens: int, tin: int, tout: int, price: Price
+) -> None:
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": text}]}).encode()
+    nusd, tokens = b.reservation_estimate(len(body), max_tokens, price)
+    bound_in = b.input_tokens_bound(len(body))
+    # a token is >= 1 byte of UTF-8 text; JSON escaping only adds bytes
+    assert bound_in >= len(text.encode("utf-8"))
+    assert tokens == bound_in + max_tokens
+    used_in, used_out = min(tin, bound_in), min(tout, max_tokens)
+    mp = ModelPrice(price.input_per_token, price.output_per_token, None, None)
+    assert usd_to_nusd(mp.cost(used_in, used_out)) <= nusd
+    assert b.cost_nusd(used_in, used_out, price) <= nusd
+
+
+def test_cache_write_price_above_input_price_stays_bounded() -> None:
+    mp = ModelPrice(Decimal("1e-6"), Decimal("2e-6"), Decimal("1.25e-6"), None)
+    nusd, _ = b.reservation_estimate(100, 10, mp)
+    assert nusd == (100 + b.REQUEST_OVERHEAD_TOKENS) * 1250 + 10 * 2000
+
+
+def test_images_get_a_token_floor() -> None:
+    price = Price(Decimal("1e-6"), Decimal(0))
+    plain, _ = b.reservation_estimate(100, 0, price)
+    with_image, tokens = b.reservation_estimate(100, 0, price, images=2)
+    assert with_image - plain == 2 * b.IMAGE_TOKENS_BOUND * 1000
+    assert tokens == 100 + b.REQUEST_OVERHEAD_TOKENS + 2 * b.IMAGE_TOKENS_BOUND
+
+
+def test_fits_and_remaining_name_what_is_left() -> None:
+    cap = ScopeCap("run:r", 1_000, 100, 3)
+    s = CounterState(spent_nusd=400, reserved_nusd=500, spent_tokens=10, reserved_tokens=80,
+                     calls=2)  # fmt: skip
+    assert b.fits(s, cap, 100, 10)
+    assert not b.fits(s, cap, 101, 10)
+    assert not b.fits(s, cap, 100, 11)
+    assert not b.fits(replace(s, calls=3), cap, 0, 0)
+    rem = b.remaining(s, cap)
+    assert (rem.nusd, rem.tokens, rem.calls, rem.usd) == (100, 10, 1, Decimal("1E-7"))
+    msg = b.refusal_message(rem, 101, 5)
+    assert "run:r" in msg and "left" in msg and "max_tokens" in msg
+    assert b.remaining(replace(s, spent_nusd=2_000), cap).nusd == 0
+
+
+ops = st.lists(
+    st.tuples(st.sampled_from(["reserve", "settle", "release"]), st.integers(0, 400),
+              st.floats(0, 1)),
+    max_size=80,
+)  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(ops=ops, cap_nusd=st.integers(0, 2_000), cap_calls=st.one_of(st.none(), st.integers(0, 20)))
+def test_settled_spend_never_exceeds_cap_for_any_sequence(
+    ops: list[tuple[str, int, float]], cap_nusd: int, cap_calls: int | None
+) -> None:
+    """A reference ledger built on fits(): the store and Redis ledgers apply the same rule."""
+    cap = ScopeCap("run:r", cap_nusd, None, cap_calls)
+    state = CounterState()
+    held: list[int] = []
+    for op, size, frac in ops:
+        if op == "reserve":
+            if b.fits(state, cap, size, 0):
+                state = replace(state, reserved_nusd=state.reserved_nusd + size,
+                                calls=state.calls + 1)  # fmt: skip
+                held.append(size)
+        elif held:
+            amount = held.pop(0)
+            actual = int(amount * frac) if op == "settle" else 0
+            assert actual <= amount
+            before = state.spent_nusd + state.reserved_nusd
+            state = replace(
+                state,
+                spent_nusd=state.spent_nusd + actual,
+                reserved_nusd=state.reserved_nusd - amount,
+                calls=state.calls - (1 if op == "release" else 0),
+            )
+            # settling never raises what is committed; release gives back exactly the hold
+            assert state.spent_nusd + state.reserved_nusd == before - (amount - actual)
+        assert state.spent_nusd + state.reserved_nusd <= cap_nusd
+        assert state.spent_nusd <= cap_nusd
+        assert cap_calls is None or state.calls <= cap_calls
+    assert state.reserved_nusd == sum(held)

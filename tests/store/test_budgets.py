@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import random
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, select
+
+from tether.core.budget import CounterState, ScopeCap, fits
+from tether.core.errors import BadRequestError, BudgetExceededError
+from tether.gateway.llm.ledger import SqlLedger
+from tether.store import budgets
+from tether.store.engine import make_engine
+from tether.store.tables import reservations
+
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+USD = 1_000_000_000
+
+
+def _reserve(engine: Engine, caps: list[ScopeCap], amount: int, tokens: int = 0,
+             rid: str = "rsv_1", ttl_s: int = 60) -> budgets.Reservation:  # fmt: skip
+    return budgets.reserve(engine, caps, reservation_id=rid, amount_nusd=amount, tokens=tokens,
+                           run_id="run_1", now=NOW, ttl_s=ttl_s)  # fmt: skip
+
+
+def test_reserve_settle_release_keep_exact_books(db: Engine) -> None:
+    caps = [ScopeCap("run:run_1", USD, 1000, 5), ScopeCap("global_day:2026-11-25", 10 * USD)]
+    r1 = _reserve(db, caps, 300_000_000, 400, "rsv_a")
+    r2 = _reserve(db, caps, 200_000_000, 100, "rsv_b")
+    assert r1.scopes == ("global_day:2026-11-25", "run:run_1")
+    s = budgets.settle(db, r1, actual_nusd=123_456_789, actual_tokens=250, now=NOW)
+    assert (s.charged_nusd, s.released_nusd, s.overrun, s.was_held) == (
+        123_456_789, 176_543_211, False, True)  # fmt: skip
+    assert budgets.release(db, r2, now=NOW)
+    for scope in r1.scopes:
+        cap, st_ = budgets.snapshot(db, scope) or (None, None)
+        assert st_ is not None and cap is not None
+        assert (st_.spent_nusd, st_.reserved_nusd, st_.spent_tokens, st_.reserved_tokens) == (
+            123_456_789, 0, 250, 0)  # fmt: skip
+        assert st_.calls == 1  # the released call gave its call back
+    with db.connect() as conn:
+        got = dict(conn.execute(select(reservations.c.id, reservations.c.status)).all())
+    assert got == {"rsv_a": "settled", "rsv_b": "released"}
+    # settling twice, or releasing a settled hold, changes nothing
+    assert not budgets.settle(db, r1, actual_nusd=5, actual_tokens=5, now=NOW).was_held
+    assert not budgets.release(db, r1, now=NOW)
+    snap = budgets.snapshot(db, "run:run_1")
+    assert snap is not None and snap[1].spent_nusd == 123_456_789
+    assert budgets.snapshot(db, "run:nope") is None
+
+
+def test_refusal_names_the_scope_and_holds_nothing(db: Engine) -> None:
+    caps = [ScopeCap("agent_day:a:2026-11-25", 5 * USD), ScopeCap("run:run_1", USD)]
+    r = _reserve(db, caps, 700_000_000, rid="rsv_a")
+    with pytest.raises(BudgetExceededError) as exc:
+        _reserve(db, caps, 400_000_000, rid="rsv_b")
+    err = exc.value
+    assert err.http_status == 402 and err.type == "budget_exceeded"
+    assert err.details["scope"] == "run:run_1"
+    assert err.details["remaining_usd"] == pytest.approx(0.3)
+    assert "run:run_1" in err.message and "$0.300000 left" in err.message
+    # the agent/day scope came first and was taken, then rolled back with the refusal
+    snap = budgets.snapshot(db, "agent_day:a:2026-11-25")
+    assert snap is not None and (snap[1].reserved_nusd, snap[1].calls) == (700_000_000, 1)
+    with db.connect() as conn:
+        assert conn.execute(select(reservations.c.id)).scalars().all() == ["rsv_a"]
+    budgets.settle(db, r, actual_nusd=700_000_000, actual_tokens=0, now=NOW)
+    _reserve(db, caps, 300_000_000, rid="rsv_c")  # exactly what is left fits
+
+
+def test_token_and_call_caps_refuse(db: Engine) -> None:
+    caps = [ScopeCap("run:run_1", None, 100, 2)]
+    _reserve(db, caps, 0, 60, "rsv_a")
+    with pytest.raises(BudgetExceededError) as exc:
+        _reserve(db, caps, 0, 41, "rsv_b")
+    assert exc.value.details["remaining_tokens"] == 40
+    _reserve(db, caps, 0, 40, "rsv_c")
+    with pytest.raises(BudgetExceededError, match="no LLM calls left"):
+        _reserve(db, caps, 0, 0, "rsv_d")
+    with pytest.raises(BadRequestError):
+        _reserve(db, caps, -1, 0, "rsv_e")
+
+
+def test_caps_are_refreshed_from_the_current_policy(db: Engine) -> None:
+    _reserve(db, [ScopeCap("run:run_1", USD)], 600_000_000, rid="rsv_a")
+    with pytest.raises(BudgetExceededError):
+        _reserve(db, [ScopeCap("run:run_1", 500_000_000)], 1, rid="rsv_b")
+    _reserve(db, [ScopeCap("run:run_1", 2 * USD)], USD, rid="rsv_c")
+
+
+def test_sweep_releases_expired_holds_and_a_late_settle_is_still_charged(db: Engine) -> None:
+    caps = [ScopeCap("run:run_1", USD)]
+    old = _reserve(db, caps, 800_000_000, rid="rsv_old", ttl_s=10)
+    _reserve(db, caps, 100_000_000, rid="rsv_new", ttl_s=900)
+    assert budgets.sweep_expired(db, NOW + timedelta(seconds=5)) == 0
+    assert budgets.sweep_expired(db, NOW + timedelta(seconds=11)) == 1
+    snap = budgets.snapshot(db, "run:run_1")
+    assert snap is not None and (snap[1].reserved_nusd, snap[1].calls) == (100_000_000, 1)
+    s = budgets.settle(db, old, actual_nusd=50, actual_tokens=1, now=NOW)
+    assert not s.was_held and s.charged_nusd == 50
+    snap = budgets.snapshot(db, "run:run_1")
+    assert snap is not None and (snap[1].spent_nusd, snap[1].calls) == (50, 2)
+
+
+def test_concurrent_reservations_from_two_engines_never_overshoot(db: Engine, db_url: str) -> None:
+    """200 requests of random worst cases against $1.00, from two engines (two processes)."""
+    other = make_engine(db_url, pool_size=5)
+    ledgers = [SqlLedger(db), SqlLedger(other)]
+    rng = random.Random(7)
+    sizes = [rng.randint(1_000_000, 80_000_000) for _ in range(200)]
+    caps = [ScopeCap("run:run_c", USD, None, None), ScopeCap("global_day:2026-11-25", 3 * USD)]
+
+    def one(i: int) -> tuple[int, bool]:
+        ledger = ledgers[i % 2]
+        try:
+            r = ledger.reserve(caps, amount_nusd=sizes[i], tokens=0, run_id="run_c", now=NOW)
+        except BudgetExceededError:
+            return sizes[i], False
+        ledger.settle(r, actual_nusd=sizes[i], actual_tokens=0, now=NOW)
+        return sizes[i], True
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(one, range(200)))
+    finally:
+        other.dispose()
+    admitted = [s for s, ok in results if ok]
+    refused = [s for s, ok in results if not ok]
+    snap = budgets.snapshot(db, "run:run_c")
+    assert snap is not None
+    spent = snap[1].spent_nusd
+    assert spent == sum(admitted) <= USD
+    assert snap[1].reserved_nusd == 0 and snap[1].calls == len(admitted)
+    # as many as fit: every refused request would have overshot even the final spend
+    assert refused and all(spent + s > USD for s in refused)
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    cap=st.integers(0, 5_000),
+    steps=st.lists(st.tuples(st.integers(0, 1_500), st.floats(0, 1), st.booleans()), max_size=12),
+)
+def test_any_sequence_on_the_database_keeps_settled_spend_within_cap(
+    db: Engine, cap: int, steps: list[tuple[int, float, bool]]
+) -> None:
+    scope = f"run:{uuid.uuid4().hex}"  # hypothesis seeds `random`; uuid4 is os.urandom
+    ledger = SqlLedger(db)
+    held: list[budgets.Reservation] = []
+    for size, frac, settle_one in steps:
+        before = ledger.snapshot(scope)
+        should_fit = fits(before[1] if before else CounterState(), ScopeCap(scope, cap), size, 0)
+        try:
+            held.append(ledger.reserve([ScopeCap(scope, cap)], amount_nusd=size, tokens=size,
+                                       run_id=None, now=NOW))  # fmt: skip
+            assert should_fit
+        except BudgetExceededError:
+            assert not should_fit
+        if settle_one and held:
+            r = held.pop(0)
+            ledger.settle(r, actual_nusd=int(r.amount_nusd * frac), actual_tokens=0, now=NOW)
+        snap = ledger.snapshot(scope)
+        if snap is not None:
+            state = snap[1]
+            assert state.spent_nusd + state.reserved_nusd <= cap
+            assert state.reserved_nusd == sum(r.amount_nusd for r in held)
+    for r in held:
+        ledger.release(r, now=NOW)
+    snap = ledger.snapshot(scope)
+    assert snap is None or snap[1].reserved_nusd == 0
