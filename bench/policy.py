@@ -1,0 +1,106 @@
+"""Benchmark: one policy decision for a 100-rule policy must take at most 50 microseconds p99.
+
+Run: `.venv/bin/python bench/policy.py` (prints p50/p99, writes bench/results/policy.json).
+Tool names cycle through every case: a match on the first rule, on the last, on a middle
+wildcard, no match at all (on_uncertain), irreversible and data-flow (egress after untrusted).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from tether.core.policy import DecisionRequest, Policy, RunState, decide
+
+RULES = 100
+ROUNDS = 200_000
+TARGET_P99_US = 50.0
+
+
+def build_policy(n: int) -> Policy:
+    lines = ["agent: bench", "on_uncertain: ask", "tools:"]
+    for i in range(n - 3):
+        kind = i % 4
+        if kind == 0:
+            lines.append(f'  - {{match: "svc{i}.read_*", allow: true}}')
+        elif kind == 1:
+            lines.append(f'  - {{match: "svc{i}.delete_*", allow: false}}')
+        elif kind == 2:
+            lines.append(f'  - {{match: "svc{i}.send", approval: required, rate_limit: "10/hour"}}')
+        else:
+            lines.append(f'  - {{match: "svc{i}.*[0-9]", allow: true, tags: [egress]}}')
+    lines += [
+        '  - {match: "web.fetch", allow: true, tags: [untrusted]}',
+        '  - {match: "mail.*", allow: true, tags: [egress]}',
+        '  - {match: "last.*", allow: true}',
+        "data_flow:",
+        "  - {after_tag: untrusted, require_approval_for_tag: egress}",
+    ]
+    return Policy.parse("\n".join(lines) + "\n", "bench.yaml")
+
+
+def requests() -> list[DecisionRequest]:
+    untrusted = RunState(frozenset({"untrusted"}), tool_calls=3)
+    clean = RunState(frozenset(), tool_calls=1)
+    tags = frozenset({"read"})
+    return [
+        DecisionRequest("bench", "svc0.read_invoice", tags, {}, clean),
+        DecisionRequest("bench", "svc49.delete_all", tags, {}, clean),
+        DecisionRequest("bench", "svc94.send", frozenset(), {}, clean),
+        DecisionRequest("bench", "svc95.export7", frozenset(), {}, untrusted),
+        DecisionRequest("bench", "mail.send", frozenset(), {"to": "x"}, untrusted),
+        DecisionRequest("bench", "last.thing", frozenset(), {}, clean),
+        DecisionRequest("bench", "unknown.tool", frozenset(), {}, clean),
+        DecisionRequest("bench", "crm.wipe", frozenset({"irreversible"}), {}, clean),
+    ]
+
+
+def main() -> dict[str, object]:
+    policy = build_policy(RULES)
+    reqs = requests()
+    outcomes = {r.tool: decide(policy, r).outcome for r in reqs}
+    for _ in range(2000):  # warm-up
+        for r in reqs:
+            decide(policy, r)
+    samples = []
+    clock = time.perf_counter_ns
+    gc.disable()
+    try:
+        for i in range(ROUNDS):
+            r = reqs[i % len(reqs)]
+            t0 = clock()
+            decide(policy, r)
+            samples.append(clock() - t0)
+    finally:
+        gc.enable()
+    samples.sort()
+    p50 = samples[len(samples) // 2] / 1000
+    p99 = samples[int(len(samples) * 0.99)] / 1000
+    result: dict[str, object] = {
+        "benchmark": "policy.decide",
+        "rules": len(policy.tools),
+        "decisions": ROUNDS,
+        "p50_us": round(p50, 2),
+        "p99_us": round(p99, 2),
+        "mean_us": round(statistics.fmean(samples) / 1000, 2),
+        "max_us": round(samples[-1] / 1000, 2),
+        "target_p99_us": TARGET_P99_US,
+        "pass": p99 <= TARGET_P99_US,
+        "outcomes": outcomes,
+        "python": platform.python_version(),
+    }
+    print(f"policy.decide, {len(policy.tools)} rules, {ROUNDS} decisions: "
+          f"p50 {p50:.2f} us, p99 {p99:.2f} us (target p99 <= {TARGET_P99_US:.0f} us) "
+          f"{'PASS' if result['pass'] else 'FAIL'}")
+    out = Path(__file__).parent / "results" / "policy.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
