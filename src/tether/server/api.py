@@ -1,11 +1,22 @@
-"""Installs the api area's routes and background loops into the app."""
+"""Installs the REST API (`/api/v1`), OTLP ingest (`/v1/traces`) and `/metrics` into the app."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
+from tether.server import metrics, otlp
 from tether.server.deps import State
+from tether.server.routes import agents, costs, feedback, keys, runs, spans
+
+PREFIX = "/api/v1"
 
 
 def install(app: FastAPI, state: State) -> None:
-    """Filled in by the api area."""
+    """Adds the routers; the counters other areas bump live in `state.extras["metrics"]`."""
+    state.extras.setdefault("metrics", {}).setdefault("spans_ingested", 0)
+    api = APIRouter(prefix=PREFIX)
+    for module in (runs, spans, feedback, agents, costs, keys):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(otlp.router)
+    app.include_router(metrics.router)

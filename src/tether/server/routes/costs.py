@@ -1,0 +1,116 @@
+"""`/api/v1/costs` (cost by day, agent, version, user or task) and `/api/v1/kpi` (task success
+rate at target cost per agent and version, with a Wilson 95 % interval)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+
+from tether.core.money import nusd_to_float
+from tether.server.auth import Principal, require
+from tether.server.deps import State, get_state
+from tether.server.serialize import as_utc, cost_row_resource, kpi_resource
+from tether.store import costs as cost_store
+
+router = APIRouter(tags=["costs"])
+DEFAULT_WINDOW = timedelta(days=30)
+
+
+class CostRow(BaseModel):
+    key: str | None
+    agent: str | None = None
+    version: str | None = None
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    runs: int
+
+
+class CostReport(BaseModel):
+    group_by: str
+    start: str
+    end: str
+    total_cost_usd: float
+    items: list[CostRow]
+
+
+class KpiRow(BaseModel):
+    agent: str
+    version: str | None
+    target_cost_usd: float | None
+    target_source: Literal["query", "policy"] | None
+    finished_runs: int
+    succeeded_runs: int
+    avg_cost_usd: float
+    successes: int
+    total: int
+    rate: float | None
+    low: float | None
+    high: float | None
+
+
+class KpiReport(BaseModel):
+    start: str
+    end: str
+    items: list[KpiRow]
+
+
+def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    end_utc = as_utc(end) or datetime.now(UTC)
+    return as_utc(start) or end_utc - DEFAULT_WINDOW, end_utc
+
+
+@router.get(
+    "/costs",
+    response_model=CostReport,
+    summary="Cost over a time range, grouped",
+    description="Runs are counted on the day they started (UTC). The range defaults to the last "
+    "30 days; `from` is inclusive, `to` exclusive.",
+)
+def costs(
+    state: State = Depends(get_state),
+    _: Principal = Depends(require("read")),
+    group_by: Literal["day", "agent", "version", "user", "task"] = "day",
+    start: datetime | None = Query(None, alias="from", description="ISO 8601; UTC if no offset"),
+    end: datetime | None = Query(None, alias="to"),
+    agent: str | None = None,
+) -> dict[str, Any]:
+    lo, hi = _window(start, end)
+    rows = cost_store.cost_breakdown(state.engine, group_by, start=lo, end=hi, agent=agent)
+    items = [cost_row_resource(r) for r in rows]
+    return {
+        "group_by": group_by,
+        "start": lo.isoformat(),
+        "end": hi.isoformat(),
+        "total_cost_usd": nusd_to_float(sum(r["cost_nusd"] for r in rows)),
+        "items": items,
+    }
+
+
+@router.get(
+    "/kpi",
+    response_model=KpiReport,
+    summary="Task success rate at target cost, per agent and version",
+    description="Of the finished runs (succeeded, failed, killed) started in the range, the "
+    "share that succeeded at a cost at or under the target. The target is `target_cost_usd`, "
+    "else the agent's policy run budget (`budgets.run.max_cost_usd`), else none (plain success "
+    "rate). `low`/`high` bound the rate with a Wilson 95 % interval.",
+)
+def kpi(
+    state: State = Depends(get_state),
+    _: Principal = Depends(require("read")),
+    target_cost_usd: Decimal | None = Query(None, ge=0),
+    start: datetime | None = Query(None, alias="from"),
+    end: datetime | None = Query(None, alias="to"),
+    agent: str | None = None,
+) -> dict[str, Any]:
+    lo, hi = _window(start, end)
+    rows = cost_store.success_at_target(
+        state.engine, target_cost_usd=target_cost_usd, start=lo, end=hi, agent=agent
+    )
+    return {"start": lo.isoformat(), "end": hi.isoformat(),
+            "items": [kpi_resource(r) for r in rows]}  # fmt: skip
