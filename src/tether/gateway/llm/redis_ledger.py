@@ -94,9 +94,9 @@ for i = 1, n do
   -- a counter gone from Redis is re-seeded from the database, which gets this spend too
   if redis.call('EXISTS', KEYS[i]) == 1 then
     redis.call('HINCRBY', KEYS[i], 'spent_nusd', actual)
-    redis.call('HINCRBY', KEYS[i], 'reserved_nusd', -amount)
+    redis.call('HINCRBY', KEYS[i], 'reserved_nusd', 0 - amount)  -- never -0, which HINCRBY rejects
     redis.call('HINCRBY', KEYS[i], 'spent_tokens', atokens)
-    redis.call('HINCRBY', KEYS[i], 'reserved_tokens', -tokens)
+    redis.call('HINCRBY', KEYS[i], 'reserved_tokens', 0 - tokens)
     redis.call('HINCRBY', KEYS[i], 'calls', calls)
   end
 end

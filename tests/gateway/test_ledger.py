@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+from sqlalchemy import Engine
+
+from tests.conftest import REDIS_URL
+from tether.core.budget import ScopeCap
+from tether.core.errors import BudgetExceededError
+from tether.gateway.llm.ledger import SqlLedger, make_ledger
+from tether.gateway.llm.redis_ledger import RedisLedger
+from tether.store import budgets
+
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+USD = 1_000_000_000
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    p = f"t{uuid.uuid4().hex[:10]}:"
+    yield p
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(p + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def rclient() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    client.close()
+
+
+def test_factory_picks_redis_only_when_configured(db: Engine, rclient: redis.Redis) -> None:
+    assert isinstance(make_ledger(db), SqlLedger)
+    assert isinstance(make_ledger(db, rclient), RedisLedger)
+
+
+def test_no_caps_means_no_round_trip(db: Engine) -> None:
+    ledger = make_ledger(db)
+    r = ledger.reserve([], amount_nusd=10, tokens=5, run_id="run_x", now=NOW)
+    assert r.scopes == ()
+    s = ledger.settle(r, actual_nusd=4, actual_tokens=2, now=NOW)
+    assert (s.charged_nusd, s.released_nusd, s.overrun) == (4, 6, False)
+    assert ledger.settle(r, actual_nusd=11, actual_tokens=0, now=NOW).overrun
+
+
+def test_redis_reserve_settle_release_and_durable_spend(
+    db: Engine, rclient: redis.Redis, prefix: str
+) -> None:
+    ledger = RedisLedger(rclient, db, prefix=prefix)
+    caps = [ScopeCap("run:run_r", USD, 10_000, 3), ScopeCap("global_day:2026-11-25", 5 * USD)]
+    a = ledger.reserve(caps, amount_nusd=600_000_000, tokens=100, run_id="run_r", now=NOW)
+    b = ledger.reserve(caps, amount_nusd=300_000_000, tokens=100, run_id="run_r", now=NOW)
+    with pytest.raises(BudgetExceededError) as exc:
+        ledger.reserve(caps, amount_nusd=200_000_000, tokens=1, run_id="run_r", now=NOW)
+    assert exc.value.details["scope"] == "run:run_r"
+    assert exc.value.details["remaining_usd"] == pytest.approx(0.1)
+    # the refused call held nothing, not even on the scope that had room
+    day = ledger.snapshot("global_day:2026-11-25")
+    assert day is not None and day[1].reserved_nusd == 900_000_000 and day[1].calls == 2
+    s = ledger.settle(a, actual_nusd=250_000_000, actual_tokens=80, now=NOW)
+    assert (s.charged_nusd, s.released_nusd, s.was_held) == (250_000_000, 350_000_000, True)
+    assert ledger.release(b, now=NOW)
+    assert not ledger.release(b, now=NOW)
+    assert not ledger.settle(a, actual_nusd=1, actual_tokens=1, now=NOW).was_held
+    cap, st = ledger.snapshot("run:run_r") or (None, None)
+    assert cap == caps[0] and st is not None
+    assert (st.spent_nusd, st.reserved_nusd, st.spent_tokens, st.calls) == (250_000_000, 0, 80, 1)
+    # the settled spend is in the database too, the durable truth
+    durable = budgets.snapshot(db, "run:run_r")
+    assert durable is not None and (durable[1].spent_nusd, durable[1].calls) == (250_000_000, 1)
+
+
+def test_counter_lost_from_redis_is_seeded_from_the_database(
+    db: Engine, rclient: redis.Redis, prefix: str
+) -> None:
+    ledger = RedisLedger(rclient, db, prefix=prefix)
+    caps = [ScopeCap("run:run_s", USD)]
+    r = ledger.reserve(caps, amount_nusd=900_000_000, tokens=0, run_id="run_s", now=NOW)
+    ledger.settle(r, actual_nusd=900_000_000, actual_tokens=0, now=NOW)
+    rclient.delete(prefix + "b:run:run_s")  # Redis restarted without persistence
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve(caps, amount_nusd=100_000_001, tokens=0, run_id="run_s", now=NOW)
+    ledger.reserve(caps, amount_nusd=100_000_000, tokens=0, run_id="run_s", now=NOW)
+
+
+def test_redis_sweep_releases_expired_holds(db: Engine, rclient: redis.Redis, prefix: str) -> None:
+    ledger = RedisLedger(rclient, db, prefix=prefix, ttl_s=10)
+    caps = [ScopeCap("run:run_w", USD)]
+    r = ledger.reserve(caps, amount_nusd=USD, tokens=0, run_id="run_w", now=NOW)
+    assert ledger.sweep_expired(NOW + timedelta(seconds=5)) == 0
+    assert ledger.sweep_expired(NOW + timedelta(seconds=11)) == 1
+    snap = ledger.snapshot("run:run_w")
+    assert snap is not None and (snap[1].reserved_nusd, snap[1].calls) == (0, 0)
+    late = ledger.settle(r, actual_nusd=7, actual_tokens=0, now=NOW)  # its process came back
+    assert late.charged_nusd == 7 and not late.was_held
+    snap = ledger.snapshot("run:run_w")
+    assert snap is not None and (snap[1].spent_nusd, snap[1].calls) == (7, 1)
+
+
+def test_redis_concurrent_reservations_from_two_clients_never_overshoot(
+    db: Engine, prefix: str
+) -> None:
+    clients = [redis.Redis.from_url(REDIS_URL), redis.Redis.from_url(REDIS_URL)]
+    ledgers = [RedisLedger(c, db, prefix=prefix) for c in clients]
+    rng = random.Random(11)
+    sizes = [rng.randint(1_000_000, 80_000_000) for _ in range(200)]
+    caps = [ScopeCap("run:run_c", USD), ScopeCap("user_day:u:2026-11-25", 2 * USD)]
+
+    def one(i: int) -> tuple[int, bool]:
+        ledger = ledgers[i % 2]
+        try:
+            r = ledger.reserve(caps, amount_nusd=sizes[i], tokens=0, run_id="run_c", now=NOW)
+        except BudgetExceededError:
+            return sizes[i], False
+        ledger.settle(r, actual_nusd=sizes[i], actual_tokens=0, now=NOW)
+        return sizes[i], True
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(one, range(200)))
+    finally:
+        for c in clients:
+            c.close()
+    admitted = [s for s, ok in results if ok]
+    refused = [s for s, ok in results if not ok]
+    rc = redis.Redis.from_url(REDIS_URL)
+    try:
+        snap = RedisLedger(rc, db, prefix=prefix).snapshot("run:run_c")
+    finally:
+        rc.close()
+    assert snap is not None
+    spent = snap[1].spent_nusd
+    assert spent == sum(admitted) <= USD and snap[1].reserved_nusd == 0
+    assert refused and all(spent + s > USD for s in refused)
+    durable = budgets.snapshot(db, "run:run_c")
+    assert durable is not None and durable[1].spent_nusd == spent
