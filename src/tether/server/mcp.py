@@ -1,11 +1,69 @@
-"""Installs the MCP gateway, tool registry and approvals routes into the app."""
+"""Installs the MCP gateway (/mcp), the tool registry, approvals and /decide routes, the sync of
+configured HTTP tools, and the sweep that applies the default to expired holds."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
+import anyio
+from fastapi import APIRouter, FastAPI
+
+from tether.gateway.mcp.app import mount
+from tether.gateway.mcp.guard import Guard
 from tether.server.deps import State
+from tether.server.routes import approvals, decide, tools
+from tether.store import approvals as approval_store
+from tether.store import tools as registry
+
+log = logging.getLogger("tether.mcp")
+
+SWEEP_EVERY_S = 5.0
+
+
+def _sync_http_tools(state: State) -> None:
+    specs = [
+        registry.ToolSpec(
+            name=t.name, server=t.name.split(".", 1)[0] if "." in t.name else "http",
+            kind="http", description=t.description, input_schema=t.input_schema,
+            tags=tuple(t.tags), owner=t.owner, rate_limit=t.rate_limit, url=t.url,
+        )
+        for t in state.settings.http_tools
+    ]  # fmt: skip
+    registry.sync_tools(state.engine, specs, now=datetime.now(UTC), actor="config")
 
 
 def install(app: FastAPI, state: State) -> None:
-    """Filled in by the MCP / approvals area."""
+    guard = Guard(state.engine, redis=state.redis,
+                  approval_timeout_s=state.settings.approval_timeout_s)  # fmt: skip
+    state.extras["guard"] = guard
+    api = APIRouter(prefix="/api/v1")
+    for module in (tools, approvals, decide):
+        api.include_router(module.router)
+    app.include_router(api)
+
+    @asynccontextmanager
+    async def housekeeping() -> AsyncIterator[None]:
+        if state.settings.http_tools:
+            await anyio.to_thread.run_sync(_sync_http_tools, state)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_sweep, state)
+            yield
+            tg.cancel_scope.cancel()
+
+    state.lifespans.append(housekeeping)
+    mount(app, state, guard)
+
+
+async def _sweep(state: State) -> None:
+    """Expires holds nobody is waiting on (a waiter expires its own at once)."""
+    while True:
+        await anyio.sleep(SWEEP_EVERY_S)
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: approval_store.expire_due(state.engine, now=datetime.now(UTC))
+            )
+        except Exception:  # a background loop's boundary: log and keep sweeping
+            log.exception("approval expiry sweep failed")

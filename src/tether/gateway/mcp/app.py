@@ -1,0 +1,83 @@
+"""Mounts the MCP gateway at /mcp: bearer-key authentication in front of the official SDK's
+Streamable HTTP session manager, started and stopped with the app (state.lifespans).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from tether.core.errors import AuthenticationError, TetherError
+from tether.gateway.mcp.guard import Guard
+from tether.gateway.mcp.proxy import PRINCIPAL_KEY, Gateway
+from tether.server.auth import authenticate, bearer_secret
+from tether.server.deps import State
+from tether.server.errors import error_body
+
+SESSION_IDLE_TIMEOUT_S = 30 * 60
+
+
+class McpEndpoint:
+    """ASGI app for /mcp: only keys with the `agent` (or `admin`) scope get through."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.manager: StreamableHTTPSessionManager | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope)
+        try:
+            principal = await anyio.to_thread.run_sync(
+                authenticate, self.state, bearer_secret(request)
+            )
+            if not principal.has("agent"):
+                raise AuthenticationError(
+                    "the MCP gateway needs a key with the agent scope "
+                    "(`tether keys create --agent NAME --scopes agent`)"
+                )
+        except TetherError as exc:
+            status = 401 if isinstance(exc, AuthenticationError) else exc.http_status
+            response = JSONResponse(error_body(exc.type, exc.message), status_code=status,
+                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            await response(scope, receive, send)
+            return
+        if self.manager is None:
+            response = JSONResponse(error_body("unavailable", "the MCP gateway is starting"), 503)
+            await response(scope, receive, send)
+            return
+        scope[PRINCIPAL_KEY] = principal
+        await self.manager.handle_request(scope, receive, send)
+
+
+def mount(app: FastAPI, state: State, guard: Guard) -> Gateway:
+    """Adds the /mcp route and the lifespan that connects upstreams and runs the sessions."""
+    gateway = Gateway(state, guard)
+    endpoint = McpEndpoint(state)
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        # A session manager runs once; a new one per app start keeps test apps restartable.
+        manager = StreamableHTTPSessionManager(
+            app=gateway.server, session_idle_timeout=SESSION_IDLE_TIMEOUT_S
+        )
+        async with gateway.running(), manager.run():
+            endpoint.manager = manager
+            try:
+                yield
+            finally:
+                endpoint.manager = None
+
+    state.lifespans.append(lifespan)
+    app.router.routes.append(
+        Route("/mcp", endpoint=endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    )
+    state.extras["mcp_gateway"] = gateway
+    return gateway

@@ -1,0 +1,171 @@
+"""One enforcement path for every tool call, through the MCP gateway or POST /api/v1/decide:
+registry pin check, the agent's policy (core.policy.decide), rate limits, the run's data-flow
+tags, an audit entry per decision, and a hold (store/approvals.py) when a person must decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from tether.core.policy import (
+    Decision,
+    DecisionRequest,
+    Policy,
+    RunState,
+    decide,
+    rate_key,
+    with_rate_result,
+)
+from tether.core.policy_schema import parse_rate_limit
+from tether.core.records import TERMINAL_STATUSES
+from tether.store import approvals, audit, policies
+from tether.store import tools as registry
+from tether.store.engine import reading
+from tether.store.ratelimit import RateLimiter, make_limiter
+from tether.store.tables import runs
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A decision about one call, the registry entry it was made on, and the hold if any."""
+
+    decision: Decision
+    tool: registry.Tool | None
+    approval: approvals.Approval | None = None
+
+    @property
+    def outcome(self) -> str:
+        return self.decision.outcome
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.decision
+        return {
+            "decision": d.outcome,
+            "approval_id": self.approval.id if self.approval else None,
+            "reason": d.reason,
+            "rule": d.rule,
+            "retry_after_s": d.retry_after_s,
+        }
+
+
+def blocked_decision(tool: registry.Tool) -> Decision:
+    return Decision(
+        "deny",
+        "tool registry: description changed",
+        f"the description or input schema of {tool.name} changed since it was approved "
+        f"(pinned sha256 {(tool.pinned_hash or '')[:12]}, now {(tool.current_hash or '')[:12]}); "
+        f"an admin must review it and run `tether tools approve {tool.name}`",
+        tags=frozenset(tool.tags),
+    )
+
+
+class Guard:
+    """Decides tool calls for one server process (sync: call it from a worker thread)."""
+
+    def __init__(self, engine: Engine, *, redis: Any | None, approval_timeout_s: float) -> None:
+        self.engine = engine
+        self.limiter: RateLimiter = make_limiter(engine, redis)
+        self.approval_timeout_s = approval_timeout_s
+
+    def _run_state(self, run_id: str | None) -> tuple[RunState, str | None]:
+        if not run_id:
+            return RunState(), None
+        with reading(self.engine) as conn:
+            row = conn.execute(
+                select(runs.c.status, runs.c.tool_calls, runs.c.attributes).where(
+                    runs.c.id == run_id
+                )
+            ).first()
+        if row is None:
+            return RunState(), None
+        seen = (row.attributes or {}).get(registry.RUN_TAGS_KEY, ())
+        return RunState(tags_seen=frozenset(seen), tool_calls=int(row.tool_calls or 0)), row.status
+
+    def preview(self, policy: Policy | None, agent: str | None, tool: registry.Tool) -> Decision:
+        """The decision without side effects (no rate counting, audit or hold): for tools/list."""
+        if tool.blocked:
+            return blocked_decision(tool)
+        request = DecisionRequest(agent=agent or "", tool=tool.name, tags=frozenset(tool.tags))
+        return decide(policy, request)
+
+    def check(
+        self,
+        *,
+        agent: str | None,
+        run_id: str | None,
+        name: str,
+        arguments: Mapping[str, Any] | None,
+        now: datetime,
+        actor: str,
+        extra_tags: Iterable[str] = (),
+    ) -> Verdict:
+        """Decides, counts the rate limit, audits, and holds the call when approval is needed."""
+        tool = registry.get_tool(self.engine, name)
+        tags = frozenset(tool.tags if tool else ()) | frozenset(extra_tags)
+        state, status = self._run_state(run_id)
+        policy = policies.get(self.engine, agent) if agent else None
+        if tool is not None and tool.blocked:
+            decision = blocked_decision(tool)
+        elif status in TERMINAL_STATUSES:
+            decision = Decision("deny", "run ended", f"run {run_id} is {status}; start a new run",
+                                tags=tags)  # fmt: skip
+        else:
+            request = DecisionRequest(agent=agent or "", tool=name, tags=tags,
+                                      arguments=arguments, run_state=state)  # fmt: skip
+            decision = self._rate_limited(decide(policy, request), agent or "", tool, name, now)
+        with self.engine.begin() as conn:
+            audit.append_in(conn, actor, "policy.decision", name, {
+                "agent": agent, "run_id": run_id, "outcome": decision.outcome,
+                "rule": decision.rule, "reason": decision.reason,
+                "retry_after_s": decision.retry_after_s,
+            }, now)  # fmt: skip
+        approval = None
+        if decision.outcome == "approval_required":
+            timeout = self.approval_timeout_s
+            default = "deny"
+            if policy is not None:
+                timeout = policy.approval_timeout_s or timeout
+                default = policy.approval_default
+            approval = approvals.create(
+                self.engine, tool=name, arguments=dict(arguments or {}), run_id=run_id,
+                agent=agent, rule=decision.rule, reason=decision.reason, timeout_s=timeout,
+                now=now, default_decision=default,
+            )  # fmt: skip
+        return Verdict(decision, tool, approval)
+
+    def _rate_limited(
+        self, decision: Decision, agent: str, tool: registry.Tool | None, name: str, now: datetime
+    ) -> Decision:
+        """The policy rule's limit, then the registry's per-tool limit (its own window)."""
+        if decision.outcome not in ("allow", "approval_required"):
+            return decision
+        if decision.rate_limit is not None:
+            limit = decision.rate_limit
+            ok, retry = self.limiter.check_and_record(
+                rate_key(agent, name), limit.count, limit.window_s, now
+            )
+            decision = with_rate_result(decision, ok, retry)
+            if not ok:
+                return decision
+        if tool is not None and tool.rate_limit:
+            count, window = parse_rate_limit(tool.rate_limit)
+            ok, retry = self.limiter.check_and_record(
+                f"registry:{agent}:{name}", count, window, now
+            )
+            if not ok:
+                return Decision("rate_limited", f"tool registry rate_limit {tool.rate_limit}",
+                                f"over {name}'s rate limit of {tool.rate_limit}",
+                                retry_after_s=retry, tags=decision.tags)  # fmt: skip
+        return decision
+
+    def mark_returned(self, run_id: str | None, tags: Iterable[str], *, now: datetime) -> None:
+        """After a tool returned into a run: an `untrusted` tool taints the run (data-flow)."""
+        taint = {t for t in tags if t == "untrusted"}
+        if run_id and taint:
+            with self.engine.begin() as conn:
+                registry.add_run_tags(conn, run_id, taint, now=now)

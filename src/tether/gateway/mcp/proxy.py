@@ -1,0 +1,326 @@
+"""The aggregating MCP server behind /mcp: upstream tools as "server.tool", listed to each agent
+only when its policy grants them, every call decided by the guard, held for approval when
+needed (with progress notifications while it waits), forwarded, and recorded as a tool span.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import httpx
+import mcp_types as types
+from mcp.server.lowlevel import Server
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
+
+from tether import __version__
+from tether.core.errors import TetherError, UpstreamError
+from tether.gateway.mcp.guard import Guard
+from tether.gateway.mcp.spans import CallContext, as_json, record_span, run_for_request
+from tether.gateway.mcp.upstream import Upstream
+from tether.server import webhooks
+from tether.server.auth import Principal
+from tether.server.deps import State
+from tether.store import approvals, policies
+from tether.store import tools as registry
+
+log = logging.getLogger("tether.mcp")
+
+CALL_TIMEOUT_S = 120.0
+LIST_TIMEOUT_S = 10.0
+PROGRESS_EVERY_S = 1.0
+STARTUP_WAIT_S = 15.0
+PRINCIPAL_KEY = "tether.principal"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def error_result(text: str, **tether: Any) -> types.CallToolResult:
+    """A tool error the agent's model can read (is_error), with tether's decision alongside."""
+    return types.CallToolResult(
+        content=[types.TextContent(text=text)],
+        structured_content={"tether": tether} if tether else None,
+        is_error=True,
+    )
+
+
+def result_text(result: types.CallToolResult) -> str:
+    parts = [b.text if isinstance(b, types.TextContent) else f"[{b.type}]" for b in result.content]
+    return "\n".join(parts)
+
+
+class Gateway:
+    """Owns the upstream connections and the low-level MCP server that serves /mcp."""
+
+    def __init__(self, state: State, guard: Guard) -> None:
+        self.state = state
+        self.engine = state.engine
+        self.guard = guard
+        logs = state.settings.home / "logs"
+        self.upstreams = {
+            c.name: Upstream(c, log_dir=logs, on_tools=self._sync_tools)
+            for c in state.settings.mcp_servers
+        }
+        self.server: Server[Any] = Server(
+            "tether",
+            version=__version__,
+            instructions="tether MCP gateway: tools are named server.tool.",
+            on_list_tools=self.list_tools,
+            on_call_tool=self.call_tool,
+            on_list_resources=self.list_resources,
+            on_read_resource=self.read_resource,
+            on_list_prompts=self.list_prompts,
+            on_get_prompt=self.get_prompt,
+        )
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Starts every upstream's supervisor; waits (bounded) for their first connection."""
+        async with anyio.create_task_group() as tg:
+            for upstream in self.upstreams.values():
+                tg.start_soon(upstream.run)
+            with anyio.move_on_after(STARTUP_WAIT_S):
+                for upstream in self.upstreams.values():
+                    await upstream.wait_first_attempt(STARTUP_WAIT_S)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _sync_tools(self, upstream: Upstream) -> None:
+        tags = upstream.config.tags
+        specs = [
+            registry.ToolSpec(
+                name=f"{upstream.name}.{t.name}", server=upstream.name, kind="mcp",
+                description=t.description or "", input_schema=dict(t.input_schema),
+                tags=tuple(tags.get(t.name, ())),
+                annotations=t.annotations.model_dump(exclude_none=True) if t.annotations else None,
+            )
+            for t in upstream.tools
+        ]  # fmt: skip
+        actor = f"mcp:{upstream.name}"
+        await anyio.to_thread.run_sync(
+            lambda: registry.sync_tools(self.engine, specs, now=_now(), actor=actor)
+        )
+
+    # ------------------------------------------------------------ identity
+
+    def _call_context(self, ctx: Any) -> CallContext:
+        request = ctx.request
+        principal: Principal | None = request.scope.get(PRINCIPAL_KEY) if request else None
+        if principal is None:  # the endpoint authenticates every request; this is a bug guard
+            raise MCPError(code=INVALID_PARAMS, message="unauthenticated MCP request")
+        headers: Mapping[str, str] = request.headers
+        run_id, attribution = run_for_request(headers, principal.agent)
+        return CallContext(principal.agent, principal.actor, run_id, attribution)
+
+    # ------------------------------------------------------------ tools
+
+    async def list_tools(
+        self, ctx: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        call = self._call_context(ctx)
+
+        def visible() -> set[str]:
+            policy = policies.get(self.engine, call.agent) if call.agent else None
+            names = set()
+            for tool in registry.list_tools(self.engine):
+                if self.guard.preview(policy, call.agent, tool).outcome != "deny":
+                    names.add(tool.name)
+            return names
+
+        granted = await anyio.to_thread.run_sync(visible)
+        out: list[types.Tool] = []
+        for upstream in self.upstreams.values():
+            for tool in upstream.tools if upstream.connected else []:
+                name = f"{upstream.name}.{tool.name}"
+                if name in granted:
+                    out.append(tool.model_copy(update={"name": name}))
+        for tool in await anyio.to_thread.run_sync(registry.list_tools, self.engine):
+            if tool.kind == "http" and tool.name in granted:
+                out.append(types.Tool(name=tool.name, description=tool.description,
+                                      input_schema=tool.input_schema or {"type": "object"}))
+        return types.ListToolsResult(tools=out)
+
+    async def call_tool(
+        self, ctx: Any, params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        call = self._call_context(ctx)
+        name, arguments = params.name, dict(params.arguments or {})
+        started = _now()
+        verdict = await anyio.to_thread.run_sync(lambda: self.guard.check(
+            agent=call.agent, run_id=call.run_id, name=name, arguments=arguments,
+            now=started, actor=call.actor,
+        ))  # fmt: skip
+        d = verdict.decision
+        info = verdict.to_dict()
+        if verdict.approval is not None:
+            webhooks.announce(self.state, verdict.approval)
+            final = await self._await_approval(ctx, call, verdict.approval)
+            info["approval"] = {"status": final.status, "decided_by": final.decided_by,
+                                "reason": final.decision_reason}  # fmt: skip
+            if not final.approved:
+                why = final.decision_reason or "no reason given"
+                text = (f"tether: the call to {name} was not approved ({final.status} by "
+                        f"{final.decided_by}: {why}); rule {d.rule}")  # fmt: skip
+                return await self._finish(call, name, arguments, started, None, text, info)
+        elif d.outcome == "deny":
+            text = f"tether denied {name}: {d.reason} (rule: {d.rule})"
+            return await self._finish(call, name, arguments, started, None, text, info)
+        elif d.outcome == "rate_limited":
+            retry = d.retry_after_s or 1.0
+            text = f"tether rate-limited {name}: {d.reason}; retry after {retry:.1f}s"
+            return await self._finish(call, name, arguments, started, None, text, info)
+        try:
+            result = await self._forward(name, arguments)
+        except TetherError as exc:
+            return await self._finish(call, name, arguments, started, None, exc.message, info)
+        await anyio.to_thread.run_sync(
+            lambda: self.guard.mark_returned(call.run_id, d.tags, now=_now())
+        )
+        error = result_text(result) if result.is_error else None
+        return await self._finish(call, name, arguments, started, result, error, info)
+
+    async def _forward(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        server, _, tool = name.partition(".")
+        upstream = self.upstreams.get(server)
+        if upstream is not None and tool:
+            return await upstream.call_tool(tool, arguments, timeout_s=CALL_TIMEOUT_S)
+        entry = await anyio.to_thread.run_sync(registry.get_tool, self.engine, name)
+        if entry is not None and entry.kind == "http" and entry.url:
+            return await _call_http_tool(entry.url, arguments)
+        raise UpstreamError(f"no upstream serves {name}; tools are named server.tool "
+                            "(see `tether tools list`)")  # fmt: skip
+
+    async def _await_approval(
+        self, ctx: Any, call: CallContext, held: approvals.Approval
+    ) -> approvals.Approval:
+        """Waits for the decision, reporting progress so the client knows it is not stuck."""
+        started = _now()
+        current = held
+        elapsed = 0.0
+        while current.pending:
+            await ctx.session.report_progress(
+                elapsed, None, f"waiting for approval {held.id} of {held.tool}"
+            )
+            current = await approvals.wait(self.engine, held.id, timeout_s=PROGRESS_EVERY_S)
+            elapsed = (_now() - started).total_seconds()
+        ended = _now()
+        error = None if current.approved else f"{current.status}: {current.decision_reason or ''}"
+        await anyio.to_thread.run_sync(lambda: record_span(
+            self.engine, call, kind="approval", name=f"approval {held.tool}", started_at=started,
+            ended_at=ended, input={"approval_id": held.id, "tool": held.tool},
+            output=current.status, error=error, now=ended,
+            attributes={"tether.approval.id": held.id, "tether.approval.status": current.status,
+                        "tether.approval.decided_by": current.decided_by},
+        ))  # fmt: skip
+        return current
+
+    async def _finish(
+        self,
+        call: CallContext,
+        name: str,
+        arguments: dict[str, Any],
+        started: datetime,
+        result: types.CallToolResult | None,
+        error: str | None,
+        info: dict[str, Any],
+    ) -> types.CallToolResult:
+        ended = _now()
+        output = result_text(result) if result is not None else None
+        attributes = {"tether.tool.server": name.partition(".")[0], "tether.decision": info}
+        await anyio.to_thread.run_sync(lambda: record_span(
+            self.engine, call, kind="tool", name=name, started_at=started, ended_at=ended,
+            input=arguments, output=output, error=error, attributes=attributes, now=ended,
+        ))  # fmt: skip
+        if result is not None:
+            return result
+        return error_result(error or "tether refused the call", **info)
+
+    # ------------------------------------------------------------ resources and prompts
+
+    def _upstream_for(self, namespaced: str, sep: str) -> tuple[Upstream, str]:
+        server, _, rest = namespaced.partition(sep)
+        upstream = self.upstreams.get(server)
+        if upstream is None or not rest:
+            raise MCPError(code=INVALID_PARAMS, message=f"unknown {namespaced!r}: tether names "
+                           f"resources SERVER:URI and prompts SERVER.NAME")  # fmt: skip
+        return upstream, rest
+
+    async def list_resources(
+        self, ctx: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        self._call_context(ctx)
+        out: list[types.Resource] = []
+        for up in self.upstreams.values():
+            if up.supports("resources"):
+                for r in await _quiet(up.list_resources(timeout_s=LIST_TIMEOUT_S)):
+                    out.append(r.model_copy(update={"uri": f"{up.name}:{r.uri}",
+                                                    "name": f"{up.name}.{r.name}"}))
+        return types.ListResourcesResult(resources=out)
+
+    async def read_resource(
+        self, ctx: Any, params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        self._call_context(ctx)
+        upstream, uri = self._upstream_for(params.uri, ":")
+        result = await _as_mcp_error(upstream.read_resource(uri, timeout_s=LIST_TIMEOUT_S))
+        contents = [c.model_copy(update={"uri": f"{upstream.name}:{c.uri}"})
+                    for c in result.contents]  # fmt: skip
+        return types.ReadResourceResult(contents=contents)
+
+    async def list_prompts(
+        self, ctx: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        self._call_context(ctx)
+        out: list[types.Prompt] = []
+        for up in self.upstreams.values():
+            if up.supports("prompts"):
+                for p in await _quiet(up.list_prompts(timeout_s=LIST_TIMEOUT_S)):
+                    out.append(p.model_copy(update={"name": f"{up.name}.{p.name}"}))
+        return types.ListPromptsResult(prompts=out)
+
+    async def get_prompt(
+        self, ctx: Any, params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        self._call_context(ctx)
+        upstream, name = self._upstream_for(params.name, ".")
+        result = await _as_mcp_error(upstream.get_prompt(name, params.arguments,
+                                                         timeout_s=LIST_TIMEOUT_S))  # fmt: skip
+        return types.GetPromptResult(description=result.description, messages=result.messages)
+
+
+async def _quiet(awaitable: Any) -> list[Any]:
+    """A listing from one upstream; one that is down contributes nothing instead of failing all."""
+    try:
+        return list(await awaitable)
+    except UpstreamError as exc:
+        log.info("skipping an upstream listing: %s", exc.message)
+        return []
+
+
+async def _as_mcp_error(awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    except UpstreamError as exc:
+        raise MCPError(code=INVALID_PARAMS, message=exc.message) from None
+
+
+async def _call_http_tool(url: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    """A registered HTTP tool: POST the arguments as JSON, the response body is the result."""
+    try:
+        async with httpx.AsyncClient(timeout=CALL_TIMEOUT_S) as client:
+            response = await client.post(url, json=arguments)
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"HTTP tool at {httpx.URL(url).host} failed: {exc}") from None
+    text = response.text if response.text else as_json(None)
+    return types.CallToolResult(
+        content=[types.TextContent(text=text)], is_error=response.status_code >= 400
+    )

@@ -1,0 +1,109 @@
+"""`/api/v1/approvals`: list held calls, approve or deny them, and long-poll one until decided.
+A decision wakes waiters in every server process within ~50 ms (they poll the store)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from tether.core.errors import NotFoundError
+from tether.server.auth import Principal, require
+from tether.server.deps import State, get_state
+from tether.store import approvals
+
+router = APIRouter(tags=["approvals"])
+
+MAX_WAIT_S = 60.0
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(None, max_length=2000)
+
+
+class WaitOut(BaseModel):
+    id: str
+    status: str = Field(description="pending | approved | denied | expired")
+    reason: str | None
+    decided_by: str | None
+
+
+def _visible(principal: Principal, approval: approvals.Approval) -> approvals.Approval:
+    """Agent keys see only their own agent's holds; admin and read keys see all."""
+    if principal.has("read") or approval.agent == principal.agent:
+        return approval
+    raise NotFoundError(f"no approval {approval.id!r}; see `tether approvals list`")
+
+
+@router.get("/approvals", summary="List held calls")
+async def list_approvals(
+    status: str | None = Query(None, description="pending | approved | denied | expired"),
+    run_id: str | None = Query(None, max_length=64),
+    limit: int = Query(100, ge=1, le=1000),
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("read", "agent")),
+) -> dict[str, Any]:
+    items = await run_in_threadpool(
+        approvals.list_approvals, state.engine, status=status, run_id=run_id, limit=limit
+    )
+    if not principal.has("read"):
+        items = [a for a in items if a.agent == principal.agent]
+    return {"items": [a.to_dict() for a in items], "next_cursor": None}
+
+
+@router.get("/approvals/{approval_id}", summary="One held call")
+async def get_approval(
+    approval_id: str,
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("read", "agent")),
+) -> dict[str, Any]:
+    found = await run_in_threadpool(approvals.get, state.engine, approval_id)
+    return _visible(principal, found).to_dict()
+
+
+async def _decide(state: State, approval_id: str, approve: bool, principal: Principal,
+                  body: DecisionIn | None) -> dict[str, Any]:  # fmt: skip
+    reason = body.reason if body else None
+    done = await run_in_threadpool(lambda: approvals.decide(
+        state.engine, approval_id, approve=approve, actor=principal.actor, reason=reason,
+        now=datetime.now(UTC),
+    ))  # fmt: skip
+    return done.to_dict()
+
+
+@router.post("/approvals/{approval_id}/approve", summary="Approve a held call")
+async def approve(
+    approval_id: str,
+    body: DecisionIn | None = None,
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("admin")),
+) -> dict[str, Any]:
+    return await _decide(state, approval_id, True, principal, body)
+
+
+@router.post("/approvals/{approval_id}/deny", summary="Deny a held call")
+async def deny(
+    approval_id: str,
+    body: DecisionIn | None = None,
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("admin")),
+) -> dict[str, Any]:
+    return await _decide(state, approval_id, False, principal, body)
+
+
+@router.get("/approvals/{approval_id}/wait", response_model=WaitOut,
+            summary="Long-poll until the call is decided (or timeout_s passes)")
+async def wait(
+    approval_id: str,
+    timeout_s: float = Query(30.0, ge=0, le=MAX_WAIT_S),
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("read", "agent")),
+) -> dict[str, Any]:
+    _visible(principal, await run_in_threadpool(approvals.get, state.engine, approval_id))
+    done = await approvals.wait(state.engine, approval_id, timeout_s=timeout_s)
+    return {"id": done.id, "status": done.status, "reason": done.decision_reason,
+            "decided_by": done.decided_by}  # fmt: skip
