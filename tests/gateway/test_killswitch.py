@@ -2,14 +2,15 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import anyio
 import pytest
 from sqlalchemy import Engine, select
 
-from tether.core.errors import RunKilledError
+from tether.core.errors import NotFoundError, RunKilledError
 from tether.core.records import RunAttribution
-from tether.gateway.llm.killswitch import DURATION_REASON, KillSwitch
+from tether.gateway.llm.killswitch import DURATION_REASON, KillSwitch, for_state, kill_run
 from tether.store import audit
 from tether.store.engine import make_engine
 from tether.store.ingest import ensure_run
@@ -112,3 +113,17 @@ async def test_deadline_kills_in_flight_run_and_refuses_later_calls(db: Engine) 
     with pytest.raises(RunKilledError, match="max_duration_s"):
         await ks.ensure_alive("run_e", now=now, deadline=now - timedelta(seconds=1))
     await ks.ensure_alive("run_f", now=now, deadline=now + timedelta(seconds=1))
+
+
+async def test_kill_run_for_the_api_cli_and_console(db: Engine) -> None:
+    state = SimpleNamespace(engine=db, extras={})
+    _run(db, "run_api")
+    ks = for_state(state)
+    assert for_state(state) is ks
+    with ks.track("run_api") as handle:
+        now = datetime.now(UTC)
+        assert await kill_run(state, "run_api", actor="key_1", reason="manual", now=now)
+        assert handle.killed.is_set()
+    assert not await kill_run(state, "run_api", actor="key_1", reason="manual", now=now)
+    with pytest.raises(NotFoundError):
+        await kill_run(state, "run_nope", actor="key_1", reason="manual", now=now)

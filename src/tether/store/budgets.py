@@ -189,9 +189,8 @@ def settle(
             swept = update(rs).where(rs.c.id == reservation.id, rs.c.status == "released")
             if conn.execute(swept.values(status="settled")).rowcount != 1:
                 return Settlement(0, 0, False, False)
-        amount = row.amount_nusd if held else 0
-        tokens = row.tokens if held else 0
-        scopes = sorted(row.scopes if held else reservation.scopes)
+        amount, tokens = (row.amount_nusd, row.tokens) if row is not None else (0, 0)
+        scopes = sorted(row.scopes if row is not None else reservation.scopes)
         for scope in scopes:
             conn.execute(
                 update(bc)

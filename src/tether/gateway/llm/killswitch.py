@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import anyio
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from tether.core.errors import RunKilledError
+from tether.core.errors import NotFoundError, RunKilledError
 from tether.store import audit
 from tether.store.engine import reading
 from tether.store.ingest import set_run_status
@@ -189,3 +190,34 @@ class KillSwitch:
                 yield self
             finally:
                 tg.cancel_scope.cancel()
+
+
+EXTRAS_KEY = "killswitch"
+
+
+def for_state(state: Any) -> KillSwitch:
+    """The app's one KillSwitch, kept in `state.extras["killswitch"]` (created on first use).
+
+    The llm area adds `for_state(state).lifespan` to `state.lifespans` so its poll loop runs.
+    """
+    ks = state.extras.get(EXTRAS_KEY)
+    if ks is None:
+        ks = state.extras[EXTRAS_KEY] = KillSwitch(state.engine)
+    return cast(KillSwitch, ks)
+
+
+async def kill_run(state: Any, run_id: str, *, actor: str, reason: str, now: datetime) -> bool:
+    """The kill of POST /api/v1/runs/{id}/kill, the CLI and the console: True if this call
+    killed the run, False if it had already ended; NotFoundError if there is no such run."""
+    ks = for_state(state)
+    if await ks.kill(run_id, reason, now=now, actor=actor):
+        return True
+    exists = await anyio.to_thread.run_sync(_run_exists, ks.engine, run_id)
+    if not exists:
+        raise NotFoundError(f"run {run_id} not found")
+    return False
+
+
+def _run_exists(engine: Engine, run_id: str) -> bool:
+    with reading(engine) as conn:
+        return conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is not None
