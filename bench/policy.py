@@ -93,9 +93,11 @@ def main() -> dict[str, object]:
         "outcomes": outcomes,
         "python": platform.python_version(),
     }
-    print(f"policy.decide, {len(policy.tools)} rules, {ROUNDS} decisions: "
-          f"p50 {p50:.2f} us, p99 {p99:.2f} us (target p99 <= {TARGET_P99_US:.0f} us) "
-          f"{'PASS' if result['pass'] else 'FAIL'}")
+    print(
+        f"policy.decide, {len(policy.tools)} rules, {ROUNDS} decisions: "
+        f"p50 {p50:.2f} us, p99 {p99:.2f} us (target p99 <= {TARGET_P99_US:.0f} us) "
+        f"{'PASS' if result['pass'] else 'FAIL'}"
+    )
     out = Path(__file__).parent / "results" / "policy.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -17,9 +17,16 @@ def make_chain(n: int) -> list[AuditEntry]:
     out: list[AuditEntry] = []
     prev = GENESIS
     for i in range(n):
-        e = seal(prev, i + 1, f"aud_{i:019d}", T0 + timedelta(seconds=i), "key:k",
-                 "policy.decision", f"run_{i}",
-                 {"outcome": "allow", "i": i, "nested": {"b": [1, 2], "a": None}})
+        e = seal(
+            prev,
+            i + 1,
+            f"aud_{i:019d}",
+            T0 + timedelta(seconds=i),
+            "key:k",
+            "policy.decision",
+            f"run_{i}",
+            {"outcome": "allow", "i": i, "nested": {"b": [1, 2], "a": None}},
+        )
         out.append(e)
         prev = e.hash
     return out
@@ -39,12 +46,22 @@ def test_hash_is_sha256_of_prev_and_canonical_content() -> None:
     import json
 
     e = make_chain(1)[0]
-    body = json.dumps([e.id, "2026-11-25T12:00:00.000000Z", e.actor, e.action, e.subject, e.data],
-                      sort_keys=True, separators=(",", ":")).encode()
+    body = json.dumps(
+        [e.id, "2026-11-25T12:00:00.000000Z", e.actor, e.action, e.subject, e.data],
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
     assert e.hash == hashlib.sha256(GENESIS.encode() + body).hexdigest()
     # key order inside data does not matter; the content does
-    again = entry_hash(GENESIS, e.id, e.at, e.actor, e.action, e.subject,
-                       {"nested": {"a": None, "b": [1, 2]}, "i": 0, "outcome": "allow"})
+    again = entry_hash(
+        GENESIS,
+        e.id,
+        e.at,
+        e.actor,
+        e.action,
+        e.subject,
+        {"nested": {"a": None, "b": [1, 2]}, "i": 0, "outcome": "allow"},
+    )
     assert again == e.hash
 
 
@@ -59,12 +76,16 @@ def _tamper(entry: AuditEntry, name: str, salt: int) -> AuditEntry:
         return replace(entry, data={**value, "i": value["i"] + salt + 1})
     if name in ("hash", "prev_hash"):
         flipped = "0" if value[salt % 64] != "0" else "1"
-        return replace(entry, **{name: value[: salt % 64] + flipped + value[salt % 64 + 1:]})
+        return replace(entry, **{name: value[: salt % 64] + flipped + value[salt % 64 + 1 :]})
     return replace(entry, **{name: f"{value}x{salt}"})
 
 
-@given(n=st.integers(1, 8), index=st.integers(0, 7), name=st.sampled_from(_FIELDS),
-       salt=st.integers(0, 1000))
+@given(
+    n=st.integers(1, 8),
+    index=st.integers(0, 7),
+    name=st.sampled_from(_FIELDS),
+    salt=st.integers(0, 1000),
+)
 @settings(max_examples=300, deadline=None)
 def test_any_single_field_tamper_is_detected(n: int, index: int, name: str, salt: int) -> None:
     chain = make_chain(n)
@@ -81,7 +102,7 @@ def test_any_single_field_tamper_is_detected(n: int, index: int, name: str, salt
 def test_deleted_or_reordered_entries_are_detected(n: int, index: int) -> None:
     chain = make_chain(n)
     i = index % (n - 1)
-    removed = chain[:i] + chain[i + 1:]
+    removed = chain[:i] + chain[i + 1 :]
     assert verify(removed).first_bad_seq == chain[i + 1].seq
     swapped = list(chain)
     swapped[i], swapped[i + 1] = swapped[i + 1], swapped[i]

@@ -52,10 +52,17 @@ def policy() -> Policy:
     return Policy.parse(EXAMPLE, "triage.yaml")
 
 
-def req(tool: str, tags: tuple[str, ...] = (), seen: tuple[str, ...] = (), calls: int = 0,
-        rate: RateState | None = None, agent: str = "invoice-triage") -> DecisionRequest:
-    return DecisionRequest(agent, tool, frozenset(tags), {},
-                           RunState(frozenset(seen), tool_calls=calls), rate)
+def req(
+    tool: str,
+    tags: tuple[str, ...] = (),
+    seen: tuple[str, ...] = (),
+    calls: int = 0,
+    rate: RateState | None = None,
+    agent: str = "invoice-triage",
+) -> DecisionRequest:
+    return DecisionRequest(
+        agent, tool, frozenset(tags), {}, RunState(frozenset(seen), tool_calls=calls), rate
+    )
 
 
 CASES = [
@@ -71,8 +78,13 @@ CASES = [
     # data flow: egress after untrusted content needs approval, egress before it does not
     ("web.post", (), (), "allow", 'tools[4] match "web.post"'),
     ("web.post", (), ("untrusted",), "approval_required", "data_flow[0] after untrusted -> egress"),
-    ("erp.export", ("egress",), ("untrusted",), "approval_required",
-     "data_flow[0] after untrusted -> egress"),
+    (
+        "erp.export",
+        ("egress",),
+        ("untrusted",),
+        "approval_required",
+        "data_flow[0] after untrusted -> egress",
+    ),
     ("erp.export", ("egress",), ("read",), "allow", 'tools[1] match "erp.*"'),
     # deny stays deny whatever the run saw
     ("erp.delete_all", ("egress",), ("untrusted",), "deny", 'tools[0] match "erp.delete_*"'),
@@ -80,8 +92,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("tool", "tags", "seen", "outcome", "rule"), CASES)
-def test_decision_table(policy: Policy, tool: str, tags: tuple[str, ...],
-                        seen: tuple[str, ...], outcome: str, rule: str) -> None:
+def test_decision_table(
+    policy: Policy, tool: str, tags: tuple[str, ...], seen: tuple[str, ...], outcome: str, rule: str
+) -> None:
     d = decide(policy, req(tool, tags, seen))
     assert (d.outcome, d.rule) == (outcome, rule)
     assert d.reason
@@ -95,22 +108,27 @@ def test_deny_reason_and_rule_tags(policy: Policy) -> None:
     assert fetched.rate_limit.window_s == 60
 
 
-@pytest.mark.parametrize(("on_uncertain", "tags", "outcome"), [
-    ("ask", (), "approval_required"),
-    ("deny", (), "deny"),
-    ("deny", ("irreversible",), "deny"),
-    ("allow", (), "allow"),
-    ("allow", ("irreversible",), "approval_required"),
-    ("allow", ("egress",), "allow"),
-])
+@pytest.mark.parametrize(
+    ("on_uncertain", "tags", "outcome"),
+    [
+        ("ask", (), "approval_required"),
+        ("deny", (), "deny"),
+        ("deny", ("irreversible",), "deny"),
+        ("allow", (), "allow"),
+        ("allow", ("irreversible",), "approval_required"),
+        ("allow", ("egress",), "allow"),
+    ],
+)
 def test_on_uncertain(on_uncertain: str, tags: tuple[str, ...], outcome: str) -> None:
     p = Policy.parse(f"agent: a\non_uncertain: {on_uncertain}\n")
     assert decide(p, req("x.y", tags, agent="a")).outcome == outcome
 
 
 def test_uncertain_allow_still_applies_data_flow() -> None:
-    p = Policy.parse("agent: a\non_uncertain: allow\ndata_flow:\n"
-                     "  - {after_tag: untrusted, require_approval_for_tag: egress}\n")
+    p = Policy.parse(
+        "agent: a\non_uncertain: allow\ndata_flow:\n"
+        "  - {after_tag: untrusted, require_approval_for_tag: egress}\n"
+    )
     d = decide(p, req("mail.send", ("egress",), ("untrusted",), agent="a"))
     assert d.outcome == "approval_required" and d.rule.startswith("data_flow[0]")
 
@@ -139,7 +157,8 @@ def test_rate_state_input(policy: Policy) -> None:
 def test_budget_limits_and_models(policy: Policy) -> None:
     assert policy.budget_limits() == Limits(
         run=RunLimits(Decimal("2.00"), 50000, 25, 600),
-        agent_day_usd=Decimal("50"), user_day_usd=Decimal("5"),
+        agent_day_usd=Decimal("50"),
+        user_day_usd=Decimal("5"),
     )
     assert policy.allows_model("gpt-4o-mini") and not policy.allows_model("gpt-4o")
     assert Policy.parse("agent: a\n").allows_model("anything")
@@ -149,26 +168,51 @@ def test_budget_limits_and_models(policy: Policy) -> None:
 
 def test_decision_to_dict(policy: Policy) -> None:
     d = decide(policy, req("mail.send")).to_dict()
-    assert d == {"outcome": "approval_required", "rule": 'tools[2] match "mail.send"',
-                 "reason": "mail.send needs a person's approval", "retry_after_s": None,
-                 "tags": [], "rate_limit": "10/hour"}
+    assert d == {
+        "outcome": "approval_required",
+        "rule": 'tools[2] match "mail.send"',
+        "reason": "mail.send needs a person's approval",
+        "retry_after_s": None,
+        "tags": [],
+        "rate_limit": "10/hour",
+    }
 
 
 # ---------------------------------------------------------------- parse errors
 
 BAD = [
-    ("agent: a\ntools:\n  - {match: x, aprroval: required}\n", 3, "tools[0].aprroval",
-     "did you mean `approval`?"),
-    ("agent: a\ntools:\n  - {match: x}\n  - match: y\n    rate_limit: 10 per hour\n", 5,
-     "tools[1].rate_limit", 'write it like "10/hour"'),
-    ("agent: a\nbudgets:\n  run:\n    max_cost_usd: -1\n", 4, "budgets.run.max_cost_usd",
-     "use 0 or a positive number"),
+    (
+        "agent: a\ntools:\n  - {match: x, aprroval: required}\n",
+        3,
+        "tools[0].aprroval",
+        "did you mean `approval`?",
+    ),
+    (
+        "agent: a\ntools:\n  - {match: x}\n  - match: y\n    rate_limit: 10 per hour\n",
+        5,
+        "tools[1].rate_limit",
+        'write it like "10/hour"',
+    ),
+    (
+        "agent: a\nbudgets:\n  run:\n    max_cost_usd: -1\n",
+        4,
+        "budgets.run.max_cost_usd",
+        "use 0 or a positive number",
+    ),
     ("agent: a\non_uncertain: maybe\n", 2, "on_uncertain", "use one of the values listed"),
     ("owner: x\n", 1, "agent", "add `agent: ...`"),
-    ("agent: a\nbudgets:\n  weekly: {max_cost_usd: 3}\n", 3, "budgets.weekly",
-     "allowed keys here: day, run, user_day"),
-    ("agent: a\ntools:\n  - {match: x, rate_limit: 0/hour}\n", 3, "tools[0].rate_limit",
-     "allow: false"),
+    (
+        "agent: a\nbudgets:\n  weekly: {max_cost_usd: 3}\n",
+        3,
+        "budgets.weekly",
+        "allowed keys here: day, run, user_day",
+    ),
+    (
+        "agent: a\ntools:\n  - {match: x, rate_limit: 0/hour}\n",
+        3,
+        "tools[0].rate_limit",
+        "allow: false",
+    ),
     ("agent: a\nagent: b\n", 2, "agent", "keep one `agent:`"),
     ("agent: a\ntools: [\n", 3, "(yaml)", "correct the YAML syntax"),
     ("- just\n- a list\n", 1, "(document)", "start with `agent: NAME`"),
@@ -219,9 +263,10 @@ def test_compiled_glob_agrees_with_fnmatch(pattern: str, name: str) -> None:
     assert ours == fnmatch.fnmatchcase(name, pattern)
 
 
-@given(patterns=st.lists(st.text(alphabet="abxy.*?", min_size=1, max_size=6), min_size=1,
-                         max_size=8),
-       name=st.text(alphabet="abxy.", max_size=8))
+@given(
+    patterns=st.lists(st.text(alphabet="abxy.*?", min_size=1, max_size=6), min_size=1, max_size=8),
+    name=st.text(alphabet="abxy.", max_size=8),
+)
 @settings(max_examples=300, deadline=None)
 def test_first_matching_rule_wins(patterns: list[str], name: str) -> None:
     src = "agent: a\ntools:\n" + "".join(f"  - {{match: '{p}'}}\n" for p in patterns)
@@ -239,15 +284,32 @@ def test_parse_never_crashes_on_text(source: str) -> None:
         assert exc.problems and all(p.line >= 1 for p in exc.problems)
 
 
-_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8),
-                    st.floats(allow_nan=False))
+_scalar = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.text(max_size=8), st.floats(allow_nan=False)
+)
 _yamlish = st.recursive(
     _scalar,
-    lambda inner: st.one_of(st.lists(inner, max_size=3),
-                            st.dictionaries(st.sampled_from(
-                                ["agent", "tools", "match", "allow", "budgets", "run",
-                                 "rate_limit", "approval", "on_uncertain", "x"]), inner,
-                                max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "agent",
+                    "tools",
+                    "match",
+                    "allow",
+                    "budgets",
+                    "run",
+                    "rate_limit",
+                    "approval",
+                    "on_uncertain",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=4,
+        ),
+    ),
     max_leaves=12,
 )
 
@@ -264,10 +326,14 @@ def test_parse_never_crashes_on_structures(doc: object) -> None:
 
 
 def test_alias_bomb_and_deep_nesting_are_refused() -> None:
-    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
-        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
-    ) + "agent: x\n"
+    bomb = (
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+            for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+        )
+        + "agent: x\n"
+    )
     with pytest.raises(PolicyError) as info:
         Policy.parse(bomb, "bomb.yaml")
     assert "too large" in info.value.message

@@ -18,9 +18,14 @@ NOW = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
 
 def fill(db: Engine, n: int) -> None:
     for i in range(n):
-        audit.append(db, "key:k", "policy.decision", f"run_{i}",
-                     {"outcome": "allow", "i": i, "cost": 0.1, "tags": ["a", "b"]},
-                     NOW + timedelta(seconds=i))
+        audit.append(
+            db,
+            "key:k",
+            "policy.decision",
+            f"run_{i}",
+            {"outcome": "allow", "i": i, "cost": 0.1, "tags": ["a", "b"]},
+            NOW + timedelta(seconds=i),
+        )
 
 
 def test_append_chains_and_verifies(db: Engine) -> None:
@@ -67,8 +72,11 @@ def test_tampering_by_sql_is_found(db: Engine) -> None:
     entries, _ = audit.list_entries(db, newest_first=False)
     target = entries[2]
     with db.begin() as conn:
-        conn.execute(update(audit_log).where(audit_log.c.seq == target.seq)
-                     .values(data={"outcome": "deny", "i": 2, "cost": 0.1, "tags": ["a", "b"]}))
+        conn.execute(
+            update(audit_log)
+            .where(audit_log.c.seq == target.seq)
+            .values(data={"outcome": "deny", "i": 2, "cost": 0.1, "tags": ["a", "b"]})
+        )
     report = audit.verify(db)
     assert not report.ok and report.first_bad_seq == target.seq
     assert "changed" in (report.problem or "")
@@ -83,8 +91,11 @@ def test_rehashed_edit_breaks_the_next_link(db: Engine) -> None:
     e = entries[1]
     forged = entry_hash(e.prev_hash, e.id, e.at, "someone-else", e.action, e.subject, e.data)
     with db.begin() as conn:
-        conn.execute(update(audit_log).where(audit_log.c.seq == e.seq)
-                     .values(actor="someone-else", hash=forged))
+        conn.execute(
+            update(audit_log)
+            .where(audit_log.c.seq == e.seq)
+            .values(actor="someone-else", hash=forged)
+        )
     assert audit.verify(db).first_bad_seq == entries[2].seq
 
 

@@ -92,8 +92,9 @@ def test_two_redis_clients_never_admit_more_than_the_limit(redis_client: redis.R
         second.close()
 
 
-def test_enforce_turns_full_windows_into_rate_limited(db: Engine,
-                                                      redis_client: redis.Redis) -> None:
+def test_enforce_turns_full_windows_into_rate_limited(
+    db: Engine, redis_client: redis.Redis
+) -> None:
     assert isinstance(make_limiter(db), StoreRateLimiter)
     assert isinstance(make_limiter(db, redis_client), RedisRateLimiter)
     limiter = make_limiter(db)

@@ -86,7 +86,12 @@ def canonical(
 
 
 def entry_hash(
-    prev_hash: str, id: str, at: datetime, actor: str, action: str, subject: str | None,
+    prev_hash: str,
+    id: str,
+    at: datetime,
+    actor: str,
+    action: str,
+    subject: str | None,
     data: Any,
 ) -> str:
     """sha256(prev_hash + canonical JSON of (id, at, actor, action, subject, data))."""
@@ -96,8 +101,14 @@ def entry_hash(
 
 
 def seal(
-    prev_hash: str, seq: int, id: str, at: datetime, actor: str, action: str,
-    subject: str | None, data: Any,
+    prev_hash: str,
+    seq: int,
+    id: str,
+    at: datetime,
+    actor: str,
+    action: str,
+    subject: str | None,
+    data: Any,
 ) -> AuditEntry:
     """A new entry linked after `prev_hash`."""
     data = canonical_data(data)
@@ -108,10 +119,13 @@ def seal(
 def check_entry(entry: AuditEntry, expected_prev: str) -> str | None:
     """What is wrong with `entry` following a chain whose head is `expected_prev`, or None."""
     if entry.prev_hash != expected_prev:
-        return "prev_hash does not match the previous entry's hash (an entry was changed, " \
-               "removed or inserted before this one)"
-    digest = entry_hash(entry.prev_hash, entry.id, entry.at, entry.actor, entry.action,
-                        entry.subject, entry.data)
+        return (
+            "prev_hash does not match the previous entry's hash (an entry was changed, "
+            "removed or inserted before this one)"
+        )
+    digest = entry_hash(
+        entry.prev_hash, entry.id, entry.at, entry.actor, entry.action, entry.subject, entry.data
+    )
     if digest != entry.hash:
         return "hash does not match the entry's content (this entry was changed)"
     return None

@@ -201,8 +201,11 @@ class Policy:
             if t.rate_limit is not None:
                 count, window = parse_rate_limit(t.rate_limit)
                 rate = RateLimit(count, window, t.rate_limit)
-            rules.append(ToolRule(i, t.match, t.allow, t.approval == "required", rate,
-                                  frozenset(t.tags), t.reason))
+            rules.append(
+                ToolRule(
+                    i, t.match, t.allow, t.approval == "required", rate, frozenset(t.tags), t.reason
+                )
+            )
         matcher = None
         if rules:
             matcher = re.compile("|".join(f"(?P<r{r.index}>{glob_regex(r.match)})" for r in rules))
@@ -215,16 +218,23 @@ class Policy:
             owner=m.owner,
             models=tuple(m.models) if m.models is not None else None,
             budgets=Budgets(
-                run=RunBudget(b.run.max_cost_usd, b.run.max_tokens, b.run.max_llm_calls,
-                              b.run.max_tool_calls, b.run.max_duration_s),
+                run=RunBudget(
+                    b.run.max_cost_usd,
+                    b.run.max_tokens,
+                    b.run.max_llm_calls,
+                    b.run.max_tool_calls,
+                    b.run.max_duration_s,
+                ),
                 day=DayBudget(b.day.max_cost_usd),
                 user_day=DayBudget(b.user_day.max_cost_usd),
             ),
             systems_read=tuple(m.systems.read),
             systems_write=tuple(m.systems.write),
             tools=tuple(rules),
-            data_flow=tuple(DataFlowRule(i, d.after_tag, d.require_approval_for_tag)
-                            for i, d in enumerate(m.data_flow)),
+            data_flow=tuple(
+                DataFlowRule(i, d.after_tag, d.require_approval_for_tag)
+                for i, d in enumerate(m.data_flow)
+            ),
             on_uncertain=m.on_uncertain,
             memory_namespace=m.memory.namespace,
             memory_read_grants=tuple(m.memory.read_grants),
@@ -270,17 +280,29 @@ def rate_key(agent: str, tool: str) -> str:
 
 def _uncertain(policy: Policy, tags: frozenset[str]) -> Decision:
     if policy.on_uncertain == "deny":
-        return Decision("deny", "on_uncertain: deny",
-                        "no tool rule matches this tool and the policy denies what it does not "
-                        "name", tags=tags)
+        return Decision(
+            "deny",
+            "on_uncertain: deny",
+            "no tool rule matches this tool and the policy denies what it does not name",
+            tags=tags,
+        )
     if IRREVERSIBLE in tags:
-        return Decision("approval_required", "tag irreversible (no explicit rule)",
-                        "the tool is irreversible and no tool rule names it", tags=tags)
+        return Decision(
+            "approval_required",
+            "tag irreversible (no explicit rule)",
+            "the tool is irreversible and no tool rule names it",
+            tags=tags,
+        )
     if policy.on_uncertain == "ask":
-        return Decision("approval_required", "on_uncertain: ask",
-                        "no tool rule matches this tool, so a person decides", tags=tags)
-    return Decision("allow", "on_uncertain: allow", "no tool rule matches; the policy allows it",
-                    tags=tags)
+        return Decision(
+            "approval_required",
+            "on_uncertain: ask",
+            "no tool rule matches this tool, so a person decides",
+            tags=tags,
+        )
+    return Decision(
+        "allow", "on_uncertain: allow", "no tool rule matches; the policy allows it", tags=tags
+    )
 
 
 def decide(policy: Policy | None, request: DecisionRequest) -> Decision:
@@ -292,17 +314,28 @@ def decide(policy: Policy | None, request: DecisionRequest) -> Decision:
     """
     tags = request.tags
     if policy is None:
-        return Decision("deny", "no policy",
-                        f"agent {request.agent} has no boundary policy; apply one with "
-                        "`tether policy apply FILE`", tags=tags)
+        return Decision(
+            "deny",
+            "no policy",
+            f"agent {request.agent} has no boundary policy; apply one with "
+            "`tether policy apply FILE`",
+            tags=tags,
+        )
     if request.agent != policy.agent:
-        return Decision("deny", "agent mismatch",
-                        f"the policy is for agent {policy.agent}, not {request.agent}", tags=tags)
+        return Decision(
+            "deny",
+            "agent mismatch",
+            f"the policy is for agent {policy.agent}, not {request.agent}",
+            tags=tags,
+        )
     cap = policy.budgets.run.max_tool_calls
     if cap is not None and request.run_state.tool_calls >= cap:
-        return Decision("deny", "budgets.run.max_tool_calls",
-                        f"the run already made {request.run_state.tool_calls} tool calls; "
-                        f"the cap is {cap}", tags=tags)
+        return Decision(
+            "deny",
+            "budgets.run.max_tool_calls",
+            f"the run already made {request.run_state.tool_calls} tool calls; the cap is {cap}",
+            tags=tags,
+        )
     rule = policy.rule_for(request.tool)
     if rule is None:
         decision = _uncertain(policy, tags)
@@ -310,24 +343,37 @@ def decide(policy: Policy | None, request: DecisionRequest) -> Decision:
         if rule.tags:
             tags = tags | rule.tags
         if not rule.allow:
-            return Decision("deny", rule.label,
-                            rule.reason or f"the policy forbids {request.tool}", tags=tags)
+            return Decision(
+                "deny", rule.label, rule.reason or f"the policy forbids {request.tool}", tags=tags
+            )
         if rule.approval_required:
-            decision = Decision("approval_required", rule.label,
-                                rule.reason or f"{request.tool} needs a person's approval",
-                                tags=tags, rate_limit=rule.rate_limit)
+            decision = Decision(
+                "approval_required",
+                rule.label,
+                rule.reason or f"{request.tool} needs a person's approval",
+                tags=tags,
+                rate_limit=rule.rate_limit,
+            )
         else:
-            decision = Decision("allow", rule.label, rule.reason or f"{request.tool} is allowed",
-                                tags=tags, rate_limit=rule.rate_limit)
+            decision = Decision(
+                "allow",
+                rule.label,
+                rule.reason or f"{request.tool} is allowed",
+                tags=tags,
+                rate_limit=rule.rate_limit,
+            )
     if decision.outcome == "allow" and policy.data_flow:
         seen = request.run_state.tags_seen
         for flow in policy.data_flow:
             if flow.after_tag in seen and flow.require_approval_for_tag in tags:
                 decision = Decision(
-                    "approval_required", flow.label,
+                    "approval_required",
+                    flow.label,
                     f"a tool tagged {flow.after_tag} returned into this run, so "
-                    f"{flow.require_approval_for_tag} tools need approval", tags=tags,
-                    rate_limit=decision.rate_limit)
+                    f"{flow.require_approval_for_tag} tools need approval",
+                    tags=tags,
+                    rate_limit=decision.rate_limit,
+                )
                 break
     if request.rate is not None and decision.rate_limit is not None:
         return with_rate_result(
@@ -341,9 +387,14 @@ def with_rate_result(decision: Decision, allowed: bool, retry_after_s: float | N
     if allowed or decision.rate_limit is None or decision.outcome == "deny":
         return decision
     limit = decision.rate_limit
-    return Decision("rate_limited", f"{decision.rule} rate_limit {limit.text}",
-                    f"over the rate limit of {limit.text}", retry_after_s=retry_after_s,
-                    tags=decision.tags, rate_limit=limit)
+    return Decision(
+        "rate_limited",
+        f"{decision.rule} rate_limit {limit.text}",
+        f"over the rate limit of {limit.text}",
+        retry_after_s=retry_after_s,
+        tags=decision.tags,
+        rate_limit=limit,
+    )
 
 
 def _covers(earlier: str, later: str) -> bool:
@@ -363,11 +414,10 @@ def lint(policy: Policy, source: str, file: str = "<policy>") -> list[Problem]:
     for later in policy.tools:
         for earlier in policy.tools[: later.index]:
             if _covers(earlier.match, later.match):
-                out.append(Problem(
-                    lines.find(("tools", later.index)), f"tools[{later.index}]",
-                    f'rule "{later.match}" is never reached: tools[{earlier.index}] '
-                    f'"{earlier.match}" matches first',
-                    f"move tools[{later.index}] above tools[{earlier.index}] (first match wins)",
-                ))
+                i, j = later.index, earlier.index
+                problem = f'rule "{later.match}" is never reached: tools[{j}] "{earlier.match}" '
+                problem += "matches first"
+                fix = f"move tools[{i}] above tools[{j}] (first match wins)"
+                out.append(Problem(lines.find(("tools", i)), f"tools[{i}]", problem, fix))
                 break
     return out

@@ -200,7 +200,10 @@ class _Lines:
 
 
 def _to_python(
-    loader: yaml.SafeLoader, node: yaml.Node, path: tuple[Any, ...], lines: _Lines,
+    loader: yaml.SafeLoader,
+    node: yaml.Node,
+    path: tuple[Any, ...],
+    lines: _Lines,
     problems: list[Problem],
 ) -> Any:
     lines.value[path] = node.start_mark.line + 1
@@ -217,8 +220,12 @@ def _to_python(
             sub = (*path, key)
             if key in out:
                 problems.append(
-                    Problem(key_node.start_mark.line + 1, field_name(sub), "duplicate key",
-                            f"keep one `{key}:` in this mapping")
+                    Problem(
+                        key_node.start_mark.line + 1,
+                        field_name(sub),
+                        "duplicate key",
+                        f"keep one `{key}:` in this mapping",
+                    )
                 )
             lines.key[sub] = key_node.start_mark.line + 1
             out[key] = _to_python(loader, value_node, sub, lines, problems)
@@ -239,8 +246,12 @@ def load_document(source: str, file: str = "<policy>") -> tuple[dict[str, Any], 
         loader = yaml.SafeLoader(source)
     except yaml.reader.ReaderError as exc:
         line = source[: exc.position].count("\n") + 1
-        bad = Problem(line, "(yaml)", f"character #x{exc.character:04x} is not allowed",
-                      "remove the control character (save the file as plain UTF-8 text)")
+        bad = Problem(
+            line,
+            "(yaml)",
+            f"character #x{exc.character:04x} is not allowed",
+            "remove the control character (save the file as plain UTF-8 text)",
+        )
         raise PolicyError([bad], file) from None
     try:
         node = loader.get_single_node()
@@ -250,12 +261,23 @@ def load_document(source: str, file: str = "<policy>") -> tuple[dict[str, Any], 
         line = mark.line + 1 if mark else 1
         problem = str(exc.problem or exc.context or "invalid YAML")
         raise PolicyError(
-            [Problem(line, "(yaml)", problem, "correct the YAML syntax on this line "
-                     "(indentation, quotes, a missing colon)")], file
+            [
+                Problem(
+                    line,
+                    "(yaml)",
+                    problem,
+                    "correct the YAML syntax on this line (indentation, quotes, a missing colon)",
+                )
+            ],
+            file,
         ) from None
     except _TooBig:
-        bad = Problem(1, "(document)", "the document is too large or too deeply nested",
-                      f"keep it under {_MAX_NODES} values and {_MAX_DEPTH} levels; avoid aliases")
+        bad = Problem(
+            1,
+            "(document)",
+            "the document is too large or too deeply nested",
+            f"keep it under {_MAX_NODES} values and {_MAX_DEPTH} levels; avoid aliases",
+        )
         raise PolicyError([bad], file) from None
     except yaml.YAMLError as exc:
         bad = Problem(1, "(yaml)", str(exc), "correct the YAML syntax")
@@ -264,8 +286,14 @@ def load_document(source: str, file: str = "<policy>") -> tuple[dict[str, Any], 
         loader.dispose()
     if not isinstance(data, dict):
         raise PolicyError(
-            [Problem(1, "(document)", "the policy must be a YAML mapping",
-                     "start with `agent: NAME` and add the keys shown in the README example")],
+            [
+                Problem(
+                    1,
+                    "(document)",
+                    "the policy must be a YAML mapping",
+                    "start with `agent: NAME` and add the keys shown in the README example",
+                )
+            ],
             file,
         )
     if problems:
@@ -285,15 +313,18 @@ def _problem(err: Any, lines: _Lines) -> Problem:
         model = _KEYS.get(_shape(loc[:-1]))
         allowed = sorted(model.model_fields) if model else []
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
-        fix = (f"did you mean `{close[0]}`?" if close
-               else f"remove it; allowed keys here: {', '.join(allowed)}")
+        fix = (
+            f"did you mean `{close[0]}`?"
+            if close
+            else f"remove it; allowed keys here: {', '.join(allowed)}"
+        )
         return Problem(lines.find(loc, key=True), name, f"unknown key `{loc[-1]}`", fix)
     line = lines.find(loc)
     if kind == "missing":
         return Problem(line, name, "required key is missing", f"add `{loc[-1]}: ...`")
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     if ". Fix: " in msg:
         problem, fix = msg.split(". Fix: ", 1)
         return Problem(line, name, problem, fix)

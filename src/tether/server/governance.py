@@ -1,11 +1,55 @@
-"""Installs the governance area's routes and background loops into the app."""
+"""Installs the governance area: policy and audit routes, the rate limiter other areas use
+(`state.extras["rate_limiter"]`), and loading the `policies` folder at start-up."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 
+import anyio
+from fastapi import APIRouter, FastAPI
+
+from tether.core.errors import ConfigError
+from tether.core.policy import PolicyError
 from tether.server.deps import State
+from tether.server.routes import audit, policies
+from tether.store import policies as policy_store
+from tether.store.ratelimit import make_limiter
+
+PREFIX = "/api/v1"
+
+
+def load_policies(state: State) -> list[policy_store.Applied]:
+    """Applies every policy file of `settings.policies` (a new version only where changed)."""
+    folder = state.settings.policies
+    if folder is None:
+        return []
+    if not folder.is_dir():
+        raise ConfigError(
+            f"policies folder {folder} does not exist; fix `policies:` in tether.yaml"
+        )
+    try:
+        return policy_store.load_folder(state.engine, folder, datetime.now(UTC))
+    except PolicyError as exc:
+        raise ConfigError(f"invalid policy file:\n{exc.message}") from None
+
+
+def _policy_loader(state: State) -> Callable[[], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        applied = await anyio.to_thread.run_sync(load_policies, state)
+        state.extras["policies_loaded"] = [(a.agent, a.version) for a in applied]
+        yield
+
+    return lifespan
 
 
 def install(app: FastAPI, state: State) -> None:
-    """Filled in by the governance area."""
+    """Routes under /api/v1, the shared rate limiter, and the policy folder loader."""
+    state.extras["rate_limiter"] = make_limiter(state.engine, state.redis)
+    api = APIRouter(prefix=PREFIX)
+    api.include_router(policies.router)
+    api.include_router(audit.router)
+    app.include_router(api)
+    state.lifespans.append(_policy_loader(state))

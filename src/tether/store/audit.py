@@ -36,9 +36,7 @@ def append_in(
     """Appends inside the caller's open write transaction (committed with it)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-    prev = conn.execute(
-        select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-    ).scalar()
+    prev = conn.execute(select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)).scalar()
     entry = chain.seal(
         prev or GENESIS, 0, make_id("aud", os.urandom(12)), now, actor, action, subject, data
     )
@@ -56,8 +54,9 @@ def append_in(
         )
         .returning(audit_log.c.seq)
     ).scalar_one()
-    return AuditEntry(seq, entry.id, entry.at, actor, action, subject, entry.data,
-                      entry.prev_hash, entry.hash)
+    return AuditEntry(
+        seq, entry.id, entry.at, actor, action, subject, entry.data, entry.prev_hash, entry.hash
+    )
 
 
 def append(
@@ -70,8 +69,17 @@ def append(
 
 def _entry(row: Any) -> AuditEntry:
     r = row._mapping
-    return AuditEntry(r["seq"], r["id"], r["at"], r["actor"], r["action"], r["subject"],
-                      r["data"], r["prev_hash"], r["hash"])
+    return AuditEntry(
+        r["seq"],
+        r["id"],
+        r["at"],
+        r["actor"],
+        r["action"],
+        r["subject"],
+        r["data"],
+        r["prev_hash"],
+        r["hash"],
+    )
 
 
 def iter_entries(engine: Engine, *, after_seq: int = 0) -> Iterator[AuditEntry]:
@@ -126,10 +134,21 @@ def verify(engine: Engine) -> VerifyReport:
     return chain.verify(iter_entries(engine))
 
 
+def get_entry(engine: Engine, seq: int) -> AuditEntry | None:
+    with reading(engine) as conn:
+        row = conn.execute(select(audit_log).where(audit_log.c.seq == seq)).first()
+    return _entry(row) if row else None
+
+
+def jsonl(entry: AuditEntry) -> str:
+    """One entry as a line of JSON (keys sorted), newline included."""
+    return json.dumps(entry.to_dict(), sort_keys=True, ensure_ascii=False) + "\n"
+
+
 def export(engine: Engine, fh: IO[str]) -> int:
     """Writes every entry as one JSON line, oldest first; returns how many."""
     n = 0
     for entry in iter_entries(engine):
-        fh.write(json.dumps(entry.to_dict(), sort_keys=True, ensure_ascii=False) + "\n")
+        fh.write(jsonl(entry))
         n += 1
     return n

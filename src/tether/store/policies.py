@@ -105,9 +105,14 @@ def apply_policy(
                 created_at=now,
             )
         )
-        append_in(conn, applied_by, "policy.applied", policy.agent,
-                  {"version": version, "sha256": policy.sha256, "previous": current and
-                   current.version}, now)
+        append_in(
+            conn,
+            applied_by,
+            "policy.applied",
+            policy.agent,
+            {"version": version, "sha256": policy.sha256, "previous": current and current.version},
+            now,
+        )
     _cache(engine).put((policy.agent, version), policy)
     return Applied(policy.agent, version, True)
 
@@ -161,8 +166,13 @@ def history(engine: Engine, agent: str) -> list[PolicyVersion]:
     """Every version of the agent's policy, newest first."""
     with reading(engine) as conn:
         rows = conn.execute(
-            select(policies.c.agent, policies.c.version, policies.c.sha256,
-                   policies.c.applied_by, policies.c.created_at)
+            select(
+                policies.c.agent,
+                policies.c.version,
+                policies.c.sha256,
+                policies.c.applied_by,
+                policies.c.created_at,
+            )
             .where(policies.c.agent == agent)
             .order_by(policies.c.version.desc())
         ).all()
@@ -177,8 +187,13 @@ def list_latest(engine: Engine) -> list[PolicyVersion]:
         .subquery()
     )
     q = (
-        select(policies.c.agent, policies.c.version, policies.c.sha256, policies.c.applied_by,
-               policies.c.created_at)
+        select(
+            policies.c.agent,
+            policies.c.version,
+            policies.c.sha256,
+            policies.c.applied_by,
+            policies.c.created_at,
+        )
         .join(latest, (policies.c.agent == latest.c.agent) & (policies.c.version == latest.c.v))
         .order_by(policies.c.agent)
     )
@@ -203,6 +218,5 @@ def load_folder(engine: Engine, folder: Path, now: datetime) -> list[Applied]:
     """Applies every *.yaml / *.yml in `folder` (sorted), as at server start."""
     out = []
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        out.append(apply_policy(engine, path.read_text(), f"file:{path.name}", now,
-                                file=str(path)))
+        out.append(apply_policy(engine, path.read_text(), f"file:{path.name}", now, file=str(path)))
     return out

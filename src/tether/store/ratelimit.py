@@ -56,8 +56,9 @@ class StoreRateLimiter:
                 conn.execute(
                     text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 6))"), {"k": key}
                 )
-            conn.execute(delete(rate_events).where(rate_events.c.key == key,
-                                                   rate_events.c.at <= start))
+            conn.execute(
+                delete(rate_events).where(rate_events.c.key == key, rate_events.c.at <= start)
+            )
             n = conn.execute(
                 select(func.count()).select_from(rate_events).where(rate_events.c.key == key)
             ).scalar_one()
@@ -105,6 +106,7 @@ def enforce(
     limit = decision.rate_limit
     if limit is None or decision.outcome not in ("allow", "approval_required"):
         return decision
-    allowed, retry = limiter.check_and_record(rate_key(agent, tool), limit.count, limit.window_s,
-                                              now)
+    allowed, retry = limiter.check_and_record(
+        rate_key(agent, tool), limit.count, limit.window_s, now
+    )
     return with_rate_result(decision, allowed, retry)
