@@ -1,9 +1,203 @@
-"""Command group placeholder for the runs area; the area fills in `register`."""
+"""`tether runs list|show|kill`: read runs (from TETHER_URL or the local store) and kill one
+through the running server."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
 import typer
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from tether.cli import client as clients
+from tether.cli.output import console, fail, print_json
+from tether.config import Settings, load_settings
+from tether.core.errors import BadRequestError, ConfigError, TetherError
+from tether.store.runs import RUN_SORTS, RunFilters
+
+T = TypeVar("T")
+STATUS_STYLE = {"running": "cyan", "succeeded": "green", "failed": "red", "killed": "magenta",
+                "awaiting_approval": "yellow"}  # fmt: skip
+KIND_ICON = {"agent": "🤖", "llm": "💬", "tool": "🔧", "retrieval": "📚", "embedding": "🧮",
+             "approval": "✋", "chain": "🔗"}  # fmt: skip
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    """TetherErrors as one line: bad input exits 2, anything else (not found, failed) 1."""
+    try:
+        yield
+    except (BadRequestError, ConfigError) as exc:
+        fail(exc.message, 2)
+    except TetherError as exc:
+        fail(exc.message, 1)
+
+
+def _settings() -> Settings:
+    with errors():
+        return load_settings()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _call(fn: Callable[[], T]) -> T:
+    with errors():
+        return fn()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def money(usd: float | None) -> str:
+    if usd is None:
+        return ""
+    return f"${usd:.4f}" if usd < 1 else f"${usd:,.2f}"
+
+
+def duration(ms: float | None) -> str:
+    if ms is None:
+        return ""
+    return f"{ms:.0f}ms" if ms < 1000 else f"{ms / 1000:.1f}s"
+
+
+def when(iso: str | None) -> str:
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S") if iso else ""
+
+
+def runs_table(items: list[dict[str, Any]]) -> Table:
+    table = Table("id", "agent", "version", "status", "task", "user", "cost", "tokens",
+                  "duration", "started", header_style="bold")  # fmt: skip
+    for r in items:
+        table.add_row(
+            r["id"], r["agent"] or "", r["version"] or "", status_text(r["status"]),
+            r["task_id"] or "", r["user"] or "", money(r["cost_usd"]),
+            f"{r['input_tokens'] + r['output_tokens']:,}", duration(r.get("duration_ms")),
+            when(r["started_at"]),
+        )  # fmt: skip
+    return table
+
+
+def span_label(s: dict[str, Any]) -> Text:
+    label = Text(f"{KIND_ICON.get(s['kind'], '•')} ")
+    label.append(s["name"], style="bold")
+    parts = [duration(s["latency_ms"])]
+    if s.get("model"):
+        parts.append(s["model"])
+    if s.get("input_tokens") or s.get("output_tokens"):
+        parts.append(f"{s.get('input_tokens') or 0}→{s.get('output_tokens') or 0} tok")
+    if s.get("cost_usd"):
+        parts.append(money(s["cost_usd"]))
+    label.append("  " + "  ".join(p for p in parts if p), style="dim")
+    if s.get("error") or s["status"] == "error":
+        label.append(f"  ✗ {s.get('error') or 'error'}", style="red")
+    return label
+
+
+def span_tree(run: dict[str, Any]) -> Tree:
+    tree = Tree(Text(run["id"], style="bold"))
+
+    def add(node: Tree, spans: list[dict[str, Any]]) -> None:
+        for s in spans:
+            add(node.add(span_label(s)), s.get("children", []))
+
+    add(tree, run.get("spans", []))
+    return tree
+
+
+def header(run: dict[str, Any]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    who = f"{run['agent'] or '?'}" + (f"@{run['version']}" if run["version"] else "")
+    tokens = f"{run['input_tokens']:,} in / {run['output_tokens']:,} out"
+    fb = run["feedback"]
+    rows = [
+        ("run", Text(run["id"], style="bold")), ("agent", Text(who)),
+        ("status", status_text(run["status"])), ("task", Text(run["task_id"] or "")),
+        ("user", Text(run["user"] or "")), ("started", Text(when(run["started_at"]))),
+        ("duration", Text(duration(run.get("duration_ms")))),
+        ("cost", Text(money(run["cost_usd"]))), ("tokens", Text(tokens)),
+        ("calls", Text(f"{run['llm_calls']} LLM, {run['tool_calls']} tool")),
+        ("score", Text("" if run["score"] is None else f"{run['score']:g}")),
+        ("feedback", Text(f"👍 {fb['thumbs_up']}  👎 {fb['thumbs_down']}  "
+                          f"💬 {len(fb['comments'])}")),
+    ]  # fmt: skip
+    if run.get("error"):
+        rows.append(("error", Text(run["error"], style="red")))
+    if run.get("kill_reason"):
+        rows.append(("killed", Text(run["kill_reason"], style="magenta")))
+    for k, v in rows:
+        grid.add_row(Text(k, style="dim"), v)
+    return grid
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this area's commands to the root app."""
+    runs = typer.Typer(help="Agent runs: list, show, kill.", no_args_is_help=True)
+    app.add_typer(runs, name="runs")
+
+    @runs.command("list")
+    def list_(
+        agent: str = typer.Option(None, help="Only this agent."),
+        version: str = typer.Option(None, help="Only this agent version."),
+        status: str = typer.Option(None, help="running|succeeded|failed|killed|awaiting_approval"),
+        user: str = typer.Option(None, help="Only this user."),
+        task: str = typer.Option(None, help="Only this task id."),
+        search: str = typer.Option(None, "--search", "-q", help="Search id, task, agent, user."),
+        sort: str = typer.Option("-started_at", help=f"One of {', '.join(RUN_SORTS)}."),
+        limit: int = typer.Option(20, min=1, max=500, help="How many runs."),
+        cursor: str = typer.Option(None, help="Continue from a previous --json next_cursor."),
+        as_json: bool = typer.Option(False, "--json", help="Print the API's JSON page."),
+    ) -> None:
+        """List runs, newest first (from TETHER_URL if set, else the local database)."""
+        filters = RunFilters(agent=agent, version=version, status=status, user=user,
+                             task_id=task, q=search)  # fmt: skip
+        client = _call(lambda: clients.make_client(_settings()))
+        data = _call(lambda: client.list_runs(filters, sort, limit, cursor))
+        if as_json:
+            print_json(data)
+        elif not data["items"]:
+            console.print("no runs match", highlight=False)
+        else:
+            console.print(runs_table(data["items"]))
+            if data["next_cursor"]:
+                console.print(f"[dim]more: --cursor {data['next_cursor']}[/]", highlight=False)
+
+    @runs.command("show")
+    def show(
+        run_id: str = typer.Argument(..., help="The run's id."),
+        as_json: bool = typer.Option(False, "--json", help="Print the API's JSON."),
+    ) -> None:
+        """Show one run: its header and its span tree."""
+        client = _call(lambda: clients.make_client(_settings()))
+        run = _call(lambda: client.get_run(run_id))
+        if as_json:
+            print_json(run)
+            return
+        console.print(header(run))
+        if run.get("input"):
+            console.print(Text("input  ", style="dim") + Text(run["input"][:500]))
+        if run.get("output"):
+            console.print(Text("output ", style="dim") + Text(run["output"][:500]))
+        console.print(span_tree(run) if run.get("spans") else "[dim]no spans yet[/]")
+
+    @runs.command("kill")
+    def kill(
+        run_id: str = typer.Argument(..., help="The run to stop."),
+        reason: str = typer.Option("killed from the CLI", "--reason", help="Why (audited)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the server's JSON reply."),
+    ) -> None:
+        """Kill a run on the running server: its streams are cut and later calls refused.
+        Uses TETHER_URL (default http://127.0.0.1:7337) and TETHER_API_KEY."""
+        settings = _settings()
+        if not settings.api_key:
+            fail("set TETHER_API_KEY to an admin key (`tether keys create --scopes admin`)", 2)
+        client = clients.server_client(settings)
+        out = _call(lambda: client.request("POST", f"/api/v1/runs/{run_id}/kill",
+                                           json={"reason": reason}))  # fmt: skip
+        if as_json:
+            print_json(out)
+        else:
+            console.print(f"killed {run_id}: {reason}", highlight=False)
