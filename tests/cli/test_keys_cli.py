@@ -35,7 +35,9 @@ def test_create_list_revoke(tmp_path: Path, db_url: str) -> None:
         assert res.exit_code == 0 and f"revoked {created['id']}" in res.stdout
         assert find_by_secret(engine, created["key"]) is None
         assert json.loads(runner.invoke(app, ["keys", "list", "--json"], env=env).stdout) == {
-            "items": [], "next_cursor": None}
+            "items": [],
+            "next_cursor": None,
+        }
     finally:
         engine.dispose()
 

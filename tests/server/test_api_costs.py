@@ -28,11 +28,15 @@ def test_costs_by_day_and_agent(api: Api) -> None:
     body = r.json()
     assert body["total_cost_usd"] == 3.75
     assert [(x["key"], x["cost_usd"], x["runs"]) for x in body["items"]] == [
-        ("2026-11-25", 3.5, 2), ("2026-11-26", 0.25, 1)]
+        ("2026-11-25", 3.5, 2),
+        ("2026-11-26", 0.25, 1),
+    ]
     by_agent = api.client.get("/api/v1/costs", params={"group_by": "agent", **RANGE},
                               headers=api.read).json()  # fmt: skip
     assert [(x["key"], x["cost_usd"]) for x in by_agent["items"]] == [
-        ("triage", 3.5), ("writer", 0.25)]
+        ("triage", 3.5),
+        ("writer", 0.25),
+    ]
     bad = api.client.get("/api/v1/costs", params={"group_by": "team"}, headers=api.read)
     assert bad.status_code == 400 and "group_by" in bad.json()["error"]["message"]
     backwards = api.client.get("/api/v1/costs", params={"from": RANGE["to"], "to": RANGE["from"]},
@@ -55,7 +59,9 @@ def test_kpi_success_rate_at_target_cost(api: Api) -> None:
 def test_agents(api: Api) -> None:
     items = api.client.get("/api/v1/agents", headers=api.read).json()["items"]
     assert [(a["name"], a["runs"], a["cost_usd"]) for a in items] == [
-        ("triage", 2, 3.5), ("writer", 1, 0.25)]
+        ("triage", 2, 3.5),
+        ("writer", 1, 0.25),
+    ]
     one = api.client.get("/api/v1/agents/triage", headers=api.read).json()
     assert one["versions"][0]["version"] == "v1" and one["versions"][0]["cost_usd"] == 3.5
     assert api.client.get("/api/v1/agents/nobody", headers=api.read).status_code == 404

@@ -18,11 +18,17 @@ def test_feedback_and_scores_reach_the_run(api: Api) -> None:
     up = api.client.post(f"/api/v1/runs/{rid}/feedback", json={"kind": "thumbs", "value": 1},
                          headers=api.triage)  # fmt: skip
     assert up.status_code == 201 and up.json()["user"].startswith("key:key_")
-    note = api.client.post(f"/api/v1/runs/{rid}/feedback", headers=api.admin,
-                           json={"kind": "comment", "comment": "wrong PO", "user": "alice"})
+    note = api.client.post(
+        f"/api/v1/runs/{rid}/feedback",
+        headers=api.admin,
+        json={"kind": "comment", "comment": "wrong PO", "user": "alice"},
+    )
     assert note.status_code == 201
-    score = api.client.post(f"/api/v1/runs/{rid}/scores", headers=api.triage,
-                            json={"name": "accuracy", "value": 0.8, "source": "eval"})
+    score = api.client.post(
+        f"/api/v1/runs/{rid}/scores",
+        headers=api.triage,
+        json={"name": "accuracy", "value": 0.8, "source": "eval"},
+    )
     assert score.status_code == 201 and score.json()["source"] == "eval"
     run = api.client.get(f"/api/v1/runs/{rid}", headers=api.read).json()
     assert run["score"] == 0.8

@@ -69,7 +69,11 @@ def test_run_detail_has_span_tree_and_unknown_run_is_404(api: Api) -> None:
     assert [s["kind"] for s in spans] == ["agent"]
     child = spans[0]["children"][0]
     assert (child["kind"], child["model"], child["cost_usd"], child["latency_ms"]) == (
-        "llm", "gpt-4o-mini", 1e-6, 1000.0)
+        "llm",
+        "gpt-4o-mini",
+        1e-6,
+        1000.0,
+    )
     flat = api.client.get(f"/api/v1/runs/{rid}/spans", headers=api.read).json()
     assert [s["kind"] for s in flat["items"]] == ["agent", "llm"]
     only_llm = api.client.get("/api/v1/spans", params={"run_id": rid, "kind": "llm"},

@@ -28,14 +28,19 @@ def test_cost_by_day_agent_version_user_task(db: Engine) -> None:
     _seed(db)
     day = cost_breakdown(db, "day")
     assert [(r["key"], r["cost_nusd"], r["runs"]) for r in day] == [
-        ("2026-11-25", 5_500_000_000, 4), ("2026-11-26", USD // 10, 1)]
+        ("2026-11-25", 5_500_000_000, 4),
+        ("2026-11-26", USD // 10, 1),
+    ]
     assert day[0]["input_tokens"] == 400 and day[0]["output_tokens"] == 80
     by_agent = {r["key"]: r["cost_nusd"] for r in cost_breakdown(db, "agent")}
     assert by_agent == {"triage": 4_500_000_000, "writer": 1_100_000_000}
     by_version = cost_breakdown(db, "version")
     assert by_version[0]["key"] == "triage@v1"
     assert {(r["agent"], r["version"]) for r in by_version} == {
-        ("triage", "v1"), ("triage", "v2"), ("writer", "v1")}
+        ("triage", "v1"),
+        ("triage", "v2"),
+        ("writer", "v1"),
+    }
     by_user = {r["key"]: r["runs"] for r in cost_breakdown(db, "user")}
     assert by_user == {"alice": 4, "bob": 1}
     by_task = {r["key"]: r["cost_nusd"] for r in cost_breakdown(db, "task", agent="writer")}

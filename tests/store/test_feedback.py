@@ -18,8 +18,10 @@ def test_latest_score_becomes_the_runs_score(db: Engine) -> None:
     add_score(db, rid, name="accuracy", value=0.9, source="sdk", comment="better", now=T0
               + timedelta(seconds=1))  # fmt: skip
     assert get_run(db, rid)["score"] == 0.9
-    assert [(s["value"], s["source"]) for s in list_scores(db, rid)] == [(0.5, "eval"),
-                                                                       (0.9, "sdk")]
+    assert [(s["value"], s["source"]) for s in list_scores(db, rid)] == [
+        (0.5, "eval"),
+        (0.9, "sdk"),
+    ]
 
 
 def test_score_validation(db: Engine) -> None:

@@ -183,7 +183,11 @@ def test_create_run(db: Engine) -> None:
     attribution = RunAttribution(agent="triage", version="v1", task_id="T-9", user="carol")
     run = create_run(db, run_id="run_abc", attribution=attribution, input="hello", now=T0)
     assert (run["id"], run["status"], run["input"], run["user"]) == (
-        "run_abc", "running", "hello", "carol")
+        "run_abc",
+        "running",
+        "hello",
+        "carol",
+    )
     with pytest.raises(ConflictError):
         create_run(db, run_id="run_abc", attribution=attribution, input=None, now=T0)
     with pytest.raises(BadRequestError, match=r"^id"):

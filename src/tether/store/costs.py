@@ -89,9 +89,7 @@ def cost_breakdown(
 def policy_run_budgets(conn: Connection) -> dict[str, int]:
     """Each agent's `budgets.run.max_cost_usd` from its newest policy version, in nano-dollars."""
     out: dict[str, int] = {}
-    q = select(policies.c.agent, policies.c.document).order_by(
-        policies.c.agent, policies.c.version
-    )
+    q = select(policies.c.agent, policies.c.document).order_by(policies.c.agent, policies.c.version)
     for agent, document in conn.execute(q):
         raw = ((document or {}).get("budgets") or {}).get("run") or {}
         value = raw.get("max_cost_usd") if isinstance(raw, dict) else None
