@@ -1,11 +1,120 @@
-"""Installs the llm area's routes and background loops into the app."""
+"""Installs the LLM gateway: the /llm routes, POST /api/v1/runs/{id}/kill, and the background
+loops (span writer, kill switch poll, expired-reservation sweep)."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
 
+import anyio
+from fastapi import APIRouter, Body, Depends, FastAPI
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from starlette.requests import Request
+
+from tether.core.errors import ConflictError
+from tether.gateway.llm.forward import make_client
+from tether.gateway.llm.gateway import Gateway
+from tether.gateway.llm.killswitch import KillSwitch, for_state, kill_run
+from tether.gateway.llm.ledger import make_ledger
+from tether.gateway.llm.routes import LLMRoutes
+from tether.server import auth
+from tether.server.auth import Principal, require
 from tether.server.deps import State
+from tether.store.engine import reading
+from tether.store.tables import runs
+
+log = logging.getLogger("tether.gateway")
+SWEEP_EVERY_S = 30.0
+
+
+class KillRequest(BaseModel):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+def _authenticator(state: State) -> Any:
+    ttl = getattr(auth, "_CACHE_TTL_S", 5.0)
+
+    async def authenticate(request: Request) -> Principal:
+        secret = auth.bearer_secret(request)
+        cache = state.extras.get("key_cache") or {}
+        hit = cache.get(secret) if secret else None
+        if hit is not None and time.monotonic() - hit[0] < ttl:
+            return auth.authenticate(state, secret)  # a cache hit: no I/O
+        return await anyio.to_thread.run_sync(auth.authenticate, state, secret)
+
+    return authenticate
 
 
 def install(app: FastAPI, state: State) -> None:
-    """Filled in by the llm area."""
+    ks = for_state(state)
+    ledger = make_ledger(state.engine, state.redis, ttl_s=state.settings.budgets.reservation_ttl_s)
+    client = make_client()
+    gateway = Gateway(
+        state.settings, state.engine, authenticate=_authenticator(state), ledger=ledger,
+        killswitch=ks, client=client,
+    )  # fmt: skip
+    state.extras["llm_gateway"] = gateway
+    for route in LLMRoutes(gateway).routes():
+        app.router.routes.append(route)
+    app.include_router(_kill_router(ks, state))
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        async with gateway.writer.running(), ks.lifespan(), anyio.create_task_group() as tg:
+            tg.start_soon(_sweep_loop, gateway)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+        await client.aclose()
+
+    state.lifespans.append(lifespan)
+
+
+async def _sweep_loop(gateway: Gateway) -> None:
+    """Frees holds whose process died mid-call (their reservations expired)."""
+    ledger = gateway.guard.ledger
+    while True:
+        await anyio.sleep(SWEEP_EVERY_S)
+        try:
+            await anyio.to_thread.run_sync(ledger.sweep_expired, datetime.now(UTC))
+        except Exception:  # a background loop must outlive a database hiccup
+            log.warning("reservation sweep failed; retrying later", exc_info=True)
+
+
+def _kill_router(ks: KillSwitch, state: State) -> APIRouter:
+    router = APIRouter(tags=["runs"])
+
+    @router.post("/api/v1/runs/{run_id}/kill", summary="Kill a run")
+    async def post_kill(
+        run_id: str,
+        body: KillRequest | None = Body(default=None),
+        principal: Principal = Depends(require("admin")),
+    ) -> dict[str, Any]:
+        """Marks the run `killed`, ends its in-flight LLM streams (in every server process)
+        within ~100 ms with a final error event, and refuses its later calls (HTTP 409
+        `run_killed`). Audited."""
+        reason = (body.reason if body else None) or f"killed by {principal.actor}"
+        now = datetime.now(UTC)
+        if await kill_run(state, run_id, actor=principal.actor, reason=reason, now=now):
+            return {"id": run_id, "status": "killed", "kill_reason": reason}
+        row = await anyio.to_thread.run_sync(_run_status, state, run_id)
+        if row is not None and row[0] == "killed":
+            return {"id": run_id, "status": "killed", "kill_reason": row[1]}
+        status = row[0] if row else "gone"
+        raise ConflictError(f"run {run_id} already ended ({status}); there is nothing to kill")
+
+    return router
+
+
+def _run_status(state: State, run_id: str) -> tuple[str, str | None] | None:
+    with reading(state.engine) as conn:
+        row = conn.execute(
+            select(runs.c.status, runs.c.kill_reason).where(runs.c.id == run_id)
+        ).one_or_none()
+    return None if row is None else (row.status, row.kill_reason)

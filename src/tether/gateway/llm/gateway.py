@@ -1,0 +1,319 @@
+"""The LLM gateway's shared parts: who a call is for and which run it belongs to, admission
+(kill switch, policy, budget), and the end of every call (settlement and its LLM span).
+
+Runs: `X-Tether-Run-Id` names one (created on first use); else a W3C `traceparent` names the
+trace whose run it is; else every request is a run of its own (its id comes back in the
+`x-tether-run-id` response header).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import anyio
+import httpx
+from sqlalchemy import Engine, select
+from starlette.requests import Request
+
+from tether.config import Settings
+from tether.core.errors import AuthenticationError, BadRequestError, PermissionDeniedError
+from tether.core.ids import make_id
+from tether.core.pricing import PriceTable, load_price_table
+from tether.core.records import RunAttribution, SpanRecord, run_id_for_trace, valid_run_id
+from tether.gateway.llm.guard import Admission, BudgetGuard, Caller, reserved_usd
+from tether.gateway.llm.killswitch import KillSwitch
+from tether.gateway.llm.ledger import Ledger
+from tether.gateway.llm.provider import Registry, Target, Usage
+from tether.gateway.llm.spans import SpanWriter
+from tether.store.ingest import ensure_run
+from tether.store.tables import runs
+
+Authenticate = Callable[[Request], Awaitable[Any]]
+MAX_STORED_CHARS = 32_000
+_RUN_CACHE = 20_000
+_TRACEPARENT_LEN = 55
+
+
+@dataclass
+class Call:
+    """One request through the gateway, from admission to its span."""
+
+    api: Literal["openai", "anthropic"]
+    endpoint: str
+    caller: Caller
+    model: str
+    body: dict[str, Any]
+    stream: bool
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    attribution: RunAttribution
+    is_root: bool
+    started_at: datetime
+    t0: float = field(default_factory=time.perf_counter)
+    admission: Admission = field(default_factory=lambda: Admission(None, None, None))
+    targets: list[Target] = field(default_factory=list)
+    served_by: Target | None = None
+    ttft_ms: float | None = None
+    request_bytes: int = 0
+    tries: int = 0
+
+
+class Gateway:
+    """Everything the /llm routes share in one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        authenticate: Authenticate,
+        ledger: Ledger,
+        killswitch: KillSwitch,
+        client: httpx.AsyncClient,
+        prices: PriceTable | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.authenticate = authenticate
+        self.registry = Registry(settings.providers)
+        self.prices = prices or load_price_table(settings.pricing)
+        self.guard = BudgetGuard(settings, engine, ledger, self.prices)
+        self.killswitch = killswitch
+        self.client = client
+        self.writer = SpanWriter(engine)
+        # run id -> when it started (runs this process has already made sure exist)
+        self._runs: dict[str, datetime] = {}
+
+    # ------------------------------------------------------------ who and which run
+
+    async def principal(self, request: Request) -> Any:
+        principal = await self.authenticate(request)
+        if principal is None:
+            raise AuthenticationError("missing API key: send `Authorization: Bearer <key>`")
+        if not (principal.has("agent") or principal.has("ingest")):
+            raise PermissionDeniedError("this key lacks the `agent` scope needed for /llm")
+        return principal
+
+    def new_call(
+        self, request: Request, principal: Any, api: Literal["openai", "anthropic"],
+        endpoint: str, body: dict[str, Any],
+    ) -> Call:  # fmt: skip
+        h = request.headers
+        run_id = h.get("x-tether-run-id")
+        trace_id, parent_id = _traceparent(h.get("traceparent"))
+        if run_id is not None and not valid_run_id(run_id):
+            raise BadRequestError(
+                "X-Tether-Run-Id must be 1-64 characters of letters, digits and _ . : -",
+                code="invalid_run_id",
+            )
+        is_root = False
+        if run_id is None and trace_id is not None:
+            run_id = run_id_for_trace(trace_id)
+        elif run_id is None:
+            run_id = make_id("run", os.urandom(12))
+            is_root = True
+        if trace_id is None:
+            trace_id = _trace_for(run_id)
+        attribution = RunAttribution(
+            agent=principal.agent, version=h.get("x-tether-agent-version"),
+            task_id=h.get("x-tether-task-id"), user=h.get("x-tether-user"),
+        )  # fmt: skip
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequestError("the request needs a `model` (a string)", code="missing_model")
+        return Call(
+            api=api, endpoint=endpoint,
+            caller=Caller(principal.key_id, principal.agent, run_id, attribution.user,
+                          attribution.task_id),
+            model=model, body=body, stream=bool(body.get("stream")), trace_id=trace_id,
+            span_id=os.urandom(8).hex(), parent_id=parent_id, attribution=attribution,
+            is_root=is_root, started_at=datetime.now(UTC),
+        )  # fmt: skip
+
+    async def run_started_at(self, call: Call) -> datetime:
+        """Makes sure the run exists (once per process) and returns when it started.
+
+        A run of its own that does not stream is left to the span writer: nobody can kill or
+        address it before its only call ends, and the request skips a database write.
+        """
+        run_id = call.caller.run_id
+        hit = self._runs.get(run_id)
+        if hit is not None:
+            return hit
+        if call.is_root and not call.stream:
+            return call.started_at
+        started = await anyio.to_thread.run_sync(self._ensure_run, call)
+        if len(self._runs) > _RUN_CACHE:
+            self._runs.clear()
+        self._runs[run_id] = started
+        return started
+
+    def _ensure_run(self, call: Call) -> datetime:
+        with self.engine.begin() as conn:
+            ensure_run(conn, call.caller.run_id, trace_id=call.trace_id,
+                       attribution=call.attribution, started_at=call.started_at,
+                       source="gateway", now=call.started_at)  # fmt: skip
+            started: datetime = conn.execute(
+                select(runs.c.started_at).where(runs.c.id == call.caller.run_id)
+            ).scalar_one()
+        return started
+
+    # ------------------------------------------------------------ admission
+
+    async def admit(self, call: Call, max_tokens: int | None) -> None:
+        """Refuses a killed run, a model the policy forbids, or a call over budget; else holds
+        the call's worst case."""
+        call.targets = self.registry.targets(call.model, call.api)
+        policy = self.guard.policy_cached(call.caller.agent)
+        if policy is False:
+            policy = await anyio.to_thread.run_sync(self.guard.policy, call.caller.agent)
+        self.guard.check_model(policy, call.caller, call.model)
+        limits = self.guard.limits(policy)
+        started = await self.run_started_at(call)
+        now = datetime.now(UTC)
+        if not (call.is_root and not call.stream):
+            deadline = None
+            if limits.run.max_duration_s is not None:
+                deadline = started + timedelta(seconds=limits.run.max_duration_s)
+            await self.killswitch.ensure_alive(call.caller.run_id, now=now, deadline=deadline)
+        call.admission = await self.guard.admit(
+            call.caller, limits, call.targets, request_bytes=call.request_bytes,
+            max_tokens=max_tokens, images=_images(call.body), started_at=started, now=now,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------ the end of a call
+
+    async def finish(
+        self,
+        call: Call,
+        *,
+        usage: Usage | None,
+        output: str | None,
+        error: str | None,
+        status_code: int,
+        outcome: str = "ok",
+    ) -> None:
+        """Settles the hold to what was used (or releases it when nothing was) and queues the
+        span. Never raises: it runs after the client has its answer."""
+        now = datetime.now(UTC)
+        model = call.served_by.model if call.served_by else call.model
+        cost = None
+        tokens = 0
+        if usage is not None:
+            if not usage.reported and usage.input_tokens == 0:
+                # no usage from upstream: a typical 4 bytes per token of the request
+                usage.input_tokens = math.ceil(call.request_bytes / 4)
+            cost = self.guard.cost_nusd(usage.model_served, model, usage)
+            tokens = usage.input_tokens + usage.output_tokens
+        try:
+            if usage is not None:
+                await self.guard.settle(call.admission, cost, tokens, now)
+            else:
+                await self.guard.release(call.admission, now)
+        finally:
+            self.writer.submit(self._span(call, usage, cost, output, error, status_code,
+                                          outcome, now))  # fmt: skip
+
+    def _span(
+        self, call: Call, usage: Usage | None, cost: int | None, output: str | None,
+        error: str | None, status_code: int, outcome: str, now: datetime,
+    ) -> SpanRecord:  # fmt: skip
+        provider = call.served_by.provider.config.name if call.served_by else None
+        upstream_model = call.served_by.model if call.served_by else None
+        attrs: dict[str, Any] = {
+            "gen_ai.operation.name": "embeddings" if call.endpoint == "embeddings" else "chat",
+            "gen_ai.system": call.api,
+            "gen_ai.request.model": call.model,
+            "tether.provider": provider,
+            "tether.upstream_model": upstream_model,
+            "tether.stream": call.stream,
+            "tether.outcome": outcome,
+            "tether.key_id": call.caller.key_id,
+            "http.response.status_code": status_code,
+            "tether.attempts": call.tries,
+        }
+        if usage is not None:
+            attrs["tether.usage_reported"] = usage.reported
+            if usage.finish_reason:
+                attrs["gen_ai.response.finish_reasons"] = [usage.finish_reason]
+        if call.admission.reservation is not None:
+            attrs["tether.reserved_usd"] = reserved_usd(call.admission)
+        if call.admission.injected_max_tokens is not None:
+            attrs["tether.injected_max_tokens"] = call.admission.injected_max_tokens
+        kind = "embedding" if call.endpoint == "embeddings" else "llm"
+        return SpanRecord(
+            trace_id=call.trace_id, span_id=call.span_id, run_id=call.caller.run_id, kind=kind,
+            name=f"{attrs['gen_ai.operation.name']} {call.model}", started_at=call.started_at,
+            ended_at=now, parent_id=call.parent_id, is_root=call.is_root,
+            input=_clip(_prompt(call.body)), output=_clip(output),
+            model=call.model, model_served=(usage.model_served if usage else None)
+            or upstream_model,
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            cached_tokens=usage.cached_tokens if usage else None,
+            cost_nusd=cost, cost_unknown=usage is not None and cost is None,
+            ttft_ms=call.ttft_ms, status="error" if error else "ok", error=error,
+            attributes={k: v for k, v in attrs.items() if v is not None},
+            attribution=call.attribution,
+        )  # fmt: skip
+
+
+def _traceparent(value: str | None) -> tuple[str | None, str | None]:
+    if not value or len(value) < _TRACEPARENT_LEN:
+        return None, None
+    parts = value.split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None, None
+    try:
+        int(parts[1], 16), int(parts[2], 16)
+    except ValueError:
+        return None, None
+    if parts[1] == "0" * 32:
+        return None, None
+    return parts[1].lower(), parts[2].lower()
+
+
+def _trace_for(run_id: str) -> str:
+    """A run's calls share one trace: `run_<32 hex>` is the trace's own run, else a hash."""
+    tail = run_id[4:] if run_id.startswith("run_") else ""
+    if len(tail) == 32:
+        try:
+            int(tail, 16)
+            return tail.lower()
+        except ValueError:
+            pass
+    return hashlib.sha256(run_id.encode()).hexdigest()[:32]
+
+
+def _images(body: dict[str, Any]) -> int:
+    from tether.gateway.llm.guard import count_images
+
+    return count_images(body.get("messages"))
+
+
+def _prompt(body: dict[str, Any]) -> str:
+    if "messages" in body:
+        data: Any = {"messages": body["messages"]}
+        if body.get("system"):
+            data["system"] = body["system"]
+        if body.get("tools"):
+            data["tools"] = [t.get("function", t).get("name") for t in body["tools"]
+                             if isinstance(t, dict)]  # fmt: skip
+    else:
+        data = {"input": body.get("input")}
+    return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_STORED_CHARS:
+        return text
+    return text[:MAX_STORED_CHARS] + f"... [{len(text) - MAX_STORED_CHARS} more characters]"

@@ -1,0 +1,92 @@
+"""The gateway's span writer: LLM spans leave the request path through a queue and are written in
+batches by one background task (store.ingest.write_spans), within ~50 ms, flushed at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
+
+import anyio
+from sqlalchemy import Engine
+
+from tether.core.records import SpanRecord
+from tether.store.ingest import write_spans
+
+log = logging.getLogger("tether.gateway")
+
+BATCH_WINDOW_S = 0.02
+MAX_BATCH = 500
+
+
+class SpanWriter:
+    """`submit()` never blocks; `run()` drains the queue; `flush()` waits until all is written."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._queue: asyncio.Queue[SpanRecord] = asyncio.Queue()
+        self._pending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.written = 0
+        self.failed = 0
+
+    def submit(self, record: SpanRecord) -> None:
+        self._pending += 1
+        self._idle.clear()
+        self._queue.put_nowait(record)
+
+    async def flush(self, timeout: float = 10.0) -> None:
+        with anyio.move_on_after(timeout):
+            await self._idle.wait()
+
+    async def run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            deadline = time.monotonic() + BATCH_WINDOW_S
+            while len(batch) < MAX_BATCH:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                except TimeoutError:
+                    break
+            await self._write(batch)
+
+    async def _write(self, batch: list[SpanRecord]) -> None:
+        for attempt in range(3):
+            try:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._write_sync, batch)
+                self.written += len(batch)
+                break
+            except Exception:  # a failed write is retried, then logged: never the request's fault
+                if attempt == 2:
+                    self.failed += len(batch)
+                    log.exception("could not store %d gateway spans", len(batch))
+                else:
+                    await asyncio.sleep(0.05 * (attempt + 1))
+        self._pending -= len(batch)
+        if self._pending == 0:
+            self._idle.set()
+
+    def _write_sync(self, batch: list[SpanRecord]) -> None:
+        write_spans(self.engine, batch, now=datetime.now(UTC), source="gateway")
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[SpanWriter]:
+        """Runs the writer for the app's lifetime; at shutdown writes what is still queued."""
+        task = asyncio.create_task(self.run())
+        try:
+            yield self
+        finally:
+            await self.flush()
+            task.cancel()
+            with anyio.CancelScope(shield=True):
+                with suppress(asyncio.CancelledError):
+                    await task
