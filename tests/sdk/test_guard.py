@@ -36,6 +36,7 @@ def test_allowed_call_runs_and_tether_got_the_call(sdk: FakeTether) -> None:
     assert sdk.decide_requests == [
         {
             "run_id": run.id,
+            "agent": "support",
             "tool": "mail.send",
             "arguments": {"to": "a@b.c", "subject": "hi"},
             "tags": ["egress"],

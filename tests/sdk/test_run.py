@@ -84,14 +84,23 @@ def test_feedback_inside_the_run_is_sent_once_the_run_is_stored(sdk: FakeTether)
         run.feedback(thumbs=1, comment="fast")  # the run is not stored yet: deferred
         assert sdk.feedback == []
     run.score("correctness", 0.75, comment="close")
-    run.feedback(thumbs=-1, user="bob")
+    run.feedback(thumbs=-1, score=0.2, user="bob")
+    run.feedback(comment="needs a citation")
     assert tether.flush()
     assert sdk.feedback == [
-        {"run_id": run.id, "thumbs": 1, "comment": "fast", "user": "alice"},
-        {"run_id": run.id, "thumbs": -1, "user": "bob"},
+        {"run_id": run.id, "kind": "thumbs", "value": 1, "comment": "fast", "user": "alice"},
+        {"run_id": run.id, "kind": "thumbs", "value": -1, "user": "bob"},
+        {"run_id": run.id, "kind": "score", "value": 0.2, "user": "bob"},
+        {"run_id": run.id, "kind": "comment", "comment": "needs a citation", "user": "alice"},
     ]
     assert sdk.scores == [
-        {"run_id": run.id, "name": "correctness", "value": 0.75, "comment": "close"}
+        {
+            "run_id": run.id,
+            "name": "correctness",
+            "value": 0.75,
+            "comment": "close",
+            "source": "sdk",
+        }
     ]
 
 

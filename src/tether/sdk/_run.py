@@ -167,15 +167,25 @@ class Run:
             raise ValueError("thumbs must be 1 (up) or -1 (down)")
         if thumbs is None and score is None and not comment:
             raise ValueError("feedback needs thumbs, score or comment")
-        body = {"thumbs": thumbs, "score": score, "comment": comment, "user": user or self.user}
-        self._queue("feedback", {k: x for k, x in body.items() if x is not None})
+        who = user or self.user
+        bodies: list[dict[str, Any]] = []
+        if thumbs is not None:
+            bodies.append({"kind": "thumbs", "value": thumbs})
+        if score is not None:
+            bodies.append({"kind": "score", "value": float(score)})
+        if not bodies:
+            bodies.append({"kind": "comment"})
+        if comment:
+            bodies[0]["comment"] = comment
+        for body in bodies:
+            self._queue("feedback", {**body, "user": who} if who else body)
 
     def score(self, name: str, value: float, comment: str | None = None) -> None:
         """A named score (an eval's result, a quality metric) on this run; sent in the background.
 
         run.score("correctness", 0.9, comment="matched the reference")
         """
-        body: dict[str, Any] = {"name": name, "value": float(value)}
+        body: dict[str, Any] = {"name": name, "value": float(value), "source": "sdk"}
         if comment:
             body["comment"] = comment
         self._queue("scores", body)

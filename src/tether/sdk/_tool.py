@@ -51,12 +51,15 @@ class ToolSpec:
 
     def decide_body(self, arguments: dict[str, Any]) -> dict[str, Any]:
         run = current_run()
-        return {
+        body: dict[str, Any] = {
             "run_id": run.id if run is not None else None,
             "tool": self.name,
             "arguments": v.to_jsonable(arguments),
             "tags": list(self.tags),
         }
+        if run is not None:
+            body["agent"] = run.agent  # an agent key must match it; an admin key needs it
+        return body
 
 
 @contextmanager
