@@ -151,9 +151,13 @@ def get(engine: Engine, agent: str, version: int | None = None) -> Policy | None
 def require(engine: Engine, agent: str, version: int | None = None) -> Policy:
     policy = get(engine, agent, version)
     if policy is None:
-        what = f"version {version} of the policy" if version else "a policy"
+        if version is None:
+            raise NotFoundError(
+                f"agent {agent} has no policy; apply one with `tether policy apply FILE`"
+            )
         raise NotFoundError(
-            f"agent {agent} has no {what}; `tether policy show {agent} --history` lists versions"
+            f"agent {agent} has no policy version {version}; "
+            f"`tether policy show {agent} --history` lists versions"
         )
     return policy
 
@@ -220,3 +224,11 @@ def load_folder(engine: Engine, folder: Path, now: datetime) -> list[Applied]:
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         out.append(apply_policy(engine, path.read_text(), f"file:{path.name}", now, file=str(path)))
     return out
+
+
+def describe(engine: Engine, agent: str, version: int | None = None) -> dict[str, Any]:
+    """The API resource of one version: its history row plus `source` and `document`."""
+    number = version or latest_version(engine, agent)
+    policy = require(engine, agent, number)
+    found = next(v for v in history(engine, agent) if v.version == number)
+    return {**found.to_dict(), "source": policy.source, "document": policy.document}

@@ -156,10 +156,7 @@ def get_policy(
     state: State = Depends(get_state),
     _: Principal = Depends(require("read")),
 ) -> dict[str, Any]:
-    number = version or _latest(state, agent)
-    policy = policy_store.require(state.engine, agent, number)
-    found = next(v for v in policy_store.history(state.engine, agent) if v.version == number)
-    return {**found.to_dict(), "source": policy.source, "document": policy.document}
+    return policy_store.describe(state.engine, agent, version or _latest(state, agent))
 
 
 @router.get(
