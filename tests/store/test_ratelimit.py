@@ -108,3 +108,37 @@ def test_enforce_turns_full_windows_into_rate_limited(
     assert enforce(limiter, denied, "a", "x.y", T0) is denied
     unlimited = Decision("allow", "r", "ok")
     assert enforce(limiter, unlimited, "a", "x.y", T0) is unlimited
+
+
+_WORKER = """
+import sys
+from datetime import datetime, timezone
+import redis
+from tether.store.engine import make_engine
+from tether.store.ratelimit import RedisRateLimiter, StoreRateLimiter
+db_url, redis_url, key = sys.argv[1:4]
+now = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+for limiter in (StoreRateLimiter(make_engine(db_url)),
+                RedisRateLimiter(redis.Redis.from_url(redis_url))):
+    print(sum(limiter.check_and_record(key, 7, 3600, now)[0] for _ in range(10)))
+"""
+
+
+def test_two_processes_share_one_window(db: Engine, db_url: str) -> None:
+    import subprocess
+    import sys
+
+    key = f"test:{uuid.uuid4().hex}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, db_url, REDIS_URL, key],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=60)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    store_admitted = sum(int(out[0]) for out in outputs)
+    redis_admitted = sum(int(out[1]) for out in outputs)
+    assert (store_admitted, redis_admitted) == (7, 7)
