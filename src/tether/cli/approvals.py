@@ -1,9 +1,86 @@
-"""Command group placeholder for `tether approvals`; the governance area fills in `register`."""
+"""`tether approvals list|approve|deny`: decide held tool calls, from the local store or a
+remote tether (TETHER_URL + TETHER_API_KEY)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import typer
+from rich.table import Table
+
+from tether.cli.output import console, print_json
+from tether.cli.tools import remote
+from tether.config import load_settings
+from tether.store import approvals
+from tether.store.engine import make_engine
+
+
+def _decide(approval_id: str, approve: bool, reason: str | None) -> dict[str, Any]:
+    settings = load_settings()
+    verb = "approve" if approve else "deny"
+    if settings.url:
+        result: dict[str, Any] = remote(settings, "POST", f"/approvals/{approval_id}/{verb}",
+                                        json={"reason": reason})  # fmt: skip
+        return result
+    engine = make_engine(settings.db_url)
+    try:
+        return approvals.decide(engine, approval_id, approve=approve, actor="cli", reason=reason,
+                                now=datetime.now(UTC)).to_dict()  # fmt: skip
+    finally:
+        engine.dispose()
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this area's commands to the root app."""
+    group = typer.Typer(help="Held tool calls waiting for a person.", no_args_is_help=True)
+    app.add_typer(group, name="approvals")
+
+    @group.command("list")
+    def list_cmd(
+        status: str = typer.Option("pending", help="pending | approved | denied | expired | all"),
+        run_id: str = typer.Option(None, "--run", help="Only this run's holds."),
+        limit: int = typer.Option(100, min=1, max=1000),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """List held calls (pending by default)."""
+        settings = load_settings()
+        wanted = None if status == "all" else status
+        if settings.url:
+            params = {k: v for k, v in {"status": wanted, "run_id": run_id,
+                                        "limit": limit}.items() if v}  # fmt: skip
+            items = remote(settings, "GET", "/approvals", params=params)["items"]
+        else:
+            engine = make_engine(settings.db_url)
+            try:
+                items = [a.to_dict() for a in approvals.list_approvals(
+                    engine, status=wanted, run_id=run_id, limit=limit)]  # fmt: skip
+            finally:
+                engine.dispose()
+        if as_json:
+            print_json({"items": items})
+            return
+        table = Table("id", "status", "agent", "tool", "run", "reason", "expires")
+        for a in items:
+            table.add_row(a["id"], a["status"], a["agent"] or "", a["tool"], a["run_id"] or "",
+                          a["reason"] or "", a["expires_at"][:19])  # fmt: skip
+        console.print(table)
+
+    @group.command("approve")
+    def approve_cmd(
+        approval_id: str = typer.Argument(..., help="apr_..."),
+        reason: str = typer.Option(None, "--reason", "-r", help="Why (kept in the audit log)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Approve a held call: the waiting agent's call goes through at once."""
+        done = _decide(approval_id, True, reason)
+        print_json(done) if as_json else console.print(f"approved {approval_id} ({done['tool']})")
+
+    @group.command("deny")
+    def deny_cmd(
+        approval_id: str = typer.Argument(..., help="apr_..."),
+        reason: str = typer.Option(None, "--reason", "-r", help="Why (the agent is told)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Deny a held call: the waiting agent gets a clear denial."""
+        done = _decide(approval_id, False, reason)
+        print_json(done) if as_json else console.print(f"denied {approval_id} ({done['tool']})")

@@ -1,9 +1,113 @@
-"""Command group placeholder for `tether tools`; the governance area fills in `register`."""
+"""`tether tools list|show|approve`: the tool registry, from the local store or a remote tether
+(TETHER_URL + TETHER_API_KEY)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
 import typer
+from rich.table import Table
+
+from tether.cli.output import console, fail, print_json
+from tether.config import Settings, load_settings
+from tether.store import tools as registry
+from tether.store.engine import make_engine
+
+
+def remote(settings: Settings, method: str, path: str, **kw: Any) -> Any:
+    """One call to a remote tether's API; errors become one-line CLI failures."""
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    try:
+        response = httpx.request(method, f"{settings.url}/api/v1{path}", headers=headers,
+                                 timeout=30, **kw)  # fmt: skip
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {settings.url}: {exc}")
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:300]
+        fail(f"{response.status_code}: {message}")
+    return response.json()
+
+
+def _local(settings: Settings) -> Any:
+    return make_engine(settings.db_url)
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this area's commands to the root app."""
+    tools_app = typer.Typer(help="The tool registry: tags, pins and rug-pull approvals.",
+                            no_args_is_help=True)  # fmt: skip
+    app.add_typer(tools_app, name="tools")
+
+    @tools_app.command("list")
+    def list_cmd(
+        server: str = typer.Option(None, help="Only this upstream server's tools."),
+        status: str = typer.Option(None, help="approved | changed"),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """List every tool the gateway knows, with tags and pin status."""
+        settings = load_settings()
+        if settings.url:
+            items = remote(settings, "GET", "/tools", params={
+                k: v for k, v in {"server": server, "status": status}.items() if v})["items"]
+        else:
+            engine = _local(settings)
+            items = [t.to_dict() for t in registry.list_tools(engine, server=server,
+                                                              status=status)]  # fmt: skip
+            engine.dispose()
+        if as_json:
+            print_json({"items": items})
+            return
+        table = Table("name", "kind", "status", "tags", "rate limit", "pinned sha256")
+        for t in items:
+            status_text = t["status"] if t["status"] == "approved" else f"[red]{t['status']}[/]"
+            table.add_row(t["name"], t["kind"], status_text, ",".join(t["tags"]),
+                          t["rate_limit"] or "", (t["pinned_hash"] or "")[:12])  # fmt: skip
+        console.print(table)
+
+    @tools_app.command("show")
+    def show_cmd(
+        name: str = typer.Argument(..., help="server.tool"),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Show one tool: description, schema, tags, pinned and current hash."""
+        settings = load_settings()
+        if settings.url:
+            tool = remote(settings, "GET", f"/tools/{name}")
+        else:
+            engine = _local(settings)
+            tool = registry.require_tool(engine, name).to_dict()
+            engine.dispose()
+        if as_json:
+            print_json(tool)
+            return
+        for key in ("name", "server", "kind", "status", "owner", "rate_limit", "url",
+                    "pinned_hash", "current_hash", "first_seen_at", "updated_at"):  # fmt: skip
+            console.print(f"[bold]{key}[/]: {tool[key] if tool[key] is not None else '-'}",
+                          highlight=False)  # fmt: skip
+        console.print(f"[bold]tags[/]: {', '.join(tool['tags']) or '-'}", highlight=False)
+        console.print(f"[bold]description[/]: {tool['description'] or '-'}", highlight=False)
+        if tool["status"] == "changed":
+            console.print(f"[red]changed since it was approved: run `tether tools approve "
+                          f"{name}` once you have reviewed it[/]")  # fmt: skip
+
+    @tools_app.command("approve")
+    def approve_cmd(
+        name: str = typer.Argument(..., help="server.tool"),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Re-pin a changed tool to its current description and schema, unblocking it."""
+        settings = load_settings()
+        if settings.url:
+            tool = remote(settings, "POST", f"/tools/{name}/approve")
+        else:
+            engine = _local(settings)
+            tool = registry.approve_tool(engine, name, actor="cli", now=datetime.now(UTC)).to_dict()
+            engine.dispose()
+        if as_json:
+            print_json(tool)
+            return
+        console.print(f"approved {name} (pinned sha256 {tool['pinned_hash'][:12]})")

@@ -34,7 +34,8 @@ tools:
   - {match: "demo.send_email", approval: required}
   - {match: "demo.delete_record", allow: false, reason: "records are never deleted by agents"}
   - {match: "demo.crash", allow: true}
-  - {match: "time.*", allow: true, rate_limit: "3/minute"}
+  - {match: "time.convert_time", allow: true, rate_limit: "3/minute"}
+  - {match: "time.*", allow: true}
   - {match: "git.git_status", allow: true}
   - {match: "git.git_log", allow: true}
   - {match: "git.*", allow: false}

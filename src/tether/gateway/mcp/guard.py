@@ -22,10 +22,11 @@ from tether.core.policy import (
     with_rate_result,
 )
 from tether.core.policy_schema import parse_rate_limit
-from tether.core.records import TERMINAL_STATUSES
+from tether.core.records import TERMINAL_STATUSES, RunAttribution
 from tether.store import approvals, audit, policies
 from tether.store import tools as registry
 from tether.store.engine import reading
+from tether.store.ingest import ensure_run
 from tether.store.ratelimit import RateLimiter, make_limiter
 from tether.store.tables import runs
 
@@ -163,9 +164,13 @@ class Guard:
                                 retry_after_s=retry, tags=decision.tags)  # fmt: skip
         return decision
 
-    def mark_returned(self, run_id: str | None, tags: Iterable[str], *, now: datetime) -> None:
+    def mark_returned(
+        self, run_id: str | None, tags: Iterable[str], *, now: datetime, agent: str | None = None
+    ) -> None:
         """After a tool returned into a run: an `untrusted` tool taints the run (data-flow)."""
         taint = {t for t in tags if t == "untrusted"}
         if run_id and taint:
             with self.engine.begin() as conn:
+                ensure_run(conn, run_id, trace_id=None, attribution=RunAttribution(agent=agent),
+                           started_at=now, source="gateway", now=now)  # fmt: skip
                 registry.add_run_tags(conn, run_id, taint, now=now)

@@ -183,7 +183,7 @@ class Gateway:
         except TetherError as exc:
             return await self._finish(call, name, arguments, started, None, exc.message, info)
         await anyio.to_thread.run_sync(
-            lambda: self.guard.mark_returned(call.run_id, d.tags, now=_now())
+            lambda: self.guard.mark_returned(call.run_id, d.tags, now=_now(), agent=call.agent)
         )
         error = result_text(result) if result.is_error else None
         return await self._finish(call, name, arguments, started, result, error, info)

@@ -1,7 +1,7 @@
 """One upstream MCP server (a stdio command or a Streamable HTTP URL) kept connected.
 
 A supervisor task owns the client session: it connects, lists the tools, then watches the
-connection (a ping every few seconds, or a failed call); when the server crashes it is
+connection (a tools/list probe every few seconds, or a failed call); when the server crashes it is
 restarted with exponential backoff, and calls made meanwhile get a clear UpstreamError.
 """
 
@@ -18,6 +18,7 @@ import mcp_types as types
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment, stdio_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED
 
 from tether.config import McpServerConfig
 from tether.core.errors import UpstreamError, UpstreamTimeoutError
@@ -26,8 +27,8 @@ log = logging.getLogger("tether.mcp")
 
 INITIAL_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 30.0
-PING_EVERY_S = 2.0
-PING_TIMEOUT_S = 5.0
+PROBE_EVERY_S = 5.0
+PROBE_TIMEOUT_S = 10.0
 
 
 class Upstream:
@@ -110,16 +111,25 @@ class Upstream:
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     async def _watch(self, client: Client) -> None:
-        """Returns when the connection is gone: a failed call or a ping that gets no answer."""
+        """Returns when the connection is gone: a failed call, or a probe that fails.
+
+        The probe is tools/list (ping is gone from the 2026-07-28 protocol); a listing that
+        differs from the last one is synced into the registry, so a description changed on a
+        live server is caught without a restart.
+        """
         while True:
-            with anyio.move_on_after(PING_EVERY_S):
+            with anyio.move_on_after(PROBE_EVERY_S):
                 await self._broken.wait()
                 return
             try:
-                with anyio.fail_after(PING_TIMEOUT_S):
-                    await client.send_ping()
+                with anyio.fail_after(PROBE_TIMEOUT_S):
+                    tools = await _list_all_tools(client)
             except Exception:
                 return
+            if _dump(tools) != _dump(self.tools):
+                self.tools = tools
+                if self._on_tools is not None:
+                    await self._on_tools(self)
 
     def _live(self) -> Client:
         client = self.client
@@ -138,7 +148,14 @@ class Upstream:
         try:
             with anyio.fail_after(timeout_s):
                 return await call(client)
-        except MCPError as exc:  # the server answered with a protocol error; the link is fine
+        except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED:
+                self._broken.set()
+                raise UpstreamError(
+                    f"MCP server {self.name!r} closed the connection during {op}; tether is "
+                    "restarting it, retry in a few seconds"
+                ) from None
+            # the server answered with a protocol error; the link itself is fine
             raise UpstreamError(f"MCP server {self.name!r} refused {op}: {exc}") from None
         except TimeoutError:
             raise UpstreamTimeoutError(
@@ -197,6 +214,10 @@ async def _list_all_tools(client: Client) -> list[types.Tool]:
         cursor = page.next_cursor
         if not cursor:
             return tools
+
+
+def _dump(tools: list[types.Tool]) -> list[dict[str, Any]]:
+    return [t.model_dump(mode="json", exclude_none=True) for t in tools]
 
 
 def _describe(exc: BaseException) -> str:

@@ -73,7 +73,8 @@ async def decide(
                                         extra_tags=extra)  # fmt: skip
         if verdict.outcome == "allow":
             # the SDK runs the tool next; an untrusted one's output enters the run
-            guard_of(state).mark_returned(body.run_id, verdict.decision.tags, now=now)
+            guard_of(state).mark_returned(body.run_id, verdict.decision.tags, now=now,
+                                          agent=agent)
         return verdict
 
     verdict = await run_in_threadpool(work)
