@@ -1,0 +1,74 @@
+"""Home: per agent and version the KPI (task success rate at target cost), runs per day, cost
+today against the day budget, p95 duration, approvals waiting and cost anomalies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
+
+from tether.server.console import queries, sources
+from tether.server.console.render import page
+from tether.server.console.session import Viewer, viewer
+from tether.server.deps import State, get_state
+from tether.store import costs as cost_store
+from tether.store.engine import reading
+from tether.store.tables import runs
+
+router = APIRouter()
+
+
+def _home_data(state: State, now: datetime) -> dict[str, Any]:
+    engine = state.engine
+    stats = queries.agent_overview(engine, now=now)
+    since = now - timedelta(days=queries.KPI_DAYS)
+    kpis = {
+        (k["agent"], k["version"]): k for k in cost_store.success_at_target(engine, start=since)
+    }
+    for s in stats:
+        s.kpi = kpis.get((s.agent, s.version))
+    days = queries.day_list(now, queries.SPARK_DAYS)
+    by_agent = queries.merge_by_agent(stats)
+    anomalies = queries.cost_anomalies(days, by_agent)
+    pending = sources.pending_approvals_by_agent(state)
+    budgets = sources.day_budgets(state, {a: v[-1] for a, v in by_agent.items()}, now)
+    with reading(engine) as conn:
+        any_run = conn.execute(select(runs.c.id).limit(1)).first() is not None
+        running = conn.execute(
+            select(func.count()).where(runs.c.status.in_(("running", "awaiting_approval")))
+        ).scalar_one()
+    totals = {
+        "runs_today": sum(s.runs_per_day[-1] for s in stats),
+        "cost_today": sum(s.cost_today_nusd for s in stats),
+        "running": int(running),
+        "pending": None if pending is None else sum(pending.values()),
+    }
+    finished = sum(k["finished_runs"] for k in kpis.values())
+    hits = sum(k["successes"] for k in kpis.values())
+    totals["kpi"] = hits / finished if finished else None
+    chart = {"days": days, "series": {a: v for a, v in sorted(by_agent.items())}}
+    return {
+        "stats": stats,
+        "days": days,
+        "anomalies": anomalies,
+        "anomaly_agents": {a.agent for a in anomalies if a.day == days[-1]},
+        "pending": pending,
+        "budgets": budgets,
+        "any_run": any_run,
+        "totals": totals,
+        "chart": chart,
+    }
+
+
+@router.get("/", response_class=HTMLResponse)
+async def home(
+    request: Request, who: Viewer = Depends(viewer), state: State = Depends(get_state)
+) -> HTMLResponse:
+    now = datetime.now(UTC)
+    data = await run_in_threadpool(_home_data, state, now)
+    base = str(state.settings.public_url or request.base_url).rstrip("/")
+    return page(request, "home.html", title="Home", base_url=base, **data)

@@ -1,0 +1,124 @@
+"""The console's view of other areas' modules (policies, approvals, budgets, audit, kill switch).
+A function returns None while its module does not exist, and the page says "not available yet"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tether.core.errors import ConflictError, TetherError
+from tether.core.money import usd_to_nusd
+from tether.gateway.llm.killswitch import kill_run
+from tether.server.deps import State
+from tether.store import approvals as approval_store
+from tether.store import audit as audit_store
+from tether.store import budgets as budget_store
+from tether.store import policies as policy_store
+
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True)
+class Burn:
+    """Spend on one budget scope against its cap (None: uncapped)."""
+
+    label: str
+    spent: int
+    cap: int | float | None
+    unit: str = "usd"  # usd (nano-dollars) | tokens | calls | seconds
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.cap:
+            return None
+        return self.spent / float(self.cap)
+
+
+def _policy(state: State, agent: str | None) -> Any | None:
+    if not agent:
+        return None
+    try:
+        return policy_store.get(state.engine, agent)
+    except TetherError:
+        return None  # a stored policy that no longer parses: show no caps rather than fail
+
+
+def day_budgets(state: State, spent_today: dict[str, int], now: datetime) -> dict[str, Burn]:
+    """Per agent, today's spend against its day cap. Spend is the larger of the gateway's
+    budget counter and the runs' attributed cost (traces sent over OTLP bypass the counter)."""
+    day = now.date().isoformat()
+    out: dict[str, Burn] = {}
+    for agent, from_runs in sorted(spent_today.items()):
+        snap = budget_store.snapshot(state.engine, f"agent_day:{agent}:{day}")
+        cap: int | None = snap[0].cap_nusd if snap else None
+        if cap is None:
+            pol = _policy(state, agent)
+            raw = pol.budgets.day.max_cost_usd if pol is not None else None
+            cap = usd_to_nusd(raw) if raw is not None else None
+        out[agent] = Burn("day", max(snap[1].spent_nusd if snap else 0, from_runs), cap)
+    return out
+
+
+def run_burn(state: State, run: dict[str, Any], now: datetime) -> list[Burn]:
+    """A run's cost, tokens, calls and duration against its caps (budget counter, else policy)."""
+    snap = budget_store.snapshot(state.engine, f"run:{run['id']}")
+    pol = _policy(state, run.get("agent"))
+    caps = pol.budgets.run if pol is not None else None
+    cap_cost = snap[0].cap_nusd if snap else None
+    if cap_cost is None and caps is not None and caps.max_cost_usd is not None:
+        cap_cost = usd_to_nusd(caps.max_cost_usd)
+    cap_tokens = (snap[0].cap_tokens if snap else None) or (caps.max_tokens if caps else None)
+    cap_calls = (snap[0].cap_calls if snap else None) or (caps.max_llm_calls if caps else None)
+    end = run.get("ended_at") or now
+    elapsed = max(0, int((end - run["started_at"]).total_seconds()))
+    tokens = int(run["input_tokens"] or 0) + int(run["output_tokens"] or 0)
+    return [
+        Burn("cost", int(run["cost_nusd"] or 0), cap_cost),
+        Burn("tokens", tokens, cap_tokens, "tokens"),
+        Burn("LLM calls", int(run["llm_calls"] or 0), cap_calls, "calls"),
+        Burn("tool calls", int(run["tool_calls"] or 0),
+             caps.max_tool_calls if caps else None, "calls"),
+        Burn("duration", elapsed, caps.max_duration_s if caps else None, "seconds"),
+    ]  # fmt: skip
+
+
+def pending_approvals_by_agent(state: State) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for a in approval_store.list_approvals(state.engine, status="pending", limit=1000):
+        counts[a.agent or "—"] = counts.get(a.agent or "—", 0) + 1
+    return counts
+
+
+def run_approvals(state: State, run_id: str) -> list[Any]:
+    return approval_store.list_approvals(state.engine, run_id=run_id, limit=200)
+
+
+def run_decisions(state: State, run_id: str) -> list[Any]:
+    """Audit entries about the run: its kill, its holds and their decisions, policy decisions."""
+    subjects = [run_id] + [a.id for a in run_approvals(state, run_id)]
+    entries: list[Any] = []
+    for subject in subjects:
+        found, _ = audit_store.list_entries(state.engine, subject=subject, limit=100)
+        entries.extend(found)
+    return sorted(entries, key=lambda e: e.seq)
+
+
+def redacted(state: State, value: Any) -> Any:
+    """Attribute values under a configured secret-bearing name are never shown."""
+    names = {n.lower() for n in state.settings.redact_fields}
+    if isinstance(value, dict):
+        return {k: REDACTED if any(n in str(k).lower() for n in names) else redacted(state, v)
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        return [redacted(state, v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- the kill switch
+
+
+async def kill(state: State, run_id: str, *, actor: str, reason: str) -> None:
+    """The same kill as POST /api/v1/runs/{id}/kill: streams cut, later calls refused, audited."""
+    if not await kill_run(state, run_id, actor=actor, reason=reason, now=datetime.now(UTC)):
+        raise ConflictError(f"run {run_id} already ended; there is nothing to kill")

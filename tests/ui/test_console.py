@@ -1,0 +1,277 @@
+"""The console's pages and forms against the real app on SQLite and PostgreSQL: login, roles,
+CSRF, every page rendering seeded data, feedback, approvals, kill, CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+
+from tests.ui.seed import Seeded, seed
+from tether.config import load_settings
+from tether.core.records import SpanRecord
+from tether.server.app import create_app
+from tether.server.console.session import COOKIE
+from tether.store import approvals as approval_store
+from tether.store import feedback as feedback_store
+from tether.store import runs as run_store
+from tether.store.ingest import write_spans
+from tether.store.keys import create_key, revoke_key
+from tether.store.tables import audit_log
+
+
+@pytest.fixture
+def env(db: Engine, tmp_path: Path) -> Iterator[tuple[TestClient, Seeded, dict[str, str]]]:
+    settings = load_settings(home=tmp_path / "home", database_url=str(db.url))
+    data = seed(db, datetime.now(UTC), days=8, per_day=3)
+    keys = {}
+    for scope in ("admin", "read", "ingest"):
+        key, secret = create_key(db, scopes=scope, name=f"{scope}-key")
+        keys[scope] = secret
+        keys[scope + "_id"] = key.id
+    with TestClient(create_app(settings, engine=db), follow_redirects=False) as client:
+        yield client, data, keys
+
+
+def login(client: TestClient, secret: str, next_path: str = "/") -> None:
+    form = client.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert token, form.text
+    resp = client.post("/login", data={"api_key": secret, "csrf": token[1], "next": next_path})
+    assert resp.status_code == 303, resp.text
+    assert resp.headers["location"] == next_path
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found
+    return found[1]
+
+
+def test_pages_need_a_login_and_redirect_back(env: tuple[TestClient, Seeded, dict[str, str]]):
+    client, _data, keys = env
+    resp = client.get("/runs?status=failed")
+    assert resp.status_code == 303
+    assert resp.headers["location"] == "/login?next=%2Fruns%3Fstatus%3Dfailed"
+    # htmx requests get a full-page redirect header instead of a login form swapped in
+    hx = client.get("/runs/rows", headers={"HX-Request": "true"})
+    assert hx.headers["HX-Redirect"].startswith("/login?next=")
+    login(client, keys["read"], "/runs?status=failed")
+    assert client.get("/runs?status=failed").status_code == 200
+
+
+def test_login_rejects_bad_keys_forged_cookies_and_open_redirects(env):
+    client, _data, keys = env
+    form = client.get("/login")
+    token = csrf_of(form.text)
+    bad = client.post("/login", data={"api_key": "tth_nope", "csrf": token})
+    assert bad.status_code == 401 and "unknown or revoked" in bad.text
+    no_csrf = client.post("/login", data={"api_key": keys["admin"], "csrf": "wrong"})
+    assert no_csrf.status_code == 400
+    ingest = client.post("/login", data={"api_key": keys["ingest"], "csrf": token})
+    assert ingest.status_code == 403 and "cannot open the console" in ingest.text
+    ok = client.post(
+        "/login", data={"api_key": keys["admin"], "csrf": token, "next": "//evil.example/x"}
+    )
+    assert ok.headers["location"] == "/"
+    cookie = client.cookies[COOKIE]
+    body, _, sig = cookie.partition(".")
+    client.cookies.clear()
+    client.cookies.set(COOKIE, body + "." + ("0" * len(sig)))
+    assert client.get("/").status_code == 303
+
+
+def test_revoked_key_ends_the_session(env, db: Engine):
+    client, _data, keys = env
+    login(client, keys["read"])
+    assert client.get("/").status_code == 200
+    revoke_key(db, keys["read_id"])
+    client.app.state.tether.extras.pop("console_live_keys", None)
+    assert client.get("/").status_code == 303
+
+
+def test_every_page_renders_seeded_data(env):
+    client, data, keys = env
+    login(client, keys["read"])
+    home = client.get("/")
+    assert home.status_code == 200
+    for text in ("Success at target cost", "invoice-triage", "support-bot", "research-agent"):
+        assert text in home.text
+    assert "cost/day" in home.text  # research-agent's expensive day is an anomaly
+    runs = client.get("/runs")
+    assert data.held_run in runs.text and "awaiting approval" in runs.text
+    run = client.get(f"/runs/{data.held_run}")
+    assert run.status_code == 200
+    for text in ("Trace", "chat gpt-4o-mini", "erp.get_invoice", "Budget burn", "mail.send"):
+        assert text in run.text
+    assert "$0.0500" in run.text  # the run cap from the invoice-triage policy
+    assert client.get("/runs/run_missing").status_code == 404
+    approvals = client.get("/approvals")
+    assert "ap@vendor.example" in approvals.text and "requires approval" in approvals.text
+    assert "disabled" in approvals.text  # read-only: no decision buttons
+    costs = client.get("/costs?group=user&window=30d")
+    assert "alice@acme.io" in costs.text
+    agent = client.get("/agents/invoice-triage")
+    assert "-  day: {max_cost_usd: 2}" in agent.text and "+  day: {max_cost_usd: 3}" in agent.text
+    tools = client.get("/tools")
+    assert "kb.search" in tools.text and "changed" in tools.text
+    audit = client.get("/audit")
+    assert "policy.applied" in audit.text and "approval.requested" in audit.text
+    verify = client.get("/audit/verify")
+    assert "Hash chain verified" in verify.text
+    assert client.get("/static/htmx.min.js").status_code == 200
+    assert client.get("/static/uPlot.iife.min.js").status_code == 200
+
+
+def test_run_list_filters_sorts_pages_and_polls(env):
+    client, data, keys = env
+    login(client, keys["read"])
+    failed = client.get("/runs/rows?status=failed")
+    statuses = set(re.findall(r'class="badge s-([a-z_]+)"', failed.text))
+    assert statuses <= {"failed"}
+    by_task = client.get("/runs/rows?task_id=T-4711")
+    assert data.held_run in by_task.text and data.live_run not in by_task.text
+    search = client.get("/runs/rows?q=T-LIV")
+    assert data.live_run in search.text
+    first = client.get("/runs/rows?sort=-cost&limit=10")
+    next_link = re.search(r'href="(/runs\?[^"]*cursor=[^"]+)"', first.text)
+    assert next_link
+    second = client.get(next_link[1].replace("/runs?", "/runs/rows?").replace("&amp;", "&"))
+    first_ids = set(re.findall(r'href="/runs/(run_[0-9a-f]+)"', first.text))
+    second_ids = set(re.findall(r'href="/runs/(run_[0-9a-f]+)"', second.text))
+    assert len(first_ids) == len(second_ids) == 10 and not first_ids & second_ids
+    # polling is on for the newest-first first page only
+    assert 'hx-trigger="every 4s' in client.get("/runs/rows").text
+    assert 'hx-trigger="every 4s' not in first.text
+    bad = client.get("/runs/rows?min_cost=lots")
+    assert bad.status_code == 200 and "min cost" in bad.text
+    pushed = client.get("/runs/rows?agent=support-bot&push=1", headers={"HX-Request": "true"})
+    assert pushed.headers["HX-Push-Url"] == "/runs?agent=support-bot"
+
+
+def test_span_detail_shows_pretty_io_and_redacts_secrets(env, db: Engine):
+    client, data, keys = env
+    login(client, keys["read"])
+    parent = run_store.run_spans(db, data.held_run)[0]
+    now = datetime.now(UTC)
+    long_input = json.dumps([{"role": "user", "content": "word " * 400}])
+    span = SpanRecord(
+        trace_id=parent["trace_id"], span_id="00000000000000aa", parent_id=parent["span_id"],
+        run_id=data.held_run, kind="llm", name="chat big", started_at=now, ended_at=now,
+        model="gpt-4o-mini", model_served="gpt-4o-mini-2024-07-18", input=long_input,
+        output="plain text answer", status="ok",
+        attributes={"http.request.header.authorization": "Bearer sk-live-123", "n": 1},
+    )  # fmt: skip
+    write_spans(db, [span], now=now, source="sdk")
+    detail = client.get(f"/runs/{data.held_run}/spans/{span.trace_id}/{span.span_id}")
+    assert detail.status_code == 200
+    assert "gpt-4o-mini-2024-07-18" in detail.text
+    assert "Show all" in detail.text  # long input folded
+    assert "&#34;role&#34;: &#34;user&#34;" in detail.text  # indented JSON, escaped
+    assert "sk-live-123" not in detail.text and "[redacted]" in detail.text
+    missing = client.get(f"/runs/{data.held_run}/spans/{span.trace_id}/ffffffffffffffff")
+    assert missing.status_code == 404
+
+
+def test_feedback_is_stored_and_csrf_checked(env, db: Engine):
+    client, data, keys = env
+    login(client, keys["read"])
+    page = client.get(f"/runs/{data.run_ids[0]}")
+    token = csrf_of(page.text)
+    url = f"/runs/{data.run_ids[0]}/feedback"
+    forged = client.post(url, data={"choice": "up", "csrf": "x"})
+    assert forged.status_code == 403
+    up = client.post(url, data={"choice": "up", "comment": "clean run", "csrf": token},
+                     headers={"HX-Request": "true"})  # fmt: skip
+    assert up.status_code == 200 and "feedback stored" in up.text
+    client.post(url, data={"choice": "score", "score": "0.7", "csrf": token})
+    bad = client.post(url, data={"choice": "comment", "comment": " ", "csrf": token},
+                      headers={"HX-Request": "true"})  # fmt: skip
+    assert "non-empty comment" in bad.text
+    stored = feedback_store.list_feedback(db, data.run_ids[0])
+    assert [(f["kind"], f["value"], f["comment"]) for f in stored] == [
+        ("thumbs", 1.0, "clean run"),
+        ("score", 0.7, None),
+    ]
+    assert stored[0]["user"].startswith("console:key_")
+
+
+def test_approvals_need_admin_and_release_the_run(env, db: Engine):
+    client, data, keys = env
+    login(client, keys["read"])
+    token = csrf_of(client.get("/approvals").text)
+    denied = client.post(f"/approvals/{data.approval_id}/decide",
+                         data={"decision": "approve", "csrf": token})  # fmt: skip
+    assert denied.status_code == 403 and "read-only" in denied.text
+    client.cookies.clear()
+    login(client, keys["admin"])
+    token = csrf_of(client.get("/approvals").text)
+    resp = client.post(
+        f"/approvals/{data.approval_id}/decide",
+        data={"decision": "approve", "reason": "recipient checked", "csrf": token},
+        headers={"HX-Request": "true"},
+    )
+    assert resp.status_code == 200 and "mail.send: approved" in resp.text
+    decided = approval_store.get(db, data.approval_id)
+    assert decided.status == "approved" and decided.decision_reason == "recipient checked"
+    assert run_store.get_run(db, data.held_run)["status"] == "running"
+    again = client.post(
+        f"/approvals/{data.approval_id}/decide",
+        data={"decision": "deny", "csrf": token},
+        headers={"HX-Request": "true"},
+    )
+    assert "already approved" in again.text
+
+
+def test_kill_from_the_console(env, db: Engine):
+    client, data, keys = env
+    login(client, keys["admin"])
+    page = client.get(f"/runs/{data.live_run}")
+    assert "Kill run" in page.text
+    token = csrf_of(page.text)
+    resp = client.post(f"/runs/{data.live_run}/kill", data={"csrf": token},
+                       headers={"HX-Request": "true"})  # fmt: skip
+    assert resp.status_code == 200 and resp.headers.get("HX-Refresh") == "true"
+    run = run_store.get_run(db, data.live_run)
+    assert run["status"] == "killed" and "console" in run["kill_reason"]
+    with db.connect() as conn:
+        actions = conn.execute(select(audit_log.c.action, audit_log.c.subject)).all()
+    assert ("run.killed", data.live_run) in [tuple(a) for a in actions]
+    assert "Kill run" not in client.get(f"/runs/{data.live_run}").text
+    twice = client.post(f"/runs/{data.live_run}/kill", data={"csrf": token},
+                        headers={"HX-Request": "true"})  # fmt: skip
+    assert "already ended" in twice.text
+
+
+def test_costs_csv_export(env):
+    client, _data, keys = env
+    login(client, keys["read"])
+    resp = client.get("/costs.csv?group=agent&window=30d")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(resp.text)))
+    assert rows[0] == ["agent", "runs", "input_tokens", "output_tokens", "cost_usd"]
+    agents = {r[0] for r in rows[1:]}
+    assert {"invoice-triage", "support-bot", "research-agent"} <= agents
+    assert client.get("/costs.csv?group=planet").status_code == 400
+
+
+def test_empty_console_says_how_to_send_a_first_trace(tmp_path: Path, sqlite_db: Engine):
+    settings = load_settings(home=tmp_path / "home", database_url=str(sqlite_db.url))
+    _, secret = create_key(sqlite_db, scopes="admin")
+    with TestClient(create_app(settings, engine=sqlite_db), follow_redirects=False) as client:
+        login(client, secret)
+        home = client.get("/")
+        assert "send your first trace" in home.text and "/v1/traces" in home.text
+        assert "No runs yet" in client.get("/runs").text
+        assert "Nothing is waiting" in client.get("/approvals").text
+        assert "No tools registered" in client.get("/tools").text
+        assert "No agents yet" in client.get("/agents").text
+        assert "No spend in this window" in client.get("/costs").text
