@@ -162,24 +162,23 @@ def start_env(tmp: Path, db_url: str) -> LLMEnv:
     main = MockServer(MAIN_SCRIPT, api_key=UPSTREAM_KEY)
     flaky = MockServer(FLAKY_SCRIPT)
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    config = {
-        "providers": [
-            {"name": "mock", "kind": "openai", "base_url": main.url + "/v1",
-             "api_key_env": "MOCK_UPSTREAM_KEY", "models": ["mock-small", "mock-large"],
-             "aliases": {"fast": "mock-small"}, "max_retries": 0},
-            {"name": "mock-anthropic", "kind": "anthropic", "base_url": main.url,
-             "api_key_env": "MOCK_UPSTREAM_KEY", "models": ["mock-small", "mock-large"]},
-            {"name": "impatient", "kind": "openai", "base_url": main.url + "/v1",
-             "api_key_env": "MOCK_UPSTREAM_KEY", "models": ["slow-model"], "timeout_s": 0.3,
-             "max_retries": 0},
-            {"name": "flaky", "kind": "openai", "base_url": flaky.url + "/v1",
-             "models": ["flaky-model"], "max_retries": 1},
-            {"name": "dead", "kind": "openai", "base_url": dead, "models": ["dead-model"],
-             "max_retries": 1, "fallbacks": ["mock-small"]},
-            {"name": "gone", "kind": "openai", "base_url": dead, "models": ["gone-model"],
-             "max_retries": 0},
-        ],
-    }  # fmt: skip
+    key = {"api_key_env": "MOCK_UPSTREAM_KEY"}
+    providers = [
+        {"name": "mock", "base_url": main.url + "/v1", **key,
+         "models": ["mock-small", "mock-large"], "aliases": {"fast": "mock-small"},
+         "max_retries": 0},
+        {"name": "mock-anthropic", "kind": "anthropic", "base_url": main.url, **key,
+         "models": ["mock-small", "mock-large"]},
+        {"name": "impatient", "base_url": main.url + "/v1", **key, "timeout_s": 0.3,
+         "aliases": {"slow-model": "mock-small"}, "max_retries": 0},
+        {"name": "flaky", "base_url": flaky.url + "/v1",
+         "aliases": {"flaky-model": "mock-small"}, "max_retries": 1},
+        {"name": "dead", "base_url": dead, "aliases": {"dead-model": "mock-small"},
+         "max_retries": 1, "fallbacks": ["mock-small"]},
+        {"name": "gone", "base_url": dead, "aliases": {"gone-model": "mock-small"},
+         "max_retries": 0},
+    ]  # fmt: skip
+    config = {"providers": providers}
     cfg = tmp / "tether.yaml"
     cfg.write_text(yaml.safe_dump(config))
     engine = make_engine(db_url, pool_size=4)

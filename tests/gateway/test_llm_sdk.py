@@ -4,23 +4,18 @@ are tether's mock LLM: streaming, not streaming, tool calls, embeddings, spans, 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import anthropic
 import httpx
 import openai
 import pytest
 
-from tests.gateway.llm_env import UPSTREAM_KEY, LLMEnv, new_run_id, poll, start_env, stop_env
+from tests.gateway.llm_env import UPSTREAM_KEY, LLMEnv, new_run_id, poll
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LLMEnv]:
-    tmp: Path = tmp_path_factory.mktemp("llm-sdk")
-    e = start_env(tmp, f"sqlite:///{tmp / 'tether.db'}")
-    yield e
-    stop_env(e)
+@pytest.fixture
+def env(llm_env: LLMEnv) -> LLMEnv:
+    return llm_env
 
 
 def oai(env: LLMEnv, agent: str = "sdk-agent", **headers: str) -> openai.OpenAI:
