@@ -353,5 +353,7 @@ def parse_policy_model(source: str, file: str = "<policy>") -> PolicyModel:
     try:
         return PolicyModel.model_validate(data)
     except ValidationError as exc:
-        problems = sorted((_problem(e, lines) for e in exc.errors()), key=lambda p: p.line)
+        problems = sorted(
+            (_problem(e, lines) for e in exc.errors()), key=lambda p: (p.line, p.field)
+        )
         raise PolicyError(problems, file) from None
