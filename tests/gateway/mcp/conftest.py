@@ -149,6 +149,8 @@ async def mcp_client(url: str, key: str, run_id: str | None = None) -> AsyncIter
     if run_id:
         headers["X-Tether-Run-Id"] = run_id
     timeout = httpx2.Timeout(30, read=120)
-    async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http:
-        async with Client(streamable_http_client(url + "/mcp", http_client=http)) as client:
-            yield client
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
+        Client(streamable_http_client(url + "/mcp", http_client=http)) as client,
+    ):
+        yield client

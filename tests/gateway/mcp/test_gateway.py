@@ -155,21 +155,23 @@ async def test_held_call_is_forwarded_soon_after_approval_by_api(deployment: Dep
 
 async def test_held_call_denied_by_cli_returns_the_denial(deployment: Deployment) -> None:
     run_id = new_run()
-    async with mcp_client(deployment.url, deployment.keys["triage"], run_id) as client:
-        async with anyio.create_task_group() as tg:
-            box: dict[str, types.CallToolResult] = {}
+    box: dict[str, types.CallToolResult] = {}
+    async with (
+        mcp_client(deployment.url, deployment.keys["triage"], run_id) as client,
+        anyio.create_task_group() as tg,
+    ):
 
-            async def call() -> None:
-                box["r"] = await client.call_tool(
-                    "demo.send_email", {"to": "alan@example.com", "subject": "x", "body": "y"})
+        async def call() -> None:
+            box["r"] = await client.call_tool(
+                "demo.send_email", {"to": "alan@example.com", "subject": "x", "body": "y"})
 
-            tg.start_soon(call)
-            held = await anyio.to_thread.run_sync(pending_for, deployment, run_id)
-            listed = await anyio.to_thread.run_sync(deployment.cli, "approvals", "list", "--json")
-            assert held["id"] in {a["id"] for a in json.loads(listed.stdout)["items"]}
-            out = await anyio.to_thread.run_sync(
-                deployment.cli, "approvals", "deny", held["id"], "--reason", "wrong customer")
-            assert out.returncode == 0, out.stderr
+        tg.start_soon(call)
+        held = await anyio.to_thread.run_sync(pending_for, deployment, run_id)
+        listed = await anyio.to_thread.run_sync(deployment.cli, "approvals", "list", "--json")
+        assert held["id"] in {a["id"] for a in json.loads(listed.stdout)["items"]}
+        out = await anyio.to_thread.run_sync(
+            deployment.cli, "approvals", "deny", held["id"], "--reason", "wrong customer")
+        assert out.returncode == 0, out.stderr
     result = box["r"]
     assert result.is_error and "wrong customer" in text(result) and "denied" in text(result)
     again = deployment.cli("approvals", "approve", held["id"], "--reason", "too late")
