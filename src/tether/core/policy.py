@@ -4,7 +4,6 @@ call and the run's state, `decide` says allow, deny, approval_required or rate_l
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import math
 import re
@@ -17,6 +16,8 @@ from tether.core.policy_schema import (
     PolicyError,
     PolicyModel,
     Problem,
+    glob_regex,
+    lint,
     parse_policy_model,
     parse_rate_limit,
 )
@@ -47,13 +48,6 @@ __all__ = [
 
 Outcome = Literal["allow", "deny", "approval_required", "rate_limited"]
 IRREVERSIBLE = "irreversible"
-
-
-def glob_regex(pattern: str) -> str:
-    """A glob on "server.tool" as a regex body (fnmatch rules, case-sensitive, `*` spans dots)."""
-    body = fnmatch.translate(pattern)
-    # fnmatch.translate gives "(?s:BODY)\Z"; keep the group so it can join an alternation.
-    return body[: -len(r"\Z")] if body.endswith(r"\Z") else body
 
 
 @dataclass(frozen=True)
@@ -395,29 +389,3 @@ def with_rate_result(decision: Decision, allowed: bool, retry_after_s: float | N
         tags=decision.tags,
         rate_limit=limit,
     )
-
-
-def _covers(earlier: str, later: str) -> bool:
-    # Sound only for globs of literals and `*`: then every name `later` matches, `earlier` does.
-    if any(c in earlier for c in "?[]") or "[" in later:
-        return False
-    return re.fullmatch(glob_regex(earlier), later) is not None
-
-
-def lint(policy: Policy, source: str, file: str = "<policy>") -> list[Problem]:
-    """Warnings about a valid policy: tool rules that can never match (an earlier glob covers
-    every name a later one matches, so first-match-wins never reaches it)."""
-    from tether.core.policy_schema import load_document
-
-    _, lines = load_document(source, file)
-    out = []
-    for later in policy.tools:
-        for earlier in policy.tools[: later.index]:
-            if _covers(earlier.match, later.match):
-                i, j = later.index, earlier.index
-                problem = f'rule "{later.match}" is never reached: tools[{j}] "{earlier.match}" '
-                problem += "matches first"
-                fix = f"move tools[{i}] above tools[{j}] (first match wins)"
-                out.append(Problem(lines.find(("tools", i)), f"tools[{i}]", problem, fix))
-                break
-    return out
