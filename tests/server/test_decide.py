@@ -1,0 +1,96 @@
+"""`POST /api/v1/decide`, the SDK guard's contract: allow, deny, approval_required (with a hold to
+wait on) and rate_limited; unknown tools registered as kind sdk; scopes; every decision audited."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine
+
+from tests.server.api_helpers import Api, make_api
+from tether.config import Settings
+from tether.store import audit, policies
+from tether.store import tools as registry
+
+POLICY = """\
+agent: triage
+tools:
+  - {match: "billing.lookup", allow: true, rate_limit: "2/minute"}
+  - {match: "billing.refund", approval: required}
+  - {match: "billing.delete", allow: false, reason: "never"}
+  - {match: "web.*", allow: true}
+  - {match: "mail.*", allow: true}
+data_flow:
+  - {after_tag: untrusted, require_approval_for_tag: egress}
+on_uncertain: deny
+approval: {timeout_s: 120}
+"""
+
+
+@pytest.fixture
+def api(settings: Settings, db: Engine) -> Api:
+    policies.apply_policy(db, POLICY, "test", datetime.now(UTC))
+    return make_api(settings, db)
+
+
+def decide(api: Api, tool: str, headers: dict[str, str] | None = None, **body: object) -> dict:
+    r = api.client.post("/api/v1/decide", json={"tool": tool, **body},
+                        headers=headers or api.triage)  # fmt: skip
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_outcomes_of_the_contract(api: Api) -> None:
+    ok = decide(api, "billing.lookup", run_id="run_d1", arguments={"id": 1})
+    assert ok == {"decision": "allow", "approval_id": None, "reason": "billing.lookup is allowed",
+                  "rule": 'tools[0] match "billing.lookup"', "retry_after_s": None}  # fmt: skip
+    no = decide(api, "billing.delete", run_id="run_d1")
+    assert (no["decision"], no["reason"]) == ("deny", "never")
+    held = decide(api, "billing.refund", run_id="run_d1", arguments={"amount": 40},
+                  tags=["irreversible"])  # fmt: skip
+    assert held["decision"] == "approval_required" and held["approval_id"].startswith("apr_")
+    got = api.client.get(f"/api/v1/approvals/{held['approval_id']}", headers=api.triage).json()
+    assert (got["tool"], got["arguments"], got["status"]) == ("billing.refund", {"amount": 40},
+                                                              "pending")  # fmt: skip
+    assert decide(api, "billing.lookup")["decision"] == "allow"
+    limited = decide(api, "billing.lookup")
+    assert limited["decision"] == "rate_limited" and limited["retry_after_s"] > 0
+    assert decide(api, "unknown.tool")["decision"] == "deny"
+    outcomes = [e.data["outcome"] for e in audit.list_entries(
+        api.db, action="policy.decision", newest_first=False)[0]]  # fmt: skip
+    assert outcomes == ["allow", "deny", "approval_required", "allow", "rate_limited", "deny"]
+
+
+def test_unknown_tools_are_registered_as_sdk_tools_with_their_tags(api: Api) -> None:
+    decide(api, "billing.refund", tags=["irreversible", "egress"])
+    tool = registry.get_tool(api.db, "billing.refund")
+    assert tool is not None and tool.kind == "sdk" and set(tool.tags) == {"irreversible", "egress"}
+    listed = api.client.get("/api/v1/tools", headers=api.read).json()["items"]
+    assert [t["name"] for t in listed] == ["billing.refund"]
+
+
+def test_untrusted_sdk_tool_taints_the_run(api: Api) -> None:
+    assert decide(api, "web.fetch", run_id="run_t", tags=["untrusted"])["decision"] == "allow"
+    assert registry.run_tags(api.db, "run_t") == {"untrusted"}
+    held = decide(api, "mail.send", run_id="run_t", tags=["egress"])
+    assert held["decision"] == "approval_required" and held["rule"].startswith("data_flow[0]")
+    assert decide(api, "mail.send", run_id="run_clean", tags=["egress"])["decision"] == "allow"
+
+
+def test_bad_input_and_scopes(api: Api) -> None:
+    c = api.client
+    assert c.post("/api/v1/decide", json={"tool": "x"}).status_code == 401
+    assert c.post("/api/v1/decide", json={"tool": "x"}, headers=api.read).status_code == 403
+    r = c.post("/api/v1/decide", json={"tool": "x", "tags": ["sneaky"]}, headers=api.triage)
+    assert r.status_code == 400 and "unknown tool tag" in r.json()["error"]["message"]
+    r = c.post("/api/v1/decide", json={"tool": "x", "run_id": "bad id!"}, headers=api.triage)
+    assert r.status_code == 400
+    r = c.post("/api/v1/decide", json={"tool": ""}, headers=api.triage)
+    assert r.status_code == 400
+    r = c.post("/api/v1/decide", json={"tool": "x"}, headers=api.admin)
+    assert r.status_code == 400 and "agent" in r.json()["error"]["message"]
+    r = c.post("/api/v1/decide", json={"tool": "x", "agent": "other"}, headers=api.triage)
+    assert r.status_code == 403
+    as_admin = decide(api, "billing.lookup", headers=api.admin, agent="triage")
+    assert as_admin["decision"] == "allow"
