@@ -55,8 +55,13 @@ class RunQuery:
         return base + ("?" + urlencode(kept) if kept else "")
 
 
+DEFAULTS = {"window": "all", "sort": "-started_at", "limit": str(PAGE_SIZE)}
+
+
 def parse_query(raw: dict[str, str], now: datetime) -> RunQuery:
+    """Defaults are dropped from `params`, so links stay short: /runs?q=T-4711."""
     params = {k: raw[k].strip() for k in FILTER_KEYS if raw.get(k, "").strip()}
+    params = {k: v for k, v in params.items() if DEFAULTS.get(k) != v}
     min_cost = None
     if "min_cost" in params:
         try:
