@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.gateway.mcp.conftest import Deployment, mcp_client
+from tether.gateway.mcp.demo import demo_policy, demo_server_config, start_call
 from tether.store import audit
 from tether.store.tables import runs, spans
 
@@ -244,3 +245,18 @@ async def test_crashed_upstream_is_restarted_and_calls_meanwhile_fail_clearly(
             await anyio.sleep(0.1)
     assert "Ada Lovelace" in text(r)
     assert all("demo" in e and "retry" in e for e in errors)
+
+
+def test_demo_start_call_returns_once_held(deployment: Deployment) -> None:
+    run_id = new_run()
+    pending = start_call(deployment.url, deployment.keys["triage"], "demo.send_email",
+                         {"to": "ada@example.com", "subject": "Q3", "body": "invoice"},
+                         run_id=run_id)  # fmt: skip
+    assert pending.approval_id is not None and pending.result is None
+    r = httpx.post(f"{deployment.url}/api/v1/approvals/{pending.approval_id}/approve",
+                   headers=deployment.admin_headers())  # fmt: skip
+    assert r.status_code == 200
+    result = pending.wait(10)
+    assert result is not None and not result.is_error and "sent email" in text(result)
+    assert demo_server_config().command[-1] == "tether.gateway.mcp.demo_server"  # type: ignore[index]
+    assert '{match: "demo.send_email", approval: required' in demo_policy("x")
