@@ -15,6 +15,7 @@ from sqlalchemy import Engine, func, select
 from tether.core.money import nusd_to_usd
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
+from tether.store.costs import grouped
 from tether.store.engine import reading
 from tether.store.tables import runs
 
@@ -39,13 +40,14 @@ def _family(name: str, kind: str, help_: str, samples: Iterable[str]) -> list[st
 def run_aggregates(engine: Engine) -> list[dict[str, Any]]:
     """Per (agent, status): runs, input and output tokens, cost in nano-dollars."""
     r = runs.c
-    q = select(
-        r.agent, r.status, func.count().label("runs"),
-        func.coalesce(func.sum(r.input_tokens), 0).label("input_tokens"),
-        func.coalesce(func.sum(r.output_tokens), 0).label("output_tokens"),
-        func.coalesce(func.sum(r.cost_nusd), 0).label("cost_nusd"),
-    ).group_by(r.agent, r.status).order_by(r.agent, r.status)  # fmt: skip
     with reading(engine) as conn:
+        agent, status = grouped(conn, r.agent), grouped(conn, r.status)
+        q = select(
+            agent.label("agent"), status.label("status"), func.count().label("runs"),
+            func.coalesce(func.sum(r.input_tokens), 0).label("input_tokens"),
+            func.coalesce(func.sum(r.output_tokens), 0).label("output_tokens"),
+            func.coalesce(func.sum(r.cost_nusd), 0).label("cost_nusd"),
+        ).group_by(agent, status).order_by(agent, status)  # fmt: skip
         return [dict(row._mapping) for row in conn.execute(q)]
 
 

@@ -7,7 +7,20 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, get_args
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, case, func, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Date,
+    Engine,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    select,
+)
+from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.operators import custom_op
 
 from tether.core.errors import BadRequestError
 from tether.core.money import nusd_to_usd, parse_usd, usd_to_nusd
@@ -20,12 +33,20 @@ GroupBy = Literal["day", "agent", "version", "user", "task"]
 GROUP_BYS: tuple[str, ...] = get_args(GroupBy)
 
 
-def day_of(conn: Connection, column: Any) -> ColumnElement[str]:
-    """`YYYY-MM-DD` of a UTC timestamp column, in either dialect."""
+def day_of(conn: Connection, column: Any) -> ColumnElement[Any]:
+    """The UTC day of a timestamp column: text `YYYY-MM-DD` on SQLite, a date on PostgreSQL."""
     if conn.dialect.name == "sqlite":
         # SQLite stores UTC timestamps as ISO text; date() reads its first ten characters.
         return func.date(column)
-    return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    return cast(func.timezone("UTC", column), Date)
+
+
+def grouped(conn: Connection, column: Any) -> ColumnElement[Any]:
+    """`column` for GROUP BY. On SQLite a unary `+` keeps the planner from walking
+    `ix_runs_agent_started` (a row lookup per run) instead of the covering `ix_runs_rollup`."""
+    if conn.dialect.name == "sqlite":
+        return UnaryExpression(column, operator=custom_op("+"), type_=column.type)
+    return column  # type: ignore[no-any-return]
 
 
 def _range(start: datetime | None, end: datetime | None) -> list[ColumnElement[bool]]:
@@ -60,10 +81,14 @@ def cost_breakdown(
         if group_by == "day":
             keys = [day_of(conn, r.started_at).label("key")]
         elif group_by == "version":
-            keys = [r.agent.label("agent"), r.version.label("version")]
+            keys = [
+                grouped(conn, r.agent).label("agent"),
+                grouped(conn, r.version).label("version"),
+            ]
+        elif group_by == "task":
+            keys = [r.task_id.label("key")]
         else:
-            col = {"agent": r.agent, "user": r.user, "task": r.task_id}[group_by]
-            keys = [col.label("key")]
+            keys = [grouped(conn, r.agent if group_by == "agent" else r.user).label("key")]
         cost = func.coalesce(func.sum(r.cost_nusd), 0).label("cost_nusd")
         q = (
             select(
@@ -79,6 +104,8 @@ def cost_breakdown(
         q = q.order_by(keys[0]) if group_by == "day" else q.order_by(cost.desc(), *keys)
         rows = [dict(x._mapping) for x in conn.execute(q)]
     for row in rows:
+        if group_by == "day" and not isinstance(row["key"], str):
+            row["key"] = row["key"].isoformat()
         if group_by == "version":
             row["key"] = f"{row['agent']}@{row['version']}"
         for name in ("cost_nusd", "input_tokens", "output_tokens", "runs"):
@@ -128,18 +155,19 @@ def success_at_target(
             # agents without a run budget have no target: plain success
             cap = case(*((r.agent == a, t) for a, t in budgets.items()), else_=r.cost_nusd)
             ok = and_(ok, r.cost_nusd <= cap)
+        agent_col, version_col = grouped(conn, r.agent), grouped(conn, r.version)
         q = (
             select(
-                r.agent,
-                r.version,
+                agent_col.label("agent"),
+                version_col.label("version"),
                 func.count().label("finished"),
                 func.sum(case((r.status == "succeeded", 1), else_=0)).label("succeeded"),
                 func.sum(case((ok, 1), else_=0)).label("at_target"),
                 func.coalesce(func.sum(r.cost_nusd), 0).label("cost_nusd"),
             )
             .where(*conds)
-            .group_by(r.agent, r.version)
-            .order_by(r.agent, r.version)
+            .group_by(agent_col, version_col)
+            .order_by(agent_col, version_col)
         )
         rows = conn.execute(q).all()
     out = []

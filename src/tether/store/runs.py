@@ -125,7 +125,7 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _where(f: RunFilters) -> list[ColumnElement[bool]]:
+def _where(f: RunFilters, dialect: str) -> list[ColumnElement[bool]]:
     r = runs.c
     conds: list[ColumnElement[bool]] = []
     for name in ("agent", "version", "status", "user", "task_id"):
@@ -144,9 +144,12 @@ def _where(f: RunFilters) -> list[ColumnElement[bool]]:
         conds.append(r.cost_nusd <= usd_to_nusd(f.max_cost_usd))
     if f.q:
         pattern = f"%{_escape_like(f.q.strip())}%"
-        conds.append(
-            or_(*(col.ilike(pattern, escape="\\") for col in (r.id, r.task_id, r.agent, r.user)))
-        )
+        cols = (r.id, r.task_id, r.agent, r.user)
+        if dialect == "sqlite":
+            # SQLite's LIKE ignores ASCII case already; ilike's lower() calls would double the scan.
+            conds.append(or_(*(col.like(pattern, escape="\\") for col in cols)))
+        else:
+            conds.append(or_(*(col.ilike(pattern, escape="\\") for col in cols)))
     return conds
 
 
@@ -169,7 +172,7 @@ def list_runs(
     desc = sort.startswith("-")
     name = sort.lstrip("-")
     key = _sort_key(engine, name)
-    conds = _where(filters or RunFilters())
+    conds = _where(filters or RunFilters(), engine.dialect.name)
     if cursor:
         data = decode_cursor(cursor, f"runs:{sort}")
         k, rid = _key_from_json(data.get("k"), name), str(data.get("id"))

@@ -114,6 +114,14 @@ Index("ix_runs_agent_started", runs.c.agent, runs.c.started_at.desc())
 Index("ix_runs_status_started", runs.c.status, runs.c.started_at.desc())
 Index("ix_runs_task", runs.c.task_id)
 Index("ix_runs_user", runs.c.user)
+# The run list sorted by cost (keyset on cost, id).
+Index("ix_runs_cost", runs.c.cost_nusd.desc(), runs.c.id)
+# Covers the cost, KPI and metrics aggregates, so they read this narrow index, not the wide rows.
+Index(
+    "ix_runs_rollup",
+    runs.c.started_at, runs.c.agent, runs.c.version, runs.c.user, runs.c.status,
+    runs.c.cost_nusd, runs.c.input_tokens, runs.c.output_tokens,
+)  # fmt: skip
 
 spans = Table(
     "spans",
