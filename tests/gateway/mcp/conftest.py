@@ -39,6 +39,7 @@ tools:
   - {match: "git.git_status", allow: true}
   - {match: "git.git_log", allow: true}
   - {match: "git.*", allow: false}
+  - {match: "crm.*", allow: true}
 data_flow:
   - {after_tag: untrusted, require_approval_for_tag: egress}
 on_uncertain: deny

@@ -5,8 +5,12 @@ denied and held calls, approvals by API and CLI, data-flow, spans, audit, crash 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
@@ -260,3 +264,44 @@ def test_demo_start_call_returns_once_held(deployment: Deployment) -> None:
     assert result is not None and not result.is_error and "sent email" in text(result)
     assert demo_server_config().command[-1] == "tether.gateway.mcp.demo_server"  # type: ignore[index]
     assert '{match: "demo.send_email", approval: required' in demo_policy("x")
+
+
+async def test_registered_http_tool_is_served_through_the_gateway(deployment: Deployment) -> None:
+    got: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            payload = b'{"name": "Ada Lovelace"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        spec = {"name": "crm.lookup", "url": f"http://127.0.0.1:{httpd.server_address[1]}/",
+                "description": "Find a customer.", "tags": ["read"], "rate_limit": "100/minute"}
+        r = httpx.post(f"{deployment.url}/api/v1/tools", json=spec,
+                       headers=deployment.admin_headers())  # fmt: skip
+        assert r.status_code == 201 and r.json()["kind"] == "http"
+        bad = httpx.post(f"{deployment.url}/api/v1/tools", json={**spec, "rate_limit": "lots"},
+                         headers=deployment.admin_headers())  # fmt: skip
+        assert bad.status_code == 400
+        env = {"TETHER_URL": deployment.url, "TETHER_API_KEY": deployment.keys["admin"]}
+        listed = await anyio.to_thread.run_sync(lambda: subprocess.run(
+            [sys.executable, "-m", "tether.cli.main", "tools", "list", "--json"],
+            env={**deployment.server.env, **env}, capture_output=True, text=True, timeout=60))
+        assert "crm.lookup" in {t["name"] for t in json.loads(listed.stdout)["items"]}
+        async with mcp_client(deployment.url, deployment.keys["triage"], new_run()) as client:
+            assert "crm.lookup" in {t.name for t in (await client.list_tools()).tools}
+            result = await client.call_tool("crm.lookup", {"email": "ada@example.com"})
+        assert not result.is_error and "Ada Lovelace" in text(result)
+        assert got == [{"email": "ada@example.com"}]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -143,10 +143,10 @@ class Gateway:
                 name = f"{upstream.name}.{tool.name}"
                 if name in granted:
                     out.append(tool.model_copy(update={"name": name}))
-        for tool in await anyio.to_thread.run_sync(registry.list_tools, self.engine):
-            if tool.kind == "http" and tool.name in granted:
-                out.append(types.Tool(name=tool.name, description=tool.description,
-                                      input_schema=tool.input_schema or {"type": "object"}))
+        for entry in await anyio.to_thread.run_sync(registry.list_tools, self.engine):
+            if entry.kind == "http" and entry.name in granted:
+                out.append(types.Tool(name=entry.name, description=entry.description,
+                                      input_schema=entry.input_schema or {"type": "object"}))
         return types.ListToolsResult(tools=out)
 
     async def call_tool(
