@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select
@@ -43,7 +44,11 @@ def test_children_before_root_then_late_child_updates_totals(db: Engine) -> None
     write_spans(db, [_root()], now=T0, source="otlp")
     run = _run(db)
     assert (run["status"], run["agent"], run["version"], run["user"]) == (
-        "succeeded", "triage", "v3", "alice")
+        "succeeded",
+        "triage",
+        "v3",
+        "alice",
+    )
     assert run["cost_nusd"] == 1000 and run["llm_calls"] == 1 and run["span_count"] == 2
     write_spans(db, [_llm("c" * 16, 500, 10)], now=T0, source="otlp")
     run = _run(db)
@@ -68,3 +73,74 @@ def test_killed_run_stays_killed_when_its_root_arrives(db: Engine) -> None:
     write_spans(db, [_root("error")], now=T0, source="otlp")
     run = _run(db)
     assert run["status"] == "killed" and run["kill_reason"] == "budget" and run["error"] == "boom"
+
+
+def test_every_column_round_trips_through_the_fast_insert(db: Engine) -> None:
+    rec = SpanRecord(
+        trace_id=TRACE, span_id="d" * 16, parent_id="a" * 16, run_id=RUN, kind="llm",
+        name="n" * 600, started_at=T0 + timedelta(microseconds=123456),
+        ended_at=T0 + timedelta(seconds=3, microseconds=7), input="héllo ✓", output="",
+        model="gpt-4o", model_served="gpt-4o-2024-08-06", input_tokens=10, output_tokens=0,
+        cached_tokens=4, cost_nusd=123, cost_unknown=True, ttft_ms=12.5, status="error",
+        error="boom", attributes={"k": "✓", "n": 1.5, "nested": {"a": [1, None, True]}},
+    )  # fmt: skip
+    bare = SpanRecord(trace_id=TRACE, span_id="e" * 16, run_id=RUN, kind="tool", name="t",
+                      started_at=T0)  # fmt: skip
+    write_spans(db, [rec, bare], now=T0, source="sdk")
+    with reading(db) as conn:
+        rows = {r.span_id: r._mapping for r in conn.execute(select(spans))}
+    got = rows["d" * 16]
+    assert got["name"] == "n" * 500
+    assert got["started_at"] == rec.started_at and got["ended_at"] == rec.ended_at
+    assert got["latency_ms"] == rec.latency_ms
+    for name in ("parent_id", "run_id", "kind", "input", "output", "model", "model_served",
+                 "input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "cost_unknown",
+                 "ttft_ms", "status", "error", "attributes"):  # fmt: skip
+        assert got[name] == getattr(rec, name), name
+    other = rows["e" * 16]
+    assert (other["ended_at"], other["attributes"], other["cost_unknown"]) == (None, None, False)
+
+
+def test_new_and_existing_runs_get_the_same_totals(db: Engine) -> None:
+    # one run arrives whole (created with totals from the batch), the other in three parts
+    whole = [_root(), _llm("b" * 16, 1000, 100), _llm("c" * 16, 500, 10)]
+    write_spans(db, whole, now=T0, source="otlp")
+    first = _run(db)
+    with db.begin() as conn:
+        conn.execute(runs.delete())
+        conn.execute(spans.delete())
+    for part in ([whole[1]], [whole[0]], [whole[2], whole[1]]):
+        write_spans(db, part, now=T0, source="otlp")
+    second = _run(db)
+    for name in ("status", "agent", "version", "task_id", "user", "input", "output", "ended_at",
+                 "input_tokens", "output_tokens", "cost_nusd", "llm_calls", "tool_calls",
+                 "span_count", "cost_unknown"):  # fmt: skip
+        assert first[name] == second[name], name
+    assert (second["cost_nusd"], second["span_count"], second["llm_calls"]) == (1500, 3, 2)
+
+
+def test_concurrent_batches_of_one_run_count_every_span(db: Engine) -> None:
+    import threading
+
+    def llm(i: int) -> SpanRecord:
+        return replace(_llm(f"{i:016x}", 7, 1), span_id=f"{i:016x}")
+
+    batches = [[llm(i * 10 + j) for j in range(10)] for i in range(1, 9)]
+    barrier = threading.Barrier(len(batches))
+    errors: list[BaseException] = []
+
+    def work(batch: list[SpanRecord]) -> None:
+        barrier.wait()
+        try:
+            write_spans(db, batch, now=T0, source="otlp")
+        except BaseException as exc:  # reported below, with the failing batch
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    run = _run(db)
+    assert (run["span_count"], run["llm_calls"], run["cost_nusd"]) == (80, 80, 560)

@@ -101,6 +101,10 @@ class MapOptions:
     prices: PriceTable
     redact_fields: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        lowered = tuple(f.lower() for f in self.redact_fields if f)
+        object.__setattr__(self, "redact_fields", lowered)
+
 
 def map_spans(spans: Sequence[OtlpSpan], opts: MapOptions) -> list[SpanRecord]:
     """Maps a batch; spans with no run id of their own join the run named in their trace."""
@@ -138,8 +142,7 @@ def map_span(span: OtlpSpan, opts: MapOptions) -> SpanRecord:
     in_key, in_text = _input(span, kind)
     out_key, out_text = _output(span, kind)
     # the text lifted into input/output is not stored twice
-    kept = {k: v for k, v in a.items() if k != in_key and k != out_key}
-    attrs: dict[str, Any] = clean_attributes(kept, redact)
+    attrs: dict[str, Any] = clean_attributes(a, redact, (in_key, out_key))
     if is_root and res:
         attrs["resource"] = clean_attributes(res, redact)
     started = _time(span.start_ns, span, "start")
@@ -404,15 +407,14 @@ def _attribution(a: Mapping[str, Any], res: Mapping[str, Any]) -> RunAttribution
     for name, keys in _ATTRIBUTION_KEYS.items():
         value = None
         for k in keys:
-            for source in (a, res):
-                v = source.get(k)
-                if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v).strip():
-                    text = str(v).strip()
-                    if k == "service.name" and text.startswith("unknown_service"):
-                        continue
-                    value = text
-                    break
-            if value is not None:
+            v = a.get(k)
+            if v is None:
+                v = res.get(k)
+            if v is None or isinstance(v, bool) or not isinstance(v, str | int):
+                continue
+            text = str(v).strip()
+            if text and not (k == "service.name" and text.startswith("unknown_service")):
+                value = clean_text(text, 200)
                 break
-        fields[name] = clean_text(value, 200)
+        fields[name] = value
     return RunAttribution(**fields)

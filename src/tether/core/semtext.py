@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 MAX_TEXT_BYTES = 64 * 1024
@@ -23,13 +24,18 @@ def clean_text(value: str | None, limit: int = MAX_TEXT_BYTES) -> str | None:
         return None
     if "\x00" in value:
         value = value.replace("\x00", "")
-    try:
-        raw = value.encode("utf-8")
-    except UnicodeEncodeError:
-        raw = value.encode("utf-8", "replace")
-        value = raw.decode("utf-8")
-    if len(raw) <= limit:
-        return value
+    if value.isascii():  # O(1) in CPython: no surrogates, one byte per character
+        if len(value) <= limit:
+            return value
+        raw = value.encode("ascii")
+    else:
+        try:
+            raw = value.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "replace")
+            value = raw.decode("utf-8")
+        if len(raw) <= limit:
+            return value
     if limit < 200:  # short columns (names, models): no room for a marker
         return raw[:limit].decode("utf-8", "ignore")
     marker = truncation_marker(len(raw))
@@ -63,18 +69,24 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     if depth >= _MAX_DEPTH:
         return as_text(str(value))
     if isinstance(value, Mapping):
-        return {clean_text(str(k), 1000): json_safe(v, depth + 1) for k, v in value.items()}
+        return {_clean_key(str(k)): json_safe(v, depth + 1) for k, v in value.items()}
     if isinstance(value, Sequence | set | frozenset):
         return [json_safe(v, depth + 1) for v in value]
     return clean_text(str(value))
 
 
-def is_secret_key(key: str, redact: Sequence[str]) -> bool:
+@lru_cache(maxsize=4096)
+def is_secret_key(key: str, redact: tuple[str, ...]) -> bool:
     low = key.lower()
     return any(f and f in low for f in redact)
 
 
-def _redact(value: Any, redact: Sequence[str], depth: int = 0) -> tuple[Any, bool]:
+@lru_cache(maxsize=4096)
+def _clean_key(key: str) -> str:
+    return clean_text(key, 1000) or ""
+
+
+def _redact(value: Any, redact: tuple[str, ...], depth: int = 0) -> tuple[Any, bool]:
     """Secret-named entries with string or structured values become REDACTED; numbers stay."""
     if depth >= _MAX_DEPTH:
         return value, False
@@ -98,23 +110,33 @@ def _redact(value: Any, redact: Sequence[str], depth: int = 0) -> tuple[Any, boo
     return value, False
 
 
-def clean_attributes(attrs: Mapping[str, Any], redact: Sequence[str]) -> dict[str, Any]:
+def clean_attributes(
+    attrs: Mapping[str, Any], redact: tuple[str, ...], skip: tuple[str | None, ...] = ()
+) -> dict[str, Any]:
     """JSON-safe, redacted, truncated copy of a span's (or resource's) attributes."""
-    safe = json_safe(dict(attrs))
-    out, _ = _redact(safe, redact)
-    result: dict[str, Any] = out
-    for k, v in result.items():
-        if isinstance(v, str) and v != REDACTED:
-            result[k] = redact_text(v, redact) or ""
-    return result
+    out: dict[str, Any] = {}
+    for k, v in attrs.items():
+        if k in skip:
+            continue
+        key = _clean_key(k) if isinstance(k, str) else _clean_key(str(k))
+        if v is None or isinstance(v, bool | int):
+            out[key] = v
+        elif isinstance(v, float):
+            out[key] = v if math.isfinite(v) else str(v)
+        elif is_secret_key(key, redact) and v:
+            out[key] = REDACTED
+        elif isinstance(v, str):
+            out[key] = redact_text(v, redact) or ""
+        else:
+            out[key] = _redact(json_safe(v), redact)[0]
+    return out
 
 
-def redact_text(text: str | None, redact: Sequence[str]) -> str | None:
+def redact_text(text: str | None, redact: tuple[str, ...]) -> str | None:
     """Redacts secret-named keys inside JSON text (tool arguments, messages), then cleans it."""
     if not text:
         return None
-    stripped = text.lstrip()
-    if redact and stripped[:1] in ("{", "[") and len(text) <= 4 * MAX_TEXT_BYTES:
+    if redact and text.lstrip()[:1] in ("{", "[") and len(text) <= 4 * MAX_TEXT_BYTES:
         low = text.lower()
         if any(f and f in low for f in redact):
             try:

@@ -171,7 +171,17 @@ def _id(raw: bytes, size: int, where: str, field: str) -> str:
 
 
 def attributes(kvs: Any) -> dict[str, Any]:
-    return {kv.key: any_value(kv.value) for kv in kvs}
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        v = kv.value
+        which = v.WhichOneof("value")
+        if which == "string_value":
+            out[kv.key] = v.string_value
+        elif which == "int_value":
+            out[kv.key] = v.int_value
+        else:
+            out[kv.key] = any_value(v)
+    return out
 
 
 def any_value(v: AnyValue, depth: int = 0) -> Any:

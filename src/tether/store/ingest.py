@@ -3,16 +3,19 @@ per batch, and a run's totals recomputed from its spans so late children are cou
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, case, func, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from tether.core.records import TERMINAL_STATUSES, RunAttribution, SpanRecord
 from tether.store.tables import agent_versions, agents, runs, spans
-from tether.store.upsert import insert_on_conflict
 
 _SPAN_UPDATE = (
     "parent_id", "run_id", "kind", "name", "started_at", "ended_at", "latency_ms", "input",
@@ -68,49 +71,107 @@ def write_spans(
 def write_spans_in(
     conn: Connection, records: Sequence[SpanRecord], *, now: datetime, source: str
 ) -> tuple[str, ...]:
-    """The same, inside a transaction the caller holds."""
+    """The same, inside a transaction the caller holds. A batch costs a fixed number of
+    statements (spans, agents, runs insert, runs read, totals, runs update), whatever its size."""
     by_key = {(r.trace_id, r.span_id): r for r in records}  # last write of a duplicate wins
-    recs = list(by_key.values())
-    insert_on_conflict(conn, spans, [span_row(r) for r in recs], ("trace_id", "span_id"),
-                       _SPAN_UPDATE)
+    # rows in key order, so concurrent batches take PostgreSQL row locks in the same order
+    recs = [by_key[k] for k in sorted(by_key)]
+    _insert_spans(conn, recs)
     grouped: dict[str, list[SpanRecord]] = {}
     for r in recs:
         grouped.setdefault(r.run_id, []).append(r)
     _note_agents(conn, (r.attribution for r in recs), now)
     _merge_runs(conn, grouped, now=now, source=source)
-    recompute_totals(conn, list(grouped), now=now)
     return tuple(grouped)
 
 
+_SPAN_COLS = ("trace_id", "span_id", *_SPAN_UPDATE)
+
+
+@lru_cache(maxsize=8)
+def _span_upsert_sql(dialect: Dialect) -> tuple[str, bool]:
+    """The spans upsert compiled once: (SQL text, positional parameters?)."""
+    stmt = _upsert(dialect.name, spans, ("trace_id", "span_id"), _SPAN_UPDATE)
+    compiled = stmt.compile(dialect=dialect, column_keys=list(_SPAN_COLS))
+    if compiled.positional and list(compiled.positiontup or ()) != list(_SPAN_COLS):
+        raise RuntimeError("spans upsert parameters are not in column order")
+    return compiled.string, bool(compiled.positional)
+
+
+def _sqlite_ts(value: datetime | None) -> str | None:
+    # the text SQLAlchemy's SQLite DATETIME stores (UTC, no offset), made without strftime
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given; tether stores UTC-aware timestamps")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _insert_spans(conn: Connection, recs: Sequence[SpanRecord]) -> None:
+    """One executemany of rows built here: SQLAlchemy's per-row parameter processing costs more
+    than the database's own work, and span ingest is the hot path. Values are exactly what
+    the column types would bind (tests/store/test_ingest.py reads them back through them)."""
+    sql, positional = _span_upsert_sql(conn.dialect)
+    is_sqlite = conn.dialect.name == "sqlite"
+    ts: Any = _sqlite_ts if is_sqlite else _pg_ts
+    rows: list[Any] = []
+    for r in recs:
+        values = (
+            r.trace_id, r.span_id, r.parent_id, r.run_id, r.kind, r.name[:500],
+            ts(r.started_at), ts(r.ended_at), r.latency_ms, r.input, r.output, r.model,
+            r.model_served, r.input_tokens, r.output_tokens, r.cached_tokens, r.cost_nusd,
+            int(r.cost_unknown) if is_sqlite else bool(r.cost_unknown), r.ttft_ms, r.status,
+            r.error, _json(r.attributes) if r.attributes else None,
+        )  # fmt: skip
+        rows.append(values if positional else dict(zip(_SPAN_COLS, values, strict=True)))
+    conn.exec_driver_sql(sql, rows)
+
+
+def _pg_ts(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("naive datetime given; tether stores UTC-aware timestamps")
+    return value
+
+
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@lru_cache(maxsize=64)
+def _upsert(dialect: str, table: Table, keys: tuple[str, ...], update_cols: tuple[str, ...]) -> Any:
+    """INSERT … ON CONFLICT built once per shape: building it costs more than running it."""
+    mod: Any = postgresql if dialect == "postgresql" else sqlite
+    stmt = mod.insert(table)
+    if update_cols:
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={c: stmt.excluded[c] for c in update_cols}
+        )
+    return stmt.on_conflict_do_nothing(index_elements=list(keys))
+
+
 def _note_agents(conn: Connection, attrs: Iterable[RunAttribution], now: datetime) -> None:
-    seen = {(a.agent, a.version) for a in attrs if a.agent}
+    seen = sorted({(a.agent, a.version or "") for a in attrs if a.agent})
     if not seen:
         return
-    insert_on_conflict(
-        conn, agents, [{"name": a, "created_at": now, "last_seen_at": now} for a, _ in seen],
-        ("name",), ("last_seen_at",),
+    dialect = conn.dialect.name
+    names = sorted({a for a, _ in seen})
+    conn.execute(
+        _upsert(dialect, agents, ("name",), ("last_seen_at",)),
+        [{"name": a, "created_at": now, "last_seen_at": now} for a in names],
     )
-    insert_on_conflict(
-        conn,
-        agent_versions,
-        [{"agent": a, "version": v, "created_at": now, "last_seen_at": now}
-         for a, v in seen if v],
-        ("agent", "version"), ("last_seen_at",),
-    )  # fmt: skip
+    versions = [{"agent": a, "version": v, "created_at": now, "last_seen_at": now}
+                for a, v in seen if v]  # fmt: skip
+    if versions:
+        conn.execute(
+            _upsert(dialect, agent_versions, ("agent", "version"), ("last_seen_at",)), versions
+        )
 
 
-def ensure_run(
-    conn: Connection,
-    run_id: str,
-    *,
-    trace_id: str | None,
-    attribution: RunAttribution,
-    started_at: datetime,
-    source: str,
-    now: datetime,
-) -> None:
-    """Creates the run if it does not exist yet (status `running`); never overwrites one."""
-    row = {
+def _new_run_row(
+    run_id: str, trace_id: str | None, attribution: RunAttribution, started_at: datetime,
+    source: str, now: datetime,
+) -> dict[str, Any]:  # fmt: skip
+    return {
         "id": run_id,
         "trace_id": trace_id,
         "agent": attribution.agent,
@@ -130,36 +191,114 @@ def ensure_run(
         "source": source,
         "updated_at": now,
     }
-    insert_on_conflict(conn, runs, [row], ("id",))
+
+
+def ensure_run(
+    conn: Connection,
+    run_id: str,
+    *,
+    trace_id: str | None,
+    attribution: RunAttribution,
+    started_at: datetime,
+    source: str,
+    now: datetime,
+) -> None:
+    """Creates the run if it does not exist yet (status `running`); never overwrites one."""
+    row = _new_run_row(run_id, trace_id, attribution, started_at, source, now)
+    conn.execute(_upsert(conn.dialect.name, runs, ("id",), ()), [row])
     if attribution.agent:
         _note_agents(conn, [attribution], now)
+
+
+_MERGED = ("agent", "version", "task_id", "user", "started_at", "trace_id", "status", "input",
+           "output", "ended_at", "error")  # fmt: skip
+_TOTALS = ("input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "cost_unknown",
+           "llm_calls", "tool_calls", "span_count")  # fmt: skip
 
 
 def _merge_runs(
     conn: Connection, grouped: dict[str, list[SpanRecord]], *, now: datetime, source: str
 ) -> None:
-    for run_id, recs in grouped.items():
-        first = min(recs, key=lambda r: r.started_at)
-        attribution = _best_attribution(recs)
-        ensure_run(conn, run_id, trace_id=first.trace_id, attribution=attribution,
-                   started_at=first.started_at, source=source, now=now)  # fmt: skip
-        q = select(runs).where(runs.c.id == run_id)
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update()
-        current = conn.execute(q).one()._mapping
-        values: dict[str, Any] = {}
-        for name in ("agent", "version", "task_id", "user"):
-            if current[name] is None and getattr(attribution, name):
-                values[name] = getattr(attribution, name)
-        if first.started_at < current["started_at"]:
-            values["started_at"] = first.started_at
-        if current["trace_id"] is None:
-            values["trace_id"] = first.trace_id
-        root = next((r for r in recs if r.is_root), None)
+    """Creates each new run complete (totals from the batch) in one INSERT … RETURNING; runs
+    that already existed get their fields filled in and totals recomputed from stored spans.
+
+    A run created by this transaction has no spans but this batch's: every span write goes
+    through here and creates its run in the same transaction (on PostgreSQL a concurrent
+    writer of the same run waits on the new row, then takes the recompute path)."""
+    run_ids = sorted(grouped)
+    firsts = {rid: min(grouped[rid], key=lambda r: r.started_at) for rid in run_ids}
+    attributions = {rid: _best_attribution(grouped[rid]) for rid in run_ids}
+    rows = []
+    for rid in run_ids:
+        first = firsts[rid]
+        row = _new_run_row(rid, first.trace_id, attributions[rid], first.started_at, source, now)
+        row.update(input=None, output=None, ended_at=None, error=None)
+        root = next((r for r in grouped[rid] if r.is_root), None)
         if root is not None:
-            values.update(_root_values(root, current["status"]))
-        if values:
-            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            row.update(_root_values(root, "running"))
+        row.update(_batch_totals(grouped[rid]))
+        rows.append(row)
+    created = set(conn.execute(_insert_runs_returning(conn.dialect.name), rows).scalars())
+    existing = [rid for rid in run_ids if rid not in created]
+    if existing:
+        _update_existing(conn, existing, grouped, firsts, attributions, now)
+
+
+@lru_cache(maxsize=4)
+def _insert_runs_returning(dialect: str) -> Any:
+    return _upsert(dialect, runs, ("id",), ()).returning(runs.c.id)
+
+
+def _batch_totals(recs: list[SpanRecord]) -> dict[str, Any]:
+    """What `_totals` would compute if these were the run's only spans."""
+    return {
+        "input_tokens": sum(r.input_tokens or 0 for r in recs),
+        "output_tokens": sum(r.output_tokens or 0 for r in recs),
+        "cached_tokens": sum(r.cached_tokens or 0 for r in recs),
+        "cost_nusd": sum(r.cost_nusd or 0 for r in recs),
+        "cost_unknown": any(r.cost_unknown for r in recs),
+        "llm_calls": sum(1 for r in recs if r.kind == "llm"),
+        "tool_calls": sum(1 for r in recs if r.kind == "tool"),
+        "span_count": len(recs),
+    }
+
+
+def _update_existing(
+    conn: Connection, run_ids: list[str], grouped: dict[str, list[SpanRecord]],
+    firsts: dict[str, SpanRecord], attributions: dict[str, RunAttribution], now: datetime,
+) -> None:  # fmt: skip
+    q = select(runs.c.id, *(runs.c[c] for c in _MERGED)).where(runs.c.id.in_(run_ids))
+    q = q.order_by(runs.c.id)
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    current = {row.id: dict(row._mapping) for row in conn.execute(q)}
+    totals = _totals(conn, run_ids)
+    params = []
+    for rid in run_ids:
+        values = current[rid]
+        first, attribution = firsts[rid], attributions[rid]
+        for name in ("agent", "version", "task_id", "user"):
+            if values[name] is None and getattr(attribution, name):
+                values[name] = getattr(attribution, name)
+        if first.started_at < values["started_at"]:
+            values["started_at"] = first.started_at
+        if values["trace_id"] is None:
+            values["trace_id"] = first.trace_id
+        root = next((r for r in grouped[rid] if r.is_root), None)
+        if root is not None:
+            values.update(_root_values(root, values["status"]))
+        values.update(totals.get(rid, {}))
+        params.append({"rid": rid, "now": now, **{f"v_{k}": values[k] for k in _MERGED + _TOTALS}})
+    conn.execute(_run_update(), params)
+
+
+@lru_cache(maxsize=1)
+def _run_update() -> Any:
+    return (
+        update(runs)
+        .where(runs.c.id == bindparam("rid"))
+        .values(updated_at=bindparam("now"), **{c: bindparam(f"v_{c}") for c in _MERGED + _TOTALS})
+    )
 
 
 def _best_attribution(recs: list[SpanRecord]) -> RunAttribution:
@@ -184,12 +323,9 @@ def _root_values(root: SpanRecord, status_now: str) -> dict[str, Any]:
     return values
 
 
-def recompute_totals(conn: Connection, run_ids: list[str], *, now: datetime) -> None:
-    """Sets each run's tokens, cost and call counts to the sums over its stored spans."""
-    if not run_ids:
-        return
+def _totals(conn: Connection, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each run's tokens, cost and call counts summed over its stored spans."""
     s = spans.c
-    is_llm = s.kind == "llm"
     agg = conn.execute(
         select(
             s.run_id,
@@ -198,35 +334,34 @@ def recompute_totals(conn: Connection, run_ids: list[str], *, now: datetime) -> 
             func.coalesce(func.sum(s.cached_tokens), 0),
             func.coalesce(func.sum(s.cost_nusd), 0),
             func.max(case((s.cost_unknown, 1), else_=0)),
-            func.sum(case((is_llm, 1), else_=0)),
+            func.sum(case((s.kind == "llm", 1), else_=0)),
             func.sum(case((s.kind == "tool", 1), else_=0)),
             func.count(),
         )
         .where(s.run_id.in_(run_ids))
         .group_by(s.run_id)
     ).all()
-    if not agg:
+    return {
+        r[0]: {"input_tokens": int(r[1]), "output_tokens": int(r[2]), "cached_tokens": int(r[3]),
+               "cost_nusd": int(r[4]), "cost_unknown": bool(r[5]), "llm_calls": int(r[6] or 0),
+               "tool_calls": int(r[7] or 0), "span_count": int(r[8])}
+        for r in agg
+    }  # fmt: skip
+
+
+def recompute_totals(conn: Connection, run_ids: list[str], *, now: datetime) -> None:
+    """Sets each run's tokens, cost and call counts to the sums over its stored spans."""
+    if not run_ids:
+        return
+    totals = _totals(conn, run_ids)
+    if not totals:
         return
     conn.execute(
         update(runs)
         .where(runs.c.id == bindparam("rid"))
-        .values(
-            input_tokens=bindparam("it"),
-            output_tokens=bindparam("ot"),
-            cached_tokens=bindparam("ct"),
-            cost_nusd=bindparam("cost"),
-            cost_unknown=bindparam("unk"),
-            llm_calls=bindparam("llm"),
-            tool_calls=bindparam("tool"),
-            span_count=bindparam("n"),
-            updated_at=bindparam("now"),
-        ),
-        [
-            {"rid": r[0], "it": int(r[1]), "ot": int(r[2]), "ct": int(r[3]), "cost": int(r[4]),
-             "unk": bool(r[5]), "llm": int(r[6] or 0), "tool": int(r[7] or 0), "n": int(r[8]),
-             "now": now}
-            for r in agg
-        ],
+        .values(updated_at=bindparam("now"), **{c: bindparam(f"v_{c}") for c in _TOTALS}),
+        [{"rid": rid, "now": now, **{f"v_{k}": v for k, v in t.items()}}
+         for rid, t in sorted(totals.items())],
     )  # fmt: skip
 
 

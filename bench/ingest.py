@@ -1,0 +1,452 @@
+"""Ingest benchmark: OTLP/protobuf agent traces into `tether serve` (SQLite or --pg), then the
+run list and cost-by-day queries at --stored spans, and optionally the same load into Phoenix.
+
+    .venv/bin/python bench/ingest.py --spans 100000 --senders 4 --batch 500 [--pg] [--vs phoenix]
+Writes bench/results/ingest.json (one entry per database, merged with earlier runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+from sqlalchemy import create_engine, func, select, text
+
+from tether.core.records import RunAttribution, SpanRecord, run_id_for_trace
+from tether.store.engine import make_engine, reading
+from tether.store.ingest import write_spans
+from tether.store.migrate import upgrade
+from tether.store.tables import spans
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "ingest.json"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+SPANS_PER_TRACE = 10
+WORDS = (
+    "invoice", "refund", "customer", "order", "shipping", "account", "balance", "policy",
+    "ticket", "escalate", "review", "payment", "status", "pending", "approved", "denied",
+    "warehouse", "delivery", "address", "update", "summary", "report", "anomaly", "threshold",
+    "vendor", "contract", "renewal", "priority",
+)  # fmt: skip
+MODELS = ("gpt-4o-mini", "gpt-4o", "claude-sonnet-4-5", "gpt-4.1-mini")
+TOOLS = ("crm.lookup", "erp.invoice_get", "mail.draft", "kb.search")
+
+
+def _kv(key: str, value: Any) -> KeyValue:
+    if isinstance(value, bool):
+        return KeyValue(key=key, value=AnyValue(bool_value=value))
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
+
+
+def _text(rng: random.Random, n_bytes: int) -> str:
+    words: list[str] = []
+    size = 0
+    while size < n_bytes:
+        w = rng.choice(WORDS)
+        words.append(w)
+        size += len(w) + 1
+    return " ".join(words)
+
+
+def make_trace(rng: random.Random, t0_ns: int) -> tuple[list[Span], list[KeyValue]]:
+    """One agent run: an agent root, 5 LLM calls and 4 tool calls, ~1 KB of text per span."""
+    trace_id = rng.randbytes(16)
+    root_id = rng.randbytes(8)
+    agent = f"agent-{rng.randrange(20)}"
+    resource = [_kv("service.name", agent), _kv("service.version", f"v{rng.randrange(3)}"),
+                _kv("tether.user", f"user-{rng.randrange(500)}")]  # fmt: skip
+    out: list[Span] = []
+    t = t0_ns
+    for i in range(SPANS_PER_TRACE - 1):
+        start, t = t, t + rng.randrange(50, 900) * 1_000_000
+        sid = rng.randbytes(8)
+        if i % 2 == 0:
+            model = rng.choice(MODELS)
+            attrs = {
+                "gen_ai.operation.name": "chat", "gen_ai.system": "openai",
+                "gen_ai.request.model": model, "gen_ai.response.model": model,
+                "gen_ai.usage.input_tokens": rng.randrange(200, 4000),
+                "gen_ai.usage.output_tokens": rng.randrange(20, 800),
+                "openinference.span.kind": "LLM", "llm.model_name": model,
+                "input.value": _text(rng, 700), "output.value": _text(rng, 300),
+            }  # fmt: skip
+            name = f"chat {model}"
+        else:
+            tool = rng.choice(TOOLS)
+            attrs = {
+                "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
+                "openinference.span.kind": "TOOL", "tool.name": tool,
+                "input.value": json.dumps({"query": _text(rng, 300)}),
+                "output.value": _text(rng, 700),
+            }  # fmt: skip
+            name = f"execute_tool {tool}"
+        out.append(Span(trace_id=trace_id, span_id=sid, parent_span_id=root_id, name=name,
+                        start_time_unix_nano=start, end_time_unix_nano=t,
+                        attributes=[_kv(k, v) for k, v in attrs.items()],
+                        status=Status(code=1)))  # fmt: skip
+    root_attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent,
+                  "tether.task_id": f"task-{rng.randrange(10**6)}",
+                  "input.value": _text(rng, 500), "output.value": _text(rng, 500)}  # fmt: skip
+    out.insert(0, Span(trace_id=trace_id, span_id=root_id, name=f"invoke_agent {agent}",
+                       start_time_unix_nano=t0_ns, end_time_unix_nano=t + 1_000_000,
+                       attributes=[_kv(k, v) for k, v in root_attrs.items()],
+                       status=Status(code=1)))  # fmt: skip
+    return out, resource
+
+
+def make_batches(n_spans: int, batch: int, seed: int = 7) -> list[bytes]:
+    """Serialized ExportTraceServiceRequests of `batch` spans (whole traces), made up front."""
+    rng = random.Random(seed)
+    now_ns = time.time_ns()
+    per_batch = max(1, batch // SPANS_PER_TRACE)
+    n_traces = n_spans // SPANS_PER_TRACE
+    out = []
+    for first in range(0, n_traces, per_batch):
+        req = ExportTraceServiceRequest()
+        for _ in range(min(per_batch, n_traces - first)):
+            t0 = now_ns - rng.randrange(0, 30 * 86400) * 10**9
+            trace, resource = make_trace(rng, t0)
+            req.resource_spans.append(ResourceSpans(
+                resource={"attributes": resource},
+                scope_spans=[ScopeSpans(spans=trace)]))  # fmt: skip
+        out.append(req.SerializeToString())
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+@contextmanager
+def tether_server(db_url: str, home: Path, workers: int) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "TETHER_HOME": str(home), "TETHER_DATABASE_URL": db_url,
+           "TETHER_PORT": str(port), "TETHER_LOG_LEVEL": "warning"}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "tether.cli.main", "serve", "--workers",
+                             str(workers)], env=env)  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def send_all(url: str, batches: list[bytes], senders: int) -> dict[str, float]:
+    """Posts every batch from `senders` threads; returns elapsed seconds and request latencies."""
+    lock = threading.Lock()
+    queue = list(reversed(batches))
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    def worker() -> None:
+        with httpx.Client(timeout=120) as client:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    body = queue.pop()
+                t = time.perf_counter()
+                r = client.post(f"{url}/v1/traces", content=body,
+                                headers={"content-type": "application/x-protobuf"})  # fmt: skip
+                with lock:
+                    latencies.append(time.perf_counter() - t)
+                    if r.status_code != 200:
+                        failures.append(f"{r.status_code} {r.text[:200]}")
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(senders) as pool:
+        for f in [pool.submit(worker) for _ in range(senders)]:
+            f.result()
+    elapsed = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"{len(failures)} requests failed, first: {failures[0]}")
+    lat = sorted(latencies)
+    return {"elapsed_s": elapsed, "request_p50_ms": 1000 * lat[len(lat) // 2],
+            "request_p95_ms": 1000 * lat[int(len(lat) * 0.95)]}  # fmt: skip
+
+
+def wait_count(count: Callable[[], int], expected: int, start: float, timeout: float) -> float:
+    """Polls until `count()` reaches `expected`; returns seconds since `start`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        n = count()
+        if n >= expected:
+            return time.perf_counter() - start
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {n} of {expected} spans visible after {timeout}s")
+        time.sleep(0.05)
+
+
+def tether_count(db_url: str) -> Callable[[], int]:
+    engine = make_engine(db_url, pool_size=1)
+
+    def count() -> int:
+        with reading(engine) as conn:
+            return int(conn.execute(select(func.count()).select_from(spans)).scalar_one())
+
+    return count
+
+
+def bulk_load(db_url: str, target_spans: int, seed: int = 11) -> float:
+    """Adds SpanRecords straight through store.ingest until `target_spans` are stored."""
+    engine = make_engine(db_url, pool_size=2)
+    have = tether_count(db_url)()
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    start = time.perf_counter()
+    text_in, text_out = _text(rng, 600), _text(rng, 400)
+    batch: list[SpanRecord] = []
+    for i in range(have // SPANS_PER_TRACE, target_spans // SPANS_PER_TRACE):
+        trace = f"{i:08x}" + uuid.uuid4().hex[8:]
+        run_id = run_id_for_trace(trace)
+        t0 = now - timedelta(seconds=rng.randrange(30 * 86400))
+        agent = f"agent-{rng.randrange(20)}"
+        attribution = RunAttribution(agent=agent, version=f"v{rng.randrange(3)}",
+                                     task_id=f"task-{i}",
+                                     user=f"user-{rng.randrange(500)}")  # fmt: skip
+        root = SpanRecord(trace_id=trace, span_id=f"{1:016x}", run_id=run_id, kind="agent",
+                          name=f"invoke_agent {agent}", started_at=t0,
+                          ended_at=t0 + timedelta(seconds=9), is_root=True, input=text_in,
+                          output=text_out, status="ok", attribution=attribution)  # fmt: skip
+        batch.append(root)
+        for j in range(2, SPANS_PER_TRACE + 1):
+            llm = j % 2 == 0
+            batch.append(replace(
+                root, span_id=f"{j:016x}", parent_id=root.span_id, is_root=False,
+                kind="llm" if llm else "tool", name="chat gpt-4o-mini" if llm else "kb.search",
+                started_at=t0 + timedelta(seconds=j - 1), ended_at=t0 + timedelta(seconds=j),
+                model="gpt-4o-mini" if llm else None, input_tokens=1000 if llm else None,
+                output_tokens=200 if llm else None, cost_nusd=270_000 if llm else None,
+                attributes={"gen_ai.operation.name": "chat" if llm else "execute_tool"},
+            ))  # fmt: skip
+        if len(batch) >= 5000:
+            write_spans(engine, batch, now=now, source="bench")
+            batch = []
+    if batch:
+        write_spans(engine, batch, now=now, source="bench")
+    engine.dispose()
+    return time.perf_counter() - start
+
+
+def percentiles(fn: Callable[[], Any], n: int = 40) -> dict[str, float]:
+    fn()  # warm the cache: the figures are for a running server, not a cold start
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - t))
+    times.sort()
+    return {"p50_ms": round(statistics.median(times), 2),
+            "p95_ms": round(times[int(n * 0.95) - 1], 2)}  # fmt: skip
+
+
+def query_latencies(db_url: str) -> dict[str, Any]:
+    from tether.store import costs as cost_store
+    from tether.store import runs as run_store
+
+    engine = make_engine(db_url, pool_size=2)
+    out: dict[str, Any] = {
+        "run_list": percentiles(lambda: run_store.list_runs(engine, limit=50)),
+        "run_list_by_agent": percentiles(
+            lambda: run_store.list_runs(engine, run_store.RunFilters(agent="agent-3"), limit=50)
+        ),
+        "cost_by_day": percentiles(lambda: cost_store.cost_breakdown(engine, "day")),
+    }
+    with reading(engine) as conn:
+        out["spans"] = int(conn.execute(select(func.count()).select_from(spans)).scalar_one())
+        out["runs"] = int(conn.execute(text("SELECT count(*) FROM runs")).scalar_one())
+    engine.dispose()
+    return out
+
+
+# ---------------------------------------------------------------- Arize Phoenix, for comparison
+
+
+@contextmanager
+def phoenix_server(venv: Path, workdir: Path) -> Iterator[tuple[str, Path]]:
+    port, grpc = free_port(), free_port()
+    env = {**os.environ, "PHOENIX_PORT": str(port), "PHOENIX_GRPC_PORT": str(grpc),
+           "PHOENIX_WORKING_DIR": str(workdir), "PHOENIX_TELEMETRY_ENABLED": "false"}  # fmt: skip
+    env.pop("PHOENIX_SQL_DATABASE_URL", None)
+    log = (workdir / "phoenix.log").open("wb")
+    proc = subprocess.Popen([str(venv / "bin" / "phoenix"), "serve"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=300)
+        yield f"http://127.0.0.1:{port}", workdir / "phoenix.db"
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        log.close()
+
+
+def phoenix_count(db: Path) -> Callable[[], int]:
+    def count() -> int:
+        if not db.exists():
+            return 0
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        try:
+            return int(con.execute("SELECT count(*) FROM spans").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            con.close()
+
+    return count
+
+
+def run_phoenix(batches: list[bytes], n_spans: int, senders: int) -> dict[str, Any]:
+    venv = Path(os.environ.get("PHOENIX_VENV", "/tmp/phoenix-venv"))
+    if not (venv / "bin" / "phoenix").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "arize-phoenix"], check=True)
+    version = subprocess.run([str(venv / "bin" / "python"), "-c",
+                              "import phoenix; print(phoenix.__version__)"],
+                             capture_output=True, text=True).stdout.strip()  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp, phoenix_server(venv, Path(tmp)) as (url, db):
+        start = time.perf_counter()
+        sent = send_all(url, batches, senders)
+        persisted_s = wait_count(phoenix_count(db), n_spans, start, timeout=1800)
+    return {"version": version, "spans": n_spans,
+            "accepted_spans_per_s": round(n_spans / sent["elapsed_s"]),
+            "persisted_spans_per_s": round(n_spans / persisted_s),
+            "request_p50_ms": round(sent["request_p50_ms"], 1)}  # fmt: skip
+
+
+# ---------------------------------------------------------------- main
+
+
+def pg_schema_url() -> tuple[str, Callable[[], None]]:
+    schema = "bench_" + uuid.uuid4().hex[:8]
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+    return f"{PG_URL}?options=-csearch_path%3D{schema}", drop
+
+
+def run_tether(args: argparse.Namespace, batches: list[bytes], home: Path) -> dict[str, Any]:
+    drop: Callable[[], None] = lambda: None  # noqa: E731
+    if args.pg:
+        db_url, drop = pg_schema_url()
+    else:
+        db_url = f"sqlite:///{home / 'tether.db'}"
+    try:
+        engine = make_engine(db_url, pool_size=1)
+        upgrade(engine)
+        engine.dispose()
+        n = len(batches) and sum(1 for _ in range(args.spans // SPANS_PER_TRACE)) * SPANS_PER_TRACE
+        with tether_server(db_url, home, args.workers) as url:
+            start = time.perf_counter()
+            sent = send_all(url, batches, args.senders)
+            persisted_s = wait_count(tether_count(db_url), n, start, timeout=60)
+        result: dict[str, Any] = {
+            "database": "postgresql" if args.pg else "sqlite", "spans": n,
+            "senders": args.senders, "batch": args.batch, "workers": args.workers,
+            "accepted_spans_per_s": round(n / sent["elapsed_s"]),
+            "persisted_spans_per_s": round(n / persisted_s),
+            "request_p50_ms": round(sent["request_p50_ms"], 1),
+            "request_p95_ms": round(sent["request_p95_ms"], 1),
+        }  # fmt: skip
+        print(
+            f"tether ({result['database']}): {n} spans, {result['accepted_spans_per_s']} "
+            f"spans/s accepted, {result['persisted_spans_per_s']} spans/s persisted",
+            flush=True,
+        )
+        if args.stored:
+            load_s = bulk_load(db_url, args.stored)
+            q = query_latencies(db_url)
+            q["bulk_load_s"] = round(load_s, 1)
+            result["at_stored"] = q
+            print(f"  at {q['spans']} spans / {q['runs']} runs: run list p50 "
+                  f"{q['run_list']['p50_ms']} ms p95 {q['run_list']['p95_ms']} ms; cost by day "
+                  f"p50 {q['cost_by_day']['p50_ms']} ms p95 {q['cost_by_day']['p95_ms']} ms",
+                  flush=True)  # fmt: skip
+        return result
+    finally:
+        drop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--spans", type=int, default=100_000)
+    p.add_argument("--senders", type=int, default=4)
+    p.add_argument("--batch", type=int, default=500)
+    p.add_argument("--workers", type=int, default=2, help="tether serve --workers")
+    p.add_argument("--pg", action="store_true", help="PostgreSQL instead of SQLite")
+    p.add_argument("--vs", choices=["phoenix"], help="run the same load against Arize Phoenix")
+    p.add_argument("--stored", type=int, default=0,
+                   help="then bulk-load to N spans; time the run list and cost-by-day")  # fmt: skip
+    args = p.parse_args()
+    t = time.perf_counter()
+    batches = make_batches(args.spans, args.batch)
+    print(f"made {len(batches)} batches of ~{args.batch} spans "
+          f"({sum(map(len, batches)) / 1e6:.0f} MB protobuf) in {time.perf_counter() - t:.1f}s",
+          flush=True)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_tether(args, batches, Path(tmp))
+    result["cpus"] = os.cpu_count()
+    result["load_avg_1m_at_end"] = os.getloadavg()[0]
+    if args.vs == "phoenix":
+        ph = run_phoenix(batches, result["spans"], args.senders)
+        result["phoenix"] = ph
+        result["persisted_ratio_vs_phoenix"] = round(
+            result["persisted_spans_per_s"] / ph["persisted_spans_per_s"], 2)  # fmt: skip
+        print(f"phoenix {ph['version']}: {ph['accepted_spans_per_s']} spans/s accepted, "
+              f"{ph['persisted_spans_per_s']} spans/s persisted; tether/phoenix persisted = "
+              f"{result['persisted_ratio_vs_phoenix']}x", flush=True)  # fmt: skip
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    existing[result["database"]] = {**result, "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                                    "command": " ".join(sys.argv)}  # fmt: skip
+    RESULTS.write_text(json.dumps(existing, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
