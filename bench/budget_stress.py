@@ -8,7 +8,7 @@
 Reports the overshoot (must be exactly $0.00) and how much of the cap was used: after the
 burst the refused requests are retried one by one, and the money left at the end must be less
 than the smallest worst case still refused (nothing that could fit was turned away).
-Writes bench/results/budget_stress.json.
+Writes bench/results/budget_stress.json (budget_stress_redis.json with --redis).
 """
 
 from __future__ import annotations
@@ -219,8 +219,14 @@ def http_run(db_url: str, home: Path, redis_url: str | None, n: int) -> dict[str
     engine = make_engine(db_url)
     upgrade(engine)
     _, secret = create_key(engine, scopes="agent", agent="stress", name="bench")
+    _, admin = create_key(engine, scopes="admin", name="bench-admin")
     apply_policy(engine, POLICY, "bench", datetime.now(UTC))
     mock_port, port = _free_port(), _free_port()
+    script = home / "mock.json"
+    script.write_text(json.dumps([
+        {"match": "LONGSTREAM", "output_tokens": 2000, "chunk_delay_ms": 20},
+        {"output_tokens": 700},  # capped by each request's max_tokens, as real models are
+    ]))  # fmt: skip
     cfg = home / "tether.yaml"
     cfg.write_text(json.dumps({"providers": [{
         "name": "mock", "kind": "openai", "base_url": f"http://127.0.0.1:{mock_port}/v1",
@@ -231,7 +237,8 @@ def http_run(db_url: str, home: Path, redis_url: str | None, n: int) -> dict[str
         env["TETHER_REDIS_URL"] = redis_url
     tether = [sys.executable, "-m", "tether.cli.main"]
     procs = [
-        subprocess.Popen([*tether, "mock-llm", "--port", str(mock_port), "--latency-ms", "20"],
+        subprocess.Popen([*tether, "mock-llm", "--port", str(mock_port), "--latency-ms", "20",
+                          "--script", str(script)],
                          env=env, stdout=subprocess.DEVNULL),
         subprocess.Popen([*tether, "serve", "--workers", "2", "--config", str(cfg)], env=env,
                          stdout=subprocess.DEVNULL),
@@ -239,7 +246,10 @@ def http_run(db_url: str, home: Path, redis_url: str | None, n: int) -> dict[str
     try:
         _wait(f"http://127.0.0.1:{mock_port}/v1/models", procs[0])
         _wait(f"http://127.0.0.1:{port}/healthz", procs[1])
-        return asyncio.run(_fire(f"http://127.0.0.1:{port}", secret, n, engine))
+        base = f"http://127.0.0.1:{port}"
+        out = asyncio.run(_fire(base, secret, admin, n, engine))
+        out["kill_latency_ms"] = asyncio.run(_kills(base, secret, admin))
+        return out
     finally:
         for p in procs:
             p.terminate()
@@ -247,7 +257,7 @@ def http_run(db_url: str, home: Path, redis_url: str | None, n: int) -> dict[str
         engine.dispose()
 
 
-async def _fire(base: str, secret: str, n: int, engine: Any) -> dict[str, Any]:
+async def _fire(base: str, secret: str, admin: str, n: int, engine: Any) -> dict[str, Any]:
     from tether.store import budgets
 
     rng = random.Random(5)
@@ -265,7 +275,9 @@ async def _fire(base: str, secret: str, n: int, engine: Any) -> dict[str, Any]:
             r = await client.post("/llm/v1/chat/completions", json=body, headers=headers)
             if r.status_code == 402:
                 err = r.json().get("error", {})
-                needed = (err.get("details") or {}).get("needed_usd")
+                needed = err.get("needed_usd", (err.get("details") or {}).get("needed_usd"))
+                if needed is None:
+                    raise RuntimeError(f"a 402 without needed_usd: {err}")
                 return {"ok": False, "status": 402, "needed": needed}
             return {"ok": r.status_code == 200, "status": r.status_code, "needed": None}
 
@@ -280,6 +292,7 @@ async def _fire(base: str, secret: str, n: int, engine: Any) -> dict[str, Any]:
         if any(r["status"] not in (200, 402) for r in again):
             raise RuntimeError(f"unexpected statuses {sorted({r['status'] for r in again})}")
     snap = budgets.snapshot(engine, f"run:{run_id}")
+    run_cost = await _run_cost(base, admin, run_id)
     if snap is None:  # Redis ledger: the durable copy has no caps row until a settle
         raise RuntimeError("no budget counter for the run: are budgets enforced?")
     spent = snap[1].spent_nusd
@@ -288,7 +301,67 @@ async def _fire(base: str, secret: str, n: int, engine: Any) -> dict[str, Any]:
     out["admitted_on_retry"] = sum(1 for r in again if r["ok"])
     out["admitted"] += out["admitted_on_retry"]
     out["refused"] = sum(1 for r in again if not r["ok"])
+    # the spans' own total (what the run page shows), written by the gateway independently
+    out["run_cost_usd_from_spans"] = run_cost
+    if run_cost is not None and run_cost > float(CAP_USD):
+        out["overshoot_usd"] = max(out["overshoot_usd"], run_cost - float(CAP_USD))
     return out
+
+
+async def _run_cost(base: str, secret: str, run_id: str) -> float | None:
+    """The run's cost_usd from the API, once the span writer has caught up (<= 10 s)."""
+    headers = {"Authorization": f"Bearer {secret}"}
+    last = None
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        for _ in range(100):
+            r = await client.get(f"/api/v1/runs/{run_id}", headers=headers)
+            if r.status_code != 200:
+                return None
+            cost = r.json().get("cost_usd")
+            if cost is not None and cost == last:
+                return float(cost)
+            last = cost
+            await asyncio.sleep(0.1)
+    return None if last is None else float(last)
+
+
+async def _kills(base: str, secret: str, admin: str, n: int = 10) -> dict[str, float]:
+    """Streams in flight on either worker, killed through the API (landing on either worker):
+    the time from sending the kill to the stream's end."""
+    out = []
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        for i in range(n):
+            run_id = f"run_kill_{uuid.uuid4().hex[:8]}_{i}"
+            headers = {"Authorization": f"Bearer {secret}", "X-Tether-Run-Id": run_id}
+            body = {"model": "mock-small", "max_tokens": 2000, "stream": True,
+                    "messages": [{"role": "user", "content": "LONGSTREAM please"}]}  # fmt: skip
+            async with client.stream("POST", "/llm/v1/chat/completions", json=body,
+                                     headers=headers) as resp:  # fmt: skip
+                if resp.status_code != 200:
+                    raise RuntimeError(f"stream refused: {resp.status_code}")
+                lines = resp.aiter_lines()
+                async for line in lines:
+                    if line.startswith("data:"):
+                        break
+                t0 = time.perf_counter()
+                k = await client.post(f"/api/v1/runs/{run_id}/kill",
+                                      headers={"Authorization": f"Bearer {admin}"})  # fmt: skip
+                if k.status_code != 200:
+                    raise RuntimeError(f"kill failed: {k.status_code} {k.text}")
+                t1 = time.perf_counter()
+                async for _ in lines:
+                    pass
+                t2 = time.perf_counter()
+                out.append(((t2 - t0) * 1000, (t2 - t1) * 1000))
+    sent = sorted(o[0] for o in out)
+    acked = sorted(o[1] for o in out)
+    return {
+        "p50": round(sent[len(sent) // 2], 1),
+        "max": round(sent[-1], 1),
+        "n": len(out),
+        "after_ack_p50": round(acked[len(acked) // 2], 1),
+        "after_ack_max": round(acked[-1], 1),
+    }
 
 
 def routes_exist() -> bool:
@@ -330,8 +403,16 @@ def main() -> None:
                   f"spent ${r['spent_usd']:.6f} of ${r['cap_usd']:.2f}  "
                   f"overshoot ${r['overshoot_usd']:.2f}  left ${r['left_usd']:.6f}  "
                   f"cap used up: {r['cap_used_up']}  ({r['seconds']} s)")  # fmt: skip
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+            if "kill_latency_ms" in r:
+                k = r["kill_latency_ms"]
+                print(f"{kind:10} kill sent -> stream end: p50 {k['p50']} ms, max {k['max']} ms"
+                      f" (after the kill's 200: p50 {k['after_ack_p50']}, max "
+                      f"{k['after_ack_max']} ms) over {k['n']} kills, 2 workers; run cost from "
+                      "spans "
+                      f"${r['run_cost_usd_from_spans']}")  # fmt: skip
+    path = RESULTS.with_name("budget_stress_redis.json") if redis_url else RESULTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
     bad = [k for k, res in report["runs"].items() for r in res.values() if r["overshoot_usd"]]
     sys.exit(1 if bad else 0)
 
