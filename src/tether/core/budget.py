@@ -51,7 +51,7 @@ class RunLimits:
     max_cost_usd: Decimal | None = None
     max_tokens: int | None = None
     max_llm_calls: int | None = None
-    max_duration_s: int | None = None
+    max_duration_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -235,8 +235,9 @@ def limits_from_mapping(
         v = run.get(key)
         return None if v is None else int(v)
 
+    secs = None if run.get("max_duration_s") is None else float(run["max_duration_s"])
     return Limits(
-        run=RunLimits(usd(run), num("max_tokens"), num("max_llm_calls"), num("max_duration_s")),
+        run=RunLimits(usd(run), num("max_tokens"), num("max_llm_calls"), secs),
         agent_day_usd=usd(b.get("day")),
         user_day_usd=usd(b.get("user_day")),
         key_day_usd=usd(b.get("key_day")),
