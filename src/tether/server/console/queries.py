@@ -5,21 +5,33 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, select
+from sqlalchemy import Connection, Engine, case, func, select, text
 from sqlalchemy.sql import ColumnElement
 
 from tether.store.costs import day_of
 from tether.store.engine import reading
-from tether.store.tables import approvals, runs
+from tether.store.tables import agents, approvals, runs
 
 KPI_DAYS = 7
 SPARK_DAYS = 14
 ANOMALY_FACTOR = 2.0
 ANOMALY_FLOOR_NUSD = 10_000_000  # $0.01: a day that cheap is never an anomaly
+
+
+@contextmanager
+def aggregating(engine: Engine) -> Iterator[Connection]:
+    """A read connection for GROUP BY queries: on PostgreSQL, enough work_mem that tens of
+    thousands of runs hash-aggregate in memory instead of sorting on disk (4 MB default)."""
+    with reading(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SET LOCAL work_mem = '32MB'"))
+        yield conn
 
 
 def duration_ms(conn: Connection) -> ColumnElement[float]:
@@ -59,6 +71,11 @@ class Anomaly:
         return self.value_nusd / self.baseline_nusd if self.baseline_nusd else float("inf")
 
 
+def _iso(day: Any) -> str:
+    """store.costs.day_of gives text on SQLite and a date on PostgreSQL."""
+    return day if isinstance(day, str) else day.isoformat()
+
+
 def day_list(now: datetime, days: int) -> list[str]:
     today = now.date()
     return [(today - timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
@@ -72,7 +89,7 @@ def agent_overview(engine: Engine, *, now: datetime) -> list[AgentVersionStats]:
     kpi_from = (now.date() - timedelta(days=KPI_DAYS - 1)).isoformat()
     c = runs.c
     out: dict[tuple[str, str | None], AgentVersionStats] = {}
-    with reading(engine) as conn:
+    with aggregating(engine) as conn:
         day = day_of(conn, c.started_at)
         q = (
             select(
@@ -83,7 +100,8 @@ def agent_overview(engine: Engine, *, now: datetime) -> list[AgentVersionStats]:
             .where(c.started_at >= since, c.agent.is_not(None))
             .group_by(c.agent, c.version, day)
         )  # fmt: skip
-        for agent, version, d, n, cost, live in conn.execute(q):
+        for agent, version, day_value, n, cost, live in conn.execute(q):
+            d = _iso(day_value)
             st = out.get((agent, version))
             if st is None:
                 st = out[(agent, version)] = AgentVersionStats(
@@ -177,7 +195,7 @@ def daily_cost_by_agent(
     c = runs.c
     since = datetime.fromisoformat(days[0]).replace(tzinfo=UTC)
     out: dict[str, list[int]] = {}
-    with reading(engine) as conn:
+    with aggregating(engine) as conn:
         day = day_of(conn, c.started_at)
         q = (
             select(c.agent, day, func.coalesce(func.sum(c.cost_nusd), 0))
@@ -187,7 +205,14 @@ def daily_cost_by_agent(
         if agent is not None:
             q = q.where(c.agent == agent)
         index = {d: i for i, d in enumerate(days)}
-        for name, d, cost in conn.execute(q):
+        for name, day_value, cost in conn.execute(q):
+            d = _iso(day_value)
             if d in index:
                 out.setdefault(name, [0] * len(days))[index[d]] += int(cost)
     return out
+
+
+def agent_names(engine: Engine) -> list[str]:
+    """For filter drop-downs: the agents table, not an aggregate over runs."""
+    with reading(engine) as conn:
+        return list(conn.execute(select(agents.c.name).order_by(agents.c.name)).scalars())

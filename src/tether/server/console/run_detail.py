@@ -51,6 +51,16 @@ def waterfall(rows: list[dict[str, Any]], now: datetime) -> tuple[float, list[di
     return total_ms, rows
 
 
+def span_decisions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The policy verdicts the MCP gateway stamped on tool spans (`tether.decision`)."""
+    out = []
+    for r in rows:
+        dec = (r.get("attributes") or {}).get("tether.decision")
+        if isinstance(dec, dict) and dec.get("decision"):
+            out.append({"span": r, **dec})
+    return out
+
+
 def _run_checkpoints(state: State, run_id: str) -> list[dict[str, Any]]:
     c = checkpoints.c
     q = select(checkpoints).where(c.run_id == run_id).order_by(c.created_at.desc()).limit(20)
@@ -78,6 +88,7 @@ def _run_context(state: State, run_id: str, now: datetime) -> dict[str, Any]:
         "span_total": len(flat),
         "burn": sources.run_burn(state, run, now),
         "decisions": sources.run_decisions(state, run_id),
+        "verdicts": span_decisions(rows),
         "approvals": sources.run_approvals(state, run_id),
         "checkpoints": _run_checkpoints(state, run_id),
         "feedback": feedback_store.list_feedback(state.engine, run_id),

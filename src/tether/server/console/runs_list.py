@@ -14,10 +14,10 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from tether.core.errors import BadRequestError, TetherError
+from tether.server.console import queries
 from tether.server.console.render import page
 from tether.server.console.session import Viewer, viewer
 from tether.server.deps import State, get_state
-from tether.store import agents as agent_store
 from tether.store import runs as run_store
 
 router = APIRouter()
@@ -135,7 +135,7 @@ async def runs_page(
     request: Request, who: Viewer = Depends(viewer), state: State = Depends(get_state)
 ) -> HTMLResponse:
     ctx = await run_in_threadpool(_rows_context, request, state, None)
-    agents = await run_in_threadpool(agent_store.list_agents, state.engine)
+    agents = await run_in_threadpool(queries.agent_names, state.engine)
     return page(
         request,
         "runs.html",
