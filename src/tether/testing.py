@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
 from tether.sdk import _values as v
-from tether.sdk._config import Sdk, swap
+from tether.sdk._config import Sdk, new_provider, swap
 from tether.sdk._http import Http
 
 Decide = Callable[[dict[str, Any]], "dict[str, Any] | str"]
@@ -225,9 +224,7 @@ def capture(*, decide: Decide | None = None, approve: Approve | None = None) -> 
     ("approved", "denied", "expired"; default "approved").
     """
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": "tether-test"}), shutdown_on_exit=False
-    )
+    provider = new_provider({"service.name": "tether-test"})
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     cap = Capture(exporter)
     transport = httpx.MockTransport(_handler(cap, decide, approve))

@@ -106,3 +106,18 @@ def test_tool_spans_reach_tether_over_otlp(sdk: FakeTether) -> None:
     assert span["attributes"]["input.value"] == '{"email": "a@b.c", "include_orders": false}'
     assert span["trace_id"] == run.trace_id
     assert span["parent_id"] == sdk.span("triage")["span_id"]
+
+
+def test_spans_inside_a_run_carry_its_attribution() -> None:
+    with capture() as cap, tether.run(agent="triage", task_id="T-5", user="zoe", version="v9"):
+        lookup_customer("a@b.c")
+        with tether.run(agent="inner", task_id="T-6"):
+            lookup_customer("c@d.e")
+    outer_call, inner_call = cap.tool_calls
+    assert outer_call.attributes["tether.agent"] == "triage"
+    assert outer_call.attributes["tether.task_id"] == "T-5"
+    assert outer_call.attributes["tether.user"] == "zoe"
+    assert outer_call.attributes["tether.agent_version"] == "v9"
+    assert inner_call.attributes["tether.agent"] == "inner"
+    assert "tether.user" not in inner_call.attributes
+    assert {r.agent for r in cap.runs} == {"triage", "inner"}

@@ -86,7 +86,7 @@ def init(
         attrs: dict[str, Any] = {"telemetry.sdk.name": "tether"}
         if service_name:
             attrs["service.name"] = service_name
-        provider = TracerProvider(resource=Resource.create(attrs), shutdown_on_exit=False)
+        provider = new_provider(attrs)
         exporter = TetherSpanExporter(url, api_key=api_key, timeout_s=export_timeout_s, stats=stats)
         processor = CountingBatchSpanProcessor(
             exporter, stats, max_queue=max_queue, schedule_delay_ms=schedule_delay_ms
@@ -101,6 +101,15 @@ def init(
     if old is not None:
         # flushing may wait on a slow tether: never on the caller's thread
         threading.Thread(target=old.close, name="tether-sdk-close", daemon=True).start()
+
+
+def new_provider(resource: dict[str, Any]) -> TracerProvider:
+    """A TracerProvider of the SDK's own (never the global one), stamping run attribution."""
+    from tether.sdk._run import RunAttribution
+
+    provider = TracerProvider(resource=Resource.create(resource), shutdown_on_exit=False)
+    provider.add_span_processor(RunAttribution())
+    return provider
 
 
 def _defaults(url: str | None, api_key: str | None) -> tuple[str, str | None]:

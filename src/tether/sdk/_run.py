@@ -11,6 +11,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import Span, Status, StatusCode, format_trace_id
 
 from tether.sdk import _values as v
@@ -24,6 +25,26 @@ _current: contextvars.ContextVar[Run | None] = contextvars.ContextVar("tether_ru
 def current_run() -> Run | None:
     """The run the calling code is inside, or None."""
     return _current.get()
+
+
+class RunAttribution(SpanProcessor):
+    """Stamps the current run's agent, version, task and user on every span started inside it,
+    so each span is attributed even if it reaches tether before the run's root span does."""
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        run = _current.get()
+        if run is None or run.span is None:
+            return
+        present = span.attributes or {}  # type: ignore[attr-defined]
+        attrs = v.clean(
+            {
+                v.AGENT: run.agent,
+                v.AGENT_VERSION: run.version,
+                v.TASK_ID: run.task_id,
+                v.USER: run.user,
+            }
+        )
+        span.set_attributes({k: x for k, x in attrs.items() if k not in present})
 
 
 class Run:

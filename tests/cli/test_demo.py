@@ -1,0 +1,122 @@
+"""`tether demo --no-serve` and `--seed-only` produce the demo's runs: three agents, a failed run,
+a tool error, a budget-killed run, a run held for approval and an OTLP-only agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ServerProcess, free_port
+from tether.store.engine import make_engine
+from tether.store.keys import create_key
+from tether.store.migrate import upgrade
+
+
+def _tether(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tether.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    return {
+        **env,
+        "TETHER_HOME": str(home),
+        "TETHER_LOG_LEVEL": "warning",
+        "COLUMNS": "200",
+        **extra,
+    }
+
+
+def _rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.mark.slow
+def test_demo_no_serve_writes_the_demo_runs_on_a_fresh_database(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    port = str(free_port())
+    home.mkdir()
+    with sqlite3.connect(home / "demo.db") as conn:  # a previous demo's database: wiped
+        conn.execute("CREATE TABLE leftover (x INTEGER)")
+    first = _tether("demo", "--no-serve", "--pace", "0", "--port", port, env=_env(home))
+    assert first.returncode == 0, first.stdout + first.stderr
+    out = first.stdout
+    assert f"console: http://127.0.0.1:{port}/" in out
+    assert "killed by its run budget: allowed $0.25, spent $" in out
+    assert "waits for approval apr_" in out
+    db = home / "demo.db"
+    runs = _rows(db, "SELECT agent, version, status, error, cost_nusd, kill_reason FROM runs")
+    agents = {r[0] for r in runs}
+    assert {"triage", "research", "coding", "support", "support-bot"} <= agents
+    assert {r[1] for r in runs if r[0] == "triage"} == {"v1", "v2"}
+    assert any(r[2] == "failed" and "no customer with email" in str(r[3]) for r in runs)
+    killed = [r for r in runs if r[2] == "killed"]
+    assert len(killed) == 1 and killed[0][0] == "coding" and "run budget" in str(killed[0][5])
+    assert killed[0][4] <= 250_000_000  # never more than the $0.25 cap, in nano-dollars
+    assert [r[0] for r in runs if r[2] == "awaiting_approval"] == ["support"]
+    assert len({r[4] for r in runs if r[4]}) > 3  # different models, different costs
+    tool_errors = _rows(
+        db, "SELECT name, error FROM spans WHERE kind = 'tool' AND status = 'error'"
+    )
+    assert (
+        "crm.lookup_customer",
+        "DemoToolError: no customer with email dave@unknown.example",
+    ) in tool_errors
+    assert any(name == "web.fetch" and "404 Not Found" in err for name, err in tool_errors)
+    users = {r[0] for r in _rows(db, 'SELECT DISTINCT "user" FROM runs')}
+    assert {"alice", "bob", "carol", "dana", "erin"} <= users
+    assert _rows(db, "SELECT COUNT(*) FROM feedback")[0][0] >= 2
+    assert _rows(db, "SELECT COUNT(*) FROM scores")[0][0] == 3
+
+    assert _rows(db, "SELECT name FROM sqlite_master WHERE name = 'leftover'") == []
+
+
+@pytest.mark.slow
+def test_seed_only_sends_to_a_running_tether(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'tether.db'}"
+    engine = make_engine(db_url)
+    upgrade(engine)
+    _, admin_secret = create_key(engine, scopes="admin", name="test")
+    engine.dispose()
+    server = ServerProcess(tmp_path / "srv", db_url)
+    try:
+        env = _env(tmp_path / "client", TETHER_URL=server.url, TETHER_API_KEY=admin_secret)
+        done = _tether("demo", "--seed-only", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        api = httpx.Client(
+            base_url=server.url + "/api/v1", headers={"Authorization": f"Bearer {admin_secret}"}
+        )
+        runs = api.get("/runs", params={"limit": 200}).json()["items"]
+        by_agent = {a: [r for r in runs if r["agent"] == a] for a in {r["agent"] for r in runs}}
+        assert len(by_agent["triage"]) == 6
+        assert len(by_agent["research"]) == 3
+        assert {r["status"] for r in by_agent["coding"]} >= {"succeeded", "failed"}
+        failed = next(r for r in by_agent["triage"] if r["status"] == "failed")
+        detail = api.get(f"/runs/{failed['id']}").json()
+        tool = detail["spans"][0]["children"][0]
+        assert tool["name"] == "crm.lookup_customer" and tool["status"] == "error"
+        assert json.loads(tool["input"]) == {"email": "dave@unknown.example"}
+        # no mock LLM behind this server's gateway: the budget scenario says so and moves on
+        assert "budget scenario skipped" in done.stdout
+        (held,) = api.get("/approvals", params={"status": "pending"}).json()["items"]
+        assert (held["agent"], held["tool"]) == ("support", "mail.send")
+        assert held["arguments"]["to"] == "cfo@acme.example"
+        assert api.post(f"/approvals/{held['id']}/deny").status_code == 200
+    finally:
+        server.stop()
