@@ -8,8 +8,10 @@ trace whose run it is; else every request is a run of its own (its id comes back
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -36,6 +38,7 @@ from tether.gateway.llm.spans import SpanWriter
 from tether.store.ingest import ensure_run
 from tether.store.tables import runs
 
+log = logging.getLogger("tether.gateway")
 Authenticate = Callable[[Request], Awaitable[Any]]
 MAX_STORED_CHARS = 32_000
 _RUN_CACHE = 20_000
@@ -92,6 +95,7 @@ class Gateway:
         self.writer = SpanWriter(engine)
         # run id -> when it started (runs this process has already made sure exist)
         self._runs: dict[str, datetime] = {}
+        self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------ who and which run
 
@@ -142,20 +146,32 @@ class Gateway:
     async def run_started_at(self, call: Call) -> datetime:
         """Makes sure the run exists (once per process) and returns when it started.
 
-        A run of its own that does not stream is left to the span writer: nobody can kill or
-        address it before its only call ends, and the request skips a database write.
+        A run of its own is new, so nobody can have killed it: it is written off the request
+        path (a stream's run in the background, so that a kill can find it; otherwise by the
+        span writer with the call's span).
         """
         run_id = call.caller.run_id
         hit = self._runs.get(run_id)
         if hit is not None:
             return hit
-        if call.is_root and not call.stream:
+        if call.is_root:
+            if call.stream:
+                task = asyncio.create_task(self._ensure_run_later(call))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             return call.started_at
         started = await anyio.to_thread.run_sync(self._ensure_run, call)
         if len(self._runs) > _RUN_CACHE:
             self._runs.clear()
         self._runs[run_id] = started
         return started
+
+    async def _ensure_run_later(self, call: Call) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._ensure_run, call)
+        except Exception:  # the span writer creates the run anyway; only an early kill misses it
+            log.warning("could not create run %s ahead of its stream", call.caller.run_id,
+                        exc_info=True)  # fmt: skip
 
     def _ensure_run(self, call: Call) -> datetime:
         with self.engine.begin() as conn:
@@ -180,7 +196,7 @@ class Gateway:
         limits = self.guard.limits(policy)
         started = await self.run_started_at(call)
         now = datetime.now(UTC)
-        if not (call.is_root and not call.stream):
+        if not call.is_root:
             deadline = None
             if limits.run.max_duration_s is not None:
                 deadline = started + timedelta(seconds=limits.run.max_duration_s)
@@ -220,8 +236,8 @@ class Gateway:
             else:
                 await self.guard.release(call.admission, now)
         finally:
-            self.writer.submit(self._span(call, usage, cost, output, error, status_code,
-                                          outcome, now))  # fmt: skip
+            self.writer.submit(lambda: self._span(call, usage, cost, output, error, status_code,
+                                                  outcome, now))  # fmt: skip
 
     def _span(
         self, call: Call, usage: Usage | None, cost: int | None, output: str | None,

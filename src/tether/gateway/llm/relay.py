@@ -92,6 +92,7 @@ class StreamRelay:
 
     async def _finish(self) -> None:
         err = self.error
+        msg: str | None = None
         if err is None and self.outcome == "client_disconnected":
             msg = "the client went away mid-stream"
         else:

@@ -152,11 +152,11 @@ class LLMRoutes:
                 if not isinstance(data, dict):
                     raise ValueError("not an object")
             except ValueError:
-                exc = malformed(provider.config.name, "the body is not a JSON object")
+                bad = malformed(provider.config.name, "the body is not a JSON object")
                 finished = True
-                await gw.finish(call, usage=None, output=None, error=exc.message,
-                                status_code=exc.http_status, outcome="upstream_error")  # fmt: skip
-                return error_response(exc, anthropic)
+                await gw.finish(call, usage=None, output=None, error=bad.message,
+                                status_code=bad.http_status, outcome="upstream_error")  # fmt: skip
+                return error_response(bad, anthropic)
             usage = provider.usage(data)
             text = provider.output_text(data)
             if not usage.reported:

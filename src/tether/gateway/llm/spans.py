@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 
@@ -27,14 +27,15 @@ class SpanWriter:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._queue: asyncio.Queue[SpanRecord] = asyncio.Queue()
+        self._queue: asyncio.Queue[SpanRecord | Callable[[], SpanRecord]] = asyncio.Queue()
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self.written = 0
         self.failed = 0
 
-    def submit(self, record: SpanRecord) -> None:
+    def submit(self, record: SpanRecord | Callable[[], SpanRecord]) -> None:
+        """Queues a span, or a function that builds it (called later, off the request path)."""
         self._pending += 1
         self._idle.clear()
         self._queue.put_nowait(record)
@@ -46,7 +47,7 @@ class SpanWriter:
     async def run(self) -> None:
         while True:
             first = await self._queue.get()
-            batch = [first]
+            batch: list[SpanRecord | Callable[[], SpanRecord]] = [first]
             deadline = time.monotonic() + BATCH_WINDOW_S
             while len(batch) < MAX_BATCH:
                 left = deadline - time.monotonic()
@@ -58,7 +59,13 @@ class SpanWriter:
                     break
             await self._write(batch)
 
-    async def _write(self, batch: list[SpanRecord]) -> None:
+    async def _write(self, queued: list[SpanRecord | Callable[[], SpanRecord]]) -> None:
+        batch = []
+        for q in queued:
+            try:
+                batch.append(q if isinstance(q, SpanRecord) else q())
+            except Exception:  # a bug in one span must not lose the others
+                log.exception("could not build a gateway span")
         for attempt in range(3):
             try:
                 with anyio.CancelScope(shield=True):
@@ -67,13 +74,24 @@ class SpanWriter:
                 break
             except Exception:  # a failed write is retried, then logged: never the request's fault
                 if attempt == 2:
-                    self.failed += len(batch)
-                    log.exception("could not store %d gateway spans", len(batch))
+                    await self._one_by_one(batch)
                 else:
                     await asyncio.sleep(0.05 * (attempt + 1))
-        self._pending -= len(batch)
+        self._pending -= len(queued)
         if self._pending == 0:
             self._idle.set()
+
+    async def _one_by_one(self, batch: list[SpanRecord]) -> None:
+        """The batch keeps failing: store every span that can be stored on its own."""
+        for record in batch:
+            try:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._write_sync, [record])
+                self.written += 1
+            except Exception:
+                self.failed += 1
+                log.exception("could not store gateway span %s of run %s", record.span_id,
+                              record.run_id)  # fmt: skip
 
     def _write_sync(self, batch: list[SpanRecord]) -> None:
         write_spans(self.engine, batch, now=datetime.now(UTC), source="gateway")

@@ -1,0 +1,244 @@
+"""LLM gateway overhead: the same requests straight to tether's mock LLM and through tether
+(and, with `--vs litellm`, through LiteLLM's proxy against the same mock), interleaved.
+
+    .venv/bin/python bench/gateway.py [--requests 2000] [--vs litellm]
+
+Prints added p50/p99 latency at concurrency 1 and throughput at concurrency 32, streaming and
+not; writes bench/results/gateway.json. Targets: added p50 <= 1 ms and p99 <= 5 ms at c=1 not
+streaming; throughput through tether at c=32 >= 4x LiteLLM's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import free_port, wait_http  # noqa: E402
+
+from tether.store.engine import make_engine  # noqa: E402
+from tether.store.keys import create_key  # noqa: E402
+from tether.store.migrate import upgrade  # noqa: E402
+
+LITELLM_VENV = Path("/tmp/tether-litellm-venv")
+PROMPT = "summarise the incident report for the on call engineer in three short sentences please"
+BODY = {"model": "mock-small", "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": 64}  # fmt: skip
+
+
+def spawn(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Any:
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def start_litellm(mock_url: str, tmp: Path) -> tuple[Any, str]:
+    if not (LITELLM_VENV / "bin" / "litellm").exists():
+        print("installing litellm[proxy] into", LITELLM_VENV, "(once)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"],
+                       check=True)  # fmt: skip
+    cfg = tmp / "litellm.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model_list": [{"model_name": "mock-small", "litellm_params": {
+            "model": "openai/mock-small", "api_base": mock_url + "/v1", "api_key": "sk-mock"}}],
+        "general_settings": {"master_key": "sk-litellm-bench"},
+        "litellm_settings": {"drop_params": True, "telemetry": False},
+    }))  # fmt: skip
+    port = free_port()
+    proc = spawn(
+        [
+            str(LITELLM_VENV / "bin" / "litellm"),
+            "--config",
+            str(cfg),
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ],
+        {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"},
+        tmp / "litellm.log",
+    )
+    wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120, proc=None)
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+async def one(client: httpx.AsyncClient, url: str, key: str, stream: bool) -> float:
+    body = dict(BODY, stream=True) if stream else BODY
+    headers = {"authorization": f"Bearer {key}"}
+    t0 = time.perf_counter()
+    if stream:
+        async with client.stream("POST", url + "/chat/completions", json=body,
+                                 headers=headers) as r:  # fmt: skip
+            async for _ in r.aiter_raw():
+                pass
+    else:
+        r = await client.post(url + "/chat/completions", json=body, headers=headers)
+    if r.status_code != 200:
+        raise RuntimeError(f"{url}: HTTP {r.status_code}")
+    return time.perf_counter() - t0
+
+
+async def worker(client: httpx.AsyncClient, url: str, key: str, stream: bool, todo: Any,
+                 out: list[float]) -> None:  # fmt: skip
+    for _ in todo:
+        out.append(await one(client, url, key, stream))
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] * 1000.0
+
+
+def summary(lat: list[float], wall: float | None = None) -> dict[str, float]:
+    out = {"p50_ms": round(pct(lat, 0.50), 3), "p99_ms": round(pct(lat, 0.99), 3),
+           "mean_ms": round(statistics.fmean(lat) * 1000, 3)}  # fmt: skip
+    if wall:
+        out["throughput_rps"] = round(len(lat) / wall, 1)
+    return out
+
+
+async def sequential(targets: dict[str, tuple[str, str]], n: int, stream: bool) -> dict[str, Any]:
+    """Concurrency 1, one request to each target in turn, so drift hits all alike."""
+    lat: dict[str, list[float]] = {name: [] for name in targets}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for url, key in targets.values():  # warm the pools
+            for _ in range(50):
+                await one(client, url, key, stream)
+        for _ in range(n):
+            for name, (url, key) in targets.items():
+                lat[name].append(await one(client, url, key, stream))
+    return {name: summary(v) for name, v in lat.items()}
+
+
+async def concurrent(targets: dict[str, tuple[str, str]], n: int, stream: bool,
+                     conc: int = 32, blocks: int = 4) -> dict[str, Any]:  # fmt: skip
+    """Concurrency `conc`, in blocks that alternate between targets."""
+    lat: dict[str, list[float]] = {name: [] for name in targets}
+    wall: dict[str, float] = dict.fromkeys(targets, 0.0)
+    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        for url, key in targets.values():
+            await asyncio.gather(*(one(client, url, key, stream) for _ in range(conc * 2)))
+        for _ in range(blocks):
+            for name, (url, key) in targets.items():
+                todo = iter(range(n // blocks))
+                t0 = time.perf_counter()
+                await asyncio.gather(
+                    *(worker(client, url, key, stream, todo, lat[name]) for _ in range(conc))
+                )
+                wall[name] += time.perf_counter() - t0
+    return {name: summary(v, wall[name]) for name, v in lat.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--vs", choices=["litellm"], default=None)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="tether-bench-gw-"))
+    procs = []
+    try:
+        mock_port = free_port()
+        procs.append(spawn([sys.executable, "-m", "tether.cli.main", "mock-llm", "--port",
+                            str(mock_port)]))  # fmt: skip
+        mock_url = f"http://127.0.0.1:{mock_port}"
+        wait_http(mock_url + "/v1/models")
+        (tmp / "tether.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "providers": [
+                        {"name": "mock", "base_url": mock_url + "/v1", "models": ["mock-small"]}
+                    ]
+                }
+            )
+        )
+        db = f"sqlite:///{tmp / 'tether.db'}"
+        engine = make_engine(db)
+        upgrade(engine)
+        key = create_key(engine, scopes="agent", agent="bench")[1]
+        engine.dispose()
+        port = free_port()
+        procs.append(spawn([sys.executable, "-m", "tether.cli.main", "serve", "--config",
+                            str(tmp / "tether.yaml")],
+                           {"TETHER_HOME": str(tmp), "TETHER_DATABASE_URL": db,
+                            "TETHER_PORT": str(port), "TETHER_LOG_LEVEL": "warning"},
+                           tmp / "tether.log"))  # fmt: skip
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        targets = {"direct": (mock_url + "/v1", "none"),
+                   "tether": (f"http://127.0.0.1:{port}/llm/v1", key)}  # fmt: skip
+        if args.vs == "litellm":
+            proc, url = start_litellm(mock_url, tmp)
+            procs.append(proc)
+            targets["litellm"] = (url, "sk-litellm-bench")
+        results: dict[str, Any] = {}
+        for stream in (False, True):
+            mode = "stream" if stream else "non_stream"
+            c1 = asyncio.run(sequential(targets, args.requests, stream))
+            c32 = asyncio.run(concurrent(targets, args.requests, stream))
+            results[mode] = {"c1": c1, "c32": c32}
+            for name in targets:
+                if name == "direct":
+                    continue
+                c1[name]["added_p50_ms"] = round(c1[name]["p50_ms"] - c1["direct"]["p50_ms"], 3)
+                c1[name]["added_p99_ms"] = round(c1[name]["p99_ms"] - c1["direct"]["p99_ms"], 3)
+            report(mode, c1, c32)
+        ns = results["non_stream"]
+        verdict: dict[str, Any] = {
+            "added_p50_le_1ms": ns["c1"]["tether"]["added_p50_ms"] <= 1.0,
+            "added_p99_le_5ms": ns["c1"]["tether"]["added_p99_ms"] <= 5.0,
+        }
+        if "litellm" in targets:
+            for mode in ("non_stream", "stream"):
+                r = results[mode]["c32"]
+                ratio = r["tether"]["throughput_rps"] / r["litellm"]["throughput_rps"]
+                verdict[f"{mode}_c32_throughput_vs_litellm"] = round(ratio, 2)
+            ratio = verdict["non_stream_c32_throughput_vs_litellm"]
+            verdict["throughput_ge_4x_litellm"] = ratio >= 4
+        print(json.dumps(verdict, indent=2))
+        out = {"benchmark": "gateway", "requests_per_cell": args.requests, "body": BODY,
+               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                           "load_avg_1m": os.getloadavg()[0]},
+               "results": results, "verdict": verdict}  # fmt: skip
+        dest = ROOT / "bench" / "results" / "gateway.json"
+        dest.write_text(json.dumps(out, indent=2) + "\n")
+        print("wrote", dest)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def report(mode: str, c1: dict[str, Any], c32: dict[str, Any]) -> None:
+    print(f"\n== {mode}")
+    print(f"{'target':<9} {'c1 p50':>9} {'c1 p99':>9} {'added p50':>10} {'added p99':>10} "
+          f"{'c32 rps':>9} {'c32 p50':>9} {'c32 p99':>9}")  # fmt: skip
+    for name in c1:
+        a = c1[name]
+        b = c32[name]
+        added = f"{a.get('added_p50_ms', 0):>10.3f} {a.get('added_p99_ms', 0):>10.3f}"
+        c32 = f"{b['throughput_rps']:>9.1f} {b['p50_ms']:>9.3f} {b['p99_ms']:>9.3f}"
+        print(f"{name:<9} {a['p50_ms']:>9.3f} {a['p99_ms']:>9.3f} {added} {c32}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
