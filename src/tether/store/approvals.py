@@ -9,6 +9,8 @@ CLI on the same database, another server replica) wakes them within ~50 ms.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -211,12 +213,47 @@ def expire_due(engine: Engine, *, now: datetime) -> list[Approval]:
     return [expire(engine, i, now=now) for i in due]
 
 
+class Wakers:
+    """In-process events for waiters, set when this process decides a hold (no polling wait)."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, set[anyio.Event]] = {}
+
+    @contextmanager
+    def watch(self, approval_id: str) -> Iterator[anyio.Event]:
+        event = anyio.Event()
+        self.events.setdefault(approval_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            found = self.events.get(approval_id, set())
+            found.discard(event)
+            if not found:
+                self.events.pop(approval_id, None)
+
+    def wake(self, approval_id: str) -> None:
+        for event in self.events.get(approval_id, ()):
+            event.set()
+
+
+def wakers(extras: dict[str, Any]) -> Wakers:
+    """The server process's Wakers, kept in `State.extras`."""
+    found: Wakers = extras.setdefault("approval_wakers", Wakers())
+    return found
+
+
 def _expire_at(engine: Engine, approval_id: str, now: datetime) -> Approval:
     return expire(engine, approval_id, now=now)
 
 
-async def wait(engine: Engine, approval_id: str, *, timeout_s: float) -> Approval:
-    """Returns once the hold is decided or expired, or after `timeout_s` (still pending)."""
+async def wait(
+    engine: Engine, approval_id: str, *, timeout_s: float, wake: anyio.Event | None = None
+) -> Approval:
+    """Returns once the hold is decided or expired, or after `timeout_s` (still pending).
+
+    The store is polled every 50 ms; `wake`, set by a decision made in this process, cuts
+    the wait short.
+    """
     deadline = anyio.current_time() + max(0.0, timeout_s)
     while True:
         current = await anyio.to_thread.run_sync(get, engine, approval_id)
@@ -227,4 +264,9 @@ async def wait(engine: Engine, approval_id: str, *, timeout_s: float) -> Approva
             return await anyio.to_thread.run_sync(_expire_at, engine, approval_id, now)
         if anyio.current_time() >= deadline:
             return current
-        await anyio.sleep(min(POLL_S, max(0.0, deadline - anyio.current_time())))
+        pause = min(POLL_S, max(0.0, deadline - anyio.current_time()))
+        if wake is None or wake.is_set():
+            await anyio.sleep(pause)
+        else:
+            with anyio.move_on_after(pause):
+                await wake.wait()

@@ -146,10 +146,12 @@ async def test_held_call_is_forwarded_soon_after_approval_by_api(deployment: Dep
             r = await anyio.to_thread.run_sync(lambda: httpx.post(
                 f"{deployment.url}/api/v1/approvals/{held['id']}/approve",
                 json={"reason": "looks right"}, headers=deployment.admin_headers()))  # fmt: skip
+            decided = time.monotonic()
             assert r.status_code == 200 and r.json()["status"] == "approved"
     latency = outcome["at"] - sent
-    print(f"approval -> forwarded call result: {latency * 1000:.0f} ms")
-    assert latency < 1.0  # target 100 ms (50 ms store polling); loose for a loaded CI box
+    print(f"approve request sent -> result {latency * 1000:.0f} ms "
+          f"(approve response at {(decided - sent) * 1000:.0f} ms)")
+    assert latency < 2.0  # target 100 ms, measured in bench/approvals.py; loose here
     result = outcome["result"]
     assert not result.is_error and "sent email" in text(result)
     assert progress, "the client got progress notifications while the call was held"

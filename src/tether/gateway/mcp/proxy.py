@@ -161,16 +161,18 @@ class Gateway:
         ))  # fmt: skip
         d = verdict.decision
         info = verdict.to_dict()
+        held_span: dict[str, Any] | None = None
         if verdict.approval is not None:
             webhooks.announce(self.state, verdict.approval)
-            final = await self._await_approval(ctx, call, verdict.approval)
+            final, held_span = await self._await_approval(ctx, verdict.approval)
             info["approval"] = {"status": final.status, "decided_by": final.decided_by,
                                 "reason": final.decision_reason}  # fmt: skip
             if not final.approved:
                 why = final.decision_reason or "no reason given"
                 text = (f"tether: the call to {name} was not approved ({final.status} by "
                         f"{final.decided_by}: {why}); rule {d.rule}")  # fmt: skip
-                return await self._finish(call, name, arguments, started, None, text, info)
+                return await self._finish(call, name, arguments, started, None, text, info,
+                                          held_span)  # fmt: skip
         elif d.outcome == "deny":
             text = f"tether denied {name}: {d.reason} (rule: {d.rule})"
             return await self._finish(call, name, arguments, started, None, text, info)
@@ -181,12 +183,11 @@ class Gateway:
         try:
             result = await self._forward(name, arguments)
         except TetherError as exc:
-            return await self._finish(call, name, arguments, started, None, exc.message, info)
-        await anyio.to_thread.run_sync(
-            lambda: self.guard.mark_returned(call.run_id, d.tags, now=_now(), agent=call.agent)
-        )
+            return await self._finish(call, name, arguments, started, None, exc.message, info,
+                                      held_span)  # fmt: skip
         error = result_text(result) if result.is_error else None
-        return await self._finish(call, name, arguments, started, result, error, info)
+        return await self._finish(call, name, arguments, started, result, error, info, held_span,
+                                  taint=d.tags)  # fmt: skip
 
     async def _forward(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
         server, _, tool = name.partition(".")
@@ -200,28 +201,31 @@ class Gateway:
                             "(see `tether tools list`)")  # fmt: skip
 
     async def _await_approval(
-        self, ctx: Any, call: CallContext, held: approvals.Approval
-    ) -> approvals.Approval:
-        """Waits for the decision, reporting progress so the client knows it is not stuck."""
+        self, ctx: Any, held: approvals.Approval
+    ) -> tuple[approvals.Approval, dict[str, Any]]:
+        """Waits for the decision, reporting progress so the client knows it is not stuck.
+        Returns the decided hold and its `approval` span (written later, off the fast path)."""
         started = _now()
         current = held
         elapsed = 0.0
-        while current.pending:
-            await ctx.session.report_progress(
-                elapsed, None, f"waiting for approval {held.id} of {held.tool}"
-            )
-            current = await approvals.wait(self.engine, held.id, timeout_s=PROGRESS_EVERY_S)
-            elapsed = (_now() - started).total_seconds()
+        with approvals.wakers(self.state.extras).watch(held.id) as event:
+            while current.pending:
+                await ctx.session.report_progress(
+                    elapsed, None, f"waiting for approval {held.id} of {held.tool}"
+                )
+                current = await approvals.wait(self.engine, held.id, timeout_s=PROGRESS_EVERY_S,
+                                               wake=event)  # fmt: skip
+                elapsed = (_now() - started).total_seconds()
         ended = _now()
         error = None if current.approved else f"{current.status}: {current.decision_reason or ''}"
-        await anyio.to_thread.run_sync(lambda: record_span(
-            self.engine, call, kind="approval", name=f"approval {held.tool}", started_at=started,
-            ended_at=ended, input={"approval_id": held.id, "tool": held.tool},
-            output=current.status, error=error, now=ended,
+        span = dict(
+            kind="approval", name=f"approval {held.tool}", started_at=started, ended_at=ended,
+            input={"approval_id": held.id, "tool": held.tool}, output=current.status,
+            error=error, now=ended,
             attributes={"tether.approval.id": held.id, "tether.approval.status": current.status,
                         "tether.approval.decided_by": current.decided_by},
-        ))  # fmt: skip
-        return current
+        )  # fmt: skip
+        return current, span
 
     async def _finish(
         self,
@@ -232,14 +236,24 @@ class Gateway:
         result: types.CallToolResult | None,
         error: str | None,
         info: dict[str, Any],
+        held_span: dict[str, Any] | None = None,
+        taint: frozenset[str] = frozenset(),
     ) -> types.CallToolResult:
+        """Writes the spans (and the run's taint) in one trip to a worker thread."""
         ended = _now()
         output = result_text(result) if result is not None else None
         attributes = {"tether.tool.server": name.partition(".")[0], "tether.decision": info}
-        await anyio.to_thread.run_sync(lambda: record_span(
-            self.engine, call, kind="tool", name=name, started_at=started, ended_at=ended,
-            input=arguments, output=output, error=error, attributes=attributes, now=ended,
-        ))  # fmt: skip
+
+        def write() -> None:
+            if held_span is not None:
+                record_span(self.engine, call, **held_span)
+            record_span(self.engine, call, kind="tool", name=name, started_at=started,
+                        ended_at=ended, input=arguments, output=output, error=error,
+                        attributes=attributes, now=ended)  # fmt: skip
+            if taint:
+                self.guard.mark_returned(call.run_id, taint, now=ended, agent=call.agent)
+
+        await anyio.to_thread.run_sync(write)
         if result is not None:
             return result
         return error_result(error or "tether refused the call", **info)

@@ -72,6 +72,7 @@ async def _decide(state: State, approval_id: str, approve: bool, principal: Prin
         state.engine, approval_id, approve=approve, actor=principal.actor, reason=reason,
         now=datetime.now(UTC),
     ))  # fmt: skip
+    approvals.wakers(state.extras).wake(approval_id)
     return done.to_dict()
 
 
@@ -104,6 +105,7 @@ async def wait(
     principal: Principal = Depends(require("read", "agent")),
 ) -> dict[str, Any]:
     _visible(principal, await run_in_threadpool(approvals.get, state.engine, approval_id))
-    done = await approvals.wait(state.engine, approval_id, timeout_s=timeout_s)
+    with approvals.wakers(state.extras).watch(approval_id) as event:
+        done = await approvals.wait(state.engine, approval_id, timeout_s=timeout_s, wake=event)
     return {"id": done.id, "status": done.status, "reason": done.decision_reason,
             "decided_by": done.decided_by}  # fmt: skip
