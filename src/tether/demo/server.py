@@ -3,6 +3,7 @@ background thread on a fresh SQLite database, `$TETHER_HOME/demo.db`, wiped on e
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ class ThreadedServer:
             time.sleep(0.02)
 
     def stop(self) -> None:
+        # the held approval's long poll is cancelled on purpose; uvicorn would log it as an error
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
         self.server.should_exit = True
         self.thread.join(10)
 
