@@ -5,6 +5,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -16,6 +17,8 @@ from tether.core.errors import BudgetExceededError
 from tether.gateway.llm.ledger import SqlLedger, make_ledger
 from tether.gateway.llm.redis_ledger import RedisLedger
 from tether.store import budgets
+from tether.store.engine import make_engine
+from tether.store.migrate import upgrade
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 USD = 1_000_000_000
@@ -144,3 +147,27 @@ def test_redis_concurrent_reservations_from_two_clients_never_overshoot(
     assert refused and all(spent + s > USD for s in refused)
     durable = budgets.snapshot(db, "run:run_c")
     assert durable is not None and durable[1].spent_nusd == spent
+
+
+def test_default_namespace_is_per_database(db: Engine, tmp_path: Path) -> None:
+    clients = [redis.Redis.from_url(REDIS_URL) for _ in range(3)]
+    a, b = RedisLedger(clients[0], db), RedisLedger(clients[1], db)
+    second = make_engine(f"sqlite:///{tmp_path / 'second.db'}")
+    upgrade(second)
+    other = RedisLedger(clients[2], second)
+    try:
+        assert a.prefix == b.prefix != other.prefix
+        assert a.prefix.startswith("tether:")
+        caps = [ScopeCap("global_day:2026-11-25", USD)]
+        a.reserve(caps, amount_nusd=USD, tokens=0, run_id=None, now=NOW)
+        with pytest.raises(BudgetExceededError):
+            b.reserve(caps, amount_nusd=1, tokens=0, run_id=None, now=NOW)
+        other.reserve(caps, amount_nusd=USD, tokens=0, run_id=None, now=NOW)
+    finally:
+        for ledger in (a, other):
+            keys = list(clients[0].scan_iter(ledger.prefix + "*"))
+            if keys:
+                clients[0].delete(*keys)
+        for c in clients:
+            c.close()
+        second.dispose()

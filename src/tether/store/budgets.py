@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, or_, select, update
@@ -295,6 +295,27 @@ def add_spent_many(
             )
 
 
+_LEDGER_ID_SCOPE = "meta:ledger_id"
+
+
+def ledger_id(engine: Engine, *, candidate: int) -> str:
+    """A random id fixed at the database's first use (kept in the `cap_nusd` of a meta row),
+    so that every process on this database, whatever URL it uses, shares Redis counters, and
+    two databases sharing one Redis (staging and production, tests) never mix theirs."""
+    with engine.begin() as conn:
+        insert_on_conflict(
+            conn, bc,
+            [{"scope": _LEDGER_ID_SCOPE, "cap_nusd": candidate, "spent_nusd": 0,
+              "reserved_nusd": 0, "spent_tokens": 0, "reserved_tokens": 0, "calls": 0,
+              "updated_at": datetime.now(UTC)}],
+            ("scope",),
+        )  # fmt: skip
+        value = conn.execute(
+            select(bc.c.cap_nusd).where(bc.c.scope == _LEDGER_ID_SCOPE)
+        ).scalar_one()
+    return f"{int(value):016x}"
+
+
 def fits_now(engine: Engine, cap: ScopeCap, amount_nusd: int, tokens: int) -> bool:
     """A read-only check (for messages and dry runs); reserve() is the only binding check."""
     snap = snapshot(engine, cap.scope)
@@ -306,6 +327,7 @@ __all__ = [
     "Settlement",
     "add_spent_many",
     "fits_now",
+    "ledger_id",
     "release",
     "reserve",
     "settle",

@@ -1,6 +1,7 @@
 """The budget ledger on Redis: one Lua script checks and holds every scope atomically.
 
-Counters live in hashes `<prefix>b:<scope>`, holds in `<prefix>r:<id>` with an expiry index.
+Counters live in hashes `<prefix>b:<scope>`, holds in `<prefix>r:<id>` with an expiry index;
+the prefix is `tether:<ledger id of the database>:`.
 Settled spend is also written to the database synchronously, inside settle(): the database is
 the durable truth (a counter missing from Redis, after a restart or expiry, is seeded from it),
 and the gateway writes a span per call anyway, so one more short write changes little.
@@ -8,6 +9,7 @@ and the gateway writes a span per call anyway, so one more short write changes l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -110,11 +112,15 @@ class RedisLedger:
     """Ledger on Redis (shared by every tether process), with durable spend in the database."""
 
     def __init__(
-        self, redis: Any, engine: Engine, *, ttl_s: int = DEFAULT_TTL_S, prefix: str = "tether:"
+        self, redis: Any, engine: Engine, *, ttl_s: int = DEFAULT_TTL_S, prefix: str | None = None
     ) -> None:
         self.redis = redis
         self.engine = engine
         self.ttl_s = ttl_s
+        if prefix is None:
+            # one namespace per database: processes sharing it share counters, nobody else
+            candidate = int.from_bytes(os.urandom(8), "big") >> 2
+            prefix = f"tether:{budgets.ledger_id(engine, candidate=candidate)}:"
         self.prefix = prefix
         self._reserve = redis.register_script(_RESERVE)
         self._finish = redis.register_script(_FINISH)
