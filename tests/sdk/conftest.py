@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 import tether
 from tests.conftest import free_port
+from tether.testing import tether_capture  # noqa: F401  (offered to users' conftest.py)
 
 
 def _value(v: AnyValue) -> Any:
