@@ -56,7 +56,9 @@ def status_text(status: str) -> Text:
 def money(usd: float | None) -> str:
     if usd is None:
         return ""
-    return f"${usd:.4f}" if usd < 1 else f"${usd:,.2f}"
+    if usd >= 1:
+        return f"${usd:,.2f}"
+    return f"${usd:.4f}" if usd >= 0.0001 or usd == 0 else f"${usd:.6f}"
 
 
 def duration(ms: float | None) -> str:
@@ -65,20 +67,42 @@ def duration(ms: float | None) -> str:
     return f"{ms:.0f}ms" if ms < 1000 else f"{ms / 1000:.1f}s"
 
 
-def when(iso: str | None) -> str:
-    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S") if iso else ""
+def when(iso: str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return datetime.fromisoformat(iso).strftime(fmt) if iso else ""
 
 
-def runs_table(items: list[dict[str, Any]]) -> Table:
-    table = Table("id", "agent", "version", "status", "task", "user", "cost", "tokens",
-                  "duration", "started", header_style="bold")  # fmt: skip
-    for r in items:
-        table.add_row(
-            r["id"], r["agent"] or "", r["version"] or "", status_text(r["status"]),
-            r["task_id"] or "", r["user"] or "", money(r["cost_usd"]),
-            f"{r['input_tokens'] + r['output_tokens']:,}", duration(r.get("duration_ms")),
-            when(r["started_at"]),
-        )  # fmt: skip
+# Columns by importance: on a narrow terminal the later ones are left out, never the id.
+_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str | Text]], ...] = (
+    ("status", lambda r: status_text(r["status"])),
+    ("agent", lambda r: r["agent"] or ""),
+    ("cost", lambda r: money(r["cost_usd"])),
+    ("started", lambda r: when(r["started_at"], "%m-%d %H:%M:%S")),
+    ("task", lambda r: r["task_id"] or ""),
+    ("duration", lambda r: duration(r.get("duration_ms"))),
+    ("version", lambda r: r["version"] or ""),
+    ("user", lambda r: r["user"] or ""),
+    ("tokens", lambda r: f"{r['input_tokens'] + r['output_tokens']:,}"),
+)
+_ORDER = ("agent", "version", "status", "task", "user", "cost", "tokens", "duration", "started")
+_RIGHT = ("cost", "tokens", "duration")
+
+
+def runs_table(items: list[dict[str, Any]], width: int) -> Table:
+    cells = {name: [get(r) for r in items] for name, get in _COLUMNS}
+    id_width = max((len(r["id"]) for r in items), default=2)
+    budget, shown = width - id_width - 4, set()
+    for name, _ in _COLUMNS:
+        need = max([len(name), *(len(str(c)) for c in cells[name])]) + 3  # padding and border
+        if budget >= need:
+            shown.add(name)
+            budget -= need
+    table = Table(header_style="bold")
+    table.add_column("id", no_wrap=True, min_width=id_width)
+    names = [n for n in _ORDER if n in shown]
+    for name in names:
+        table.add_column(name, justify="right" if name in _RIGHT else "left", no_wrap=True)
+    for i, r in enumerate(items):
+        table.add_row(r["id"], *(cells[n][i] for n in names))
     return table
 
 
@@ -161,7 +185,7 @@ def register(app: typer.Typer) -> None:
         elif not data["items"]:
             console.print("no runs match", highlight=False)
         else:
-            console.print(runs_table(data["items"]))
+            console.print(runs_table(data["items"], console.width))
             if data["next_cursor"]:
                 console.print(f"[dim]more: --cursor {data['next_cursor']}[/]", highlight=False)
 
