@@ -236,8 +236,8 @@ def report(mode: str, c1: dict[str, Any], c32: dict[str, Any]) -> None:
         a = c1[name]
         b = c32[name]
         added = f"{a.get('added_p50_ms', 0):>10.3f} {a.get('added_p99_ms', 0):>10.3f}"
-        c32 = f"{b['throughput_rps']:>9.1f} {b['p50_ms']:>9.3f} {b['p99_ms']:>9.3f}"
-        print(f"{name:<9} {a['p50_ms']:>9.3f} {a['p99_ms']:>9.3f} {added} {c32}", flush=True)
+        busy = f"{b['throughput_rps']:>9.1f} {b['p50_ms']:>9.3f} {b['p99_ms']:>9.3f}"
+        print(f"{name:<9} {a['p50_ms']:>9.3f} {a['p99_ms']:>9.3f} {added} {busy}", flush=True)
 
 
 if __name__ == "__main__":

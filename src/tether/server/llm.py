@@ -59,8 +59,8 @@ def install(app: FastAPI, state: State) -> None:
         killswitch=ks, client=client,
     )  # fmt: skip
     state.extras["llm_gateway"] = gateway
-    for route in LLMRoutes(gateway).routes():
-        app.router.routes.append(route)
+    # first in the route table: the hot path should not be matched against every API route
+    app.router.routes[0:0] = LLMRoutes(gateway).routes()
     app.include_router(_kill_router(ks, state))
 
     @asynccontextmanager
