@@ -165,8 +165,12 @@ class Gateway:
         if verdict.approval is not None:
             webhooks.announce(self.state, verdict.approval)
             final, held_span = await self._await_approval(ctx, verdict.approval)
-            info["approval"] = {"status": final.status, "decided_by": final.decided_by,
-                                "reason": final.decision_reason}  # fmt: skip
+            info["approval"] = {"id": final.id, "status": final.status,
+                                "decided_by": final.decided_by, "reason": final.decision_reason}
+            if final.decided_at is not None:
+                # the latency target: from the decision to the call going upstream
+                lag = (_now() - final.decided_at).total_seconds() * 1000
+                info["approval"]["forwarded_after_ms"] = round(lag, 1)
             if not final.approved:
                 why = final.decision_reason or "no reason given"
                 text = (f"tether: the call to {name} was not approved ({final.status} by "
