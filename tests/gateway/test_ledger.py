@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from tests.conftest import REDIS_URL
-from tether.core.budget import ScopeCap
+from tether.core.budget import CounterState, ScopeCap, fits
 from tether.core.errors import BudgetExceededError
 from tether.gateway.llm.ledger import SqlLedger, make_ledger
 from tether.gateway.llm.redis_ledger import RedisLedger
@@ -171,3 +173,34 @@ def test_default_namespace_is_per_database(db: Engine, tmp_path: Path) -> None:
         for c in clients:
             c.close()
         second.dispose()
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    cap=st.integers(0, 5_000),
+    steps=st.lists(st.tuples(st.integers(0, 1_500), st.floats(0, 1), st.booleans()), max_size=12),
+)
+def test_redis_any_sequence_keeps_settled_spend_within_cap(
+    sqlite_db: Engine, rclient: redis.Redis, prefix: str, cap: int,
+    steps: list[tuple[int, float, bool]],
+) -> None:  # fmt: skip
+    ledger = RedisLedger(rclient, sqlite_db, prefix=prefix)
+    scope = f"run:{uuid.uuid4().hex}"
+    held = []
+    for size, frac, settle_one in steps:
+        before = ledger.snapshot(scope)
+        should_fit = fits(before[1] if before else CounterState(), ScopeCap(scope, cap), size, 0)
+        try:
+            held.append(ledger.reserve([ScopeCap(scope, cap)], amount_nusd=size, tokens=size,
+                                       run_id=None, now=NOW))  # fmt: skip
+            assert should_fit
+        except BudgetExceededError:
+            assert not should_fit
+        if settle_one and held:
+            r = held.pop(0)
+            ledger.settle(r, actual_nusd=int(r.amount_nusd * frac), actual_tokens=0, now=NOW)
+        snap = ledger.snapshot(scope)
+        if snap is not None:
+            assert snap[1].spent_nusd + snap[1].reserved_nusd <= cap
+            assert snap[1].reserved_nusd == sum(r.amount_nusd for r in held)

@@ -1,7 +1,8 @@
 """The budget ledger on Redis: one Lua script checks and holds every scope atomically.
 
 Counters live in hashes `<prefix>b:<scope>`, holds in `<prefix>r:<id>` with an expiry index;
-the prefix is `tether:<ledger id of the database>:`.
+the prefix is `tether:<ledger id of the database>:`. Lua numbers are doubles: amounts and caps
+are exact up to 2^53 nano-dollars (about $9M per scope).
 Settled spend is also written to the database synchronously, inside settle(): the database is
 the durable truth (a counter missing from Redis, after a restart or expiry, is seeded from it),
 and the gateway writes a span per call anyway, so one more short write changes little.
