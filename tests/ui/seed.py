@@ -79,7 +79,7 @@ def run_spans(
     for i in range(rng.randint(2, 5)):
         dur = timedelta(milliseconds=rng.randint(300, 2400))
         tin, tout = rng.randint(400, 3000), rng.randint(40, 500)
-        cost = (tin * 150 + tout * 600) * (40 if expensive else 1)  # nano-dollars
+        cost = (tin * 150 + tout * 600) * (6 if expensive else 1)  # nano-dollars
         messages = [
             {"role": "system", "content": f"You are {agent}."},
             {"role": "user", "content": f"Step {i + 1} of task {task}: " + "details " * 30},
@@ -131,6 +131,15 @@ def run_spans(
                     output=None
                     if err
                     else json.dumps({"ok": True, "total": rng.randint(10, 9000)}),
+                    attributes={
+                        "tether.tool.server": name.split(".")[0],
+                        "tether.decision": {
+                            "decision": "allow",
+                            "rule": name.split(".")[0] + ".*",
+                            "reason": f"{agent} policy allows {name}",
+                            "approval_id": None,
+                        },
+                    },
                     attribution=attribution,
                 )
             )
@@ -258,4 +267,32 @@ def seed(
         now=now - timedelta(seconds=90),
     )
     out.approval_id = apr.id
+    _other_holds(engine, rng, now, out)
     return out
+
+
+def _other_holds(engine: Engine, rng: random.Random, now: datetime, out: Seeded) -> None:
+    """A second waiting hold (another agent) and a few decided ones, so the page looks lived in."""
+    refund = run_spans(rng, "support-bot", "2.1", ["kb.search"], now - timedelta(minutes=6),
+                       task="CS-5120", user="carol@acme.io", finished=False)  # fmt: skip
+    write_spans(engine, refund, now=now, source="sdk")
+    approvals.create(
+        engine, tool="tickets.refund", run_id=refund[0].run_id, agent="support-bot",
+        arguments={"ticket": "CS-5120", "amount_usd": 240, "reason": "double charge"},
+        rule="tickets.refund", reason="policy: refunds need a person (irreversible)",
+        timeout_s=1800, now=now - timedelta(minutes=5),
+    )  # fmt: skip
+    decided = [
+        ("mail.send", True, "ops@acme.io", "recipient is the vendor on file"),
+        ("tickets.refund", False, "ops@acme.io", "amount above the $200 self-serve limit"),
+        ("mail.send", True, "finance@acme.io", "template approved"),
+    ]
+    for i, (tool, ok, who, why) in enumerate(decided):
+        at = now - timedelta(hours=3 * (i + 1))
+        held = approvals.create(
+            engine, tool=tool, run_id=out.run_ids[-(i + 4)], agent="invoice-triage",
+            arguments={"to": "ap@vendor.example"}, rule=tool, reason="approval required",
+            timeout_s=3600, now=at,
+        )  # fmt: skip
+        approvals.decide(engine, held.id, approve=ok, actor=who, reason=why,
+                         now=at + timedelta(minutes=4))  # fmt: skip

@@ -167,15 +167,16 @@ def test_span_detail_shows_pretty_io_and_redacts_secrets(env, db: Engine):
         trace_id=parent["trace_id"], span_id="00000000000000aa", parent_id=parent["span_id"],
         run_id=data.held_run, kind="llm", name="chat big", started_at=now, ended_at=now,
         model="gpt-4o-mini", model_served="gpt-4o-mini-2024-07-18", input=long_input,
-        output="plain text answer", status="ok",
+        output='{"answer": {"vendor": "ACME", "total": 42}}', status="ok",
         attributes={"http.request.header.authorization": "Bearer sk-live-123", "n": 1},
     )  # fmt: skip
     write_spans(db, [span], now=now, source="sdk")
     detail = client.get(f"/runs/{data.held_run}/spans/{span.trace_id}/{span.span_id}")
     assert detail.status_code == 200
     assert "gpt-4o-mini-2024-07-18" in detail.text
-    assert "Show all" in detail.text  # long input folded
-    assert "&#34;role&#34;: &#34;user&#34;" in detail.text  # indented JSON, escaped
+    assert 'class="msg role-user"' in detail.text  # chat messages read as a conversation
+    assert "Show all 2,000 characters" in detail.text  # a long message is folded
+    assert "&#34;answer&#34;: {\n    &#34;vendor&#34;" in detail.text  # other JSON indented
     assert "sk-live-123" not in detail.text and "[redacted]" in detail.text
     missing = client.get(f"/runs/{data.held_run}/spans/{span.trace_id}/ffffffffffffffff")
     assert missing.status_code == 404

@@ -139,6 +139,9 @@ def _agent_waiting_for(db_url: str, approval_id: str, run_id: str, done: threadi
             run_id=run_id, kind="tool", name="mail.send", started_at=now,
             ended_at=now + timedelta(milliseconds=120), status="ok",
             input='{"to": "ap@vendor.example"}', output='{"sent": true}', attribution=who,
+            attributes={"tether.decision": {"decision": "approval_required", "rule": "mail.send",
+                                            "reason": "mail.send needs approval",
+                                            "approval_id": approval_id}},
         )  # fmt: skip
         end = SpanRecord(
             trace_id=root["trace_id"], span_id=root["span_id"], run_id=run_id, kind="agent",
@@ -175,7 +178,8 @@ def test_approve_a_held_call_and_watch_the_run_go_on(page, console: Console):
     page.locator("#run-summary .s-succeeded").wait_for(timeout=15_000)
     assert done.is_set()
     page.reload()
-    assert page.locator("details.span-row").filter(has_text="mail.send").count() == 1
+    sent = page.locator("details.span-row").filter(has_text="mail.send")
+    assert sent.count() == 1 and "approval required" in sent.inner_text()
     assert "vendor confirmed by phone" in page.locator("main").inner_text()
 
 

@@ -105,6 +105,34 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
+def chat_messages(value: Any) -> list[dict[str, str]] | None:
+    """Chat-shaped JSON (a list of {role, content}, or {"messages": [...]}) as role/text pairs,
+    so an LLM span reads like a conversation; None for anything else."""
+    data = value
+    if isinstance(value, str):
+        if value.strip()[:1] not in "[{":
+            return None
+        try:
+            data = json.loads(value)
+        except ValueError:
+            return None
+    if isinstance(data, dict):
+        data = data.get("messages") if "messages" in data else [data] if "role" in data else None
+    if not isinstance(data, list) or not data:
+        return None
+    out = []
+    for m in data:
+        if not isinstance(m, dict) or "role" not in m:
+            return None
+        content = m.get("content")
+        if isinstance(content, list):  # content parts: keep the text ones
+            content = "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        if content is None and m.get("tool_calls"):
+            content = pretty(m["tool_calls"])
+        out.append({"role": str(m["role"]), "content": "" if content is None else str(content)})
+    return out
+
+
 def is_long(text: str | None) -> bool:
     return bool(text) and (len(text or "") > FOLD_CHARS or (text or "").count("\n") > 12)
 
@@ -131,7 +159,9 @@ def make_env() -> Environment:
     env.filters.update(
         usd=usd, duration=duration, ago=ago, stamp=stamp, num=num, pct=pct, pretty=pretty
     )
-    env.globals.update(is_long=is_long, spark=spark, FOLD_CHARS=FOLD_CHARS)
+    env.globals.update(
+        is_long=is_long, spark=spark, chat_messages=chat_messages, FOLD_CHARS=FOLD_CHARS
+    )
     return env
 
 

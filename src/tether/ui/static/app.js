@@ -43,7 +43,7 @@
     var opts = {
       width: Math.max(el.clientWidth, 200),
       height: Number(el.dataset.height || 200),
-      padding: [8, 8, 0, 0],
+      padding: [8, 20, 0, 0],
       cursor: { drag: { x: false, y: false } },
       legend: { live: true },
       scales: { x: { time: true } },
