@@ -1,10 +1,5 @@
-"""Budget counters and reservations in the database: reserve, settle, release, sweep — atomically.
-
-Reserve is one transaction of conditional UPDATEs in scope order. SQLite serialises writers
-(BEGIN IMMEDIATE, see engine.py). On PostgreSQL in READ COMMITTED a conditional UPDATE takes
-the row lock and re-evaluates its WHERE against the newest committed row after waiting, so two
-reservations can never both see the same headroom; the fixed order keeps them deadlock-free.
-"""
+"""Budget counters and reservations in the database: reserve, settle, release, sweep — atomically,
+on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -62,6 +57,10 @@ def _check(amount_nusd: int, tokens: int) -> None:
         raise BadRequestError("a reservation amount cannot be negative")
 
 
+# Reserve is one transaction of conditional UPDATEs in scope order. SQLite serialises writers
+# (BEGIN IMMEDIATE, see engine.py). On PostgreSQL in READ COMMITTED a conditional UPDATE takes
+# the row lock and re-evaluates its WHERE against the newest committed row after waiting, so two
+# reservations can never both see the same headroom; the fixed order keeps them deadlock-free.
 def reserve(
     engine: Engine,
     caps: Sequence[ScopeCap],

@@ -1,9 +1,5 @@
-"""The kill switch: ends a killed run's in-flight streams in every process and refuses its calls.
-
-A kill is written to the store (run `killed`, with an audit entry). Each process polls the
-database every 25 ms, only for the runs it has in flight (a primary-key lookup), for kills made
-elsewhere, and kills in-flight runs that outlive their `max_duration_s` deadline.
-"""
+"""The kill switch: ends a killed run's in-flight streams in every process within one poll of
+the database (25 ms), refuses its later calls, and enforces `max_duration_s`."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""The budget ledger the LLM gateway reserves against: a Protocol, the SQL ledger, the factory.
-
-`make_ledger(engine, redis)` gives the Redis ledger when Redis is configured (counters in
-Redis, settled spend also written to the database), else the SQL ledger (store/budgets.py).
-All methods are synchronous and short; async callers use `anyio.to_thread.run_sync`.
-"""
+"""The budget ledger the LLM gateway reserves against: the Protocol, the SQL ledger, and
+`make_ledger(engine, redis)` (the Redis ledger when Redis is configured)."""
 
 from __future__ import annotations
 
@@ -28,6 +24,7 @@ class Ledger(Protocol):
     reserve() raises BudgetExceededError (402) naming the scope and `remaining_usd` in
     `details`; it holds every scope or none. The invariant: for every scope, settled spend
     never exceeds its cap when each call's real cost is within its reservation.
+    All methods are synchronous and short; async callers use `anyio.to_thread.run_sync`.
     """
 
     def reserve(

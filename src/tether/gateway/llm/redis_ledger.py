@@ -1,12 +1,5 @@
-"""The budget ledger on Redis: one Lua script checks and holds every scope atomically.
-
-Counters live in hashes `<prefix>b:<scope>`, holds in `<prefix>r:<id>` with an expiry index;
-the prefix is `tether:<ledger id of the database>:`. Lua numbers are doubles: amounts and caps
-are exact up to 2^53 nano-dollars (about $9M per scope).
-Settled spend is also written to the database synchronously, inside settle(): the database is
-the durable truth (a counter missing from Redis, after a restart or expiry, is seeded from it),
-and the gateway writes a span per call anyway, so one more short write changes little.
-"""
+"""The budget ledger on Redis: one Lua script checks and holds every scope atomically; settled
+spend is also written to the database, the durable truth that re-seeds lost counters."""
 
 from __future__ import annotations
 
@@ -109,6 +102,10 @@ return {1, amount}
 """
 
 
+# Counters are hashes `<prefix>b:<scope>`, holds `<prefix>r:<id>` with an expiry index; the
+# prefix is `tether:<ledger id of the database>:`. Lua numbers are doubles, so amounts and caps
+# are exact up to 2^53 nano-dollars (about $9M per scope). The database write in settle() is
+# synchronous: the gateway writes a span per call anyway, and a crash loses no settled spend.
 class RedisLedger:
     """Ledger on Redis (shared by every tether process), with durable spend in the database."""
 
