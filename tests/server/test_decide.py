@@ -10,8 +10,10 @@ from sqlalchemy import Engine
 
 from tests.server.api_helpers import Api, make_api
 from tether.config import Settings
+from tether.core.records import RunAttribution
 from tether.store import audit, policies
 from tether.store import tools as registry
+from tether.store.ingest import ensure_run, set_run_status
 
 POLICY = """\
 agent: triage
@@ -94,3 +96,14 @@ def test_bad_input_and_scopes(api: Api) -> None:
     assert r.status_code == 403
     as_admin = decide(api, "billing.lookup", headers=api.admin, agent="triage")
     assert as_admin["decision"] == "allow"
+
+
+def test_calls_of_an_ended_run_are_denied(api: Api) -> None:
+    assert decide(api, "billing.lookup", run_id="run_k")["decision"] == "allow"
+    with api.db.begin() as conn:
+        ensure_run(conn, "run_k", trace_id=None, attribution=RunAttribution(agent="triage"),
+                   started_at=datetime.now(UTC), source="sdk", now=datetime.now(UTC))
+        set_run_status(conn, "run_k", "killed", now=datetime.now(UTC), reason="budget")
+    denied = decide(api, "billing.lookup", run_id="run_k")
+    assert (denied["decision"], denied["rule"]) == ("deny", "run ended")
+    assert "killed" in denied["reason"]

@@ -78,6 +78,8 @@ def write_config(path: Path, repo: Path, *, suffix: str = "", webhook: str | Non
             {"name": "git", "command": [sys.executable, "-m", "mcp_server_git", "--repository",
                                         str(repo)]},
         ],
+        "http_tools": [{"name": "crm.search", "url": "http://127.0.0.1:9/search",
+                        "description": "Search the CRM.", "tags": ["read"], "owner": "sales"}],
         "approval_timeout_s": 30,
     }  # fmt: skip
     if webhook:
@@ -144,7 +146,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 @asynccontextmanager
-async def mcp_client(url: str, key: str, run_id: str | None = None) -> AsyncIterator[Client]:
+async def mcp_client(
+    url: str, key: str, run_id: str | None = None, mode: str = "auto"
+) -> AsyncIterator[Client]:
     """The official MCP client over Streamable HTTP, with a tether key and run header."""
     headers = {"Authorization": f"Bearer {key}"}
     if run_id:
@@ -152,6 +156,6 @@ async def mcp_client(url: str, key: str, run_id: str | None = None) -> AsyncIter
     timeout = httpx2.Timeout(30, read=120)
     async with (
         httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
-        Client(streamable_http_client(url + "/mcp", http_client=http)) as client,
+        Client(streamable_http_client(url + "/mcp", http_client=http), mode=mode) as client,
     ):
         yield client

@@ -73,10 +73,30 @@ async def test_each_agent_sees_only_the_tools_its_policy_grants(deployment: Depl
     assert {"demo.send_email", "demo.lookup_customer", "demo.fetch_page", "time.get_current_time",
             "time.convert_time", "git.git_status", "git.git_log"} <= names  # fmt: skip
     assert "demo.delete_record" not in names and "git.git_commit" not in names
+    assert "crm.search" in names  # an http_tools entry of tether.yaml, allowed by "crm.*"
     async with mcp_client(deployment.url, deployment.keys["reader"]) as client:
         tools = (await client.list_tools()).tools
     assert [t.name for t in tools] == ["time.get_current_time"]
     assert tools[0].annotations is not None and tools[0].annotations.read_only_hint
+    listed = deployment.cli("tools", "show", "crm.search", "--json")
+    shown = json.loads(listed.stdout)
+    assert (shown["kind"], shown["owner"], shown["tags"]) == ("http", "sales", ["read"])
+
+
+async def test_a_session_belongs_to_the_key_that_opened_it(deployment: Deployment) -> None:
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}}  # fmt: skip
+    base = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
+    own = {**base, "Authorization": f"Bearer {deployment.keys['triage']}"}
+    other = {**base, "Authorization": f"Bearer {deployment.keys['reader']}"}
+    async with httpx.AsyncClient(base_url=deployment.url) as http:
+        r = await http.post("/mcp", json=init, headers=own)
+        assert r.status_code == 200, r.text
+        session = r.headers["mcp-session-id"]
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        stolen = await http.post("/mcp", json=ping, headers={**other, "Mcp-Session-Id": session})
+        assert stolen.status_code == 404
 
 
 async def test_allowed_call_is_forwarded_and_recorded_as_a_tool_span(
@@ -92,6 +112,20 @@ async def test_allowed_call_is_forwarded_and_recorded_as_a_tool_span(
     assert json.loads(span.input) == {"timezone": "Europe/Paris"}
     assert "Europe/Paris" in span.output and span.latency_ms > 0
     assert span.attributes["tether.decision"]["decision"] == "allow"
+
+
+async def test_legacy_session_clients_get_a_run_per_session(deployment: Deployment) -> None:
+    async with mcp_client(deployment.url, deployment.keys["reader"], mode="legacy") as client:
+        assert client.protocol_version == "2025-11-25"
+        for _ in range(2):
+            r = await client.call_tool("time.get_current_time", {"timezone": "UTC"})
+            assert not r.is_error
+    engine = deployment.engine()
+    with engine.connect() as conn:
+        rows = conn.execute(select(spans.c.run_id).where(spans.c.name == "time.get_current_time",
+                                                         spans.c.run_id.like("run_mcp_%"))).all()
+    engine.dispose()
+    assert len(rows) == 2 and rows[0].run_id == rows[1].run_id
 
 
 async def test_git_server_on_a_temporary_repository(deployment: Deployment) -> None:

@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -54,6 +56,11 @@ class McpEndpoint:
             await response(scope, receive, send)
             return
         scope[PRINCIPAL_KEY] = principal
+        # Binds a (legacy, stateful) MCP session to the key that opened it: the SDK answers 404
+        # to a request for that session made with another key.
+        token = AccessToken(token=principal.key_id, client_id=principal.key_id,
+                            scopes=sorted(principal.scopes))  # fmt: skip
+        scope["user"] = AuthenticatedUser(token)
         await self.manager.handle_request(scope, receive, send)
 
 
