@@ -83,3 +83,24 @@ def test_run_tags(db: Engine) -> None:
         registry.add_run_tags(conn, "run_missing", ["untrusted"], now=NOW)
     assert registry.run_tags(db, "run_a") == {"untrusted"}
     assert registry.run_tags(db, "run_missing") == frozenset()
+
+
+def test_concurrent_first_sight_pins_once(db: Engine) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            registry.sync_tools(db, [spec()], now=NOW, actor="replica")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sync) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(audit.list_entries(db, action="tool.pinned")[0]) == 1
+    assert registry.require_tool(db, "demo.send_email").status == "approved"

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from tether.core.errors import BadRequestError, NotFoundError
 from tether.store import audit
@@ -154,15 +155,12 @@ def _sync_one(conn: Connection, spec: ToolSpec, *, now: datetime, actor: str) ->
     if conn.dialect.name == "postgresql":
         q = q.with_for_update()
     existing = conn.execute(q).first()
-    if existing is None:
-        conn.execute(
-            insert(tools).values(
-                name=spec.name, pinned_hash=digest, status="approved", first_seen_at=now, **values
-            )
-        )
+    if existing is None and _insert_new(conn, spec.name, digest, values, now):
         audit.append_in(conn, actor=actor, action="tool.pinned", subject=spec.name,
                      data={"sha256": digest, "tags": list(tags), "kind": spec.kind}, now=now)
     else:
+        if existing is None:  # another process pinned it first; compare against its pin
+            existing = conn.execute(q).one()
         old = _row(existing)
         status = "approved" if digest == old.pinned_hash else "changed"
         values["status"] = status
@@ -171,6 +169,19 @@ def _sync_one(conn: Connection, spec: ToolSpec, *, now: datetime, actor: str) ->
             audit.append_in(conn, actor=actor, action="tool.changed", subject=spec.name,
                          data={"pinned": old.pinned_hash, "seen": digest}, now=now)
     return _row(conn.execute(select(tools).where(tools.c.name == spec.name)).one())
+
+
+def _insert_new(
+    conn: Connection, name: str, digest: str, values: dict[str, Any], now: datetime
+) -> bool:
+    """Pins a tool seen for the first time; False if another server process just did."""
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(tools).values(name=name, pinned_hash=digest, status="approved",
+                                              first_seen_at=now, **values))  # fmt: skip
+    except IntegrityError:
+        return False
+    return True
 
 
 def ensure_sdk_tool(engine: Engine, name: str, tags: Iterable[str], *, now: datetime) -> Tool:
