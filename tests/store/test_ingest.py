@@ -144,3 +144,31 @@ def test_concurrent_batches_of_one_run_count_every_span(db: Engine) -> None:
     assert not errors
     run = _run(db)
     assert (run["span_count"], run["llm_calls"], run["cost_nusd"]) == (80, 80, 560)
+
+
+def _named(span_id: str, *, root: bool, run_id: str) -> SpanRecord:
+    base = _root() if root else _llm(span_id, 100, 10)
+    return replace(base, span_id=span_id, run_id=run_id)
+
+
+def test_children_sent_before_a_root_that_names_the_run_move_to_it(db: Engine) -> None:
+    # batch 1: children, mapped to the trace's default run (they carry no tether.run_id)
+    write_spans(db, [_llm("b" * 16, 100, 10), _llm("c" * 16, 200, 10)], now=T0, source="otlp")
+    # batch 2: the root, which names its run
+    write_spans(db, [_named("a" * 16, root=True, run_id="run_custom")], now=T0, source="otlp")
+    with reading(db) as conn:
+        ids = {r.id: r for r in conn.execute(select(runs))}
+        owners = set(conn.execute(select(spans.c.run_id)).scalars())
+    assert set(ids) == {"run_custom"} and owners == {"run_custom"}
+    run = ids["run_custom"]
+    assert (run.cost_nusd, run.span_count, run.llm_calls, run.status) == (300, 3, 2, "succeeded")
+
+
+def test_children_sent_after_a_root_that_names_the_run_join_it(db: Engine) -> None:
+    write_spans(db, [_named("a" * 16, root=True, run_id="run_custom")], now=T0, source="otlp")
+    write_spans(db, [_llm("b" * 16, 100, 10)], now=T0, source="otlp")
+    with reading(db) as conn:
+        assert set(conn.execute(select(runs.c.id)).scalars()) == {"run_custom"}
+    with reading(db) as conn:
+        run = conn.execute(select(runs).where(runs.c.id == "run_custom")).one()
+    assert (run.cost_nusd, run.span_count) == (100, 2)

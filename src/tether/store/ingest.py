@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, case, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
-from tether.core.records import TERMINAL_STATUSES, RunAttribution, SpanRecord
+from tether.core.records import TERMINAL_STATUSES, RunAttribution, SpanRecord, run_id_for_trace
 from tether.store.tables import agent_versions, agents, runs, spans
 
 _SPAN_UPDATE = (
@@ -76,13 +86,63 @@ def write_spans_in(
     by_key = {(r.trace_id, r.span_id): r for r in records}  # last write of a duplicate wins
     # rows in key order, so concurrent batches take PostgreSQL row locks in the same order
     recs = [by_key[k] for k in sorted(by_key)]
+    recs, moved_to = _reconcile_run_ids(conn, recs)
     _insert_spans(conn, recs)
     grouped: dict[str, list[SpanRecord]] = {}
     for r in recs:
         grouped.setdefault(r.run_id, []).append(r)
     _note_agents(conn, (r.attribution for r in recs), now)
-    _merge_runs(conn, grouped, now=now, source=source)
+    _merge_runs(conn, grouped, now=now, source=source, recompute=moved_to)
     return tuple(grouped)
+
+
+def _reconcile_run_ids(
+    conn: Connection, recs: list[SpanRecord]
+) -> tuple[list[SpanRecord], set[str]]:
+    """Keeps a trace in one run when only its root names the run (`tether.run_id`) and the
+    children travel in another batch: children that come first are moved to the named run
+    when it arrives; children that come later join it. Returns the records and the runs that
+    received moved spans (their totals must be recomputed)."""
+    named: dict[str, set[str]] = {}
+    rootless: set[str] = set()
+    with_root = {r.trace_id for r in recs if r.is_root}
+    for r in recs:
+        if r.run_id != run_id_for_trace(r.trace_id):
+            named.setdefault(r.trace_id, set()).add(r.run_id)
+        elif r.trace_id not in with_root:
+            rootless.add(r.trace_id)
+    moved_to: set[str] = set()
+    single = {t: next(iter(ids)) for t, ids in named.items() if len(ids) == 1}
+    if single:
+        # one indexed probe for the whole batch; the moves themselves are rare
+        has_default = spans.c.run_id == literal("run_").concat(spans.c.trace_id)
+        q = select(spans.c.trace_id).distinct().where(spans.c.trace_id.in_(sorted(single)))
+        for trace_id in sorted(conn.execute(q.where(has_default)).scalars()):
+            default, run_id = run_id_for_trace(trace_id), single[trace_id]
+            conn.execute(
+                update(spans)
+                .where(spans.c.trace_id == trace_id, spans.c.run_id == default)
+                .values(run_id=run_id)
+            )
+            moved_to.add(run_id)
+            conn.execute(runs.delete().where(runs.c.id == default, runs.c.source == "otlp"))
+    lookup = sorted(rootless - set(named))
+    if not lookup:
+        return recs, moved_to
+    stored: dict[str, set[str]] = {}
+    q = select(spans.c.trace_id, spans.c.run_id).distinct().where(spans.c.trace_id.in_(lookup))
+    for trace_id, run_id in conn.execute(q):
+        if run_id != run_id_for_trace(trace_id):
+            stored.setdefault(trace_id, set()).add(run_id)
+    adopt = {t: next(iter(ids)) for t, ids in stored.items() if len(ids) == 1}
+    if not adopt:
+        return recs, moved_to
+    return [
+        replace(r, run_id=adopt[r.trace_id])
+        if r.trace_id in adopt and r.run_id == run_id_for_trace(r.trace_id)
+        else r
+        for r in recs
+    ], moved_to
 
 
 _SPAN_COLS = ("trace_id", "span_id", *_SPAN_UPDATE)
@@ -217,7 +277,12 @@ _TOTALS = ("input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "cost_
 
 
 def _merge_runs(
-    conn: Connection, grouped: dict[str, list[SpanRecord]], *, now: datetime, source: str
+    conn: Connection,
+    grouped: dict[str, list[SpanRecord]],
+    *,
+    now: datetime,
+    source: str,
+    recompute: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     """Creates each new run complete (totals from the batch) in one INSERT … RETURNING; runs
     that already existed get their fields filled in and totals recomputed from stored spans.
@@ -239,7 +304,7 @@ def _merge_runs(
         row.update(_batch_totals(grouped[rid]))
         rows.append(row)
     created = set(conn.execute(_insert_runs_returning(conn.dialect.name), rows).scalars())
-    existing = [rid for rid in run_ids if rid not in created]
+    existing = [rid for rid in run_ids if rid not in created or rid in recompute]
     if existing:
         _update_existing(conn, existing, grouped, firsts, attributions, now)
 
