@@ -44,6 +44,7 @@ class FakeTether:
     approvals: dict[str, list[str]] = field(default_factory=dict)
     wait_calls: list[tuple[str, float]] = field(default_factory=list)
     traces_status: int = 200
+    max_body: int | None = None  # answer 413 to bigger OTLP requests
     url: str = ""
 
     def span(self, name: str) -> dict[str, Any]:
@@ -58,8 +59,11 @@ class FakeTether:
             self.auth.append(request.headers.get("authorization"))
             if self.traces_status != 200:
                 return Response(status_code=self.traces_status)
+            body = await request.body()
+            if self.max_body is not None and len(body) > self.max_body:
+                return Response(status_code=413)
             req = ExportTraceServiceRequest()
-            req.ParseFromString(await request.body())
+            req.ParseFromString(body)
             for rs in req.resource_spans:
                 resource = {a.key: _value(a.value) for a in rs.resource.attributes}
                 for ss in rs.scope_spans:

@@ -54,3 +54,25 @@ def test_rejected_batches_are_counted_not_raised(sdk: FakeTether) -> None:
 def test_flush_and_shutdown_without_init_are_no_ops() -> None:
     assert tether.flush() is True
     tether.shutdown()
+
+
+def test_a_batch_over_the_body_limit_is_split_not_lost(sdk: FakeTether) -> None:
+    sdk.max_body = 30_000
+    with tether.run(agent="big"):
+        for i in range(8):
+            step(i)
+            tether.record_llm(model="gpt-4o", input="x" * 9_000, output="y")
+    assert tether.flush()
+    assert len(sdk.spans) == 17
+    assert tether.sdk_stats()["exported"] == 17
+    assert tether.sdk_stats()["dropped"] == 0
+
+
+def test_a_single_span_over_the_limit_is_dropped_alone(sdk: FakeTether) -> None:
+    sdk.max_body = 5_000
+    with tether.run(agent="big"):
+        step(1)
+        tether.record_llm(model="gpt-4o", input="x" * 9_000, output="y")
+    assert tether.flush()
+    assert sorted(s["name"] for s in sdk.spans) == ["big", "step"]
+    assert tether.sdk_stats() == {"exported": 2, "dropped": 1, "failed_exports": 1}

@@ -83,8 +83,11 @@ class TetherSpanExporter(SpanExporter):
         self._closed = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self._stats.taken(len(spans))
+        return self._send(spans)
+
+    def _send(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         n = len(spans)
-        self._stats.taken(n)
         if n == 0:
             return SpanExportResult.SUCCESS
         if self._closed or time.monotonic() < self._retry_at:
@@ -101,6 +104,10 @@ class TetherSpanExporter(SpanExporter):
             self._backoff_s = 0.0
             self._stats.add(exported=n)
             return SpanExportResult.SUCCESS
+        if resp.status_code == 413 and n > 1:  # over tether's body limit: send halves
+            first, second = self._send(spans[: n // 2]), self._send(spans[n // 2 :])
+            ok = first is second is SpanExportResult.SUCCESS
+            return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
         # 400/413 are about this batch only; anything else (401, 404, 5xx) is about tether.
         back_off = resp.status_code not in (400, 413)
         return self._failed(n, f"HTTP {resp.status_code}: {resp.text[:200]}", back_off=back_off)
