@@ -104,6 +104,14 @@ def test_sweep_releases_expired_holds_and_a_late_settle_is_still_charged(db: Eng
     assert not s.was_held and s.charged_nusd == 50
     snap = budgets.snapshot(db, "run:run_1")
     assert snap is not None and (snap[1].spent_nusd, snap[1].calls) == (50, 2)
+    # finished holds are dropped a day after they expire
+    budgets.sweep_expired(db, NOW + timedelta(hours=2))
+    with db.connect() as conn:
+        left = dict(conn.execute(select(reservations.c.id, reservations.c.status)).all())
+    assert left == {"rsv_old": "settled", "rsv_new": "released"}
+    budgets.sweep_expired(db, NOW + timedelta(days=2))
+    with db.connect() as conn:
+        assert conn.execute(select(reservations.c.id)).all() == []
 
 
 def test_concurrent_reservations_from_two_engines_never_overshoot(db: Engine, db_url: str) -> None:

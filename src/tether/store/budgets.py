@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, or_, select, update
+from sqlalchemy import Connection, Engine, delete, or_, select, update
 
 from tether.core.budget import CounterState, ScopeCap, fits, refusal_message, remaining
 from tether.core.errors import BadRequestError, BudgetExceededError
@@ -17,6 +17,8 @@ from tether.store.engine import reading
 from tether.store.tables import budget_counters as bc
 from tether.store.tables import reservations as rs
 from tether.store.upsert import insert_on_conflict
+
+KEEP_FINISHED = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,9 @@ def sweep_expired(engine: Engine, now: datetime, *, limit: int = 500) -> int:
             if row is not None:
                 _unhold(conn, row.scopes, row.amount_nusd, row.tokens, now)
                 count += 1
+    # finished holds are kept a day (a late settle must still find them), then dropped
+    with engine.begin() as conn:
+        conn.execute(delete(rs).where(rs.c.status != "held", rs.c.expires_at < now - KEEP_FINISHED))
     return count
 
 
