@@ -121,3 +121,5 @@ def test_spans_inside_a_run_carry_its_attribution() -> None:
     assert inner_call.attributes["tether.agent"] == "inner"
     assert "tether.user" not in inner_call.attributes
     assert {r.agent for r in cap.runs} == {"triage", "inner"}
+    inner_run = cap.run("inner")
+    assert (inner_run.user, inner_run.version) == (None, None)  # nothing leaks from the outer

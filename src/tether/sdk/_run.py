@@ -36,6 +36,8 @@ class RunAttribution(SpanProcessor):
         if run is None or run.span is None:
             return
         present = span.attributes or {}  # type: ignore[attr-defined]
+        if v.AGENT in present:  # a run's own root span (e.g. a nested run) says who it is
+            return
         attrs = v.clean(
             {
                 v.AGENT: run.agent,
