@@ -17,7 +17,7 @@ from sqlalchemy import select
 from starlette.requests import Request
 
 from tether.core.errors import ConflictError
-from tether.gateway.llm.forward import make_client
+from tether.gateway.llm.forward import Upstream
 from tether.gateway.llm.gateway import Gateway
 from tether.gateway.llm.killswitch import KillSwitch, for_state, kill_run
 from tether.gateway.llm.ledger import make_ledger
@@ -53,10 +53,10 @@ def _authenticator(state: State) -> Any:
 def install(app: FastAPI, state: State) -> None:
     ks = for_state(state)
     ledger = make_ledger(state.engine, state.redis, ttl_s=state.settings.budgets.reservation_ttl_s)
-    client = make_client()
+    upstream = Upstream()
     gateway = Gateway(
         state.settings, state.engine, authenticate=_authenticator(state), ledger=ledger,
-        killswitch=ks, client=client,
+        killswitch=ks, upstream=upstream,
     )  # fmt: skip
     state.extras["llm_gateway"] = gateway
     # first in the route table: the hot path should not be matched against every API route
@@ -71,7 +71,7 @@ def install(app: FastAPI, state: State) -> None:
                 yield
             finally:
                 tg.cancel_scope.cancel()
-        await client.aclose()
+        await upstream.aclose()
 
     state.lifespans.append(lifespan)
 

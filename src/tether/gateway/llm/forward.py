@@ -18,8 +18,8 @@ FALLBACK_STATUS = RETRY_STATUS | {500, 504}
 BACKOFF_S = 0.05
 
 
-def make_client(max_connections: int = 512) -> httpx.AsyncClient:
-    """One client per process: HTTP/1.1 with keep-alive, timeouts set per request."""
+def make_client(max_connections: int = 64) -> httpx.AsyncClient:
+    """An HTTP/1.1 client with keep-alive; timeouts are set per request."""
     return httpx.AsyncClient(
         limits=httpx.Limits(
             max_connections=max_connections,
@@ -30,6 +30,26 @@ def make_client(max_connections: int = 512) -> httpx.AsyncClient:
         follow_redirects=False,
         trust_env=False,
     )
+
+
+class Upstream:
+    """The process's keep-alive pool, as a few httpx clients taken in turn.
+
+    httpx's pool checks every pooled connection (a poll() each) on every request, so one big
+    pool costs O(connections) per call; shards of a few connections keep that small.
+    """
+
+    def __init__(self, shards: int = 8, per_shard: int = 64) -> None:
+        self.clients = [make_client(per_shard) for _ in range(shards)]
+        self._turn = 0
+
+    def next(self) -> httpx.AsyncClient:
+        self._turn = (self._turn + 1) % len(self.clients)
+        return self.clients[self._turn]
+
+    async def aclose(self) -> None:
+        for c in self.clients:
+            await c.aclose()
 
 
 class Attempt:

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import anyio
-import httpx
 from sqlalchemy import Engine, select
 from starlette.requests import Request
 
@@ -30,7 +30,8 @@ from tether.core.errors import AuthenticationError, BadRequestError, PermissionD
 from tether.core.ids import make_id
 from tether.core.pricing import PriceTable, load_price_table
 from tether.core.records import RunAttribution, SpanRecord, run_id_for_trace, valid_run_id
-from tether.gateway.llm.guard import Admission, BudgetGuard, Caller, reserved_usd
+from tether.gateway.llm.forward import Upstream
+from tether.gateway.llm.guard import Admission, BudgetGuard, Caller, count_images, reserved_usd
 from tether.gateway.llm.killswitch import KillSwitch
 from tether.gateway.llm.ledger import Ledger
 from tether.gateway.llm.provider import Registry, Target, Usage
@@ -81,7 +82,7 @@ class Gateway:
         authenticate: Authenticate,
         ledger: Ledger,
         killswitch: KillSwitch,
-        client: httpx.AsyncClient,
+        upstream: Upstream,
         prices: PriceTable | None = None,
     ) -> None:
         self.settings = settings
@@ -91,11 +92,13 @@ class Gateway:
         self.prices = prices or load_price_table(settings.pricing)
         self.guard = BudgetGuard(settings, engine, ledger, self.prices)
         self.killswitch = killswitch
-        self.client = client
+        self.upstream = upstream
         self.writer = SpanWriter(engine)
         # run id -> when it started (runs this process has already made sure exist)
         self._runs: dict[str, datetime] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        # ids need uniqueness, not secrecy: a seeded generator spares a syscall per id
+        self._rand = random.Random(os.urandom(32))
 
     # ------------------------------------------------------------ who and which run
 
@@ -123,7 +126,7 @@ class Gateway:
         if run_id is None and trace_id is not None:
             run_id = run_id_for_trace(trace_id)
         elif run_id is None:
-            run_id = make_id("run", os.urandom(12))
+            run_id = make_id("run", self._rand.randbytes(12))
             is_root = True
         if trace_id is None:
             trace_id = _trace_for(run_id)
@@ -139,7 +142,7 @@ class Gateway:
             caller=Caller(principal.key_id, principal.agent, run_id, attribution.user,
                           attribution.task_id),
             model=model, body=body, stream=bool(body.get("stream")), trace_id=trace_id,
-            span_id=os.urandom(8).hex(), parent_id=parent_id, attribution=attribution,
+            span_id=self._rand.randbytes(8).hex(), parent_id=parent_id, attribution=attribution,
             is_root=is_root, started_at=datetime.now(UTC),
         )  # fmt: skip
 
@@ -311,8 +314,6 @@ def _trace_for(run_id: str) -> str:
 
 
 def _images(body: dict[str, Any]) -> int:
-    from tether.gateway.llm.guard import count_images
-
     return count_images(body.get("messages"))
 
 

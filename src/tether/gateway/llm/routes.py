@@ -132,7 +132,8 @@ class LLMRoutes:
         finished = False
         try:
             try:
-                attempt = await forward.send(gw.client, call.targets, call.endpoint, body_for,
+                client = gw.upstream.next()
+                attempt = await forward.send(client, call.targets, call.endpoint, body_for,
                                              stream=call.stream)  # fmt: skip
             except TetherError as exc:
                 finished = True
