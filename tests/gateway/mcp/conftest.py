@@ -19,7 +19,7 @@ import yaml
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, free_port, wait_http
 from tether.store.engine import make_engine
 from tether.store.keys import create_key
 from tether.store.migrate import upgrade
@@ -40,6 +40,7 @@ tools:
   - {match: "git.git_log", allow: true}
   - {match: "git.*", allow: false}
   - {match: "crm.*", allow: true}
+  - {match: "web.lookup_customer", allow: true}
 data_flow:
   - {after_tag: untrusted, require_approval_for_tag: egress}
 on_uncertain: deny
@@ -65,7 +66,8 @@ def make_repo(path: Path) -> Path:
     return path
 
 
-def write_config(path: Path, repo: Path, *, suffix: str = "", webhook: str | None = None) -> Path:
+def write_config(path: Path, repo: Path, *, suffix: str = "", http_upstream: str | None = None,
+                 webhook: str | None = None) -> Path:
     demo_env = {"TETHER_DEMO_CRASHABLE": "1"}
     if suffix:
         demo_env["TETHER_DEMO_DESCRIPTION_SUFFIX"] = suffix
@@ -82,6 +84,8 @@ def write_config(path: Path, repo: Path, *, suffix: str = "", webhook: str | Non
                         "description": "Search the CRM.", "tags": ["read"], "owner": "sales"}],
         "approval_timeout_s": 30,
     }  # fmt: skip
+    if http_upstream:
+        config["mcp_servers"].append({"name": "web", "url": http_upstream})
     if webhook:
         config["webhooks"] = [{"url": webhook, "format": "json"},
                               {"url": webhook + "/slack", "format": "slack"}]
@@ -139,10 +143,21 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     base = tmp_path_factory.mktemp("mcp")
     db_url = f"sqlite:///{base / 'tether.db'}"
     keys = prepare_store(db_url)
-    config = write_config(base / "tether.yaml", make_repo(base / "repo"))
-    server = ServerProcess(base / "home", db_url, config=config)
-    yield Deployment(base / "home", db_url, config, server, keys)
-    server.stop()
+    port = free_port()
+    http_demo = subprocess.Popen(
+        [sys.executable, "-m", "tether.gateway.mcp.demo_server", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/mcp", proc=http_demo)
+        config = write_config(base / "tether.yaml", make_repo(base / "repo"),
+                              http_upstream=f"http://127.0.0.1:{port}/mcp")  # fmt: skip
+        server = ServerProcess(base / "home", db_url, config=config)
+        yield Deployment(base / "home", db_url, config, server, keys)
+        server.stop()
+    finally:
+        http_demo.terminate()
+        http_demo.wait(10)
 
 
 @asynccontextmanager

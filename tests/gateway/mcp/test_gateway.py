@@ -128,6 +128,14 @@ async def test_legacy_session_clients_get_a_run_per_session(deployment: Deployme
     assert len(rows) == 2 and rows[0].run_id == rows[1].run_id
 
 
+async def test_streamable_http_upstream(deployment: Deployment) -> None:
+    async with mcp_client(deployment.url, deployment.keys["triage"], new_run()) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert "web.lookup_customer" in names and "web.send_email" not in names
+        r = await client.call_tool("web.lookup_customer", {"email": "alan@example.com"})
+    assert not r.is_error and "Alan Turing" in text(r)
+
+
 async def test_git_server_on_a_temporary_repository(deployment: Deployment) -> None:
     async with mcp_client(deployment.url, deployment.keys["triage"], new_run()) as client:
         log = await client.call_tool("git.git_log", {"repo_path": str(deployment.home.parent /
@@ -251,7 +259,8 @@ async def test_rate_limit_gives_retry_after(deployment: Deployment) -> None:
 async def test_resources_and_prompts_pass_through(deployment: Deployment) -> None:
     async with mcp_client(deployment.url, deployment.keys["triage"]) as client:
         resources = (await client.list_resources()).resources
-        assert [r.uri for r in resources] == ["demo:demo://customers"]
+        assert sorted(r.uri for r in resources) == ["demo:demo://customers",
+                                                    "web:demo://customers"]  # fmt: skip
         read = await client.read_resource("demo:demo://customers")
         assert "ada@example.com" in read.contents[0].text  # type: ignore[union-attr]
         prompts = {p.name for p in (await client.list_prompts()).prompts}

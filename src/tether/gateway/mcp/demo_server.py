@@ -1,13 +1,14 @@
-"""tether's own small MCP server (stdio) for tests and the demo: an inbox, a CRM, a web page.
+"""tether's own small MCP server for tests and the demo: an inbox, a CRM, a web page.
 
-Run it with `python -m tether.gateway.mcp.demo_server`. Its tools carry MCP annotations
-(send_email and delete_record are destructive, lookup_customer is read-only) so the gateway's
-registry derives tags from them. `TETHER_DEMO_DESCRIPTION_SUFFIX` changes send_email's
-description (to rehearse a "rug pull"); `TETHER_DEMO_CRASHABLE=1` adds a `crash` tool.
+`python -m tether.gateway.mcp.demo_server` (stdio; `--port N` for Streamable HTTP). The tools
+carry MCP annotations (send_email and delete_record destructive, lookup_customer read-only) from
+which the registry derives tags. TETHER_DEMO_DESCRIPTION_SUFFIX changes send_email's description
+(to rehearse a "rug pull"); TETHER_DEMO_CRASHABLE=1 adds a `crash` tool.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -87,8 +88,15 @@ def build_server() -> MCPServer:
     return server
 
 
-def main() -> None:
-    build_server().run("stdio")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="tether's demo MCP server")
+    parser.add_argument("--port", type=int, help="serve Streamable HTTP on 127.0.0.1:PORT/mcp "
+                        "instead of stdio")  # fmt: skip
+    opts = parser.parse_args(argv)
+    if opts.port:
+        build_server().run("streamable-http", host="127.0.0.1", port=opts.port)
+    else:
+        build_server().run("stdio")
 
 
 if __name__ == "__main__":
