@@ -22,6 +22,7 @@ KPI_DAYS = 7
 SPARK_DAYS = 14
 ANOMALY_FACTOR = 2.0
 ANOMALY_FLOOR_NUSD = 10_000_000  # $0.01: a day that cheap is never an anomaly
+MIN_BASELINE_DAYS = 3
 
 
 @contextmanager
@@ -162,7 +163,10 @@ def cost_anomalies(
     found = []
     for agent, costs in cost_by_agent.items():
         for i in range(trailing, len(costs)):
-            base = int(statistics.median(costs[i - trailing : i]))
+            window = costs[i - trailing : i]
+            if sum(1 for v in window if v > 0) < MIN_BASELINE_DAYS:
+                continue  # a new agent has no baseline yet: its first busy day is no anomaly
+            base = int(statistics.median(window))
             value = costs[i]
             if value >= ANOMALY_FLOOR_NUSD and value > ANOMALY_FACTOR * base:
                 found.append(Anomaly(agent, days[i], "cost/day", value, base))
