@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import anyio
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
 from tether.core.errors import NotFoundError, RunKilledError
 from tether.core.records import RunAttribution
@@ -127,3 +127,36 @@ async def test_kill_run_for_the_api_cli_and_console(db: Engine) -> None:
     assert not await kill_run(state, "run_api", actor="key_1", reason="manual", now=now)
     with pytest.raises(NotFoundError):
         await kill_run(state, "run_nope", actor="key_1", reason="manual", now=now)
+
+
+async def test_calls_of_a_watched_run_need_no_query_and_still_see_remote_kills(
+    db: Engine, db_url: str
+) -> None:
+    other = make_engine(db_url, pool_size=2)
+    queries: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        queries.append(statement)
+
+    _run(db, "run_w")
+    here, there = KillSwitch(db), KillSwitch(other)
+    try:
+        async with here.lifespan():
+            await here.ensure_alive("run_w", now=datetime.now(UTC))  # starts watching it
+            await anyio.sleep(0.1)  # a few polls
+            event.listen(db, "before_cursor_execute", count)
+            for _ in range(20):
+                await here.ensure_alive("run_w", now=datetime.now(UTC))
+            event.remove(db, "before_cursor_execute", count)
+            assert queries == []
+            await there.kill("run_w", "remote", now=datetime.now(UTC))
+            with anyio.fail_after(2):
+                while True:
+                    try:
+                        await here.ensure_alive("run_w", now=datetime.now(UTC))
+                    except RunKilledError as exc:
+                        assert "remote" in exc.message
+                        break
+                    await anyio.sleep(0.005)
+    finally:
+        other.dispose()

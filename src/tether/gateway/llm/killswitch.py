@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 # A kill made in another process reaches this one's streams within one poll; 25 ms keeps
 # the whole path (kill request, poll, stream end) under the 100 ms target.
 POLL_S = 0.025
+# a run used in the last WATCH_S is re-checked by every poll, so its calls need no query
+WATCH_S = 10.0
 DURATION_REASON = "max_duration_s exceeded"
 
 
@@ -57,9 +59,11 @@ class KillSwitch:
         self.poll_s = poll_s
         self.clock = clock
         self._inflight: dict[str, set[RunHandle]] = {}
-        # killed is terminal, so a known kill is cached for good; "alive" only for one poll
+        # killed is terminal, so a known kill is cached for good; "alive" only until the next
+        # poll, which re-checks every run used in the last WATCH_S (so a call needs no query)
         self._killed: dict[str, str] = {}
         self._alive_until: dict[str, float] = {}
+        self._watched: dict[str, float] = {}
 
     # ------------------------------------------------------------ in-flight registry
 
@@ -114,18 +118,24 @@ class KillSwitch:
     def killed_reason(self, run_id: str) -> str | None:
         """The kill reason if `run_id` is killed (a kill here is seen at once, elsewhere within
         one poll interval); None if it is alive or unknown. Blocking: run it in a thread."""
-        if run_id in self._killed:
-            return self._killed[run_id]
-        if self._alive_until.get(run_id, 0.0) > time.monotonic():
-            return None
+        known, reason = self._cached(run_id)
+        if known:
+            return reason
+        started = time.monotonic()
         found = self._lookup([run_id])
         if run_id in found:
             self._killed[run_id] = found[run_id]
             return found[run_id]
-        if len(self._alive_until) > 10_000:
-            self._alive_until.clear()
-        self._alive_until[run_id] = time.monotonic() + self.poll_s
+        self._alive_until[run_id] = started + self.poll_s
         return None
+
+    def _cached(self, run_id: str) -> tuple[bool, str | None]:
+        """(known, reason) without I/O: a kill seen, or "alive" as of the last poll."""
+        if run_id in self._killed:
+            return True, self._killed[run_id]
+        now = time.monotonic()
+        self._watched[run_id] = now
+        return self._alive_until.get(run_id, 0.0) > now, None
 
     def is_killed(self, run_id: str) -> bool:
         return self.killed_reason(run_id) is not None
@@ -136,7 +146,9 @@ class KillSwitch:
         """Raises RunKilledError (409) if the run is killed; kills it first if past `deadline`."""
         if deadline is not None and now >= deadline:
             await self.kill(run_id, DURATION_REASON, now=now)
-        reason = await anyio.to_thread.run_sync(self.killed_reason, run_id)
+        known, reason = self._cached(run_id)
+        if not known:
+            reason = await anyio.to_thread.run_sync(self.killed_reason, run_id)
         if reason is not None:
             raise RunKilledError(
                 f"run {run_id} was killed ({reason}); start a new run to go on", run_id=run_id
@@ -144,23 +156,32 @@ class KillSwitch:
 
     def _lookup(self, run_ids: list[str]) -> dict[str, str]:
         """Which of `run_ids` are killed, with their reasons."""
+        found: dict[str, str] = {}
         with reading(self.engine) as conn:
-            rows = conn.execute(
-                select(runs.c.id, runs.c.kill_reason).where(
-                    runs.c.id.in_(run_ids), runs.c.status == "killed"
-                )
-            ).all()
-        return {r.id: r.kill_reason or "killed" for r in rows}
+            for i in range(0, len(run_ids), 500):
+                rows = conn.execute(
+                    select(runs.c.id, runs.c.kill_reason).where(
+                        runs.c.id.in_(run_ids[i : i + 500]), runs.c.status == "killed"
+                    )
+                ).all()
+                found.update({r.id: r.kill_reason or "killed" for r in rows})
+        return found
 
     # ------------------------------------------------------------ background loop
 
     async def poll_once(self) -> None:
-        """One pass: fire kills made elsewhere, kill in-flight runs past their deadline."""
-        ids = self.inflight()
+        """One pass: fire kills made elsewhere, kill in-flight runs past their deadline, and
+        vouch until the next pass for the runs in use that are still alive."""
+        started = time.monotonic()
+        for run_id, used in list(self._watched.items()):
+            if started - used > WATCH_S:
+                self._watched.pop(run_id, None)
+                self._alive_until.pop(run_id, None)
+        ids = sorted(set(self._inflight) | set(self._watched))
         if not ids:
             return
         now = self.clock()
-        for run_id in ids:
+        for run_id in self.inflight():
             handles = self._inflight.get(run_id, set())
             overdue = any(h.deadline is not None and now >= h.deadline for h in handles)
             if overdue and not await self.kill(run_id, DURATION_REASON, now=now):
@@ -168,6 +189,11 @@ class KillSwitch:
         found = await anyio.to_thread.run_sync(self._lookup, ids)
         for run_id, reason in found.items():
             self._fire(run_id, reason)
+        # two intervals: the next pass starts one interval later and takes a moment
+        alive_until = started + 2 * self.poll_s
+        for run_id in ids:
+            if run_id not in found:
+                self._alive_until[run_id] = alive_until
 
     async def run_loop(self) -> None:
         while True:
