@@ -77,8 +77,10 @@ async def one_round(
             if via == "api":
                 decided = time.perf_counter()  # counted from the moment the request is sent
                 async with httpx.AsyncClient() as http:
-                    r = await http.post(f"{server.url}/api/v1/approvals/{held.id}/approve",
-                                        headers={"Authorization": f"Bearer {keys['admin']}"})
+                    r = await http.post(
+                        f"{server.url}/api/v1/approvals/{held.id}/approve",
+                        headers={"Authorization": f"Bearer {keys['admin']}"},
+                    )
                     r.raise_for_status()
             else:
                 await anyio.to_thread.run_sync(lambda: approvals.decide(
@@ -115,8 +117,9 @@ def main() -> None:
     else:
         db_url = f"sqlite:///{base / 'tether.db'}"
     keys = prepare_store(db_url)
-    server = ServerProcess(base / "home", db_url,
-                           config=write_config(base / "tether.yaml", make_repo(base / "repo")))
+    server = ServerProcess(
+        base / "home", db_url, config=write_config(base / "tether.yaml", make_repo(base / "repo"))
+    )
     engine = make_engine(db_url)
     results: dict[str, Any] = {}
     try:
@@ -125,8 +128,10 @@ def main() -> None:
             for label, ms in (("forwarded", [p[0] for p in pairs]),
                               ("result_at_agent", [p[1] for p in pairs])):  # fmt: skip
                 r = results[f"{via}.{label}"] = summarise(ms)
-                print(f"decision via {via:5} -> {label:15}: p50 {r['p50_ms']:6.1f} ms  "
-                      f"p95 {r['p95_ms']:6.1f} ms  max {r['max_ms']:6.1f} ms")
+                print(
+                    f"decision via {via:5} -> {label:15}: p50 {r['p50_ms']:6.1f} ms  "
+                    f"p95 {r['p95_ms']:6.1f} ms  max {r['max_ms']:6.1f} ms"
+                )
     finally:
         server.stop()
         engine.dispose()

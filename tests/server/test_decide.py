@@ -101,8 +101,15 @@ def test_bad_input_and_scopes(api: Api) -> None:
 def test_calls_of_an_ended_run_are_denied(api: Api) -> None:
     assert decide(api, "billing.lookup", run_id="run_k")["decision"] == "allow"
     with api.db.begin() as conn:
-        ensure_run(conn, "run_k", trace_id=None, attribution=RunAttribution(agent="triage"),
-                   started_at=datetime.now(UTC), source="sdk", now=datetime.now(UTC))
+        ensure_run(
+            conn,
+            "run_k",
+            trace_id=None,
+            attribution=RunAttribution(agent="triage"),
+            started_at=datetime.now(UTC),
+            source="sdk",
+            now=datetime.now(UTC),
+        )
         set_run_status(conn, "run_k", "killed", now=datetime.now(UTC), reason="budget")
     denied = decide(api, "billing.lookup", run_id="run_k")
     assert (denied["decision"], denied["rule"]) == ("deny", "run ended")

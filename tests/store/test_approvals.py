@@ -17,9 +17,16 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def hold(db: Engine, **kw: object) -> approvals.Approval:
-    args: dict[str, object] = dict(tool="demo.send_email", arguments={"to": "a@b.c"},
-                                   run_id="run_1", agent="triage", rule="tools[0]",
-                                   reason="needs a person", timeout_s=60, now=NOW)
+    args: dict[str, object] = dict(
+        tool="demo.send_email",
+        arguments={"to": "a@b.c"},
+        run_id="run_1",
+        agent="triage",
+        rule="tools[0]",
+        reason="needs a person",
+        timeout_s=60,
+        now=NOW,
+    )
     args.update(kw)
     return approvals.create(db, **args)  # type: ignore[arg-type]
 

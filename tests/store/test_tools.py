@@ -18,17 +18,23 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 def spec(description: str = "Send an email.", **kw: object) -> registry.ToolSpec:
     return registry.ToolSpec(
-        name="demo.send_email", server="demo", kind="mcp", description=description,
+        name="demo.send_email",
+        server="demo",
+        kind="mcp",
+        description=description,
         input_schema={"type": "object", "properties": {"to": {"type": "string"}}},
-        annotations={"destructive_hint": True, "open_world_hint": True}, **kw,  # type: ignore[arg-type]
+        annotations={"destructive_hint": True, "open_world_hint": True},
+        **kw,  # type: ignore[arg-type]
     )
 
 
 def test_first_sight_pins_and_approves_with_tags_from_annotations(db: Engine) -> None:
     [tool] = registry.sync_tools(db, [spec(tags=("untrusted",))], now=NOW)
     assert tool.status == "approved" and not tool.blocked
-    assert tool.pinned_hash == tool.current_hash == registry.tool_hash(
-        "Send an email.", spec().input_schema
+    assert (
+        tool.pinned_hash
+        == tool.current_hash
+        == registry.tool_hash("Send an email.", spec().input_schema)
     )
     assert set(tool.tags) == {"irreversible", "egress", "write", "untrusted"}
     entries, _ = audit.list_entries(db, action="tool.pinned")
@@ -54,8 +60,13 @@ def test_changed_description_blocks_until_approved(db: Engine) -> None:
 
 def test_schema_change_is_a_change(db: Engine) -> None:
     registry.sync_tools(db, [spec()], now=NOW)
-    other = registry.ToolSpec(name="demo.send_email", server="demo", kind="mcp",
-                              description="Send an email.", input_schema={"type": "object"})
+    other = registry.ToolSpec(
+        name="demo.send_email",
+        server="demo",
+        kind="mcp",
+        description="Send an email.",
+        input_schema={"type": "object"},
+    )
     assert registry.sync_tools(db, [other], now=NOW)[0].status == "changed"
 
 
@@ -77,8 +88,15 @@ def test_sdk_tools_and_listing(db: Engine) -> None:
 
 def test_run_tags(db: Engine) -> None:
     with db.begin() as conn:
-        ensure_run(conn, "run_a", trace_id=None, attribution=RunAttribution(agent="x"),
-                   started_at=NOW, source="gateway", now=NOW)
+        ensure_run(
+            conn,
+            "run_a",
+            trace_id=None,
+            attribution=RunAttribution(agent="x"),
+            started_at=NOW,
+            source="gateway",
+            now=NOW,
+        )
         registry.add_run_tags(conn, "run_a", ["untrusted"], now=NOW)
         registry.add_run_tags(conn, "run_missing", ["untrusted"], now=NOW)
     assert registry.run_tags(db, "run_a") == {"untrusted"}

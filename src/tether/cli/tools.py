@@ -51,8 +51,12 @@ def register(app: typer.Typer) -> None:
         """List every tool the gateway knows, with tags and pin status."""
         settings = load_settings()
         if settings.url:
-            items = remote(settings, "GET", "/tools", params={
-                k: v for k, v in {"server": server, "status": status}.items() if v})["items"]
+            items = remote(
+                settings,
+                "GET",
+                "/tools",
+                params={k: v for k, v in {"server": server, "status": status}.items() if v},
+            )["items"]
         else:
             engine = _local(settings)
             items = [t.to_dict() for t in registry.list_tools(engine, server=server,

@@ -205,11 +205,15 @@ def expire(engine: Engine, approval_id: str, *, now: datetime) -> Approval:
 def expire_due(engine: Engine, *, now: datetime) -> list[Approval]:
     """Expires every pending hold past its time (a sweep; waiters also expire their own)."""
     with reading(engine) as conn:
-        due = conn.execute(
-            select(approvals.c.id).where(
-                approvals.c.status == "pending", approvals.c.expires_at <= now
+        due = (
+            conn.execute(
+                select(approvals.c.id).where(
+                    approvals.c.status == "pending", approvals.c.expires_at <= now
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     return [expire(engine, i, now=now) for i in due]
 
 

@@ -156,8 +156,14 @@ def _sync_one(conn: Connection, spec: ToolSpec, *, now: datetime, actor: str) ->
         q = q.with_for_update()
     existing = conn.execute(q).first()
     if existing is None and _insert_new(conn, spec.name, digest, values, now):
-        audit.append_in(conn, actor=actor, action="tool.pinned", subject=spec.name,
-                     data={"sha256": digest, "tags": list(tags), "kind": spec.kind}, now=now)
+        audit.append_in(
+            conn,
+            actor=actor,
+            action="tool.pinned",
+            subject=spec.name,
+            data={"sha256": digest, "tags": list(tags), "kind": spec.kind},
+            now=now,
+        )
     else:
         if existing is None:  # another process pinned it first; compare against its pin
             existing = conn.execute(q).one()
@@ -166,8 +172,14 @@ def _sync_one(conn: Connection, spec: ToolSpec, *, now: datetime, actor: str) ->
         values["status"] = status
         conn.execute(update(tools).where(tools.c.name == spec.name).values(**values))
         if status == "changed" and old.current_hash != digest:
-            audit.append_in(conn, actor=actor, action="tool.changed", subject=spec.name,
-                         data={"pinned": old.pinned_hash, "seen": digest}, now=now)
+            audit.append_in(
+                conn,
+                actor=actor,
+                action="tool.changed",
+                subject=spec.name,
+                data={"pinned": old.pinned_hash, "seen": digest},
+                now=now,
+            )
     return _row(conn.execute(select(tools).where(tools.c.name == spec.name)).one())
 
 
@@ -231,8 +243,14 @@ def approve_tool(engine: Engine, name: str, *, actor: str, now: datetime) -> Too
             .where(tools.c.name == name)
             .values(pinned_hash=old.current_hash, status="approved", updated_at=now)
         )
-        audit.append_in(conn, actor=actor, action="tool.approved", subject=name,
-                     data={"previous": old.pinned_hash, "sha256": old.current_hash}, now=now)
+        audit.append_in(
+            conn,
+            actor=actor,
+            action="tool.approved",
+            subject=name,
+            data={"previous": old.pinned_hash, "sha256": old.current_hash},
+            now=now,
+        )
         return _row(conn.execute(select(tools).where(tools.c.name == name)).one())
 
 

@@ -61,13 +61,30 @@ def make_repo(path: Path) -> Path:
     subprocess.run(["git", "init", "-q", "-b", "main"], **run)  # type: ignore[call-overload]
     (path / "README.md").write_text("hello\n")
     subprocess.run(["git", "add", "README.md"], **run)  # type: ignore[call-overload]
-    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm",
-                    "first commit"], **run)  # type: ignore[call-overload]
+    subprocess.run(
+        [
+            "git",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-qm",
+            "first commit",
+        ],
+        **run,
+    )  # type: ignore[call-overload]
     return path
 
 
-def write_config(path: Path, repo: Path, *, suffix: str = "", http_upstream: str | None = None,
-                 webhook: str | None = None) -> Path:
+def write_config(
+    path: Path,
+    repo: Path,
+    *,
+    suffix: str = "",
+    http_upstream: str | None = None,
+    webhook: str | None = None,
+) -> Path:
     demo_env = {"TETHER_DEMO_CRASHABLE": "1"}
     if suffix:
         demo_env["TETHER_DEMO_DESCRIPTION_SUFFIX"] = suffix
@@ -87,8 +104,10 @@ def write_config(path: Path, repo: Path, *, suffix: str = "", http_upstream: str
     if http_upstream:
         config["mcp_servers"].append({"name": "web", "url": http_upstream})
     if webhook:
-        config["webhooks"] = [{"url": webhook, "format": "json"},
-                              {"url": webhook + "/slack", "format": "slack"}]
+        config["webhooks"] = [
+            {"url": webhook, "format": "json"},
+            {"url": webhook + "/slack", "format": "slack"},
+        ]
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -146,7 +165,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     port = free_port()
     http_demo = subprocess.Popen(
         [sys.executable, "-m", "tether.gateway.mcp.demo_server", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/mcp", proc=http_demo)

@@ -122,8 +122,11 @@ async def test_legacy_session_clients_get_a_run_per_session(deployment: Deployme
             assert not r.is_error
     engine = deployment.engine()
     with engine.connect() as conn:
-        rows = conn.execute(select(spans.c.run_id).where(spans.c.name == "time.get_current_time",
-                                                         spans.c.run_id.like("run_mcp_%"))).all()
+        rows = conn.execute(
+            select(spans.c.run_id).where(
+                spans.c.name == "time.get_current_time", spans.c.run_id.like("run_mcp_%")
+            )
+        ).all()
     engine.dispose()
     assert len(rows) == 2 and rows[0].run_id == rows[1].run_id
 
@@ -173,7 +176,8 @@ async def test_held_call_is_forwarded_soon_after_approval_by_api(deployment: Dep
 
         async def call() -> None:
             outcome["result"] = await client.call_tool(
-                "demo.send_email", {"to": "ada@example.com", "subject": "Hi", "body": "Invoice"},
+                "demo.send_email",
+                {"to": "ada@example.com", "subject": "Hi", "body": "Invoice"},
                 progress_callback=on_progress,
             )
             outcome["at"] = time.monotonic()
@@ -191,8 +195,10 @@ async def test_held_call_is_forwarded_soon_after_approval_by_api(deployment: Dep
             decided = time.monotonic()
             assert r.status_code == 200 and r.json()["status"] == "approved"
     latency = outcome["at"] - sent
-    print(f"approve request sent -> result {latency * 1000:.0f} ms "
-          f"(approve response at {(decided - sent) * 1000:.0f} ms)")
+    print(
+        f"approve request sent -> result {latency * 1000:.0f} ms "
+        f"(approve response at {(decided - sent) * 1000:.0f} ms)"
+    )
     assert latency < 2.0  # target 100 ms, measured in bench/approvals.py; loose here
     result = outcome["result"]
     assert not result.is_error and "sent email" in text(result)
@@ -212,14 +218,16 @@ async def test_held_call_denied_by_cli_returns_the_denial(deployment: Deployment
 
         async def call() -> None:
             box["r"] = await client.call_tool(
-                "demo.send_email", {"to": "alan@example.com", "subject": "x", "body": "y"})
+                "demo.send_email", {"to": "alan@example.com", "subject": "x", "body": "y"}
+            )
 
         tg.start_soon(call)
         held = await anyio.to_thread.run_sync(pending_for, deployment, run_id)
         listed = await anyio.to_thread.run_sync(deployment.cli, "approvals", "list", "--json")
         assert held["id"] in {a["id"] for a in json.loads(listed.stdout)["items"]}
         out = await anyio.to_thread.run_sync(
-            deployment.cli, "approvals", "deny", held["id"], "--reason", "wrong customer")
+            deployment.cli, "approvals", "deny", held["id"], "--reason", "wrong customer"
+        )
         assert out.returncode == 0, out.stderr
     result = box["r"]
     assert result.is_error and "wrong customer" in text(result) and "denied" in text(result)
@@ -242,7 +250,8 @@ async def test_untrusted_output_makes_egress_tools_need_approval(deployment: Dep
             held = await anyio.to_thread.run_sync(pending_for, deployment, run_id)
             assert held["rule"].startswith("data_flow[0]")
             out = await anyio.to_thread.run_sync(
-                deployment.cli, "approvals", "approve", held["id"], "--reason", "fine")
+                deployment.cli, "approvals", "approve", held["id"], "--reason", "fine"
+            )
             assert out.returncode == 0, out.stderr
     assert not box["r"].is_error
 
@@ -329,8 +338,13 @@ async def test_registered_http_tool_is_served_through_the_gateway(deployment: De
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        spec = {"name": "crm.lookup", "url": f"http://127.0.0.1:{httpd.server_address[1]}/",
-                "description": "Find a customer.", "tags": ["read"], "rate_limit": "100/minute"}
+        spec = {
+            "name": "crm.lookup",
+            "url": f"http://127.0.0.1:{httpd.server_address[1]}/",
+            "description": "Find a customer.",
+            "tags": ["read"],
+            "rate_limit": "100/minute",
+        }
         r = httpx.post(f"{deployment.url}/api/v1/tools", json=spec,
                        headers=deployment.admin_headers())  # fmt: skip
         assert r.status_code == 201 and r.json()["kind"] == "http"
@@ -338,9 +352,15 @@ async def test_registered_http_tool_is_served_through_the_gateway(deployment: De
                          headers=deployment.admin_headers())  # fmt: skip
         assert bad.status_code == 400
         env = {"TETHER_URL": deployment.url, "TETHER_API_KEY": deployment.keys["admin"]}
-        listed = await anyio.to_thread.run_sync(lambda: subprocess.run(
-            [sys.executable, "-m", "tether.cli.main", "tools", "list", "--json"],
-            env={**deployment.server.env, **env}, capture_output=True, text=True, timeout=60))
+        listed = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [sys.executable, "-m", "tether.cli.main", "tools", "list", "--json"],
+                env={**deployment.server.env, **env},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        )
         assert "crm.lookup" in {t["name"] for t in json.loads(listed.stdout)["items"]}
         async with mcp_client(deployment.url, deployment.keys["triage"], new_run()) as client:
             assert "crm.lookup" in {t.name for t in (await client.list_tools()).tools}

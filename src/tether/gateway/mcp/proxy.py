@@ -145,8 +145,13 @@ class Gateway:
                     out.append(tool.model_copy(update={"name": name}))
         for entry in await anyio.to_thread.run_sync(registry.list_tools, self.engine):
             if entry.kind == "http" and entry.name in granted:
-                out.append(types.Tool(name=entry.name, description=entry.description,
-                                      input_schema=entry.input_schema or {"type": "object"}))
+                out.append(
+                    types.Tool(
+                        name=entry.name,
+                        description=entry.description,
+                        input_schema=entry.input_schema or {"type": "object"},
+                    )
+                )
         return types.ListToolsResult(tools=out)
 
     async def call_tool(
@@ -165,8 +170,12 @@ class Gateway:
         if verdict.approval is not None:
             webhooks.announce(self.state, verdict.approval)
             final, held_span = await self._await_approval(ctx, verdict.approval)
-            info["approval"] = {"id": final.id, "status": final.status,
-                                "decided_by": final.decided_by, "reason": final.decision_reason}
+            info["approval"] = {
+                "id": final.id,
+                "status": final.status,
+                "decided_by": final.decided_by,
+                "reason": final.decision_reason,
+            }
             if final.decided_at is not None:
                 # the latency target: from the decision to the call going upstream
                 lag = (_now() - final.decided_at).total_seconds() * 1000
@@ -280,8 +289,11 @@ class Gateway:
         for up in self.upstreams.values():
             if up.supports("resources"):
                 for r in await _quiet(up.list_resources(timeout_s=LIST_TIMEOUT_S)):
-                    out.append(r.model_copy(update={"uri": f"{up.name}:{r.uri}",
-                                                    "name": f"{up.name}.{r.name}"}))
+                    out.append(
+                        r.model_copy(
+                            update={"uri": f"{up.name}:{r.uri}", "name": f"{up.name}.{r.name}"}
+                        )
+                    )
         return types.ListResourcesResult(resources=out)
 
     async def read_resource(

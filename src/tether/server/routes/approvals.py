@@ -96,8 +96,11 @@ async def deny(
     return await _decide(state, approval_id, False, principal, body)
 
 
-@router.get("/approvals/{approval_id}/wait", response_model=WaitOut,
-            summary="Long-poll until the call is decided (or timeout_s passes)")
+@router.get(
+    "/approvals/{approval_id}/wait",
+    response_model=WaitOut,
+    summary="Long-poll until the call is decided (or timeout_s passes)",
+)
 async def wait(
     approval_id: str,
     timeout_s: float = Query(30.0, ge=0, le=MAX_WAIT_S),

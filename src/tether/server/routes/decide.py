@@ -28,10 +28,14 @@ class DecideIn(BaseModel):
     tool: str = Field(min_length=1, max_length=300, examples=["billing.refund"])
     run_id: str | None = Field(None, max_length=64)
     arguments: dict[str, Any] = Field(default_factory=dict)
-    tags: list[str] = Field(default_factory=list, examples=[["irreversible"]],
-                            description="read | write | egress | untrusted | irreversible")
-    agent: str | None = Field(None, max_length=200,
-                              description="only for admin keys; agent keys speak for their agent")
+    tags: list[str] = Field(
+        default_factory=list,
+        examples=[["irreversible"]],
+        description="read | write | egress | untrusted | irreversible",
+    )
+    agent: str | None = Field(
+        None, max_length=200, description="only for admin keys; agent keys speak for their agent"
+    )
 
 
 class DecideOut(BaseModel):
@@ -59,7 +63,7 @@ async def decide(
             raise PermissionDeniedError(f"this key speaks for agent {agent}, not {body.agent}")
         agent = body.agent
     if not agent:
-        raise BadRequestError("name the agent: an admin key must send \"agent\" in the body")
+        raise BadRequestError('name the agent: an admin key must send "agent" in the body')
     if body.run_id is not None and not valid_run_id(body.run_id):
         raise BadRequestError("run_id may hold letters, digits and _.:- (at most 64)")
     tags = registry.check_tags(body.tags)
@@ -73,8 +77,7 @@ async def decide(
                                         extra_tags=extra)  # fmt: skip
         if verdict.outcome == "allow":
             # the SDK runs the tool next; an untrusted one's output enters the run
-            guard_of(state).mark_returned(body.run_id, verdict.decision.tags, now=now,
-                                          agent=agent)
+            guard_of(state).mark_returned(body.run_id, verdict.decision.tags, now=now, agent=agent)
         return verdict
 
     verdict = await run_in_threadpool(work)

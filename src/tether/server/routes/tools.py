@@ -19,8 +19,13 @@ router = APIRouter(tags=["tools"])
 
 class HttpToolIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=300, pattern=r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_.\-]+$",
-                      examples=["crm.lookup"], description="server.tool")
+    name: str = Field(
+        min_length=1,
+        max_length=300,
+        pattern=r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_.\-]+$",
+        examples=["crm.lookup"],
+        description="server.tool",
+    )
     url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://")
     description: str = Field("", max_length=10_000)
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
