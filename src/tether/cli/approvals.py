@@ -73,7 +73,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Approve a held call: the waiting agent's call goes through at once."""
         done = _decide(approval_id, True, reason)
-        print_json(done) if as_json else console.print(f"approved {approval_id} ({done['tool']})")
+        if as_json:
+            print_json(done)
+        else:
+            console.print(f"approved {approval_id} ({done['tool']})")
 
     @group.command("deny")
     def deny_cmd(
@@ -83,4 +86,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Deny a held call: the waiting agent gets a clear denial."""
         done = _decide(approval_id, False, reason)
-        print_json(done) if as_json else console.print(f"denied {approval_id} ({done['tool']})")
+        if as_json:
+            print_json(done)
+        else:
+            console.print(f"denied {approval_id} ({done['tool']})")
