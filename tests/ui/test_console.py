@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from tests.ui.seed import Seeded, seed
 from tether.config import load_settings
@@ -23,6 +23,7 @@ from tether.server.console.session import COOKIE
 from tether.store import approvals as approval_store
 from tether.store import feedback as feedback_store
 from tether.store import runs as run_store
+from tether.store import tools as tool_store
 from tether.store.ingest import write_spans
 from tether.store.keys import create_key, revoke_key
 from tether.store.tables import audit_log
@@ -276,3 +277,27 @@ def test_empty_console_says_how_to_send_a_first_trace(tmp_path: Path, sqlite_db:
         assert "No tools registered" in client.get("/tools").text
         assert "No agents yet" in client.get("/agents").text
         assert "No spend in this window" in client.get("/costs").text
+
+
+def test_admin_re_pins_a_changed_tool_and_pages_refuse_framing(env, db: Engine):
+    client, _data, keys = env
+    login(client, keys["admin"])
+    assert client.get("/login").status_code == 303  # already signed in
+    page = client.get("/tools")
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert "Approve and pin" in page.text
+    resp = client.post("/tools/kb.search/approve", data={"csrf": csrf_of(page.text)})
+    assert resp.status_code == 303
+    assert tool_store.require_tool(db, "kb.search").status == "approved"
+    missing = client.post("/tools/nope.nothing/approve", data={"csrf": csrf_of(page.text)})
+    assert missing.status_code == 404 and "no tool named" in missing.text
+
+
+def test_audit_page_shows_a_broken_chain(env, db: Engine):
+    client, _data, keys = env
+    login(client, keys["read"])
+    with db.begin() as conn:
+        conn.execute(update(audit_log).where(audit_log.c.seq == 2).values(actor="someone-else"))
+    verify = client.get("/audit/verify")
+    assert "Hash chain broken at entry #2" in verify.text

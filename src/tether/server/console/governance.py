@@ -21,6 +21,8 @@ from tether.store import tools as tool_store
 
 router = APIRouter()
 AUDIT_PAGE = 100
+# beyond this the chain is verified on request, not on every visit
+AUTO_VERIFY_MAX = 50_000
 
 
 def _agents(state: State) -> dict[str, Any]:
@@ -85,12 +87,21 @@ async def tools_page(
 
 @router.post("/tools/{name}/approve")
 async def approve_tool(
-    name: str, who: Viewer = Depends(admin_viewer), state: State = Depends(get_state)
+    name: str,
+    request: Request,
+    who: Viewer = Depends(admin_viewer),
+    state: State = Depends(get_state),
 ) -> Response:
     """Re-pins a changed tool to its current description (as `tether tools approve`)."""
-    await run_in_threadpool(
-        lambda: tool_store.approve_tool(state.engine, name, actor=who.actor, now=datetime.now(UTC))
-    )
+    try:
+        await run_in_threadpool(
+            lambda: tool_store.approve_tool(
+                state.engine, name, actor=who.actor, now=datetime.now(UTC)
+            )
+        )
+    except TetherError as exc:
+        return page(request, "error.html", status_code=exc.http_status, title="Tools",
+                    message=exc.message)  # fmt: skip
     return RedirectResponse("/tools", status_code=303)
 
 
@@ -105,8 +116,9 @@ async def audit_page(
         lambda: audit_store.list_entries(state.engine, after_seq=before, limit=AUDIT_PAGE,
                                          action=action)
     )  # fmt: skip
+    total = await run_in_threadpool(audit_store.count, state.engine)
     return page(request, "audit.html", title="Audit log", entries=entries, next_seq=next_seq,
-                action=action)  # fmt: skip
+                action=action, total=total, auto_verify=total <= AUTO_VERIFY_MAX)  # fmt: skip
 
 
 @router.get("/audit/verify", response_class=HTMLResponse)

@@ -16,6 +16,7 @@ from tether.server.console.session import (
     SESSION_TTL_S,
     Viewer,
     checked_viewer,
+    decode_session,
     encode_session,
     new_viewer,
     role_for_scopes,
@@ -43,7 +44,10 @@ def _login_form(request: Request, *, error: str | None = None, status: int = 200
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request) -> Response:
+def login_page(request: Request, state: State = Depends(get_state)) -> Response:
+    raw = request.cookies.get(COOKIE)
+    if raw and decode_session(state, raw) is not None:
+        return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
     return _login_form(request)
 
 

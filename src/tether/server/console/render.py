@@ -18,6 +18,14 @@ UI_DIR = Path(tether.__file__).parent / "ui"
 TEMPLATES_DIR = UI_DIR / "templates"
 STATIC_DIR = UI_DIR / "static"
 FOLD_CHARS = 600
+# Approve, deny and kill buttons must not be clickable inside someone else's frame.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 
 def usd(nusd: int | float | None, *, unknown: bool = False) -> str:
@@ -176,4 +184,4 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
         **context,
     }
     html = env.get_template(template).render(ctx)
-    return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
