@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -167,6 +168,7 @@ def run_one(dialect: str, n_runs: int, spans_per_run: int) -> dict[str, Any]:
         results = measure(engine, url, tmp)
     finally:
         engine.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
         if schema is not None:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
