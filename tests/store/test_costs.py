@@ -4,13 +4,13 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
 from tests.store.test_runs import T0, make_run
 from tether.core.errors import BadRequestError
 from tether.store.agents import get_agent, list_agents
 from tether.store.costs import cost_breakdown, success_at_target
-from tether.store.tables import policies
+from tether.store.policies import apply_policy
 
 USD = 1_000_000_000
 
@@ -72,15 +72,17 @@ def test_success_rate_at_target(db: Engine) -> None:
 
 def test_policy_run_budget_is_the_default_target(db: Engine) -> None:
     _seed(db)
-    doc = {"agent": "triage", "budgets": {"run": {"max_cost_usd": 2.0}}}
-    with db.begin() as conn:
-        conn.execute(insert(policies).values(agent="triage", version=1, source="", document=doc,
-                                             sha256="x", created_at=T0))  # fmt: skip
+    source = "agent: triage\nbudgets:\n  run: {max_cost_usd: 2.00}\n"
+    apply_policy(db, source, "test", T0)
     rows = {(r["agent"], r["version"]): r for r in success_at_target(db)}
     assert rows["triage", "v1"]["target_source"] == "policy"
     assert rows["triage", "v1"]["target_cost_nusd"] == 2 * USD
     assert rows["triage", "v1"]["successes"] == 1  # the $3 run succeeded but over the budget
     assert rows["writer", "v1"]["target_source"] is None
+    # a newer policy version without a run budget drops the target again
+    apply_policy(db, "agent: triage\n", "test", T0 + timedelta(seconds=1))
+    rows = {(r["agent"], r["version"]): r for r in success_at_target(db)}
+    assert rows["triage", "v1"]["target_source"] is None and rows["triage", "v1"]["successes"] == 2
 
 
 def test_agents_with_versions_and_counts(db: Engine) -> None:
