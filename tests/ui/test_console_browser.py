@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.ui.seed import Seeded, seed
+from tests.ui.seed import Seeded, run_spans, seed
 from tether.core.records import RunAttribution, SpanRecord
 from tether.store import approvals as approval_store
 from tether.store import feedback as feedback_store
@@ -212,3 +213,31 @@ def test_costs_page_draws_a_chart_and_dark_mode_toggles(page, console: Console):
     assert page.get_by_role("button", name="Approve").count() == 0 or (
         page.get_by_role("button", name="Approve").first.is_disabled()
     )
+
+
+def test_new_runs_and_new_holds_appear_without_a_reload(page, console: Console):
+    log_in(page, console, console.reader)
+    page.goto(console.server.url + "/runs")
+    page.locator("#runs-rows tbody tr").first.wait_for()
+    engine = make_engine(console.db_url)
+    try:
+        now = datetime.now(UTC)
+        spans = run_spans_for_test(now)
+        write_spans(engine, spans, now=now, source="sdk")
+        fresh = page.locator(f'#runs-rows tr.new a[href="/runs/{spans[0].run_id}"]')
+        fresh.wait_for(timeout=12_000)  # the 4 s poll brought it in, highlighted
+        page.goto(console.server.url + "/approvals")
+        page.get_by_role("heading", name="Waiting for a decision").wait_for()
+        held = approval_store.create(
+            engine, tool="payments.refund", arguments={"amount_usd": 99}, run_id=spans[0].run_id,
+            agent="support-bot", rule="payments.*", reason="refunds need a person",
+            timeout_s=600, now=datetime.now(UTC),
+        )  # fmt: skip
+        page.locator(f"#{held.id}").get_by_text("refunds need a person").wait_for(timeout=10_000)
+    finally:
+        engine.dispose()
+
+
+def run_spans_for_test(now: datetime) -> list[SpanRecord]:
+    return run_spans(random.Random(99), "support-bot", "2.1", ["kb.search"], now,
+                     task="T-NEW", user="erin@acme.io", finished=False)  # fmt: skip
