@@ -1,11 +1,15 @@
-"""Fixtures of the LLM gateway tests: one `tether serve` over the mock LLM for the session."""
+"""Fixtures of the LLM gateway tests: `tether serve` over the mock LLM, once per session, on
+SQLite (one process) and on PostgreSQL (two processes sharing the database)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import create_engine, text
 
+from tests.conftest import PG_URL
 from tests.gateway.llm_env import LLMEnv, start_env, stop_env
 
 
@@ -16,3 +20,21 @@ def llm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LLMEnv]:
     env = start_env(tmp, f"sqlite:///{tmp / 'tether.db'}")
     yield env
     stop_env(env)
+
+
+@pytest.fixture(scope="session")
+def llm_env_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LLMEnv]:
+    """The same on a fresh PostgreSQL schema, served by `tether serve --workers 2`."""
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    env = start_env(tmp_path_factory.mktemp("llm-gateway-pg"),
+                    f"{PG_URL}?options=-csearch_path%3D{schema}", workers=2)  # fmt: skip
+    try:
+        yield env
+    finally:
+        stop_env(env)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

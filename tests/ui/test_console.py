@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from tests.ui.seed import Seeded, seed
 from tether.config import load_settings
@@ -26,7 +26,7 @@ from tether.store import runs as run_store
 from tether.store import tools as tool_store
 from tether.store.ingest import write_spans
 from tether.store.keys import create_key, revoke_key
-from tether.store.tables import audit_log
+from tether.store.tables import audit_log, checkpoints
 
 
 @pytest.fixture
@@ -301,3 +301,21 @@ def test_audit_page_shows_a_broken_chain(env, db: Engine):
         conn.execute(update(audit_log).where(audit_log.c.seq == 2).values(actor="someone-else"))
     verify = client.get("/audit/verify")
     assert "Hash chain broken at entry #2" in verify.text
+
+
+def test_run_page_shows_its_checkpoint_state(env, db: Engine):
+    client, data, keys = env
+    login(client, keys["read"])
+    with db.begin() as conn:
+        conn.execute(
+            insert(checkpoints).values(
+                thread_id="thread-7", checkpoint_ns="", checkpoint_id="ckpt-0001",
+                run_id=data.held_run, created_at=datetime.now(UTC),
+                checkpoint={"channel_values": {"invoice": "INV-4711", "step": "await_approval"}},
+                metadata={"source": "loop", "step": 3},
+            )
+        )  # fmt: skip
+    page = client.get(f"/runs/{data.held_run}")
+    assert "ckpt-0001" in page.text and "thread-7" in page.text
+    assert "await_approval" in page.text
+    assert "No checkpoints" in client.get(f"/runs/{data.run_ids[0]}").text
