@@ -292,10 +292,10 @@ async def _fire(base: str, secret: str, admin: str, n: int, engine: Any) -> dict
         if any(r["status"] not in (200, 402) for r in again):
             raise RuntimeError(f"unexpected statuses {sorted({r['status'] for r in again})}")
     snap = budgets.snapshot(engine, f"run:{run_id}")
-    run_cost = await _run_cost(base, admin, run_id)
-    if snap is None:  # Redis ledger: the durable copy has no caps row until a settle
+    if snap is None:
         raise RuntimeError("no budget counter for the run: are budgets enforced?")
     spent = snap[1].spent_nusd
+    run_cost = await _run_cost(base, admin, run_id, float(nusd_to_usd(spent)))
     refused = [int(Decimal(str(r["needed"])) * 10**9) for r in again if r["needed"]]
     out = _summary(spent, burst, refused, elapsed)
     out["admitted_on_retry"] = sum(1 for r in again if r["ok"])
@@ -308,21 +308,21 @@ async def _fire(base: str, secret: str, admin: str, n: int, engine: Any) -> dict
     return out
 
 
-async def _run_cost(base: str, secret: str, run_id: str) -> float | None:
-    """The run's cost_usd from the API, once the span writer has caught up (<= 10 s)."""
+async def _run_cost(base: str, secret: str, run_id: str, expect: float) -> float | None:
+    """The run's cost_usd from the API once the span writer has caught up with the ledger
+    (waits up to 20 s for it to reach `expect`)."""
     headers = {"Authorization": f"Bearer {secret}"}
-    last = None
+    cost = None
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        for _ in range(100):
+        for _ in range(200):
             r = await client.get(f"/api/v1/runs/{run_id}", headers=headers)
             if r.status_code != 200:
                 return None
             cost = r.json().get("cost_usd")
-            if cost is not None and cost == last:
-                return float(cost)
-            last = cost
+            if cost is not None and round(float(cost), 9) >= round(expect, 9):
+                break
             await asyncio.sleep(0.1)
-    return None if last is None else float(last)
+    return None if cost is None else float(cost)
 
 
 async def _kills(base: str, secret: str, admin: str, n: int = 10) -> dict[str, float]:

@@ -64,6 +64,7 @@ class KillSwitch:
         self._killed: dict[str, str] = {}
         self._alive_until: dict[str, float] = {}
         self._watched: dict[str, float] = {}
+        self._limiter: anyio.CapacityLimiter | None = None
 
     # ------------------------------------------------------------ in-flight registry
 
@@ -186,7 +187,8 @@ class KillSwitch:
             overdue = any(h.deadline is not None and now >= h.deadline for h in handles)
             if overdue and not await self.kill(run_id, DURATION_REASON, now=now):
                 self._fire(run_id, DURATION_REASON)  # not in the store (or ended): end it here
-        found = await anyio.to_thread.run_sync(self._lookup, ids)
+        # a thread of its own: the poll must not queue behind the gateway's busy worker threads
+        found = await anyio.to_thread.run_sync(self._lookup, ids, limiter=self._poll_limiter())
         for run_id, reason in found.items():
             self._fire(run_id, reason)
         # two intervals: the next pass starts one interval later and takes a moment
@@ -194,6 +196,11 @@ class KillSwitch:
         for run_id in ids:
             if run_id not in found:
                 self._alive_until[run_id] = alive_until
+
+    def _poll_limiter(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:  # created inside the event loop that uses it
+            self._limiter = anyio.CapacityLimiter(1)
+        return self._limiter
 
     async def run_loop(self) -> None:
         while True:
