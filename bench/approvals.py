@@ -135,6 +135,11 @@ def main() -> None:
     finally:
         server.stop()
         engine.dispose()
+        if opts.pg:
+            from sqlalchemy import create_engine, text
+
+            with create_engine(PG_URL, isolation_level="AUTOCOMMIT").connect() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     out = {
         "benchmark": "approval_to_forwarded_result",
         "database": "postgresql" if opts.pg else "sqlite",
