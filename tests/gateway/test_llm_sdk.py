@@ -201,3 +201,21 @@ def test_policy_model_allow_list_is_enforced(env: LLMEnv) -> None:
         model="mock-large", messages=[{"role": "user", "content": "hi"}]
     )
     assert ok.choices[0].message.content
+
+
+def test_anthropic_protocol_headers_pass_and_keys_do_not(env: LLMEnv) -> None:
+    client = anthropic.Anthropic(
+        base_url=env.anthropic_url,
+        api_key=env.keys["sdk-agent"],
+        max_retries=0,
+        default_headers={"anthropic-beta": "test-beta-1"},
+    )
+    client.messages.create(
+        model="mock-small",
+        max_tokens=10,
+        messages=[{"role": "user", "content": "beta header check"}],
+    )
+    [seen] = [r for r in env.mock.requests if r["path"] == "/v1/messages"
+              and "beta header check" in json.dumps(r["body"])]  # fmt: skip
+    assert seen["headers"]["anthropic-beta"] == "test-beta-1"
+    assert seen["headers"]["x-api-key"] == UPSTREAM_KEY

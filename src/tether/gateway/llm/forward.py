@@ -68,6 +68,7 @@ async def send(
     body_for: Callable[[Target], bytes],
     *,
     stream: bool,
+    extra_headers: dict[str, str] | None = None,
 ) -> Attempt:
     """The first successful answer among `targets`; raises the last clear error otherwise.
 
@@ -79,13 +80,16 @@ async def send(
         cfg = target.provider.config
         url = target.provider.url(endpoint)
         content = body_for(target)
+        headers = target.provider.headers()
+        if extra_headers:
+            headers = {**headers, **extra_headers}
         timeout = httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s)
         for attempt in range(cfg.max_retries + 1):
             if attempt:
                 await asyncio.sleep(BACKOFF_S * 2 ** (attempt - 1))
             tries += 1
             request = client.build_request(
-                "POST", url, content=content, headers=target.provider.headers(), timeout=timeout
+                "POST", url, content=content, headers=headers, timeout=timeout
             )
             try:
                 response = await client.send(request, stream=stream)

@@ -96,23 +96,28 @@ class OpenAIMeter:
         choices = event.get("choices")
         if isinstance(choices, list) and choices:
             self.chunks += 1
-            choice = choices[0] if isinstance(choices[0], dict) else {}
-            if choice.get("finish_reason"):
-                self.usage.finish_reason = choice["finish_reason"]
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                self.text.append(delta["content"])
-                self._counted += 1
-            elif delta.get("refusal"):
-                self._counted += 1
-            for call in delta.get("tool_calls") or []:
-                fn = call.get("function") or {}
-                if fn.get("name"):
-                    self.text.append(f"\n{fn['name']}(")
-                if fn.get("arguments"):
-                    self.text.append(fn["arguments"])
-                    self._counted += 1
+            for choice in choices:  # n > 1 streams interleave their choices
+                if isinstance(choice, dict):
+                    self._choice(choice)
             if not self.usage.reported:
                 self.usage.output_tokens = self._counted
             return True
         return not (self.hide_usage and isinstance(u, dict))
+
+    def _choice(self, choice: dict[str, Any]) -> None:
+        if choice.get("finish_reason"):
+            self.usage.finish_reason = choice["finish_reason"]
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            if not choice.get("index"):
+                self.text.append(delta["content"])
+            self._counted += 1
+        elif delta.get("refusal"):
+            self._counted += 1
+        for call in delta.get("tool_calls") or []:
+            fn = call.get("function") or {}
+            if fn.get("name"):
+                self.text.append(f"\n{fn['name']}(")
+            if fn.get("arguments"):
+                self.text.append(fn["arguments"])
+                self._counted += 1

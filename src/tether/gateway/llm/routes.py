@@ -25,6 +25,7 @@ from tether.gateway.llm.relay import StreamRelay
 
 Api = Literal["openai", "anthropic"]
 # refusals worth a span in the run (a malformed request is not)
+_ANTHROPIC_PASS = ("anthropic-version", "anthropic-beta")
 _RECORDED_REFUSALS = frozenset({"budget_exceeded", "run_killed", "policy_denied"})
 
 
@@ -107,9 +108,11 @@ class LLMRoutes:
             if call is not None and exc.type in _RECORDED_REFUSALS:
                 gw.writer.submit(_refusal_span(call, exc))
             return error_response(exc, anthropic)
-        return await self._forward(call, raw, anthropic)
+        return await self._forward(call, raw, anthropic, _passed_headers(request, anthropic))
 
-    async def _forward(self, call: Call, raw: bytes, anthropic: bool) -> Response | ASGIApp:
+    async def _forward(
+        self, call: Call, raw: bytes, anthropic: bool, passed: dict[str, str] | None
+    ) -> Response | ASGIApp:
         gw = self.gw
         body = call.body
         inject: dict[str, Any] = {}
@@ -132,9 +135,9 @@ class LLMRoutes:
         finished = False
         try:
             try:
-                client = gw.upstream.next()
-                attempt = await forward.send(client, call.targets, call.endpoint, body_for,
-                                             stream=call.stream)  # fmt: skip
+                attempt = await forward.send(gw.upstream.next(), call.targets, call.endpoint,
+                                             body_for, stream=call.stream,
+                                             extra_headers=passed)  # fmt: skip
             except TetherError as exc:
                 finished = True
                 await gw.finish(call, usage=None, output=None, error=exc.message,
@@ -170,6 +173,14 @@ class LLMRoutes:
             if not finished:  # cancelled or an unexpected error: never keep the hold
                 await gw.finish(call, usage=None, output=None, error="the call was interrupted",
                                 status_code=500, outcome="interrupted")  # fmt: skip
+
+
+def _passed_headers(request: Request, anthropic: bool) -> dict[str, str] | None:
+    """Protocol headers of the agent's SDK that the upstream must see (never credentials)."""
+    if not anthropic:
+        return None
+    out = {k: request.headers[k] for k in _ANTHROPIC_PASS if k in request.headers}
+    return out or None
 
 
 def _count_output(usage: Usage, text: str, call: Call) -> None:
