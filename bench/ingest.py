@@ -157,7 +157,30 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> 
 
 
 @contextmanager
-def tether_server(db_url: str, home: Path, workers: int) -> Iterator[str]:
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and its live descendants (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p and c not in tree]
+        tree.update(kids)
+        frontier.extend(kids)
+    return sum(cpu.get(p, 0.0) for p in tree)
+
+
+def tether_server(db_url: str, home: Path, workers: int) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = {**os.environ, "TETHER_HOME": str(home), "TETHER_DATABASE_URL": db_url,
            "TETHER_PORT": str(port), "TETHER_LOG_LEVEL": "warning"}  # fmt: skip
@@ -165,7 +188,7 @@ def tether_server(db_url: str, home: Path, workers: int) -> Iterator[str]:
                              str(workers)], env=env)  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
         proc.wait(30)
@@ -381,10 +404,12 @@ def run_tether(args: argparse.Namespace, batches: list[bytes], home: Path) -> di
         upgrade(engine)
         engine.dispose()
         n = len(batches) and sum(1 for _ in range(args.spans // SPANS_PER_TRACE)) * SPANS_PER_TRACE
-        with tether_server(db_url, home, args.workers) as url:
+        with tether_server(db_url, home, args.workers) as (url, pid):
+            cpu0 = tree_cpu_s(pid)
             start = time.perf_counter()
             sent = send_all(url, batches, args.senders)
             persisted_s = wait_count(tether_count(db_url), n, start, timeout=60)
+            server_cpu = tree_cpu_s(pid) - cpu0
         result: dict[str, Any] = {
             "database": "postgresql" if args.pg else "sqlite", "spans": n,
             "senders": args.senders, "batch": args.batch, "workers": args.workers,
@@ -392,10 +417,14 @@ def run_tether(args: argparse.Namespace, batches: list[bytes], home: Path) -> di
             "persisted_spans_per_s": round(n / persisted_s),
             "request_p50_ms": round(sent["request_p50_ms"], 1),
             "request_p95_ms": round(sent["request_p95_ms"], 1),
+            # load-independent: what one span costs the server (all workers), in CPU time
+            "server_cpu_us_per_span": round(1e6 * server_cpu / n, 1),
+            "spans_per_server_cpu_s": round(n / server_cpu) if server_cpu else None,
         }  # fmt: skip
         print(
             f"tether ({result['database']}): {n} spans, {result['accepted_spans_per_s']} "
-            f"spans/s accepted, {result['persisted_spans_per_s']} spans/s persisted",
+            f"spans/s accepted, {result['persisted_spans_per_s']} spans/s persisted; server CPU "
+            f"{result['server_cpu_us_per_span']} us/span",
             flush=True,
         )
         if args.stored:
