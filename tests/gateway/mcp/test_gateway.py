@@ -284,6 +284,8 @@ def test_mcp_endpoint_needs_an_agent_key(deployment: Deployment) -> None:
     assert r.status_code == 401 and "tether keys create" in r.json()["error"]["message"]
     r = httpx.post(deployment.url + "/mcp", json=body, headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401
+    r = httpx.post(deployment.url + "/mcp", json=body, headers=deployment.admin_headers())
+    assert r.status_code == 403 and "--agent NAME" in r.json()["error"]["message"]
 
 
 async def test_crashed_upstream_is_restarted_and_calls_meanwhile_fail_clearly(

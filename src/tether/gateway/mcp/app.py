@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tether.core.errors import AuthenticationError, TetherError
+from tether.core.errors import AuthenticationError, PermissionDeniedError, TetherError
 from tether.gateway.mcp.guard import Guard
 from tether.gateway.mcp.proxy import PRINCIPAL_KEY, Gateway
 from tether.server.auth import authenticate, bearer_secret
@@ -28,7 +28,7 @@ SESSION_IDLE_TIMEOUT_S = 30 * 60
 
 
 class McpEndpoint:
-    """ASGI app for /mcp: only keys with the `agent` (or `admin`) scope get through."""
+    """ASGI app for /mcp: only keys that speak for an agent (`--agent NAME`) get through."""
 
     def __init__(self, state: State) -> None:
         self.state = state
@@ -40,10 +40,11 @@ class McpEndpoint:
             principal = await anyio.to_thread.run_sync(
                 authenticate, self.state, bearer_secret(request)
             )
-            if not principal.has("agent"):
-                raise AuthenticationError(
-                    "the MCP gateway needs a key with the agent scope "
-                    "(`tether keys create --agent NAME --scopes agent`)"
+            if not principal.has("agent") or not principal.agent:
+                # the policy that governs the calls is the agent's: a key must name one
+                raise PermissionDeniedError(
+                    "the MCP gateway needs an agent's key: create one with "
+                    "`tether keys create --agent NAME --scopes agent`"
                 )
         except TetherError as exc:
             status = 401 if isinstance(exc, AuthenticationError) else exc.http_status
