@@ -1,0 +1,1 @@
+"""Tests of the MCP gateway against real upstream MCP servers."""

@@ -1,0 +1,1 @@
+"""The MCP gateway: upstream MCP servers aggregated behind /mcp, every call governed."""
