@@ -21,7 +21,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
 
 from tether.config import McpServerConfig
-from tether.core.errors import UpstreamError, UpstreamTimeoutError
+from tether.core.errors import ConfigError, UpstreamError, UpstreamTimeoutError
 
 log = logging.getLogger("tether.mcp")
 
@@ -42,7 +42,10 @@ class Upstream:
         on_tools: Callable[[Upstream], Awaitable[None]] | None = None,
     ) -> None:
         if bool(config.command) == bool(config.url):
-            raise UpstreamError(f"MCP server {config.name!r} needs exactly one of command or url")
+            raise ConfigError(
+                f"mcp_servers entry {config.name!r} needs exactly one of `command` (stdio) or "
+                "`url` (Streamable HTTP)"
+            )
         self.config = config
         self.name = config.name
         self.tools: list[types.Tool] = []
