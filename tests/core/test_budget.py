@@ -154,3 +154,15 @@ def test_settled_spend_never_exceeds_cap_for_any_sequence(
         assert state.spent_nusd <= cap_nusd
         assert cap_calls is None or state.calls <= cap_calls
     assert state.reserved_nusd == sum(held)
+
+
+def test_duplicate_scopes_merge_to_the_tightest_caps() -> None:
+    caps = b.merge_caps([ScopeCap("run:r", 10, None, 5), ScopeCap("a", 1),
+                         ScopeCap("run:r", 20, 7, None)])  # fmt: skip
+    assert caps == [ScopeCap("a", 1), ScopeCap("run:r", 10, 7, 5)]
+
+
+def test_refusal_says_how_to_go_on_for_each_kind_of_scope() -> None:
+    run = b.refusal_message(b.Remaining("run:r", 0, None, None), 5, 0)
+    day = b.refusal_message(b.Remaining("agent_day:a:2026-11-25", 0, None, None), 5, 0)
+    assert "start a new run" in run and "next UTC day" in day

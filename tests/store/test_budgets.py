@@ -180,3 +180,13 @@ def test_any_sequence_on_the_database_keeps_settled_spend_within_cap(
         ledger.release(r, now=NOW)
     snap = ledger.snapshot(scope)
     assert snap is None or snap[1].reserved_nusd == 0
+
+
+def test_a_scope_named_twice_is_held_once_at_its_tightest_cap(db: Engine) -> None:
+    caps = [ScopeCap("run:run_1", USD), ScopeCap("run:run_1", 500_000_000)]
+    r = _reserve(db, caps, 400_000_000)
+    assert r.scopes == ("run:run_1",)
+    with pytest.raises(BudgetExceededError):
+        _reserve(db, caps, 100_000_001, rid="rsv_2")
+    snap = budgets.snapshot(db, "run:run_1")
+    assert snap is not None and snap[0].cap_nusd == 500_000_000 and snap[1].calls == 1

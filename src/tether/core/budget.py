@@ -5,7 +5,7 @@ Pure: no I/O, no clock. Money is integer nano-dollars (`*_nusd`, see core/money.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -133,7 +133,7 @@ def scopes_for(
             out.append(ScopeCap(f"{kind}:{who}:{d}", _usd(cap)))
     if limits.global_day_usd is not None:
         out.append(ScopeCap(f"global_day:{d}", _usd(limits.global_day_usd)))
-    return sorted(out, key=lambda s: s.scope)
+    return merge_caps(out)
 
 
 def input_tokens_bound(request_bytes: int, *, images: int = 0) -> int:
@@ -207,10 +207,27 @@ def refusal_message(rem: Remaining, amount_nusd: int, tokens: int) -> str:
     if rem.calls is not None and rem.calls < 1:
         parts.append("no LLM calls left")
     detail = "; ".join(parts) or "the cap is reached"
-    return (
-        f"budget {rem.scope} exceeded: {detail}. Lower max_tokens, raise the cap in the "
-        "agent's policy, or wait for the next day."
-    )
+    if rem.scope.startswith("run:"):
+        fix = "Lower max_tokens, raise the run budget in the agent's policy, or start a new run."
+    else:
+        fix = "Lower max_tokens, raise the cap, or wait for the next UTC day."
+    return f"budget {rem.scope} exceeded: {detail}. {fix}"
+
+
+def merge_caps(caps: Iterable[ScopeCap]) -> list[ScopeCap]:
+    """One cap per scope (the tightest of each measure), sorted: the order locks are taken in."""
+    out: dict[str, ScopeCap] = {}
+
+    def tight(a: int | None, b: int | None) -> int | None:
+        return b if a is None else a if b is None else min(a, b)
+
+    for c in caps:
+        seen = out.get(c.scope)
+        out[c.scope] = c if seen is None else ScopeCap(
+            c.scope, tight(seen.cap_nusd, c.cap_nusd), tight(seen.cap_tokens, c.cap_tokens),
+            tight(seen.cap_calls, c.cap_calls),
+        )  # fmt: skip
+    return [out[k] for k in sorted(out)]
 
 
 def deadline(started_at: datetime, run: RunLimits) -> datetime | None:

@@ -10,7 +10,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, or_, select, update
 
-from tether.core.budget import CounterState, ScopeCap, fits, refusal_message, remaining
+from tether.core.budget import (
+    CounterState,
+    ScopeCap,
+    fits,
+    merge_caps,
+    refusal_message,
+    remaining,
+)
 from tether.core.errors import BadRequestError, BudgetExceededError
 from tether.core.money import nusd_to_float
 from tether.store.engine import reading
@@ -79,7 +86,7 @@ def reserve(
     Raises BudgetExceededError naming the first scope that has no room and what it has left.
     """
     _check(amount_nusd, tokens)
-    ordered = sorted(caps, key=lambda c: c.scope)
+    ordered = merge_caps(caps)
     expires = now + timedelta(seconds=ttl_s)
     with engine.begin() as conn:
         _upsert_caps(conn, ordered, now)

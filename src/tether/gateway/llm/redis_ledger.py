@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from tether.core.budget import CounterState, ScopeCap, refusal_message, remaining
+from tether.core.budget import CounterState, ScopeCap, merge_caps, refusal_message, remaining
 from tether.core.errors import BadRequestError, BudgetExceededError
 from tether.core.money import nusd_to_float
 from tether.gateway.llm.ledger import (
@@ -146,7 +146,7 @@ class RedisLedger:
             raise BadRequestError("a reservation amount cannot be negative")
         if not caps:
             return unbound(run_id, amount_nusd, tokens, now)
-        ordered = sorted(caps, key=lambda c: c.scope)
+        ordered = merge_caps(caps)
         rid = new_reservation_id()
         expires = now + timedelta(seconds=self.ttl_s)
         keys = [self._ckey(c.scope) for c in ordered] + [self._rkey(rid), self._zkey]
