@@ -41,6 +41,27 @@ BODY = {"model": "mock-small", "messages": [{"role": "user", "content": PROMPT}]
         "max_tokens": 64}  # fmt: skip
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of `pid` and its descendants so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw.rsplit(")", 1)[1].split()
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo += [c for c, (ppid, _) in stats.items() if ppid == p]
+    return total
+
+
 def spawn(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Any:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out,
@@ -126,11 +147,16 @@ async def sequential(targets: dict[str, tuple[str, str]], n: int, stream: bool) 
     return {name: summary(v) for name, v in lat.items()}
 
 
-async def concurrent(targets: dict[str, tuple[str, str]], n: int, stream: bool,
-                     conc: int = 32, blocks: int = 4) -> dict[str, Any]:  # fmt: skip
-    """Concurrency `conc`, in blocks that alternate between targets."""
+async def concurrent(
+    targets: dict[str, tuple[str, str]], n: int, stream: bool, pids: dict[str, int],
+    conc: int = 32, blocks: int = 4,
+) -> dict[str, Any]:  # fmt: skip
+    """Concurrency `conc`, in blocks that alternate between targets. Also the CPU time the
+    target's server process spent per request: unlike throughput, it does not depend on what
+    else the machine is doing."""
     lat: dict[str, list[float]] = {name: [] for name in targets}
     wall: dict[str, float] = dict.fromkeys(targets, 0.0)
+    cpu: dict[str, float] = dict.fromkeys(targets, 0.0)
     limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         for url, key in targets.values():
@@ -138,12 +164,17 @@ async def concurrent(targets: dict[str, tuple[str, str]], n: int, stream: bool,
         for _ in range(blocks):
             for name, (url, key) in targets.items():
                 todo = iter(range(n // blocks))
+                c0 = cpu_seconds(pids[name])
                 t0 = time.perf_counter()
                 await asyncio.gather(
                     *(worker(client, url, key, stream, todo, lat[name]) for _ in range(conc))
                 )
                 wall[name] += time.perf_counter() - t0
-    return {name: summary(v, wall[name]) for name, v in lat.items()}
+                cpu[name] += cpu_seconds(pids[name]) - c0
+    out = {name: summary(v, wall[name]) for name, v in lat.items()}
+    for name in targets:
+        out[name]["server_cpu_ms_per_request"] = round(cpu[name] * 1000 / len(lat[name]), 3)
+    return out
 
 
 def main() -> None:
@@ -182,15 +213,18 @@ def main() -> None:
         wait_http(f"http://127.0.0.1:{port}/healthz")
         targets = {"direct": (mock_url + "/v1", "none"),
                    "tether": (f"http://127.0.0.1:{port}/llm/v1", key)}  # fmt: skip
+        # the process whose CPU is counted: the mock itself for direct calls
+        pids = {"direct": procs[0].pid, "tether": procs[1].pid}
         if args.vs == "litellm":
             proc, url = start_litellm(mock_url, tmp)
             procs.append(proc)
             targets["litellm"] = (url, "sk-litellm-bench")
+            pids["litellm"] = proc.pid
         results: dict[str, Any] = {}
         for stream in (False, True):
             mode = "stream" if stream else "non_stream"
             c1 = asyncio.run(sequential(targets, args.requests, stream))
-            c32 = asyncio.run(concurrent(targets, args.requests, stream))
+            c32 = asyncio.run(concurrent(targets, args.requests, stream, pids))
             results[mode] = {"c1": c1, "c32": c32}
             for name in targets:
                 if name == "direct":
@@ -208,6 +242,11 @@ def main() -> None:
                 r = results[mode]["c32"]
                 ratio = r["tether"]["throughput_rps"] / r["litellm"]["throughput_rps"]
                 verdict[f"{mode}_c32_throughput_vs_litellm"] = round(ratio, 2)
+                cpu = (
+                    r["litellm"]["server_cpu_ms_per_request"]
+                    / r["tether"]["server_cpu_ms_per_request"]
+                )
+                verdict[f"{mode}_proxy_cpu_per_request_litellm_over_tether"] = round(cpu, 2)
             ratio = verdict["non_stream_c32_throughput_vs_litellm"]
             verdict["throughput_ge_4x_litellm"] = ratio >= 4
         print(json.dumps(verdict, indent=2))
@@ -231,13 +270,14 @@ def main() -> None:
 def report(mode: str, c1: dict[str, Any], c32: dict[str, Any]) -> None:
     print(f"\n== {mode}")
     print(f"{'target':<9} {'c1 p50':>9} {'c1 p99':>9} {'added p50':>10} {'added p99':>10} "
-          f"{'c32 rps':>9} {'c32 p50':>9} {'c32 p99':>9}")  # fmt: skip
+          f"{'c32 rps':>9} {'c32 p50':>9} {'c32 p99':>9} {'cpu ms/req':>10}")  # fmt: skip
     for name in c1:
         a = c1[name]
         b = c32[name]
         added = f"{a.get('added_p50_ms', 0):>10.3f} {a.get('added_p99_ms', 0):>10.3f}"
         busy = f"{b['throughput_rps']:>9.1f} {b['p50_ms']:>9.3f} {b['p99_ms']:>9.3f}"
-        print(f"{name:<9} {a['p50_ms']:>9.3f} {a['p99_ms']:>9.3f} {added} {busy}", flush=True)
+        cpu = f"{b['server_cpu_ms_per_request']:>10.3f}"
+        print(f"{name:<9} {a['p50_ms']:>9.3f} {a['p99_ms']:>9.3f} {added} {busy} {cpu}", flush=True)
 
 
 if __name__ == "__main__":
