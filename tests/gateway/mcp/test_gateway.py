@@ -146,6 +146,9 @@ async def test_git_server_on_a_temporary_repository(deployment: Deployment) -> N
         commit = await client.call_tool("git.git_commit", {"repo_path": "/tmp", "message": "x"})
     assert not log.is_error and "first commit" in text(log)
     assert commit.is_error and "tether denied git.git_commit" in text(commit)
+    async with mcp_client(deployment.url, deployment.keys["triage"], new_run()) as client:
+        unknown = await client.call_tool("time.no_such_tool", {})
+    assert unknown.is_error and "not in the tool registry" in text(unknown)
 
 
 async def test_denied_call_is_a_tool_error_with_rule_and_reason(deployment: Deployment) -> None:

@@ -110,7 +110,11 @@ class Guard:
         tags = frozenset(tool.tags if tool else ()) | frozenset(extra_tags)
         state, status = self._run_state(run_id)
         policy = policies.get(self.engine, agent) if agent else None
-        if tool is not None and tool.blocked:
+        if tool is None:
+            decision = Decision("deny", "tool registry: unknown tool",
+                                f"{name} is not in the tool registry; tools are named "
+                                "server.tool (see `tether tools list`)", tags=tags)  # fmt: skip
+        elif tool.blocked:
             decision = blocked_decision(tool)
         elif status in TERMINAL_STATUSES:
             decision = Decision("deny", "run ended", f"run {run_id} is {status}; start a new run",
