@@ -49,12 +49,13 @@ def test_outcomes_of_the_contract(api: Api) -> None:
                   "rule": 'tools[0] match "billing.lookup"', "retry_after_s": None}  # fmt: skip
     no = decide(api, "billing.delete", run_id="run_d1")
     assert (no["decision"], no["reason"]) == ("deny", "never")
-    held = decide(api, "billing.refund", run_id="run_d1", arguments={"amount": 40},
+    held = decide(api, "billing.refund", run_id="run_d1",
+                  arguments={"amount": 40, "card_token": "tok_visa_4242"},
                   tags=["irreversible"])  # fmt: skip
     assert held["decision"] == "approval_required" and held["approval_id"].startswith("apr_")
     got = api.client.get(f"/api/v1/approvals/{held['approval_id']}", headers=api.triage).json()
-    assert (got["tool"], got["arguments"], got["status"]) == ("billing.refund", {"amount": 40},
-                                                              "pending")  # fmt: skip
+    assert (got["tool"], got["status"]) == ("billing.refund", "pending")
+    assert got["arguments"] == {"amount": 40, "card_token": "[REDACTED]"}  # settings.redact_fields
     assert decide(api, "billing.lookup")["decision"] == "allow"
     limited = decide(api, "billing.lookup")
     assert limited["decision"] == "rate_limited" and limited["retry_after_s"] > 0

@@ -36,8 +36,12 @@ def _sync_http_tools(state: State) -> None:
 
 
 def install(app: FastAPI, state: State) -> None:
-    guard = Guard(state.engine, redis=state.redis,
-                  approval_timeout_s=state.settings.approval_timeout_s)  # fmt: skip
+    guard = Guard(
+        state.engine,
+        redis=state.redis,
+        approval_timeout_s=state.settings.approval_timeout_s,
+        redact=tuple(state.settings.redact_fields),
+    )
     state.extras["guard"] = guard
     api = APIRouter(prefix="/api/v1")
     for module in (tools, approvals, decide):

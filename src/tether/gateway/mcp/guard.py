@@ -23,6 +23,7 @@ from tether.core.policy import (
 )
 from tether.core.policy_schema import parse_rate_limit
 from tether.core.records import TERMINAL_STATUSES, RunAttribution
+from tether.gateway.mcp.spans import redacted
 from tether.store import approvals, audit, policies
 from tether.store import tools as registry
 from tether.store.engine import reading
@@ -68,8 +69,16 @@ def blocked_decision(tool: registry.Tool) -> Decision:
 class Guard:
     """Decides tool calls for one server process (sync: call it from a worker thread)."""
 
-    def __init__(self, engine: Engine, *, redis: Any | None, approval_timeout_s: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        redis: Any | None,
+        approval_timeout_s: float,
+        redact: tuple[str, ...] = (),
+    ) -> None:
         self.engine = engine
+        self.redact = redact
         self.limiter: RateLimiter = make_limiter(engine, redis)
         self.approval_timeout_s = approval_timeout_s
 
@@ -137,7 +146,8 @@ class Guard:
                 timeout = policy.approval_timeout_s or timeout
                 default = policy.approval_default
             approval = approvals.create(
-                self.engine, tool=name, arguments=dict(arguments or {}), run_id=run_id,
+                self.engine, tool=name, arguments=redacted(dict(arguments or {}), self.redact),
+                run_id=run_id,
                 agent=agent, rule=decision.rule, reason=decision.reason, timeout_s=timeout,
                 now=now, default_decision=default,
             )  # fmt: skip

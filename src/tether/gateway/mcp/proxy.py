@@ -63,6 +63,7 @@ class Gateway:
         self.state = state
         self.engine = state.engine
         self.guard = guard
+        self.redact = tuple(state.settings.redact_fields)
         logs = state.settings.home / "logs"
         self.upstreams = {
             c.name: Upstream(c, log_dir=logs, on_tools=self._sync_tools)
@@ -259,10 +260,10 @@ class Gateway:
 
         def write() -> None:
             if held_span is not None:
-                record_span(self.engine, call, **held_span)
-            record_span(self.engine, call, kind="tool", name=name, started_at=started,
-                        ended_at=ended, input=arguments, output=output, error=error,
-                        attributes=attributes, now=ended)  # fmt: skip
+                record_span(self.engine, call, redact=self.redact, **held_span)
+            record_span(self.engine, call, redact=self.redact, kind="tool", name=name,
+                        started_at=started, ended_at=ended, input=arguments, output=output,
+                        error=error, attributes=attributes, now=ended)  # fmt: skip
             if taint:
                 self.guard.mark_returned(call.run_id, taint, now=ended, agent=call.agent)
 

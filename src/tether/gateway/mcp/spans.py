@@ -14,11 +14,10 @@ from sqlalchemy import Engine, select
 
 from tether.core.ids import make_id
 from tether.core.records import RunAttribution, SpanRecord, valid_run_id
+from tether.core.semtext import redact_text
 from tether.store.engine import reading
 from tether.store.ingest import write_spans
 from tether.store.tables import runs
-
-MAX_TEXT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,14 +46,17 @@ def run_for_request(headers: Mapping[str, str], agent: str | None) -> tuple[str,
     )
 
 
-def _clip(text: str | None) -> str | None:
-    if text is None or len(text) <= MAX_TEXT:
-        return text
-    return text[:MAX_TEXT] + "…[truncated]"
-
-
 def as_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+
+
+def redacted(value: Any, redact: tuple[str, ...]) -> Any:
+    """`value` (JSON data) with secret-named entries (settings.redact_fields) replaced."""
+    text = redact_text(as_json(value), redact)
+    try:
+        return json.loads(text) if text else value
+    except ValueError:  # cut short by the size limit: keep the (redacted) text
+        return text
 
 
 def _trace_id(engine: Engine, run_id: str) -> str:
@@ -76,8 +78,9 @@ def record_span(
     error: str | None,
     attributes: dict[str, Any],
     now: datetime,
+    redact: tuple[str, ...] = (),
 ) -> None:
-    """Writes one span (kind `tool` or `approval`) into the call's run."""
+    """Writes one span (kind `tool` or `approval`) into the call's run, secrets redacted."""
     record = SpanRecord(
         trace_id=_trace_id(engine, call.run_id),
         span_id=os.urandom(8).hex(),
@@ -86,8 +89,8 @@ def record_span(
         name=name,
         started_at=started_at,
         ended_at=ended_at,
-        input=_clip(as_json(input)),
-        output=_clip(output),
+        input=redact_text(as_json(input), redact),
+        output=redact_text(output, redact),
         status="error" if error else "ok",
         error=error,
         attributes=attributes,
