@@ -9,11 +9,11 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from tether.cli.client import local_engine
 from tether.cli.output import console, print_json
 from tether.cli.tools import remote
 from tether.config import load_settings
 from tether.store import approvals
-from tether.store.engine import make_engine
 
 
 def _decide(approval_id: str, approve: bool, reason: str | None) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def _decide(approval_id: str, approve: bool, reason: str | None) -> dict[str, An
         result: dict[str, Any] = remote(settings, "POST", f"/approvals/{approval_id}/{verb}",
                                         json={"reason": reason})  # fmt: skip
         return result
-    engine = make_engine(settings.db_url)
+    engine = local_engine(settings)
     try:
         return approvals.decide(engine, approval_id, approve=approve, actor="cli", reason=reason,
                                 now=datetime.now(UTC)).to_dict()  # fmt: skip
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
                                         "limit": limit}.items() if v}  # fmt: skip
             items = remote(settings, "GET", "/approvals", params=params)["items"]
         else:
-            engine = make_engine(settings.db_url)
+            engine = local_engine(settings)
             try:
                 items = [a.to_dict() for a in approvals.list_approvals(
                     engine, status=wanted, run_id=run_id, limit=limit)]  # fmt: skip

@@ -6,35 +6,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import typer
 from rich.table import Table
 
-from tether.cli.output import console, fail, print_json
+from tether.cli.client import RemoteClient, local_engine
+from tether.cli.output import console, print_json
 from tether.config import Settings, load_settings
 from tether.store import tools as registry
-from tether.store.engine import make_engine
 
 
 def remote(settings: Settings, method: str, path: str, **kw: Any) -> Any:
-    """One call to a remote tether's API; errors become one-line CLI failures."""
-    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-    try:
-        response = httpx.request(method, f"{settings.url}/api/v1{path}", headers=headers,
-                                 timeout=30, **kw)  # fmt: skip
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach {settings.url}: {exc}")
-    if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:300]
-        fail(f"{response.status_code}: {message}")
-    return response.json()
-
-
-def _local(settings: Settings) -> Any:
-    return make_engine(settings.db_url)
+    """One call to the running tether named by TETHER_URL (errors become one-line failures)."""
+    return RemoteClient(settings.url or "", settings.api_key).request(
+        method, f"/api/v1{path}", **kw
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -58,7 +43,7 @@ def register(app: typer.Typer) -> None:
                 params={k: v for k, v in {"server": server, "status": status}.items() if v},
             )["items"]
         else:
-            engine = _local(settings)
+            engine = local_engine(settings)
             items = [t.to_dict() for t in registry.list_tools(engine, server=server,
                                                               status=status)]  # fmt: skip
             engine.dispose()
@@ -82,7 +67,7 @@ def register(app: typer.Typer) -> None:
         if settings.url:
             tool = remote(settings, "GET", f"/tools/{name}")
         else:
-            engine = _local(settings)
+            engine = local_engine(settings)
             tool = registry.require_tool(engine, name).to_dict()
             engine.dispose()
         if as_json:
@@ -108,7 +93,7 @@ def register(app: typer.Typer) -> None:
         if settings.url:
             tool = remote(settings, "POST", f"/tools/{name}/approve")
         else:
-            engine = _local(settings)
+            engine = local_engine(settings)
             tool = registry.approve_tool(engine, name, actor="cli", now=datetime.now(UTC)).to_dict()
             engine.dispose()
         if as_json:
