@@ -156,7 +156,6 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> 
     raise TimeoutError(url)
 
 
-@contextmanager
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by `pid` and its live descendants (Linux)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -180,6 +179,7 @@ def tree_cpu_s(pid: int) -> float:
     return sum(cpu.get(p, 0.0) for p in tree)
 
 
+@contextmanager
 def tether_server(db_url: str, home: Path, workers: int) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = {**os.environ, "TETHER_HOME": str(home), "TETHER_DATABASE_URL": db_url,
