@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,26 +99,54 @@ def start_litellm(mock_url: str, tmp: Path) -> tuple[Any, str]:
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
-async def one(client: httpx.AsyncClient, url: str, key: str, stream: bool) -> float:
-    body = dict(BODY, stream=True) if stream else BODY
-    headers = {"authorization": f"Bearer {key}"}
-    t0 = time.perf_counter()
-    if stream:
-        async with client.stream("POST", url + "/chat/completions", json=body,
-                                 headers=headers) as r:  # fmt: skip
-            async for _ in r.aiter_raw():
-                pass
-    else:
-        r = await client.post(url + "/chat/completions", json=body, headers=headers)
-    if r.status_code != 200:
-        raise RuntimeError(f"{url}: HTTP {r.status_code}")
-    return time.perf_counter() - t0
+class Conn:
+    """A keep-alive HTTP/1.1 connection with prebuilt requests: the load generator should cost
+    far less than the servers it measures (httpx would cost more than tether itself)."""
+
+    def __init__(self, url: str, key: str, stream: bool) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        body = json.dumps(dict(BODY, stream=True) if stream else BODY).encode()
+        self.request = (
+            f"POST {parts.path}/chat/completions HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def one(self) -> float:
+        t0 = time.perf_counter()
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(self.request)
+        head = (await self.reader.readuntil(b"\r\n\r\n")).lower()
+        if head[9:12] != b"200":
+            raise RuntimeError(f"{self.host}:{self.port}: {head[:40]!r}")
+        if b"transfer-encoding: chunked" in head:
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        else:
+            length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+            await self.reader.readexactly(length)
+        if b"connection: close" in head:
+            await self.close()
+        return time.perf_counter() - t0
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
-async def worker(client: httpx.AsyncClient, url: str, key: str, stream: bool, todo: Any,
-                 out: list[float]) -> None:  # fmt: skip
+async def worker(conn: Conn, todo: Any, out: list[float]) -> None:
     for _ in todo:
-        out.append(await one(client, url, key, stream))
+        out.append(await conn.one())
+    await conn.close()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -136,14 +164,16 @@ def summary(lat: list[float], wall: float | None = None) -> dict[str, float]:
 
 async def sequential(targets: dict[str, tuple[str, str]], n: int, stream: bool) -> dict[str, Any]:
     """Concurrency 1, one request to each target in turn, so drift hits all alike."""
+    conns = {name: Conn(url, key, stream) for name, (url, key) in targets.items()}
     lat: dict[str, list[float]] = {name: [] for name in targets}
-    async with httpx.AsyncClient(timeout=30) as client:
-        for url, key in targets.values():  # warm the pools
-            for _ in range(50):
-                await one(client, url, key, stream)
-        for _ in range(n):
-            for name, (url, key) in targets.items():
-                lat[name].append(await one(client, url, key, stream))
+    for conn in conns.values():  # warm up
+        for _ in range(50):
+            await conn.one()
+    for _ in range(n):
+        for name, conn in conns.items():
+            lat[name].append(await conn.one())
+    for conn in conns.values():
+        await conn.close()
     return {name: summary(v) for name, v in lat.items()}
 
 
@@ -157,20 +187,18 @@ async def concurrent(
     lat: dict[str, list[float]] = {name: [] for name in targets}
     wall: dict[str, float] = dict.fromkeys(targets, 0.0)
     cpu: dict[str, float] = dict.fromkeys(targets, 0.0)
-    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        for url, key in targets.values():
-            await asyncio.gather(*(one(client, url, key, stream) for _ in range(conc * 2)))
-        for _ in range(blocks):
-            for name, (url, key) in targets.items():
-                todo = iter(range(n // blocks))
-                c0 = cpu_seconds(pids[name])
-                t0 = time.perf_counter()
-                await asyncio.gather(
-                    *(worker(client, url, key, stream, todo, lat[name]) for _ in range(conc))
-                )
-                wall[name] += time.perf_counter() - t0
-                cpu[name] += cpu_seconds(pids[name]) - c0
+    for url, key in targets.values():  # warm up
+        warm = iter(range(conc * 4))
+        await asyncio.gather(*(worker(Conn(url, key, stream), warm, []) for _ in range(conc)))
+    for _ in range(blocks):
+        for name, (url, key) in targets.items():
+            todo = iter(range(n // blocks))
+            conns = [Conn(url, key, stream) for _ in range(conc)]
+            c0 = cpu_seconds(pids[name])
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker(c, todo, lat[name]) for c in conns))
+            wall[name] += time.perf_counter() - t0
+            cpu[name] += cpu_seconds(pids[name]) - c0
     out = {name: summary(v, wall[name]) for name, v in lat.items()}
     for name in targets:
         out[name]["server_cpu_ms_per_request"] = round(cpu[name] * 1000 / len(lat[name]), 3)
