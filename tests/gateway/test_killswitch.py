@@ -82,7 +82,7 @@ async def test_kill_from_another_process_reaches_streams_within_a_poll(
         other.dispose()
     # the target is 100 ms (bench/budget_stress.py measures it); this bound only guards a
     # loaded test machine against a flake while still proving the poll works
-    assert max(latencies) < 0.5
+    assert max(latencies) < 1.0
 
 
 async def test_alive_run_is_cached_only_briefly(db: Engine, db_url: str) -> None:
@@ -139,11 +139,14 @@ async def test_calls_of_a_watched_run_need_no_query_and_still_see_remote_kills(
         queries.append(statement)
 
     _run(db, "run_w")
-    here, there = KillSwitch(db), KillSwitch(other)
+    # a slow poll, so that a loaded test machine cannot stretch one gap past "alive" (2 polls)
+    here, there = KillSwitch(db, poll_s=0.5), KillSwitch(other)
     try:
         async with here.lifespan():
             await here.ensure_alive("run_w", now=datetime.now(UTC))  # starts watching it
-            await anyio.sleep(0.1)  # a few polls
+            with anyio.fail_after(5):
+                while here._alive_until.get("run_w", 0) - time.monotonic() < 0.9:
+                    await anyio.sleep(0.01)  # until a poll has vouched for it
             event.listen(db, "before_cursor_execute", count)
             for _ in range(20):
                 await here.ensure_alive("run_w", now=datetime.now(UTC))
