@@ -20,7 +20,11 @@ class AnthropicProvider:
         base = config.base_url.rstrip("/")
         # accept both https://api.anthropic.com and https://api.anthropic.com/v1
         self._base = base[:-3] if base.endswith("/v1") else base
-        self._headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+        self._headers = {
+            "content-type": "application/json",
+            "user-agent": "tether-gateway",
+            "anthropic-version": ANTHROPIC_VERSION,
+        }
         self._key_error: str | None = None
         try:
             key = provider_key(config)

@@ -4,6 +4,7 @@ retry cannot double-bill (no connection made, or 502/503/529 before any byte) an
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 
 import httpx
@@ -18,9 +19,20 @@ FALLBACK_STATUS = RETRY_STATUS | {500, 504}
 BACKOFF_S = 0.05
 
 
+class _NoCookies(httpx.Cookies):
+    """Cookies a provider sets are not kept: the pool is shared by every agent, and a cookie
+    of one must never ride along on another's call (this also spares a parse per response)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        return None
+
+
 def make_client(max_connections: int = 64) -> httpx.AsyncClient:
-    """An HTTP/1.1 client with keep-alive; timeouts are set per request."""
-    return httpx.AsyncClient(
+    """An HTTP/1.1 client with keep-alive, no cookie jar; timeouts are set per request."""
+    client = httpx.AsyncClient(
         limits=httpx.Limits(
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
@@ -30,6 +42,8 @@ def make_client(max_connections: int = 64) -> httpx.AsyncClient:
         follow_redirects=False,
         trust_env=False,
     )
+    client._cookies = _NoCookies()  # httpx has no switch for this; the attribute is stable
+    return client
 
 
 class Upstream:
@@ -50,6 +64,16 @@ class Upstream:
     async def aclose(self) -> None:
         for c in self.clients:
             await c.aclose()
+
+
+@functools.lru_cache(maxsize=256)
+def _url(url: str) -> httpx.URL:
+    return httpx.URL(url)
+
+
+@functools.lru_cache(maxsize=64)
+def _timeouts(read_s: float, connect_s: float) -> dict[str, float]:
+    return httpx.Timeout(read_s, connect=connect_s).as_dict()  # type: ignore[return-value]
 
 
 class Attempt:
@@ -83,14 +107,17 @@ async def send(
         headers = target.provider.headers()
         if extra_headers:
             headers = {**headers, **extra_headers}
-        timeout = httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s)
+        timeout = _timeouts(cfg.timeout_s, cfg.connect_timeout_s)
         for attempt in range(cfg.max_retries + 1):
             if attempt:
                 await asyncio.sleep(BACKOFF_S * 2 ** (attempt - 1))
             tries += 1
-            request = client.build_request(
-                "POST", url, content=content, headers=headers, timeout=timeout
-            )
+            # built directly: the client's URL merging and default headers cost more than
+            # tether's own work on a call
+            request = httpx.Request(
+                "POST", _url(url), content=content, headers=headers,
+                extensions={"timeout": timeout},
+            )  # fmt: skip
             try:
                 response = await client.send(request, stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:

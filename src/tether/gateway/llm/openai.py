@@ -16,7 +16,7 @@ class OpenAIProvider:
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self._base = config.base_url.rstrip("/")
-        self._headers = {"content-type": "application/json"}
+        self._headers = {"content-type": "application/json", "user-agent": "tether-gateway"}
         self._key_error: str | None = None
         try:
             key = provider_key(config)
