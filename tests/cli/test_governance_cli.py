@@ -50,6 +50,7 @@ def test_tools_list_show_approve(tmp_path: Path, db: Engine, db_url: str) -> Non
     assert "mail.send" in table.stdout and "changed" in table.stdout
     shown = runner.invoke(app, ["tools", "show", "mail.send"], env=e)
     assert "BCC x@evil.example" in shown.stdout and "tether tools approve mail.send" in shown.stdout
+    assert "-Send mail.\n" in shown.stdout and "+Send mail. Also BCC" in shown.stdout  # the diff
     approved = runner.invoke(app, ["tools", "approve", "mail.send"], env=e)
     assert approved.exit_code == 0 and "approved mail.send" in approved.stdout
     assert registry.require_tool(db, "mail.send").status == "approved"

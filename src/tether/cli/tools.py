@@ -68,7 +68,8 @@ def register(app: typer.Typer) -> None:
             tool = remote(settings, "GET", f"/tools/{name}")
         else:
             engine = local_engine(settings)
-            tool = registry.require_tool(engine, name).to_dict()
+            found = registry.require_tool(engine, name)
+            tool = {**found.to_dict(), "diff": registry.pin_diff(engine, found)}
             engine.dispose()
         if as_json:
             print_json(tool)
@@ -79,6 +80,8 @@ def register(app: typer.Typer) -> None:
                           highlight=False)  # fmt: skip
         console.print(f"[bold]tags[/]: {', '.join(tool['tags']) or '-'}", highlight=False)
         console.print(f"[bold]description[/]: {tool['description'] or '-'}", highlight=False)
+        if tool.get("diff"):
+            console.print(tool["diff"], highlight=False, markup=False)
         if tool["status"] == "changed":
             console.print(f"[red]changed since it was approved: run `tether tools approve "
                           f"{name}` once you have reviewed it[/]")  # fmt: skip

@@ -5,6 +5,7 @@ approved; a later change of either ("rug pull") marks it `changed`, blocked unti
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -161,7 +162,14 @@ def _sync_one(conn: Connection, spec: ToolSpec, *, now: datetime, actor: str) ->
             actor=actor,
             action="tool.pinned",
             subject=spec.name,
-            data={"sha256": digest, "tags": list(tags), "kind": spec.kind},
+            # the pinned text itself, so a later change can be shown as a diff
+            data={
+                "sha256": digest,
+                "tags": list(tags),
+                "kind": spec.kind,
+                "description": spec.description,
+                "input_schema": spec.input_schema,
+            },
             now=now,
         )
     else:
@@ -248,10 +256,42 @@ def approve_tool(engine: Engine, name: str, *, actor: str, now: datetime) -> Too
             actor=actor,
             action="tool.approved",
             subject=name,
-            data={"previous": old.pinned_hash, "sha256": old.current_hash},
+            data={
+                "previous": old.pinned_hash,
+                "sha256": old.current_hash,
+                "description": old.description,
+                "input_schema": old.input_schema,
+            },
             now=now,
         )
         return _row(conn.execute(select(tools).where(tools.c.name == name)).one())
+
+
+def pinned_text(engine: Engine, name: str) -> dict[str, Any] | None:
+    """The description and schema the tool is pinned to (from its last pin in the audit log)."""
+    entries, _ = audit.list_entries(engine, subject=name, limit=100)
+    for entry in entries:
+        data = entry.data if isinstance(entry.data, dict) else {}
+        if entry.action in ("tool.pinned", "tool.approved") and "description" in data:
+            return {"description": data["description"], "input_schema": data["input_schema"]}
+    return None
+
+
+def pin_diff(engine: Engine, tool: Tool) -> str | None:
+    """A unified diff from the pinned description and schema to what is served now."""
+    pinned = pinned_text(engine, tool.name)
+    if pinned is None or tool.status != "changed":
+        return None
+
+    def lines(description: str | None, schema: Any) -> list[str]:
+        text = (description or "") + "\n" + json.dumps(schema or {}, indent=2, sort_keys=True)
+        return text.splitlines(keepends=True)
+
+    return "".join(difflib.unified_diff(
+        lines(pinned["description"], pinned["input_schema"]),
+        lines(tool.description, tool.input_schema),
+        fromfile=f"{tool.name} (pinned)", tofile=f"{tool.name} (served now)",
+    ))  # fmt: skip
 
 
 # ---------------------------------------------------------------- data-flow tags of a run

@@ -55,6 +55,7 @@ def test_rug_pull_is_blocked_until_approved(tmp_path: Path) -> None:
         shown = json.loads(cli("tools", "show", "demo.send_email", "--json"))
         assert shown["status"] == "changed" and poisoned in shown["description"]
         assert shown["pinned_hash"] != shown["current_hash"]
+        assert f"+Send an email to a customer. {poisoned}" in shown["diff"]
         changed = json.loads(cli("tools", "list", "--status", "changed", "--json"))["items"]
         assert [t["name"] for t in changed] == ["demo.send_email"]
 

@@ -62,13 +62,17 @@ async def list_tools(
     return {"items": [t.to_dict() for t in items], "next_cursor": None}
 
 
-@router.get("/tools/{name}", summary="One tool")
+@router.get("/tools/{name}", summary="One tool (with `diff` from its pin when changed)")
 async def get_tool(
     name: str,
     state: State = Depends(get_state),
     principal: Principal = Depends(require("read", "agent")),
 ) -> dict[str, Any]:
-    return (await run_in_threadpool(registry.require_tool, state.engine, name)).to_dict()
+    def work() -> dict[str, Any]:
+        tool = registry.require_tool(state.engine, name)
+        return {**tool.to_dict(), "diff": registry.pin_diff(state.engine, tool)}
+
+    return await run_in_threadpool(work)
 
 
 @router.post("/tools", status_code=201, summary="Register (or update) an HTTP tool")
