@@ -162,9 +162,11 @@ def _sqlite_ts(value: datetime | None) -> str | None:
     # the text SQLAlchemy's SQLite DATETIME stores (UTC, no offset), made without strftime
     if value is None:
         return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given; tether stores UTC-aware timestamps")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; tether stores UTC-aware timestamps")
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _insert_spans(conn: Connection, recs: Sequence[SpanRecord]) -> None:
@@ -193,8 +195,11 @@ def _pg_ts(value: datetime | None) -> datetime | None:
     return value
 
 
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _json(value: dict[str, Any]) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _encode_json(value)
 
 
 @lru_cache(maxsize=64)
@@ -316,16 +321,21 @@ def _insert_runs_returning(dialect: str) -> Any:
 
 def _batch_totals(recs: list[SpanRecord]) -> dict[str, Any]:
     """What `_totals` would compute if these were the run's only spans."""
-    return {
-        "input_tokens": sum(r.input_tokens or 0 for r in recs),
-        "output_tokens": sum(r.output_tokens or 0 for r in recs),
-        "cached_tokens": sum(r.cached_tokens or 0 for r in recs),
-        "cost_nusd": sum(r.cost_nusd or 0 for r in recs),
-        "cost_unknown": any(r.cost_unknown for r in recs),
-        "llm_calls": sum(1 for r in recs if r.kind == "llm"),
-        "tool_calls": sum(1 for r in recs if r.kind == "tool"),
-        "span_count": len(recs),
-    }
+    it = ot = ct = cost = llm = tool = 0
+    unknown = False
+    for r in recs:
+        it += r.input_tokens or 0
+        ot += r.output_tokens or 0
+        ct += r.cached_tokens or 0
+        cost += r.cost_nusd or 0
+        unknown = unknown or r.cost_unknown
+        if r.kind == "llm":
+            llm += 1
+        elif r.kind == "tool":
+            tool += 1
+    return {"input_tokens": it, "output_tokens": ot, "cached_tokens": ct, "cost_nusd": cost,
+            "cost_unknown": unknown, "llm_calls": llm, "tool_calls": tool,
+            "span_count": len(recs)}  # fmt: skip
 
 
 def _update_existing(
@@ -368,6 +378,9 @@ def _run_update() -> Any:
 
 def _best_attribution(recs: list[SpanRecord]) -> RunAttribution:
     """The root span's attribution, filled in from the other spans where it is silent."""
+    root = next((r.attribution for r in recs if r.is_root), None)
+    if root is not None and root.agent and root.version and root.task_id and root.user:
+        return root
     ordered = sorted(recs, key=lambda r: not r.is_root)
     fields = {}
     for name in ("agent", "version", "task_id", "user"):
