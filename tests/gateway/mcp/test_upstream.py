@@ -18,6 +18,8 @@ def test_an_entry_needs_exactly_one_of_command_or_url() -> None:
         Upstream(McpServerConfig(name="x"))
     with pytest.raises(ConfigError, match="exactly one of"):
         Upstream(McpServerConfig(name="x", command=["a"], url="http://127.0.0.1:1/mcp"))
+    with pytest.raises(ConfigError, match="letters, digits"):
+        Upstream(McpServerConfig(name="my.server", command=["a"]))
 
 
 async def test_a_server_that_cannot_start_gives_a_clear_error() -> None:

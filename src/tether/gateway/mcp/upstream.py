@@ -8,6 +8,7 @@ restarted with exponential backoff, and calls made meanwhile get a clear Upstrea
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, ExitStack
 from pathlib import Path
@@ -25,6 +26,7 @@ from tether.core.errors import ConfigError, UpstreamError, UpstreamTimeoutError
 
 log = logging.getLogger("tether.mcp")
 
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 INITIAL_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 30.0
 PROBE_EVERY_S = 5.0
@@ -41,6 +43,11 @@ class Upstream:
         log_dir: Path | None = None,
         on_tools: Callable[[Upstream], Awaitable[None]] | None = None,
     ) -> None:
+        if not _NAME_RE.match(config.name):
+            raise ConfigError(
+                f"mcp_servers name {config.name!r} must be letters, digits, _ or - (it prefixes "
+                "the server's tools as NAME.tool)"
+            )
         if bool(config.command) == bool(config.url):
             raise ConfigError(
                 f"mcp_servers entry {config.name!r} needs exactly one of `command` (stdio) or "
