@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from tether.cli.client import local_engine
 from tether.cli.output import console, print_json
@@ -59,7 +59,10 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json({"items": items})
             return
-        table = Table("id", "status", "agent", "tool", "run", "reason", "expires")
+        table = Table(
+            Column("id", no_wrap=True), "status", "agent", Column("tool", no_wrap=True), "run",
+            "reason", "expires",
+        )  # fmt: skip
         for a in items:
             table.add_row(a["id"], a["status"], a["agent"] or "", a["tool"], a["run_id"] or "",
                           a["reason"] or "", a["expires_at"][:19])  # fmt: skip

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from tether.cli.client import RemoteClient, local_engine
 from tether.cli.output import console, print_json
@@ -50,11 +50,12 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json({"items": items})
             return
-        table = Table("name", "kind", "status", "tags", "rate limit", "pinned sha256")
+        table = Table(Column("name", no_wrap=True), "kind", "status",
+                      "tags", "rate limit", "pin")  # fmt: skip
         for t in items:
             status_text = t["status"] if t["status"] == "approved" else f"[red]{t['status']}[/]"
-            table.add_row(t["name"], t["kind"], status_text, ",".join(t["tags"]),
-                          t["rate_limit"] or "", (t["pinned_hash"] or "")[:12])  # fmt: skip
+            table.add_row(t["name"], t["kind"], status_text, ", ".join(t["tags"]),
+                          t["rate_limit"] or "", (t["pinned_hash"] or "")[:8])  # fmt: skip
         console.print(table)
 
     @tools_app.command("show")
