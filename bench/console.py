@@ -2,7 +2,8 @@
 
 Loads ~100,000 runs of 10 spans (30 days, 8 agents x 3 versions) into a fresh PostgreSQL schema
 with COPY, plus policies, tools and held calls through the store, then times every console page
-in-process with httpx (Starlette's TestClient) and prints p50/p95 per page. Target: < 300 ms.
+in-process with httpx (Starlette's TestClient): the first request of each page (the home page's
+closed-day aggregates are not cached yet) and p50/p95 of the repeats. Target: < 300 ms.
 
     .venv/bin/python bench/console.py [--spans 1000000] [--repeat 20] [--keep]
 
@@ -162,7 +163,9 @@ def time_pages(url: str, home: Path, run_id: str, agent: str, repeat: int) -> di
         token = re.search(r'name="csrf" value="([^"]+)"', form)[1]  # type: ignore[index]
         client.post("/login", data={"api_key": secret, "csrf": token})
         for name, path in pages.items():
+            t0 = time.perf_counter()
             first = client.get(path)
+            first_ms = (time.perf_counter() - t0) * 1000
             assert first.status_code == 200, (path, first.status_code, first.text[:300])
             samples = []
             for _ in range(repeat):
@@ -171,10 +174,11 @@ def time_pages(url: str, home: Path, run_id: str, agent: str, repeat: int) -> di
                 samples.append((time.perf_counter() - t0) * 1000)
             samples.sort()
             p95 = samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))]
-            results[name] = {"path": path, "p50_ms": round(statistics.median(samples), 1),
+            results[name] = {"path": path, "first_ms": round(first_ms, 1),
+                             "p50_ms": round(statistics.median(samples), 1),
                              "p95_ms": round(p95, 1)}  # fmt: skip
-            print(f"{name:26s} p50 {results[name]['p50_ms']:7.1f} ms   p95 {p95:7.1f} ms",
-                  flush=True)  # fmt: skip
+            print(f"{name:26s} first {first_ms:7.1f} ms   p50 {results[name]['p50_ms']:7.1f} ms"
+                  f"   p95 {p95:7.1f} ms", flush=True)  # fmt: skip
     engine.dispose()
     return results
 
@@ -203,16 +207,16 @@ def main() -> int:
     finally:
         if not args.keep:
             with admin.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
-    worst = max(r["p95_ms"] for r in results.values())
+    worst = max(max(r["p95_ms"], r["first_ms"]) for r in results.values())
     out = {
         "spans": args.spans,
         "runs": args.spans // SPANS_PER_RUN,
         "database": "postgresql",
         "repeat": args.repeat,
         "target_ms": TARGET_MS,
-        "worst_p95_ms": worst,
+        "worst_ms": worst,
         "pass": worst < TARGET_MS,
         "pages": results,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -222,7 +226,7 @@ def main() -> int:
     }
     path = Path(__file__).parent / "results" / "console.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"worst p95 {worst:.1f} ms (target < {TARGET_MS:.0f} ms): "
+    print(f"worst (first request or p95) {worst:.1f} ms (target < {TARGET_MS:.0f} ms): "
           f"{'PASS' if out['pass'] else 'FAIL'}; wrote {path}")  # fmt: skip
     return 0 if out["pass"] else 1
 

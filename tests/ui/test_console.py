@@ -6,19 +6,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, insert, select, update
 
-from tests.ui.seed import Seeded, seed
+from tests.ui.seed import Seeded, run_spans, seed
 from tether.config import load_settings
 from tether.core.records import SpanRecord
 from tether.server.app import create_app
+from tether.server.console import queries
 from tether.server.console.session import COOKIE
 from tether.store import approvals as approval_store
 from tether.store import feedback as feedback_store
@@ -319,3 +321,30 @@ def test_run_page_shows_its_checkpoint_state(env, db: Engine):
     assert "ckpt-0001" in page.text and "thread-7" in page.text
     assert "await_approval" in page.text
     assert "No checkpoints" in client.get(f"/runs/{data.run_ids[0]}").text
+
+
+def test_home_aggregates_cache_closed_days_and_count_today_live(db: Engine):
+    now = datetime.now(UTC).replace(hour=12)
+    cache: dict = {}
+
+    def runs_per_day() -> list[int]:
+        stats = queries.agent_overview(db, now=now, cache=cache)
+        return next(s for s in stats if s.agent == "support-bot").runs_per_day
+
+    seed_rng = random.Random(5)
+    first = run_spans(
+        seed_rng, "support-bot", "2.1", [], now - timedelta(days=1), task="A", user="u"
+    )
+    write_spans(db, first, now=now, source="sdk")
+    before = runs_per_day()
+    assert before[-2:] == [1, 0]
+    today = run_spans(
+        seed_rng, "support-bot", "2.1", [], now - timedelta(hours=1), task="B", user="u"
+    )
+    late = run_spans(
+        seed_rng, "support-bot", "2.1", [], now - timedelta(days=1), task="C", user="u"
+    )
+    write_spans(db, today + late, now=now, source="sdk")
+    assert runs_per_day()[-2:] == [1, 1]  # today is live; yesterday's late run waits for the TTL
+    cache.clear()
+    assert runs_per_day()[-2:] == [2, 1]

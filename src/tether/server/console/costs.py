@@ -61,7 +61,8 @@ def _context(state: State, group: str, window: str, agent: str | None) -> dict[s
     rows = _breakdown(state, group, window, agent, now)
     total = sum(r["cost_nusd"] for r in rows)
     days = queries.day_list(now, queries.SPARK_DAYS)
-    by_agent = queries.daily_cost_by_agent(state.engine, days=days, agent=agent)
+    cache = state.extras.setdefault("console_cache", {})
+    by_agent = queries.daily_cost_by_agent(state.engine, days=days, agent=agent, cache=cache)
     anomalies = queries.cost_anomalies(days, by_agent)
     flagged_days = {a.day for a in anomalies}
     flagged_agents = {a.agent for a in anomalies if a.day >= days[-3]}

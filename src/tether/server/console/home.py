@@ -24,7 +24,9 @@ router = APIRouter()
 
 def _home_data(state: State, now: datetime) -> dict[str, Any]:
     engine = state.engine
-    stats = queries.agent_overview(engine, now=now)
+    stats = queries.agent_overview(
+        engine, now=now, cache=state.extras.setdefault("console_cache", {})
+    )
     since = now - timedelta(days=queries.KPI_DAYS)
     kpis = {
         (k["agent"], k["version"]): k for k in cost_store.success_at_target(engine, start=since)
@@ -41,11 +43,11 @@ def _home_data(state: State, now: datetime) -> dict[str, Any]:
         running = conn.execute(
             select(func.count()).where(runs.c.status.in_(("running", "awaiting_approval")))
         ).scalar_one()
-    totals = {
+    totals: dict[str, Any] = {
         "runs_today": sum(s.runs_per_day[-1] for s in stats),
         "cost_today": sum(s.cost_today_nusd for s in stats),
         "running": int(running),
-        "pending": None if pending is None else sum(pending.values()),
+        "pending": sum(pending.values()),
     }
     finished = sum(k["finished_runs"] for k in kpis.values())
     hits = sum(k["successes"] for k in kpis.values())

@@ -4,6 +4,7 @@ single resources come from the store modules the API uses."""
 from __future__ import annotations
 
 import statistics
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,15 +12,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.sql import ColumnElement
 
 from tether.store.costs import day_of
 from tether.store.engine import reading
-from tether.store.tables import agents, approvals, runs
+from tether.store.tables import agents, runs
 
 KPI_DAYS = 7
 SPARK_DAYS = 14
+CLOSED_DAYS_TTL_S = 300.0
+P95_TTL_S = 60.0
 ANOMALY_FACTOR = 2.0
 ANOMALY_FLOOR_NUSD = 10_000_000  # $0.01: a day that cheap is never an anomaly
 MIN_BASELINE_DAYS = 3
@@ -35,11 +38,18 @@ def aggregating(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
-def duration_ms(conn: Connection) -> ColumnElement[float]:
+def duration_ms(conn: Connection) -> ColumnElement[Any]:
+    """A finished run's duration in milliseconds, in either dialect."""
     c = runs.c
     if conn.dialect.name == "postgresql":
         return func.extract("epoch", c.ended_at - c.started_at) * 1000.0
     return (func.julianday(c.ended_at) - func.julianday(c.started_at)) * 86_400_000.0
+
+
+# (agent, version, UTC day, runs, cost in nano-dollars)
+DayRow = tuple[str, str | None, str, int, int]
+# key -> (time.monotonic() when computed, value); lives in state.extras, one per app
+Cache = dict[tuple[Any, ...], tuple[float, Any]]
 
 
 @dataclass
@@ -82,67 +92,107 @@ def day_list(now: datetime, days: int) -> list[str]:
     return [(today - timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
 
 
-def agent_overview(engine: Engine, *, now: datetime) -> list[AgentVersionStats]:
-    """Per agent and version: runs and cost per day, p95 duration, cost today, live runs."""
-    days = day_list(now, SPARK_DAYS)
-    since = datetime.fromisoformat(days[0]).replace(tzinfo=UTC)
-    index = {d: i for i, d in enumerate(days)}
-    kpi_from = (now.date() - timedelta(days=KPI_DAYS - 1)).isoformat()
+def _midnight(day: str) -> datetime:
+    return datetime.fromisoformat(day).replace(tzinfo=UTC)
+
+
+def _cached(cache: Cache | None, key: tuple[Any, ...], ttl_s: float, compute: Any) -> Any:
+    if cache is None:
+        return compute()
+    now = time.monotonic()
+    hit = cache.get(key)
+    if hit is not None and now - hit[0] < ttl_s:
+        return hit[1]
+    value = compute()
+    if len(cache) > 256:
+        cache.clear()
+    cache[key] = (now, value)
+    return value
+
+
+def _day_rows(engine: Engine, start: datetime, end: datetime | None) -> list[DayRow]:
     c = runs.c
-    out: dict[tuple[str, str | None], AgentVersionStats] = {}
     with aggregating(engine) as conn:
         day = day_of(conn, c.started_at)
         q = (
-            select(
-                c.agent, c.version, day.label("day"), func.count().label("n"),
-                func.coalesce(func.sum(c.cost_nusd), 0),
-                func.sum(case((c.status.in_(("running", "awaiting_approval")), 1), else_=0)),
-            )
-            .where(c.started_at >= since, c.agent.is_not(None))
+            select(c.agent, c.version, day, func.count(), func.coalesce(func.sum(c.cost_nusd), 0))
+            .where(c.started_at >= start, c.agent.is_not(None))
             .group_by(c.agent, c.version, day)
-        )  # fmt: skip
-        for agent, version, day_value, n, cost, live in conn.execute(q):
-            d = _iso(day_value)
-            st = out.get((agent, version))
-            if st is None:
-                st = out[(agent, version)] = AgentVersionStats(
-                    agent, version, runs_per_day=[0] * len(days), cost_per_day=[0] * len(days),
-                )  # fmt: skip
-            if d in index:
-                i = index[d]
-                st.runs_per_day[i] += int(n)
-                st.cost_per_day[i] += int(cost)
-            if d >= kpi_from:
-                st.runs += int(n)
-                st.cost_window_nusd += int(cost)
-            st.running += int(live or 0)
-            if d == days[-1]:
-                st.cost_today_nusd += int(cost)
-        _fill_p95(conn, out, since=now - timedelta(days=KPI_DAYS))
+        )
+        if end is not None:
+            q = q.where(c.started_at < end)
+        return [(a, v, _iso(d), int(n), int(cost)) for a, v, d, n, cost in conn.execute(q)]
+
+
+def daily_rows(engine: Engine, days: list[str], cache: Cache | None = None) -> list[DayRow]:
+    """Runs and cost per agent, version and UTC day over `days` (oldest first). Closed days
+    come from `cache` (only late spans change them; CLOSED_DAYS_TTL_S bounds that lag);
+    today is always counted live."""
+    today = _midnight(days[-1])
+    closed = _cached(cache, ("days", days[0], days[-1]), CLOSED_DAYS_TTL_S,
+                     lambda: _day_rows(engine, _midnight(days[0]), today))  # fmt: skip
+    return [*closed, *_day_rows(engine, today, None)]
+
+
+def _live_runs(engine: Engine, since: datetime) -> dict[tuple[str, str | None], int]:
+    c = runs.c
+    q = (
+        select(c.agent, c.version, func.count())
+        .where(c.status.in_(("running", "awaiting_approval")), c.started_at >= since)
+        .group_by(c.agent, c.version)
+    )
+    with reading(engine) as conn:
+        return {(a, v): int(n) for a, v, n in conn.execute(q) if a is not None}
+
+
+def agent_overview(
+    engine: Engine, *, now: datetime, cache: Cache | None = None
+) -> list[AgentVersionStats]:
+    """Per agent and version: runs and cost per day, p95 duration, cost today, live runs."""
+    days = day_list(now, SPARK_DAYS)
+    index = {d: i for i, d in enumerate(days)}
+    kpi_from = (now.date() - timedelta(days=KPI_DAYS - 1)).isoformat()
+    out: dict[tuple[str, str | None], AgentVersionStats] = {}
+    for agent, version, d, n, cost in daily_rows(engine, days, cache):
+        st = out.get((agent, version))
+        if st is None:
+            st = out[(agent, version)] = AgentVersionStats(
+                agent, version, runs_per_day=[0] * len(days), cost_per_day=[0] * len(days)
+            )
+        if d in index:
+            st.runs_per_day[index[d]] += n
+            st.cost_per_day[index[d]] += cost
+        if d >= kpi_from:
+            st.runs += n
+            st.cost_window_nusd += cost
+        if d == days[-1]:
+            st.cost_today_nusd += cost
+    for key, live in _live_runs(engine, _midnight(days[0])).items():
+        if key in out:
+            out[key].running = live
+    since = now - timedelta(days=KPI_DAYS)
+    p95 = _cached(cache, ("p95", kpi_from), P95_TTL_S, lambda: p95_durations(engine, since))
+    for key, value in p95.items():
+        if key in out:
+            out[key].p95_ms = value
     return sorted(out.values(), key=lambda s: (s.agent, s.version or ""))
 
 
-def _fill_p95(
-    conn: Connection, out: dict[tuple[str, str | None], AgentVersionStats], *, since: datetime
-) -> None:
+def p95_durations(engine: Engine, since: datetime) -> dict[tuple[str, str | None], float]:
+    """The 95th percentile duration of finished runs per agent and version since `since`."""
     c = runs.c
-    dur = duration_ms(conn)
     where = (c.started_at >= since, c.ended_at.is_not(None), c.agent.is_not(None))
-    if conn.dialect.name == "postgresql":
-        p95 = func.percentile_cont(0.95).within_group(dur)
-        for agent, version, value in conn.execute(
-            select(c.agent, c.version, p95).where(*where).group_by(c.agent, c.version)
-        ):
-            if (agent, version) in out and value is not None:
-                out[(agent, version)].p95_ms = float(value)
-        return
-    samples: dict[tuple[str, str | None], list[float]] = defaultdict(list)
-    for agent, version, value in conn.execute(select(c.agent, c.version, dur).where(*where)):
-        if value is not None:
-            samples[(agent, version)].append(float(value))
-    for k, values in samples.items():
-        if k in out:
-            out[k].p95_ms = percentile(values, 0.95)
+    with aggregating(engine) as conn:
+        dur = duration_ms(conn)
+        if conn.dialect.name == "postgresql":
+            q = select(c.agent, c.version, func.percentile_cont(0.95).within_group(dur))
+            rows = conn.execute(q.where(*where).group_by(c.agent, c.version)).all()
+            return {(a, v): float(x) for a, v, x in rows if x is not None}
+        samples: dict[tuple[str, str | None], list[float]] = defaultdict(list)
+        for agent, version, value in conn.execute(select(c.agent, c.version, dur).where(*where)):
+            if value is not None:
+                samples[(agent, version)].append(float(value))
+    return {k: percentile(v, 0.95) for k, v in samples.items()}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -182,37 +232,15 @@ def merge_by_agent(stats: list[AgentVersionStats]) -> dict[str, list[int]]:
     return merged
 
 
-def pending_approvals_by_agent(engine: Engine) -> dict[str, int]:
-    with reading(engine) as conn:
-        rows = conn.execute(
-            select(approvals.c.agent, func.count())
-            .where(approvals.c.status == "pending")
-            .group_by(approvals.c.agent)
-        ).all()
-    return {str(a or "—"): int(n) for a, n in rows}
-
-
 def daily_cost_by_agent(
-    engine: Engine, *, days: list[str], agent: str | None = None
+    engine: Engine, *, days: list[str], agent: str | None = None, cache: Cache | None = None
 ) -> dict[str, list[int]]:
     """Cost per agent per day over `days` (ISO dates, oldest first), zeros filled in."""
-    c = runs.c
-    since = datetime.fromisoformat(days[0]).replace(tzinfo=UTC)
+    index = {d: i for i, d in enumerate(days)}
     out: dict[str, list[int]] = {}
-    with aggregating(engine) as conn:
-        day = day_of(conn, c.started_at)
-        q = (
-            select(c.agent, day, func.coalesce(func.sum(c.cost_nusd), 0))
-            .where(c.started_at >= since, c.agent.is_not(None))
-            .group_by(c.agent, day)
-        )
-        if agent is not None:
-            q = q.where(c.agent == agent)
-        index = {d: i for i, d in enumerate(days)}
-        for name, day_value, cost in conn.execute(q):
-            d = _iso(day_value)
-            if d in index:
-                out.setdefault(name, [0] * len(days))[index[d]] += int(cost)
+    for name, _version, d, _n, cost in daily_rows(engine, days, cache):
+        if d in index and (agent is None or name == agent):
+            out.setdefault(name, [0] * len(days))[index[d]] += cost
     return out
 
 
