@@ -73,3 +73,19 @@ def test_wait_returns_pending_or_applies_the_default(api: Api) -> None:
     assert r.json()["status"] == "expired" and r.json()["decided_by"] == "timeout"
     r = api.client.get(f"/api/v1/approvals/{a.id}/wait?timeout_s=999", headers=api.triage)
     assert r.status_code == 400
+
+
+def test_pages_with_a_cursor(api: Api) -> None:
+    ids = {hold(api).id for _ in range(5)}
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = api.client.get("/api/v1/approvals", params=params, headers=api.read).json()
+        seen += [a["id"] for a in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 5 and set(seen) == ids
+    bad = api.client.get("/api/v1/approvals?cursor=nonsense", headers=api.read)
+    assert bad.status_code == 400

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, and_, insert, or_, select, update
 
 from tether.core.errors import BadRequestError, ConflictError, NotFoundError
 from tether.core.ids import make_id
@@ -24,6 +24,7 @@ from tether.core.records import RunAttribution
 from tether.store import audit
 from tether.store.engine import reading
 from tether.store.ingest import ensure_run, set_run_status
+from tether.store.runs import decode_cursor, encode_cursor
 from tether.store.tables import approvals, runs
 
 STATUSES = ("pending", "approved", "denied", "expired")
@@ -125,15 +126,48 @@ def get(engine: Engine, approval_id: str) -> Approval:
 def list_approvals(
     engine: Engine, *, status: str | None = None, run_id: str | None = None, limit: int = 100
 ) -> list[Approval]:
+    """Newest first (the console's list)."""
+    return page_approvals(engine, status=status, run_id=run_id, limit=limit)[0]
+
+
+def page_approvals(
+    engine: Engine,
+    *,
+    status: str | None = None,
+    run_id: str | None = None,
+    agent: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[list[Approval], str | None]:
+    """A page, newest first, and the cursor of the next one (None at the end)."""
     if status is not None and status not in STATUSES:
         raise BadRequestError(f"unknown status {status!r}; use {', '.join(STATUSES)}")
-    q = select(approvals).order_by(approvals.c.created_at.desc(), approvals.c.id).limit(limit)
+    c = approvals.c
+    q = select(approvals).order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
     if status:
-        q = q.where(approvals.c.status == status)
+        q = q.where(c.status == status)
     if run_id:
-        q = q.where(approvals.c.run_id == run_id)
+        q = q.where(c.run_id == run_id)
+    if agent is not None:
+        q = q.where(c.agent == agent)
+    if cursor:
+        after = decode_cursor(cursor, "approvals")
+        try:
+            at = datetime.fromisoformat(after["at"])
+        except (KeyError, TypeError, ValueError):
+            raise BadRequestError("cursor: not a cursor this API returned") from None
+        q = q.where(or_(c.created_at < at, and_(c.created_at == at, c.id < after.get("id", ""))))
     with reading(engine) as conn:
-        return [_row(r) for r in conn.execute(q)]
+        rows = [_row(r) for r in conn.execute(q)]
+    items = rows[:limit]
+    more = len(rows) > limit
+    last = items[-1] if items else None
+    next_cursor = (
+        encode_cursor({"kind": "approvals", "at": last.created_at.isoformat(), "id": last.id})
+        if more and last
+        else None
+    )
+    return items, next_cursor
 
 
 def decide(

@@ -44,15 +44,18 @@ async def list_approvals(
     status: str | None = Query(None, description="pending | approved | denied | expired"),
     run_id: str | None = Query(None, max_length=64),
     limit: int = Query(100, ge=1, le=1000),
+    cursor: str | None = Query(None, max_length=500),
     state: State = Depends(get_state),
     principal: Principal = Depends(require("read", "agent")),
 ) -> dict[str, Any]:
-    items = await run_in_threadpool(
-        approvals.list_approvals, state.engine, status=status, run_id=run_id, limit=limit
+    # agent keys see only their own agent's holds
+    agent = None if principal.has("read") else (principal.agent or "")
+    items, next_cursor = await run_in_threadpool(
+        lambda: approvals.page_approvals(
+            state.engine, status=status, run_id=run_id, agent=agent, limit=limit, cursor=cursor
+        )
     )
-    if not principal.has("read"):
-        items = [a for a in items if a.agent == principal.agent]
-    return {"items": [a.to_dict() for a in items], "next_cursor": None}
+    return {"items": [a.to_dict() for a in items], "next_cursor": next_cursor}
 
 
 @router.get("/approvals/{approval_id}", summary="One held call")
