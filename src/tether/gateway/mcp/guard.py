@@ -181,8 +181,9 @@ class Guard:
     def mark_returned(
         self, run_id: str | None, tags: Iterable[str], *, now: datetime, agent: str | None = None
     ) -> None:
-        """After a tool returned into a run: an `untrusted` tool taints the run (data-flow)."""
-        taint = {t for t in tags if t == "untrusted"}
+        """After a tool returned into a run, its tags join the run's `tags_seen`, so that any
+        `data_flow` rule (`after_tag: untrusted` and every other tag) applies to later calls."""
+        taint = set(tags)
         if run_id and taint:
             with self.engine.begin() as conn:
                 ensure_run(conn, run_id, trace_id=None, attribution=RunAttribution(agent=agent),
