@@ -201,6 +201,22 @@ def send_all(url: str, batches: list[bytes], senders: int) -> dict[str, float]:
     latencies: list[float] = []
     failures: list[str] = []
 
+    retries = [0]
+
+    def post(client: httpx.Client, body: bytes) -> httpx.Response:
+        # like the OTLP exporters: 429/502/503/504 are retried with backoff, the rest fail
+        delay = 0.25
+        while True:
+            r = client.post(f"{url}/v1/traces", content=body,
+                            headers={"content-type": "application/x-protobuf"})  # fmt: skip
+            if r.status_code not in (429, 502, 503, 504) or delay > 64:
+                return r
+            with lock:
+                retries[0] += 1
+            after = r.headers.get("retry-after", "")
+            time.sleep(float(after) if after.isdigit() else delay)
+            delay *= 2
+
     def worker() -> None:
         with httpx.Client(timeout=120) as client:
             while True:
@@ -209,8 +225,7 @@ def send_all(url: str, batches: list[bytes], senders: int) -> dict[str, float]:
                         return
                     body = queue.pop()
                 t = time.perf_counter()
-                r = client.post(f"{url}/v1/traces", content=body,
-                                headers={"content-type": "application/x-protobuf"})  # fmt: skip
+                r = post(client, body)
                 with lock:
                     latencies.append(time.perf_counter() - t)
                     if r.status_code != 200:
@@ -225,7 +240,7 @@ def send_all(url: str, batches: list[bytes], senders: int) -> dict[str, float]:
         raise RuntimeError(f"{len(failures)} requests failed, first: {failures[0]}")
     lat = sorted(latencies)
     return {"elapsed_s": elapsed, "request_p50_ms": 1000 * lat[len(lat) // 2],
-            "request_p95_ms": 1000 * lat[int(len(lat) * 0.95)]}  # fmt: skip
+            "request_p95_ms": 1000 * lat[int(len(lat) * 0.95)], "retries": retries[0]}  # fmt: skip
 
 
 def wait_count(count: Callable[[], int], expected: int, start: float, timeout: float) -> float:
@@ -373,7 +388,8 @@ def run_phoenix(batches: list[bytes], n_spans: int, senders: int) -> dict[str, A
     return {"version": version, "spans": n_spans,
             "accepted_spans_per_s": round(n_spans / sent["elapsed_s"]),
             "persisted_spans_per_s": round(n_spans / persisted_s),
-            "request_p50_ms": round(sent["request_p50_ms"], 1)}  # fmt: skip
+            "request_p50_ms": round(sent["request_p50_ms"], 1),
+            "retried_503s": sent["retries"]}  # fmt: skip
 
 
 # ---------------------------------------------------------------- main
@@ -461,6 +477,7 @@ def main() -> None:
         result = run_tether(args, batches, Path(tmp))
     result["cpus"] = os.cpu_count()
     result["load_avg_1m_at_end"] = os.getloadavg()[0]
+    save(result)
     if args.vs == "phoenix":
         ph = run_phoenix(batches, result["spans"], args.senders)
         result["phoenix"] = ph
@@ -469,12 +486,16 @@ def main() -> None:
         print(f"phoenix {ph['version']}: {ph['accepted_spans_per_s']} spans/s accepted, "
               f"{ph['persisted_spans_per_s']} spans/s persisted; tether/phoenix persisted = "
               f"{result['persisted_ratio_vs_phoenix']}x", flush=True)  # fmt: skip
+        save(result)
+
+
+def save(result: dict[str, Any]) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     existing[result["database"]] = {**result, "at": datetime.now(UTC).isoformat(timespec="seconds"),
                                     "command": " ".join(sys.argv)}  # fmt: skip
     RESULTS.write_text(json.dumps(existing, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {RESULTS}", flush=True)
 
 
 if __name__ == "__main__":
