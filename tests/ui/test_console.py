@@ -23,6 +23,7 @@ from tether.server.app import create_app
 from tether.server.console import queries
 from tether.server.console.session import COOKIE
 from tether.store import approvals as approval_store
+from tether.store import costs as cost_store
 from tether.store import feedback as feedback_store
 from tether.store import runs as run_store
 from tether.store import tools as tool_store
@@ -348,3 +349,20 @@ def test_home_aggregates_cache_closed_days_and_count_today_live(db: Engine):
     assert runs_per_day()[-2:] == [1, 1]  # today is live; yesterday's late run waits for the TTL
     cache.clear()
     assert runs_per_day()[-2:] == [2, 1]
+
+
+def test_console_cost_tables_agree_with_the_api_breakdown(env, db: Engine):
+    _client, _data, _keys = env
+    now = datetime.now(UTC)
+    start = now - timedelta(days=30)
+    for group in ("task", "user"):
+        full = cost_store.cost_breakdown(db, group, start=start)
+        top, count, total = queries.top_costs(db, group, start=start, agent=None, limit=5)
+        assert count == len(full) and total == sum(r["cost_nusd"] for r in full)
+        assert [r["cost_nusd"] for r in top] == [r["cost_nusd"] for r in full[:5]]
+        assert {r["key"] for r in top} <= {r["key"] for r in full}
+    days = queries.day_list(now, 30)
+    midnight = datetime.fromisoformat(days[0]).replace(tzinfo=UTC)
+    assert queries.cost_by_day(db, days=days) == cost_store.cost_breakdown(
+        db, "day", start=midnight
+    )

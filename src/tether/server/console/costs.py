@@ -56,10 +56,28 @@ def _global_burn(state: State, now: datetime) -> sources.Burn | None:
     return sources.Burn("global day", snap[1].spent_nusd if snap else 0, cap_nusd)
 
 
+def _table(
+    state: State, group: str, window: str, agent: str | None, now: datetime
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Rows (at most MAX_ROWS), how many there are, and their total cost. Agents and versions
+    come from store.costs.cost_breakdown as in the API; days from the day cache (whole UTC
+    days, so the first day is not cut); tasks and users, which run to tens of thousands, from
+    a top-N query that never materialises the rest (the CSV export has them all)."""
+    cache = state.extras.setdefault("console_cache", {})
+    if group == "day":
+        days = queries.day_list(now, WINDOWS[window])
+        rows = queries.cost_by_day(state.engine, days=days, agent=agent, cache=cache)
+    elif group in ("task", "user"):
+        start = now - timedelta(days=WINDOWS[window])
+        return queries.top_costs(state.engine, group, start=start, agent=agent, limit=MAX_ROWS)
+    else:
+        rows = _breakdown(state, group, window, agent, now)
+    return rows[:MAX_ROWS], len(rows), sum(r["cost_nusd"] for r in rows)
+
+
 def _context(state: State, group: str, window: str, agent: str | None) -> dict[str, Any]:
     now = datetime.now(UTC)
-    rows = _breakdown(state, group, window, agent, now)
-    total = sum(r["cost_nusd"] for r in rows)
+    rows, row_count, total = _table(state, group, window, agent, now)
     days = queries.day_list(now, queries.SPARK_DAYS)
     cache = state.extras.setdefault("console_cache", {})
     by_agent = queries.daily_cost_by_agent(state.engine, days=days, agent=agent, cache=cache)
@@ -68,8 +86,8 @@ def _context(state: State, group: str, window: str, agent: str | None) -> dict[s
     flagged_agents = {a.agent for a in anomalies if a.day >= days[-3]}
     top = sorted(by_agent, key=lambda a: -sum(by_agent[a]))[:8]
     return {
-        "rows": rows[:MAX_ROWS],
-        "row_count": len(rows),
+        "rows": rows,
+        "row_count": row_count,
         "total": total,
         "max_cost": max((r["cost_nusd"] for r in rows), default=0),
         "anomalies": anomalies,

@@ -46,8 +46,8 @@ def duration_ms(conn: Connection) -> ColumnElement[Any]:
     return (func.julianday(c.ended_at) - func.julianday(c.started_at)) * 86_400_000.0
 
 
-# (agent, version, UTC day, runs, cost in nano-dollars)
-DayRow = tuple[str, str | None, str, int, int]
+# (agent, version, UTC day, runs, cost in nano-dollars, input tokens, output tokens)
+DayRow = tuple[str, str | None, str, int, int, int, int]
 # key -> (time.monotonic() when computed, value); lives in state.extras, one per app
 Cache = dict[tuple[Any, ...], tuple[float, Any]]
 
@@ -114,14 +114,17 @@ def _day_rows(engine: Engine, start: datetime, end: datetime | None) -> list[Day
     c = runs.c
     with aggregating(engine) as conn:
         day = day_of(conn, c.started_at)
+        total = [func.coalesce(func.sum(col), 0) for col in (c.cost_nusd, c.input_tokens,
+                                                              c.output_tokens)]  # fmt: skip
         q = (
-            select(c.agent, c.version, day, func.count(), func.coalesce(func.sum(c.cost_nusd), 0))
+            select(c.agent, c.version, day, func.count(), *total)
             .where(c.started_at >= start, c.agent.is_not(None))
             .group_by(c.agent, c.version, day)
         )
         if end is not None:
             q = q.where(c.started_at < end)
-        return [(a, v, _iso(d), int(n), int(cost)) for a, v, d, n, cost in conn.execute(q)]
+        return [(a, v, _iso(d), int(n), int(cost), int(tin), int(tout))
+                for a, v, d, n, cost, tin, tout in conn.execute(q)]  # fmt: skip
 
 
 def daily_rows(engine: Engine, days: list[str], cache: Cache | None = None) -> list[DayRow]:
@@ -153,7 +156,7 @@ def agent_overview(
     index = {d: i for i, d in enumerate(days)}
     kpi_from = (now.date() - timedelta(days=KPI_DAYS - 1)).isoformat()
     out: dict[tuple[str, str | None], AgentVersionStats] = {}
-    for agent, version, d, n, cost in daily_rows(engine, days, cache):
+    for agent, version, d, n, cost, _tin, _tout in daily_rows(engine, days, cache):
         st = out.get((agent, version))
         if st is None:
             st = out[(agent, version)] = AgentVersionStats(
@@ -238,7 +241,7 @@ def daily_cost_by_agent(
     """Cost per agent per day over `days` (ISO dates, oldest first), zeros filled in."""
     index = {d: i for i, d in enumerate(days)}
     out: dict[str, list[int]] = {}
-    for name, _version, d, _n, cost in daily_rows(engine, days, cache):
+    for name, _version, d, _n, cost, _tin, _tout in daily_rows(engine, days, cache):
         if d in index and (agent is None or name == agent):
             out.setdefault(name, [0] * len(days))[index[d]] += cost
     return out
@@ -248,3 +251,51 @@ def agent_names(engine: Engine) -> list[str]:
     """For filter drop-downs: the agents table, not an aggregate over runs."""
     with reading(engine) as conn:
         return list(conn.execute(select(agents.c.name).order_by(agents.c.name)).scalars())
+
+
+def cost_by_day(
+    engine: Engine, *, days: list[str], agent: str | None = None, cache: Cache | None = None
+) -> list[dict[str, Any]]:
+    """store.costs.cost_breakdown(group_by="day") rows over whole UTC days, from the day cache."""
+    out: dict[str, dict[str, Any]] = {
+        d: {"key": d, "cost_nusd": 0, "input_tokens": 0, "output_tokens": 0, "runs": 0}
+        for d in days
+    }
+    for name, _version, d, n, cost, tin, tout in daily_rows(engine, days, cache):
+        if d in out and (agent is None or name == agent):
+            row = out[d]
+            row["runs"] += n
+            row["cost_nusd"] += cost
+            row["input_tokens"] += tin
+            row["output_tokens"] += tout
+    return [r for r in out.values() if r["runs"]]
+
+
+def top_costs(
+    engine: Engine, group: str, *, start: datetime, agent: str | None, limit: int
+) -> tuple[list[dict[str, Any]], int, int]:
+    """The `limit` costliest tasks or users since `start` (cost_breakdown's rows), the number
+    of groups and the total cost, in one pass: those groups number in the tens of thousands."""
+    c = runs.c
+    key = {"task": c.task_id, "user": c.user}[group]
+    cost = func.coalesce(func.sum(c.cost_nusd), 0)
+    q = (
+        select(
+            key.label("key"), cost.label("cost_nusd"),
+            func.coalesce(func.sum(c.input_tokens), 0), func.coalesce(func.sum(c.output_tokens), 0),
+            func.count(), func.count().over(), func.sum(cost).over(),
+        )
+        .where(c.started_at >= start)
+        .group_by(key)
+        .order_by(cost.desc(), key)
+        .limit(limit)
+    )  # fmt: skip
+    if agent is not None:
+        q = q.where(c.agent == agent)
+    with aggregating(engine) as conn:
+        rows = conn.execute(q).all()
+    if not rows:
+        return [], 0, 0
+    out = [{"key": k, "cost_nusd": int(v), "input_tokens": int(i), "output_tokens": int(o),
+            "runs": int(n)} for k, v, i, o, n, _g, _t in rows]  # fmt: skip
+    return out, int(rows[0][5]), int(rows[0][6])
