@@ -219,3 +219,15 @@ def test_anthropic_protocol_headers_pass_and_keys_do_not(env: LLMEnv) -> None:
               and "beta header check" in json.dumps(r["body"])]  # fmt: skip
     assert seen["headers"]["anthropic-beta"] == "test-beta-1"
     assert seen["headers"]["x-api-key"] == UPSTREAM_KEY
+
+
+def test_a_run_cannot_be_used_by_another_agents_key(env: LLMEnv) -> None:
+    run_id = new_run_id()
+    msgs = [{"role": "user", "content": "mine"}]
+    oai(env, **{"X-Tether-Run-Id": run_id}).chat.completions.create(model="mock-small",
+                                                                   messages=msgs)  # fmt: skip
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        oai(env, "capped", **{"X-Tether-Run-Id": run_id}).chat.completions.create(
+            model="mock-small", messages=msgs
+        )
+    assert err.value.body["code"] == "run_of_another_agent"  # type: ignore[index]

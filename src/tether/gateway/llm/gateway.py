@@ -95,7 +95,7 @@ class Gateway:
         self.upstream = upstream
         self.writer = SpanWriter(engine)
         # run id -> when it started (runs this process has already made sure exist)
-        self._runs: dict[str, datetime] = {}
+        self._runs: dict[str, tuple[datetime, str | None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         # ids need uniqueness, not secrecy: a seeded generator spares a syscall per id
         self._rand = random.Random(os.urandom(32))
@@ -156,7 +156,8 @@ class Gateway:
         run_id = call.caller.run_id
         hit = self._runs.get(run_id)
         if hit is not None:
-            return hit
+            self._check_owner(call, hit[1])
+            return hit[0]
         if call.is_root:
             if call.stream:
                 task = asyncio.create_task(self._ensure_run_later(call))
@@ -167,7 +168,18 @@ class Gateway:
         if len(self._runs) > _RUN_CACHE:
             self._runs.clear()
         self._runs[run_id] = started
-        return started
+        self._check_owner(call, started[1])
+        return started[0]
+
+    @staticmethod
+    def _check_owner(call: Call, agent: str | None) -> None:
+        """A run named by one agent cannot be spent from (or cut short) by another's key."""
+        if agent is not None and call.caller.agent is not None and agent != call.caller.agent:
+            raise PermissionDeniedError(
+                f"run {call.caller.run_id} belongs to agent {agent}, not {call.caller.agent}; "
+                "use a run id of your own",
+                code="run_of_another_agent",
+            )
 
     async def _ensure_run_later(self, call: Call) -> None:
         try:
@@ -176,15 +188,15 @@ class Gateway:
             log.warning("could not create run %s ahead of its stream", call.caller.run_id,
                         exc_info=True)  # fmt: skip
 
-    def _ensure_run(self, call: Call) -> datetime:
+    def _ensure_run(self, call: Call) -> tuple[datetime, str | None]:
         with self.engine.begin() as conn:
             ensure_run(conn, call.caller.run_id, trace_id=call.trace_id,
                        attribution=call.attribution, started_at=call.started_at,
                        source="gateway", now=call.started_at)  # fmt: skip
-            started: datetime = conn.execute(
-                select(runs.c.started_at).where(runs.c.id == call.caller.run_id)
-            ).scalar_one()
-        return started
+            row = conn.execute(
+                select(runs.c.started_at, runs.c.agent).where(runs.c.id == call.caller.run_id)
+            ).one()
+        return row.started_at, row.agent
 
     # ------------------------------------------------------------ admission
 
