@@ -250,6 +250,9 @@ class Gateway:
                 await self.guard.settle(call.admission, cost, tokens, now)
             else:
                 await self.guard.release(call.admission, now)
+        except Exception:  # the agent has its answer; the hold expires and is swept
+            log.exception("could not settle the budget hold of a call in run %s",
+                          call.caller.run_id)  # fmt: skip
         finally:
             self.writer.submit(lambda: self._span(call, usage, cost, output, error, status_code,
                                                   outcome, now))  # fmt: skip
