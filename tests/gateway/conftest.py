@@ -1,5 +1,5 @@
 """Fixtures of the LLM gateway tests: `tether serve` over the mock LLM, once per session, on
-SQLite (one process) and on PostgreSQL (two processes sharing the database)."""
+SQLite (one process) and on PostgreSQL + Redis (two processes sharing them)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import PG_URL
+from tests.conftest import PG_URL, REDIS_URL
 from tests.gateway.llm_env import LLMEnv, start_env, stop_env
 
 
@@ -24,13 +24,15 @@ def llm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LLMEnv]:
 
 @pytest.fixture(scope="session")
 def llm_env_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LLMEnv]:
-    """The same on a fresh PostgreSQL schema, served by `tether serve --workers 2`."""
+    """The same on a fresh PostgreSQL schema, served by `tether serve --workers 2`, with budget
+    counters in Redis."""
     schema = "t_" + uuid.uuid4().hex[:12]
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     env = start_env(tmp_path_factory.mktemp("llm-gateway-pg"),
-                    f"{PG_URL}?options=-csearch_path%3D{schema}", workers=2)  # fmt: skip
+                    f"{PG_URL}?options=-csearch_path%3D{schema}", workers=2,
+                    env={"TETHER_REDIS_URL": REDIS_URL})  # fmt: skip
     try:
         yield env
     finally:

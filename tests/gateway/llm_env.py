@@ -158,7 +158,9 @@ def new_run_id() -> str:
     return "run_t" + uuid.uuid4().hex[:20]
 
 
-def start_env(tmp: Path, db_url: str, workers: int = 1) -> LLMEnv:
+def start_env(
+    tmp: Path, db_url: str, workers: int = 1, env: dict[str, str] | None = None
+) -> LLMEnv:
     main = MockServer(MAIN_SCRIPT, api_key=UPSTREAM_KEY)
     flaky = MockServer(FLAKY_SCRIPT)
     dead = f"http://127.0.0.1:{free_port()}/v1"
@@ -190,8 +192,8 @@ def start_env(tmp: Path, db_url: str, workers: int = 1) -> LLMEnv:
     for agent in ("sdk-agent", *POLICIES):
         keys[agent] = create_key(engine, scopes="agent", agent=agent)[1]
     admin = create_key(engine, scopes="admin", name="admin")[1]
-    server = ServerProcess(tmp / "home", db_url, config=cfg, workers=workers,
-                           extra_env={"MOCK_UPSTREAM_KEY": UPSTREAM_KEY})  # fmt: skip
+    extra_env = {"MOCK_UPSTREAM_KEY": UPSTREAM_KEY, **(env or {})}
+    server = ServerProcess(tmp / "home", db_url, config=cfg, workers=workers, extra_env=extra_env)
     return LLMEnv(server, engine, main, keys, admin, extra=[flaky])
 
 

@@ -1,5 +1,5 @@
-"""The gateway on PostgreSQL with two server processes: spans and runs recorded, a kill made in
-one process ends a stream served by the other, and a run cap holds across both."""
+"""The gateway on PostgreSQL and Redis with two server processes: spans and runs recorded, a kill
+made in one process ends a stream served by the other, a run cap holds across both."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
+import redis
 
+from tests.conftest import REDIS_URL
 from tests.gateway.llm_env import LLMEnv, new_run_id, poll
 
 CAP_NUSD = 1_000_000
@@ -71,3 +73,7 @@ def test_run_cap_holds_across_two_processes(llm_env_pg: LLMEnv) -> None:
     counter = poll(lambda: (x := env.counter(f"run:{run_id}")) and x.reserved_nusd == 0 and x)
     assert counter.spent_nusd == charged <= CAP_NUSD
     assert counter.calls == codes.count(200)
+    # the counters that decided were Redis's
+    r = redis.Redis.from_url(REDIS_URL)
+    assert r.keys(f"tether:*:b:run:{run_id}")
+    r.close()
