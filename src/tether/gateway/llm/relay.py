@@ -5,6 +5,7 @@ event and the call is charged for what was streamed."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -16,6 +17,8 @@ from tether.core.errors import RunKilledError, TetherError, UpstreamError
 from tether.gateway.llm.errors import from_transport, malformed, sse_error
 from tether.gateway.llm.gateway import Call, Gateway
 from tether.gateway.llm.provider import StreamMeter
+
+log = logging.getLogger("tether.gateway")
 
 
 class StreamRelay:
@@ -35,16 +38,16 @@ class StreamRelay:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = self.call
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-tether-run-id", call.caller.run_id.encode()),
-        ]})  # fmt: skip
         handle = self.gateway.killswitch.register(
             call.caller.run_id, deadline=call.admission.deadline
         )
         client_gone = False
         try:
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                (b"x-tether-run-id", call.caller.run_id.encode()),
+            ]})  # fmt: skip
             async with anyio.create_task_group() as tg:
 
                 async def watch_client() -> None:
@@ -70,6 +73,12 @@ class StreamRelay:
                 except _Malformed as exc:
                     self.error = malformed(exc.provider, exc.detail)
                     self.outcome = "upstream_error"
+                except OSError:  # the client's socket broke while tether was writing to it
+                    client_gone = True
+                except Exception as exc:  # a request boundary: end the stream with a reason
+                    log.exception("relaying a stream of run %s failed", call.caller.run_id)
+                    self.error = UpstreamError(f"tether could not relay the stream: {exc}")
+                    self.outcome = "relay_error"
                 tg.cancel_scope.cancel()
             if handle.killed.is_set() and not self.completed:
                 self.outcome = "killed"
