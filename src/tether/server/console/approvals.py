@@ -76,6 +76,8 @@ async def decide(
                                           actor=who.actor, reason=reason.strip() or None,
                                           now=datetime.now(UTC))
         )  # fmt: skip
+        # as the API does: wake this process's waiters now rather than at their next poll
+        approval_store.wakers(state.extras).wake(approval_id)
         message = f"{done.tool}: {done.status}."
     except TetherError as exc:
         message, ok = exc.message, False
