@@ -17,6 +17,8 @@ RETRY_STATUS = frozenset({502, 503, 529})
 # a failed attempt that the next provider in the fallback list may take over
 FALLBACK_STATUS = RETRY_STATUS | {500, 504}
 BACKOFF_S = 0.05
+# raised by send() before any byte of a response: the server closed a pooled connection
+STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class _NoCookies(httpx.Cookies):
@@ -28,6 +30,16 @@ class _NoCookies(httpx.Cookies):
 
     def set_cookie_header(self, request: httpx.Request) -> None:
         return None
+
+
+async def _read_body(response: httpx.Response, provider: str, url: str) -> bytes:
+    """The whole body, then the connection goes back to the pool."""
+    try:
+        return await response.aread()
+    except httpx.HTTPError as exc:
+        raise from_transport(exc, provider, url) from None
+    finally:
+        await response.aclose()
 
 
 def make_client(max_connections: int = 64) -> httpx.AsyncClient:
@@ -108,9 +120,12 @@ async def send(
         if extra_headers:
             headers = {**headers, **extra_headers}
         timeout = _timeouts(cfg.timeout_s, cfg.connect_timeout_s)
-        for attempt in range(cfg.max_retries + 1):
+        attempt = 0
+        stale_retry = True
+        while attempt <= cfg.max_retries:
             if attempt:
                 await asyncio.sleep(BACKOFF_S * 2 ** (attempt - 1))
+            attempt += 1
             tries += 1
             # built directly: the client's URL merging and default headers cost more than
             # tether's own work on a call
@@ -119,17 +134,28 @@ async def send(
                 extensions={"timeout": timeout},
             )  # fmt: skip
             try:
-                response = await client.send(request, stream=stream)
+                # always opened as a stream: an error before the status line is told apart
+                # from one while the body is read
+                response = await client.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last = from_transport(exc, cfg.name, url)
                 continue  # nothing reached the provider: safe to retry
+            except STALE_CONNECTION as exc:
+                # a pooled keep-alive connection the server had just closed: once, at once,
+                # whatever max_retries says (urllib3 does the same)
+                if stale_retry:
+                    stale_retry = False
+                    attempt -= 1
+                    continue
+                raise from_transport(exc, cfg.name, url) from None
             except httpx.HTTPError as exc:
                 # it may have been processed (and billed): no retry, no fallback
                 raise from_transport(exc, cfg.name, url) from None
             if response.status_code < 400:
+                if not stream:
+                    await _read_body(response, cfg.name, url)
                 return Attempt(target, response, tries)
-            raw = await response.aread() if stream else response.content
-            await response.aclose()
+            raw = await _read_body(response, cfg.name, url)
             err = from_status(response.status_code, raw, cfg.name)
             if response.status_code in RETRY_STATUS:
                 last = err
