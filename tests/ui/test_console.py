@@ -366,3 +366,22 @@ def test_console_cost_tables_agree_with_the_api_breakdown(env, db: Engine):
     assert queries.cost_by_day(db, days=days) == cost_store.cost_breakdown(
         db, "day", start=midnight
     )
+
+
+def test_run_page_decides_its_held_call_inline(env, db: Engine):
+    client, data, keys = env
+    login(client, keys["admin"])
+    page = client.get(f"/runs/{data.held_run}")
+    assert f'action="/approvals/{data.approval_id}/decide"' in page.text
+    resp = client.post(
+        f"/approvals/{data.approval_id}/decide",
+        data={"decision": "deny", "reason": "wrong vendor", "next": f"/runs/{data.held_run}",
+              "csrf": csrf_of(page.text)},
+    )  # fmt: skip
+    assert resp.status_code == 303 and resp.headers["location"] == f"/runs/{data.held_run}"
+    assert approval_store.get(db, data.approval_id).status == "denied"
+    again = client.post(
+        f"/approvals/{data.approval_id}/decide",
+        data={"decision": "deny", "next": "//evil.example/", "csrf": csrf_of(page.text)},
+    )
+    assert again.headers["location"] == "/approvals"

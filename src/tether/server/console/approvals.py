@@ -12,6 +12,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from tether.core.errors import BadRequestError, TetherError
+from tether.server.console.login import safe_next
 from tether.server.console.render import page
 from tether.server.console.session import Viewer, admin_viewer, viewer
 from tether.server.deps import State, get_state
@@ -63,6 +64,7 @@ async def decide(
     request: Request,
     decision: str = Form(""),
     reason: str = Form(""),
+    next: str = Form("/approvals"),
     who: Viewer = Depends(admin_viewer),
     state: State = Depends(get_state),
 ) -> Response:
@@ -82,7 +84,8 @@ async def decide(
     except TetherError as exc:
         message, ok = exc.message, False
     if not request.headers.get("hx-request"):
-        return RedirectResponse("/approvals", status_code=303)
+        # a plain form (the run page's inline buttons) goes back where it came from
+        return RedirectResponse(safe_next(next, "/approvals"), status_code=303)
     ctx = await run_in_threadpool(_context, state)
     return page(request, "fragments/approvals_list.html", message=message, ok=ok, **ctx)
 

@@ -27,17 +27,17 @@ from tether.store import keys as key_store
 router = APIRouter()
 
 
-def _safe_next(value: str | None) -> str:
-    # only same-site paths: "//evil.example" or "https://..." would be an open redirect
+def safe_next(value: str | None, default: str = "/") -> str:
+    """Only same-site paths: "//evil.example" or "https://..." would be an open redirect."""
     if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
         return value
-    return "/"
+    return default
 
 
 def _login_form(request: Request, *, error: str | None = None, status: int = 200) -> Response:
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
     resp = page(request, "login.html", status_code=status, csrf=token, error=error,
-                next=_safe_next(request.query_params.get("next")))  # fmt: skip
+                next=safe_next(request.query_params.get("next")))  # fmt: skip
     resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
                     secure=request.url.scheme == "https", max_age=3600)  # fmt: skip
     return resp
@@ -47,7 +47,7 @@ def _login_form(request: Request, *, error: str | None = None, status: int = 200
 def login_page(request: Request, state: State = Depends(get_state)) -> Response:
     raw = request.cookies.get(COOKIE)
     if raw and decode_session(state, raw) is not None:
-        return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
+        return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
     return _login_form(request)
 
 
@@ -77,7 +77,7 @@ async def login_submit(
             status=403,
         )
     viewer = new_viewer(key.id, role, key.name or key.prefix)
-    resp = RedirectResponse(_safe_next(next), status_code=303)
+    resp = RedirectResponse(safe_next(next), status_code=303)
     resp.set_cookie(COOKIE, encode_session(state, viewer), httponly=True, samesite="lax",
                     secure=request.url.scheme == "https", max_age=SESSION_TTL_S)  # fmt: skip
     resp.delete_cookie(LOGIN_CSRF_COOKIE)
