@@ -385,3 +385,20 @@ def test_run_page_decides_its_held_call_inline(env, db: Engine):
         data={"decision": "deny", "next": "//evil.example/", "csrf": csrf_of(page.text)},
     )
     assert again.headers["location"] == "/approvals"
+
+
+def test_pasted_ids_search_exactly_and_substrings_on_request(env):
+    client, data, keys = env
+    login(client, keys["read"])
+    by_task = client.get("/runs/rows?q=T-4711")
+    assert data.held_run in by_task.text and "task id is exactly" in by_task.text
+    by_id = client.get(f"/runs/rows?q={data.live_run}")
+    ids = set(re.findall(r'href="/runs/(run_[0-9a-f]+)"', by_id.text))
+    assert ids == {data.live_run} and "id is exactly" in by_id.text
+    by_user = client.get("/runs/rows?q=carol@acme.io&status=failed")
+    assert "user is exactly" in by_user.text
+    assert set(re.findall(r'class="badge s-([a-z_]+)"', by_user.text)) <= {"failed"}
+    partial = client.get("/runs/rows?q=4711")
+    assert data.held_run in partial.text and "exactly" not in partial.text
+    substring = client.get("/runs/rows?q=T-4711&substring=1")
+    assert data.held_run in substring.text and "exactly" not in substring.text

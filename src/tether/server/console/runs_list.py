@@ -3,7 +3,7 @@ first page polls a fragment so new runs appear without a reload."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from tether.core.errors import BadRequestError, TetherError
@@ -19,6 +20,8 @@ from tether.server.console.render import page
 from tether.server.console.session import Viewer, viewer
 from tether.server.deps import State, get_state
 from tether.store import runs as run_store
+from tether.store.engine import reading
+from tether.store.tables import runs
 
 router = APIRouter()
 
@@ -34,6 +37,7 @@ SORT_LABELS = {
 }
 FILTER_KEYS = (
     "q", "agent", "version", "status", "user", "task_id", "min_cost", "window", "sort", "limit",
+    "substring",
 )  # fmt: skip
 PAGE_SIZE = 50
 PAGE_SIZES = (10, 25, 50, 100, 200)
@@ -48,6 +52,7 @@ class RunQuery:
     sort: str
     cursor: str | None
     limit: int = PAGE_SIZE
+    exact_id: str | None = None
 
     def link(self, base: str, **changes: str | None) -> str:
         merged = {**self.params, **changes}
@@ -97,15 +102,50 @@ def _load(state: State, query: RunQuery) -> tuple[list[dict[str, Any]], str | No
     )
 
 
+def exact_field(state: State, text: str) -> str | None:
+    """The run field a pasted search text equals exactly (id, task, user, agent), if any.
+    Each probe is an index lookup; a substring search has to read every run."""
+    c = runs.c
+    with reading(state.engine) as conn:
+        for name, col in (("id", c.id), ("task_id", c.task_id), ("user", c.user),
+                          ("agent", c.agent)):  # fmt: skip
+            if conn.execute(select(c.id).where(col == text).limit(1)).first() is not None:
+                return name
+    return None
+
+
+def narrow_search(state: State, query: RunQuery) -> tuple[RunQuery, str | None]:
+    """A search text that is exactly a run id, task id, user or agent becomes that filter
+    (unless `substring` is asked for): the common case of pasting an id stays fast."""
+    q = query.filters.q
+    if not q or query.params.get("substring"):
+        return query, None
+    field_name = exact_field(state, q.strip())
+    if field_name is None:
+        return query, None
+    if field_name == "id":
+        filters = replace(query.filters, q=None, started_after=None)
+        return replace(query, filters=filters, exact_id=q.strip()), field_name
+    current = getattr(query.filters, field_name)
+    if current is not None and current != q.strip():
+        return query, None  # the search contradicts a filter: let the substring search say so
+    changes: dict[str, Any] = {"q": None, field_name: q.strip()}
+    filters = replace(query.filters, **changes)
+    return replace(query, filters=filters), field_name
+
+
 def _rows_context(request: Request, state: State, seen: str | None) -> dict[str, Any]:
     now = datetime.now(UTC)
     try:
-        query = parse_query(dict(request.query_params), now)
-        rows, next_cursor = _load(state, query)
+        query, exact = narrow_search(state, parse_query(dict(request.query_params), now))
+        if query.exact_id:
+            rows, next_cursor = [run_store.get_run(state.engine, query.exact_id)], None
+        else:
+            rows, next_cursor = _load(state, query)
         error = None
     except TetherError as exc:
         query = parse_query({}, now)
-        rows, next_cursor, error = [], None, exc.message
+        rows, next_cursor, error, exact = [], None, exc.message, None
     seen_at = _parse_seen(seen)
     newest = max((r["started_at"] for r in rows), default=None)
     return {
@@ -117,6 +157,8 @@ def _rows_context(request: Request, state: State, seen: str | None) -> dict[str,
         "seen_at": seen_at,
         "filtered": any(k != "sort" for k in query.params),
         "error": error,
+        "exact": exact,
+        "substring_link": query.link("/runs", substring="1") if exact else None,
     }
 
 
