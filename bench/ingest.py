@@ -204,18 +204,19 @@ def send_all(url: str, batches: list[bytes], senders: int) -> dict[str, float]:
     retries = [0]
 
     def post(client: httpx.Client, body: bytes) -> httpx.Response:
-        # like the OTLP exporters: 429/502/503/504 are retried with backoff, the rest fail
-        delay = 0.25
+        # like the OTLP exporters, 429/502/503/504 are retried with backoff (capped at 4 s, and
+        # never given up within 30 min: every span must land for the persisted rate to count)
+        delay, give_up = 0.25, time.monotonic() + 1800
         while True:
             r = client.post(f"{url}/v1/traces", content=body,
                             headers={"content-type": "application/x-protobuf"})  # fmt: skip
-            if r.status_code not in (429, 502, 503, 504) or delay > 64:
+            if r.status_code not in (429, 502, 503, 504) or time.monotonic() > give_up:
                 return r
             with lock:
                 retries[0] += 1
             after = r.headers.get("retry-after", "")
             time.sleep(float(after) if after.isdigit() else delay)
-            delay *= 2
+            delay = min(4.0, delay * 2)
 
     def worker() -> None:
         with httpx.Client(timeout=120) as client:
