@@ -218,6 +218,7 @@ def test_anthropic_protocol_headers_pass_and_keys_do_not(env: LLMEnv) -> None:
     [seen] = [r for r in env.mock.requests if r["path"] == "/v1/messages"
               and "beta header check" in json.dumps(r["body"])]  # fmt: skip
     assert seen["headers"]["anthropic-beta"] == "test-beta-1"
+    assert [m.id for m in client.models.list()] == ["mock-small", "mock-large"]
     assert seen["headers"]["x-api-key"] == UPSTREAM_KEY
 
 

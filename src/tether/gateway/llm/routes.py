@@ -65,6 +65,7 @@ class LLMRoutes:
             Route("/llm/v1/embeddings", self.embeddings, methods=["POST"]),
             Route("/llm/v1/models", self.models, methods=["GET"]),
             Route("/llm/anthropic/v1/messages", self.messages, methods=["POST"]),
+            Route("/llm/anthropic/v1/models", self.anthropic_models, methods=["GET"]),
         ]
 
     async def chat(self, request: Request) -> Response | ASGIApp:
@@ -85,6 +86,18 @@ class LLMRoutes:
                 for m in self.gw.registry.model_names("openai")]  # fmt: skip
         return Response(json.dumps({"object": "list", "data": data}),
                         media_type="application/json")  # fmt: skip
+
+    async def anthropic_models(self, request: Request) -> Response:
+        try:
+            await self.gw.principal(request)
+        except TetherError as exc:
+            return error_response(exc, anthropic=True)
+        names = self.gw.registry.model_names("anthropic")
+        data = [{"type": "model", "id": m, "display_name": m,
+                 "created_at": "1970-01-01T00:00:00Z"} for m in names]  # fmt: skip
+        body = {"data": data, "has_more": False, "first_id": names[0] if names else None,
+                "last_id": names[-1] if names else None}  # fmt: skip
+        return Response(json.dumps(body), media_type="application/json")
 
     async def _handle(self, request: Request, api: Api, endpoint: str) -> Response | ASGIApp:
         anthropic = api == "anthropic"
