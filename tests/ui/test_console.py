@@ -251,6 +251,11 @@ def test_kill_from_the_console(env, db: Engine):
         actions = conn.execute(select(audit_log.c.action, audit_log.c.subject)).all()
     assert ("run.killed", data.live_run) in [tuple(a) for a in actions]
     assert "Kill run" not in client.get(f"/runs/{data.live_run}").text
+    # a page that was polling a live run reloads once when the run ends
+    ended = client.get(f"/runs/{data.live_run}/live?part=summary")
+    assert ended.headers["HX-Refresh"] == "true" and "killed" in ended.text
+    live = client.get(f"/runs/{data.held_run}/live?part=summary")
+    assert "HX-Refresh" not in live.headers and 'hx-trigger="every 3s"' in live.text
     twice = client.post(f"/runs/{data.live_run}/kill", data={"csrf": token},
                         headers={"HX-Request": "true"})  # fmt: skip
     assert "already ended" in twice.text

@@ -103,8 +103,14 @@ def test_trace_layout_nests_and_places_bars():
         ("r", 0, 0.0, 100.0),
         ("c", 1, 25.0, 50.0),
     ]
-    tool = {**child, "attributes": {"tether.decision": {"decision": "deny", "rule": "x"}}}
-    assert [d["decision"] for d in span_decisions([rows[0], tool])] == ["deny"]
+    nested = {**child, "attributes": {"tether.decision": {"decision": "deny", "rule": "x"}}}
+    flat = {**child, "attributes": {"tether.decision": "approval_required",
+                                    "tether.decision.reason": "needs a person"}}  # fmt: skip
+    found = span_decisions([rows[0], nested, flat])
+    assert [(d["decision"], d["reason"]) for d in found] == [
+        ("deny", None),
+        ("approval_required", "needs a person"),
+    ]
 
 
 def test_session_cookie_is_signed_and_expires(tmp_path: Path):

@@ -51,13 +51,26 @@ def waterfall(rows: list[dict[str, Any]], now: datetime) -> tuple[float, list[di
     return total_ms, rows
 
 
+def verdict_of(attributes: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A tool span's policy verdict: the MCP gateway nests it (`tether.decision: {decision,
+    rule, reason}`), the SDK's guard flattens it (`tether.decision`, `tether.decision.rule`)."""
+    attrs = attributes or {}
+    found = attrs.get("tether.decision")
+    if isinstance(found, dict) and found.get("decision"):
+        return {k: found.get(k) for k in ("decision", "rule", "reason")}
+    if isinstance(found, str) and found:
+        return {"decision": found, "rule": attrs.get("tether.decision.rule"),
+                "reason": attrs.get("tether.decision.reason")}  # fmt: skip
+    return None
+
+
 def span_decisions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The policy verdicts the MCP gateway stamped on tool spans (`tether.decision`)."""
+    """The policy verdicts stamped on the run's tool spans, in trace order."""
     out = []
     for r in rows:
-        dec = (r.get("attributes") or {}).get("tether.decision")
-        if isinstance(dec, dict) and dec.get("decision"):
-            out.append({"span": r, **dec})
+        verdict = r.get("verdict", verdict_of(r.get("attributes")))
+        if verdict is not None:
+            out.append({"span": r, **verdict})
     return out
 
 
@@ -76,6 +89,8 @@ def _run_context(state: State, run_id: str, now: datetime) -> dict[str, Any]:
     slim = [{k: v for k, v in s.items() if k not in ("input", "output")}
             for s in flat[:MAX_TREE_SPANS]]  # fmt: skip
     total_ms, rows = waterfall(flatten(run_store.nest(slim)), now)
+    for r in rows:
+        r["verdict"] = verdict_of(r.get("attributes"))
     kinds: dict[str, int] = {}
     for s in flat:
         kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
@@ -123,7 +138,11 @@ async def run_live(
     except NotFoundError as exc:
         return page(request, "fragments/flash.html", status_code=404, kind="error",
                     message=exc.message)  # fmt: skip
-    return page(request, template[part], **ctx)
+    resp = page(request, template[part], **ctx)
+    if part == "summary" and ctx["run"]["status"] in TERMINAL_STATUSES:
+        # the run just ended while someone watched: reload once for the final trace and actions
+        resp.headers["HX-Refresh"] = "true"
+    return resp
 
 
 def _span(state: State, run_id: str, trace_id: str, span_id: str) -> dict[str, Any]:
