@@ -167,8 +167,8 @@ def start_env(
     key = {"api_key_env": "MOCK_UPSTREAM_KEY"}
     providers = [
         {"name": "mock", "base_url": main.url + "/v1", **key,
-         "models": ["mock-small", "mock-large"], "aliases": {"fast": "mock-small"},
-         "max_retries": 0},
+         "models": ["mock-small", "mock-large"], "max_retries": 0,
+         "aliases": {"fast": "mock-small", "reasoner": "o3-mini"}},
         {"name": "mock-anthropic", "kind": "anthropic", "base_url": main.url, **key,
          "models": ["mock-small", "mock-large"]},
         {"name": "impatient", "base_url": main.url + "/v1", **key, "timeout_s": 0.3,

@@ -104,3 +104,14 @@ def test_default_max_tokens_is_injected_only_under_a_cap(llm_env: LLMEnv) -> Non
             if r["path"] == "/v1/chat/completions"}  # fmt: skip
     assert sent["inject-check-capped"]["max_tokens"] == 4096
     assert "max_tokens" not in sent["inject-check-free"]
+    # OpenAI's reasoning models take the cap as max_completion_tokens
+    client(llm_env, new_run_id(), "capped").chat.completions.create(
+        model="reasoner", messages=[{"role": "user", "content": "inject-check-reasoner"}]
+    )
+    [body] = [
+        r["body"]
+        for r in llm_env.mock.requests
+        if r["body"].get("messages", [{}])[0].get("content") == "inject-check-reasoner"
+    ]
+    assert body["model"] == "o3-mini" and "max_tokens" not in body
+    assert body["max_completion_tokens"] > 0

@@ -25,6 +25,7 @@ from tether.gateway.llm.relay import StreamRelay
 
 Api = Literal["openai", "anthropic"]
 # refusals worth a span in the run (a malformed request is not)
+_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 _ANTHROPIC_PASS = ("anthropic-version", "anthropic-beta")
 _RECORDED_REFUSALS = frozenset({"budget_exceeded", "run_killed", "policy_denied"})
 
@@ -143,7 +144,10 @@ class LLMRoutes:
         def body_for(target: Target) -> bytes:
             if not inject and target.model == call.model:
                 return raw
-            return json.dumps({**body, **inject, "model": target.model}).encode()
+            out = {**body, **inject, "model": target.model}
+            if not anthropic and "max_tokens" in inject and _reasoning(target.model):
+                out["max_completion_tokens"] = out.pop("max_tokens")
+            return json.dumps(out).encode()
 
         finished = False
         try:
@@ -186,6 +190,12 @@ class LLMRoutes:
             if not finished:  # cancelled or an unexpected error: never keep the hold
                 await gw.finish(call, usage=None, output=None, error="the call was interrupted",
                                 status_code=500, outcome="interrupted")  # fmt: skip
+
+
+def _reasoning(model: str) -> bool:
+    """OpenAI's reasoning models refuse `max_tokens` and take `max_completion_tokens`."""
+    name = model.rsplit("/", 1)[-1]
+    return name.startswith(_REASONING_PREFIXES)
 
 
 def _passed_headers(request: Request, anthropic: bool) -> dict[str, str] | None:
