@@ -24,13 +24,13 @@ router = APIRouter()
 
 def _home_data(state: State, now: datetime) -> dict[str, Any]:
     engine = state.engine
-    stats = queries.agent_overview(
-        engine, now=now, cache=state.extras.setdefault("console_cache", {})
-    )
+    cache = state.extras.setdefault("console_cache", {})
+    stats = queries.agent_overview(engine, now=now, cache=cache)
     since = now - timedelta(days=queries.KPI_DAYS)
-    kpis = {
-        (k["agent"], k["version"]): k for k in cost_store.success_at_target(engine, start=since)
-    }
+    # a 7-day rate moves slowly: recomputed at most once a minute (as the p95 durations)
+    rates = queries.cached(cache, ("kpi", since.date().isoformat()), queries.P95_TTL_S,
+                           lambda: cost_store.success_at_target(engine, start=since))  # fmt: skip
+    kpis = {(k["agent"], k["version"]): k for k in rates}
     for s in stats:
         s.kpi = kpis.get((s.agent, s.version))
     days = queries.day_list(now, queries.SPARK_DAYS)

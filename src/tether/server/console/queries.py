@@ -96,7 +96,8 @@ def _midnight(day: str) -> datetime:
     return datetime.fromisoformat(day).replace(tzinfo=UTC)
 
 
-def _cached(cache: Cache | None, key: tuple[Any, ...], ttl_s: float, compute: Any) -> Any:
+def cached(cache: Cache | None, key: tuple[Any, ...], ttl_s: float, compute: Any) -> Any:
+    """`compute()`, or its value from `cache` if younger than `ttl_s` seconds."""
     if cache is None:
         return compute()
     now = time.monotonic()
@@ -132,7 +133,7 @@ def daily_rows(engine: Engine, days: list[str], cache: Cache | None = None) -> l
     come from `cache` (only late spans change them; CLOSED_DAYS_TTL_S bounds that lag);
     today is always counted live."""
     today = _midnight(days[-1])
-    closed = _cached(cache, ("days", days[0], days[-1]), CLOSED_DAYS_TTL_S,
+    closed = cached(cache, ("days", days[0], days[-1]), CLOSED_DAYS_TTL_S,
                      lambda: _day_rows(engine, _midnight(days[0]), today))  # fmt: skip
     return [*closed, *_day_rows(engine, today, None)]
 
@@ -174,7 +175,7 @@ def agent_overview(
         if key in out:
             out[key].running = live
     since = now - timedelta(days=KPI_DAYS)
-    p95 = _cached(cache, ("p95", kpi_from), P95_TTL_S, lambda: p95_durations(engine, since))
+    p95 = cached(cache, ("p95", kpi_from), P95_TTL_S, lambda: p95_durations(engine, since))
     for key, value in p95.items():
         if key in out:
             out[key].p95_ms = value

@@ -1,5 +1,5 @@
-"""The console's view of other areas' modules (policies, approvals, budgets, audit, kill switch).
-A function returns None while its module does not exist, and the page says "not available yet"."""
+"""The console's view of other areas' modules: budget burn from the budget counters and
+policies, held calls and audit entries of a run, attribute redaction, and the kill switch."""
 
 from __future__ import annotations
 
