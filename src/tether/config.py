@@ -73,6 +73,8 @@ class BudgetDefaults(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     global_day_usd: Decimal | None = None
+    # every API key's LLM spend per UTC day (a leaked or looping key stops there)
+    key_day_usd: Decimal | None = None
     default_max_tokens: int = 4096
     reservation_ttl_s: int = 900
 

@@ -3,14 +3,19 @@ upstream error mapping, traceparent and run-trace ids."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import httpx
 import pytest
 
-from tether.config import ProviderConfig
+from tether.config import ProviderConfig, load_settings
+from tether.core.budget import scopes_for
 from tether.core.errors import ConfigError, NotFoundError, UpstreamTimeoutError
+from tether.core.pricing import load_price_table
 from tether.gateway.llm.anthropic import AnthropicMeter, AnthropicProvider
 from tether.gateway.llm.errors import from_status, from_transport
 from tether.gateway.llm.gateway import _trace_for, _traceparent
+from tether.gateway.llm.guard import BudgetGuard
 from tether.gateway.llm.openai import OpenAIMeter
 from tether.gateway.llm.provider import Registry
 
@@ -100,3 +105,15 @@ def test_traceparent_and_run_traces() -> None:
     assert _trace_for(f"run_{trace}") == trace
     assert _trace_for("my-run") == _trace_for("my-run") != _trace_for("other-run")
     assert len(_trace_for("my-run")) == 32
+
+
+def test_configured_key_day_cap_applies_to_every_key() -> None:
+    settings = load_settings(budgets={"key_day_usd": "2.5", "global_day_usd": "100"})
+    guard = BudgetGuard(settings, None, None, load_price_table())  # type: ignore[arg-type]
+    limits = guard.limits(None)
+    scopes = scopes_for(limits, run_id="run_x", agent="a", user=None, key_id="key_1",
+                        day=date(2026, 1, 1))  # fmt: skip
+    assert [(s.scope, s.cap_nusd) for s in scopes] == [
+        ("global_day:2026-01-01", 100_000_000_000),
+        ("key_day:key_1:2026-01-01", 2_500_000_000),
+    ]

@@ -95,16 +95,18 @@ class BudgetGuard:
         return policy
 
     def limits(self, policy: Any) -> Limits:
-        global_day = self.settings.budgets.global_day_usd
+        """The policy's caps, plus the configured per-key and global day caps."""
+        cfg = self.settings.budgets
         if policy is None:
-            return Limits(run=RunLimits(), global_day_usd=global_day)
+            return Limits(run=RunLimits(), key_day_usd=cfg.key_day_usd,
+                          global_day_usd=cfg.global_day_usd)  # fmt: skip
         base: Limits = policy.budget_limits()
         return Limits(
             run=base.run,
             agent_day_usd=base.agent_day_usd,
             user_day_usd=base.user_day_usd,
-            key_day_usd=base.key_day_usd,
-            global_day_usd=global_day,
+            key_day_usd=base.key_day_usd if base.key_day_usd is not None else cfg.key_day_usd,
+            global_day_usd=cfg.global_day_usd,
         )
 
     def check_model(self, policy: Any, caller: Caller, model: str) -> None:
