@@ -191,6 +191,7 @@ def start_env(
     keys = {}
     for agent in ("sdk-agent", *POLICIES):
         keys[agent] = create_key(engine, scopes="agent", agent=agent)[1]
+    keys["ingest-only"] = create_key(engine, scopes="ingest", name="otlp-exporter")[1]
     admin = create_key(engine, scopes="admin", name="admin")[1]
     extra_env = {"MOCK_UPSTREAM_KEY": UPSTREAM_KEY, **(env or {})}
     server = ServerProcess(tmp / "home", db_url, config=cfg, workers=workers, extra_env=extra_env)

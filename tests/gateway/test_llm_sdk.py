@@ -172,6 +172,8 @@ def test_bad_requests_get_openai_shaped_4xx(env: LLMEnv) -> None:
     msgs = [{"role": "user", "content": "x"}]
     cases = [
         ({}, {"model": "mock-small", "messages": msgs}, 401, "unauthenticated"),
+        ({"authorization": f"Bearer {env.keys['ingest-only']}"},
+         {"model": "mock-small", "messages": msgs}, 403, "permission_denied"),
         ({**auth, "x-tether-run-id": "bad id!"}, {"model": "mock-small", "messages": msgs}, 400,
          "invalid_request"),
         (auth, {"model": "mock-small"}, 400, "invalid_request"),

@@ -106,7 +106,7 @@ class Gateway:
         principal = await self.authenticate(request)
         if principal is None:
             raise AuthenticationError("missing API key: send `Authorization: Bearer <key>`")
-        if not (principal.has("agent") or principal.has("ingest")):
+        if not principal.has("agent"):
             raise PermissionDeniedError("this key lacks the `agent` scope needed for /llm")
         return principal
 
