@@ -1,0 +1,55 @@
+"""The gateway's span writer: batches off the request path, flushes everything at shutdown, and a
+span that cannot be built or stored does not take the others down with it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, func, select
+
+from tether.core.records import RunAttribution, SpanRecord
+from tether.gateway.llm.spans import SpanWriter
+from tether.store.tables import runs, spans
+
+
+def record(i: int, run_id: str = "run_writer") -> SpanRecord:
+    now = datetime.now(UTC)
+    return SpanRecord(trace_id="a" * 32, span_id=f"{i:016x}", run_id=run_id, kind="llm",
+                      name="chat m", started_at=now, ended_at=now, input_tokens=1,
+                      output_tokens=2, cost_nusd=5, status="ok",
+                      attribution=RunAttribution(agent="writer"))  # fmt: skip
+
+
+def count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(spans)).scalar_one())
+
+
+async def test_everything_submitted_is_stored_by_shutdown(db: Engine) -> None:
+    writer = SpanWriter(db)
+    async with writer.running():
+        for i in range(120):
+            writer.submit(record(i) if i % 2 else (lambda i=i: record(i)))  # type: ignore[misc]
+    assert count(db) == 120 and writer.written == 120
+    with db.connect() as conn:
+        run = conn.execute(select(runs).where(runs.c.id == "run_writer")).one()
+    assert (run.llm_calls, run.cost_nusd, run.agent) == (120, 600, "writer")
+
+
+async def test_a_broken_span_does_not_lose_the_others(sqlite_db: Engine) -> None:
+    writer = SpanWriter(sqlite_db)
+
+    def broken() -> SpanRecord:
+        raise RuntimeError("a bug while building one span")
+
+    async with writer.running():
+        writer.submit(record(1))
+        writer.submit(broken)
+        writer.submit(record(2))
+        # the store refuses a naive timestamp: this span alone fails, its batch-mates are kept
+        naive = datetime(2026, 1, 1)
+        writer.submit(SpanRecord(trace_id="b" * 32, span_id="f" * 16, run_id="run_bad",
+                                 kind="llm", name="x", started_at=naive))  # fmt: skip
+        writer.submit(record(3))
+    assert count(sqlite_db) == 3
+    assert writer.failed == 1
