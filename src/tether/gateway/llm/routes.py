@@ -136,7 +136,8 @@ class LLMRoutes:
             inject["max_tokens"] = gw.settings.budgets.default_max_tokens  # required by the API
         hide_usage = False
         if call.stream and not anthropic:
-            opts = body.get("stream_options") or {}
+            opts = body.get("stream_options")
+            opts = opts if isinstance(opts, dict) else {}
             if not opts.get("include_usage"):
                 inject["stream_options"] = {**opts, "include_usage": True}
                 hide_usage = True
