@@ -285,6 +285,11 @@ def test_empty_console_says_how_to_send_a_first_trace(tmp_path: Path, sqlite_db:
         assert "No tools registered" in client.get("/tools").text
         assert "No agents yet" in client.get("/agents").text
         assert "No spend in this window" in client.get("/costs").text
+        now = datetime.now(UTC)
+        write_spans(sqlite_db, run_spans(random.Random(1), "bot", "1", [], now, task="t", user="u"),
+                    now=now, source="sdk")  # fmt: skip
+        home = client.get("/")
+        assert "no agent has a boundary policy yet" in home.text and "bot" in home.text
 
 
 def test_admin_re_pins_a_changed_tool_and_pages_refuse_framing(env, db: Engine):

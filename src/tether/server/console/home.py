@@ -16,6 +16,7 @@ from tether.server.console.render import page
 from tether.server.console.session import Viewer, viewer
 from tether.server.deps import State, get_state
 from tether.store import costs as cost_store
+from tether.store import policies as policy_store
 from tether.store.engine import reading
 from tether.store.tables import runs
 
@@ -54,6 +55,7 @@ def _home_data(state: State, now: datetime) -> dict[str, Any]:
     totals["kpi"] = hits / finished if finished else None
     chart = {"days": days, "series": {a: v for a, v in sorted(by_agent.items())}}
     return {
+        "no_policies": not policy_store.list_latest(engine),
         "stats": stats,
         "days": days,
         "anomalies": anomalies,
