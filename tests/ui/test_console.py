@@ -20,7 +20,7 @@ from tests.ui.seed import Seeded, run_spans, seed
 from tether.config import load_settings
 from tether.core.records import SpanRecord
 from tether.server.app import create_app
-from tether.server.console import queries
+from tether.server.console import queries, run_detail
 from tether.server.console.session import COOKIE
 from tether.store import approvals as approval_store
 from tether.store import costs as cost_store
@@ -412,3 +412,12 @@ def test_pasted_ids_search_exactly_and_substrings_on_request(env):
     assert data.held_run in partial.text and "exactly" not in partial.text
     substring = client.get("/runs/rows?q=T-4711&substring=1")
     assert data.held_run in substring.text and "exactly" not in substring.text
+
+
+def test_a_huge_trace_is_cut_and_says_so(env, monkeypatch: pytest.MonkeyPatch):
+    client, data, keys = env
+    monkeypatch.setattr(run_detail, "MAX_TREE_SPANS", 3)
+    login(client, keys["read"])
+    page = client.get(f"/runs/{data.held_run}")
+    assert page.text.count('class="span-row"') == 3
+    assert "Showing the first 3 of" in page.text and "/api/v1/spans?run_id=" in page.text

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from tether.core.errors import BadRequestError, NotFoundError, TetherError
@@ -81,26 +81,38 @@ def _run_checkpoints(state: State, run_id: str) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(q)]
 
 
+def _slim_spans(state: State, run_id: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The first MAX_TREE_SPANS spans in start order (as store.runs.run_spans) without their
+    input and output, which load when a span is opened, and the count of spans per kind."""
+    c = spans.c
+    cols = [col for col in spans.columns if col.name not in ("input", "output")]
+    q = (
+        select(*cols)
+        .where(c.run_id == run_id)
+        .order_by(c.started_at, c.trace_id, c.span_id)
+        .limit(MAX_TREE_SPANS)
+    )
+    kinds_q = select(c.kind, func.count()).where(c.run_id == run_id).group_by(c.kind)
+    with reading(state.engine) as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+        kinds = {str(k): int(n) for k, n in conn.execute(kinds_q)}
+    return rows, kinds
+
+
 def _run_context(state: State, run_id: str, now: datetime) -> dict[str, Any]:
     run = run_store.get_run(state.engine, run_id)
-    flat = run_store.run_spans(state.engine, run_id)
-    truncated = len(flat) > MAX_TREE_SPANS
-    # the slim tree: span bodies (input/output) load when a span is opened
-    slim = [{k: v for k, v in s.items() if k not in ("input", "output")}
-            for s in flat[:MAX_TREE_SPANS]]  # fmt: skip
+    slim, kinds = _slim_spans(state, run_id)
+    span_total = sum(kinds.values())
     total_ms, rows = waterfall(flatten(run_store.nest(slim)), now)
     for r in rows:
         r["verdict"] = verdict_of(r.get("attributes"))
-    kinds: dict[str, int] = {}
-    for s in flat:
-        kinds[s["kind"]] = kinds.get(s["kind"], 0) + 1
     return {
         "run": run,
         "rows": rows,
         "total_ms": total_ms,
         "kinds": kinds,
-        "truncated": truncated,
-        "span_total": len(flat),
+        "truncated": span_total > len(slim),
+        "span_total": span_total,
         "burn": sources.run_burn(state, run, now),
         "decisions": sources.run_decisions(state, run_id),
         "verdicts": span_decisions(rows),
