@@ -20,7 +20,7 @@ from tests.ui.seed import Seeded, run_spans, seed
 from tether.config import load_settings
 from tether.core.records import SpanRecord
 from tether.server.app import create_app
-from tether.server.console import queries, run_detail
+from tether.server.console import queries, run_detail, sources
 from tether.server.console.session import COOKIE
 from tether.store import approvals as approval_store
 from tether.store import costs as cost_store
@@ -110,6 +110,8 @@ def test_every_page_renders_seeded_data(env):
     for text in ("Success at target cost", "invoice-triage", "support-bot", "research-agent"):
         assert text in home.text
     assert "cost/day" in home.text  # research-agent's expensive day is an anomaly
+    waiting = sources.pending_approvals(client.app.state.tether)
+    assert waiting == {("invoice-triage", "1.4.0"): 1, ("support-bot", "2.1"): 1}
     runs = client.get("/runs")
     assert data.held_run in runs.text and "awaiting approval" in runs.text
     run = client.get(f"/runs/{data.held_run}")

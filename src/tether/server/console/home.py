@@ -37,7 +37,7 @@ def _home_data(state: State, now: datetime) -> dict[str, Any]:
     days = queries.day_list(now, queries.SPARK_DAYS)
     by_agent = queries.merge_by_agent(stats)
     anomalies = queries.cost_anomalies(days, by_agent)
-    pending = sources.pending_approvals_by_agent(state)
+    pending = sources.pending_approvals(state)
     budgets = sources.day_budgets(state, {a: v[-1] for a, v in by_agent.items()}, now)
     with reading(engine) as conn:
         any_run = conn.execute(select(runs.c.id).limit(1)).first() is not None

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from tether.core.errors import ConflictError, TetherError
 from tether.core.money import usd_to_nusd
 from tether.gateway.llm.killswitch import kill_run
@@ -15,6 +17,8 @@ from tether.store import approvals as approval_store
 from tether.store import audit as audit_store
 from tether.store import budgets as budget_store
 from tether.store import policies as policy_store
+from tether.store.engine import reading
+from tether.store.tables import runs
 
 REDACTED = "[redacted]"
 
@@ -83,10 +87,20 @@ def run_burn(state: State, run: dict[str, Any], now: datetime) -> list[Burn]:
     ]  # fmt: skip
 
 
-def pending_approvals_by_agent(state: State) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for a in approval_store.list_approvals(state.engine, status="pending", limit=1000):
-        counts[a.agent or "—"] = counts.get(a.agent or "—", 0) + 1
+def pending_approvals(state: State) -> dict[tuple[str, str | None], int]:
+    """Waiting holds per (agent, version of the held run); holds without a run count under
+    version None."""
+    held = approval_store.list_approvals(state.engine, status="pending", limit=1000)
+    run_ids = sorted({a.run_id for a in held if a.run_id})
+    versions: dict[str, str | None] = {}
+    if run_ids:
+        with reading(state.engine) as conn:
+            q = select(runs.c.id, runs.c.version).where(runs.c.id.in_(run_ids))
+            versions = {rid: v for rid, v in conn.execute(q)}
+    counts: dict[tuple[str, str | None], int] = {}
+    for a in held:
+        key = (a.agent or "—", versions.get(a.run_id) if a.run_id else None)
+        counts[key] = counts.get(key, 0) + 1
     return counts
 
 
