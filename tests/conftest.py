@@ -103,8 +103,14 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | N
 class ServerProcess:
     """A `tether serve` subprocess on a free port; `.url`, `.env`, `.stop()`."""
 
-    def __init__(self, home: Path, database_url: str, extra_env: dict[str, str] | None = None,
-                 config: Path | None = None, workers: int = 1) -> None:
+    def __init__(
+        self,
+        home: Path,
+        database_url: str,
+        extra_env: dict[str, str] | None = None,
+        config: Path | None = None,
+        workers: int = 1,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {

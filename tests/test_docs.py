@@ -34,7 +34,8 @@ def test_every_setting_is_documented(field: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", _commands(typer.main.get_command(cli_app), "tether")  # type: ignore[arg-type]
+    "command",
+    _commands(typer.main.get_command(cli_app), "tether"),  # type: ignore[arg-type]
 )
 def test_every_cli_command_is_documented(command: str) -> None:
     assert command in README

@@ -88,7 +88,9 @@ class WebhookConfig(BaseModel):
 class Settings(BaseSettings):
     """Everything tether can be told. Every key is optional."""
 
-    model_config = SettingsConfigDict(env_prefix="TETHER_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="TETHER_", env_nested_delimiter="__", extra="forbid"
+    )
 
     home: Path = Field(default_factory=lambda: Path.home() / ".tether")
     database_url: str | None = None

@@ -15,7 +15,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(db, name="db")
 
     @db.command("upgrade")
-    def upgrade_cmd(database_url: str = typer.Option(None, help="SQLite or PostgreSQL URL.")) -> None:
+    def upgrade_cmd(
+        database_url: str = typer.Option(None, help="SQLite or PostgreSQL URL."),
+    ) -> None:
         """Apply every pending migration."""
         settings = load_settings(database_url=database_url)
         engine = make_engine(settings.db_url)
@@ -27,7 +29,9 @@ def register(app: typer.Typer) -> None:
             console.print(f"database upgraded from {before or 'empty'} to {after}")
 
     @db.command("current")
-    def current_cmd(database_url: str = typer.Option(None, help="SQLite or PostgreSQL URL.")) -> None:
+    def current_cmd(
+        database_url: str = typer.Option(None, help="SQLite or PostgreSQL URL."),
+    ) -> None:
         """Show the database's revision and the newest one."""
         settings = load_settings(database_url=database_url)
         engine = make_engine(settings.db_url)

@@ -1,4 +1,4 @@
-"""`tether.server.wsgi:app`, the import string uvicorn's worker processes load (settings from env)."""
+"""`tether.server.wsgi:app`: the import string uvicorn worker processes load (env settings)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,6 @@ metadata = MetaData(
 )
 
 
-
 class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on both databases (SQLite would hand back naive ones)."""
 
@@ -201,7 +200,9 @@ api_keys = Table(
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("id", String(64), nullable=False, unique=True),
     Column("at", TS, nullable=False),
     Column("actor", String(200), nullable=False),
@@ -306,7 +307,9 @@ approvals = Table(
 rate_events = Table(
     "rate_events",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("key", String(400), nullable=False),
     Column("at", TS, nullable=False),
 )
