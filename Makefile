@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo serve test bench lint services chromium clean
+.PHONY: demo serve test bench bench-peers lint services chromium clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,10 +38,23 @@ services:
 test: $(TEST_STAMP) chromium services
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# Each benchmark prints its figures and writes bench/results/<name>.json. The peer comparisons
+# (Phoenix, LiteLLM) install the peer into a throwaway venv under /tmp: `make bench-peers`.
 bench: $(TEST_STAMP) services
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/ingest.py --pg
+	$(BIN)/python bench/api_queries.py --db both
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/budget_stress.py
+	$(BIN)/python bench/budget_stress.py --redis
 	$(BIN)/python bench/policy.py
+	$(BIN)/python bench/approvals.py
+	$(BIN)/python bench/console.py
+	$(BIN)/python bench/sdk.py
+
+bench-peers: $(TEST_STAMP) services
+	$(BIN)/python bench/ingest.py --vs phoenix
+	$(BIN)/python bench/gateway.py --vs litellm
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
