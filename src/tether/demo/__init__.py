@@ -62,7 +62,16 @@ def run_demo(
         print_summary(console, local.url, local.admin_key, demo.notes)
         console.print(f"\n[bold green]console:[/] {local.url}/", highlight=False)
         console.print(
-            f"log in with the demo admin key: [bold]{local.admin_key}[/]", highlight=False
+            f"log in with the demo admin key: [bold]{local.admin_key}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(
+            "from another terminal, the CLI reads the same runs:\n"
+            f"  export TETHER_URL={local.url} TETHER_API_KEY={local.admin_key}\n"
+            "  tether runs list && tether approvals list",
+            highlight=False,
+            soft_wrap=True,
         )
         if keep_serving:
             console.print("serving until Ctrl-C", style="dim")
