@@ -60,6 +60,7 @@ def test_demo_no_serve_writes_the_demo_runs_on_a_fresh_database(tmp_path: Path) 
     assert f"console: http://127.0.0.1:{port}/" in out
     assert "killed by its run budget: allowed $0.25, spent $" in out
     assert "waits for approval apr_" in out
+    assert f"export TETHER_URL=http://127.0.0.1:{port} TETHER_API_KEY=tth_" in out
     db = home / "demo.db"
     runs = _rows(db, "SELECT agent, version, status, error, cost_nusd, kill_reason FROM runs")
     agents = {r[0] for r in runs}
