@@ -4,10 +4,7 @@ per batch, and a run's totals recomputed from its spans so late children are cou
 from __future__ import annotations
 
 import json
-import threading
-import weakref
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -29,6 +26,7 @@ from sqlalchemy.engine import Dialect
 
 from tether.core.records import TERMINAL_STATUSES, RunAttribution, SpanRecord, run_id_for_trace
 from tether.store.tables import agent_versions, agents, runs, spans
+from tether.store.writelock import span_writer
 
 _SPAN_UPDATE = (
     "parent_id", "run_id", "kind", "name", "started_at", "ended_at", "latency_ms", "input",
@@ -76,26 +74,9 @@ def write_spans(
     """Stores `records` atomically: all of them or, on any error, none."""
     if not records:
         return IngestResult(0, ())
-    with _sqlite_writer(engine), engine.begin() as conn:
+    with span_writer(engine), engine.begin() as conn:
         run_ids = write_spans_in(conn, records, now=now, source=source)
     return IngestResult(len(records), run_ids)
-
-
-_WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
-_WRITERS_LOCK = threading.Lock()
-
-
-def _sqlite_writer(engine: Engine) -> AbstractContextManager[Any]:
-    """On SQLite, one span writer at a time per process: threads then queue on a mutex and are
-    woken at once, instead of SQLite's busy handler putting them to sleep for up to 100 ms
-    while another connection holds the write lock."""
-    if engine.dialect.name != "sqlite":
-        return nullcontext()
-    with _WRITERS_LOCK:
-        lock = _WRITERS.get(engine)
-        if lock is None:
-            lock = _WRITERS[engine] = threading.Lock()
-    return lock
 
 
 def write_spans_in(
