@@ -172,3 +172,14 @@ def test_children_sent_after_a_root_that_names_the_run_join_it(db: Engine) -> No
     with reading(db) as conn:
         run = conn.execute(select(runs).where(runs.c.id == "run_custom")).one()
     assert (run.cost_nusd, run.span_count) == (100, 2)
+
+
+def test_root_attribution_replaces_what_earlier_children_implied(db: Engine) -> None:
+    """Children first (only the resource's service.name to go by), then the root with tether.*."""
+    child = replace(_llm("e" * 16, 10, 10), attribution=RunAttribution(agent="my-service"))
+    write_spans(db, [child], now=T0, source="otlp")
+    assert _run(db)["agent"] == "my-service"
+    write_spans(db, [_root()], now=T0, source="otlp")
+    run = _run(db)
+    assert (run["agent"], run["version"], run["task_id"], run["user"]) == (
+        "triage", "v3", "T-1", "alice")  # fmt: skip

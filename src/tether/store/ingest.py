@@ -353,14 +353,19 @@ def _update_existing(
     for rid in run_ids:
         values = current[rid]
         first, attribution = firsts[rid], attributions[rid]
+        root = next((r for r in grouped[rid] if r.is_root), None)
         for name in ("agent", "version", "task_id", "user"):
-            if values[name] is None and getattr(attribution, name):
+            # The root span speaks for the run: what it says replaces what earlier children
+            # implied (a child may only carry a fallback such as the resource's service.name).
+            said = getattr(root.attribution, name) if root is not None else None
+            if said:
+                values[name] = said
+            elif values[name] is None and getattr(attribution, name):
                 values[name] = getattr(attribution, name)
         if first.started_at < values["started_at"]:
             values["started_at"] = first.started_at
         if values["trace_id"] is None:
             values["trace_id"] = first.trace_id
-        root = next((r for r in grouped[rid] if r.is_root), None)
         if root is not None:
             values.update(_root_values(root, values["status"]))
         values.update(totals.get(rid, {}))
