@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 
@@ -10,18 +9,10 @@ import typer
 
 from tether.cli.output import console, fail
 from tether.config import Settings, load_settings
+from tether.server.auth import is_loopback
 from tether.store import keys as key_store
 from tether.store.engine import make_engine
 from tether.store.migrate import upgrade
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def prepare(settings: Settings) -> None:

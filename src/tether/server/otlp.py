@@ -6,7 +6,6 @@ With no API key at all and a loopback bind, ingest is open (a fresh local instal
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from datetime import UTC, datetime
 
@@ -17,7 +16,7 @@ from tether.core.errors import PermissionDeniedError
 from tether.core.pricing import PriceTable, load_price_table
 from tether.core.semconv import MapOptions, map_spans
 from tether.server import otlp_decode as decode
-from tether.server.auth import Principal, authenticate, bearer_secret
+from tether.server.auth import Principal, authenticate, bearer_secret, is_loopback
 from tether.server.deps import State, get_state
 from tether.store import keys as key_store
 from tether.store.ingest import write_spans
@@ -28,18 +27,9 @@ _OPEN_CHECK_TTL_S = 5.0
 ANONYMOUS = Principal(key_id="anonymous", scopes=frozenset({"ingest"}), agent=None)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _ingest_is_open(state: State) -> bool:
     """True while no API key exists and the server binds loopback only (checked every 5 s)."""
-    if not _is_loopback(state.settings.host):
+    if not is_loopback(state.settings.host):
         return False
     now = time.monotonic()
     cached = state.extras.get("otlp_open")
