@@ -37,4 +37,3 @@ def test_sqlite_span_writers_take_turns_across_threads(sqlite_db: Engine) -> Non
     assert order == ["first in", "first out", "second in"]
     # the cross-process half is an flock on a file next to the database
     assert Path(database + ".writelock").exists()
-
