@@ -59,6 +59,7 @@ def test_demo_no_serve_writes_the_demo_runs_on_a_fresh_database(tmp_path: Path) 
     out = first.stdout
     assert f"console: http://127.0.0.1:{port}/" in out
     assert "killed by its run budget: allowed $0.25, spent $" in out
+    assert "refused call" in out and "needed (worst case)" in out
     assert "waits for approval apr_" in out
     assert f"export TETHER_URL=http://127.0.0.1:{port} TETHER_API_KEY=tth_" in out
     db = home / "demo.db"

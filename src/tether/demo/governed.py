@@ -108,6 +108,9 @@ def scenario_budget_kill(demo: Demo) -> None:
             if exc.status_code != 402:
                 raise
             reason = f"run budget of ${BUDGET_USD:.2f} exhausted after {calls} LLM calls"
+            refusal = _refusal_detail(exc)
+            if refusal:
+                demo.notes.append(f"the gateway refused call {calls + 1} with 402: {refusal}")
             with _api(demo) as api:
                 api.post(f"/runs/{run.id}/kill", json={"reason": reason})
             run.set_output(f"stopped by tether: {reason}")
@@ -119,6 +122,14 @@ def scenario_budget_kill(demo: Demo) -> None:
         f"coding v3 (C-304) was {got.get('status')} by its run budget: allowed "
         f"${BUDGET_USD:.2f}, spent ${got.get('cost_usd', 0):.4f} in {calls} LLM calls"
     )
+
+
+def _refusal_detail(exc: Any) -> str | None:
+    """The 402's message: which scope, the call's worst case, what was left."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error", body)
+    message = error.get("message") if isinstance(error, dict) else None
+    return message.split(". ")[0] if isinstance(message, str) else None
 
 
 @tether.tool(name="mail.send", tags=["egress"], irreversible=True)
