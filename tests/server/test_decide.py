@@ -115,3 +115,15 @@ def test_calls_of_an_ended_run_are_denied(api: Api) -> None:
     denied = decide(api, "billing.lookup", run_id="run_k")
     assert (denied["decision"], denied["rule"]) == ("deny", "run ended")
     assert "killed" in denied["reason"]
+
+
+def test_an_agent_cannot_hold_or_taint_another_agents_run(api: Api) -> None:
+    now = datetime.now(UTC)
+    with api.db.begin() as conn:
+        ensure_run(conn, "run_bob", trace_id=None, attribution=RunAttribution(agent="bob"),
+                   started_at=now, source="sdk", now=now)  # fmt: skip
+    r = api.client.post("/api/v1/decide", json={"tool": "billing.refund", "run_id": "run_bob"},
+                        headers=api.triage)  # fmt: skip
+    assert r.status_code == 403 and "belongs to agent bob" in r.json()["error"]["message"]
+    assert api.client.get("/api/v1/runs/run_bob", headers=api.admin).json()["status"] == "running"
+    assert registry.run_tags(api.db, "run_bob") == frozenset()

@@ -12,12 +12,13 @@ from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from tether.core.errors import BadRequestError, PermissionDeniedError
+from tether.core.errors import BadRequestError, NotFoundError, PermissionDeniedError
 from tether.core.records import valid_run_id
 from tether.gateway.mcp.guard import Guard
 from tether.server import webhooks
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
+from tether.store import runs as run_store
 from tether.store import tools as registry
 
 router = APIRouter(tags=["governance"])
@@ -70,6 +71,8 @@ async def decide(
     now = datetime.now(UTC)
 
     def work() -> Any:
+        if body.run_id is not None:
+            _check_run_owner(state, body.run_id, agent)
         tool = registry.ensure_sdk_tool(state.engine, body.tool, tags, now=now)
         extra = tags if tool.kind == "sdk" else ()
         verdict = guard_of(state).check(agent=agent, run_id=body.run_id, name=body.tool,
@@ -84,3 +87,15 @@ async def decide(
     if verdict.approval is not None:
         webhooks.announce(state, verdict.approval)
     return verdict.to_dict()  # type: ignore[no-any-return]
+
+
+def _check_run_owner(state: State, run_id: str, agent: str) -> None:
+    """A decision may hold or taint only a run of the deciding agent (a new run id is fine)."""
+    try:
+        owner = run_store.get_run(state.engine, run_id)["agent"]
+    except NotFoundError:
+        return
+    if owner is not None and owner != agent:
+        raise PermissionDeniedError(
+            f"run {run_id} belongs to agent {owner}, not {agent}", code="wrong_agent"
+        )
