@@ -250,3 +250,23 @@ async def test_pricing_overrides_and_redaction_from_settings(
         other = conn.execute(select(spans).where(spans.c.span_id == "04" * 8)).one()._mapping
     assert llm["cost_nusd"] == 1_000_000
     assert other["attributes"]["customer.ssn"] == "[REDACTED]"
+
+
+async def test_an_agent_bound_key_ingests_only_as_its_agent(settings: Settings, db: Engine) -> None:
+    _, bot = create_key(db, scopes="agent,ingest", agent="bot", name="bot")
+    _, other = create_key(db, scopes="agent,ingest", agent="other", name="other")
+    app = make_app(settings, db)
+    body = request_pb().SerializeToString()  # the resource says service.name=triage-bot
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.post(
+            "/v1/traces", content=body, headers={**PB, "authorization": f"Bearer {bot}"}
+        )
+        assert r.status_code == 200
+        with reading(db) as conn:
+            assert conn.execute(select(runs.c.agent)).scalars().all() == ["bot"]
+        extra = pb_span(b"\x09" * 8, ROOT, "chat gpt-4o", {
+            "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 10**6})  # fmt: skip
+        r = await c.post("/v1/traces", content=request_pb([extra]).SerializeToString(),
+                         headers={**PB, "authorization": f"Bearer {other}"})  # fmt: skip
+        assert r.status_code == 403 and "belongs to another agent" in r.json()["error"]["message"]
+    assert counts(db) == (3, 1)

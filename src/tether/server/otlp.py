@@ -7,19 +7,24 @@ With no API key at all and a loopback bind, ingest is open (a fresh local instal
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import anyio
 from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy import select
 
 from tether.core.errors import PermissionDeniedError
 from tether.core.pricing import PriceTable, load_price_table
+from tether.core.records import SpanRecord
 from tether.core.semconv import MapOptions, map_spans
 from tether.server import otlp_decode as decode
 from tether.server.auth import Principal, authenticate, bearer_secret, is_loopback
 from tether.server.deps import State, get_state
 from tether.store import keys as key_store
+from tether.store.engine import reading
 from tether.store.ingest import write_spans
+from tether.store.tables import runs
 
 router = APIRouter()
 
@@ -69,16 +74,39 @@ def count_ingested(state: State, n: int) -> None:
 
 
 def ingest_payload(
-    state: State, body: bytes, content_type: str | None, content_encoding: str | None
+    state: State,
+    body: bytes,
+    content_type: str | None,
+    content_encoding: str | None,
+    agent: str | None = None,
 ) -> tuple[int, str]:
-    """Decodes, maps and stores one export request; returns (spans stored, media kind)."""
+    """Decodes, maps and stores one export request; returns (spans stored, media kind).
+
+    `agent`: the agent an agent-bound key speaks for. Its spans are attributed to that agent
+    whatever they say, and a batch touching another agent's run is refused whole (403).
+    """
     kind = decode.media_type(content_type)
     raw = decode.decompress(body, content_encoding, state.settings.max_request_bytes)
     spans = decode.to_spans(decode.parse_request(raw, kind))
     opts = MapOptions(price_table(state), tuple(f.lower() for f in state.settings.redact_fields))
     records = map_spans(spans, opts)
+    if agent is not None:
+        records = _as_agent(state, records, agent)
     result = write_spans(state.engine, records, now=datetime.now(UTC), source="otlp")
     return result.spans, kind
+
+
+def _as_agent(state: State, records: list[SpanRecord], agent: str) -> list[SpanRecord]:
+    run_ids = sorted({r.run_id for r in records})
+    with reading(state.engine) as conn:
+        owners = conn.execute(select(runs.c.id, runs.c.agent).where(runs.c.id.in_(run_ids))).all()
+    foreign = [rid for rid, owner in owners if owner is not None and owner != agent]
+    if foreign:
+        raise PermissionDeniedError(
+            f"this key speaks for agent {agent}; run {foreign[0]} belongs to another agent",
+            code="wrong_agent",
+        )
+    return [replace(r, attribution=replace(r.attribution, agent=agent)) for r in records]
 
 
 @router.post(
@@ -99,6 +127,7 @@ async def export_traces(
         body,
         request.headers.get("content-type"),
         request.headers.get("content-encoding"),
+        None if principal.has("admin") else principal.agent,
     )
     count_ingested(state, n)
     payload, media = decode.response_body(kind)
