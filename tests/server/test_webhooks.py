@@ -80,3 +80,38 @@ def test_hold_is_announced_to_json_and_slack_hooks(
     assert "mail.send" in slack["text"] and r.json()["approval_id"] in slack["text"]
     assert slack["blocks"][0]["type"] == "section"
     assert any("tether approvals approve" in str(b) for b in slack["blocks"])
+
+
+def test_a_failing_hook_is_logged_without_its_secret_path(
+    tmp_path: Any, sqlite_db: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    secret_url = f"http://127.0.0.1:{httpd.server_address[1]}/services/T0/B0/SECRET123"
+    settings = load_settings(home=tmp_path / "h", database_url=str(sqlite_db.url),
+                             webhooks=[{"url": secret_url, "format": "slack"}])  # fmt: skip
+    policies.apply_policy(sqlite_db, POLICY, "test", datetime.now(UTC))
+    key = create_key(sqlite_db, scopes="agent", agent="triage")[1]
+    try:
+        with TestClient(create_app(settings, engine=sqlite_db)) as client:
+            client.post("/api/v1/decide", json={"tool": "mail.send", "run_id": "run_s"},
+                        headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+            state = client.app.state.tether  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 10
+            while webhooks.stats(state)["failed"] < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "answered HTTP 500" in logged and "SECRET123" not in logged

@@ -77,9 +77,14 @@ async def _post(state: State, hook: WebhookConfig, body: dict[str, Any]) -> None
         async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
             response = await client.post(hook.url, json=body)
         response.raise_for_status()
+    except httpx.HTTPStatusError as exc:
+        stats["failed"] += 1
+        # httpx's message repeats the full URL, and a Slack URL's path is its secret
+        log.warning("webhook %s answered HTTP %s", _safe_url(hook.url), exc.response.status_code)
+        return
     except httpx.HTTPError as exc:
         stats["failed"] += 1
-        log.warning("webhook %s failed: %s", _safe_url(hook.url), exc)
+        log.warning("webhook %s failed: %s", _safe_url(hook.url), type(exc).__name__)
         return
     stats["sent"] += 1
 

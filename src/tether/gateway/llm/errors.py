@@ -45,8 +45,17 @@ def sse_error(exc: TetherError, anthropic: bool) -> bytes:
     return f"data: {json.dumps(openai_error(exc))}\n\n".encode()
 
 
+def safe_url(url: str) -> str:
+    """The URL without user:password, which a provider's base_url may carry."""
+    try:
+        return str(httpx.URL(url).copy_with(userinfo=b""))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "(invalid URL)"
+
+
 def from_transport(exc: httpx.HTTPError, provider: str, url: str) -> UpstreamError:
     """A clear error for a request that got no usable HTTP answer."""
+    url = safe_url(url)
     if isinstance(exc, httpx.TimeoutException):
         what = "connecting to" if isinstance(exc, httpx.ConnectTimeout) else "waiting for"
         return UpstreamTimeoutError(
