@@ -115,3 +115,25 @@ def test_default_max_tokens_is_injected_only_under_a_cap(llm_env: LLMEnv) -> Non
     ]
     assert body["model"] == "o3-mini" and "max_tokens" not in body
     assert body["max_completion_tokens"] > 0
+
+
+def test_the_worst_case_covers_every_choice_and_the_larger_token_field(llm_env: LLMEnv) -> None:
+    def needed(**extra: object) -> float:
+        r = httpx.post(llm_env.llm_url + "/chat/completions",
+                       headers={"authorization": f"Bearer {llm_env.keys['tight']}",
+                                "x-tether-run-id": new_run_id()},
+                       json={"model": "mock-small", "messages": BIG, **extra})  # fmt: skip
+        assert r.status_code == 402, r.text
+        return float(r.json()["error"]["needed_usd"])
+
+    one = needed(max_tokens=2000)
+    three = needed(max_tokens=2000, n=3)
+    # mock-small: $2e-6 an output token (the few extra bytes of `n` cost ~$1e-6 each)
+    assert three - one == pytest.approx(2 * 2000 * 2e-6, abs=1e-4)
+    assert needed(max_tokens=2000, max_completion_tokens=10) == pytest.approx(one, abs=1e-4)
+    bad = httpx.post(llm_env.llm_url + "/chat/completions",
+                     headers={"authorization": f"Bearer {llm_env.keys['tight']}"},
+                     json={"model": "mock-small", "messages": BIG, "n": 0})  # fmt: skip
+    assert (
+        bad.status_code == 400 and "n must be a positive integer" in bad.json()["error"]["message"]
+    )

@@ -200,7 +200,7 @@ class Gateway:
 
     # ------------------------------------------------------------ admission
 
-    async def admit(self, call: Call, max_tokens: int | None) -> None:
+    async def admit(self, call: Call, max_tokens: int | None, *, choices: int = 1) -> None:
         """Refuses a killed run, a model the policy forbids, or a call over budget; else holds
         the call's worst case."""
         call.targets = self.registry.targets(call.model, call.api)
@@ -218,7 +218,8 @@ class Gateway:
             await self.killswitch.ensure_alive(call.caller.run_id, now=now, deadline=deadline)
         call.admission = await self.guard.admit(
             call.caller, limits, call.targets, request_bytes=call.request_bytes,
-            max_tokens=max_tokens, images=_images(call.body), started_at=started, now=now,
+            max_tokens=max_tokens, choices=choices, images=_images(call.body),
+            started_at=started, now=now,
         )  # fmt: skip
 
     # ------------------------------------------------------------ the end of a call

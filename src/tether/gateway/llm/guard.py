@@ -147,6 +147,7 @@ class BudgetGuard:
         images: int,
         started_at: datetime,
         now: datetime,
+        choices: int = 1,
     ) -> Admission:
         """Reserves the call's worst case on every capped scope, or raises BudgetExceededError."""
         deadline = None
@@ -173,7 +174,8 @@ class BudgetGuard:
             price = Price(Decimal(0), Decimal(0))
         # the body grows by the injected field and the longest upstream model name
         extra = 32 + max(len(t.model) for t in targets)
-        amount, tokens = reservation_estimate(request_bytes + extra, max_tokens, price,
+        # every one of the `n` choices may use max_tokens
+        amount, tokens = reservation_estimate(request_bytes + extra, max_tokens * choices, price,
                                               images=images)  # fmt: skip
         reservation = await anyio.to_thread.run_sync(
             lambda: self.ledger.reserve(

@@ -30,18 +30,33 @@ _ANTHROPIC_PASS = ("anthropic-version", "anthropic-beta")
 _RECORDED_REFUSALS = frozenset({"budget_exceeded", "run_killed", "policy_denied"})
 
 
+def _positive_int(body: dict[str, Any], key: str, code: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BadRequestError(f"{key} must be a positive integer", code=code)
+    return value
+
+
 def _requested_max_tokens(endpoint: str, body: dict[str, Any]) -> int | None:
+    """The most output tokens one choice may have: the larger of the two fields when both are
+    sent (providers differ in which one wins, so the bound must hold for either)."""
     if endpoint == "embeddings":
         return 0
-    for key in ("max_completion_tokens", "max_tokens"):
-        value = body.get(key)
-        if value is not None:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise BadRequestError(
-                    f"{key} must be a positive integer", code="invalid_max_tokens"
-                )
-            return value
-    return None
+    given = [
+        v
+        for key in ("max_completion_tokens", "max_tokens")
+        if (v := _positive_int(body, key, "invalid_max_tokens")) is not None
+    ]
+    return max(given) if given else None
+
+
+def _choices(endpoint: str, body: dict[str, Any]) -> int:
+    """OpenAI's `n`: each choice may use max_tokens, so the worst case is n times larger."""
+    if endpoint == "embeddings":
+        return 1
+    return _positive_int(body, "n", "invalid_n") or 1
 
 
 def _validate(endpoint: str, body: dict[str, Any]) -> None:
@@ -115,9 +130,10 @@ class LLMRoutes:
                 raise BadRequestError("the request body must be a JSON object")
             _validate(endpoint, body)
             max_tokens = _requested_max_tokens(endpoint, body)
+            choices = _choices(endpoint, body)
             call = gw.new_call(request, principal, api, endpoint, body)
             call.request_bytes = len(raw)
-            await gw.admit(call, max_tokens)
+            await gw.admit(call, max_tokens, choices=choices)
         except TetherError as exc:
             if call is not None and exc.type in _RECORDED_REFUSALS:
                 gw.writer.submit(_refusal_span(call, exc))
