@@ -240,14 +240,15 @@ class Gateway:
         model = call.served_by.model if call.served_by else call.model
         cost = None
         tokens = 0
-        if usage is not None:
-            if not usage.reported and usage.input_tokens == 0:
-                # no usage from upstream: a typical 4 bytes per token of the request
-                usage.input_tokens = math.ceil(call.request_bytes / 4)
-            cost = self.guard.cost_nusd(usage.model_served, model, usage)
-            tokens = usage.input_tokens + usage.output_tokens
         try:
             if usage is not None:
+                if not usage.reported and usage.input_tokens == 0:
+                    # no usage from upstream: a typical 4 bytes per token of the request
+                    usage.input_tokens = math.ceil(call.request_bytes / 4)
+                # priced as the model the hold was made for: a dated name the upstream reports
+                # back (gpt-4o-2024-05-13) may carry another price than the one reserved
+                cost = self.guard.cost_nusd(model, usage.model_served or model, usage)
+                tokens = usage.input_tokens + usage.output_tokens
                 await self.guard.settle(call.admission, cost, tokens, now)
             else:
                 await self.guard.release(call.admission, now)

@@ -185,12 +185,14 @@ class BudgetGuard:
         return Admission(reservation, injected, deadline)
 
     def cost_nusd(self, model: str | None, fallback: str, usage: Any) -> int | None:
-        price = self.prices.price(model or fallback) if model else None
+        """Cost at `model`'s price, else `fallback`'s; None when neither is priced."""
+        price = self.prices.price(model) if model else None
         price = price or self.prices.price(fallback)
         if price is None:
             return None
-        usd = price.cost(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
-        return usd_to_nusd(usd)
+        counts = (max(0, int(n or 0)) for n in
+                  (usage.input_tokens, usage.output_tokens, usage.cached_tokens))  # fmt: skip
+        return usd_to_nusd(price.cost(*counts))
 
     async def settle(
         self, adm: Admission, cost_nusd: int | None, tokens: int, now: datetime
