@@ -42,9 +42,9 @@ TEXT_MIME = "text/plain"
 
 
 def _fallback(value: Any) -> Any:
-    dump = getattr(value, "model_dump", None)  # pydantic models
-    if callable(dump):
-        return dump(mode="json")
+    # pydantic models; looked up on the class so that a mock's invented attribute is not called
+    if callable(getattr(type(value), "model_dump", None)):
+        return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, set | frozenset | tuple):
@@ -59,10 +59,7 @@ def to_text(value: Any) -> tuple[str, str]:
     if isinstance(value, str):
         text, mime = value, TEXT_MIME
     else:
-        try:
-            text = json.dumps(value, default=_fallback, ensure_ascii=False)
-        except (TypeError, ValueError):
-            text = repr(value)
+        text = _dumps(value)
         mime = JSON_MIME
     if len(text) > MAX_VALUE_CHARS:
         text = text[:MAX_VALUE_CHARS] + "...[truncated]"
@@ -71,10 +68,22 @@ def to_text(value: Any) -> tuple[str, str]:
 
 def to_jsonable(value: Any) -> Any:
     """`value` as plain JSON data (what `/api/v1/decide` receives as tool arguments)."""
+    return json.loads(_dumps(value))
+
+
+def _dumps(value: Any) -> str:
+    """JSON text of anything an agent passes; never raises into the agent."""
     try:
-        return json.loads(json.dumps(value, default=_fallback))
-    except (TypeError, ValueError):
-        return repr(value)
+        return json.dumps(value, default=_fallback, ensure_ascii=False)
+    except Exception:  # self-referencing mocks, a raising __repr__, deep nesting
+        return json.dumps(_safe_repr(value))
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)[:MAX_VALUE_CHARS]
+    except Exception:  # a __repr__ that raises
+        return f"<{type(value).__name__}>"
 
 
 def set_io(span: Span, key: str, mime_key: str, value: Any) -> None:

@@ -155,7 +155,7 @@ class StreamRelay:
             raise _Malformed(provider, "an event that is not JSON") from None
         if not isinstance(payload, dict):
             return True
-        if name == b"error" or payload.get("type") == "error" or "error" in payload:
+        if name == b"error" or payload.get("type") == "error" or payload.get("error"):
             detail = payload.get("error")
             message = detail.get("message") if isinstance(detail, dict) else str(detail)
             provider = self.call.served_by.provider.config.name if self.call.served_by else "?"
