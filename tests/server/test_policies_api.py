@@ -162,3 +162,19 @@ def _leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
+
+
+def test_absurdly_deep_bodies_are_400_not_500(api: Api) -> None:
+    deep = "[" * 50_000 + "]" * 50_000
+    admin = api.admin
+    for path, ctype in (("/api/v1/policies", "application/yaml"),
+                        ("/api/v1/policies", "application/json"),
+                        ("/api/v1/policies/check", "application/json")):  # fmt: skip
+        r = api.client.post(path, content=deep, headers={**admin, "content-type": ctype})
+        assert r.status_code == 400, (path, ctype, r.text[:200])
+        assert "deeply" in r.json()["error"]["message"]
+    agent = api.key("agent", agent="triage")
+    r = api.client.post("/llm/v1/chat/completions", content=deep,
+                        headers={**agent, "content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request"
+    assert api.client.get("/api/v1/policies", headers=admin).json()["items"] == []

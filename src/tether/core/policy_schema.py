@@ -276,7 +276,7 @@ def load_document(source: str, file: str = "<policy>") -> tuple[dict[str, Any], 
             ],
             file,
         ) from None
-    except _TooBig:
+    except (_TooBig, RecursionError):  # the YAML parser itself recurses per nesting level
         bad = Problem(
             1,
             "(document)",

@@ -124,7 +124,7 @@ class LLMRoutes:
             raw = await request.body()
             try:
                 body = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
                 raise BadRequestError("the request body must be JSON") from None
             if not isinstance(body, dict):
                 raise BadRequestError("the request body must be a JSON object")

@@ -77,6 +77,8 @@ async def _source(request: Request) -> tuple[str, str]:
         except json.JSONDecodeError as exc:
             msg = f'invalid JSON body: {exc.msg}; send {{"source": "<policy YAML>"}}'
             raise BadRequestError(msg) from None
+        except RecursionError:
+            raise BadRequestError("the JSON body is nested too deeply") from None
         if not isinstance(body, dict) or not isinstance(body.get("source"), str):
             raise BadRequestError('a JSON body must be {"source": "<policy YAML>"}')
         file = body.get("file")
