@@ -52,7 +52,8 @@ def test_filters_as_query_params(api: Api) -> None:
     ("params", "field"),
     [({"limit": 501}, "limit"), ({"sort": "name"}, "sort"), ({"status": "done"}, "status"),
      ({"cursor": "garbage"}, "cursor"), ({"started_after": "yesterday"}, "started_after"),
-     ({"min_cost_usd": "-1"}, "min_cost_usd")],
+     ({"min_cost_usd": "-1"}, "min_cost_usd"), ({"min_cost_usd": "1e999999"}, "min_cost_usd"),
+     ({"max_cost_usd": "1e30"}, "max_cost_usd")],
 )  # fmt: skip
 def test_bad_input_is_400_naming_the_field(api: Api, params: dict[str, object], field: str) -> None:
     r = api.client.get("/api/v1/runs", params=params, headers=api.read)
@@ -121,3 +122,9 @@ def test_openapi_documents_the_routes(api: Api) -> None:
     assert get_runs["summary"] == "List runs"
     assert {p["name"] for p in get_runs["parameters"]} >= {"agent", "cursor", "sort", "q"}
     assert "Run" in spec["components"]["schemas"]
+
+
+def test_an_audit_cursor_too_large_for_the_column_is_400(api: Api) -> None:
+    for cursor in ("99999999999999999999999", "\u00b2"):
+        r = api.client.get("/api/v1/audit", params={"cursor": cursor}, headers=api.admin)
+        assert r.status_code == 400 and "cursor" in r.json()["error"]["message"]

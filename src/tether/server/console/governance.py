@@ -60,7 +60,10 @@ def _agent(state: State, name: str, diff_from: int | None, diff_to: int | None) 
 
 
 def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+    # ASCII digits only (str.isdigit accepts '²'), and no more than a 64-bit column holds
+    if value and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    return None
 
 
 @router.get("/agents/{name}", response_class=HTMLResponse)

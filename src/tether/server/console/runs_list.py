@@ -91,7 +91,7 @@ def parse_query(raw: dict[str, str], now: datetime) -> RunQuery:
         started_after=now - span if span else None,
     )
     limit = params.get("limit", str(PAGE_SIZE))
-    if not limit.isdigit() or int(limit) not in PAGE_SIZES:
+    if not (limit.isascii() and limit.isdigit()) or int(limit) not in PAGE_SIZES:
         raise BadRequestError(f"page size: one of {', '.join(map(str, PAGE_SIZES))}")
     return RunQuery(params, filters, sort, raw.get("cursor") or None, int(limit))
 

@@ -46,7 +46,7 @@ class VerifyOut(BaseModel):
 def _cursor(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise BadRequestError("cursor must be the next_cursor of a previous page")
     return int(raw)
 

@@ -63,8 +63,9 @@ def list_runs(
     task_id: str | None = None,
     started_after: datetime | None = Query(None, description="ISO 8601; UTC if no offset"),
     started_before: datetime | None = None,
-    min_cost_usd: Decimal | None = Query(None, ge=0),
-    max_cost_usd: Decimal | None = Query(None, ge=0),
+    # le: beyond a billion dollars the nano-dollar column would overflow; no run costs that
+    min_cost_usd: Decimal | None = Query(None, ge=0, le=1_000_000_000),
+    max_cost_usd: Decimal | None = Query(None, ge=0, le=1_000_000_000),
     q: str | None = Query(None, max_length=200),
     sort: str = Query(
         "-started_at", description="started_at | cost | duration; a leading - is descending"
