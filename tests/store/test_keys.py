@@ -5,7 +5,7 @@ from sqlalchemy import Engine, select
 
 from tether.core.errors import BadRequestError, NotFoundError
 from tether.store import keys
-from tether.store.tables import api_keys
+from tether.store.tables import api_keys, audit_log
 
 
 def test_key_is_stored_hashed_and_found_by_secret(db: Engine) -> None:
@@ -34,3 +34,23 @@ def test_bad_scopes_are_refused(db: Engine) -> None:
     with pytest.raises(BadRequestError, match="needs an agent"):
         keys.create_key(db, scopes="agent")
     assert keys.list_keys(db) == []
+
+
+def test_key_and_its_audit_entry_land_together_or_not_at_all(
+    db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.store import audit
+
+    key, _ = keys.create_key(db, scopes="admin", actor="cli:root")
+    keys.revoke_key(db, key.id, actor="cli:root")
+    with db.connect() as conn:
+        rows = conn.execute(select(audit_log.c.action, audit_log.c.subject)).all()
+    assert [tuple(r) for r in rows] == [("key.created", key.id), ("key.revoked", key.id)]
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("audit store down")
+
+    monkeypatch.setattr(audit, "append_in", broken)
+    with pytest.raises(RuntimeError):
+        keys.create_key(db, scopes="read", actor="cli:root")
+    assert [k.id for k in keys.list_keys(db, include_revoked=True)] == [key.id]

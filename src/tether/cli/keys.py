@@ -6,7 +6,7 @@ from __future__ import annotations
 import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 
 import typer
 from rich.table import Table
@@ -15,7 +15,6 @@ from sqlalchemy import Engine
 from tether.cli.output import console, fail, print_json
 from tether.config import load_settings
 from tether.core.errors import BadRequestError, ConfigError, TetherError
-from tether.store import audit
 from tether.store import keys as key_store
 from tether.store.engine import make_engine
 from tether.store.migrate import upgrade
@@ -61,9 +60,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create a key. The secret is printed this once; tether keeps only its hash."""
         with store(database_url) as engine:
-            key, secret = key_store.create_key(engine, scopes=scopes, agent=agent, name=name)
-            data = {"scopes": list(key.scopes), "agent": key.agent}
-            audit.append(engine, _actor(), "key.created", key.id, data, datetime.now(UTC))
+            key, secret = key_store.create_key(
+                engine, scopes=scopes, agent=agent, name=name, actor=_actor()
+            )
         if as_json:
             print_json({"id": key.id, "key": secret})
             return
@@ -99,8 +98,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Revoke a key; servers stop accepting it within seconds."""
         with store(database_url) as engine:
-            key = key_store.revoke_key(engine, key_id)
-            audit.append(engine, _actor(), "key.revoked", key.id, None, datetime.now(UTC))
+            key = key_store.revoke_key(engine, key_id, actor=_actor())
         console.print(f"revoked {key.id}", highlight=False)
 
 

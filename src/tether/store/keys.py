@@ -12,6 +12,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from tether.core.errors import BadRequestError, NotFoundError
 from tether.core.ids import make_id
+from tether.store import audit
 from tether.store.engine import reading
 from tether.store.tables import api_keys
 
@@ -67,8 +68,12 @@ def create_key(
     agent: str | None = None,
     name: str | None = None,
     now: datetime | None = None,
+    actor: str | None = None,
 ) -> tuple[ApiKey, str]:
-    """Returns the stored key and its secret; the secret is not kept and cannot be shown again."""
+    """Returns the stored key and its secret; the secret is not kept and cannot be shown again.
+
+    With `actor`, the audit entry `key.created` is written in the same transaction.
+    """
     parsed = parse_scopes(scopes)
     if "agent" in parsed and not agent:
         raise BadRequestError("a key with the `agent` scope needs an agent name (--agent NAME)")
@@ -96,6 +101,9 @@ def create_key(
                 created_at=created,
             )
         )
+        if actor is not None:
+            data = {"scopes": list(parsed), "agent": agent}
+            audit.append_in(conn, actor, "key.created", key.id, data, created)
     return key, secret
 
 
@@ -136,16 +144,22 @@ def count_live_keys(engine: Engine) -> int:
     return len(list_keys(engine))
 
 
-def revoke_key(engine: Engine, key_id: str, *, now: datetime | None = None) -> ApiKey:
+def revoke_key(
+    engine: Engine, key_id: str, *, now: datetime | None = None, actor: str | None = None
+) -> ApiKey:
+    """Revokes a live key; with `actor`, audits `key.revoked` in the same transaction."""
+    when = now or datetime.now(UTC)
     with engine.begin() as conn:
         res = conn.execute(
             update(api_keys)
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=now or datetime.now(UTC))
+            .values(revoked_at=when)
         )
         if res.rowcount == 0:
             raise NotFoundError(f"no live API key {key_id}; `tether keys list` shows the ids")
         row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
+        if actor is not None:
+            audit.append_in(conn, actor, "key.revoked", key_id, None, when)
     return _row_to_key(row)
 
 

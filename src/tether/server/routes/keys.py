@@ -3,7 +3,6 @@ every create and revoke is written to the audit log."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -12,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tether.server.auth import Principal, forget_cached_keys, require
 from tether.server.deps import State, get_state
-from tether.store import audit
 from tether.store import keys as key_store
 
 router = APIRouter(tags=["keys"])
@@ -54,10 +52,9 @@ async def create_key(
 ) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         key, secret = key_store.create_key(
-            state.engine, scopes=body.scopes, agent=body.agent, name=body.name
-        )
-        data = {"scopes": list(key.scopes), "agent": key.agent}
-        audit.append(state.engine, principal.actor, "key.created", key.id, data, datetime.now(UTC))
+            state.engine, scopes=body.scopes, agent=body.agent, name=body.name,
+            actor=principal.actor,
+        )  # fmt: skip
         return {**key.to_dict(), "key": secret}
 
     return await run_in_threadpool(work)
@@ -80,9 +77,7 @@ async def revoke_key(
     principal: Principal = Depends(require("admin")),
 ) -> dict[str, Any]:
     def work() -> dict[str, Any]:
-        key = key_store.revoke_key(state.engine, key_id)
-        audit.append(state.engine, principal.actor, "key.revoked", key.id, None,
-                     datetime.now(UTC))  # fmt: skip
+        key = key_store.revoke_key(state.engine, key_id, actor=principal.actor)
         return key.to_dict()
 
     out = await run_in_threadpool(work)
