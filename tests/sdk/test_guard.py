@@ -129,3 +129,13 @@ def test_capture_answers_decisions_for_agent_tests() -> None:
     assert cap.decisions[0]["tool"] == "mail.send"
     assert cap.tool_calls[0].status == "error"
     assert sent == []
+
+
+def test_a_reply_that_is_not_a_json_object_fails_closed_with_the_typed_error(
+    sdk: FakeTether,
+) -> None:
+    sdk.decisions["mail.send"] = ["not", "an", "object"]  # type: ignore[assignment]
+    with pytest.raises(tether.ToolDeniedError) as info, tether.run(agent="support"):
+        send_email("a@b.c", "hi")
+    assert sent == [] and info.value.decision == "error"
+    assert "not a JSON object" in str(info.value)

@@ -73,10 +73,26 @@ def _decision(resp: httpx.Response, tool: str) -> dict[str, Any]:
             tool=tool,
             decision="error",
         )
-    data = resp.json()
-    if not isinstance(data, dict) or "decision" not in data:
+    data = _json_object(resp, tool)
+    if "decision" not in data:
         raise ToolDeniedError(
             f"tether's decision on {tool} was malformed: {data!r}", tool=tool, decision="error"
+        )
+    return data
+
+
+def _json_object(resp: httpx.Response, tool: str) -> dict[str, Any]:
+    """The reply as a JSON object, or ToolDeniedError: a guarded call fails closed."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ToolDeniedError(
+            f"tether answered about {tool} with something that is not a JSON object "
+            f"({resp.text[:100]!r}); the irreversible call was not made",
+            tool=tool,
+            decision="error",
         )
     return data
 
@@ -171,7 +187,7 @@ def guard(sdk: Sdk, body: dict[str, Any], span: Span, timeout_s: float | None) -
                 timeout_s=chunk + 10,
             )
             resp.raise_for_status()
-            result = resp.json()
+            result = _json_object(resp, tool)
             errors = 0
         except httpx.HTTPError as exc:
             errors += 1
@@ -216,7 +232,7 @@ async def aguard(sdk: Sdk, body: dict[str, Any], span: Span, timeout_s: float | 
                 timeout_s=chunk + 10,
             )
             resp.raise_for_status()
-            result = resp.json()
+            result = _json_object(resp, tool)
             errors = 0
         except httpx.HTTPError as exc:
             errors += 1
