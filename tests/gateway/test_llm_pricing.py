@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import httpx
 from sqlalchemy import Engine
 
+from tests.gateway.llm_env import LLMEnv, new_run_id
 from tether.config import load_settings
 from tether.core.money import usd_to_nusd
 from tether.core.pricing import load_price_table
@@ -26,3 +28,16 @@ def test_a_call_is_priced_as_the_model_its_hold_was_made_for(sqlite_db: Engine) 
     assert guard.cost_nusd("my-alias", "gpt-4o-2024-05-13", usage) == usd_to_nusd(served)
     # nonsense counts from an upstream never make a negative charge
     assert guard.cost_nusd("gpt-4o", "gpt-4o", Usage(input_tokens=-5, output_tokens=-1)) == 0
+
+
+def test_secret_named_fields_in_a_prompt_are_not_stored(llm_env: LLMEnv) -> None:
+    run_id = new_run_id()
+    r = httpx.post(llm_env.llm_url + "/chat/completions",
+                   headers={"authorization": f"Bearer {llm_env.keys['sdk-agent']}",
+                            "x-tether-run-id": run_id},
+                   json={"model": "mock-small", "max_tokens": 5,
+                         "messages": [{"role": "user", "content": "hi",
+                                       "metadata": {"api_key": "sk-LEAK123"}}]})  # fmt: skip
+    assert r.status_code == 200, r.text
+    (span,) = llm_env.wait_spans(run_id, 1)
+    assert "sk-LEAK123" not in (span.input or "") and "hi" in (span.input or "")

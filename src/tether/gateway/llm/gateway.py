@@ -30,6 +30,7 @@ from tether.core.errors import AuthenticationError, BadRequestError, PermissionD
 from tether.core.ids import make_id
 from tether.core.pricing import PriceTable, load_price_table
 from tether.core.records import RunAttribution, SpanRecord, run_id_for_trace, valid_run_id
+from tether.core.semtext import redact_text
 from tether.gateway.llm.forward import Upstream
 from tether.gateway.llm.guard import Admission, BudgetGuard, Caller, count_images, reserved_usd
 from tether.gateway.llm.killswitch import KillSwitch
@@ -86,6 +87,8 @@ class Gateway:
         prices: PriceTable | None = None,
     ) -> None:
         self.settings = settings
+        # secret-named keys in prompts (e.g. a tool result carrying an api_key) are not stored
+        self.redact = tuple(f.lower() for f in settings.redact_fields)
         self.engine = engine
         self.authenticate = authenticate
         self.registry = Registry(settings.providers)
@@ -290,7 +293,7 @@ class Gateway:
             trace_id=call.trace_id, span_id=call.span_id, run_id=call.caller.run_id, kind=kind,
             name=f"{attrs['gen_ai.operation.name']} {call.model}", started_at=call.started_at,
             ended_at=now, parent_id=call.parent_id, is_root=call.is_root,
-            input=_clip(_prompt(call.body)), output=_clip(output),
+            input=_clip(redact_text(_prompt(call.body), self.redact)), output=_clip(output),
             model=call.model, model_served=(usage.model_served if usage else None)
             or upstream_model,
             input_tokens=usage.input_tokens if usage else None,
