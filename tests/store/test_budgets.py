@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -190,3 +191,27 @@ def test_a_scope_named_twice_is_held_once_at_its_tightest_cap(db: Engine) -> Non
         _reserve(db, caps, 100_000_001, rid="rsv_2")
     snap = budgets.snapshot(db, "run:run_1")
     assert snap is not None and snap[0].cap_nusd == 500_000_000 and snap[1].calls == 1
+
+
+def test_a_settle_that_loses_the_race_to_the_sweep_is_still_charged(
+    db: Engine, db_url: str
+) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite writers never interleave (BEGIN IMMEDIATE)")
+    caps = [ScopeCap("run:run_r", USD)]
+    res = _reserve(db, caps, 800_000_000, rid="rsv_r", ttl_s=10)
+    sweeper = db.connect()
+    tx = sweeper.begin()
+    row = budgets._mark(sweeper, "rsv_r", "released")  # the sweep, holding its row lock
+    assert row is not None
+    budgets._unhold(sweeper, row.scopes, row.amount_nusd, row.tokens, NOW)
+    with ThreadPoolExecutor(1) as pool:
+        settling = pool.submit(budgets.settle, db, res, actual_nusd=50, actual_tokens=1, now=NOW)
+        time.sleep(0.3)  # the settle has read "held" and now waits on the sweep's lock
+        tx.commit()
+        settled = settling.result(timeout=10)
+    sweeper.close()
+    assert settled.charged_nusd == 50 and not settled.was_held
+    snap = budgets.snapshot(db, "run:run_r")
+    assert snap is not None
+    assert (snap[1].spent_nusd, snap[1].reserved_nusd, snap[1].calls) == (50, 0, 1)

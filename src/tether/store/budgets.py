@@ -192,7 +192,13 @@ def settle(
         row = _mark(conn, reservation.id, "settled") if status == "held" else None
         held = row is not None
         if status == "held" and not held:
-            return Settlement(0, 0, False, False)  # a concurrent settle or release won
+            # another transaction changed the hold between our read and our update: a settle
+            # (nothing to do) or the expiry sweep (then the call is still charged, below)
+            status = conn.execute(
+                select(rs.c.status).where(rs.c.id == reservation.id)
+            ).scalar_one_or_none()
+            if status != "released":
+                return Settlement(0, 0, False, False)
         if status == "released":
             swept = update(rs).where(rs.c.id == reservation.id, rs.c.status == "released")
             if conn.execute(swept.values(status="settled")).rowcount != 1:
