@@ -162,6 +162,26 @@ def _after_wait(tool: str, approval_id: str, data: dict[str, Any]) -> None:
     )
 
 
+def _held(tool: str, resp: httpx.Response, span: Span) -> str | None:
+    """Reads the decision into the span; the approval id to wait on, None when allowed.
+    Raises the typed error for a denial or a rate limit."""
+    data = _decision(resp, tool)
+    _record(span, data)
+    approval_id = _verdict(tool, data)
+    if approval_id is not None:
+        span.add_event("tether.approval.waiting", {v.APPROVAL_ID: approval_id})
+    return approval_id
+
+
+def _resolved(tool: str, approval_id: str, result: dict[str, Any], span: Span) -> None:
+    """Returns when the wait ended approved; raises ToolDeniedError otherwise (a wait the SDK
+    gave up on counts as expired)."""
+    span.add_event("tether.approval.resolved", v.clean({"status": result.get("status")}))
+    if result.get("status") not in _FINAL:
+        result = {"status": "expired", "reason": "the SDK stopped waiting (approval_timeout_s)"}
+    _after_wait(tool, approval_id, result)
+
+
 def guard(sdk: Sdk, body: dict[str, Any], span: Span, timeout_s: float | None) -> None:
     """Blocks until tether allows the call described by `body`, or raises."""
     tool = body["tool"]
@@ -169,12 +189,9 @@ def guard(sdk: Sdk, body: dict[str, Any], span: Span, timeout_s: float | None) -
         resp = sdk.http.request("POST", "/api/v1/decide", json=body)
     except httpx.HTTPError as exc:
         raise _unreachable(tool, exc) from exc
-    data = _decision(resp, tool)
-    _record(span, data)
-    approval_id = _verdict(tool, data)
+    approval_id = _held(tool, resp, span)
     if approval_id is None:
         return
-    span.add_event("tether.approval.waiting", {v.APPROVAL_ID: approval_id})
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     errors = 0
     while True:
@@ -197,14 +214,7 @@ def guard(sdk: Sdk, body: dict[str, Any], span: Span, timeout_s: float | None) -
             continue
         if result.get("status") in _FINAL or _expired(deadline):
             break
-    span.add_event("tether.approval.resolved", v.clean({"status": result.get("status")}))
-    _after_wait(
-        tool,
-        approval_id,
-        result
-        if result.get("status") in _FINAL
-        else {"status": "expired", "reason": "the SDK stopped waiting (approval_timeout_s)"},
-    )
+    _resolved(tool, approval_id, result, span)
 
 
 async def aguard(sdk: Sdk, body: dict[str, Any], span: Span, timeout_s: float | None) -> None:
@@ -214,12 +224,9 @@ async def aguard(sdk: Sdk, body: dict[str, Any], span: Span, timeout_s: float | 
         resp = await sdk.http.arequest("POST", "/api/v1/decide", json=body)
     except httpx.HTTPError as exc:
         raise _unreachable(tool, exc) from exc
-    data = _decision(resp, tool)
-    _record(span, data)
-    approval_id = _verdict(tool, data)
+    approval_id = _held(tool, resp, span)
     if approval_id is None:
         return
-    span.add_event("tether.approval.waiting", {v.APPROVAL_ID: approval_id})
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     errors = 0
     while True:
@@ -242,14 +249,7 @@ async def aguard(sdk: Sdk, body: dict[str, Any], span: Span, timeout_s: float | 
             continue
         if result.get("status") in _FINAL or _expired(deadline):
             break
-    span.add_event("tether.approval.resolved", v.clean({"status": result.get("status")}))
-    _after_wait(
-        tool,
-        approval_id,
-        result
-        if result.get("status") in _FINAL
-        else {"status": "expired", "reason": "the SDK stopped waiting (approval_timeout_s)"},
-    )
+    _resolved(tool, approval_id, result, span)
 
 
 def _chunk(deadline: float | None) -> float:
