@@ -127,7 +127,8 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        wait_http(self.url + "/healthz", proc=self.proc)
+        # generous: under a load of 8+ a worker can take 30 s to import and answer
+        wait_http(self.url + "/healthz", timeout=90.0, proc=self.proc)
 
     def stop(self) -> None:
         self.proc.terminate()

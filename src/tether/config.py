@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     budgets: BudgetDefaults = Field(default_factory=BudgetDefaults)
     approval_timeout_s: int = 3600
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    # ops: /metrics and replicas. `replica_id` names this replica in leases (default: host:pid);
+    # `metrics_dir` holds prometheus_client's multiprocess files (`serve --workers N` sets it).
+    replica_id: str | None = None
+    metrics_dir: Path | None = None
+    metrics_cache_s: float = 10.0
     redact_fields: list[str] = Field(
         default_factory=lambda: ["api_key", "authorization", "password", "secret", "token"]
     )

@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine
 
+from tests.ops.promtext import value
 from tests.server.api_helpers import Api, make_api
 from tests.store.test_runs import T0, make_run
 from tether.config import Settings
@@ -68,13 +69,12 @@ def test_agents(api: Api) -> None:
 
 
 def test_metrics_in_prometheus_text_format(api: Api) -> None:
-    api.client.app.state.tether.extras["metrics"]["spans_ingested"] = 42  # type: ignore[attr-defined]
     assert api.client.get("/metrics").status_code == 401
     r = api.client.get("/metrics", headers=api.read)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    lines = r.text.splitlines()
-    assert 'tether_runs_total{agent="triage",status="succeeded"} 2' in lines
-    assert "tether_spans_ingested_total 42" in lines
-    assert 'tether_tokens_total{agent="triage",direction="input"} 200' in lines
-    assert 'tether_cost_usd_total{agent="triage"} 3.5' in lines
-    assert "# TYPE tether_cost_usd_total counter" in lines
+    text = r.text
+    assert value(text, "tether_runs", agent="triage", version="v1", status="succeeded") == 2
+    labels = {"agent": "triage", "version": "v1", "user": "alice", "model": "gpt-4o-mini"}
+    assert value(text, "tether_tokens_total", **labels, direction="input") == 200
+    assert value(text, "tether_cost_usd_total", **labels) == 3.5
+    assert "# TYPE tether_cost_usd_total counter" in text.splitlines()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 
+from tests.ops.promtext import total, value
 from tests.server.api_helpers import Api, make_api
 from tether.config import Settings
 
@@ -59,6 +60,6 @@ def test_otlp_spans_show_up_as_a_run_in_the_api_and_metrics(api: Api) -> None:
     assert run["cost_usd"] > 0  # priced from the bundled table
     detail = api.client.get(f"/api/v1/runs/{run['id']}", headers=api.read).json()
     assert [c["kind"] for c in detail["spans"][0]["children"]] == ["llm"]
-    metrics = api.client.get("/metrics", headers=api.read).text.splitlines()
-    assert "tether_spans_ingested_total 2" in metrics
-    assert 'tether_tokens_total{agent="invoice-triage",direction="output"} 200' in metrics
+    metrics = api.client.get("/metrics", headers=api.read).text
+    assert value(metrics, "tether_spans_ingested_total", source="otlp") == 2
+    assert total(metrics, "tether_tokens_total", agent="invoice-triage", direction="output") == 200

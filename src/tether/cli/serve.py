@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import tempfile
 from pathlib import Path
 
 import typer
@@ -47,6 +49,7 @@ def run_server(settings: Settings, *, workers: int = 1) -> None:
         os.environ["TETHER_HOME"] = str(settings.home)
         if settings.config is not None:
             os.environ["TETHER_CONFIG"] = str(settings.config)
+        _share_metrics(settings)
         uvicorn.run(
             "tether.server.wsgi:app",
             host=settings.host,
@@ -63,6 +66,18 @@ def run_server(settings: Settings, *, workers: int = 1) -> None:
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+def _share_metrics(settings: Settings) -> None:
+    """Workers of one replica share one replica id (one metrics lease holder) and one
+    prometheus_client multiprocess directory, fresh per start so no stale worker counts."""
+    os.environ["TETHER_REPLICA_ID"] = settings.replica_id or f"{socket.gethostname()}:{os.getpid()}"
+    base = settings.metrics_dir or Path(tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix="tether-metrics-", dir=base))
+    os.environ["TETHER_METRICS_DIR"] = str(fresh)
+    # prometheus_client reads this when a worker imports it: values go to files in `fresh`
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(fresh)
 
 
 def _describe(url: str) -> str:

@@ -12,11 +12,10 @@ PREFIX = "/api/v1"
 
 
 def install(app: FastAPI, state: State) -> None:
-    """Adds the routers; the counters other areas bump live in `state.extras["metrics"]`."""
-    state.extras.setdefault("metrics", {}).setdefault("spans_ingested", 0)
+    """Adds the routers and `/metrics` (state.metrics, which other areas report to)."""
+    metrics.install(app, state)
     api = APIRouter(prefix=PREFIX)
     for module in (runs, spans, feedback, agents, costs, keys):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(otlp.router)
-    app.include_router(metrics.router)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from sqlalchemy import Engine
 
 from tether.config import Settings
+
+if TYPE_CHECKING:
+    from tether.server.metrics import Metrics
 
 
 @dataclass
@@ -21,6 +24,7 @@ class State:
     engine: Engine
     redis: Any | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics | None = None
     # entered in order at start-up and left in reverse at shutdown (background loops, MCP upstreams)
     lifespans: list[Callable[[], AbstractAsyncContextManager[Any]]] = field(default_factory=list)
 

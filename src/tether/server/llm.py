@@ -59,6 +59,8 @@ def install(app: FastAPI, state: State) -> None:
         killswitch=ks, upstream=upstream,
     )  # fmt: skip
     state.extras["llm_gateway"] = gateway
+    if state.metrics is not None:
+        gateway.writer.observers.append(state.metrics.observe_gateway)
     # first in the route table: the hot path should not be matched against every API route
     app.router.routes[0:0] = LLMRoutes(gateway).routes()
     app.include_router(_kill_router(ks, state))

@@ -1,105 +1,140 @@
-"""`GET /metrics` in the Prometheus text format: runs, tokens and cost per agent (one aggregate
-over the runs table, cached briefly) and the spans this process ingested."""
+"""`GET /metrics` through prometheus_client: the store-derived families (one exporting replica,
+see metrics_ledger.py) and what this replica measured itself (gateway latency and time to first
+token, spans and bytes ingested).
+
+Measured families are per replica, so summing them over replicas is right. Under
+`tether serve --workers N` they live in prometheus_client's multiprocess files
+(`TETHER_METRICS_DIR`, set by `serve`), so whichever worker answers a scrape reports the
+whole replica.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
-from typing import Any
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import APIRouter, Depends
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse
-from sqlalchemy import Engine, func, select
+import anyio
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import generate_latest as _generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from tether.core.money import nusd_to_usd
+from tether.core.records import SpanRecord
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
-from tether.store.costs import grouped
-from tether.store.engine import reading
-from tether.store.tables import runs
+from tether.server.metrics_ledger import LedgerCollector
 
+log = logging.getLogger("tether.metrics")
 router = APIRouter()
-CACHE_TTL_S = 10.0
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def replica_identity(configured: str | None) -> str:
+    """This replica's name in the metrics lease: the setting, else host name and process."""
+    return configured or f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _line(name: str, labels: dict[str, str], value: float | int) -> str:
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-    return f"{name}{{{inner}}} {value}" if inner else f"{name} {value}"
+class Metrics:
+    """One app's registry: the ledger collector plus the families this replica measures."""
+
+    def __init__(self, state: State) -> None:
+        settings = state.settings
+        self.multiprocess_dir: Path | None = settings.metrics_dir
+        self.registry = CollectorRegistry(auto_describe=False)
+        # in multiprocess mode the values live in files, read back by MultiProcessCollector
+        own = None if self.multiprocess_dir else self.registry
+        self.gateway_latency = Histogram(
+            "tether_gateway_request_duration_seconds",
+            "LLM gateway calls from arrival to the last byte, by API, model and outcome.",
+            ["api", "model", "outcome"], buckets=LATENCY_BUCKETS, registry=own,
+        )  # fmt: skip
+        self.gateway_ttft = Histogram(
+            "tether_gateway_ttft_seconds", "LLM gateway time to the first token, by model.",
+            ["model"], buckets=TTFT_BUCKETS, registry=own,
+        )  # fmt: skip
+        self.spans_ingested = Counter(
+            "tether_spans_ingested", "Spans this replica stored (acknowledged), by source.",
+            ["source"], registry=own,
+        )  # fmt: skip
+        self.ingest_bytes = Counter(
+            "tether_ingest_bytes",
+            "Request bytes of OTLP exports this replica acknowledged.",
+            registry=own,
+        )
+        if self.multiprocess_dir is not None:
+            MultiProcessCollector(self.registry, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
+        self.ledger = LedgerCollector(
+            state.engine, replica_identity(settings.replica_id), cache_s=settings.metrics_cache_s
+        )
+        self.registry.register(self.ledger)
+
+    def observe_gateway(self, batch: list[SpanRecord]) -> None:
+        """Called with each batch of gateway spans once it is stored."""
+        for rec in batch:
+            if rec.kind not in ("llm", "embedding"):
+                continue
+            attrs = rec.attributes or {}
+            model = rec.model or ""
+            if rec.ended_at is not None:
+                secs = max(0.0, (rec.ended_at - rec.started_at).total_seconds())
+                self.gateway_latency.labels(
+                    str(attrs.get("gen_ai.system", "")), model, str(attrs.get("tether.outcome", ""))
+                ).observe(secs)
+            if rec.ttft_ms is not None:
+                self.gateway_ttft.labels(model).observe(rec.ttft_ms / 1000.0)
+        self.spans_ingested.labels("gateway").inc(len(batch))
+
+    def observe_ingest(self, spans: int, body_bytes: int, source: str = "otlp") -> None:
+        self.spans_ingested.labels(source).inc(spans)
+        self.ingest_bytes.inc(body_bytes)
+
+    def render(self) -> bytes:
+        return _generate_latest(self.registry)
 
 
-def _family(name: str, kind: str, help_: str, samples: Iterable[str]) -> list[str]:
-    return [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", *samples]
+def install(app: FastAPI, state: State) -> None:
+    """Creates the app's Metrics, the /metrics route, and gives up the lease at shutdown."""
+    state.metrics = Metrics(state)
+    app.include_router(router)
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(_release(state.metrics))
+
+    state.lifespans.append(lifespan)
 
 
-def run_aggregates(engine: Engine) -> list[dict[str, Any]]:
-    """Per (agent, status): runs, input and output tokens, cost in nano-dollars."""
-    r = runs.c
-    with reading(engine) as conn:
-        agent, status = grouped(conn, r.agent), grouped(conn, r.status)
-        q = select(
-            agent.label("agent"), status.label("status"), func.count().label("runs"),
-            func.coalesce(func.sum(r.input_tokens), 0).label("input_tokens"),
-            func.coalesce(func.sum(r.output_tokens), 0).label("output_tokens"),
-            func.coalesce(func.sum(r.cost_nusd), 0).label("cost_nusd"),
-        ).group_by(agent, status).order_by(agent, status)  # fmt: skip
-        return [dict(row._mapping) for row in conn.execute(q)]
+def _release(metrics: Metrics | None) -> Callable[[], None]:
+    def release() -> None:
+        if metrics is None:
+            return
+        try:
+            metrics.ledger.release()
+        except Exception:  # shutting down: the lease expires by itself
+            log.warning("could not release the metrics lease", exc_info=True)
 
-
-def render(rows: list[dict[str, Any]], spans_ingested: int) -> str:
-    """The exposition text for `rows` from `run_aggregates`."""
-    tokens: dict[str, list[int]] = {}
-    cost: dict[str, int] = {}
-    run_lines = []
-    for row in rows:
-        agent = row["agent"] or ""
-        run_lines.append(_line("tether_runs_total", {"agent": agent, "status": row["status"]},
-                               int(row["runs"])))  # fmt: skip
-        t = tokens.setdefault(agent, [0, 0])
-        t[0] += int(row["input_tokens"])
-        t[1] += int(row["output_tokens"])
-        cost[agent] = cost.get(agent, 0) + int(row["cost_nusd"])
-    token_lines = [
-        _line("tether_tokens_total", {"agent": a, "direction": d}, n)
-        for a, (i, o) in sorted(tokens.items()) for d, n in (("input", i), ("output", o))
-    ]  # fmt: skip
-    cost_lines = [
-        _line("tether_cost_usd_total", {"agent": a}, float(nusd_to_usd(n)))
-        for a, n in sorted(cost.items())
-    ]
-    out = [
-        *_family("tether_runs_total", "gauge",
-                 "Runs stored, by agent and current status.", run_lines),
-        *_family("tether_spans_ingested_total", "counter",
-                 "Spans ingested by this server process since it started.",
-                 [_line("tether_spans_ingested_total", {}, spans_ingested)]),
-        *_family("tether_tokens_total", "counter",
-                 "LLM tokens used by stored runs, by agent and direction.", token_lines),
-        *_family("tether_cost_usd_total", "counter",
-                 "USD spent by stored runs, by agent.", cost_lines),
-    ]  # fmt: skip
-    return "\n".join(out) + "\n"
+    return release
 
 
 @router.get(
     "/metrics",
-    response_class=PlainTextResponse,
+    response_class=Response,
     summary="Prometheus metrics",
     description="Needs a key with the read scope: Prometheus `authorization: {credentials: KEY}`.",
     tags=["metrics"],
 )
 async def metrics(
     state: State = Depends(get_state), _: Principal = Depends(require("read"))
-) -> PlainTextResponse:
-    cache: dict[str, Any] = state.extras.setdefault("metrics_cache", {})
-    now = time.monotonic()
-    if cache.get("at") is None or now - cache["at"] > CACHE_TTL_S:
-        cache["rows"] = await run_in_threadpool(run_aggregates, state.engine)
-        cache["at"] = now
-    spans = int(state.extras.get("metrics", {}).get("spans_ingested", 0))
-    return PlainTextResponse(render(cache["rows"], spans), media_type=CONTENT_TYPE)
+) -> Response:
+    assert state.metrics is not None
+    body = await anyio.to_thread.run_sync(state.metrics.render)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

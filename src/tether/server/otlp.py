@@ -68,9 +68,9 @@ def price_table(state: State) -> PriceTable:
     return table
 
 
-def count_ingested(state: State, n: int) -> None:
-    metrics = state.extras.setdefault("metrics", {})
-    metrics["spans_ingested"] = metrics.get("spans_ingested", 0) + n
+def count_ingested(state: State, n: int, body_bytes: int) -> None:
+    if state.metrics is not None:
+        state.metrics.observe_ingest(n, body_bytes)
 
 
 def ingest_payload(
@@ -129,6 +129,6 @@ async def export_traces(
         request.headers.get("content-encoding"),
         None if principal.has("admin") else principal.agent,
     )
-    count_ingested(state, n)
+    count_ingested(state, n, len(body))
     payload, media = decode.response_body(kind)
     return Response(content=payload, media_type=media)

@@ -328,6 +328,17 @@ checkpoints = Table(
     Column("created_at", TS, nullable=False),
 )
 
+# ---------------------------------------------------------------- ops (metrics, export)
+
+leases = Table(
+    "leases",
+    metadata,
+    # one job that exactly one replica does at a time, e.g. "metrics.ledger", "export.otlp"
+    Column("name", String(200), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", TS, nullable=False),
+)
+
 __all__ = [
     "agent_versions",
     "agents",
@@ -337,6 +348,7 @@ __all__ = [
     "budget_counters",
     "checkpoints",
     "feedback",
+    "leases",
     "metadata",
     "policies",
     "rate_events",

@@ -33,6 +33,8 @@ class SpanWriter:
         self._idle.set()
         self.written = 0
         self.failed = 0
+        # called with each stored batch (metrics); an observer must not raise
+        self.observers: list[Callable[[list[SpanRecord]], None]] = []
 
     def submit(self, record: SpanRecord | Callable[[], SpanRecord]) -> None:
         """Queues a span, or a function that builds it (called later, off the request path)."""
@@ -71,6 +73,7 @@ class SpanWriter:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self._write_sync, batch)
                 self.written += len(batch)
+                self._observe(batch)
                 break
             except Exception:  # a failed write is retried, then logged: never the request's fault
                 if attempt == 2:
@@ -92,6 +95,13 @@ class SpanWriter:
                 self.failed += 1
                 log.exception("could not store gateway span %s of run %s", record.span_id,
                               record.run_id)  # fmt: skip
+
+    def _observe(self, batch: list[SpanRecord]) -> None:
+        for observer in self.observers:
+            try:
+                observer(batch)
+            except Exception:  # metrics are never worth losing the writer loop over
+                log.exception("a span observer failed")
 
     def _write_sync(self, batch: list[SpanRecord]) -> None:
         write_spans(self.engine, batch, now=datetime.now(UTC), source="gateway")
