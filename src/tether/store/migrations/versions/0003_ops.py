@@ -1,7 +1,7 @@
 """Ops: `leases`, so one replica at a time exports the store-derived metrics (and later jobs).
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003_ops
+Revises: 0002_memory
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003_ops"
+down_revision = "0002_memory"
 branch_labels = None
 depends_on = None
 
