@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from tether.config import Settings
 
 if TYPE_CHECKING:
+    from tether.server.memory import MemoryService
     from tether.server.metrics import Metrics
 
 
@@ -23,6 +24,7 @@ class State:
     settings: Settings
     engine: Engine
     redis: Any | None = None
+    memory: MemoryService | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     metrics: Metrics | None = None
     # entered in order at start-up and left in reverse at shutdown (background loops, MCP upstreams)
