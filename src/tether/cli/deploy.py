@@ -55,8 +55,9 @@ def register(app: typer.Typer) -> None:
         spec: Path = typer.Option(None, "--spec", help="deploy.yaml: image, kind, resources..."),
         out: Path = typer.Option(None, "--out", help="Directory to write into (else stdout)."),
         use_kustomize: bool = typer.Option(False, "--kustomize", help="base/ + overlays/."),
-        policy_file: Path = typer.Option(None, "--policy", help="Policy file instead of the "
-                                         "stored policy."),
+        policy_file: Path = typer.Option(
+            None, "--policy", help="Policy file instead of the stored policy."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the objects as JSON."),
         database_url: str | None = DB_OPTION,
     ) -> None:

@@ -20,17 +20,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+ResourceName = Literal["cpu", "memory", "ephemeral-storage"]
+
+
+def _requests() -> dict[ResourceName, str]:
+    return {"cpu": "100m", "memory": "128Mi"}
+
+
+def _limits() -> dict[ResourceName, str]:
+    return {"cpu": "500m", "memory": "512Mi"}
+
+
 class Resources(_Strict):
-    requests: dict[Literal["cpu", "memory", "ephemeral-storage"], str] = Field(
-        default_factory=lambda: {"cpu": "100m", "memory": "128Mi"}
-    )
-    limits: dict[Literal["cpu", "memory", "ephemeral-storage"], str] = Field(
-        default_factory=lambda: {"cpu": "500m", "memory": "512Mi"}
-    )
+    requests: dict[ResourceName, str] = Field(default_factory=_requests)
+    limits: dict[ResourceName, str] = Field(default_factory=_limits)
 
     @field_validator("requests", "limits")
     @classmethod
-    def _quantities(cls, v: dict[str, str]) -> dict[str, str]:
+    def _quantities(cls, v: dict[ResourceName, str]) -> dict[ResourceName, str]:
         for name, q in v.items():
             if not _QUANTITY.match(str(q)):
                 raise ValueError(f"{name}: {q!r} is not a Kubernetes quantity (e.g. 250m, 512Mi)")
@@ -60,9 +67,7 @@ class Tether(_Strict):
     url: str = "http://tether.tether.svc.cluster.local:7337"
     namespace: str = "tether"
     port: int = Field(default=7337, ge=1, le=65535)
-    pod_labels: dict[str, str] = Field(
-        default_factory=lambda: {"app.kubernetes.io/name": "tether"}
-    )
+    pod_labels: dict[str, str] = Field(default_factory=lambda: {"app.kubernetes.io/name": "tether"})
 
 
 class VaultKey(_Strict):
@@ -116,7 +121,9 @@ class DeploySpec(_Strict):
     @classmethod
     def _no_provider_keys(cls, v: dict[str, str]) -> dict[str, str]:
         for name in v:
-            if re.search(r"(OPENAI|ANTHROPIC|AZURE|GEMINI|GOOGLE|MISTRAL|COHERE).*KEY", name.upper()):
+            if re.search(
+                r"(OPENAI|ANTHROPIC|AZURE|GEMINI|GOOGLE|MISTRAL|COHERE).*KEY", name.upper()
+            ):
                 raise ValueError(f"{name}: provider keys stay in tether, never in an agent's pod")
         return v
 

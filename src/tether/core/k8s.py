@@ -65,7 +65,9 @@ def _vault_annotations(spec: DeploySpec) -> dict[str, str]:
     vault = spec.key.vault
     if vault is None:
         return {}
-    template = f'{{{{ with secret "{vault.path}" }}}}{{{{ .Data.data.{vault.field} }}}}{{{{ end }}}}'
+    template = (
+        f'{{{{ with secret "{vault.path}" }}}}{{{{ .Data.data.{vault.field} }}}}{{{{ end }}}}'
+    )
     return {
         "vault.hashicorp.com/agent-inject": "true",
         "vault.hashicorp.com/role": vault.role,
@@ -81,8 +83,10 @@ def _container(agent: str, spec: DeploySpec) -> Obj:
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
         "env": _env(agent, spec),
-        "resources": {"requests": dict(spec.resources.requests),
-                      "limits": dict(spec.resources.limits)},  # fmt: skip
+        "resources": {
+            "requests": dict(spec.resources.requests),
+            "limits": dict(spec.resources.limits),
+        },
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -114,9 +118,12 @@ def _pod(agent: str, spec: DeploySpec, restart: str) -> Obj:
             "automountServiceAccountToken": spec.key.vault is not None,
             "restartPolicy": restart,
             "securityContext": {
-                "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "runAsGroup": 10001,
+                "fsGroup": 10001,
                 "seccompProfile": {"type": "RuntimeDefault"},
-            },  # fmt: skip
+            },
             "containers": [_container(agent, spec)],
             "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
         },
@@ -172,10 +179,17 @@ def _network_policy(agent: str, spec: DeploySpec, policy: dict[str, Any]) -> Obj
     if spec.kind == "service":
         ingress.append({"from": [{"podSelector": {}}],
                         "ports": [{"protocol": "TCP", "port": spec.probe.port}]})  # fmt: skip
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": _meta(agent, spec, policy), "spec": {
-                "podSelector": {"matchLabels": _selector(agent)},
-                "policyTypes": ["Ingress", "Egress"], "ingress": ingress, "egress": egress}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(agent, spec, policy),
+        "spec": {
+            "podSelector": {"matchLabels": _selector(agent)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": ingress,
+            "egress": egress,
+        },
+    }
 
 
 def render(agent: str, policy: dict[str, Any], spec: DeploySpec) -> list[Obj]:
@@ -189,18 +203,53 @@ def render(agent: str, policy: dict[str, Any], spec: DeploySpec) -> list[Obj]:
     if spec.kind != "service":
         return out
     meta = _meta(agent, spec, policy)
-    out.append({"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {
-        "selector": _selector(agent),
-        "ports": [{"name": "http", "port": spec.probe.port, "targetPort": "http"}]}})
-    out.append({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta,
-                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _selector(agent)}}})
+    out.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {
+                "selector": _selector(agent),
+                "ports": [{"name": "http", "port": spec.probe.port, "targetPort": "http"}],
+            },
+        }
+    )
+    out.append(
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": meta,
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _selector(agent)}},
+        }
+    )
     if spec.autoscaling is not None:
         a = spec.autoscaling
-        out.append({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-                    "metadata": meta, "spec": {
-                        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                                           "name": object_name(agent)},
-                        "minReplicas": a.min_replicas, "maxReplicas": a.max_replicas,
-                        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                            "type": "Utilization", "averageUtilization": a.cpu_percent}}}]}})
+        out.append(
+            {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": meta,
+                "spec": {
+                    "scaleTargetRef": {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": object_name(agent),
+                    },
+                    "minReplicas": a.min_replicas,
+                    "maxReplicas": a.max_replicas,
+                    "metrics": [
+                        {
+                            "type": "Resource",
+                            "resource": {
+                                "name": "cpu",
+                                "target": {
+                                    "type": "Utilization",
+                                    "averageUtilization": a.cpu_percent,
+                                },
+                            },
+                        }
+                    ],
+                },
+            }
+        )
     return out

@@ -75,8 +75,12 @@ def kustomize(agent: str, objects: list[Obj], spec: DeploySpec) -> dict[str, str
             else:
                 k["replicas"] = [{"name": object_name(agent), "count": count}]
         if values.get("env"):
-            patches.append({"target": {"kind": workload["kind"], "name": object_name(agent)},
-                            "patch": yaml.safe_dump(_env_patch(workload, values["env"]))})
+            patches.append(
+                {
+                    "target": {"kind": workload["kind"], "name": object_name(agent)},
+                    "patch": yaml.safe_dump(_env_patch(workload, values["env"])),
+                }
+            )
         if patches:
             k["patches"] = patches
         files[f"overlays/{env}/kustomization.yaml"] = yaml.safe_dump(k, sort_keys=False)
@@ -87,5 +91,11 @@ def _env_patch(workload: Obj, env: dict[str, Any]) -> list[dict[str, Any]]:
     """JSON-patch ops appending the overlay's env vars to the agent container."""
     path = {"Deployment": "/spec/template", "Job": "/spec/template",
             "CronJob": "/spec/jobTemplate/spec/template"}[workload["kind"]]  # fmt: skip
-    return [{"op": "add", "path": f"{path}/spec/containers/0/env/-",
-             "value": {"name": str(k), "value": str(v)}} for k, v in sorted(env.items())]
+    return [
+        {
+            "op": "add",
+            "path": f"{path}/spec/containers/0/env/-",
+            "value": {"name": str(k), "value": str(v)},
+        }
+        for k, v in sorted(env.items())
+    ]
