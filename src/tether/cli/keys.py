@@ -57,9 +57,13 @@ def register(app: typer.Typer) -> None:
         agent: str = typer.Option(None, help="The agent this key speaks for (agent scope)."),
         name: str = typer.Option(None, help="A label to tell keys apart."),
         as_json: bool = typer.Option(False, "--json", help='Print {"id", "key"} as JSON.'),
-        secret_file: Path = typer.Option(None, "--secret-file", help="Import the secret in this "
-                                         "file (e.g. a mounted Kubernetes Secret); a no-op when "
-                                         "it is already a key."),
+        secret_file: Path = typer.Option(
+            None,
+            "--secret-file",
+            help="Import the secret in this "
+            "file (e.g. a mounted Kubernetes Secret); a no-op when "
+            "it is already a key.",
+        ),
         database_url: str = DB_OPTION,
     ) -> None:
         """Create a key. The secret is printed this once; tether keeps only its hash."""
