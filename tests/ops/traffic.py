@@ -60,7 +60,7 @@ def wave(env: LLMEnv, *, calls: int = 4) -> None:
     """One round of everything the dashboards show."""
     now = datetime.now(UTC)
     with httpx.Client(timeout=30) as client:
-        for i in range(calls):
+        for _ in range(calls):
             for agent, user in (("capped", "alice"), ("sdk-agent", "bob"), ("daily", "carol")):
                 r = chat(client, env, agent, user=user)
                 assert r.status_code == 200, r.text
