@@ -106,6 +106,18 @@ class WebhookConfig(BaseModel):
     format: Literal["json", "slack"] = "json"
 
 
+class OtlpExportConfig(BaseModel):
+    """Where (and how) every run's spans are exported over OTLP/HTTP; off without `endpoint`."""
+
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str | None = None  # e.g. http://otel-collector:4318/v1/traces
+    headers: dict[str, str] = Field(default_factory=dict)
+    interval_s: float = Field(default=2.0, gt=0)
+    batch: int = Field(default=512, ge=1, le=10_000)
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_backoff_s: float = Field(default=60.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything tether can be told. Every key is optional."""
 
@@ -139,6 +151,7 @@ class Settings(BaseSettings):
     replica_id: str | None = None
     metrics_dir: Path | None = None
     metrics_cache_s: float = 10.0
+    otlp_export: OtlpExportConfig = Field(default_factory=OtlpExportConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     redact_fields: list[str] = Field(
         default_factory=lambda: ["api_key", "authorization", "password", "secret", "token"]

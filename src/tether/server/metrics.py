@@ -62,6 +62,11 @@ class Metrics:
             "tether_spans_ingested", "Spans this replica stored (acknowledged), by source.",
             ["source"], registry=own,
         )  # fmt: skip
+        self.export_spans = Counter(
+            "tether_otlp_export_spans", "Spans this replica sent over OTLP, by outcome "
+            "(`sent`; `failed` counts attempts the receiver did not take).", ["outcome"],
+            registry=own,
+        )  # fmt: skip
         self.ingest_bytes = Counter(
             "tether_ingest_bytes",
             "Request bytes of OTLP exports this replica acknowledged.",
@@ -93,6 +98,9 @@ class Metrics:
     def observe_ingest(self, spans: int, body_bytes: int, source: str = "otlp") -> None:
         self.spans_ingested.labels(source).inc(spans)
         self.ingest_bytes.inc(body_bytes)
+
+    def observe_export(self, spans: int, ok: bool) -> None:
+        self.export_spans.labels("sent" if ok else "failed").inc(spans)
 
     def render(self) -> bytes:
         return _generate_latest(self.registry)

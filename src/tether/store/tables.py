@@ -248,6 +248,25 @@ reservations = Table(
     Column("expires_at", TS, nullable=False),
 )
 
+# OTLP export: which spans went out (so a crash or a receiver outage neither loses nor repeats
+# one), and how far the exporter has read the runs (its high-water mark on runs.updated_at).
+span_exports = Table(
+    "span_exports",
+    metadata,
+    Column("trace_id", String(32), primary_key=True),
+    Column("span_id", String(16), primary_key=True),
+    Column("exported_at", TS, nullable=False),
+)
+
+export_marks = Table(
+    "export_marks",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("mark", TS, nullable=False),
+)
+# the exporter reads runs past its mark on updated_at
+Index("ix_runs_updated", runs.c.updated_at)
+
 # ---------------------------------------------------------------- governance
 
 policies = Table(
@@ -391,6 +410,7 @@ __all__ = [
     "audit_log",
     "budget_counters",
     "checkpoints",
+    "export_marks",
     "feedback",
     "leases",
     "memories",
@@ -401,6 +421,7 @@ __all__ = [
     "reservations",
     "runs",
     "scores",
+    "span_exports",
     "spans",
     "tools",
 ]
