@@ -85,3 +85,56 @@ def test_sdk_refusal_is_a_clear_error(memory_server: dict[str, Any], as_agent: A
         tether.memory.recall("anything", namespaces=["support"])
     assert err.value.status == 403 and err.value.code == "memory_not_granted"
     assert "memory.read_grants" in err.value.message
+
+
+def test_langgraph_long_term_memory_on_tether(memory_server: dict[str, Any]) -> None:
+    """A real LangGraph graph compiled with `store=TetherStore(...)`: a node writes a user's
+    preference, a later invocation's node finds it by meaning; another agent's store cannot."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.store.base import BaseStore
+
+    from tether.integrations.langgraph_store import TetherStore, TetherStoreError
+
+    class State(TypedDict, total=False):
+        user: str
+        note: str
+        question: str
+        answer: str
+
+    def remember(state: State, *, store: BaseStore) -> State:
+        if state.get("note"):
+            store.put(("users", state["user"], "prefs"), "contact", {"text": state["note"]})
+        return {}
+
+    def recall(state: State, *, store: BaseStore) -> State:
+        if not state.get("question"):
+            return {}
+        hits = store.search(("users", state["user"]), query=state["question"], limit=1)
+        return {"answer": hits[0].value["text"] if hits else "nothing"}
+
+    builder = StateGraph(State)
+    builder.add_node("remember", remember)
+    builder.add_node("recall", recall)
+    builder.add_edge(START, "remember")
+    builder.add_edge("remember", "recall")
+    builder.add_edge("recall", END)
+    store = TetherStore(memory_server["url"], memory_server["keys"]["support"],
+                        index_fields=["text"])  # fmt: skip
+    graph = builder.compile(store=store)
+    graph.invoke({"user": "carol", "note": "carol wants replies by sms"})
+    graph.invoke({"user": "dave", "note": "dave wants a phone call"})
+    out = graph.invoke({"user": "carol", "question": "how does carol want replies"})
+    assert out["answer"] == "carol wants replies by sms"
+    item = store.get(("users", "carol", "prefs"), "contact")
+    assert item is not None and item.value == {"text": "carol wants replies by sms"}
+    assert ("users", "carol", "prefs") in store.list_namespaces(prefix=("users",))
+    store.delete(("users", "carol", "prefs"), "contact")
+    assert store.get(("users", "carol", "prefs"), "contact") is None
+    other = TetherStore(memory_server["url"], memory_server["keys"]["billing"])
+    assert other.search(("users", "dave")) == []
+    with pytest.raises(TetherStoreError) as err:
+        TetherStore(memory_server["url"], memory_server["keys"]["billing"],
+                    namespace="support").search(("users",), query="phone")  # fmt: skip
+    assert err.value.code == "memory_not_granted"

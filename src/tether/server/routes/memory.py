@@ -54,6 +54,7 @@ class WriteIn(BaseModel):
     metadata: dict[str, Any] | None = None
     tags: list[str] = Field(default_factory=list, max_length=32)
     embedding: list[float] | None = Field(None, description="only for `client` namespaces")
+    embed: bool = Field(True, description="false: store without a vector (listed, not searched)")
     span_id: str | None = Field(None, max_length=16)
 
 
@@ -109,6 +110,7 @@ class NamespaceOut(BaseModel):
 class NamespacesOut(BaseModel):
     items: list[NamespaceOut]
     index: str = Field(description="the vector index in use: pgvector | sqlite-vec | exact")
+    own: str | None = Field(description="the calling agent's own namespace (none for operators)")
 
 
 class ListOut(BaseModel):
@@ -170,7 +172,7 @@ async def write_memory(
     caller = await run_in_threadpool(_caller, request, state, principal)
     w = await svc.write(
         caller, text=body.text, namespace=body.namespace, key=body.key, metadata=body.metadata,
-        tags=body.tags, embedding=body.embedding, span_id=body.span_id,
+        tags=body.tags, embedding=body.embedding, span_id=body.span_id, embed=body.embed,
     )  # fmt: skip
     return WriteOut(status=w.status, superseded=w.superseded, memory=_out(w.memory))
 
@@ -248,7 +250,8 @@ def list_namespaces(
     names = None if access.operator else list(access.read_scope(datetime.now(UTC)).namespaces)
     stats = store.namespace_stats(state.engine, names)
     index = svc.index.name if svc.index is not None else "exact"
-    return NamespacesOut(items=[NamespaceOut(**s.to_dict()) for s in stats], index=index)
+    items = [NamespaceOut(**s.to_dict()) for s in stats]
+    return NamespacesOut(items=items, index=index, own=access.own)
 
 
 @router.get(
