@@ -110,6 +110,7 @@ class ServerProcess:
         extra_env: dict[str, str] | None = None,
         config: Path | None = None,
         workers: int = 1,
+        ready_timeout: float = 180.0,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -128,7 +129,7 @@ class ServerProcess:
             args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         # generous: under a load of 8+ a worker can take 30 s to import and answer
-        wait_http(self.url + "/healthz", timeout=90.0, proc=self.proc)
+        wait_http(self.url + "/healthz", timeout=ready_timeout, proc=self.proc)
 
     def stop(self) -> None:
         self.proc.terminate()
