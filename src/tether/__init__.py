@@ -8,8 +8,7 @@ with tether.run(agent="triage", task_id="T-1", user="alice") as run:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from tether._version import __version__
 from tether.sdk._config import flush, init, sdk_stats, shutdown
 from tether.sdk._guard import ToolDeniedError, ToolRateLimitedError
 from tether.sdk._llm import LlmCall, llm_span, record_llm

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from tether import __version__
+from tether._version import __version__
 from tether.cli.output import err_console
 from tether.core.errors import ConfigError, TetherError
 

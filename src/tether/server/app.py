@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from tether import __version__
+from tether._version import __version__
 from tether.config import Settings
 from tether.server import api, console, errors, governance, health, llm, mcp
 from tether.server.deps import State

@@ -4,7 +4,6 @@ loops (span writer, kill switch poll, expired-reservation sweep)."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -14,7 +13,6 @@ import anyio
 from fastapi import APIRouter, Body, Depends, FastAPI
 from pydantic import BaseModel, Field
 from sqlalchemy import select
-from starlette.requests import Request
 
 from tether.core.errors import ConflictError
 from tether.gateway.llm.forward import Upstream
@@ -36,26 +34,12 @@ class KillRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
-def _authenticator(state: State) -> Any:
-    ttl = getattr(auth, "_CACHE_TTL_S", 5.0)
-
-    async def authenticate(request: Request) -> Principal:
-        secret = auth.bearer_secret(request)
-        cache = state.extras.get("key_cache") or {}
-        hit = cache.get(secret) if secret else None
-        if hit is not None and time.monotonic() - hit[0] < ttl:
-            return auth.authenticate(state, secret)  # a cache hit: no I/O
-        return await anyio.to_thread.run_sync(auth.authenticate, state, secret)
-
-    return authenticate
-
-
 def install(app: FastAPI, state: State) -> None:
     ks = for_state(state)
     ledger = make_ledger(state.engine, state.redis, ttl_s=state.settings.budgets.reservation_ttl_s)
     upstream = Upstream()
     gateway = Gateway(
-        state.settings, state.engine, authenticate=_authenticator(state), ledger=ledger,
+        state.settings, state.engine, authenticate=auth.request_authenticator(state), ledger=ledger,
         killswitch=ks, upstream=upstream,
     )  # fmt: skip
     state.extras["llm_gateway"] = gateway

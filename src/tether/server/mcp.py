@@ -13,6 +13,9 @@ from fastapi import APIRouter, FastAPI
 
 from tether.gateway.mcp.app import mount
 from tether.gateway.mcp.guard import Guard
+from tether.gateway.mcp.proxy import Gateway
+from tether.server import webhooks
+from tether.server.auth import request_authenticator
 from tether.server.deps import State
 from tether.server.routes import approvals, decide, tools
 from tether.store import approvals as approval_store
@@ -58,7 +61,11 @@ def install(app: FastAPI, state: State) -> None:
             tg.cancel_scope.cancel()
 
     state.lifespans.append(housekeeping)
-    mount(app, state, guard)
+    gateway = Gateway(
+        state.settings, state.engine, guard, wakers=approval_store.wakers(state.extras),
+        announce=lambda approval: webhooks.announce(state, approval),
+    )  # fmt: skip
+    mount(app, gateway, request_authenticator(state), state.lifespans)
 
 
 async def _sweep(state: State) -> None:

@@ -12,9 +12,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-import tether
-
-UI_DIR = Path(tether.__file__).parent / "ui"
+UI_DIR = Path(__file__).resolve().parents[2] / "ui"
 TEMPLATES_DIR = UI_DIR / "templates"
 STATIC_DIR = UI_DIR / "static"
 FOLD_CHARS = 600
