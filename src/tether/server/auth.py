@@ -51,7 +51,7 @@ def authenticate(state: State, secret: str | None) -> Principal:
             "missing API key: send `Authorization: Bearer <key>` (create one with "
             "`tether keys create`)"
         )
-    cache: dict[str, tuple[float, Principal | None]] = state.extras.setdefault("key_cache", {})
+    cache = state.key_cache
     now = time.monotonic()
     hit = cache.get(secret)
     if hit is not None and now - hit[0] < _CACHE_TTL_S:
@@ -72,8 +72,7 @@ def request_authenticator(state: State) -> Callable[[Request], Awaitable[Princip
 
     async def authenticate_request(request: Request) -> Principal:
         secret = bearer_secret(request)
-        cache = state.extras.get("key_cache") or {}
-        hit = cache.get(secret) if secret else None
+        hit = state.key_cache.get(secret) if secret else None
         if hit is not None and time.monotonic() - hit[0] < _CACHE_TTL_S:
             return authenticate(state, secret)  # a cache hit: no I/O
         return await anyio.to_thread.run_sync(authenticate, state, secret)
@@ -83,7 +82,7 @@ def request_authenticator(state: State) -> Callable[[Request], Awaitable[Princip
 
 def forget_cached_keys(state: State) -> None:
     """Called after a revoke so the key stops working at once in this process."""
-    state.extras.pop("key_cache", None)
+    state.key_cache.clear()
 
 
 def require(*scopes: str) -> Callable[..., Principal]:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from tether.core.errors import ConflictError
 from tether.gateway.llm.forward import Upstream
 from tether.gateway.llm.gateway import Gateway
-from tether.gateway.llm.killswitch import KillSwitch, for_state, kill_run
+from tether.gateway.llm.killswitch import KillSwitch, kill_run
 from tether.gateway.llm.ledger import make_ledger
 from tether.gateway.llm.routes import LLMRoutes
 from tether.server import auth
@@ -35,14 +35,13 @@ class KillRequest(BaseModel):
 
 
 def install(app: FastAPI, state: State) -> None:
-    ks = for_state(state)
+    ks = state.killswitch
     ledger = make_ledger(state.engine, state.redis, ttl_s=state.settings.budgets.reservation_ttl_s)
     upstream = Upstream()
     gateway = Gateway(
         state.settings, state.engine, authenticate=auth.request_authenticator(state), ledger=ledger,
         killswitch=ks, upstream=upstream,
     )  # fmt: skip
-    state.extras["llm_gateway"] = gateway
     # first in the route table: the hot path should not be matched against every API route
     app.router.routes[0:0] = LLMRoutes(gateway).routes()
     app.include_router(_kill_router(ks, state))
@@ -85,7 +84,7 @@ def _kill_router(ks: KillSwitch, state: State) -> APIRouter:
         `run_killed`). Audited."""
         reason = (body.reason if body else None) or f"killed by {principal.actor}"
         now = datetime.now(UTC)
-        if await kill_run(state, run_id, actor=principal.actor, reason=reason, now=now):
+        if await kill_run(ks, run_id, actor=principal.actor, reason=reason, now=now):
             return {"id": run_id, "status": "killed", "kill_reason": reason}
         row = await anyio.to_thread.run_sync(_run_status, state, run_id)
         if row is not None and row[0] == "killed":

@@ -12,9 +12,7 @@ import anyio
 from fastapi import APIRouter, FastAPI
 
 from tether.gateway.mcp.app import mount
-from tether.gateway.mcp.guard import Guard
 from tether.gateway.mcp.proxy import Gateway
-from tether.server import webhooks
 from tether.server.auth import request_authenticator
 from tether.server.deps import State
 from tether.server.routes import approvals, decide, tools
@@ -39,13 +37,6 @@ def _sync_http_tools(state: State) -> None:
 
 
 def install(app: FastAPI, state: State) -> None:
-    guard = Guard(
-        state.engine,
-        redis=state.redis,
-        approval_timeout_s=state.settings.approval_timeout_s,
-        redact=tuple(state.settings.redact_fields),
-    )
-    state.extras["guard"] = guard
     api = APIRouter(prefix="/api/v1")
     for module in (tools, approvals, decide):
         api.include_router(module.router)
@@ -62,8 +53,8 @@ def install(app: FastAPI, state: State) -> None:
 
     state.lifespans.append(housekeeping)
     gateway = Gateway(
-        state.settings, state.engine, guard, wakers=approval_store.wakers(state.extras),
-        announce=lambda approval: webhooks.announce(state, approval),
+        state.settings, state.engine, state.guard, wakers=state.approval_wakers,
+        announce=state.webhooks.announce,
     )  # fmt: skip
     mount(app, gateway, request_authenticator(state), state.lifespans)
 

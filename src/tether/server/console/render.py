@@ -173,7 +173,8 @@ def make_env() -> Environment:
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """Renders `template` with the viewer, the current path and `context`."""
-    env: Environment = request.app.state.tether.extras["console_env"]
+    env = request.app.state.tether.console_env
+    assert isinstance(env, Environment), "console.install() sets the environment"
     ctx = {
         "request": request,
         "viewer": getattr(request.state, "viewer", None),
