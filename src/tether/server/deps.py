@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from redis import Redis
 
     from tether.core.pricing import PriceTable
+    from tether.server.memory import MemoryService
 
 # (time.monotonic() when computed, value)
 Cached = tuple[float, Any]
@@ -39,6 +40,8 @@ class State:
     settings: Settings
     engine: Engine
     redis: Redis | None = None
+    # server/memory.py: the memory service (its vector index opens at start-up)
+    memory: MemoryService | None = None
     # entered in order at start-up and left in reverse at shutdown (background loops, MCP upstreams)
     lifespans: list[Callable[[], AbstractAsyncContextManager[Any]]] = field(default_factory=list)
 
