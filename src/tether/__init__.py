@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tether._version import __version__
+    from tether.sdk import _memory as memory
     from tether.sdk._config import flush, init, sdk_stats, shutdown
     from tether.sdk._guard import ToolDeniedError, ToolRateLimitedError
     from tether.sdk._llm import LlmCall, llm_span, record_llm
@@ -42,6 +43,8 @@ _EXPORTS = {
     "run": "tether.sdk._run",
     "tool": "tether.sdk._tool",
 }
+# public name -> a module re-exported whole
+_MODULES = {"memory": "tether.sdk._memory"}
 
 __all__ = [
     "LlmCall",
@@ -54,6 +57,7 @@ __all__ = [
     "init",
     "instrument_openai",
     "llm_span",
+    "memory",
     "record_llm",
     "run",
     "run_headers",
@@ -64,10 +68,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name in _MODULES:
+        value: Any = importlib.import_module(_MODULES[name])
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
         raise AttributeError(f"module 'tether' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value
 
