@@ -9,8 +9,8 @@ from typing import Any
 
 import typer
 
-from tether.cli.output import console, fail, print_json
-from tether.cli.policy import DB_OPTION, backend, check_file, errors, read_file
+from tether.cli.output import DB_OPTION, console, fail, print_json
+from tether.cli.policy import backend, check_file, errors, read_file
 from tether.core.deploy_spec import DeploySpec, Key, parse_spec
 from tether.core.k8s import render
 from tether.core.k8s_layout import dump, kustomize

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from tether.server import metrics, otlp
+from tether.server import metrics_route, otlp
 from tether.server.deps import State
 from tether.server.routes import agents, costs, feedback, keys, runs, spans
 
@@ -13,7 +13,7 @@ PREFIX = "/api/v1"
 
 def install(app: FastAPI, state: State) -> None:
     """Adds the routers and `/metrics` (state.metrics, which other areas report to)."""
-    metrics.install(app, state)
+    metrics_route.install(app, state)
     api = APIRouter(prefix=PREFIX)
     for module in (runs, spans, feedback, agents, costs, keys):
         api.include_router(module.router)

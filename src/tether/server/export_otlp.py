@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
-from tether import __version__
+from tether._version import __version__
 from tether.config import OtlpExportConfig
 from tether.core.money import nusd_to_usd
 from tether.server.deps import State

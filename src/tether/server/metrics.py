@@ -13,24 +13,18 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
-from fastapi import APIRouter, Depends, FastAPI
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy import Engine
 
+from tether.config import Settings
 from tether.core.records import SpanRecord
-from tether.server.auth import Principal, require
-from tether.server.deps import State, get_state
 from tether.server.metrics_ledger import LedgerCollector
 
 log = logging.getLogger("tether.metrics")
-router = APIRouter()
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -43,8 +37,7 @@ def replica_identity(configured: str | None) -> str:
 class Metrics:
     """One app's registry: the ledger collector plus the families this replica measures."""
 
-    def __init__(self, state: State) -> None:
-        settings = state.settings
+    def __init__(self, settings: Settings, engine: Engine) -> None:
         self.multiprocess_dir: Path | None = settings.metrics_dir
         self.registry = CollectorRegistry(auto_describe=False)
         # in multiprocess mode the values live in files, read back by MultiProcessCollector
@@ -75,7 +68,7 @@ class Metrics:
         if self.multiprocess_dir is not None:
             MultiProcessCollector(self.registry, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
         self.ledger = LedgerCollector(
-            state.engine, replica_identity(settings.replica_id), cache_s=settings.metrics_cache_s
+            engine, replica_identity(settings.replica_id), cache_s=settings.metrics_cache_s
         )
         self.registry.register(self.ledger)
 
@@ -104,45 +97,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return _generate_latest(self.registry)
-
-
-def install(app: FastAPI, state: State) -> None:
-    """Creates the app's Metrics, the /metrics route, and gives up the lease at shutdown."""
-    state.metrics = Metrics(state)
-    app.include_router(router)
-
-    @asynccontextmanager
-    async def lifespan() -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await anyio.to_thread.run_sync(_release(state.metrics))
-
-    state.lifespans.append(lifespan)
-
-
-def _release(metrics: Metrics | None) -> Callable[[], None]:
-    def release() -> None:
-        if metrics is None:
-            return
-        try:
-            metrics.ledger.release()
-        except Exception:  # shutting down: the lease expires by itself
-            log.warning("could not release the metrics lease", exc_info=True)
-
-    return release
-
-
-@router.get(
-    "/metrics",
-    response_class=Response,
-    summary="Prometheus metrics",
-    description="Needs a key with the read scope: Prometheus `authorization: {credentials: KEY}`.",
-    tags=["metrics"],
-)
-async def metrics(
-    state: State = Depends(get_state), _: Principal = Depends(require("read"))
-) -> Response:
-    assert state.metrics is not None
-    body = await anyio.to_thread.run_sync(state.metrics.render)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
