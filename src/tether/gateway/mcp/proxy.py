@@ -20,6 +20,7 @@ from mcp_types import INVALID_PARAMS
 
 from tether import __version__
 from tether.core.errors import TetherError, UpstreamError
+from tether.core.tags import tags_for_tools
 from tether.gateway.mcp.guard import Guard
 from tether.gateway.mcp.spans import CallContext, as_json, record_span, run_for_request
 from tether.gateway.mcp.upstream import Upstream
@@ -96,12 +97,24 @@ class Gateway:
                 tg.cancel_scope.cancel()
 
     async def _sync_tools(self, upstream: Upstream) -> None:
-        tags = upstream.config.tags
+        tags, unmatched = tags_for_tools(upstream.config.tags, (t.name for t in upstream.tools))
+        if unmatched:
+            # Fail closed: a misspelt tool under `tags:` would serve that tool without its tags
+            # (an untrusted reader not marked untrusted). Refuse the server until fixed.
+            served = ", ".join(sorted(t.name for t in upstream.tools)) or "none"
+            upstream.config_error = (
+                f"tether.yaml mcp_servers[{upstream.name}].tags names {', '.join(unmatched)}, "
+                f"which the server does not offer (it serves: {served}); fix the name or glob "
+                "and restart tether"
+            )
+            log.error("refusing MCP server %s: %s", upstream.name, upstream.config_error)
+            return
+        upstream.config_error = None
         specs = [
             registry.ToolSpec(
                 name=f"{upstream.name}.{t.name}", server=upstream.name, kind="mcp",
                 description=t.description or "", input_schema=dict(t.input_schema),
-                tags=tuple(tags.get(t.name, ())),
+                tags=tuple(sorted(tags.get(t.name, ()))),
                 annotations=t.annotations.model_dump(exclude_none=True) if t.annotations else None,
             )
             for t in upstream.tools
@@ -140,7 +153,7 @@ class Gateway:
         granted = await anyio.to_thread.run_sync(visible)
         out: list[types.Tool] = []
         for upstream in self.upstreams.values():
-            for tool in upstream.tools if upstream.connected else []:
+            for tool in upstream.tools if upstream.serving else []:
                 name = f"{upstream.name}.{tool.name}"
                 if name in granted:
                     out.append(tool.model_copy(update={"name": name}))
@@ -207,6 +220,8 @@ class Gateway:
         server, _, tool = name.partition(".")
         upstream = self.upstreams.get(server)
         if upstream is not None and tool:
+            if upstream.config_error:
+                raise UpstreamError(upstream.config_error)
             return await upstream.call_tool(tool, arguments, timeout_s=CALL_TIMEOUT_S)
         entry = await anyio.to_thread.run_sync(registry.get_tool, self.engine, name)
         if entry is not None and entry.kind == "http" and entry.url:
