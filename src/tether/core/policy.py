@@ -290,6 +290,11 @@ class Policy:
             return None
         return self.tools[int(m.lastgroup[1:])] if m.lastgroup else None
 
+    @property
+    def uses_provenance(self) -> bool:
+        """True when a data-flow rule looks at where the call's arguments came from."""
+        return any(f.argument_from is not None for f in self.data_flow)
+
     def rule_for_call(
         self, tool: str, arguments: Mapping[str, Any] | None, lists: Mapping[str, frozenset[str]]
     ) -> tuple[ToolRule | None, str | None]:

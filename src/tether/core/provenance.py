@@ -18,6 +18,7 @@ with no provenance; a phrase inside a longer line matches only through the atoms
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ _ID_RE = re.compile(
     r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_-]{4,63}\b"
 )
 _SPACE_RE = re.compile(r"\s+")
+_DOMAIN_RE = re.compile(r"(?:[a-z0-9-]+\.)+[a-z]{2,}\.?")
 
 
 @dataclass(frozen=True, order=True)
@@ -180,6 +182,9 @@ def _whole(value: str) -> Iterator[Atom]:
         yield Atom("number", number)
         return
     text = _text(value)
+    if _DOMAIN_RE.fullmatch(text):
+        yield Atom("domain", text.rstrip("."))
+        return
     if text:
         yield Atom("text", text)
 
@@ -214,8 +219,24 @@ def argument_atoms(value: Any) -> set[Atom]:
     return out
 
 
+def _json(value: str) -> Any:
+    """A JSON object or array carried as text (MCP tools often return JSON in a text block)."""
+    t = value.strip()
+    if len(t) < 2 or t[0] not in "{[" or len(t) > MAX_TEXT_SCAN:
+        return None
+    try:
+        parsed = json.loads(t)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict | list) else None
+
+
 def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
+        parsed = _json(value)
+        if parsed is not None:
+            yield from _strings(parsed)
+            return
         yield value
     elif isinstance(value, Mapping):
         for v in value.values():
@@ -226,7 +247,11 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 def _numbers(value: Any) -> Iterator[str]:
-    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+    if isinstance(value, str):
+        parsed = _json(value)
+        if parsed is not None:
+            yield from _numbers(parsed)
+    elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         n = normalize_number(value)
         if n is not None:
             yield n

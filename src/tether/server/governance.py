@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI
 from tether.core.errors import ConfigError
 from tether.core.policy import PolicyError
 from tether.server.deps import State
-from tether.server.routes import audit, policies
+from tether.server.routes import audit, policies, provenance
 from tether.store import policies as policy_store
 from tether.store.ratelimit import make_limiter
 
@@ -51,5 +51,6 @@ def install(app: FastAPI, state: State) -> None:
     api = APIRouter(prefix=PREFIX)
     api.include_router(policies.router)
     api.include_router(audit.router)
+    api.include_router(provenance.router)
     app.include_router(api)
     state.lifespans.append(_policy_loader(state))

@@ -22,9 +22,11 @@ from tether.core.policy import (
     with_rate_result,
 )
 from tether.core.policy_schema import parse_rate_limit
+from tether.core.provenance import Finding, argument_atoms, atoms_of, findings, trusted_atoms
 from tether.core.records import TERMINAL_STATUSES, RunAttribution
 from tether.gateway.mcp.spans import redacted
 from tether.store import approvals, audit, policies
+from tether.store import provenance as provenance_store
 from tether.store import tools as registry
 from tether.store.engine import reading
 from tether.store.ingest import ensure_run
@@ -82,19 +84,65 @@ class Guard:
         self.limiter: RateLimiter = make_limiter(engine, redis)
         self.approval_timeout_s = approval_timeout_s
 
-    def _run_state(self, run_id: str | None) -> tuple[RunState, str | None]:
+    def _run_state(self, run_id: str | None) -> tuple[RunState, str | None, str | None]:
+        """The run's tags and counts, its status and its task input (a trusted source)."""
         if not run_id:
-            return RunState(), None
+            return RunState(), None, None
         with reading(self.engine) as conn:
             row = conn.execute(
-                select(runs.c.status, runs.c.tool_calls, runs.c.attributes).where(
+                select(runs.c.status, runs.c.tool_calls, runs.c.attributes, runs.c.input).where(
                     runs.c.id == run_id
                 )
             ).first()
         if row is None:
-            return RunState(), None
+            return RunState(), None, None
         seen = (row.attributes or {}).get(registry.RUN_TAGS_KEY, ())
-        return RunState(tags_seen=frozenset(seen), tool_calls=int(row.tool_calls or 0)), row.status
+        state = RunState(tags_seen=frozenset(seen), tool_calls=int(row.tool_calls or 0))
+        return state, row.status, row.input
+
+    def findings(
+        self,
+        run_id: str | None,
+        policy: Policy | None,
+        arguments: Mapping[str, Any] | None,
+        task_input: str | None,
+    ) -> tuple[Finding, ...]:
+        """The arguments carrying values this run saw only from untrusted sources. The task
+        input and the policy's lists count as trusted sources (they are not stored per run)."""
+        if not run_id or not arguments or policy is None or not policy.uses_provenance:
+            return ()
+        digests = {a.digest for v in arguments.values() for a in argument_atoms(v)}
+        seen = provenance_store.known(self.engine, run_id, digests)
+        if not any(s.untrusted and not s.trusted for s in seen.values()):
+            return ()
+        trusted = set(atoms_of(task_input)) if task_input else set()
+        for entries in policy.document.get("lists", {}).values():
+            trusted |= atoms_of(list(entries))
+        return tuple(findings(arguments, provenance_store.overlay_trusted(seen, trusted)))
+
+    def record_values(
+        self,
+        run_id: str | None,
+        *,
+        source: str,
+        output: Any,
+        untrusted: bool,
+        arguments: Mapping[str, Any] | None,
+        now: datetime,
+        agent: str | None = None,
+    ) -> None:
+        """Indexes what a tool, resource or prompt returned into the run: untrusted values as
+        they are; trusted ones minus what the output only echoed from the call's arguments."""
+        if not run_id or output is None:
+            return
+        atoms = atoms_of(output) if untrusted else trusted_atoms(output, echo=arguments)
+        if not atoms:
+            return
+        with self.engine.begin() as conn:
+            ensure_run(conn, run_id, trace_id=None, attribution=RunAttribution(agent=agent),
+                       started_at=now, source="gateway", now=now)  # fmt: skip
+            provenance_store.record(conn, run_id, atoms, trusted=not untrusted, source=source,
+                                    now=now)  # fmt: skip
 
     def preview(self, policy: Policy | None, agent: str | None, tool: registry.Tool) -> Decision:
         """The decision without side effects (no rate counting, audit or hold): for tools/list."""
@@ -117,7 +165,7 @@ class Guard:
         """Decides, counts the rate limit, audits, and holds the call when approval is needed."""
         tool = registry.get_tool(self.engine, name)
         tags = frozenset(tool.tags if tool else ()) | frozenset(extra_tags)
-        state, status = self._run_state(run_id)
+        state, status, task_input = self._run_state(run_id)
         policy = policies.get(self.engine, agent) if agent else None
         if tool is None:
             decision = Decision("deny", "tool registry: unknown tool",
@@ -129,14 +177,17 @@ class Guard:
             decision = Decision("deny", "run ended", f"run {run_id} is {status}; start a new run",
                                 tags=tags)  # fmt: skip
         else:
+            untrusted = self.findings(run_id, policy, arguments, task_input)
             request = DecisionRequest(agent=agent or "", tool=name, tags=tags,
-                                      arguments=arguments, run_state=state)  # fmt: skip
+                                      arguments=arguments, run_state=state,
+                                      untrusted=untrusted)  # fmt: skip
             decision = self._rate_limited(decide(policy, request), agent or "", tool, name, now)
         with self.engine.begin() as conn:
             audit.append_in(conn, actor, "policy.decision", name, {
                 "agent": agent, "run_id": run_id, "outcome": decision.outcome,
                 "rule": decision.rule, "reason": decision.reason,
                 "retry_after_s": decision.retry_after_s,
+                "finding": decision.finding.to_dict() if decision.finding else None,
             }, now)  # fmt: skip
         approval = None
         if decision.outcome == "approval_required":

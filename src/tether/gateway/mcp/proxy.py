@@ -57,6 +57,26 @@ def result_text(result: types.CallToolResult) -> str:
     return "\n".join(parts)
 
 
+UNTRUSTED = "untrusted"
+# Per-result trust an upstream may declare: `_meta: {"tether/trust": "untrusted"}` on a tool
+# result (or a resource / prompt result) marks that one result untrusted. It can only add
+# distrust: "trusted" never clears the tag a tool or rule gives.
+TRUST_META_KEY = "tether/trust"
+
+
+def result_trust(result: Any) -> frozenset[str]:
+    meta = getattr(result, "meta", None) or {}
+    return frozenset({UNTRUSTED}) if meta.get(TRUST_META_KEY) == UNTRUSTED else frozenset()
+
+
+def result_payload(result: types.CallToolResult) -> list[Any]:
+    """What a tool result brings into the run: its text blocks and structured content."""
+    out: list[Any] = [b.text for b in result.content if isinstance(b, types.TextContent)]
+    if result.structured_content is not None:
+        out.append(result.structured_content)
+    return out
+
+
 class Gateway:
     """Owns the upstream connections and the low-level MCP server that serves /mcp."""
 
@@ -214,7 +234,7 @@ class Gateway:
                                       held_span)  # fmt: skip
         error = result_text(result) if result.is_error else None
         return await self._finish(call, name, arguments, started, result, error, info, held_span,
-                                  taint=d.tags)  # fmt: skip
+                                  taint=d.tags | result_trust(result))  # fmt: skip
 
     async def _forward(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
         server, _, tool = name.partition(".")
@@ -281,6 +301,11 @@ class Gateway:
                         error=error, attributes=attributes, now=ended)  # fmt: skip
             if taint:
                 self.guard.mark_returned(call.run_id, taint, now=ended, agent=call.agent)
+            untrusted = UNTRUSTED in taint
+            if result is not None and (untrusted or not result.is_error):
+                self.guard.record_values(call.run_id, source=name, output=result_payload(result),
+                                         untrusted=untrusted, arguments=arguments, now=ended,
+                                         agent=call.agent)  # fmt: skip
 
         await anyio.to_thread.run_sync(write)
         if result is not None:
