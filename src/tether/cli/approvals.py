@@ -16,17 +16,20 @@ from tether.config import load_settings
 from tether.store import approvals
 
 
-def _decide(approval_id: str, approve: bool, reason: str | None) -> dict[str, Any]:
+def _decide(
+    approval_id: str, approve: bool, reason: str | None, scope: str = "call"
+) -> dict[str, Any]:
     settings = load_settings()
     verb = "approve" if approve else "deny"
     if settings.url:
+        body = {"reason": reason, "scope": scope} if approve else {"reason": reason}
         result: dict[str, Any] = remote(settings, "POST", f"/approvals/{approval_id}/{verb}",
-                                        json={"reason": reason})  # fmt: skip
+                                        json=body)  # fmt: skip
         return result
     engine = local_engine(settings)
     try:
         return approvals.decide(engine, approval_id, approve=approve, actor="cli", reason=reason,
-                                now=datetime.now(UTC)).to_dict()  # fmt: skip
+                                now=datetime.now(UTC), scope=scope).to_dict()  # fmt: skip
     finally:
         engine.dispose()
 
@@ -72,14 +75,21 @@ def register(app: typer.Typer) -> None:
     def approve_cmd(
         approval_id: str = typer.Argument(..., help="apr_..."),
         reason: str = typer.Option(None, "--reason", "-r", help="Why (kept in the audit log)."),
+        scope: str = typer.Option(
+            "call",
+            "--scope",
+            help="call (this call) | run (this tool with these arguments for "
+            "the rest of the run) | counterparty (the held value, for this tool and agent)",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Approve a held call: the waiting agent's call goes through at once."""
-        done = _decide(approval_id, True, reason)
+        done = _decide(approval_id, True, reason, scope)
         if as_json:
             print_json(done)
         else:
-            console.print(f"approved {approval_id} ({done['tool']})")
+            extra = f", scope {scope}" if scope != "call" else ""
+            console.print(f"approved {approval_id} ({done['tool']}{extra})")
 
     @group.command("deny")
     def deny_cmd(

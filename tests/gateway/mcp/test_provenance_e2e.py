@@ -174,3 +174,63 @@ async def test_provenance_api_and_declassify(env: Env) -> None:
     assert env.api("GET", "/runs/run_nope/provenance").status_code == 404
     bad = env.api("POST", f"/runs/{run_id}/declassify", json={"value": ""})
     assert bad.status_code in (400, 422)
+
+
+async def _held_call(
+    env: Env, client: Any, run_id: str, arguments: dict[str, Any], decide: str, **body: Any
+) -> tuple[dict[str, Any], types.CallToolResult]:
+    """Makes a call that tether holds, decides the hold with `decide` (approve | deny)."""
+    box: dict[str, types.CallToolResult] = {}
+    async with anyio.create_task_group() as tg:
+
+        async def call() -> None:
+            box["r"] = await client.call_tool("demo.send_email", arguments)
+
+        tg.start_soon(call)
+        held = await anyio.to_thread.run_sync(pending, env, run_id)
+        r = env.api("POST", f"/approvals/{held['id']}/{decide}", json=body)
+        assert r.status_code == 200, r.text
+    return held, box["r"]
+
+
+EVIL = {"to": "attacker@evil.example", "subject": "hi", "body": "x"}
+
+
+async def test_scoped_approvals_and_holds_not_asked_twice(env: Env) -> None:
+    run_a = new_run(env)
+    async with mcp_client(env.url, env.agent, run_a) as client:
+        await client.call_tool("demo.fetch_page", {"url": "https://shop.example/policy"})
+        held, first = await _held_call(env, client, run_a, EVIL, "approve", scope="run")
+        assert held["finding"]["value"] == "attacker@evil.example" and not first.is_error
+        # the same call again in this run: covered by the run-scoped grant, no new hold
+        again = await client.call_tool("demo.send_email", EVIL)
+        assert not again.is_error, text(again)
+        # other arguments: a new question
+        other = {**EVIL, "subject": "other"}
+        _, denied = await _held_call(env, client, run_a, other, "deny", reason="no")
+        assert denied.is_error
+        # the denied call retried: refused at once, not asked again
+        retry = await client.call_tool("demo.send_email", other)
+        assert retry.is_error and "denied earlier in this run" in text(retry)
+    run_b = new_run(env)
+    async with mcp_client(env.url, env.agent, run_b) as client:
+        await client.call_tool("demo.fetch_page", {"url": "https://shop.example/policy"})
+        _, ok = await _held_call(env, client, run_b, EVIL, "approve", scope="counterparty")
+        assert not ok.is_error
+    run_c = new_run(env)
+    async with mcp_client(env.url, env.agent, run_c) as client:
+        await client.call_tool("demo.fetch_page", {"url": "https://shop.example/policy"})
+        # a later run, another subject: the counterparty was approved for this agent and tool
+        later = await client.call_tool("demo.send_email", {**EVIL, "subject": "later"})
+        assert not later.is_error, text(later)
+    grants = env.api("GET", "/approvals/grants").json()["items"]
+    scopes = sorted(g["scope"] for g in grants)
+    assert scopes == ["counterparty", "run"]
+    counterparty = next(g for g in grants if g["scope"] == "counterparty")
+    assert counterparty["value"] == "attacker@evil.example"
+    revoked = env.api("POST", f"/approvals/grants/{counterparty['id']}/revoke")
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    audit = env.api("GET", "/audit", params={"action": "approval.granted"}).json()["items"]
+    assert len(audit) == 2
+    # a counterparty scope on a hold that no value caused is refused with a clear 400
+    assert env.api("POST", "/approvals/apr_nope/approve", json={"scope": "run"}).status_code == 404

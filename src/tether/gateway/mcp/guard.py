@@ -6,7 +6,7 @@ tags, an audit entry per decision, and a hold (store/approvals.py) when a person
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from tether.core.policy_schema import parse_rate_limit
 from tether.core.provenance import Finding, argument_atoms, atoms_of, findings, trusted_atoms
 from tether.core.records import TERMINAL_STATUSES, RunAttribution
 from tether.gateway.mcp.spans import redacted
-from tether.store import approvals, audit, policies
+from tether.store import approvals, audit, grants, policies
 from tether.store import provenance as provenance_store
 from tether.store import tools as registry
 from tether.store.engine import reading
@@ -182,27 +182,59 @@ class Guard:
                                       arguments=arguments, run_state=state,
                                       untrusted=untrusted)  # fmt: skip
             decision = self._rate_limited(decide(policy, request), agent or "", tool, name, now)
+        approval: approvals.Approval | None = None
+        if decision.outcome == "approval_required":
+            decision, approval = self._hold(decision, policy, agent, run_id, name, arguments, now)
         with self.engine.begin() as conn:
             audit.append_in(conn, actor, "policy.decision", name, {
                 "agent": agent, "run_id": run_id, "outcome": decision.outcome,
                 "rule": decision.rule, "reason": decision.reason,
                 "retry_after_s": decision.retry_after_s,
                 "finding": decision.finding.to_dict() if decision.finding else None,
+                "approval_id": approval.id if approval else None,
             }, now)  # fmt: skip
-        approval = None
-        if decision.outcome == "approval_required":
-            timeout = self.approval_timeout_s
-            default = "deny"
-            if policy is not None:
-                timeout = policy.approval_timeout_s or timeout
-                default = policy.approval_default
-            approval = approvals.create(
-                self.engine, tool=name, arguments=redacted(dict(arguments or {}), self.redact),
-                run_id=run_id,
-                agent=agent, rule=decision.rule, reason=decision.reason, timeout_s=timeout,
-                now=now, default_decision=default,
-            )  # fmt: skip
         return Verdict(decision, tool, approval)
+
+    def _hold(
+        self,
+        decision: Decision,
+        policy: Policy | None,
+        agent: str | None,
+        run_id: str | None,
+        name: str,
+        arguments: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> tuple[Decision, approvals.Approval | None]:
+        """A hold, unless a person already answered this question: a grant (scope run or
+        counterparty) allows it; the same call in the same run joins the pending hold, or is
+        refused again if it was denied. Otherwise a new hold naming the value that caused it."""
+        digest = grants.args_hash(arguments)
+        finding = decision.finding.to_dict() if decision.finding else None
+        grant = grants.covering(self.engine, agent=agent, tool=name, run_id=run_id,
+                                arguments_hash=digest, finding=finding)  # fmt: skip
+        if grant is not None:
+            why = f"{grant.describe()} (approval {grant.approval_id}); was: {decision.reason}"
+            return replace(decision, outcome="allow", rule=f"approval grant {grant.id} "
+                           f"({grant.scope})", reason=why), None  # fmt: skip
+        same = approvals.find_same(self.engine, run_id=run_id, tool=name, args_hash=digest)
+        if same is not None and same.pending:
+            return decision, same
+        if same is not None and same.status in ("denied", "expired"):
+            why = (f"the same call was {same.status} earlier in this run ({same.id} by "
+                   f"{same.decided_by}: {same.decision_reason or 'no reason given'})")  # fmt: skip
+            return replace(decision, outcome="deny", rule=f"approval {same.id}", reason=why), None
+        timeout = self.approval_timeout_s
+        default = "deny"
+        if policy is not None:
+            timeout = policy.approval_timeout_s or timeout
+            default = policy.approval_default
+        approval = approvals.create(
+            self.engine, tool=name, arguments=redacted(dict(arguments or {}), self.redact),
+            run_id=run_id, agent=agent, rule=decision.rule, reason=decision.reason,
+            timeout_s=timeout, now=now, default_decision=default, finding=finding,
+            args_hash=digest,
+        )  # fmt: skip
+        return decision, approval
 
     def _rate_limited(
         self, decision: Decision, agent: str, tool: registry.Tool | None, name: str, now: datetime
