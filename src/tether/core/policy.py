@@ -42,6 +42,7 @@ __all__ = [
     "RunState",
     "ToolRule",
     "decide",
+    "decide_surface",
     "glob_regex",
     "lint",
     "rate_key",
@@ -198,6 +199,8 @@ class Policy:
     systems_write: tuple[str, ...]
     tools: tuple[ToolRule, ...]
     data_flow: tuple[DataFlowRule, ...]
+    resources: tuple[ToolRule, ...]
+    prompts: tuple[ToolRule, ...]
     on_uncertain: Literal["ask", "deny", "allow"]
     memory_namespace: str | None
     memory_read_grants: tuple[str, ...]
@@ -257,6 +260,8 @@ class Policy:
             systems_read=tuple(m.systems.read),
             systems_write=tuple(m.systems.write),
             tools=tuple(rules),
+            resources=_surface_rules(m.resources),
+            prompts=_surface_rules(m.prompts),
             data_flow=tuple(
                 DataFlowRule(
                     i,
@@ -331,6 +336,40 @@ class Policy:
             agent_day_usd=self.budgets.day.max_cost_usd,
             user_day_usd=self.budgets.user_day.max_cost_usd,
         )
+
+
+def _surface_rules(models: Any) -> tuple[ToolRule, ...]:
+    return tuple(
+        ToolRule(i, r.match, r.allow, False, None, frozenset(r.tags), r.reason,
+                 pattern=re.compile(glob_regex(r.match)))
+        for i, r in enumerate(models)
+    )  # fmt: skip
+
+
+def decide_surface(
+    policy: Policy | None, agent: str, surface: Literal["resources", "prompts"], name: str
+) -> Decision:
+    """A resource read (`name` is "server:uri") or a prompt get ("server.name"): the first rule
+    of the policy's `resources` / `prompts` section that matches; none matching follows
+    `on_uncertain` (`allow` allows; `ask` and `deny` refuse, as no person can be asked mid-read).
+    Its output is untrusted: the decision's tags always carry `untrusted`."""
+    base = frozenset({"untrusted"})
+    if policy is None or agent != policy.agent:
+        return Decision("deny", "no policy", f"agent {agent} has no boundary policy", tags=base)
+    for rule in getattr(policy, surface):
+        if rule.pattern is not None and rule.pattern.fullmatch(name):
+            label = f'{surface}[{rule.index}] match "{rule.match}"'
+            tags = base | rule.tags
+            if not rule.allow:
+                return Decision(
+                    "deny", label, rule.reason or f"the policy forbids {name}", tags=tags
+                )
+            return Decision("allow", label, rule.reason or f"{name} is allowed", tags=tags)
+    if policy.on_uncertain == "allow":
+        return Decision("allow", "on_uncertain: allow", f"no {surface} rule matches", tags=base)
+    return Decision("deny", f"on_uncertain: {policy.on_uncertain}",
+                    f"no {surface} rule matches {name}; add one under `{surface}:`",
+                    tags=base)  # fmt: skip
 
 
 def rate_key(agent: str, tool: str) -> str:

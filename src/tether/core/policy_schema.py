@@ -93,6 +93,15 @@ class ToolRuleModel(_Model):
         return v
 
 
+class SurfaceRuleModel(_Model):
+    """A rule for MCP resources (glob on "server:uri") or prompts (glob on "server.name")."""
+
+    match: str = Field(min_length=1)
+    allow: bool = True
+    tags: list[str] = Field(default_factory=list)
+    reason: str | None = None
+
+
 class DataFlowModel(_Model):
     """`after_tag` (run-wide: once any tool so tagged returned) or `argument_from: untrusted`
     (value provenance: an argument carries a value seen only in untrusted content), then
@@ -142,6 +151,8 @@ class PolicyModel(_Model):
     budgets: BudgetsModel = Field(default_factory=BudgetsModel)
     systems: SystemsModel = Field(default_factory=SystemsModel)
     tools: list[ToolRuleModel] = Field(default_factory=list)
+    resources: list[SurfaceRuleModel] = Field(default_factory=list)
+    prompts: list[SurfaceRuleModel] = Field(default_factory=list)
     data_flow: list[DataFlowModel] = Field(default_factory=list)
     on_uncertain: Literal["ask", "deny", "allow"] = "ask"
     memory: MemoryModel = Field(default_factory=MemoryModel)
@@ -173,6 +184,8 @@ _KEYS: dict[tuple[str, ...], type[BaseModel]] = {
     ("tools", "*"): ToolRuleModel,
     ("data_flow", "*"): DataFlowModel,
     ("tools", "*", "when", "*"): ConditionModel,
+    ("resources", "*"): SurfaceRuleModel,
+    ("prompts", "*"): SurfaceRuleModel,
     ("memory",): MemoryModel,
     ("memory", "read_grants", "*"): MemoryGrantModel,
     ("memory", "write_grants", "*"): MemoryGrantModel,
@@ -430,6 +443,11 @@ def cross_check(m: PolicyModel, lines: _Lines) -> list[Problem]:
         if not t.allow and t.approval == "required":
             bad(("tools", i, "approval"), "approval on a rule that denies never fires",
                 "remove `approval:` or `allow: false`")  # fmt: skip
+    for section in ("resources", "prompts"):
+        for i, r in enumerate(getattr(m, section)):
+            for j, tag in enumerate(r.tags):
+                if unknown_tags([tag], declared):
+                    bad((section, i, "tags", j), f"unknown tag `{tag}`", suggest_tag(tag, declared))
     for i, d in enumerate(m.data_flow):
         loc: tuple[Any, ...] = ("data_flow", i)
         for key in ("after_tag", "require_approval_for_tag", "deny_for_tag"):

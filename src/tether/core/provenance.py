@@ -8,7 +8,8 @@ Values are compared as normalised atoms, not as raw text:
 - IBANs: spaces and dashes removed, upper-cased, and only when the ISO 13616 checksum holds;
 - numbers: thousands separators (`1,250.00`) and trailing zeros dropped (`1250`); a decimal
   comma (`1.250,00`) is not understood; numbers under 100 are ignored (too common to mean much);
-- identifiers: tokens mixing letters and digits of 5+ characters (`inv_8842`, `F-2931-X`);
+- identifiers: tokens mixing letters and digits of 5+ characters (`inv_8842`, `F-2931-X`),
+  and channel names and handles (`#ext-partners`, `@mallory`);
 - text: a short value (<= 200 characters) whole, and every line of 8-300 characters of a longer
   text, whitespace collapsed and case-folded, so a command copied verbatim is recognised.
 Limits: a value the agent rewrites (spells out, splits, translates, re-encodes) is a new value
@@ -44,6 +45,8 @@ _NUMBER_RE = re.compile(
 _ID_RE = re.compile(
     r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_-]{4,63}\b"
 )
+# channel names and handles (#ops, @mallory): counterparties in chat tools
+_HANDLE_RE = re.compile(r"(?<![\w@#])[#@][A-Za-z][\w.-]{1,60}(?![\w@])")
 _SPACE_RE = re.compile(r"\s+")
 _DOMAIN_RE = re.compile(r"(?:[a-z0-9-]+\.)+[a-z]{2,}\.?")
 
@@ -165,6 +168,8 @@ def _scan(text: str) -> Iterator[Atom]:
         token = m.group(0)
         if not token.isdigit():
             yield Atom("id", token.casefold())
+    for m in _HANDLE_RE.finditer(text):
+        yield Atom("id", m.group(0).rstrip(".").casefold())
 
 
 def _whole(value: str) -> Iterator[Atom]:

@@ -19,7 +19,8 @@ import yaml
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import ServerProcess, free_port, wait_http
+from tests.conftest import free_port, wait_http
+from tests.gateway.mcp.serving import Served
 from tether.store.engine import make_engine
 from tether.store.keys import create_key
 from tether.store.migrate import upgrade
@@ -41,6 +42,10 @@ tools:
   - {match: "git.*", allow: false}
   - {match: "crm.*", allow: true}
   - {match: "web.lookup_customer", allow: true}
+resources:
+  - {match: "*:demo://customers", allow: true}
+prompts:
+  - {match: "demo.triage", allow: true}
 data_flow:
   - {after_tag: untrusted, require_approval_for_tag: egress}
 on_uncertain: deny
@@ -119,7 +124,7 @@ class Deployment:
     home: Path
     db_url: str
     config: Path
-    server: ServerProcess
+    server: Served
     keys: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -172,7 +177,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         wait_http(f"http://127.0.0.1:{port}/mcp", proc=http_demo)
         config = write_config(base / "tether.yaml", make_repo(base / "repo"),
                               http_upstream=f"http://127.0.0.1:{port}/mcp")  # fmt: skip
-        server = ServerProcess(base / "home", db_url, config=config)
+        server = Served(base / "home", db_url, config)
         yield Deployment(base / "home", db_url, config, server, keys)
         server.stop()
     finally:

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -33,6 +34,12 @@ tools:
   - {match: "demo.fetch_page", allow: true}
   - {match: "demo.send_email", allow: true}
   - {match: "typo.*", allow: true}
+resources:
+  - {match: "demo:demo://customers", allow: true}
+  - {match: "demo:demo://orders/*", allow: true}
+  - {match: "demo:demo://admin-notes", allow: false, reason: "internal notes stay internal"}
+prompts:
+  - {match: "demo.triage", allow: true}
 data_flow:
   - {argument_from: untrusted, arguments: [to], require_approval_for_tag: egress}
 on_uncertain: deny
@@ -234,3 +241,76 @@ async def test_scoped_approvals_and_holds_not_asked_twice(env: Env) -> None:
     assert len(audit) == 2
     # a counterparty scope on a hold that no value caused is refused with a clear 400
     assert env.api("POST", "/approvals/apr_nope/approve", json={"scope": "run"}).status_code == 404
+
+
+async def test_resources_templates_and_prompts_are_governed(env: Env) -> None:
+    from mcp.shared.exceptions import MCPError
+    from sqlalchemy import select
+
+    from tether.store import tools as registry
+    from tether.store.tables import spans
+
+    run_id = new_run(env)
+    async with mcp_client(env.url, env.agent, run_id) as client:
+        listed = sorted(str(r.uri) for r in (await client.list_resources()).resources)
+        assert listed == ["demo:demo://customers"]  # admin-notes is denied, typo is refused
+        templates = (await client.list_resource_templates()).resource_templates
+        assert [t.uri_template for t in templates] == ["demo:demo://orders/{order_id}"]
+        note = await client.read_resource("demo:demo://orders/A-17")
+        assert "billing-desk@evil.example" in note.contents[0].text  # type: ignore[union-attr]
+        with pytest.raises(MCPError, match="internal notes stay internal"):
+            await client.read_resource("demo:demo://admin-notes")
+        prompt = await client.get_prompt("demo.triage", {"email": "refund please"})
+        assert "refund please" in prompt.messages[0].content.text  # type: ignore[union-attr]
+        assert [p.name for p in (await client.list_prompts()).prompts] == ["demo.triage"]
+        # the address planted in the order note is untrusted-only: a mail to it is held
+        async with anyio.create_task_group() as tg:
+            box: dict[str, types.CallToolResult] = {}
+
+            async def call() -> None:
+                box["r"] = await client.call_tool(
+                    "demo.send_email",
+                    {"to": "billing-desk@evil.example", "subject": "invoice", "body": "x"},
+                )
+
+            tg.start_soon(call)
+            held = await anyio.to_thread.run_sync(pending, env, run_id)
+            assert "from demo:demo://orders/A-17" in held["reason"]
+            env.api("POST", f"/approvals/{held['id']}/deny", json={"reason": "injected"})
+    engine = make_engine(env.db_url)
+    assert "untrusted" in registry.run_tags(engine, run_id)
+    with engine.connect() as conn:
+        rows = conn.execute(select(spans.c.name, spans.c.kind, spans.c.status)
+                            .where(spans.c.run_id == run_id)).all()  # fmt: skip
+    got = {(r.name, r.kind, r.status) for r in rows}
+    assert ("demo:demo://orders/A-17", "retrieval", "ok") in got
+    assert ("demo:demo://admin-notes", "retrieval", "error") in got
+    assert ("demo.triage", "retrieval", "ok") in got
+
+
+async def test_policy_suggest_from_registry_and_recorded_runs(env: Env, tmp_path: Path) -> None:
+    import subprocess
+
+    from tether.core.policy import Policy
+
+    run_id = new_run(env, task="Tell ada@example.com the shipping policy")
+    async with mcp_client(env.url, env.agent, run_id) as client:
+        await client.call_tool("demo.fetch_page", {"url": "https://shop.example/policy"})
+        await client.call_tool("demo.send_email", {"to": "ada@example.com", "subject": "s",
+                                                   "body": "b"})  # fmt: skip
+    r = env.api("GET", "/policies/mailer/suggest")
+    assert r.status_code == 200, r.text
+    policy = Policy.parse(r.json()["source"])
+    rules = {t.match: t for t in policy.tools}
+    assert rules["demo.send_email"].allow and rules["demo.fetch_page"].allow
+    assert rules["demo.delete_record"].approval_required  # irreversible, never used
+    assert "ada@example.com" in policy.lists["contacts"]
+    assert "to" in (policy.data_flow[0].arguments or ())
+    out = tmp_path / "suggested.yaml"
+    cli_env = {**env.server.env, "TETHER_URL": env.url, "TETHER_API_KEY": env.admin}
+    done = subprocess.run([sys.executable, "-m", "tether.cli.main", "policy", "suggest", "mailer",
+                           "--output", str(out)], env=cli_env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert Policy.parse(out.read_text()).agent == "mailer"
+    assert env.api("GET", "/policies/nobody/suggest").status_code == 200  # no runs: all denied

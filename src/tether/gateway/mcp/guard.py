@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, select
 
@@ -18,6 +18,7 @@ from tether.core.policy import (
     Policy,
     RunState,
     decide,
+    decide_surface,
     rate_key,
     with_rate_result,
 )
@@ -194,6 +195,32 @@ class Guard:
                 "approval_id": approval.id if approval else None,
             }, now)  # fmt: skip
         return Verdict(decision, tool, approval)
+
+    def check_surface(
+        self,
+        *,
+        agent: str | None,
+        run_id: str | None,
+        surface: Literal["resources", "prompts"],
+        name: str,
+        now: datetime,
+        actor: str,
+    ) -> Decision:
+        """A resource read or prompt get, decided by the policy's `resources` / `prompts`
+        rules and audited like a tool call."""
+        _, status, _ = self._run_state(run_id)
+        policy = policies.get(self.engine, agent) if agent else None
+        if status in TERMINAL_STATUSES:
+            decision = Decision("deny", "run ended", f"run {run_id} is {status}; start a new run",
+                                tags=frozenset({"untrusted"}))  # fmt: skip
+        else:
+            decision = decide_surface(policy, agent or "", surface, name)
+        with self.engine.begin() as conn:
+            audit.append_in(conn, actor, "policy.decision", name, {
+                "agent": agent, "run_id": run_id, "outcome": decision.outcome,
+                "rule": decision.rule, "reason": decision.reason, "surface": surface,
+            }, now)  # fmt: skip
+        return decision
 
     def _hold(
         self,

@@ -23,6 +23,7 @@ from tether.core.errors import TetherError, UpstreamError
 from tether.core.tags import tags_for_tools
 from tether.gateway.mcp.guard import Guard
 from tether.gateway.mcp.spans import CallContext, as_json, record_span, run_for_request
+from tether.gateway.mcp.surfaces import Surfaces
 from tether.gateway.mcp.upstream import Upstream
 from tether.server import webhooks
 from tether.server.auth import Principal
@@ -90,16 +91,19 @@ class Gateway:
             c.name: Upstream(c, log_dir=logs, on_tools=self._sync_tools)
             for c in state.settings.mcp_servers
         }
+        self.surfaces = Surfaces(self.engine, guard, self.upstreams, self._call_context,
+                                 self.redact)  # fmt: skip
         self.server: Server[Any] = Server(
             "tether",
             version=__version__,
             instructions="tether MCP gateway: tools are named server.tool.",
             on_list_tools=self.list_tools,
             on_call_tool=self.call_tool,
-            on_list_resources=self.list_resources,
-            on_read_resource=self.read_resource,
-            on_list_prompts=self.list_prompts,
-            on_get_prompt=self.get_prompt,
+            on_list_resources=self.surfaces.list_resources,
+            on_list_resource_templates=self.surfaces.list_resource_templates,
+            on_read_resource=self.surfaces.read_resource,
+            on_list_prompts=self.surfaces.list_prompts,
+            on_get_prompt=self.surfaces.get_prompt,
         )
 
     @asynccontextmanager
@@ -311,77 +315,6 @@ class Gateway:
         if result is not None:
             return result
         return error_result(error or "tether refused the call", **info)
-
-    # ------------------------------------------------------------ resources and prompts
-
-    def _upstream_for(self, namespaced: str, sep: str) -> tuple[Upstream, str]:
-        server, _, rest = namespaced.partition(sep)
-        upstream = self.upstreams.get(server)
-        if upstream is None or not rest:
-            raise MCPError(code=INVALID_PARAMS, message=f"unknown {namespaced!r}: tether names "
-                           f"resources SERVER:URI and prompts SERVER.NAME")  # fmt: skip
-        return upstream, rest
-
-    async def list_resources(
-        self, ctx: Any, params: types.PaginatedRequestParams | None
-    ) -> types.ListResourcesResult:
-        self._call_context(ctx)
-        out: list[types.Resource] = []
-        for up in self.upstreams.values():
-            if up.supports("resources"):
-                for r in await _quiet(up.list_resources(timeout_s=LIST_TIMEOUT_S)):
-                    out.append(
-                        r.model_copy(
-                            update={"uri": f"{up.name}:{r.uri}", "name": f"{up.name}.{r.name}"}
-                        )
-                    )
-        return types.ListResourcesResult(resources=out)
-
-    async def read_resource(
-        self, ctx: Any, params: types.ReadResourceRequestParams
-    ) -> types.ReadResourceResult:
-        self._call_context(ctx)
-        upstream, uri = self._upstream_for(params.uri, ":")
-        result = await _as_mcp_error(upstream.read_resource(uri, timeout_s=LIST_TIMEOUT_S))
-        contents = [c.model_copy(update={"uri": f"{upstream.name}:{c.uri}"})
-                    for c in result.contents]  # fmt: skip
-        return types.ReadResourceResult(contents=contents)
-
-    async def list_prompts(
-        self, ctx: Any, params: types.PaginatedRequestParams | None
-    ) -> types.ListPromptsResult:
-        self._call_context(ctx)
-        out: list[types.Prompt] = []
-        for up in self.upstreams.values():
-            if up.supports("prompts"):
-                for p in await _quiet(up.list_prompts(timeout_s=LIST_TIMEOUT_S)):
-                    out.append(p.model_copy(update={"name": f"{up.name}.{p.name}"}))
-        return types.ListPromptsResult(prompts=out)
-
-    async def get_prompt(
-        self, ctx: Any, params: types.GetPromptRequestParams
-    ) -> types.GetPromptResult:
-        self._call_context(ctx)
-        upstream, name = self._upstream_for(params.name, ".")
-        result = await _as_mcp_error(upstream.get_prompt(name, params.arguments,
-                                                         timeout_s=LIST_TIMEOUT_S))  # fmt: skip
-        return types.GetPromptResult(description=result.description, messages=result.messages)
-
-
-async def _quiet(awaitable: Any) -> list[Any]:
-    """A listing from one upstream; one that is down contributes nothing instead of failing all."""
-    try:
-        return list(await awaitable)
-    except UpstreamError as exc:
-        log.info("skipping an upstream listing: %s", exc.message)
-        return []
-
-
-async def _as_mcp_error(awaitable: Any) -> Any:
-    try:
-        return await awaitable
-    except UpstreamError as exc:
-        raise MCPError(code=INVALID_PARAMS, message=exc.message) from None
 
 
 async def _call_http_tool(url: str, arguments: dict[str, Any]) -> types.CallToolResult:

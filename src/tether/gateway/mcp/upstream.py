@@ -197,6 +197,12 @@ class Upstream:
         res = await self._guarded("resources/list", timeout_s, lambda c: c.list_resources())
         return list(res.resources)
 
+    async def list_resource_templates(self, *, timeout_s: float) -> list[types.ResourceTemplate]:
+        res = await self._guarded(
+            "resources/templates/list", timeout_s, lambda c: c.list_resource_templates()
+        )
+        return list(res.resource_templates)
+
     async def read_resource(self, uri: str, *, timeout_s: float) -> types.ReadResourceResult:
         result: types.ReadResourceResult = await self._guarded(
             f"resources/read {uri}", timeout_s, lambda c: c.read_resource(uri)
