@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tether.store.migrate import head_revision
+
 
 def _tether(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TETHER_HOME": str(home)}
@@ -22,9 +24,7 @@ def test_serve_refuses_public_bind_without_any_key(tmp_path: Path) -> None:
 
 
 def test_db_upgrade_then_current(tmp_path: Path) -> None:
-    from tether.store.migrate import head_revision
-
-    head = head_revision()  # the newest migration, whichever area added it
+    head = head_revision()
     first = _tether("db", "upgrade", home=tmp_path)
     assert first.returncode == 0 and f"upgraded from empty to {head}" in first.stdout
     again = _tether("db", "upgrade", home=tmp_path)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -19,9 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tether.core.errors import BadRequestError
 from tether.core.policy_args import ConditionModel, Scalar
 from tether.core.tags import suggest_tag, unknown_tags
-
-if TYPE_CHECKING:
-    from tether.core.policy import Policy
 
 _UNITS = {
     "s": 1, "sec": 1, "second": 1, "seconds": 1,
@@ -502,8 +499,3 @@ def _unreachable(m: PolicyModel, lines: _Lines) -> list[Problem]:
                 break
     return out
 
-
-def lint(policy: Policy, source: str, file: str = "<policy>") -> list[Problem]:
-    """Warnings about a valid policy. Everything that would disable a rule is an error at
-    parse time now (see `cross_check`); this stays for callers that print warnings."""
-    return []

@@ -19,8 +19,8 @@ import mcp_types as types
 import pytest
 import yaml
 
+from tests.conftest import ServerProcess
 from tests.gateway.mcp.conftest import mcp_client
-from tests.gateway.mcp.serving import Served, serve
 from tether.store import provenance
 from tether.store.engine import make_engine
 from tether.store.keys import create_key
@@ -48,7 +48,7 @@ approval: {timeout_s: 30}
 
 
 class Env:
-    def __init__(self, server: Served, db_url: str, agent: str, admin: str) -> None:
+    def __init__(self, server: ServerProcess, db_url: str, agent: str, admin: str) -> None:
         self.server, self.db_url, self.agent, self.admin = server, db_url, agent, admin
 
     @property
@@ -76,8 +76,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         {"name": "demo", "command": demo, "tags": {"fetch_page": ["untrusted"]}},
         {"name": "typo", "command": demo, "tags": {"fetch_pgae": ["untrusted"]}},
     ]}))  # fmt: skip
-    with serve(base / "home", db_url, config) as server:
+    server = ServerProcess(base / "home", db_url, config=config)
+    try:
         yield Env(server, db_url, agent, admin)
+    finally:
+        server.stop()
 
 
 def text(result: types.CallToolResult) -> str:
