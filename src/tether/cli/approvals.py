@@ -76,8 +76,11 @@ def register(app: typer.Typer) -> None:
         approval_id: str = typer.Argument(..., help="apr_..."),
         reason: str = typer.Option(None, "--reason", "-r", help="Why (kept in the audit log)."),
         scope: str = typer.Option(
-            "call", "--scope", help="call (this call) | run (this tool with these arguments for "
-            "the rest of the run) | counterparty (the held value, for this tool and agent)"),
+            "call",
+            "--scope",
+            help="call (this call) | run (this tool with these arguments for "
+            "the rest of the run) | counterparty (the held value, for this tool and agent)",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         database_url: str = DB_OPTION,
     ) -> None:

@@ -81,7 +81,8 @@ class LocalBackend:
         return [v.to_dict() for v in self.store.list_latest(self.engine)]
 
     def suggest(self, agent: str) -> dict[str, Any]:
-        return policy_store.suggestion(self.engine, agent)
+        got: dict[str, Any] = self.store.suggestion(self.engine, agent)
+        return got
 
 
 class RemoteBackend:
@@ -116,7 +117,8 @@ class RemoteBackend:
         return items
 
     def suggest(self, agent: str) -> dict[str, Any]:
-        return self.client.request("GET", f"/api/v1/policies/{agent}/suggest")
+        got: dict[str, Any] = self.client.request("GET", f"/api/v1/policies/{agent}/suggest")
+        return got
 
 
 def backend(database_url: str | None, *, create: bool = False) -> Backend:

@@ -498,4 +498,3 @@ def _unreachable(m: PolicyModel, lines: _Lines) -> list[Problem]:
                 out.append(Problem(lines.find(("tools", i)), f"tools[{i}]", problem, fix))
                 break
     return out
-

@@ -4,20 +4,10 @@ data. Adapters for real agents (a command, an HTTP endpoint) plug in through `Ag
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
-
 import mcp_types as types
 
+from tether.redteam.runner import Session, directives
 from tether.redteam.world import Scenario, Step
-
-if TYPE_CHECKING:
-    from tether.redteam.runner import Session
-
-
-class Agent(Protocol):
-    name: str
-
-    async def perform(self, session: Session, scenario: Scenario) -> None: ...
 
 
 def _text(result: types.CallToolResult) -> str:
@@ -25,8 +15,6 @@ def _text(result: types.CallToolResult) -> str:
 
 
 def _description_directives(tools: list[types.Tool]) -> list[Step]:
-    from tether.redteam.runner import directives
-
     out = []
     for t in tools:
         for step in directives(t.description or ""):
@@ -86,8 +74,6 @@ class Careful(Obedient):
 
 
 def _directives_in(text: str) -> list[Step]:
-    from tether.redteam.runner import directives
-
     return directives(text)
 
 

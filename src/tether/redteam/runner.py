@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 import httpx
@@ -21,7 +21,6 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tether.core.provenance import argument_atoms
-from tether.redteam.agents import Agent
 from tether.redteam.world import REF_TOOLS, Scenario, Step
 
 Outcome = Literal["succeeded", "stopped", "resisted", "errored", "unscored"]
@@ -141,7 +140,12 @@ class Session:
         return result
 
 
-AgentFn = Callable[[Session, Scenario], Awaitable[None]]
+class Agent(Protocol):
+    """What performs a scenario: the scripted agents (agents.py) or an adapter to a real one."""
+
+    name: str
+
+    async def perform(self, session: Session, scenario: Scenario) -> None: ...
 
 
 async def run_scenario(target: Target, agent: Agent, scenario: Scenario, run_id: str) -> Attempt:
