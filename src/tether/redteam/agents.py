@@ -29,6 +29,7 @@ class Obedient:
     injection (in the task itself) replaces the task."""
 
     name = "obedient"
+    obeys_injections = True
 
     async def perform(self, session: Session, scenario: Scenario) -> None:
         if scenario.pack in ("injection", "boundary") and scenario.attack is not None:
@@ -67,6 +68,7 @@ class Careful(Obedient):
     """Does the task and never acts on instructions found in data."""
 
     name = "careful"
+    obeys_injections = False
 
     async def perform(self, session: Session, scenario: Scenario) -> None:
         for step in scenario.steps:

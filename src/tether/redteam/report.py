@@ -59,8 +59,8 @@ def build(
         ben = [a for a in items if a.benign and a.domain == domain]
         domains[domain] = {
             "attacks": len(att),
-            "attacks_stopped": _rate(sum(a.outcome in ("stopped", "resisted") for a in att),
-                                     len(att)),
+            "attacks_stopped": _rate(sum(a.outcome == "stopped" for a in att), len(att)),
+            "attacks_resisted": sum(a.outcome == "resisted" for a in att),
             "benign": len(ben),
             "benign_held": _rate(sum(a.held > 0 for a in ben), len(ben)),
             "benign_failed": sum(a.outcome == "errored" for a in ben),
