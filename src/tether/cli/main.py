@@ -32,6 +32,7 @@ GROUPS = (
     "tether.cli.audit",
     "tether.cli.tools",
     "tether.cli.approvals",
+    "tether.cli.watch",
 )
 for _name in GROUPS:
     importlib.import_module(_name).register(app)

@@ -89,6 +89,11 @@ async def _post(state: State, hook: WebhookConfig, body: dict[str, Any]) -> None
     stats["sent"] += 1
 
 
+async def deliver(state: State, hook: WebhookConfig, body: dict[str, Any]) -> None:
+    """One POST of `body` to `hook`, best-effort (other areas' announcements use this)."""
+    await _post(state, hook, body)
+
+
 def _safe_url(url: str) -> str:
     # Slack webhook URLs carry their secret in the path; log the host only.
     return httpx.URL(url).host or "?"
