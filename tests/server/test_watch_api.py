@@ -37,10 +37,26 @@ def _write(db: Engine, runs: list[list[Any]], now: datetime) -> None:
 
 def _drifting(db: Engine, now: datetime) -> None:
     rng = random.Random(21)
-    week = steady_runs(rng, now - timedelta(days=8), now - timedelta(days=1), runs_per_hour=4,
-                       agent="support", version="v1", users=USERS, behaviour=SUPPORT_V1)
-    day = steady_runs(rng, now - timedelta(days=1), now - timedelta(minutes=5), runs_per_hour=8,
-                      agent="support", version="v2", users=USERS, behaviour=SUPPORT_V2)
+    week = steady_runs(
+        rng,
+        now - timedelta(days=8),
+        now - timedelta(days=1),
+        runs_per_hour=4,
+        agent="support",
+        version="v1",
+        users=USERS,
+        behaviour=SUPPORT_V1,
+    )
+    day = steady_runs(
+        rng,
+        now - timedelta(days=1),
+        now - timedelta(minutes=5),
+        runs_per_hour=8,
+        agent="support",
+        version="v2",
+        users=USERS,
+        behaviour=SUPPORT_V2,
+    )
     _write(db, [*week, *day], now)  # fmt: skip
     profile_runs(db, now=now)
 
@@ -49,8 +65,18 @@ def _spike(db: Engine, now: datetime) -> None:
     """Three weeks of steady spend, then alice spending three times as much this hour."""
     rng = random.Random(22)
     hour = now.replace(minute=0, second=0, microsecond=0)
-    runs = list(steady_runs(rng, hour - timedelta(days=21), hour, runs_per_hour=3,
-                            agent="support", version="v1", users=USERS, behaviour=SUPPORT_V1))
+    runs = list(
+        steady_runs(
+            rng,
+            hour - timedelta(days=21),
+            hour,
+            runs_per_hour=3,
+            agent="support",
+            version="v1",
+            users=USERS,
+            behaviour=SUPPORT_V1,
+        )
+    )
     runs += [run_spans(rng, hour + (now - hour) * i / 13, agent="support", version="v1",
                        user="alice", behaviour=SUPPORT_V1, cost_factor=3.0)
              for i in range(12)]  # fmt: skip
@@ -142,6 +168,7 @@ def test_the_cost_loop_sends_a_spike_once_to_json_and_slack_hooks(
     _spike(db, datetime.now(UTC))
     _, secret = create_key(db, scopes="read")
     with TestClient(create_app(settings, engine=db)) as client:
+
         def alice(path: str) -> list[dict[str, Any]]:
             return [b for p, b in got if p == path and "user alice" in json.dumps(b)]
 
