@@ -15,7 +15,7 @@ from tether.core.drift import DriftConfig, DriftVerdict, compare
 from tether.core.errors import BadRequestError
 from tether.store.costs import policy_run_budgets
 from tether.store.engine import reading
-from tether.store.profiles import ModelChange, model_history, samples
+from tether.store.profiles import ModelChange, model_history, window_stats
 
 _SPAN_RE = re.compile(r"^(\d{1,4})([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -80,8 +80,8 @@ def check_drift(
     cfg = _config(engine, agent, config)
     window_from = now - window
     baseline_from = window_from - baseline
-    base = samples(engine, agent, baseline_from, window_from, version=version)
-    current = samples(engine, agent, window_from, now, version=version)
+    base, current = window_stats(engine, agent, baseline_from, window_from, now, version=version,
+                                 target_cost_nusd=cfg.target_cost_nusd)  # fmt: skip
     verdict = compare(base, current, cfg)
     return DriftReport(agent, version, baseline_from, window_from, now, verdict,
                        model_history(engine, agent), cfg.target_cost_nusd)  # fmt: skip
@@ -98,8 +98,9 @@ def compare_model_change(
     """The agent's runs on the previous model in the `span` before the change against its
     runs on the new model since (up to `span` after)."""
     cfg = _config(engine, change.agent, config)
-    before = samples(engine, change.agent, change.changed_at - span, change.changed_at,
-                     model=change.previous)  # fmt: skip
-    after_end = min(now, change.changed_at + span)
-    after = samples(engine, change.agent, change.changed_at, after_end, model=change.model)
+    t0, t1 = change.changed_at, min(now, change.changed_at + span)
+    before, _ = window_stats(engine, change.agent, t0 - span, t0, t0, model=change.previous,
+                             target_cost_nusd=cfg.target_cost_nusd)  # fmt: skip
+    _, after = window_stats(engine, change.agent, t0, t0, t1, model=change.model,
+                            target_cost_nusd=cfg.target_cost_nusd)  # fmt: skip
     return compare(before, after, cfg)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select
+from sqlalchemy import Connection, Engine, and_, case, func, or_, select
 
-from tether.core.drift import RunSample
+from tether.core.drift import RunSample, WindowStats
 from tether.core.records import TERMINAL_STATUSES
 from tether.store.engine import reading
 from tether.store.tables import agent_models, run_profiles, runs, spans, watch_marks
@@ -246,6 +246,57 @@ def samples(
         )
         for r in rows
     ]
+
+
+def window_stats(
+    engine: Engine,
+    agent: str,
+    baseline_from: datetime,
+    window_from: datetime,
+    end: datetime,
+    *,
+    version: str | None = None,
+    model: str | None = None,
+    target_cost_nusd: int | None = None,
+) -> tuple[WindowStats, WindowStats]:
+    """The baseline [baseline_from, window_from) and window [window_from, end) of `agent`,
+    aggregated in the database (GROUP BY) so Python sees one row per distinct value. Cost is
+    compared at micro-dollar resolution and latency at the millisecond."""
+    p = run_profiles.c
+    conds = [p.agent == agent, p.started_at >= baseline_from, p.started_at < end]
+    if version is not None:
+        conds.append(p.version == version)
+    if model is not None:
+        conds.append(p.model_served == model)
+    side = case((p.started_at >= window_from, 1), else_=0).label("side")
+    ok = p.status == "succeeded"
+    if target_cost_nusd is not None:
+        ok = and_(ok, p.cost_nusd <= target_cost_nusd)
+    finished = p.status.in_(sorted(TERMINAL_STATUSES))
+    sequences: tuple[dict[tuple[str, ...], int], ...] = ({}, {})
+    counts = [[0, 0], [0, 0]]  # per side: finished, at target
+    values: tuple[dict[str, Counter[float]], ...] = ({}, {})
+    exprs: dict[str, tuple[Any, float]] = {
+        "cost": (p.cost_nusd / 1000, 1000.0),
+        "tokens": (p.tokens, 1.0),
+        "llm_calls": (p.llm_calls, 1.0),
+        "latency": (func.round(p.latency_ms), 1.0),
+    }
+    with reading(engine) as conn:
+        tally = (func.count(), func.sum(case((finished, 1), else_=0)),
+                 func.sum(case((ok, 1), else_=0)))  # fmt: skip
+        q = select(side, p.tools, *tally).where(*conds).group_by(side, p.tools)
+        for s_, tools, n, fin, good in conn.execute(q):
+            sequences[s_][tuple(tools.split(SEP)) if tools else ()] = int(n)
+            counts[s_][0] += int(fin or 0)
+            counts[s_][1] += int(good or 0)
+        for metric, (expr, scale) in exprs.items():
+            col = expr.label("v")
+            q = select(side, col, func.count()).where(*conds, expr.is_not(None))
+            for s_, v, n in conn.execute(q.group_by(side, col)):
+                values[s_].setdefault(metric, Counter())[float(v) * scale] += int(n)
+    base, win = (WindowStats(sequences[i], counts[i][0], counts[i][1], values[i]) for i in (0, 1))
+    return base, win
 
 
 def profiled_agents(engine: Engine, since: datetime) -> list[str]:
