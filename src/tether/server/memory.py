@@ -163,6 +163,7 @@ class MemoryService:
         tags: Sequence[str] = (),
         embedding: Sequence[float] | None = None,
         span_id: str | None = None,
+        embed: bool = True,
     ) -> store.Written:
         access = await anyio.to_thread.run_sync(self.access, caller)
         ns = namespace or access.own
@@ -171,7 +172,7 @@ class MemoryService:
         now = _now()
         access.check_write(ns, tags, now)  # refuse before paying for an embedding
         embedder = self.embedder(ns, access)
-        if embedding is None:
+        if embedding is None and embed:
             embedding = (await self.embed([text], embedder, caller))[0]
         quota = self.quota(ns, access)
         index = self._idx()
