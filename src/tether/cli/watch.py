@@ -1,5 +1,6 @@
-"""`tether drift AGENT` and `tether alerts list|ack`: behaviour drift and cost alerts, from the
-local store (brought up to date first) or a remote tether (TETHER_URL + TETHER_API_KEY)."""
+"""`tether drift AGENT` and `tether alerts list|ack`: behaviour drift and cost alerts, on the
+backend of cli/client.py (a running server with TETHER_URL, else the local store, whose run
+profiles are brought up to date first)."""
 
 from __future__ import annotations
 
@@ -9,32 +10,30 @@ from typing import Any
 import typer
 from rich.table import Column, Table
 
-from tether.cli.client import local_engine
-from tether.cli.output import console, print_json
-from tether.cli.tools import remote
-from tether.config import load_settings
+from tether.cli.client import Local, opened
+from tether.cli.output import DB_OPTION, console, errors, print_json
 from tether.core.money import nusd_to_usd
-from tether.store import alerts as alert_store
-from tether.store.drift import check_drift, parse_span
-from tether.store.watch import refresh
 
 
-def _drift(agent: str, baseline: str, window: str, version: str | None) -> dict[str, Any]:
-    settings = load_settings()
-    if settings.url:
+def _drift(
+    agent: str, baseline: str, window: str, version: str | None, database_url: str | None
+) -> dict[str, Any]:
+    with errors(), opened(database_url) as be:
+        if isinstance(be, Local):
+            from tether.store.drift import check_drift, parse_span
+            from tether.store.watch import refresh
+
+            spans = parse_span(baseline, "--baseline"), parse_span(window, "--window")
+            now = datetime.now(UTC)
+            refresh(be.engine, now=now)  # no server may be running the background pass
+            report = check_drift(be.engine, agent, now=now, baseline=spans[0], window=spans[1],
+                                 version=version)  # fmt: skip
+            return report.to_dict()
         params = {k: v for k, v in {"baseline": baseline, "window": window,
                                     "version": version}.items() if v}  # fmt: skip
-        result: dict[str, Any] = remote(settings, "GET", f"/drift/{agent}", params=params)
+        result: dict[str, Any] = be.request("GET", f"/api/v1/drift/{agent}", params=params)
         return result
-    engine = local_engine(settings)
-    try:
-        now = datetime.now(UTC)
-        refresh(engine, now=now)  # no server may be running the background pass
-        report = check_drift(engine, agent, now=now, baseline=parse_span(baseline, "--baseline"),
-                             window=parse_span(window, "--window"), version=version)  # fmt: skip
-        return report.to_dict()
-    finally:
-        engine.dispose()
+    raise AssertionError("unreachable")  # errors() exits on failure
 
 
 def _value(metric: dict[str, Any], key: str) -> str:
@@ -83,9 +82,10 @@ def register(app: typer.Typer) -> None:
         window: str = typer.Option("1d", help="The current window, ending now."),
         version: str = typer.Option(None, help="Only this agent version's runs."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        database_url: str = DB_OPTION,
     ) -> None:
         """What moved in an agent's behaviour: tool sequences, success, cost, tokens, latency."""
-        report = _drift(agent, baseline, window, version)
+        report = _drift(agent, baseline, window, version, database_url)
         if as_json:
             print_json(report)
         else:
@@ -102,22 +102,21 @@ def register(app: typer.Typer) -> None:
         agent: str = typer.Option(None, help="Only this agent's alerts."),
         limit: int = typer.Option(50, min=1, max=500),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        database_url: str = DB_OPTION,
     ) -> None:
         """List alerts, newest first (open ones by default)."""
-        settings = load_settings()
         wanted = None if status == "all" else status
-        if settings.url:
-            params = {k: v for k, v in {"status": wanted, "kind": kind, "agent": agent,
-                                        "limit": limit}.items() if v}  # fmt: skip
-            items = remote(settings, "GET", "/alerts", params=params)["items"]
-        else:
-            engine = local_engine(settings)
-            try:
-                found, _ = alert_store.list_alerts(engine, status=wanted, kind=kind, agent=agent,
-                                                   limit=limit)  # fmt: skip
+        with errors(), opened(database_url) as be:
+            if isinstance(be, Local):
+                from tether.store import alerts as alert_store
+
+                found, _ = alert_store.list_alerts(be.engine, status=wanted, kind=kind,
+                                                   agent=agent, limit=limit)  # fmt: skip
                 items = [a.to_dict() for a in found]
-            finally:
-                engine.dispose()
+            else:
+                params = {k: v for k, v in {"status": wanted, "kind": kind, "agent": agent,
+                                            "limit": limit}.items() if v}  # fmt: skip
+                items = be.request("GET", "/api/v1/alerts", params=params)["items"]
         if as_json:
             print_json({"items": items})
             return
@@ -132,18 +131,18 @@ def register(app: typer.Typer) -> None:
         alert_id: str = typer.Argument(..., help="alrt_..."),
         note: str = typer.Option(None, "--note", "-n", help="Why (shown in the history)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        database_url: str = DB_OPTION,
     ) -> None:
         """Acknowledge an alert."""
-        settings = load_settings()
-        if settings.url:
-            done = remote(settings, "POST", f"/alerts/{alert_id}/ack", json={"note": note})
-        else:
-            engine = local_engine(settings)
-            try:
-                done = alert_store.acknowledge(engine, alert_id, by="cli", note=note,
+        with errors(), opened(database_url) as be:
+            if isinstance(be, Local):
+                from tether.store import alerts as alert_store
+
+                done = alert_store.acknowledge(be.engine, alert_id, by="cli", note=note,
                                                now=datetime.now(UTC)).to_dict()  # fmt: skip
-            finally:
-                engine.dispose()
+            else:
+                path = f"/api/v1/alerts/{alert_id}/ack"
+                done = be.request("POST", path, json={"note": note})
         if as_json:
             print_json(done)
         else:

@@ -12,7 +12,6 @@ import anyio
 
 from tether.config import Settings, WebhookConfig
 from tether.server.deps import State
-from tether.server.webhooks import deliver
 from tether.store.alerts import Alert, Raised, mark_notified
 
 
@@ -66,7 +65,7 @@ async def notify(state: State, raised: list[Raised], *, now: datetime) -> int:
         if not item.notify:
             continue
         for hook in state.settings.webhooks:
-            await deliver(state, hook, body_for(hook, state.settings, item.alert))
+            await state.webhooks.deliver(hook, body_for(hook, state.settings, item.alert))
         await anyio.to_thread.run_sync(partial(mark_notified, state.engine, item.alert.id, now=now))
         sent += 1
     return sent
