@@ -190,3 +190,18 @@ def test_the_cost_loop_sends_a_spike_once_to_json_and_slack_hooks(
         _wait(lambda: client.get(f"/api/v1/alerts/{alert_id}", headers=headers)
               .json()["last_seen_at"] > first_seen)  # fmt: skip
         assert sent() == 2
+
+
+def test_evaluate_runs_the_passes_now_admin_only(settings: Settings, db: Engine) -> None:
+    api = make_api(settings, db)
+    now = datetime.now(UTC)
+    _spike(db, now)
+    assert api.client.post("/api/v1/watch/evaluate", headers=api.read).status_code == 403
+    r = api.client.post("/api/v1/watch/evaluate", headers=api.admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    subjects = {a["subject"] for a in body["raised"] if a["kind"] == "cost_anomaly"}
+    assert "user alice" in subjects
+    assert body["notified"] == len(body["raised"])  # all new (no webhook configured: none sent)
+    again = api.client.post("/api/v1/watch/evaluate", headers=api.admin).json()
+    assert again["notified"] == 0

@@ -126,6 +126,33 @@ def register(app: typer.Typer) -> None:
             table.add_row(a["id"], a["kind"], a["status"], a["created_at"][:16], a["message"])
         console.print(table)
 
+    @group.command("check")
+    def check_cmd(
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        database_url: str = DB_OPTION,
+    ) -> None:
+        """Run the watch passes now: profiles, spend rollups, cost anomalies, drift."""
+        with errors(), opened(database_url) as be:
+            if isinstance(be, Local):
+                from tether.config import load_settings
+                from tether.server.watch_settings import watch_config
+                from tether.store.watch import cost_pass, drift_pass
+
+                config, now = watch_config(load_settings().watch), datetime.now(UTC)
+                raised = [*cost_pass(be.engine, now=now, config=config),
+                          *drift_pass(be.engine, now=now, config=config)]  # fmt: skip
+                # no server here: nothing is sent to webhooks; a running tether sends them
+                body: dict[str, Any] = {"raised": [r.alert.to_dict() for r in raised],
+                                        "notified": 0}  # fmt: skip
+            else:
+                body = be.request("POST", "/api/v1/watch/evaluate")
+        if as_json:
+            print_json(body)
+            return
+        for a in body["raised"]:
+            console.print(f"{a['id']}  {a['kind']}  {a['message']}", highlight=False)
+        console.print(f"{len(body['raised'])} alerts raised or updated, {body['notified']} sent")
+
     @group.command("ack")
     def ack_cmd(
         alert_id: str = typer.Argument(..., help="alrt_..."),

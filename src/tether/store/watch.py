@@ -31,7 +31,9 @@ class WatchConfig:
 
 
 def usd(nusd: int) -> str:
-    return f"${nusd_to_usd(nusd):,.2f}"
+    """Dollars to the cent, or to a hundredth of a cent below $1 (agent spend is often small)."""
+    value = nusd_to_usd(nusd)
+    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
 
 
 def refresh(engine: Engine, *, now: datetime) -> tuple[ModelChange, ...]:
@@ -105,8 +107,12 @@ def _moved_text(verdict: DriftVerdict) -> str:
             parts.append(f"tool sequences (JS distance {m.effect:.2f})")
         elif m.metric == "success_at_target" and m.baseline is not None and m.window is not None:
             parts.append(f"success at target {m.baseline:.0%} -> {m.window:.0%}")
+        elif m.metric == "cost" and m.baseline is not None and m.window is not None:
+            parts.append(f"median cost {usd(round(m.baseline))} -> {usd(round(m.window))}")
+        elif m.metric == "latency" and m.baseline is not None and m.window is not None:
+            parts.append(f"median latency {m.baseline:.0f} ms -> {m.window:.0f} ms")
         elif m.baseline is not None and m.window is not None:
-            parts.append(f"median {m.metric} {m.baseline:g} -> {m.window:g}")
+            parts.append(f"{m.metric} {m.baseline:g} -> {m.window:g} (median)")
     return ", ".join(parts)
 
 

@@ -8,11 +8,15 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
+from tether.server.alert_notify import notify
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
+from tether.server.watch_settings import watch_config
 from tether.store import alerts as alert_store
 from tether.store.drift import check_drift, parse_span
+from tether.store.watch import cost_pass, drift_pass
 
 router = APIRouter(tags=["watch"])
 
@@ -115,6 +119,11 @@ class AlertList(BaseModel):
     next_cursor: str | None
 
 
+class EvaluateOut(BaseModel):
+    raised: list[AlertOut] = Field(description="alerts this evaluation created or updated")
+    notified: int = Field(description="how many of them were new and sent to the webhooks")
+
+
 class AckIn(BaseModel):
     note: str | None = Field(None, max_length=2000)
 
@@ -202,3 +211,28 @@ def ack_alert(
         now=datetime.now(UTC),
     )  # fmt: skip
     return AlertOut(**alert.to_dict())
+
+
+@router.post(
+    "/watch/evaluate",
+    response_model=EvaluateOut,
+    responses=_ERRORS,
+    operation_id="watch_evaluate",
+    summary="Run the watch passes now (profiles, rollups, cost anomalies, drift)",
+    description="What the background loops do on their schedule, at once: useful after a "
+    "backfill, in a demo or from a cron job when `watch.enabled` is false. New alerts are sent "
+    "to the webhooks as the loops would send them.",
+)
+async def evaluate(
+    state: State = Depends(get_state), _: Principal = Depends(require("admin"))
+) -> EvaluateOut:
+    config = watch_config(state.settings.watch)
+    now = datetime.now(UTC)
+
+    def work() -> list[alert_store.Raised]:
+        return [*cost_pass(state.engine, now=now, config=config),
+                *drift_pass(state.engine, now=now, config=config)]  # fmt: skip
+
+    raised = await run_in_threadpool(work)
+    sent = await notify(state, raised, now=now)
+    return EvaluateOut(raised=[AlertOut(**r.alert.to_dict()) for r in raised], notified=sent)
