@@ -1,5 +1,5 @@
 """The console's pure helpers: money and duration display, chat detection, sparklines,
-anomaly rule, percentile, trace layout, and the signed session cookie."""
+percentile, trace layout, and the signed session cookie."""
 
 from __future__ import annotations
 
