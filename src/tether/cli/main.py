@@ -29,6 +29,7 @@ COMMANDS: Lazy = {
     ),
     "alerts": ("tether.cli.watch", "Cost anomaly, drift and model change alerts: list, ack."),
     "audit": ("tether.cli.audit", "The audit log: verify, export, list."),
+    "redteam": ("tether.cli.redteam", "Red-team an agent with scripted attack packs."),
     "db": ("tether.cli.db", "Database migrations."),
     "mock-llm": ("tether.cli.llm", "Serve a deterministic mock LLM for tests and benchmarks."),
 }

@@ -1,8 +1,8 @@
 """Watch: run profiles and spend rollups (materialised for drift and cost anomalies), the
 high-water marks of their background passes, the models each agent was served, and alerts.
 
-Revision ID: 0003_watch
-Revises: 0002_memory
+Revision ID: 0004_watch
+Revises: 0003_governance
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_watch"
-down_revision = "0002_memory"
+revision = "0004_watch"
+down_revision = "0003_governance"
 branch_labels = None
 depends_on = None
 
