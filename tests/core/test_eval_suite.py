@@ -37,10 +37,17 @@ tasks:
 def test_a_valid_suite_parses() -> None:
     suite = parse_suite(GOOD)
     assert (suite.suite, suite.agent, suite.repeats, str(suite.target_cost_usd)) == (
-        "refunds", "support-bot", 2, "0.05")  # fmt: skip
+        "refunds",
+        "support-bot",
+        2,
+        "0.05",
+    )
     first = suite.tasks[0]
-    assert [a.kind for a in first.assertions][:3] == ["tool_called", "tool_not_called",
-                                                      "tools_in_order"]  # fmt: skip
+    assert [a.kind for a in first.assertions][:3] == [
+        "tool_called",
+        "tool_not_called",
+        "tools_in_order",
+    ]
     assert first.fixtures.tools == {"crm.lookup": {"status": "paid"}}
     assert suite.tasks[1].input == {"order": 99}
     assert first.assertions[-1].judge is not None and first.assertions[-1].judge.threshold == 0.7

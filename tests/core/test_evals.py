@@ -76,8 +76,10 @@ def test_holm_reference() -> None:
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
 
 
-@given(st.integers(1, 300).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))),
-       st.sampled_from([0.5, 0.8, 0.85, 0.9]))  # fmt: skip
+@given(
+    st.integers(1, 300).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))),
+    st.sampled_from([0.5, 0.8, 0.85, 0.9]),
+)
 def test_more_attempts_is_the_least_that_decides(pair: tuple[int, int], threshold: float) -> None:
     k, n = pair
     need = more_attempts(k, n, threshold, Z)
@@ -146,9 +148,10 @@ def test_gate_names_the_regressed_assertion_against_a_baseline() -> None:
 
 def test_summarize_tasks_reports_failing_assertions_and_cost_misses() -> None:
     rows = [
-        Attempt("a", 0, True, 10, (), ("x",)), Attempt("a", 1, False, 10, ("x",), ("x",)),
+        Attempt("a", 0, True, 10, (), ("x",)),
+        Attempt("a", 1, False, 10, ("x",), ("x",)),
         Attempt("a", 2, True, 900, (), ("x",)),
-    ]  # fmt: skip
+    ]
     (s,) = summarize_tasks(rows, target_nusd=100)
     assert (s.n, s.passes, s.mean_cost_nusd) == (3, 1, 306)
     assert dict(s.failing) == {"x": 1, "(cost above target)": 1}

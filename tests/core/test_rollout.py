@@ -55,8 +55,9 @@ def test_msprt_ratio_is_finite_and_grows_with_the_gap(
         assert msprt(base, cand, 0.1, margin=0.05) >= lam
 
 
-def _simulate(pb: float, pc: float, percent: float, rule: Rule, rng: random.Random,
-              every: int = 10) -> tuple[str, int]:  # fmt: skip
+def _simulate(
+    pb: float, pc: float, percent: float, rule: Rule, rng: random.Random, every: int = 10
+) -> tuple[str, int]:
     b, c = [0, 0], [0, 0]
     t = 0
     while True:
@@ -128,8 +129,13 @@ def test_guardrail_in_a_stream_fires_within_one_interval() -> None:
         else:
             base_tasks += 1
         if t % interval == 0:
-            d = evaluate(rule, 50, Arm(base_tasks, base_tasks), Arm(cand_tasks, cand_tasks,
-                         cost_nusd=cand_cost), 0)  # fmt: skip
+            d = evaluate(
+                rule,
+                50,
+                Arm(base_tasks, base_tasks),
+                Arm(cand_tasks, cand_tasks, cost_nusd=cand_cost),
+                0,
+            )
             if d.action == "rollback":
                 assert 200 <= t < 200 + interval + 1, t
                 return
@@ -152,7 +158,10 @@ def test_rule_yaml_parses_and_reports_lines() -> None:
         "steps: [5, 25, 100]\n"
     ).to_rule()
     assert (rule.alpha, rule.target_cost_nusd, rule.max_cost_per_task_nusd) == (
-        0.01, 50_000_000, 100_000_000)  # fmt: skip
+        0.01,
+        50_000_000,
+        100_000_000,
+    )
     assert rule.steps == (5, 25, 100)
     assert parse_rule("").to_rule() == Rule()
     with pytest.raises(RuleError) as err:

@@ -122,8 +122,11 @@ def _tool(a: AssertionModel, obs: Observed) -> tuple[bool, str]:
         low = 0
     if len(hits) < low:
         seen = sorted({c.name for c in obs.tool_calls})
-        extra = (f"; {wanted} was called {len(same_name)} time(s) with other arguments"
-                 if same_name else f"; tools called: {', '.join(seen) or 'none'}")  # fmt: skip
+        extra = (
+            f"; {wanted} was called {len(same_name)} time(s) with other arguments"
+            if same_name
+            else f"; tools called: {', '.join(seen) or 'none'}"
+        )
         return False, f"{what} was called {len(hits)} time(s), expected at least {low}{extra}"
     if a.at_most is not None and len(hits) > a.at_most:
         return False, f"{what} was called {len(hits)} times, at most {a.at_most} allowed"

@@ -30,12 +30,24 @@ _PREDICATE_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 # Each assertion is a mapping with a `name` and exactly one of these kinds.
 KINDS = (
-    "tool_called", "tool_not_called", "tools_in_order",
-    "no_policy_denial", "no_pending_approval", "no_budget_refusal", "no_kill",
-    "max_cost_usd", "max_llm_calls", "max_tokens", "max_duration_s",
-    "output_equals", "output_contains", "output_matches", "output_schema", "output_predicate",
+    "tool_called",
+    "tool_not_called",
+    "tools_in_order",
+    "no_policy_denial",
+    "no_pending_approval",
+    "no_budget_refusal",
+    "no_kill",
+    "max_cost_usd",
+    "max_llm_calls",
+    "max_tokens",
+    "max_duration_s",
+    "output_equals",
+    "output_contains",
+    "output_matches",
+    "output_schema",
+    "output_predicate",
     "judge",
-)  # fmt: skip
+)
 
 
 class SuiteError(PolicyError):

@@ -152,8 +152,10 @@ def evaluate(
         return Decision(
             "rollback",
             f"candidate significantly worse: {shown}; mSPRT ratio {lam:.1f} >= {threshold:.0f}",
-            0.0, lam, threshold,
-        )  # fmt: skip
+            0.0,
+            lam,
+            threshold,
+        )
     if ready:
         up = msprt(base, cand, rule.tau, rule.promote_margin)
         diff = (cand.rate or 0.0) - (base.rate or 0.0)
@@ -162,8 +164,10 @@ def evaluate(
                 "promote",
                 f"candidate significantly {'better' if rule.promote_margin == 0 else 'not worse'}"
                 f": {shown}; mSPRT ratio {up:.1f} >= {threshold:.0f}",
-                100.0, up, threshold,
-            )  # fmt: skip
+                100.0,
+                up,
+                threshold,
+            )
     if base.tasks + cand.tasks >= rule.max_tasks or elapsed_s >= rule.max_duration_s:
         limit = (
             f"{base.tasks + cand.tasks} tasks (max {rule.max_tasks})"
@@ -174,15 +178,19 @@ def evaluate(
             "inconclusive",
             f"stopped after {limit} without a significant difference: {shown}; the baseline "
             "keeps all traffic",
-            0.0, lam, threshold,
-        )  # fmt: skip
+            0.0,
+            lam,
+            threshold,
+        )
     later = [s for s in rule.steps if s > percent]
     if later and tasks_at_step >= rule.step_tasks:
         return Decision(
             "step_up",
             f"{tasks_at_step} candidate tasks at {percent:g} % without a breach: {shown}",
-            later[0], lam, threshold,
-        )  # fmt: skip
+            later[0],
+            lam,
+            threshold,
+        )
     why = (
         f"collecting: {shown}; mSPRT ratio {lam:.2f} < {threshold:.0f}"
         if lam is not None

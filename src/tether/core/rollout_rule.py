@@ -69,14 +69,22 @@ class RuleModel(_Model):
             return None if v is None else usd_to_nusd(v)
 
         return Rule(
-            alpha=self.alpha, tau=self.tau, promote_margin=self.promote_margin,
-            min_tasks_per_arm=self.min_tasks_per_arm, max_tasks=self.max_tasks,
-            max_duration_s=self.max_duration_s, target_cost_nusd=nusd(self.target_cost_usd),
-            max_kills=g.max_kills, max_policy_violation_rate=g.max_policy_violation_rate,
+            alpha=self.alpha,
+            tau=self.tau,
+            promote_margin=self.promote_margin,
+            min_tasks_per_arm=self.min_tasks_per_arm,
+            max_tasks=self.max_tasks,
+            max_duration_s=self.max_duration_s,
+            target_cost_nusd=nusd(self.target_cost_usd),
+            max_kills=g.max_kills,
+            max_policy_violation_rate=g.max_policy_violation_rate,
             max_cost_per_task_nusd=nusd(g.max_cost_per_task_usd),
-            max_error_rate_margin=g.max_error_rate_margin, guardrail_min_tasks=g.min_tasks,
-            steps=tuple(self.steps), step_tasks=self.step_tasks, interval_s=self.interval_s,
-        )  # fmt: skip
+            max_error_rate_margin=g.max_error_rate_margin,
+            guardrail_min_tasks=g.min_tasks,
+            steps=tuple(self.steps),
+            step_tasks=self.step_tasks,
+            interval_s=self.interval_s,
+        )
 
 
 def parse_rule(source: str, file: str = "<rule>") -> RuleModel:
