@@ -77,7 +77,7 @@ def test_an_attempt_is_a_tagged_run_observed_from_its_spans(db: Engine) -> None:
                 "run_e1",
                 1,
                 input=json.dumps({"order_id": "1"}),
-                attributes={"tether.decision": {"outcome": "allow"}},
+                attributes={"tether.decision": {"decision": "allow"}},
             ),
             _span(
                 "run_e1",
@@ -85,7 +85,7 @@ def test_an_attempt_is_a_tagged_run_observed_from_its_spans(db: Engine) -> None:
                 name="mail.send",
                 status="error",
                 error="tether denied mail.send: x",
-                attributes={"tether.decision": {"outcome": "deny"}},
+                attributes={"tether.decision": {"decision": "deny"}},
             ),
             _span(
                 "run_e1",

@@ -32,6 +32,8 @@ GROUPS = (
     "tether.cli.audit",
     "tether.cli.tools",
     "tether.cli.approvals",
+    "tether.cli.evals",
+    "tether.cli.rollouts",
 )
 for _name in GROUPS:
     importlib.import_module(_name).register(app)

@@ -21,6 +21,8 @@ class State:
     engine: Engine
     redis: Any | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # evals area: the newest rollout per agent, cached for routing (server/routes/rollouts.py)
+    route_cache: Any | None = None
     # entered in order at start-up and left in reverse at shutdown (background loops, MCP upstreams)
     lifespans: list[Callable[[], AbstractAsyncContextManager[Any]]] = field(default_factory=list)
 

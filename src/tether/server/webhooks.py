@@ -110,3 +110,21 @@ def announce(state: State, approval: Approval) -> None:
 
 def stats(state: State) -> dict[str, int]:
     return dict(state.extras.get(STATS_KEY, {"sent": 0, "failed": 0}))
+
+
+def announce_event(state: State, event: dict[str, Any], text: str) -> None:
+    """Any other state change (a rollout promoted, rolled back...): the event as JSON, or a
+    Slack message of `text`; same best-effort delivery as approvals."""
+    hooks = state.settings.webhooks
+    if not hooks:
+        return
+    tasks: set[asyncio.Task[None]] = state.extras.setdefault(_TASKS_KEY, set())
+    for hook in hooks:
+        body = {"text": text, **_slack_text(text)} if hook.format == "slack" else event
+        task = asyncio.get_running_loop().create_task(_post(state, hook, body))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+
+def _slack_text(text: str) -> dict[str, Any]:
+    return {"blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}

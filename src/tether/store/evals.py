@@ -195,7 +195,10 @@ def observe(engine: Engine, run_id: str, now: datetime) -> Observed:
         if kind != "tool":
             continue
         decision = attrs.get("tether.decision")
-        verdict = decision.get("outcome", "unknown") if isinstance(decision, dict) else "unknown"
+        # the MCP gateway records {"decision": outcome, "rule": ..., "reason": ...}
+        verdict = "unknown"
+        if isinstance(decision, dict):
+            verdict = str(decision.get("decision") or decision.get("outcome") or "unknown")
         args = _json(raw_input)
         calls.append(ToolCall(name, args if isinstance(args, dict) else {}, verdict))
         denials += verdict == "deny"
@@ -238,6 +241,11 @@ def finish_attempt(
     )
     passed = all(r.passed for r in results)
     with engine.begin() as conn:
+        target = conn.execute(
+            select(evals.c.target_cost_nusd).where(evals.c.id == eval_id)
+        ).scalar()
+        # the eval's counter is of successes at target cost, the KPI
+        at_target = passed and (target is None or obs.cost_nusd <= target)
         row = conn.execute(select(eval_attempts).where(key)).first()
         if row is None:
             raise NotFoundError(f"no attempt {attempt} of {task_id} in {eval_id}")
@@ -265,7 +273,7 @@ def finish_attempt(
             .where(evals.c.id == eval_id)
             .values(
                 attempts_done=evals.c.attempts_done + 1,
-                attempts_passed=evals.c.attempts_passed + int(passed),
+                attempts_passed=evals.c.attempts_passed + int(at_target),
                 cost_nusd=evals.c.cost_nusd + obs.cost_nusd,
                 judge_cost_nusd=evals.c.judge_cost_nusd + judge_cost_nusd,
             )
