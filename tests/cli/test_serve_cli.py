@@ -24,7 +24,7 @@ def test_serve_refuses_public_bind_without_any_key(tmp_path: Path) -> None:
 
 
 def test_db_upgrade_then_current(tmp_path: Path) -> None:
-    head = head_revision()  # whatever the newest migration is
+    head = head_revision()
     first = _tether("db", "upgrade", home=tmp_path)
     assert first.returncode == 0 and f"upgraded from empty to {head}" in first.stdout
     again = _tether("db", "upgrade", home=tmp_path)

@@ -13,7 +13,6 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tether.cli.client import DEFAULT_URL
 from tether.cli.eval_adapters import make_adapter
 from tether.cli.eval_runner import Api, EvalRequest, run_eval
 from tether.cli.output import console, fail, print_json
@@ -27,8 +26,10 @@ app = typer.Typer(
 
 
 def _api() -> Api:
+    # Evals need the running server (its gateways record what the agent does): TETHER_URL, else
+    # the address `tether serve` listens on by default.
     settings = load_settings()
-    return Api(settings.url or DEFAULT_URL, settings.api_key)
+    return Api(settings.url or f"http://{settings.host}:{settings.port}", settings.api_key)
 
 
 def _read(path: Path) -> str:

@@ -140,13 +140,11 @@ def access_from_policy(agent: str, memory: Mapping[str, Any] | None) -> Access:
             if isinstance(item, str):
                 grants.append(Grant(item, mode))
             else:
+                expires = item.get("expires_at")
+                if isinstance(expires, str):  # the stored document is JSON
+                    expires = datetime.fromisoformat(expires)
                 grants.append(
-                    Grant(
-                        item["namespace"],
-                        mode,
-                        expires_at=item.get("expires_at"),
-                        tags=frozenset(item.get("tags") or ()),
-                    )
+                    Grant(item["namespace"], mode, expires, frozenset(item.get("tags") or ()))
                 )
     return Access(agent, own, tuple(grants))
 

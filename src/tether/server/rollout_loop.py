@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 import anyio
 
 from tether.core.rollout_rule import parse_rule
-from tether.server import webhooks
 from tether.server.deps import State
 from tether.server.rollout_rule_apply import apply, event_body
 from tether.store import rollouts
@@ -48,7 +47,7 @@ async def tick(state: State) -> int:
             if state.route_cache is not None:
                 state.route_cache.forget(ro["agent"])
             event, text = event_body(ro, kind, "rollout-rule")
-            webhooks.announce_event(state, event, text)
+            state.webhooks.announce_event(event, text)
             log.info("%s", text)
     return changed
 

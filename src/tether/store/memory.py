@@ -33,7 +33,7 @@ from tether.core.ids import make_id
 from tether.store import audit
 from tether.store.engine import reading
 from tether.store.memory_index import VectorIndex, exact_top_k
-from tether.store.tables import TS, memories, memory_namespaces
+from tether.store.tables import TS, audit_log, memories, memory_namespaces
 
 WriteStatus = Literal["created", "superseded", "unchanged"]
 MAX_K = 100
@@ -502,3 +502,35 @@ def namespace_stats(engine: Engine, names: Sequence[str] | None = None) -> list[
                        int(r.size), r.last)
         for r in rows
     ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Read:
+    at: datetime
+    actor: str
+    run_id: str | None
+    ids: tuple[str, ...]
+
+
+def reads_of(engine: Engine, namespace: str, *, limit: int = 50) -> list[Read]:
+    """Who searched `namespace` and which memories they got back, newest first (from the audit)."""
+    ns = rules.check_namespace(namespace)
+    esc = ns.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    subject = audit_log.c.subject
+    cond = or_(
+        subject == ns,
+        subject.like(f"{esc},%", escape="\\"),
+        subject.like(f"%,{esc}", escape="\\"),
+        subject.like(f"%,{esc},%", escape="\\"),
+    )
+    with reading(engine) as conn:
+        rows = conn.execute(
+            select(audit_log.c.at, audit_log.c.actor, audit_log.c.data)
+            .where(audit_log.c.action == "memory.read", cond)
+            .order_by(audit_log.c.seq.desc())
+            .limit(limit)
+        ).all()
+    return [
+        Read(r.at, r.actor, (r.data or {}).get("run_id"), tuple((r.data or {}).get("ids") or ()))
+        for r in rows
+    ]

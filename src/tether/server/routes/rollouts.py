@@ -20,7 +20,6 @@ from tether.core.ids import make_id
 from tether.core.records import RunAttribution
 from tether.core.rollout import route
 from tether.core.rollout_rule import parse_rule
-from tether.server import webhooks
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
 from tether.server.rollout_rule_apply import apply, decide, event_body
@@ -205,7 +204,7 @@ def choose(state: State, agent: str, task_id: str) -> RouteOut:
 def _announce(state: State, ro: dict[str, Any], kind: str, actor: str) -> None:
     _cache(state).forget(ro["agent"])
     event, text = event_body(ro, kind, actor)
-    webhooks.announce_event(state, event, text)
+    state.webhooks.announce_event(event, text)
 
 
 @router.post(
