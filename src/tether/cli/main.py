@@ -26,10 +26,10 @@ COMMANDS: Lazy = {
     "audit": ("tether.cli.audit", "The audit log: verify, export, list."),
     "db": ("tether.cli.db", "Database migrations."),
     "mock-llm": ("tether.cli.llm", "Serve a deterministic mock LLM for tests and benchmarks."),
-    "eval": ("tether.cli.evals", "Eval suites: run, gate a version for CI, compare."),
+    "eval": ("tether.cli.evals", "Eval suites, CI gates and comparisons of agent versions."),
     "rollout": (
         "tether.cli.rollouts",
-        "Canary rollouts of agent versions: start, status, promote.",
+        "Canary rollouts: route a share of tasks to a candidate version.",
     ),
 }
 
