@@ -54,6 +54,7 @@ bench: $(TEST_STAMP) services
 	$(BIN)/python bench/approvals.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/sdk.py
+	$(BIN)/python bench/evals.py
 
 bench-peers: $(TEST_STAMP) services
 	$(BIN)/python bench/ingest.py --vs phoenix

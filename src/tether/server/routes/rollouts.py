@@ -201,7 +201,7 @@ def choose(state: State, agent: str, task_id: str) -> RouteOut:
     )
 
 
-def _announce(state: State, ro: dict[str, Any], kind: str, actor: str) -> None:
+def announce(state: State, ro: dict[str, Any], kind: str, actor: str) -> None:
     _cache(state).forget(ro["agent"])
     event, text = event_body(ro, kind, actor)
     state.webhooks.announce_event(event, text)
@@ -234,7 +234,7 @@ async def start_rollout(
             now=datetime.now(UTC),
         )
     )
-    _announce(state, ro, "started", who.actor)
+    announce(state, ro, "started", who.actor)
     return rollout_out(state, ro, detail=True)
 
 
@@ -295,7 +295,7 @@ def _change_route(action: str) -> Any:
                 now=datetime.now(UTC),
             )
         )
-        _announce(state, ro, kind, who.actor)
+        announce(state, ro, kind, who.actor)
         return rollout_out(state, ro, detail=True)
 
     change.__name__ = f"{action}_rollout"
@@ -324,7 +324,7 @@ async def evaluate_rollout(
 ) -> RolloutOut:
     ro, kind = await run_in_threadpool(apply, state.engine, rollout_id)
     if kind is not None:
-        _announce(state, ro, kind, "rollout-rule")
+        announce(state, ro, kind, "rollout-rule")
     return rollout_out(state, ro, detail=True)
 
 
