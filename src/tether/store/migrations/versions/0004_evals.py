@@ -1,8 +1,8 @@
 """Evals, their attempts, gate verdicts, rollouts and their events, and the HTTP endpoints
 registered per agent version (issue 10).
 
-Revision ID: 0003_evals
-Revises: 0002_memory
+Revision ID: 0004_evals
+Revises: 0003_governance
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_evals"
-down_revision = "0002_memory"
+revision = "0004_evals"
+down_revision = "0003_governance"
 branch_labels = None
 depends_on = None
 
