@@ -1,8 +1,8 @@
 """Watch: run profiles and spend rollups (materialised for drift and cost anomalies), the
 high-water marks of their background passes, the models each agent was served, and alerts.
 
-Revision ID: 0004_watch
-Revises: 0003_governance
+Revision ID: 0005_watch
+Revises: 0004_evals
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_watch"
-down_revision = "0003_governance"
+revision = "0005_watch"
+down_revision = "0004_evals"
 branch_labels = None
 depends_on = None
 
