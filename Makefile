@@ -54,6 +54,9 @@ bench: $(TEST_STAMP) services
 	$(BIN)/python bench/approvals.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/sdk.py
+	$(BIN)/python bench/startup.py
+	# last: the README's table from bench/results/*.json
+	$(BIN)/python bench/report.py
 
 bench-peers: $(TEST_STAMP) services
 	$(BIN)/python bench/ingest.py --vs phoenix
