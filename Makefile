@@ -51,6 +51,7 @@ bench: $(TEST_STAMP) services
 	$(BIN)/python bench/budget_stress.py
 	$(BIN)/python bench/budget_stress.py --redis
 	$(BIN)/python bench/policy.py
+	$(BIN)/python bench/efficacy.py
 	$(BIN)/python bench/approvals.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/sdk.py

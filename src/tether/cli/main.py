@@ -24,6 +24,7 @@ COMMANDS: Lazy = {
     "tools": ("tether.cli.tools", "The tool registry: tags, pins and rug-pull approvals."),
     "approvals": ("tether.cli.approvals", "Held tool calls waiting for a person."),
     "audit": ("tether.cli.audit", "The audit log: verify, export, list."),
+    "redteam": ("tether.cli.redteam", "Red-team an agent with scripted attack packs."),
     "db": ("tether.cli.db", "Database migrations."),
     "memory": ("tether.cli.memory", "Agent memory: namespaces, list, search, forget."),
     "mock-llm": ("tether.cli.llm", "Serve a deterministic mock LLM for tests and benchmarks."),
