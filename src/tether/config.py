@@ -12,7 +12,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -208,6 +207,8 @@ def _config_path(state: dict[str, Any]) -> Path | None:
 
 def load_yaml_file(path: Path) -> Any:
     """Parses YAML and names the file and line of a syntax error."""
+    import yaml  # only when there is a file to read: the CLI's start-up does not pay for it
+
     try:
         return yaml.safe_load(path.read_text())
     except yaml.MarkedYAMLError as exc:
