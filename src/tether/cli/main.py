@@ -28,6 +28,11 @@ COMMANDS: Lazy = {
     "db": ("tether.cli.db", "Database migrations."),
     "memory": ("tether.cli.memory", "Agent memory: namespaces, list, search, forget."),
     "mock-llm": ("tether.cli.llm", "Serve a deterministic mock LLM for tests and benchmarks."),
+    "eval": ("tether.cli.evals", "Eval suites, CI gates and comparisons of agent versions."),
+    "rollout": (
+        "tether.cli.rollouts",
+        "Canary rollouts: route a share of tasks to a candidate version.",
+    ),
 }
 
 # Modules registered eagerly at start-up (slower `tether --help`): move them into COMMANDS.

@@ -336,6 +336,134 @@ checkpoints = Table(
     Column("created_at", TS, nullable=False),
 )
 
+# ---------------------------------------------------------------- evals and rollouts (issue 10)
+
+evals = Table(
+    "evals",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("suite", String(200), nullable=False),
+    Column("agent", String(200), nullable=False),
+    Column("version", String(200), nullable=False),
+    # running | finished
+    Column("status", String(32), nullable=False),
+    Column("repeats", Integer, nullable=False),
+    Column("target_cost_nusd", BigInteger),
+    # the suite text as run, so a resumed or compared eval uses exactly these tasks
+    Column("suite_source", Text, nullable=False),
+    Column("suite_hash", String(64), nullable=False),
+    Column("tasks", Integer, nullable=False),
+    Column("attempts_done", Integer, nullable=False, default=0),
+    Column("attempts_passed", Integer, nullable=False, default=0),
+    Column("cost_nusd", BigInteger, nullable=False, default=0),
+    Column("judge_cost_nusd", BigInteger, nullable=False, default=0),
+    Column("created_by", String(200)),
+    Column("created_at", TS, nullable=False),
+    Column("finished_at", TS),
+)
+Index("ix_evals_agent_created", evals.c.agent, evals.c.created_at.desc())
+
+eval_attempts = Table(
+    "eval_attempts",
+    metadata,
+    Column("eval_id", String(64), ForeignKey("evals.id", ondelete="CASCADE"), primary_key=True),
+    Column("task_id", String(200), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("run_id", String(64), nullable=False, index=True),
+    # running | done
+    Column("status", String(32), nullable=False),
+    Column("passed", Boolean),
+    Column("cost_nusd", BigInteger, nullable=False, default=0),
+    Column("judge_cost_nusd", BigInteger, nullable=False, default=0),
+    Column("duration_ms", Float),
+    Column("agent_ms", Float),
+    Column("results", JSON),
+    Column("tools", JSON),
+    Column("error", Text),
+    Column("started_at", TS, nullable=False),
+    Column("ended_at", TS),
+)
+
+gate_verdicts = Table(
+    "gate_verdicts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("suite", String(200), nullable=False),
+    Column("agent", String(200), nullable=False),
+    Column("version", String(200), nullable=False),
+    Column("eval_id", String(64), nullable=False),
+    Column("baseline_version", String(200)),
+    Column("baseline_eval_id", String(64)),
+    # pass | fail | inconclusive
+    Column("outcome", String(32), nullable=False),
+    Column("exit_code", Integer, nullable=False),
+    Column("criteria", JSON, nullable=False),
+    Column("successes", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("more_attempts", Integer),
+    Column("reasons", JSON, nullable=False),
+    Column("comparisons", JSON),
+    Column("regressions", JSON),
+    Column("actor", String(200)),
+    Column("created_at", TS, nullable=False),
+)
+Index("ix_gate_verdicts_agent_created", gate_verdicts.c.agent, gate_verdicts.c.created_at.desc())
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("agent", String(200), nullable=False, index=True),
+    Column("baseline", String(200), nullable=False),
+    Column("candidate", String(200), nullable=False),
+    Column("percent", Float, nullable=False),
+    # running | paused | promoted | rolled_back | inconclusive
+    Column("status", String(32), nullable=False),
+    Column("rule_source", Text, nullable=False),
+    Column("rule_file", String(500)),
+    Column("reason", Text),
+    Column("decision", JSON),
+    Column("actor", String(200)),
+    Column("started_at", TS, nullable=False),
+    Column("step_started_at", TS, nullable=False),
+    Column("evaluated_at", TS),
+    Column("ended_at", TS),
+    Column("updated_at", TS, nullable=False),
+)
+
+rollout_events = Table(
+    "rollout_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column(
+        "rollout_id",
+        String(64),
+        ForeignKey("rollouts.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("at", TS, nullable=False),
+    # started | step_up | promoted | rolled_back | paused | resumed | inconclusive
+    Column("kind", String(32), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("percent", Float, nullable=False),
+    Column("reason", Text),
+    Column("actor", String(200)),
+)
+
+agent_endpoints = Table(
+    "agent_endpoints",
+    metadata,
+    Column("agent", String(200), primary_key=True),
+    Column("version", String(200), primary_key=True),
+    # where POST /api/v1/agents/{agent}/tasks forwards a task routed to this version
+    Column("url", String(2000), nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+
 # ---------------------------------------------------------------- governance: provenance,
 # scoped approvals, red team (0003)
 
@@ -433,6 +561,7 @@ Index("ix_memories_source_run", memories.c.source_run_id)
 Index("ix_memories_user", memories.c.user)
 
 __all__ = [
+    "agent_endpoints",
     "agent_versions",
     "agents",
     "api_keys",
@@ -441,7 +570,10 @@ __all__ = [
     "audit_log",
     "budget_counters",
     "checkpoints",
+    "eval_attempts",
+    "evals",
     "feedback",
+    "gate_verdicts",
     "memories",
     "memory_namespaces",
     "metadata",
@@ -449,6 +581,8 @@ __all__ = [
     "rate_events",
     "redteam_reports",
     "reservations",
+    "rollout_events",
+    "rollouts",
     "run_values",
     "runs",
     "scores",
