@@ -286,7 +286,8 @@ def test_empty_console_says_how_to_send_a_first_trace(tmp_path: Path, sqlite_db:
         assert "send your first trace" in home.text and "/v1/traces" in home.text
         assert "No runs yet" in client.get("/runs").text
         assert "Nothing is waiting" in client.get("/approvals").text
-        assert "No tools registered" in client.get("/tools").text
+        tools = client.get("/tools").text  # only tether's own memory.* tools: still a hint
+        assert "No upstream tools yet" in tools and "memory.search" in tools
         assert "No agents yet" in client.get("/agents").text
         assert "No spend in this window" in client.get("/costs").text
         now = datetime.now(UTC)

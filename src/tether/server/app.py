@@ -60,8 +60,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     api.install(app, state)
     llm.install(app, state)
     governance.install(app, state)
+    memory_area.install(app, state)  # before mcp: the gateway serves the memory.* tools
     mcp.install(app, state)
-    memory_area.install(app, state)
     evals.install(app, state)
     console.install(app, state)
     watch.install(app, state)
