@@ -14,12 +14,14 @@ from tether.server import (
     api,
     console,
     errors,
+    evals,
     export_otlp,
     governance,
     health,
     llm,
     mcp,
     memory_area,
+    watch,
 )
 from tether.server.deps import State
 from tether.server.limits import BodySizeLimit
@@ -59,9 +61,11 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     api.install(app, state)
     llm.install(app, state)
     governance.install(app, state)
+    memory_area.install(app, state)  # before mcp: the gateway serves the memory.* tools
     mcp.install(app, state)
-    memory_area.install(app, state)
+    evals.install(app, state)
     console.install(app, state)
     export_otlp.install(app, state)
+    watch.install(app, state)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

@@ -45,6 +45,10 @@ class State:
     memory: MemoryService | None = None
     # metrics.py: the app's prometheus_client registry; otlp.py and the gateway report to it
     metrics: Metrics | None = None
+    # evals area: the newest rollout per agent, cached for routing (server/routes/rollouts.py)
+    route_cache: Any | None = None
+    # server/llm.py: the LLM gateway (the evals area flushes its span writer before a check)
+    llm_gateway: Any | None = None
     # entered in order at start-up and left in reverse at shutdown (background loops, MCP upstreams)
     lifespans: list[Callable[[], AbstractAsyncContextManager[Any]]] = field(default_factory=list)
 

@@ -45,6 +45,7 @@ def install(app: FastAPI, state: State) -> None:
     if state.metrics is not None:
         gateway.writer.observers.append(state.metrics.observe_gateway)
     # first in the route table: the hot path should not be matched against every API route
+    state.llm_gateway = gateway
     app.router.routes[0:0] = LLMRoutes(gateway).routes()
     app.include_router(_kill_router(ks, state))
 
