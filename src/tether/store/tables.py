@@ -264,8 +264,7 @@ export_marks = Table(
     Column("name", String(200), primary_key=True),
     Column("mark", TS, nullable=False),
 )
-# the exporter reads runs past its mark on updated_at
-Index("ix_runs_updated", runs.c.updated_at)
+# the exporter reads runs past its mark on updated_at (ix_runs_updated, made by 0005_watch)
 
 # ---------------------------------------------------------------- governance
 

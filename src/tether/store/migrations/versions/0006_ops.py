@@ -37,11 +37,9 @@ def upgrade() -> None:
         sa.Column("mark", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_export_marks")),
     )
-    op.create_index("ix_runs_updated", "runs", ["updated_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_runs_updated", table_name="runs")
     op.drop_table("export_marks")
     op.drop_table("span_exports")
     op.drop_table("leases")
