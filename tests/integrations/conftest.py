@@ -1,0 +1,68 @@
+"""One running `tether serve` per database (SQLite and PostgreSQL) for the whole package, with
+an agent key and an admin client. Starting a server costs seconds on a loaded machine, so the
+tests share it and keep apart by thread ids and agents of their own."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from tests.conftest import PG_URL, ServerProcess, _pg_schema_url
+from tether.store.engine import make_engine
+from tether.store.keys import create_key
+from tether.store.migrate import upgrade
+
+
+@dataclass
+class Tether:
+    url: str
+    db: Engine
+    agent_key: str
+    admin_key: str
+    admin: httpx.Client  # /api/v1 with the admin key
+
+    def key(self, agent: str) -> str:
+        return create_key(self.db, scopes="agent,ingest", agent=agent)[1]
+
+
+@pytest.fixture(scope="package", params=["sqlite", "postgresql"])
+def module_db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('tether') / 'tether.db'}"
+        return
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _pg_schema_url(schema)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="package")
+def tether_api(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tether]:
+    db = make_engine(module_db_url, pool_size=2)
+    upgrade(db)
+    _, admin_key = create_key(db, scopes="admin", name="test-admin")
+    _, agent_key = create_key(db, scopes="agent,ingest", agent="lg-agent")
+    proc = ServerProcess(Path(tmp_path_factory.mktemp("home")), module_db_url)
+    admin = httpx.Client(
+        base_url=proc.url + "/api/v1", timeout=30, headers={"Authorization": f"Bearer {admin_key}"}
+    )
+    try:
+        yield Tether(proc.url, db, agent_key, admin_key, admin)
+    finally:
+        admin.close()
+        proc.stop()
+        db.dispose()
