@@ -5,6 +5,7 @@ run's hard caps, its interrupts held as approvals, resume requests and tool-call
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +20,7 @@ from tether.core.money import usd_to_nusd
 from tether.core.records import RunAttribution
 from tether.store import approvals as approval_store
 from tether.store.engine import reading
-from tether.store.ingest import ensure_run
+from tether.store.ingest import ensure_run, set_run_status
 from tether.store.tables import (
     checkpoint_interrupts,
     checkpoint_resumes,
@@ -424,3 +425,39 @@ def finish_tool_call(
         raise ConflictError(
             f"tool call {key!r} of thread {thread_id!r} was not started or is already done"
         )
+
+
+# ---------------------------------------------------------------- the end of a run
+
+
+def finish(
+    engine: Engine,
+    thread_id: str,
+    caller: Caller,
+    *,
+    status: str,
+    output: Any,
+    error: str | None,
+    now: datetime,
+) -> str:
+    """Ends the thread's run as `succeeded` or `failed` (a killed run stays killed)."""
+    with engine.begin() as conn:
+        thread = find(conn, thread_id, caller)
+        if thread is None:
+            raise NotFoundError(f"no thread {thread_id!r}; store a checkpoint first")
+        if (
+            set_run_status(conn, thread.run_id, status, now=now, reason=error)
+            and output is not None
+        ):
+            text = output if isinstance(output, str) else json.dumps(output)
+            conn.execute(update(runs).where(runs.c.id == thread.run_id).values(output=text))
+    return thread.run_id
+
+
+def reopen(conn: Connection, thread: Thread, *, now: datetime) -> None:
+    """A new input on a thread whose run had ended (a chat's next turn) runs it again."""
+    conn.execute(
+        update(runs)
+        .where(runs.c.id == thread.run_id, runs.c.status.in_(("succeeded", "failed")))
+        .values(status="running", ended_at=None, updated_at=now)
+    )

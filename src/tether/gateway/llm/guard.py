@@ -6,6 +6,7 @@ The arithmetic is core.budget's; the atomic counters are the ledger's (store/led
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,12 +19,16 @@ from sqlalchemy import Engine
 from tether.config import Settings
 from tether.core.budget import Limits, Price, RunLimits, reservation_estimate, scopes_for
 from tether.core.errors import BadRequestError, PolicyDeniedError
-from tether.core.money import nusd_to_float, usd_to_nusd
+from tether.core.money import nusd_to_float, nusd_to_usd, usd_to_nusd
 from tether.core.pricing import PriceTable
 from tether.gateway.llm.provider import Target
+from tether.store import threads as thread_store
 from tether.store.ledger import Ledger, Reservation
 
 _POLICY_TTL_S = 2.0
+# a run sets its own caps before its first LLM call (the saver's first checkpoint) and can only
+# tighten them, so a short cache never lets a call through looser caps than the run had then
+_RUN_CAPS_TTL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class BudgetGuard:
         self.ledger = ledger
         self.prices = prices
         self._policies: dict[str, tuple[float, Any]] = {}
+        self._run_caps: dict[str, tuple[float, dict[str, int | None] | None]] = {}
 
     def policy_cached(self, agent: str | None) -> Any:
         """The cached policy (or None: no policy), or False when it must be looked up."""
@@ -108,6 +114,29 @@ class BudgetGuard:
             key_day_usd=base.key_day_usd if base.key_day_usd is not None else cfg.key_day_usd,
             global_day_usd=cfg.global_day_usd,
         )
+
+    async def with_run_caps(self, limits: Limits, run_id: str) -> Limits:
+        """`limits` tightened by the caps the run set for itself (a LangGraph run config's
+        max_tokens, cost_limit_usd, max_iterations): on each measure the tighter one wins."""
+        now = time.monotonic()
+        hit = self._run_caps.get(run_id)
+        if hit is None or now - hit[0] >= _RUN_CAPS_TTL_S:
+            caps = await anyio.to_thread.run_sync(thread_store.caps, self.engine, run_id)
+            if len(self._run_caps) > 10_000:
+                self._run_caps.clear()
+            self._run_caps[run_id] = hit = (now, caps)
+        caps = hit[1]
+        if not caps:
+            return limits
+        run = limits.run
+        cost = caps["max_cost_nusd"]
+        tighter = RunLimits(
+            max_cost_usd=_least(run.max_cost_usd, nusd_to_usd(cost) if cost is not None else None),
+            max_tokens=_least(run.max_tokens, caps["max_tokens"]),
+            max_llm_calls=_least(run.max_llm_calls, caps["max_llm_calls"]),
+            max_duration_s=run.max_duration_s,
+        )
+        return dataclasses.replace(limits, run=tighter)
 
     def check_model(self, policy: Any, caller: Caller, model: str) -> None:
         if policy is not None and not policy.allows_model(model):
@@ -213,6 +242,12 @@ class BudgetGuard:
         adm.settled = True
         res = adm.reservation
         await anyio.to_thread.run_sync(lambda: self.ledger.release(res, now=now))
+
+
+def _least(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 def reserved_usd(adm: Admission) -> float | None:

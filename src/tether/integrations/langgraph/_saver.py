@@ -9,8 +9,10 @@ changed channel. Loading refuses every type outside LangGraph's safe set and `al
 from __future__ import annotations
 
 import asyncio
+import builtins
 import base64
 import random
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -455,7 +457,77 @@ class TetherSaver(BaseCheckpointSaver[str]):
 
     # ------------------------------------------------------------------ tether's side
 
-    def run_id(self, config: RunnableConfig) -> str | None:
-        """The tether run of the config's thread, once a checkpoint of it was stored or read."""
+    def run_id(self, config: RunnableConfig) -> str:
+        """The tether run of the config's thread (created with the config's caps on first use):
+        send it to the LLM gateway as `X-Tether-Run-Id` so calls and caps land on that run."""
         conf = config.get("configurable", {})
-        return conf.get("tether_run_id") or self._runs.get(str(conf.get("thread_id")))
+        thread_id = str(conf["thread_id"])
+        known = conf.get("tether_run_id") or self._runs.get(thread_id)
+        if known:
+            return str(known)
+        out = self._call(
+            "POST", "/threads/run", json={"thread_id": thread_id, "run": self._run_fields(config)}
+        ).json()
+        self._runs[thread_id] = out["run_id"]
+        return str(out["run_id"])
+
+    def run_headers(self, config: RunnableConfig) -> dict[str, str]:
+        """Headers for an LLM client pointed at tether's gateway (`default_headers=`)."""
+        conf = config.get("configurable", {})
+        headers = {"X-Tether-Run-Id": self.run_id(config)}
+        if conf.get("task_id") is not None:
+            headers["X-Tether-Task-Id"] = str(conf["task_id"])
+        if conf.get("user") is not None:
+            headers["X-Tether-User"] = str(conf["user"])
+        return headers
+
+    def hold(
+        self, thread_id: str, interrupts: builtins.list[dict[str, Any]], checkpoint_id: str | None = None
+    ) -> builtins.list[str]:
+        """Holds interrupts as tether approvals (idempotent per interrupt id); their ids."""
+        body = {
+            "thread_id": thread_id,
+            "checkpoint_id": checkpoint_id,
+            "interrupts": interrupts,
+            "approval_timeout_s": self.approval_timeout_s,
+        }
+        return list(self._call("POST", "/threads/interrupts", json=body).json()["approval_ids"])
+
+    def wait_approval(self, approval_id: str, timeout_s: float) -> dict[str, Any]:
+        """Long-polls an approval until decided or `timeout_s` passes (then still pending)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = max(0.0, min(60.0, deadline - time.monotonic()))
+            out: dict[str, Any] = self._call(
+                "GET",
+                f"/approvals/{approval_id}/wait",
+                params={"timeout_s": left},
+                timeout=left + 30,
+            ).json()
+            if out["status"] != "pending" or time.monotonic() >= deadline:
+                return out
+
+    def finish(
+        self, config: RunnableConfig, status: str, *, output: Any = None, error: str | None = None
+    ) -> None:
+        """Ends the thread's run (`succeeded` or `failed`) with its output or error."""
+        body = {
+            "thread_id": str(config["configurable"]["thread_id"]),
+            "status": status,
+            "output": view(output),
+            "error": error,
+        }
+        self._call("POST", "/threads/finish", json=body)
+
+    def take_resumes(self, thread_id: str | None = None) -> builtins.list[dict[str, Any]]:
+        """The resume requests (`tether runs resume`) of this agent's threads, each taken once."""
+        body = {"thread_id": thread_id}
+        return list(self._call("POST", "/threads/resumes/take", json=body).json()["items"])
+
+    def claim_tool_call(self, thread_id: str, key: str, tool: str) -> dict[str, Any]:
+        body = {"thread_id": thread_id, "key": key, "tool": tool}
+        return dict(self._call("POST", "/threads/tool-calls/claim", json=body).json())
+
+    def complete_tool_call(self, thread_id: str, key: str, result: Any) -> None:
+        body = {"thread_id": thread_id, "key": key, "result": result}
+        self._call("POST", "/threads/tool-calls/complete", json=body)

@@ -210,6 +210,8 @@ def _put(state: State, body: CheckpointIn, caller: threads.Caller) -> tuple[dict
             and step > thread.max_iterations
         )
         if not over:
+            if body.metadata.get("source") == "input":
+                threads.reopen(conn, thread, now=now)
             store.put(conn, cp, run_id=thread.run_id, now=now)
             if isinstance(step, int):
                 threads.note_step(conn, thread, step, now)

@@ -5,7 +5,7 @@ the thread routes; people call the run routes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
@@ -48,6 +48,14 @@ class HoldIn(BaseModel):
     checkpoint_id: str | None = Field(None, max_length=64)
     interrupts: list[InterruptIn] = Field(min_length=1, max_length=1000)
     approval_timeout_s: float = Field(86_400.0, ge=1, le=30 * 86_400)
+
+
+class FinishIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    thread_id: str = THREAD
+    status: Literal["succeeded", "failed"]
+    output: Any = None
+    error: str | None = Field(None, max_length=10_000)
 
 
 class ToolCallIn(BaseModel):
@@ -190,3 +198,21 @@ def complete_tool_call(
         state.engine, body.thread_id, body.key, body.result, now=datetime.now(UTC)
     )
     return {"status": "done"}
+
+
+@router.post("/threads/finish", summary="End a thread's run (succeeded or failed)")
+def finish(
+    body: FinishIn,
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("agent")),
+) -> dict[str, str]:
+    run_id = threads.finish(
+        state.engine,
+        body.thread_id,
+        caller_of(principal),
+        status=body.status,
+        output=body.output,
+        error=body.error,
+        now=datetime.now(UTC),
+    )
+    return {"run_id": run_id, "status": body.status}
