@@ -9,8 +9,8 @@ changed channel. Loading refuses every type outside LangGraph's safe set and `al
 from __future__ import annotations
 
 import asyncio
-import builtins
 import base64
+import builtins
 import random
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
