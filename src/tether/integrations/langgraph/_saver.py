@@ -482,7 +482,10 @@ class TetherSaver(BaseCheckpointSaver[str]):
         return headers
 
     def hold(
-        self, thread_id: str, interrupts: builtins.list[dict[str, Any]], checkpoint_id: str | None = None
+        self,
+        thread_id: str,
+        interrupts: builtins.list[dict[str, Any]],
+        checkpoint_id: str | None = None,
     ) -> builtins.list[str]:
         """Holds interrupts as tether approvals (idempotent per interrupt id); their ids."""
         body = {
