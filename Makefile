@@ -51,14 +51,15 @@ bench: $(TEST_STAMP) services
 	$(BIN)/python bench/approvals.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/sdk.py
+	$(BIN)/python bench/checkpoints.py --pg
 
 bench-peers: $(TEST_STAMP) services
 	$(BIN)/python bench/ingest.py --vs phoenix
 	$(BIN)/python bench/gateway.py --vs litellm
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
 clean:

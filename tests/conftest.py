@@ -110,6 +110,7 @@ class ServerProcess:
         extra_env: dict[str, str] | None = None,
         config: Path | None = None,
         workers: int = 1,
+        ready_timeout_s: float = 20.0,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -127,7 +128,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        wait_http(self.url + "/healthz", proc=self.proc)
+        wait_http(self.url + "/healthz", timeout=ready_timeout_s, proc=self.proc)
 
     def stop(self) -> None:
         self.proc.terminate()

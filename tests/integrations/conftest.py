@@ -11,12 +11,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from sqlalchemy import Engine, create_engine, text
 
 from tests.conftest import PG_URL, ServerProcess, _pg_schema_url
+from tests.gateway.llm_env import MockServer
 from tether.store.engine import make_engine
 from tether.store.keys import create_key
 from tether.store.migrate import upgrade
+
+# The mock LLM behind tether's gateway: a prompt with [[runaway]] gets a 3,000-token answer.
+MOCK_SCRIPT = {"replies": [{"match": "[[runaway]]", "output_tokens": 3000}]}
 
 
 @dataclass
@@ -26,6 +31,8 @@ class Tether:
     agent_key: str
     admin_key: str
     admin: httpx.Client  # /api/v1 with the admin key
+    mock: MockServer
+    db_url: str
 
     def key(self, agent: str) -> str:
         return create_key(self.db, scopes="agent,ingest", agent=agent)[1]
@@ -56,13 +63,21 @@ def tether_api(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     upgrade(db)
     _, admin_key = create_key(db, scopes="admin", name="test-admin")
     _, agent_key = create_key(db, scopes="agent,ingest", agent="lg-agent")
-    proc = ServerProcess(Path(tmp_path_factory.mktemp("home")), module_db_url)
+    mock = MockServer(MOCK_SCRIPT)
+    home = Path(tmp_path_factory.mktemp("home"))
+    cfg = home / "tether.yaml"
+    cfg.write_text(yaml.safe_dump({"providers": [
+        {"name": "mock", "base_url": mock.url + "/v1", "models": ["mock-small", "mock-large"],
+         "max_retries": 0}]}))  # fmt: skip
+    # generous: eight engineers share two cores and a cold `tether serve` can take 20 s and more
+    proc = ServerProcess(home / "data", module_db_url, config=cfg, ready_timeout_s=120)
     admin = httpx.Client(
         base_url=proc.url + "/api/v1", timeout=30, headers={"Authorization": f"Bearer {admin_key}"}
     )
     try:
-        yield Tether(proc.url, db, agent_key, admin_key, admin)
+        yield Tether(proc.url, db, agent_key, admin_key, admin, mock, module_db_url)
     finally:
         admin.close()
         proc.stop()
+        mock.stop()
         db.dispose()

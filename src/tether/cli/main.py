@@ -26,6 +26,7 @@ GROUPS = (
     "tether.cli.db",
     "tether.cli.keys",
     "tether.cli.runs",
+    "tether.cli.checkpoints",  # adds `runs checkpoints` and `runs resume`
     "tether.cli.demo",
     "tether.cli.llm",
     "tether.cli.policy",

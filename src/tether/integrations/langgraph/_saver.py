@@ -83,6 +83,7 @@ class TetherSaver(BaseCheckpointSaver[str]):
             raise ValueError("keep_latest must be at least 1")
         url, api_key = _defaults(url, api_key)
         self.url = url
+        self.api_key = api_key
         self.keep_latest = keep_latest
         self.approval_timeout_s = approval_timeout_s
         headers = {"User-Agent": "tether-langgraph"}

@@ -18,7 +18,6 @@ from tether.server.routes.checkpoints import NS, THREAD, InterruptIn, RunIn, cal
 from tether.server.webhooks import announce
 from tether.store import runs as run_store
 from tether.store import threads
-from tether.store.engine import reading
 from tether.store.timeline import timeline
 
 router = APIRouter(tags=["checkpoints"])
@@ -131,9 +130,7 @@ def thread_run(
 def _hold(state: State, body: HoldIn, caller: threads.Caller) -> tuple[list[str], list[Any]]:
     now = datetime.now(UTC)
     with state.engine.begin() as conn:
-        thread = threads.find(conn, body.thread_id, caller)
-        if thread is None:
-            raise NotFoundError(f"no thread {body.thread_id!r}; store a checkpoint first")
+        thread = threads.claim(conn, body.thread_id, caller, threads.RunLink(), now=now)
         return threads.hold_interrupts(
             conn,
             thread,
@@ -170,9 +167,12 @@ def interrupts(
 
 
 def _own(state: State, thread_id: str, principal: Principal) -> None:
-    with reading(state.engine) as conn:
-        if threads.find(conn, thread_id, caller_of(principal)) is None:
-            raise NotFoundError(f"no thread {thread_id!r}; store a checkpoint first")
+    """The caller's thread, created on first use: a node can call a tool before LangGraph's
+    background put of the thread's first checkpoint has landed."""
+    with state.engine.begin() as conn:
+        threads.claim(
+            conn, thread_id, caller_of(principal), threads.RunLink(), now=datetime.now(UTC)
+        )
 
 
 @router.post("/threads/tool-calls/claim", summary="Claim a side-effecting tool call's key")
