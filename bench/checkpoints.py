@@ -118,7 +118,7 @@ def tether_saver(db_url: str, home: Path) -> Iterator[TetherSaver]:
     upgrade(engine)
     _, key = create_key(engine, scopes="agent,ingest", agent="bench-agent")
     engine.dispose()
-    proc = ServerProcess(home, db_url, ready_timeout_s=180)
+    proc = ServerProcess(home, db_url)
     try:
         saver = TetherSaver(proc.url, api_key=key, timeout_s=60)
         yield saver

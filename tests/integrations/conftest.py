@@ -70,7 +70,7 @@ def tether_api(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         {"name": "mock", "base_url": mock.url + "/v1", "models": ["mock-small", "mock-large"],
          "max_retries": 0}]}))  # fmt: skip
     # generous: eight engineers share two cores and a cold `tether serve` can take 20 s and more
-    proc = ServerProcess(home / "data", module_db_url, config=cfg, ready_timeout_s=120)
+    proc = ServerProcess(home / "data", module_db_url, config=cfg)
     admin = httpx.Client(
         base_url=proc.url + "/api/v1", timeout=30, headers={"Authorization": f"Bearer {admin_key}"}
     )

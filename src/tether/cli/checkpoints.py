@@ -10,11 +10,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tether.cli import client as clients
-from tether.cli.output import console, fail, print_json
-from tether.cli.runs import _call, _settings, when
-from tether.store import runs as run_store
-from tether.store.timeline import timeline
+from tether.cli.client import Backend, Local, opened
+from tether.cli.output import DB_OPTION, console, errors, fail, print_json
 
 MAX_CELL = 60
 
@@ -47,34 +44,57 @@ def timeline_table(items: list[dict[str, Any]]) -> Table:
             c["checkpoint_id"],
             Text(changes(c)),
             Text(", ".join(pending), style="yellow"),
-            when(c["created_at"], "%H:%M:%S"),
+            c["created_at"][11:19],
         )
     return table
 
 
-def _timeline(run_id: str) -> dict[str, Any]:
-    settings = _settings()
-    client = _call(lambda: clients.make_client(settings))
-    if isinstance(client, clients.RemoteClient):
-        return _call(lambda: client.request("GET", f"/api/v1/runs/{run_id}/checkpoints"))
-    assert isinstance(client, clients.LocalClient)
-    engine = client.engine
-    _call(lambda: run_store.get_run(engine, run_id))
-    return {"items": timeline(engine, run_id), "next_cursor": None}
+def checkpoints_of(be: Backend, run_id: str) -> dict[str, Any]:
+    """The run's timeline, as GET /api/v1/runs/{id}/checkpoints returns it."""
+    if isinstance(be, Local):
+        from tether.store import runs as run_store
+        from tether.store.timeline import timeline
+
+        run_store.get_run(be.engine, run_id)  # not found: one line, exit 1
+        return {"items": timeline(be.engine, run_id), "next_cursor": None}
+    out: dict[str, Any] = be.request("GET", f"/api/v1/runs/{run_id}/checkpoints")
+    return out
 
 
-def register(app: typer.Typer) -> None:
-    runs = next(g.typer_instance for g in app.registered_groups if g.name == "runs")
-    assert runs is not None
+def request_resume(be: Backend, run_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The request of POST /api/v1/runs/{id}/resume (locally the same store write)."""
+    if isinstance(be, Local):
+        from datetime import UTC, datetime
+
+        from tether.store import runs as run_store
+        from tether.store import threads
+
+        run_store.get_run(be.engine, run_id)
+        return threads.request_resume(
+            be.engine,
+            run_id,
+            checkpoint_id=body["checkpoint_id"],
+            update_values=body["update"],
+            actor="cli",
+            now=datetime.now(UTC),
+        )
+    out: dict[str, Any] = be.request("POST", f"/api/v1/runs/{run_id}/resume", json=body)
+    return out
+
+
+def add_commands(runs: typer.Typer) -> None:
+    """Adds `checkpoints` and `resume` to the `tether runs` group."""
 
     @runs.command("checkpoints")
     def checkpoints(
         run_id: str = typer.Argument(..., help="The run's id."),
         as_json: bool = typer.Option(False, "--json", help="Print the API's JSON."),
+        database_url: str = DB_OPTION,
     ) -> None:
         """A LangGraph run's checkpoints, oldest first: step, node, what changed, pending
         writes and interrupts."""
-        data = _timeline(run_id)
+        with errors(), opened(database_url) as be:
+            data = checkpoints_of(be, run_id)
         if as_json:
             print_json(data)
         elif not data["items"]:
@@ -96,7 +116,8 @@ def register(app: typer.Typer) -> None:
         update: str = typer.Option(
             None, "--update", help='State values first, e.g. \'{"plan": "..."}\''
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print the server's JSON reply."),
+        as_json: bool = typer.Option(False, "--json", help="Print the JSON reply."),
+        database_url: str = DB_OPTION,
     ) -> None:
         """Ask the run's agent to go on from a checkpoint (its TetherSaver takes the request;
         a Job-style agent takes it when it starts again)."""
@@ -108,12 +129,9 @@ def register(app: typer.Typer) -> None:
                 fail(f"--update: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", 2)
             if not isinstance(values, dict):
                 fail('--update: give a JSON object of state values, e.g. \'{"plan": "..."}\'', 2)
-        settings = _settings()
-        if not settings.api_key:
-            fail("set TETHER_API_KEY to an admin key (`tether keys create --scopes admin`)", 2)
-        client = clients.server_client(settings)
         body = {"checkpoint_id": checkpoint, "update": values}
-        out = _call(lambda: client.request("POST", f"/api/v1/runs/{run_id}/resume", json=body))
+        with errors(), opened(database_url) as be:
+            out = request_resume(be, run_id, body)
         if as_json:
             print_json(out)
         else:

@@ -303,6 +303,13 @@ approvals = Table(
     Column("created_at", TS, nullable=False),
     Column("decided_at", TS),
     Column("expires_at", TS, nullable=False),
+    # (governance, 0003) the argument value that made it a hold: {argument, value, kind, source}
+    Column("finding", JSON),
+    # (0003) sha256 of the canonical arguments: repeated holds of the same call are one
+    Column("args_hash", String(64)),
+    # (0003) what the approval covers: call | run (this tool + these arguments for the run)
+    # | counterparty (this value for this agent)
+    Column("scope", String(16)),
 )
 
 rate_events = Table(
@@ -440,6 +447,59 @@ tool_call_keys = Table(
     Column("done_at", TS),
 )
 
+# ---------------------------------------------------------------- governance: provenance,
+# scoped approvals, red team (0003)
+
+# Value provenance: every normalised value (core/provenance.py Atom) that entered a run, and
+# whether a trusted and/or an untrusted source carried it.
+run_values = Table(
+    "run_values",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("digest", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("trusted", Boolean, nullable=False),
+    Column("untrusted", Boolean, nullable=False),
+    # the first source of each kind: a tool name, "task input", "policy list", "declassified"
+    Column("trusted_source", String(300)),
+    Column("untrusted_source", String(300)),
+    Column("first_seen_at", TS, nullable=False),
+)
+
+# What a person approved beyond one call: a tool with exact arguments for the rest of a run,
+# or a counterparty value for an agent; a later hold the grant covers is allowed without asking.
+approval_grants = Table(
+    "approval_grants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("agent", String(200), nullable=False),
+    Column("tool", String(300), nullable=False),
+    # run | counterparty
+    Column("scope", String(16), nullable=False),
+    Column("run_id", String(64)),
+    Column("args_hash", String(64)),
+    Column("value_digest", String(32)),
+    Column("value", Text),
+    Column("approval_id", String(64)),
+    Column("granted_by", String(200), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("revoked_at", TS),
+)
+Index("ix_approval_grants_agent_tool", approval_grants.c.agent, approval_grants.c.tool)
+
+redteam_reports = Table(
+    "redteam_reports",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("agent", String(200), nullable=False, index=True),
+    Column("packs", JSON, nullable=False),
+    # {attempts, succeeded, stopped, resisted, errored, unscored, per pack: rate and Wilson CI}
+    Column("summary", JSON, nullable=False),
+    Column("report", JSON, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
 # ---------------------------------------------------------------- memory
 
 memory_namespaces = Table(
@@ -487,6 +547,7 @@ __all__ = [
     "agent_versions",
     "agents",
     "api_keys",
+    "approval_grants",
     "approvals",
     "audit_log",
     "budget_counters",
@@ -502,8 +563,10 @@ __all__ = [
     "metadata",
     "policies",
     "rate_events",
+    "redteam_reports",
     "reservations",
     "run_caps",
+    "run_values",
     "runs",
     "scores",
     "spans",

@@ -18,7 +18,6 @@ from tether.core.errors import BadRequestError, BudgetExceededError, NotFoundErr
 from tether.gateway.llm.killswitch import kill_run
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
-from tether.server.webhooks import announce
 from tether.store import checkpoints as store
 from tether.store import threads
 from tether.store.engine import reading
@@ -238,7 +237,11 @@ async def put_checkpoint(
             f"run's cap of {thread.max_iterations}"
         )
         await kill_run(
-            state, thread.run_id, actor=principal.actor, reason=reason, now=datetime.now(UTC)
+            state.killswitch,
+            thread.run_id,
+            actor=principal.actor,
+            reason=reason,
+            now=datetime.now(UTC),
         )
         raise BudgetExceededError(
             reason + "; raise max_iterations in the run config to allow more", code="max_iterations"
@@ -290,7 +293,7 @@ async def put_writes(
 ) -> Response:
     held = await run_in_threadpool(_put_writes, state, body, caller_of(principal))
     for approval in held:
-        announce(state, approval)
+        state.webhooks.announce(approval)
     return Response(status_code=204)
 
 

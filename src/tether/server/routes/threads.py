@@ -15,7 +15,6 @@ from tether.core.errors import NotFoundError
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
 from tether.server.routes.checkpoints import NS, THREAD, InterruptIn, RunIn, caller_of
-from tether.server.webhooks import announce
 from tether.store import runs as run_store
 from tether.store import threads
 from tether.store.timeline import timeline
@@ -150,7 +149,7 @@ async def hold(
 ) -> dict[str, Any]:
     ids, held = await run_in_threadpool(_hold, state, body, caller_of(principal))
     for approval in held:
-        announce(state, approval)
+        state.webhooks.announce(approval)
     return {"approval_ids": ids}
 
 
