@@ -14,9 +14,6 @@ bench/results/checkpoints.json. Target on SQLite through the API: put <= 3 ms, g
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sqlite3
 import statistics
 import sys
@@ -36,6 +33,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from record import Row, load, write  # noqa: E402
 from tests.conftest import PG_URL, ServerProcess, _pg_schema_url  # noqa: E402
 
 from tether.integrations.langgraph import TetherSaver  # noqa: E402
@@ -150,6 +148,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500, help="super-steps per saver")
     parser.add_argument("--pg", action="store_true", help="also PostgreSQL (tether and LangGraph)")
     args = parser.parse_args()
+    load_before = load()
     caps = {"max_tokens": 50000, "max_iterations": 10**6, "cost_limit_usd": 2.0}
     tmp = Path(tempfile.mkdtemp(prefix="tether-bench-cp-"))
     results = []
@@ -187,25 +186,30 @@ def main() -> None:
 
         results.append(run_one("TetherSaver (API, PostgreSQL)", tether_pg, args.n, caps))
         results.append(run_one("langgraph PostgresSaver (in-process)", lg_pg, args.n, {}))
-    out = {
-        "benchmark": "checkpoints",
-        "at": datetime.now(UTC).isoformat(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_avg": os.getloadavg(),
-        },
-        "target": {
-            "p50_ms": 3.0,
-            "p99_ms": 10.0,
-            "where": "TetherSaver on SQLite, put and get_tuple",
-        },
-        "results": results,
-    }
-    path = ROOT / "bench" / "results" / "checkpoints.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {path.relative_to(ROOT)} (load average {os.getloadavg()[0]:.1f})")
+    rows = []
+    for r in results:
+        target = "p50 <= 3 ms, p99 <= 10 ms" if r["saver"] == "TetherSaver (API, SQLite)" else ""
+        rows.append(
+            Row(
+                f"checkpoint put / get_tuple, {r['saver']}",
+                f"put p50 {r['put_p50_ms']:.2f} / p99 {r['put_p99_ms']:.2f} ms; "
+                f"get_tuple p50 {r['get_tuple_p50_ms']:.2f} / p99 "
+                f"{r['get_tuple_p99_ms']:.2f} ms",
+                target,
+            )
+        )
+    command = (
+        "bench/checkpoints.py"
+        + (" --pg" if args.pg else "")
+        + (f" --n {args.n}" if args.n != 500 else "")
+    )
+    write(
+        "checkpoints",
+        command=command,
+        figures={"n": args.n, "results": results},
+        rows=rows,
+        load_before=load_before,
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,12 @@ from tether.store.engine import make_engine
 from tether.store.keys import create_key
 from tether.store.migrate import upgrade
 
-# The mock LLM behind tether's gateway: a prompt with [[runaway]] gets a 3,000-token answer.
-MOCK_SCRIPT = {"replies": [{"match": "[[runaway]]", "output_tokens": 3000}]}
+# The mock LLM behind tether's gateway: a prompt with [[runaway]] gets a 3,000-token answer,
+# one with [[tool]] a call of get_weather(city="Paris").
+MOCK_SCRIPT = {"replies": [
+    {"match": "[[runaway]]", "output_tokens": 3000},
+    {"match": "[[tool]]", "tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
+]}  # fmt: skip
 
 
 @dataclass

@@ -25,7 +25,7 @@ from agents.tracing import Span, Trace, TracingProcessor
 from tether.integrations._spans import SpanTree
 from tether.integrations._wire import view
 from tether.sdk import _values as v
-from tether.sdk._config import active
+from tether.sdk._config import active, flush
 
 
 class TetherTracingProcessor(TracingProcessor):
@@ -112,10 +112,10 @@ class TetherTracingProcessor(TracingProcessor):
             trees, self._trees = list(self._trees.values()), {}
         for tree in trees:
             tree.finish(error="the tracing processor shut down first")
-        active().flush_spans()
+        flush()  # a no-op once tether.shutdown() ran (the Agents SDK calls this at exit)
 
     def force_flush(self) -> None:
-        active().flush_spans()
+        flush()
 
 
 def describe(data: Any) -> tuple[str, str, dict[str, Any]]:
