@@ -33,6 +33,7 @@ MAIN_SCRIPT: dict[str, Any] = {
         {"match": "[[tool]]", "tool_calls": [{"name": "get_weather",
                                                "arguments": {"city": "Paris"}}]},
         {"match": "[[long]]", "output_tokens": 400, "chunk_delay_ms": 10},
+        {"match": "[[slow]]", "output_tokens": 400, "chunk_delay_ms": 20},
         {"match": "[[500]]", "fault": "status", "status": 500},
         {"match": "[[timeout]]", "fault": "timeout", "hang_s": 3},
         {"match": "[[malformed]]", "fault": "malformed"},
@@ -63,7 +64,30 @@ agent: brief
 budgets:
   run: {max_duration_s: 1}
 """,
+    # the exploit tests (test_llm_evasion.py): ~4 calls of [[big]] with max_tokens 300 fit
+    "bound": """\
+agent: bound
+budgets:
+  run: {max_cost_usd: 0.003}
+tools:
+  - {match: "demo.*", allow: true}
+""",
+    "hasty": """\
+agent: hasty
+budgets:
+  run: {max_cost_usd: 1.0, max_duration_s: 1}
+tools:
+  - {match: "demo.*", allow: true}
+""",
+    "streamy": """\
+agent: streamy
+budgets:
+  run: {max_cost_usd: 0.005}
+""",
 }
+# Holds expire after 3 s in every test server: streams and slow calls outlive it, so each test
+# that streams also proves that a live call keeps its hold (renewed, never swept).
+RESERVATION_TTL_S = 3
 
 
 class MockServer:
@@ -192,8 +216,13 @@ def start_env(
     for agent in ("sdk-agent", *POLICIES):
         keys[agent] = create_key(engine, scopes="agent", agent=agent)[1]
     keys["ingest-only"] = create_key(engine, scopes="ingest", name="otlp-exporter")[1]
+    # every kind of key that can reach /llm, for the agent `bound` (test_llm_evasion.py)
+    for scopes in ("agent,ingest", "admin,agent", "ingest,agent,admin"):
+        keys[f"bound:{scopes}"] = create_key(engine, scopes=scopes, agent="bound")[1]
+    keys["hasty:agent,ingest"] = create_key(engine, scopes="agent,ingest", agent="hasty")[1]
     admin = create_key(engine, scopes="admin", name="admin")[1]
-    extra_env = {"MOCK_UPSTREAM_KEY": UPSTREAM_KEY, **(env or {})}
+    ttl = {"TETHER_BUDGETS__RESERVATION_TTL_S": str(RESERVATION_TTL_S)}
+    extra_env = {"MOCK_UPSTREAM_KEY": UPSTREAM_KEY, **ttl, **(env or {})}
     server = ServerProcess(tmp / "home", db_url, config=cfg, workers=workers, extra_env=extra_env)
     return LLMEnv(server, engine, main, keys, admin, extra=[flaky])
 

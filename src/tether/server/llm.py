@@ -67,6 +67,7 @@ def install(app: FastAPI, state: State) -> None:
     async def lifespan() -> AsyncIterator[None]:
         async with gateway.writer.running(), ks.lifespan(), anyio.create_task_group() as tg:
             tg.start_soon(_sweep_loop, gateway)
+            tg.start_soon(_renew_loop, gateway)
             try:
                 yield
             finally:
@@ -76,15 +77,34 @@ def install(app: FastAPI, state: State) -> None:
     state.lifespans.append(lifespan)
 
 
+def _sweep_every_s(gateway: Gateway) -> float:
+    # a short TTL (tests, small deployments) is swept as often as it can expire
+    return min(SWEEP_EVERY_S, gateway.settings.budgets.reservation_ttl_s / 2)
+
+
 async def _sweep_loop(gateway: Gateway) -> None:
     """Frees holds whose process died mid-call (their reservations expired)."""
     ledger = gateway.guard.ledger
     while True:
-        await anyio.sleep(SWEEP_EVERY_S)
+        await anyio.sleep(_sweep_every_s(gateway))
         try:
             await anyio.to_thread.run_sync(ledger.sweep_expired, datetime.now(UTC))
         except Exception:  # a background loop must outlive a database hiccup
             log.warning("reservation sweep failed; retrying later", exc_info=True)
+
+
+async def _renew_loop(gateway: Gateway) -> None:
+    """Renews the holds of this process's calls in flight four times per TTL: three renewals
+    may be late (a busy machine) before a sweep elsewhere could free a live hold."""
+    every = gateway.settings.budgets.reservation_ttl_s / 4
+    limiter = anyio.CapacityLimiter(1)  # its own thread: never queued behind request work
+    while True:
+        await anyio.sleep(every)
+        try:
+            await anyio.to_thread.run_sync(gateway.guard.renew_live, datetime.now(UTC),
+                                           limiter=limiter)  # fmt: skip
+        except Exception:  # a background loop must outlive a database hiccup
+            log.warning("renewing in-flight budget holds failed; retrying", exc_info=True)
 
 
 def _kill_router(ks: KillSwitch, state: State) -> APIRouter:

@@ -274,6 +274,21 @@ def sweep_expired(engine: Engine, now: datetime, *, limit: int = 500) -> int:
     return count
 
 
+def renew(engine: Engine, reservation_ids: Sequence[str], expires_at: datetime) -> int:
+    """Pushes the expiry of the held reservations among `reservation_ids` to `expires_at` (a
+    call still in flight, such as a long stream, keeps its hold); how many were renewed."""
+    count = 0
+    ids = list(reservation_ids)
+    with engine.begin() as conn:
+        for i in range(0, len(ids), 500):
+            count += conn.execute(
+                update(rs)
+                .where(rs.c.id.in_(ids[i : i + 500]), rs.c.status == "held")
+                .values(expires_at=expires_at)
+            ).rowcount
+    return count
+
+
 def snapshot(engine: Engine, scope: str) -> tuple[ScopeCap, CounterState] | None:
     """A scope's caps and counters, or None if nothing was ever reserved on it."""
     with reading(engine) as conn:
@@ -346,6 +361,7 @@ __all__ = [
     "fits_now",
     "ledger_id",
     "release",
+    "renew",
     "reserve",
     "settle",
     "snapshot",

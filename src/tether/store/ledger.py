@@ -43,6 +43,10 @@ class Ledger(Protocol):
 
     def release(self, reservation: Reservation, *, now: datetime) -> bool: ...
 
+    def renew(self, reservation_ids: Sequence[str], *, now: datetime) -> int:
+        """Keeps the holds of calls still in flight: their expiry moves to now + the TTL."""
+        ...
+
     def snapshot(self, scope: str) -> tuple[ScopeCap, CounterState] | None: ...
 
     def sweep_expired(self, now: datetime) -> int: ...
@@ -93,6 +97,11 @@ class SqlLedger:
         if not reservation.scopes:
             return True
         return budgets.release(self.engine, reservation, now=now)
+
+    def renew(self, reservation_ids: Sequence[str], *, now: datetime) -> int:
+        if not reservation_ids:
+            return 0
+        return budgets.renew(self.engine, reservation_ids, expiry(now, self.ttl_s))
 
     def snapshot(self, scope: str) -> tuple[ScopeCap, CounterState] | None:
         return budgets.snapshot(self.engine, scope)

@@ -210,6 +210,16 @@ class RedisLedger:
             return True
         return self._finish_call(reservation, 0, 0, "release")[0] == 1
 
+    def renew(self, reservation_ids: Sequence[str], *, now: datetime) -> int:
+        """Moves each live hold's place in the expiry index (XX: never re-adds a finished one)."""
+        if not reservation_ids:
+            return 0
+        score = int((now + timedelta(seconds=self.ttl_s)).timestamp() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for rid in reservation_ids:
+            pipe.zadd(self._zkey, {rid: score}, xx=True, ch=True)
+        return sum(int(v) for v in pipe.execute())
+
     def _hash(self, scope: str) -> dict[str, int]:
         h = self.redis.hgetall(self._ckey(scope))
         return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in h.items()}

@@ -17,7 +17,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -150,30 +150,33 @@ class Gateway:
             is_root=is_root, started_at=datetime.now(UTC),
         )  # fmt: skip
 
-    async def run_started_at(self, call: Call) -> datetime:
-        """Makes sure the run exists (once per process) and returns when it started.
+    async def run_started_at(self, call: Call) -> tuple[datetime, str | None]:
+        """Makes sure the run exists (once per process); when it started and its agent.
 
         A run of its own is new, so nobody can have killed it: it is written off the request
         path (a stream's run in the background, so that a kill can find it; otherwise by the
-        span writer with the call's span).
+        span writer with the call's span). Any other run is read with its kill state in the
+        transaction that creates it, so a run killed before this process saw it is refused.
         """
         run_id = call.caller.run_id
         hit = self._runs.get(run_id)
         if hit is not None:
             self._check_owner(call, hit[1])
-            return hit[0]
+            return hit
         if call.is_root:
             if call.stream:
                 task = asyncio.create_task(self._ensure_run_later(call))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
-            return call.started_at
-        started = await anyio.to_thread.run_sync(self._ensure_run, call)
+            return call.started_at, call.caller.agent
+        started, agent, killed = await anyio.to_thread.run_sync(self._ensure_run, call)
+        if killed is not None:
+            self.killswitch.note_killed(run_id, killed)
         if len(self._runs) > _RUN_CACHE:
             self._runs.clear()
-        self._runs[run_id] = started
-        self._check_owner(call, started[1])
-        return started[0]
+        self._runs[run_id] = (started, agent)
+        self._check_owner(call, agent)
+        return started, agent
 
     @staticmethod
     def _check_owner(call: Call, agent: str | None) -> None:
@@ -192,15 +195,18 @@ class Gateway:
             log.warning("could not create run %s ahead of its stream", call.caller.run_id,
                         exc_info=True)  # fmt: skip
 
-    def _ensure_run(self, call: Call) -> tuple[datetime, str | None]:
+    def _ensure_run(self, call: Call) -> tuple[datetime, str | None, str | None]:
         with self.engine.begin() as conn:
             ensure_run(conn, call.caller.run_id, trace_id=call.trace_id,
                        attribution=call.attribution, started_at=call.started_at,
                        source="gateway", now=call.started_at)  # fmt: skip
             row = conn.execute(
-                select(runs.c.started_at, runs.c.agent).where(runs.c.id == call.caller.run_id)
+                select(runs.c.started_at, runs.c.agent, runs.c.status, runs.c.kill_reason).where(
+                    runs.c.id == call.caller.run_id
+                )
             ).one()
-        return row.started_at, row.agent
+        killed = (row.kill_reason or "killed") if row.status == "killed" else None
+        return row.started_at, row.agent, killed
 
     # ------------------------------------------------------------ admission
 
@@ -208,12 +214,16 @@ class Gateway:
         """Refuses a killed run, a model the policy forbids, or a call over budget; else holds
         the call's worst case."""
         call.targets = self.registry.targets(call.model, call.api)
+        started, owner = await self.run_started_at(call)
+        if owner is not None and owner != call.caller.agent:
+            # a key with no agent of its own (admin, ingest+admin) on an agent's run: the run's
+            # caps bind it and its spend counts on the run's (and that agent's day) counters
+            call.caller = replace(call.caller, agent=owner)
         policy = self.guard.policy_cached(call.caller.agent)
         if policy is False:
             policy = await anyio.to_thread.run_sync(self.guard.policy, call.caller.agent)
         self.guard.check_model(policy, call.caller, call.model)
         limits = self.guard.limits(policy)
-        started = await self.run_started_at(call)
         now = datetime.now(UTC)
         if not call.is_root:
             deadline = None

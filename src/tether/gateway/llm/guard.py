@@ -70,6 +70,8 @@ class BudgetGuard:
         self.ledger = ledger
         self.prices = prices
         self._policies: dict[str, tuple[float, Any]] = {}
+        # holds of calls in flight in this process, renewed until they settle (renew_live)
+        self.live: dict[str, Reservation] = {}
 
     def policy_cached(self, agent: str | None) -> Any:
         """The cached policy (or None: no policy), or False when it must be looked up."""
@@ -182,7 +184,15 @@ class BudgetGuard:
                 scopes, amount_nusd=amount, tokens=tokens, run_id=caller.run_id, now=now
             )
         )
+        if reservation.scopes:
+            self.live[reservation.id] = reservation
         return Admission(reservation, injected, deadline)
+
+    def renew_live(self, now: datetime) -> int:
+        """Renews the hold of every call still in flight here, so that a stream (or a slow
+        upstream) outliving `reservation_ttl_s` is never swept while it can still spend.
+        Blocking: run it in a thread."""
+        return self.ledger.renew(list(self.live), now=now)
 
     def cost_nusd(self, model: str | None, fallback: str, usage: Any) -> int | None:
         """Cost at `model`'s price, else `fallback`'s; None when neither is priced."""
@@ -201,6 +211,7 @@ class BudgetGuard:
             return
         adm.settled = True
         res = adm.reservation
+        self.live.pop(res.id, None)
         await anyio.to_thread.run_sync(
             lambda: self.ledger.settle(
                 res, actual_nusd=cost_nusd or 0, actual_tokens=tokens, now=now
@@ -212,6 +223,7 @@ class BudgetGuard:
             return
         adm.settled = True
         res = adm.reservation
+        self.live.pop(res.id, None)
         await anyio.to_thread.run_sync(lambda: self.ledger.release(res, now=now))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -24,10 +24,11 @@ from tether.core.policy import (
 from tether.core.policy_schema import parse_rate_limit
 from tether.core.records import TERMINAL_STATUSES, RunAttribution
 from tether.gateway.mcp.spans import redacted
-from tether.store import approvals, audit, policies
+from tether.store import approvals, audit, kills, policies
 from tether.store import tools as registry
 from tether.store.engine import reading
 from tether.store.ingest import ensure_run
+from tether.store.kills import DURATION_REASON
 from tether.store.ratelimit import RateLimiter, make_limiter
 from tether.store.tables import runs
 
@@ -82,19 +83,39 @@ class Guard:
         self.limiter: RateLimiter = make_limiter(engine, redis)
         self.approval_timeout_s = approval_timeout_s
 
-    def _run_state(self, run_id: str | None) -> tuple[RunState, str | None]:
+    def _run_state(self, run_id: str | None) -> tuple[RunState, Any | None]:
         if not run_id:
             return RunState(), None
         with reading(self.engine) as conn:
             row = conn.execute(
-                select(runs.c.status, runs.c.tool_calls, runs.c.attributes).where(
-                    runs.c.id == run_id
-                )
-            ).first()
+                select(runs.c.status, runs.c.tool_calls, runs.c.attributes, runs.c.started_at,
+                       runs.c.kill_reason).where(runs.c.id == run_id)
+            ).first()  # fmt: skip
         if row is None:
             return RunState(), None
         seen = (row.attributes or {}).get(registry.RUN_TAGS_KEY, ())
-        return RunState(tags_seen=frozenset(seen), tool_calls=int(row.tool_calls or 0)), row.status
+        return RunState(tags_seen=frozenset(seen), tool_calls=int(row.tool_calls or 0)), row
+
+    def _closed(
+        self, policy: Policy | None, run_id: str | None, row: Any, now: datetime, actor: str
+    ) -> str | None:
+        """Why the run takes no more calls: killed (max_duration_s passed kills it now, ended
+        or not, as the LLM gateway does), or ended; None if it is open."""
+        if row is None or run_id is None:
+            return None
+        if row.status != "killed" and policy is not None:
+            limit = policy.budget_limits().run.max_duration_s
+            if limit is not None and now >= row.started_at + timedelta(seconds=limit):
+                with self.engine.begin() as conn:
+                    if kills.kill(conn, run_id, reason=DURATION_REASON, now=now):
+                        audit.append_in(conn, actor, "run.killed", run_id,
+                                        {"reason": DURATION_REASON}, now)  # fmt: skip
+                return f"run {run_id} was killed ({DURATION_REASON}); start a new run"
+        if row.status == "killed":
+            return f"run {run_id} was killed ({row.kill_reason or 'killed'}); start a new run"
+        if row.status in TERMINAL_STATUSES:
+            return f"run {run_id} is {row.status}; start a new run"
+        return None
 
     def preview(self, policy: Policy | None, agent: str | None, tool: registry.Tool) -> Decision:
         """The decision without side effects (no rate counting, audit or hold): for tools/list."""
@@ -117,17 +138,18 @@ class Guard:
         """Decides, counts the rate limit, audits, and holds the call when approval is needed."""
         tool = registry.get_tool(self.engine, name)
         tags = frozenset(tool.tags if tool else ()) | frozenset(extra_tags)
-        state, status = self._run_state(run_id)
+        state, row = self._run_state(run_id)
         policy = policies.get(self.engine, agent) if agent else None
+        closed = self._closed(policy, run_id, row, now, actor)
         if tool is None:
             decision = Decision("deny", "tool registry: unknown tool",
                                 f"{name} is not in the tool registry; tools are named "
                                 "server.tool (see `tether tools list`)", tags=tags)  # fmt: skip
         elif tool.blocked:
             decision = blocked_decision(tool)
-        elif status in TERMINAL_STATUSES:
-            decision = Decision("deny", "run ended", f"run {run_id} is {status}; start a new run",
-                                tags=tags)  # fmt: skip
+        elif closed is not None:
+            rule = "run killed" if "was killed" in closed else "run ended"
+            decision = Decision("deny", rule, closed, tags=tags)
         else:
             request = DecisionRequest(agent=agent or "", tool=name, tags=tags,
                                       arguments=arguments, run_state=state)  # fmt: skip
