@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from tether.sdk import _memory as memory
 from tether.sdk._config import flush, init, sdk_stats, shutdown
 from tether.sdk._guard import ToolDeniedError, ToolRateLimitedError
 from tether.sdk._llm import LlmCall, llm_span, record_llm
@@ -28,6 +29,7 @@ __all__ = [
     "init",
     "instrument_openai",
     "llm_span",
+    "memory",
     "record_llm",
     "run",
     "run_headers",
