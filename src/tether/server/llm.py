@@ -21,7 +21,7 @@ from tether.gateway.llm.forward import Upstream
 from tether.gateway.llm.gateway import Gateway
 from tether.gateway.llm.killswitch import KillSwitch, for_state, kill_run
 from tether.gateway.llm.routes import LLMRoutes
-from tether.server import auth
+from tether.server import auth, overshoot
 from tether.server.auth import Principal, require
 from tether.server.deps import State
 from tether.store.engine import reading
@@ -56,7 +56,7 @@ def install(app: FastAPI, state: State) -> None:
     upstream = Upstream()
     gateway = Gateway(
         state.settings, state.engine, authenticate=_authenticator(state), ledger=ledger,
-        killswitch=ks, upstream=upstream,
+        killswitch=ks, upstream=upstream, on_overshoot=overshoot.handler(state),
     )  # fmt: skip
     state.extras["llm_gateway"] = gateway
     # first in the route table: the hot path should not be matched against every API route

@@ -1,6 +1,6 @@
-"""Announces new approval holds to webhooks (generic JSON or Slack-compatible), best-effort:
-each POST has a short timeout, runs in the background, and a failure is logged and counted,
-never raised into the call that was held.
+"""Announces new approval holds (and other events, such as a budget overshoot) to webhooks
+(generic JSON or Slack-compatible), best-effort: each POST has a short timeout, runs in the
+background, and a failure is logged and counted, never raised into the call that was held.
 """
 
 from __future__ import annotations
@@ -96,16 +96,22 @@ def _safe_url(url: str) -> str:
 
 def announce(state: State, approval: Approval) -> None:
     """Schedules one POST per configured webhook and returns at once."""
-    hooks = state.settings.webhooks
-    if not hooks:
-        return
+    for hook in state.settings.webhooks:
+        _schedule(state, hook, body_for(hook, state.settings, approval))
+
+
+def notify(state: State, event: str, data: dict[str, Any], text: str) -> None:
+    """Posts an event to every webhook: `{"event": ..., **data}`, or `text` to a Slack one."""
+    for hook in state.settings.webhooks:
+        body = {"text": text} if hook.format == "slack" else {"event": event, **data}
+        _schedule(state, hook, body)
+
+
+def _schedule(state: State, hook: WebhookConfig, body: dict[str, Any]) -> None:
     tasks: set[asyncio.Task[None]] = state.extras.setdefault(_TASKS_KEY, set())
-    for hook in hooks:
-        task = asyncio.get_running_loop().create_task(
-            _post(state, hook, body_for(hook, state.settings, approval))
-        )
-        tasks.add(task)  # keep a reference until done, or the task may be collected mid-flight
-        task.add_done_callback(tasks.discard)
+    task = asyncio.get_running_loop().create_task(_post(state, hook, body))
+    tasks.add(task)  # keep a reference until done, or the task may be collected mid-flight
+    task.add_done_callback(tasks.discard)
 
 
 def stats(state: State) -> dict[str, int]:

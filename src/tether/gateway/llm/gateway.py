@@ -28,11 +28,19 @@ from starlette.requests import Request
 from tether.config import Settings
 from tether.core.errors import AuthenticationError, BadRequestError, PermissionDeniedError
 from tether.core.ids import make_id
+from tether.core.money import nusd_to_float
 from tether.core.pricing import PriceTable, load_price_table
 from tether.core.records import RunAttribution, SpanRecord, run_id_for_trace, valid_run_id
 from tether.core.semtext import redact_text
 from tether.gateway.llm.forward import Upstream
-from tether.gateway.llm.guard import Admission, BudgetGuard, Caller, count_images, reserved_usd
+from tether.gateway.llm.guard import (
+    Admission,
+    BudgetGuard,
+    Caller,
+    Overshoot,
+    count_images,
+    reserved_usd,
+)
 from tether.gateway.llm.killswitch import KillSwitch
 from tether.gateway.llm.provider import Target, Usage
 from tether.gateway.llm.registry import Registry
@@ -43,6 +51,7 @@ from tether.store.tables import runs
 
 log = logging.getLogger("tether.gateway")
 Authenticate = Callable[[Request], Awaitable[Any]]
+OnOvershoot = Callable[[Overshoot], Awaitable[None]]
 MAX_STORED_CHARS = 32_000
 _RUN_CACHE = 20_000
 _TRACEPARENT_LEN = 55
@@ -71,6 +80,7 @@ class Call:
     ttft_ms: float | None = None
     request_bytes: int = 0
     tries: int = 0
+    overshoot: Overshoot | None = None
 
 
 class Gateway:
@@ -86,6 +96,7 @@ class Gateway:
         killswitch: KillSwitch,
         upstream: Upstream,
         prices: PriceTable | None = None,
+        on_overshoot: OnOvershoot | None = None,
     ) -> None:
         self.settings = settings
         # secret-named keys in prompts (e.g. a tool result carrying an api_key) are not stored
@@ -98,6 +109,7 @@ class Gateway:
         self.killswitch = killswitch
         self.upstream = upstream
         self.writer = SpanWriter(engine)
+        self.on_overshoot = on_overshoot
         # run id -> when it started (runs this process has already made sure exist)
         self._runs: dict[str, tuple[datetime, str | None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -230,10 +242,13 @@ class Gateway:
             if limits.run.max_duration_s is not None:
                 deadline = started + timedelta(seconds=limits.run.max_duration_s)
             await self.killswitch.ensure_alive(call.caller.run_id, now=now, deadline=deadline)
+        messages, tools = call.body.get("messages"), call.body.get("tools")
         call.admission = await self.guard.admit(
             call.caller, limits, call.targets, request_bytes=call.request_bytes,
             max_tokens=max_tokens, choices=choices, images=_images(call.body),
-            started_at=started, now=now,
+            started_at=started, now=now, api=call.api, requested=call.model,
+            messages=len(messages) if isinstance(messages, list) else 0,
+            tools=len(tools) if isinstance(tools, list) else 0,
         )  # fmt: skip
 
     # ------------------------------------------------------------ the end of a call
@@ -264,6 +279,7 @@ class Gateway:
                 cost = self.guard.cost_nusd(model, usage.model_served or model, usage)
                 tokens = usage.input_tokens + usage.output_tokens
                 await self.guard.settle(call.admission, cost, tokens, now)
+                await self._check_overshoot(call, model, cost, tokens)
             else:
                 await self.guard.release(call.admission, now)
         except Exception:  # the agent has its answer; the hold expires and is swept
@@ -272,6 +288,24 @@ class Gateway:
         finally:
             self.writer.submit(lambda: self._span(call, usage, cost, output, error, status_code,
                                                   outcome, now))  # fmt: skip
+
+    async def _check_overshoot(self, call: Call, model: str, cost: int | None, tokens: int) -> None:
+        """A settle above its hold is an overshoot event (span attribute, audit, metric and
+        webhook through `on_overshoot`)."""
+        res = call.admission.reservation
+        if res is None or not res.scopes or cost is None:
+            return
+        if cost <= res.amount_nusd and tokens <= res.tokens:
+            return
+        call.overshoot = Overshoot(
+            run_id=call.caller.run_id, agent=call.caller.agent, key_id=call.caller.key_id,
+            model=model, scopes=res.scopes, held_nusd=res.amount_nusd, charged_nusd=cost,
+            held_tokens=res.tokens, charged_tokens=tokens,
+        )  # fmt: skip
+        log.warning("overshoot: a call in run %s settled at %d nano-USD above its hold of %d",
+                    call.caller.run_id, call.overshoot.over_nusd, res.amount_nusd)  # fmt: skip
+        if self.on_overshoot is not None:
+            await self.on_overshoot(call.overshoot)
 
     def _span(
         self, call: Call, usage: Usage | None, cost: int | None, output: str | None,
@@ -299,6 +333,11 @@ class Gateway:
             attrs["tether.reserved_usd"] = reserved_usd(call.admission)
         if call.admission.injected_max_tokens is not None:
             attrs["tether.injected_max_tokens"] = call.admission.injected_max_tokens
+        if call.overshoot is not None:
+            attrs["tether.overshoot_usd"] = nusd_to_float(call.overshoot.over_nusd)
+            attrs["tether.overshoot_tokens"] = max(
+                0, call.overshoot.charged_tokens - call.overshoot.held_tokens
+            )
         kind = "embedding" if call.endpoint == "embeddings" else "llm"
         return SpanRecord(
             trace_id=call.trace_id, span_id=call.span_id, run_id=call.caller.run_id, kind=kind,
