@@ -65,7 +65,12 @@ def install(app: FastAPI, state: State) -> None:
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        async with gateway.writer.running(), ks.lifespan(), anyio.create_task_group() as tg:
+        async with (
+            gateway.writer.running(),
+            gateway.guard.settler.running(),
+            ks.lifespan(),
+            anyio.create_task_group() as tg,
+        ):
             tg.start_soon(_sweep_loop, gateway)
             tg.start_soon(_renew_loop, gateway)
             try:

@@ -41,6 +41,11 @@ class Ledger(Protocol):
         self, reservation: Reservation, *, actual_nusd: int, actual_tokens: int, now: datetime
     ) -> Settlement: ...
 
+    def settle_many(self, items: Sequence[tuple[Reservation, int, int]], *, now: datetime) -> None:
+        """Settles (reservation, actual_nusd, actual_tokens) items at once: the gateway's
+        settle writer batches the calls that finished together."""
+        ...
+
     def release(self, reservation: Reservation, *, now: datetime) -> bool: ...
 
     def renew(self, reservation_ids: Sequence[str], *, now: datetime) -> int:
@@ -92,6 +97,11 @@ class SqlLedger:
         return budgets.settle(
             self.engine, reservation, actual_nusd=actual_nusd, actual_tokens=actual_tokens, now=now
         )
+
+    def settle_many(self, items: Sequence[tuple[Reservation, int, int]], *, now: datetime) -> None:
+        bound = [i for i in items if i[0].scopes]
+        if bound:
+            budgets.settle_many(self.engine, bound, now=now)
 
     def release(self, reservation: Reservation, *, now: datetime) -> bool:
         if not reservation.scopes:

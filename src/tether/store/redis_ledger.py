@@ -205,6 +205,23 @@ class RedisLedger:
         overrun = actual_nusd > reservation.amount_nusd or actual_tokens > reservation.tokens
         return Settlement(actual_nusd, max(0, held_amount - actual_nusd), overrun, held_amount > 0)
 
+    def settle_many(self, items: Sequence[tuple[Reservation, int, int]], *, now: datetime) -> None:
+        """Each hold settles in Redis (one script each); the durable copy of their spend is one
+        database transaction for the batch."""
+        spent: dict[str, list[int]] = {}
+        for r, nusd, tokens in items:
+            if nusd < 0 or tokens < 0:
+                raise BadRequestError("a settled amount cannot be negative")
+            if not r.scopes or not self._finish_call(r, nusd, tokens, "settle")[0]:
+                continue
+            for scope in r.scopes:
+                d = spent.setdefault(scope, [0, 0, 0])
+                d[0] += nusd
+                d[1] += tokens
+                d[2] += 1
+        if spent:
+            budgets.add_spent_by_scope(self.engine, spent, now=now)
+
     def release(self, reservation: Reservation, *, now: datetime) -> bool:
         if not reservation.scopes:
             return True

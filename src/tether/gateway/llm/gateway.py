@@ -278,7 +278,7 @@ class Gateway:
                 # back (gpt-4o-2024-05-13) may carry another price than the one reserved
                 cost = self.guard.cost_nusd(model, usage.model_served or model, usage)
                 tokens = usage.input_tokens + usage.output_tokens
-                await self.guard.settle(call.admission, cost, tokens, now)
+                self.guard.settle_later(call.admission, cost, tokens)
                 await self._check_overshoot(call, model, cost, tokens)
             else:
                 await self.guard.release(call.admission, now)

@@ -30,6 +30,7 @@ from tether.core.errors import BadRequestError, BudgetExceededError, PolicyDenie
 from tether.core.money import nusd_to_float, usd_to_nusd
 from tether.core.pricing import PriceTable
 from tether.gateway.llm.provider import Target
+from tether.gateway.llm.settler import SettleWriter
 from tether.store.ledger import Ledger, Reservation
 
 _POLICY_TTL_S = 2.0
@@ -105,6 +106,7 @@ class BudgetGuard:
         self._policies: dict[str, tuple[float, Any]] = {}
         # holds of calls in flight in this process, renewed until they settle (renew_live)
         self.live: dict[str, Reservation] = {}
+        self.settler = SettleWriter(ledger, done=lambda r: self.live.pop(r.id, None))
 
     def policy_cached(self, agent: str | None) -> Any:
         """The cached policy (or None: no policy), or False when it must be looked up."""
@@ -288,6 +290,15 @@ class BudgetGuard:
                 res, actual_nusd=cost_nusd or 0, actual_tokens=tokens, now=now
             )
         )
+
+    def settle_later(self, adm: Admission, cost_nusd: int | None, tokens: int) -> None:
+        """Queues the settle on the settle writer (off the response path; see settler.py)."""
+        if adm.reservation is None or adm.settled:
+            return
+        adm.settled = True
+        if not adm.reservation.scopes:
+            return
+        self.settler.submit(adm.reservation, cost_nusd or 0, tokens)
 
     async def release(self, adm: Admission, now: datetime) -> None:
         if adm.reservation is None or adm.settled:
