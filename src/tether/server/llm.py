@@ -121,9 +121,10 @@ def _kill_router(ks: KillSwitch, state: State) -> APIRouter:
         body: KillRequest | None = Body(default=None),
         principal: Principal = Depends(require("admin")),
     ) -> dict[str, Any]:
-        """Marks the run `killed`, ends its in-flight LLM streams (in every server process)
-        within ~100 ms with a final error event, and refuses its later calls (HTTP 409
-        `run_killed`). Audited."""
+        """Marks the run `killed` — running, awaiting approval or already ended (ending a run
+        never dodges a kill) — ends its in-flight LLM streams (in every server process) within
+        ~100 ms with a final error event, and refuses its later calls (HTTP 409 `run_killed`).
+        A run already killed answers with its first kill. Audited."""
         reason = (body.reason if body else None) or f"killed by {principal.actor}"
         now = datetime.now(UTC)
         if await kill_run(state, run_id, actor=principal.actor, reason=reason, now=now):
