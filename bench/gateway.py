@@ -398,7 +398,8 @@ def report(mode: str, c1: dict[str, Any], c32: dict[str, Any]) -> None:
         added = f"{a.get('added_p50_ms', 0):>10.3f} {a.get('added_p99_ms', 0):>10.3f}"
         busy = f"{b['throughput_rps']:>9.1f} {b['p50_ms']:>9.3f} {b['p99_ms']:>9.3f}"
         cpu = f"{b['server_cpu_ms_per_request']:>10.3f}"
-        print(f"{name:<10} {a['p50_ms']:>9.3f} {a['p99_ms']:>9.3f} {added} {busy} {cpu}", flush=True)
+        line = f"{name:<10} {a['p50_ms']:>9.3f} {a['p99_ms']:>9.3f} {added} {busy} {cpu}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
