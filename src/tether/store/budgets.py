@@ -3,6 +3,7 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from tether.core.budget import (
     remaining,
 )
 from tether.core.errors import BadRequestError, BudgetExceededError
+from tether.core.ids import make_id
 from tether.core.money import nusd_to_float
 from tether.store.engine import reading
 from tether.store.tables import TS
@@ -29,6 +31,8 @@ from tether.store.upsert import insert_on_conflict
 from tether.store.writelock import span_writer
 
 KEEP_FINISHED = timedelta(days=1)
+# how long a hold lives without being renewed (settings: budgets.reservation_ttl_s)
+DEFAULT_TTL_S = 900
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,20 @@ class Settlement:
     overrun: bool
     # False when the reservation had already been settled, released or swept
     was_held: bool
+
+
+def new_reservation_id() -> str:
+    return make_id("rsv", os.urandom(12))
+
+
+def unbound(run_id: str | None, amount_nusd: int, tokens: int, now: datetime) -> Reservation:
+    """A reservation on no scope (nothing is capped): costs no database round trip."""
+    return Reservation(new_reservation_id(), run_id, (), amount_nusd, tokens, now)
+
+
+def unbound_settlement(r: Reservation, actual_nusd: int, actual_tokens: int) -> Settlement:
+    overrun = actual_nusd > r.amount_nusd or actual_tokens > r.tokens
+    return Settlement(actual_nusd, max(0, r.amount_nusd - actual_nusd), overrun, True)
 
 
 def _state(row: Any) -> CounterState:
@@ -416,6 +434,7 @@ def fits_now(engine: Engine, cap: ScopeCap, amount_nusd: int, tokens: int) -> bo
 
 
 __all__ = [
+    "DEFAULT_TTL_S",
     "Reservation",
     "Settlement",
     "add_spent_by_scope",
@@ -429,4 +448,6 @@ __all__ = [
     "settle_many",
     "snapshot",
     "sweep_expired",
+    "unbound",
+    "unbound_settlement",
 ]

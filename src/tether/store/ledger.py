@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -11,11 +10,15 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from tether.core.budget import CounterState, ScopeCap
-from tether.core.ids import make_id
 from tether.store import budgets
-from tether.store.budgets import Reservation, Settlement
-
-DEFAULT_TTL_S = 900
+from tether.store.budgets import (
+    DEFAULT_TTL_S,
+    Reservation,
+    Settlement,
+    new_reservation_id,
+    unbound,
+    unbound_settlement,
+)
 
 
 class Ledger(Protocol):
@@ -57,15 +60,6 @@ class Ledger(Protocol):
     def sweep_expired(self, now: datetime) -> int: ...
 
 
-def new_reservation_id() -> str:
-    return make_id("rsv", os.urandom(12))
-
-
-def unbound(run_id: str | None, amount_nusd: int, tokens: int, now: datetime) -> Reservation:
-    """A reservation on no scope (nothing is capped): costs no database round trip."""
-    return Reservation(new_reservation_id(), run_id, (), amount_nusd, tokens, now)
-
-
 class SqlLedger:
     """Counters in `budget_counters`, holds in `reservations` (SQLite or PostgreSQL)."""
 
@@ -93,7 +87,7 @@ class SqlLedger:
         self, reservation: Reservation, *, actual_nusd: int, actual_tokens: int, now: datetime
     ) -> Settlement:
         if not reservation.scopes:
-            return _unbound_settlement(reservation, actual_nusd, actual_tokens)
+            return unbound_settlement(reservation, actual_nusd, actual_tokens)
         return budgets.settle(
             self.engine, reservation, actual_nusd=actual_nusd, actual_tokens=actual_tokens, now=now
         )
@@ -118,11 +112,6 @@ class SqlLedger:
 
     def sweep_expired(self, now: datetime) -> int:
         return budgets.sweep_expired(self.engine, now)
-
-
-def _unbound_settlement(r: Reservation, actual_nusd: int, actual_tokens: int) -> Settlement:
-    overrun = actual_nusd > r.amount_nusd or actual_tokens > r.tokens
-    return Settlement(actual_nusd, max(0, r.amount_nusd - actual_nusd), overrun, True)
 
 
 def make_ledger(engine: Engine, redis: Any | None = None, *, ttl_s: int = DEFAULT_TTL_S) -> Ledger:

@@ -14,13 +14,13 @@ from tether.core.budget import CounterState, ScopeCap, merge_caps, refusal_messa
 from tether.core.errors import BadRequestError, BudgetExceededError
 from tether.core.money import nusd_to_float
 from tether.store import budgets
-from tether.store.ledger import (
+from tether.store.budgets import (
     DEFAULT_TTL_S,
     Reservation,
     Settlement,
-    _unbound_settlement,
     new_reservation_id,
     unbound,
+    unbound_settlement,
 )
 
 # Counters outlive a day so that day scopes are still visible the next morning; a counter that
@@ -195,7 +195,7 @@ class RedisLedger:
         if actual_nusd < 0 or actual_tokens < 0:
             raise BadRequestError("a settled amount cannot be negative")
         if not reservation.scopes:
-            return _unbound_settlement(reservation, actual_nusd, actual_tokens)
+            return unbound_settlement(reservation, actual_nusd, actual_tokens)
         done, held_amount = self._finish_call(reservation, actual_nusd, actual_tokens, "settle")
         if not done:
             return Settlement(0, 0, False, False)
