@@ -20,8 +20,9 @@ from tests.ui.seed import Seeded, run_spans, seed
 from tether.config import load_settings
 from tether.core.records import SpanRecord
 from tether.server.app import create_app
-from tether.server.console import queries, run_detail, sources
+from tether.server.console import run_detail, sources
 from tether.server.console.session import COOKIE
+from tether.store import aggregates
 from tether.store import approvals as approval_store
 from tether.store import costs as cost_store
 from tether.store import feedback as feedback_store
@@ -98,7 +99,7 @@ def test_revoked_key_ends_the_session(env, db: Engine):
     login(client, keys["read"])
     assert client.get("/").status_code == 200
     revoke_key(db, keys["read_id"])
-    client.app.state.tether.extras.pop("console_live_keys", None)
+    client.app.state.tether.console_live_keys.clear()
     assert client.get("/").status_code == 303
 
 
@@ -341,7 +342,7 @@ def test_home_aggregates_cache_closed_days_and_count_today_live(db: Engine):
     cache: dict = {}
 
     def runs_per_day() -> list[int]:
-        stats = queries.agent_overview(db, now=now, cache=cache)
+        stats = aggregates.agent_overview(db, now=now, cache=cache)
         return next(s for s in stats if s.agent == "support-bot").runs_per_day
 
     seed_rng = random.Random(5)
@@ -369,13 +370,13 @@ def test_console_cost_tables_agree_with_the_api_breakdown(env, db: Engine):
     start = now - timedelta(days=30)
     for group in ("task", "user"):
         full = cost_store.cost_breakdown(db, group, start=start)
-        top, count, total = queries.top_costs(db, group, start=start, agent=None, limit=5)
+        top, count, total = aggregates.top_costs(db, group, start=start, agent=None, limit=5)
         assert count == len(full) and total == sum(r["cost_nusd"] for r in full)
         assert [r["cost_nusd"] for r in top] == [r["cost_nusd"] for r in full[:5]]
         assert {r["key"] for r in top} <= {r["key"] for r in full}
-    days = queries.day_list(now, 30)
+    days = aggregates.day_list(now, 30)
     midnight = datetime.fromisoformat(days[0]).replace(tzinfo=UTC)
-    assert queries.cost_by_day(db, days=days) == cost_store.cost_breakdown(
+    assert aggregates.cost_by_day(db, days=days) == cost_store.cost_breakdown(
         db, "day", start=midnight
     )
 

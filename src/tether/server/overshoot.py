@@ -15,7 +15,6 @@ from sqlalchemy import Engine
 
 from tether.core.money import nusd_to_float
 from tether.gateway.llm.guard import Overshoot
-from tether.server import webhooks
 from tether.server.deps import State
 from tether.store import audit, budgets
 
@@ -54,7 +53,7 @@ def handler(state: State) -> Callable[[Overshoot], Awaitable[None]]:
         text = (f"tether: a call of run {event.run_id} ({event.model}) cost "
                 f"${nusd_to_float(event.charged_nusd):.6f}, "
                 f"${nusd_to_float(event.over_nusd):.6f} above its hold")  # fmt: skip
-        webhooks.notify(state, EVENT, event_data(event), text)
+        state.webhooks.notify(EVENT, event_data(event), text)
 
     return on_overshoot
 

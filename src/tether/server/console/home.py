@@ -11,10 +11,11 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
-from tether.server.console import queries, sources
+from tether.server.console import sources
 from tether.server.console.render import page
 from tether.server.console.session import Viewer, viewer
 from tether.server.deps import State, get_state
+from tether.store import aggregates
 from tether.store import costs as cost_store
 from tether.store import policies as policy_store
 from tether.store.engine import reading
@@ -25,18 +26,18 @@ router = APIRouter()
 
 def _home_data(state: State, now: datetime) -> dict[str, Any]:
     engine = state.engine
-    cache = state.extras.setdefault("console_cache", {})
-    stats = queries.agent_overview(engine, now=now, cache=cache)
-    since = now - timedelta(days=queries.KPI_DAYS)
+    cache = state.console_cache
+    stats = aggregates.agent_overview(engine, now=now, cache=cache)
+    since = now - timedelta(days=aggregates.KPI_DAYS)
     # a 7-day rate moves slowly: recomputed at most once a minute (as the p95 durations)
-    rates = queries.cached(cache, ("kpi", since.date().isoformat()), queries.P95_TTL_S,
+    rates = aggregates.cached(cache, ("kpi", since.date().isoformat()), aggregates.P95_TTL_S,
                            lambda: cost_store.success_at_target(engine, start=since))  # fmt: skip
     kpis = {(k["agent"], k["version"]): k for k in rates}
     for s in stats:
         s.kpi = kpis.get((s.agent, s.version))
-    days = queries.day_list(now, queries.SPARK_DAYS)
-    by_agent = queries.merge_by_agent(stats)
-    anomalies = queries.cost_anomalies(days, by_agent)
+    days = aggregates.day_list(now, aggregates.SPARK_DAYS)
+    by_agent = aggregates.merge_by_agent(stats)
+    anomalies = aggregates.cost_anomalies(days, by_agent)
     pending = sources.pending_approvals(state)
     budgets = sources.day_budgets(state, {a: v[-1] for a, v in by_agent.items()}, now)
     with reading(engine) as conn:

@@ -1,5 +1,7 @@
-"""Read-only aggregates only the console draws (KPI tiles, sparklines, anomalies); lists and
-single resources come from the store modules the API uses."""
+"""Read-only aggregates over runs for the console (KPI tiles, sparklines, anomalies, cost tables)
+and /api/v1/costs: per agent, version and UTC day, with closed days served from a cache the
+caller owns (the server keeps it in `State.console_cache`, at the edge); lists and single
+resources come from the store modules the API uses."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.sql import ColumnElement
 
-from tether.store.costs import day_of
+from tether.store.costs import cost_breakdown, day_of
 from tether.store.engine import reading
 from tether.store.tables import agents, runs
 
@@ -48,7 +50,7 @@ def duration_ms(conn: Connection) -> ColumnElement[Any]:
 
 # (agent, version, UTC day, runs, cost in nano-dollars, input tokens, output tokens)
 DayRow = tuple[str, str | None, str, int, int, int, int]
-# key -> (time.monotonic() when computed, value); lives in state.extras, one per app
+# key -> (time.monotonic() when computed, value); the caller's, e.g. State.console_cache
 Cache = dict[tuple[Any, ...], tuple[float, Any]]
 
 
@@ -300,3 +302,27 @@ def top_costs(
     out = [{"key": k, "cost_nusd": int(v), "input_tokens": int(i), "output_tokens": int(o),
             "runs": int(n)} for k, v, i, o, n, _g, _t in rows]  # fmt: skip
     return out, int(rows[0][5]), int(rows[0][6])
+
+
+def cost_by_day_range(
+    engine: Engine,
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    agent: str | None = None,
+    cache: Cache | None = None,
+) -> list[dict[str, Any]]:
+    """`cost_breakdown(group_by="day")` over [start, end): from the day cache when the range is
+    whole UTC days ending no later than tomorrow (the console's windows and whole-day API
+    ranges), else straight from `cost_breakdown`. Both give the same rows."""
+    first, last = start.astimezone(UTC), end.astimezone(UTC)
+    tomorrow = _midnight(now.astimezone(UTC).date().isoformat()) + timedelta(days=1)
+    whole = first == _midnight(first.date().isoformat()) and last == _midnight(
+        last.date().isoformat()
+    )
+    n = (last - first).days
+    if not whole or last > tomorrow or not 0 < n <= 400:
+        return cost_breakdown(engine, "day", start=start, end=end, agent=agent)
+    days = [(first + timedelta(days=i)).date().isoformat() for i in range(n)]
+    return cost_by_day(engine, days=days, agent=agent, cache=cache)
