@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,8 +33,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from tests.conftest import PG_URL, REDIS_URL, free_port, wait_http  # noqa: E402  # noqa: E402
+import record  # noqa: E402
+from tests.conftest import PG_URL, REDIS_URL, free_port, wait_http  # noqa: E402
 
 from tether.store.engine import make_engine  # noqa: E402
 from tether.store.keys import create_key  # noqa: E402
@@ -373,19 +374,55 @@ def main() -> None:
                     r["litellm"]["server_cpu_ms_per_request"]
                     / r["budgeted"]["server_cpu_ms_per_request"], 2)  # fmt: skip
         print(json.dumps(verdict, indent=2))
-        out = {"benchmark": "gateway", "requests_per_cell": args.requests, "body": BODY,
-               "calls_per_run": CALLS_PER_RUN, "policy": POLICY,
-               "litellm_budget": "proxy-wide max_budget (no database)" if litellm else None,
-               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                           "load_avg_1m": load[0], "load_avg_1m_max": max(load),
-                           "date": datetime.now(UTC).isoformat(timespec="seconds")},
-               "results": results, "verdict": verdict}  # fmt: skip
-        dest = ROOT / "bench" / "results" / "gateway.json"
-        dest.write_text(json.dumps(out, indent=2) + "\n")
-        print("wrote", dest)
+        figures = {"requests_per_cell": args.requests, "body": BODY,
+                   "calls_per_run": CALLS_PER_RUN, "policy": POLICY,
+                   "litellm_budget": "proxy-wide max_budget (no database)" if litellm else None,
+                   "load_avg_1m_max": max(load), "results": results,
+                   "verdict": verdict}  # fmt: skip
+        command = "bench/gateway.py" + (" --vs litellm" if litellm else "")
+        command += f" --requests {args.requests}" if args.requests != 2000 else ""
+        record.write("gateway", command=command, figures=figures, rows=readme_rows(results, dbs),
+                     load_before=load[0])  # fmt: skip
     finally:
         for p in procs:
             stop(p)
+
+
+def readme_rows(results: dict[str, Any], dbs: list[str]) -> list[record.Row]:
+    """The README's rows: the budgeted path on each database, the easy path and LiteLLM beside."""
+    names = {"sqlite": "SQLite", "postgres": "PostgreSQL", "redis": "PostgreSQL+Redis"}
+
+    def cell(db: str, name: str) -> tuple[Any, Any] | None:
+        ns = results[db]["non_stream"]
+        return (ns["c1"][name], ns["c32"][name]) if name in ns["c1"] else None
+
+    lat, rps, cpu = [], [], []
+    for db in dbs:
+        b, free, lite = cell(db, "budgeted"), cell(db, "no_policy"), cell(db, "litellm")
+        assert b is not None and free is not None
+        lat.append(
+            f"{names[db]} {b[0]['added_p50_ms']:.2f} / {b[0]['added_p99_ms']:.2f} ms "
+            f"(no policy {free[0]['added_p50_ms']:.2f} / {free[0]['added_p99_ms']:.2f})"
+        )
+        rps.append(
+            f"{names[db]} {b[1]['throughput_rps']:,.0f} req/s "
+            f"(no policy {free[1]['throughput_rps']:,.0f})"
+        )
+        cpu.append(
+            f"{names[db]} {b[1]['server_cpu_ms_per_request']:.2f} ms "
+            f"(no policy {free[1]['server_cpu_ms_per_request']:.2f})"
+        )
+        if lite is not None and db == dbs[0]:
+            lat[-1] += f"; LiteLLM {lite[0]['added_p50_ms']:.2f} / {lite[0]['added_p99_ms']:.2f}"
+            rps[-1] += f"; LiteLLM {lite[1]['throughput_rps']:,.0f}"
+            cpu[-1] += f"; LiteLLM {lite[1]['server_cpu_ms_per_request']:.2f}"
+    return [
+        record.Row("LLM gateway added latency p50 / p99, c=1, budgeted path (run and day "
+                   "budgets, a run per 10 calls)", "; ".join(lat), "≤ 1 ms / ≤ 5 ms"),
+        record.Row("LLM gateway throughput, c=32, budgeted path", "; ".join(rps),
+                   "≥ 1,500 req/s"),
+        record.Row("LLM gateway server CPU per request, c=32, budgeted path", "; ".join(cpu)),
+    ]  # fmt: skip
 
 
 def report(mode: str, c1: dict[str, Any], c32: dict[str, Any]) -> None:

@@ -277,20 +277,6 @@ class BudgetGuard:
                   usage.cached_tokens, getattr(usage, "cache_write_tokens", 0)))  # fmt: skip
         return usd_to_nusd(price.cost(*counts))
 
-    async def settle(
-        self, adm: Admission, cost_nusd: int | None, tokens: int, now: datetime
-    ) -> None:
-        if adm.reservation is None or adm.settled:
-            return
-        adm.settled = True
-        res = adm.reservation
-        self.live.pop(res.id, None)
-        await anyio.to_thread.run_sync(
-            lambda: self.ledger.settle(
-                res, actual_nusd=cost_nusd or 0, actual_tokens=tokens, now=now
-            )
-        )
-
     def settle_later(self, adm: Admission, cost_nusd: int | None, tokens: int) -> None:
         """Queues the settle on the settle writer (off the response path; see settler.py)."""
         if adm.reservation is None or adm.settled:
