@@ -331,7 +331,7 @@ def main() -> None:
             litellm = start_litellm(mock_url, tmp)
             procs.append(litellm[0])
         results: dict[str, Any] = {}
-        load = [os.getloadavg()[0]]
+        load = [round(os.getloadavg()[0], 2)]
         for db in dbs:
             proc, url, keys, cleanup = start_tether(db, mock_url, tmp)
             try:
@@ -352,7 +352,7 @@ def main() -> None:
                     c32 = asyncio.run(concurrent(targets, args.requests, stream, pids))
                     results[db][mode] = {"c1": c1, "c32": c32}
                     report(f"{db} {mode}", c1, c32)
-                    load.append(os.getloadavg()[0])
+                    load.append(round(os.getloadavg()[0], 2))
             finally:
                 stop(proc)
                 cleanup()

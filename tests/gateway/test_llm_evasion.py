@@ -70,14 +70,23 @@ def refused_killed(r: httpx.Response) -> bool:
 
 
 def charged_once(env: LLMEnv, run_id: str, calls: int) -> tuple[int, int]:
-    """(counter spent, sum of the run's LLM span costs) once every hold has settled and the
-    spans of its `calls` admitted calls are written."""
-    counter = poll(lambda: (c := env.counter(f"run:{run_id}")) and c.reserved_nusd == 0 and c,
-                   timeout=15)  # fmt: skip
+    """(counter spent, sum of the run's LLM span costs) once the spans of its `calls` admitted
+    calls are written and every hold has settled (settles are written off the response path,
+    so both are waited for; a mismatch still fails, with both figures)."""
     spans = poll(lambda: len(s := [x for x in env.spans_of(run_id) if x.kind == "llm"]) >= calls
                  and s, timeout=15)  # fmt: skip
     assert len(spans) == calls
-    return counter.spent_nusd, sum(s.cost_nusd or 0 for s in spans)
+    cost = sum(s.cost_nusd or 0 for s in spans)
+
+    def settled() -> Any:
+        c = env.counter(f"run:{run_id}")
+        return c is not None and c.reserved_nusd == 0 and c.spent_nusd == cost and c
+
+    try:
+        return poll(settled, timeout=15).spent_nusd, cost
+    except AssertionError:
+        counter = env.counter(f"run:{run_id}")
+        return (counter.spent_nusd if counter else 0), cost
 
 
 # ---------------------------------------------------------------- ended, then killed
