@@ -12,11 +12,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tether.core.errors import ConfigError
+from tether.core.tags import suggest_tag, unknown_tags
 
 
 class ProviderConfig(BaseModel):
@@ -43,6 +43,12 @@ class ProviderConfig(BaseModel):
         return None
 
 
+def _known_tag(tag: str) -> str:
+    if unknown_tags([tag]):
+        raise ValueError(f"unknown tag {tag!r}: {suggest_tag(tag)}")
+    return tag
+
+
 class McpServerConfig(BaseModel):
     """An upstream MCP server: a stdio `command` or a Streamable HTTP `url`."""
 
@@ -52,7 +58,8 @@ class McpServerConfig(BaseModel):
     url: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     cwd: Path | None = None
-    tags: dict[str, list[str]] = Field(default_factory=dict)
+    # tool name or glob ("*", "fetch_*") -> tags; a key matching no served tool is an error
+    tags: dict[str, list[Annotated[str, AfterValidator(_known_tag)]]] = Field(default_factory=dict)
 
 
 class HttpToolConfig(BaseModel):
@@ -212,6 +219,8 @@ def _config_path(state: dict[str, Any]) -> Path | None:
 
 def load_yaml_file(path: Path) -> Any:
     """Parses YAML and names the file and line of a syntax error."""
+    import yaml  # only when there is a file to read: the CLI's start-up does not pay for it
+
     try:
         return yaml.safe_load(path.read_text())
     except yaml.MarkedYAMLError as exc:
@@ -228,4 +237,27 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid setting {loc}: {first['msg']}") from None
+        where = _yaml_line(flags, tuple(first["loc"]))
+        raise ConfigError(f"{where}invalid setting {loc}: {first['msg']}") from None
+
+
+def _yaml_line(flags: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    """`FILE:LINE: ` of a setting that came from tether.yaml, or "" when it did not."""
+    path = _config_path(flags)
+    if path is None:
+        return ""
+    from tether.core.policy_schema import PolicyError, load_document
+
+    try:
+        data, lines = load_document(path.read_text(), str(path))
+    except (PolicyError, OSError):
+        return ""
+    node: Any = data
+    for part in loc:  # only when the whole path is in the file (not a flag or env value)
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
+            node = node[part]
+        else:
+            return ""
+    return f"{path}:{lines.find(loc)}: "

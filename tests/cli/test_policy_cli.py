@@ -67,7 +67,8 @@ def test_check_names_file_line_and_fix(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "no such file" in missing.stderr
     shadow = write(tmp_path, "shadow.yaml", "agent: a\ntools:\n  - {match: '*'}\n  - {match: x}\n")
     res = runner.invoke(app, ["policy", "check", str(shadow)])
-    assert res.exit_code == 0 and f"warning: {shadow}:4: tools[1]: rule" in res.stderr
+    # a rule that can never fire is an error, not a warning: it would silently disable a defence
+    assert res.exit_code == 2 and f"{shadow}:4: tools[1]: rule" in res.stderr
 
 
 def test_apply_show_history_diff_local(tmp_path: Path, db: Engine, db_url: str) -> None:

@@ -24,8 +24,14 @@ COMMANDS: Lazy = {
     "tools": ("tether.cli.tools", "The tool registry: tags, pins and rug-pull approvals."),
     "approvals": ("tether.cli.approvals", "Held tool calls waiting for a person."),
     "audit": ("tether.cli.audit", "The audit log: verify, export, list."),
+    "redteam": ("tether.cli.redteam", "Red-team an agent with scripted attack packs."),
     "db": ("tether.cli.db", "Database migrations."),
     "mock-llm": ("tether.cli.llm", "Serve a deterministic mock LLM for tests and benchmarks."),
+    "eval": ("tether.cli.evals", "Eval suites, CI gates and comparisons of agent versions."),
+    "rollout": (
+        "tether.cli.rollouts",
+        "Canary rollouts: route a share of tasks to a candidate version.",
+    ),
 }
 
 # Modules registered eagerly at start-up (slower `tether --help`): move them into COMMANDS.

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from tether._version import __version__
 from tether.config import Settings
-from tether.server import api, console, errors, governance, health, llm, mcp, memory_area
+from tether.server import api, console, errors, evals, governance, health, llm, mcp, memory_area
 from tether.server.deps import State
 from tether.server.limits import BodySizeLimit
 from tether.store.engine import make_engine
@@ -51,6 +51,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     governance.install(app, state)
     mcp.install(app, state)
     memory_area.install(app, state)
+    evals.install(app, state)
     console.install(app, state)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

@@ -316,6 +316,13 @@ approvals = Table(
     Column("created_at", TS, nullable=False),
     Column("decided_at", TS),
     Column("expires_at", TS, nullable=False),
+    # (governance, 0003) the argument value that made it a hold: {argument, value, kind, source}
+    Column("finding", JSON),
+    # (0003) sha256 of the canonical arguments: repeated holds of the same call are one
+    Column("args_hash", String(64)),
+    # (0003) what the approval covers: call | run (this tool + these arguments for the run)
+    # | counterparty (this value for this agent)
+    Column("scope", String(16)),
 )
 
 rate_events = Table(
@@ -339,6 +346,187 @@ checkpoints = Table(
     Column("run_id", String(64), index=True),
     Column("checkpoint", JSON, nullable=False),
     Column("metadata", JSON),
+    Column("created_at", TS, nullable=False),
+)
+
+# ---------------------------------------------------------------- evals and rollouts (issue 10)
+
+evals = Table(
+    "evals",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("suite", String(200), nullable=False),
+    Column("agent", String(200), nullable=False),
+    Column("version", String(200), nullable=False),
+    # running | finished
+    Column("status", String(32), nullable=False),
+    Column("repeats", Integer, nullable=False),
+    Column("target_cost_nusd", BigInteger),
+    # the suite text as run, so a resumed or compared eval uses exactly these tasks
+    Column("suite_source", Text, nullable=False),
+    Column("suite_hash", String(64), nullable=False),
+    Column("tasks", Integer, nullable=False),
+    Column("attempts_done", Integer, nullable=False, default=0),
+    Column("attempts_passed", Integer, nullable=False, default=0),
+    Column("cost_nusd", BigInteger, nullable=False, default=0),
+    Column("judge_cost_nusd", BigInteger, nullable=False, default=0),
+    Column("created_by", String(200)),
+    Column("created_at", TS, nullable=False),
+    Column("finished_at", TS),
+)
+Index("ix_evals_agent_created", evals.c.agent, evals.c.created_at.desc())
+
+eval_attempts = Table(
+    "eval_attempts",
+    metadata,
+    Column("eval_id", String(64), ForeignKey("evals.id", ondelete="CASCADE"), primary_key=True),
+    Column("task_id", String(200), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("run_id", String(64), nullable=False, index=True),
+    # running | done
+    Column("status", String(32), nullable=False),
+    Column("passed", Boolean),
+    Column("cost_nusd", BigInteger, nullable=False, default=0),
+    Column("judge_cost_nusd", BigInteger, nullable=False, default=0),
+    Column("duration_ms", Float),
+    Column("agent_ms", Float),
+    Column("results", JSON),
+    Column("tools", JSON),
+    Column("error", Text),
+    Column("started_at", TS, nullable=False),
+    Column("ended_at", TS),
+)
+
+gate_verdicts = Table(
+    "gate_verdicts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("suite", String(200), nullable=False),
+    Column("agent", String(200), nullable=False),
+    Column("version", String(200), nullable=False),
+    Column("eval_id", String(64), nullable=False),
+    Column("baseline_version", String(200)),
+    Column("baseline_eval_id", String(64)),
+    # pass | fail | inconclusive
+    Column("outcome", String(32), nullable=False),
+    Column("exit_code", Integer, nullable=False),
+    Column("criteria", JSON, nullable=False),
+    Column("successes", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("more_attempts", Integer),
+    Column("reasons", JSON, nullable=False),
+    Column("comparisons", JSON),
+    Column("regressions", JSON),
+    Column("actor", String(200)),
+    Column("created_at", TS, nullable=False),
+)
+Index("ix_gate_verdicts_agent_created", gate_verdicts.c.agent, gate_verdicts.c.created_at.desc())
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("agent", String(200), nullable=False, index=True),
+    Column("baseline", String(200), nullable=False),
+    Column("candidate", String(200), nullable=False),
+    Column("percent", Float, nullable=False),
+    # running | paused | promoted | rolled_back | inconclusive
+    Column("status", String(32), nullable=False),
+    Column("rule_source", Text, nullable=False),
+    Column("rule_file", String(500)),
+    Column("reason", Text),
+    Column("decision", JSON),
+    Column("actor", String(200)),
+    Column("started_at", TS, nullable=False),
+    Column("step_started_at", TS, nullable=False),
+    Column("evaluated_at", TS),
+    Column("ended_at", TS),
+    Column("updated_at", TS, nullable=False),
+)
+
+rollout_events = Table(
+    "rollout_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column(
+        "rollout_id",
+        String(64),
+        ForeignKey("rollouts.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("at", TS, nullable=False),
+    # started | step_up | promoted | rolled_back | paused | resumed | inconclusive
+    Column("kind", String(32), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("percent", Float, nullable=False),
+    Column("reason", Text),
+    Column("actor", String(200)),
+)
+
+agent_endpoints = Table(
+    "agent_endpoints",
+    metadata,
+    Column("agent", String(200), primary_key=True),
+    Column("version", String(200), primary_key=True),
+    # where POST /api/v1/agents/{agent}/tasks forwards a task routed to this version
+    Column("url", String(2000), nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+
+# ---------------------------------------------------------------- governance: provenance,
+# scoped approvals, red team (0003)
+
+# Value provenance: every normalised value (core/provenance.py Atom) that entered a run, and
+# whether a trusted and/or an untrusted source carried it.
+run_values = Table(
+    "run_values",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("digest", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("trusted", Boolean, nullable=False),
+    Column("untrusted", Boolean, nullable=False),
+    # the first source of each kind: a tool name, "task input", "policy list", "declassified"
+    Column("trusted_source", String(300)),
+    Column("untrusted_source", String(300)),
+    Column("first_seen_at", TS, nullable=False),
+)
+
+# What a person approved beyond one call: a tool with exact arguments for the rest of a run,
+# or a counterparty value for an agent; a later hold the grant covers is allowed without asking.
+approval_grants = Table(
+    "approval_grants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("agent", String(200), nullable=False),
+    Column("tool", String(300), nullable=False),
+    # run | counterparty
+    Column("scope", String(16), nullable=False),
+    Column("run_id", String(64)),
+    Column("args_hash", String(64)),
+    Column("value_digest", String(32)),
+    Column("value", Text),
+    Column("approval_id", String(64)),
+    Column("granted_by", String(200), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("revoked_at", TS),
+)
+Index("ix_approval_grants_agent_tool", approval_grants.c.agent, approval_grants.c.tool)
+
+redteam_reports = Table(
+    "redteam_reports",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("agent", String(200), nullable=False, index=True),
+    Column("packs", JSON, nullable=False),
+    # {attempts, succeeded, stopped, resisted, errored, unscored, per pack: rate and Wilson CI}
+    Column("summary", JSON, nullable=False),
+    Column("report", JSON, nullable=False),
     Column("created_at", TS, nullable=False),
 )
 
@@ -386,21 +574,30 @@ Index("ix_memories_source_run", memories.c.source_run_id)
 Index("ix_memories_user", memories.c.user)
 
 __all__ = [
+    "agent_endpoints",
     "agent_versions",
     "agents",
     "api_keys",
+    "approval_grants",
     "approvals",
     "audit_log",
     "budget_counters",
     "checkpoints",
+    "eval_attempts",
+    "evals",
     "feedback",
+    "gate_verdicts",
     "memories",
     "memory_namespaces",
     "metadata",
     "policies",
     "rate_events",
+    "redteam_reports",
     "reservations",
+    "rollout_events",
+    "rollouts",
     "run_kills",
+    "run_values",
     "runs",
     "scores",
     "spans",

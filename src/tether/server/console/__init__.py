@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from tether.server.console import (
     approvals,
     costs,
+    evals,
     governance,
     home,
     login,
@@ -27,7 +28,7 @@ def install(app: FastAPI, state: State) -> None:
     """Mounts /static and every console page."""
     state.console_env = make_env()
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-    for module in (login, home, runs_list, run_detail, approvals, costs, governance, memory):
+    for module in (login, home, runs_list, run_detail, approvals, costs, governance, memory, evals):
         app.include_router(module.router, include_in_schema=False)
 
     @app.exception_handler(LoginRequiredError)

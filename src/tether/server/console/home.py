@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
-from tether.server.console import sources
+from tether.server.console import evals, sources
 from tether.server.console.render import page
 from tether.server.console.session import Viewer, viewer
 from tether.server.deps import State, get_state
@@ -56,6 +56,7 @@ def _home_data(state: State, now: datetime) -> dict[str, Any]:
     totals["kpi"] = hits / finished if finished else None
     chart = {"days": days, "series": {a: v for a, v in sorted(by_agent.items())}}
     return {
+        **evals.home_summary(state),
         "no_policies": not policy_store.list_latest(engine),
         "stats": stats,
         "days": days,
