@@ -1,7 +1,7 @@
 """The kill switch's table: one row per killed run, polled by `killed_at`.
 
-Revision ID: 0005_enforcement
-Revises: 0004_evals
+Revision ID: 0006_enforcement
+Revises: 0005_watch
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_enforcement"
-down_revision = "0004_evals"
+revision = "0006_enforcement"
+down_revision = "0005_watch"
 branch_labels = None
 depends_on = None
 
