@@ -5,8 +5,8 @@ and the hard caps a run sets for itself.
 0001's `checkpoints` table had no writer in 0.1 (nothing could fill it), so it is replaced,
 not altered: its columns do not fit a saver that keeps channel values apart.
 
-Revision ID: 0004_integrations
-Revises: 0003_governance
+Revision ID: 0007_integrations
+Revises: 0006_enforcement
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_integrations"
-down_revision = "0003_governance"
+revision = "0007_integrations"
+down_revision = "0006_enforcement"
 branch_labels = None
 depends_on = None
 
