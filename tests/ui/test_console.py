@@ -110,7 +110,8 @@ def test_every_page_renders_seeded_data(env):
     assert home.status_code == 200
     for text in ("Success at target cost", "invoice-triage", "support-bot", "research-agent"):
         assert text in home.text
-    assert "cost/day" in home.text  # research-agent's expensive day is an anomaly
+    # cost flags come from the watch passes' alerts (tests/ui/test_console_watch.py); none ran
+    assert "Cost alerts (7 d)" in home.text and "Nothing unusual" in home.text
     waiting = sources.pending_approvals(client.app.state.tether)
     assert waiting == {("invoice-triage", "1.4.0"): 1, ("support-bot", "2.1"): 1}
     runs = client.get("/runs")

@@ -23,6 +23,11 @@ COMMANDS: Lazy = {
     "policy": ("tether.cli.policy", "Boundary policies: check, apply, show."),
     "tools": ("tether.cli.tools", "The tool registry: tags, pins and rug-pull approvals."),
     "approvals": ("tether.cli.approvals", "Held tool calls waiting for a person."),
+    "drift": (
+        "tether.cli.watch",
+        "What moved in an agent's behaviour: tool sequences, success, cost.",
+    ),
+    "alerts": ("tether.cli.watch", "Cost anomaly, drift and model change alerts: list, ack."),
     "audit": ("tether.cli.audit", "The audit log: verify, export, list."),
     "redteam": ("tether.cli.redteam", "Red-team an agent with scripted attack packs."),
     "db": ("tether.cli.db", "Database migrations."),
