@@ -11,10 +11,11 @@ from rich.console import Console
 
 import tether
 from tether.demo.governed import GOVERNED
+from tether.demo.mcp_governed import MCP_GOVERNED
 from tether.demo.scenarios import SCENARIOS, Demo, Scenario
 from tether.demo.summary import print_summary
 
-ALL_SCENARIOS: list[Scenario] = [*SCENARIOS, *GOVERNED]
+ALL_SCENARIOS: list[Scenario] = [*SCENARIOS, *GOVERNED, *MCP_GOVERNED]
 
 
 def seed(
