@@ -43,6 +43,7 @@ def install(app: FastAPI, state: State) -> None:
         killswitch=ks, upstream=upstream,
     )  # fmt: skip
     # first in the route table: the hot path should not be matched against every API route
+    state.llm_gateway = gateway
     app.router.routes[0:0] = LLMRoutes(gateway).routes()
     app.include_router(_kill_router(ks, state))
 

@@ -92,8 +92,25 @@ class Webhooks:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def announce_event(self, event: dict[str, Any], text: str) -> None:
+        """Any other state change (a rollout promoted, rolled back...): the event as JSON, or a
+        Slack message of `text`; the same best-effort delivery as approvals."""
+        for hook in self.settings.webhooks:
+            slack = {
+                "text": text,
+                "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+            }
+            body = slack if hook.format == "slack" else event
+            task = asyncio.get_running_loop().create_task(self._post(hook, body))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
     def stats(self) -> dict[str, int]:
         return {"sent": self.sent, "failed": self.failed}
+
+    async def deliver(self, hook: WebhookConfig, body: dict[str, Any]) -> None:
+        """One POST of `body` to `hook`, best-effort, counted (alerts are sent through this)."""
+        await self._post(hook, body)
 
     async def _post(self, hook: WebhookConfig, body: dict[str, Any]) -> None:
         try:
