@@ -66,6 +66,11 @@ class LedgerCollector(Collector):
                 self._at = now
             return self._snapshot
 
+    @property
+    def leader(self) -> bool:
+        """Whether the last check found this replica holding the lease."""
+        return self._leader
+
     def release(self) -> None:
         if self._leader:
             lease.release(self.engine, LEASE, self.replica_id)

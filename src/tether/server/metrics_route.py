@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from tether.server import overshoot
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
 from tether.server.metrics import Metrics
@@ -59,4 +60,7 @@ async def metrics(
 ) -> Response:
     assert state.metrics is not None
     body = await anyio.to_thread.run_sync(state.metrics.render)
+    if state.metrics.ledger.leader:  # store-derived too: from the exporting replica only
+        lines = await anyio.to_thread.run_sync(overshoot.metric_lines, state.engine)
+        body += ("\n".join(lines) + "\n").encode()
     return Response(body, media_type=CONTENT_TYPE_LATEST)
