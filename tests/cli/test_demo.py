@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -70,6 +71,9 @@ def test_demo_no_serve_writes_the_demo_runs_on_a_fresh_database(tmp_path: Path) 
     assert any(r[2] == "failed" and "no customer with email" in str(r[3]) for r in runs)
     killed = [r for r in runs if r[2] == "killed"]
     assert len(killed) == 1 and killed[0][0] == "coding" and "run budget" in str(killed[0][5])
+    # the truth: the budget was not spent, the next call's worst case did not fit what was left
+    assert re.search(r"worst case \$\d+\.\d{4} did not fit in the \$\d+\.\d{4} left of the "
+                     r"\$0\.25 run budget", str(killed[0][5])), killed[0][5]  # fmt: skip
     assert killed[0][4] <= 250_000_000  # never more than the $0.25 cap, in nano-dollars
     assert [r[0] for r in runs if r[2] == "awaiting_approval"] == ["support"]
     assert len({r[4] for r in runs if r[4]}) > 3  # different models, different costs

@@ -31,7 +31,6 @@ budgets:
         max_duration_s: 600}
   day: {max_cost_usd: 50}
   user_day: {max_cost_usd: 5}
-systems: {read: [erp.invoices, mail.inbox], write: [erp.flags]}
 tools:
   - {match: "erp.delete_*", allow: false, reason: "deletes go through the ERP UI"}
   - {match: "erp.*", allow: true}
@@ -42,7 +41,6 @@ tools:
 data_flow:
   - {after_tag: untrusted, require_approval_for_tag: egress}
 on_uncertain: ask
-memory: {namespace: invoice-triage, read_grants: [shared-kb]}
 approval: {timeout_s: 600, default: deny}
 """
 
@@ -163,7 +161,17 @@ def test_budget_limits_and_models(policy: Policy) -> None:
     assert policy.allows_model("gpt-4o-mini") and not policy.allows_model("gpt-4o")
     assert Policy.parse("agent: a\n").allows_model("anything")
     assert policy.approval_timeout_s == 600 and policy.approval_default == "deny"
-    assert policy.memory_read_grants == ("shared-kb",)
+    assert policy.memory_read_grants == ()
+
+
+def test_sections_nothing_enforces_are_refused_with_their_line() -> None:
+    source = "agent: a\nsystems: {read: [erp.invoices]}\ntools: []\nmemory: {namespace: a}\n"
+    with pytest.raises(PolicyError) as err:
+        Policy.parse(source, "a.yaml")
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("a.yaml:2: systems: `systems:` is not enforced yet")
+    assert lines[1].startswith("a.yaml:4: memory: `memory:` is not enforced yet")
+    assert all("Fix: remove the section" in line for line in lines)
 
 
 def test_decision_to_dict(policy: Policy) -> None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tether.core.errors import PermissionDeniedError
 from tether.core.ids import make_id
 from tether.core.records import RunAttribution
+from tether.core.semtext import redact_text
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
 from tether.server.serialize import (
@@ -95,6 +96,7 @@ async def create_run(
         )
     raw = body.input
     text = raw if raw is None or isinstance(raw, str) else json.dumps(raw)
+    text = redact_text(text, tuple(state.settings.redact_fields))
     attribution = RunAttribution(agent=agent, version=body.version, task_id=body.task_id,
                                  user=body.user)  # fmt: skip
     run_id = body.id or make_id("run", os.urandom(12))
