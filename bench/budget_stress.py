@@ -80,8 +80,8 @@ class _Caller:
     """Plays one agent call on the ledger: reserve the worst case, "call", settle."""
 
     def __init__(self, db_url: str, redis_url: str | None, n: int, tight: bool, run_id: str):
-        from tether.gateway.llm.ledger import make_ledger
         from tether.store.engine import make_engine
+        from tether.store.ledger import make_ledger
 
         self.engine = make_engine(db_url, pool_size=5)  # the test PostgreSQL is shared
         client = None

@@ -79,6 +79,27 @@ class BudgetDefaults(BaseModel):
     reservation_ttl_s: int = 900
 
 
+class MemoryNamespaceConfig(BaseModel):
+    """Settings of one memory namespace (an agent's own, or a shared one others are granted)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # "gateway:MODEL" (through tether's LLM gateway: the agent's budget pays, the call is traced),
+    # "local:all-MiniLM-L6-v2" (a model shipped in a package), or "client" (callers send vectors)
+    embedder: str | None = None
+    quota_items: int | None = Field(default=None, gt=0)
+    quota_bytes: int | None = Field(default=None, gt=0)
+
+
+class MemoryConfig(BaseModel):
+    """Agent memory: the vector index and the default embedder."""
+
+    model_config = ConfigDict(extra="forbid")
+    # auto: pgvector when the PostgreSQL has it, sqlite-vec beside SQLite when installed, else exact
+    index: Literal["auto", "exact", "sqlite-vec", "pgvector"] = "auto"
+    embedder: str | None = None
+    namespaces: dict[str, MemoryNamespaceConfig] = Field(default_factory=dict)
+
+
 class WebhookConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str
@@ -113,6 +134,7 @@ class Settings(BaseSettings):
     budgets: BudgetDefaults = Field(default_factory=BudgetDefaults)
     approval_timeout_s: int = 3600
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     redact_fields: list[str] = Field(
         default_factory=lambda: ["api_key", "authorization", "password", "secret", "token"]
     )

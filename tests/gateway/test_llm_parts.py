@@ -17,7 +17,7 @@ from tether.gateway.llm.errors import from_status, from_transport
 from tether.gateway.llm.gateway import _trace_for, _traceparent
 from tether.gateway.llm.guard import BudgetGuard
 from tether.gateway.llm.openai import OpenAIMeter
-from tether.gateway.llm.provider import Registry
+from tether.gateway.llm.registry import Registry
 
 
 def registry() -> Registry:

@@ -10,8 +10,8 @@ from tether.config import load_settings
 from tether.core.money import usd_to_nusd
 from tether.core.pricing import load_price_table
 from tether.gateway.llm.guard import BudgetGuard
-from tether.gateway.llm.ledger import SqlLedger
 from tether.gateway.llm.provider import Usage
+from tether.store.ledger import SqlLedger
 
 
 def test_a_call_is_priced_as_the_model_its_hold_was_made_for(sqlite_db: Engine) -> None:

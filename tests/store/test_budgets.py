@@ -13,9 +13,9 @@ from sqlalchemy import Engine, select
 
 from tether.core.budget import CounterState, ScopeCap, fits
 from tether.core.errors import BadRequestError, BudgetExceededError
-from tether.gateway.llm.ledger import SqlLedger
 from tether.store import budgets
 from tether.store.engine import make_engine
+from tether.store.ledger import SqlLedger
 from tether.store.tables import reservations
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)

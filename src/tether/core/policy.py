@@ -231,7 +231,9 @@ class Policy:
             ),
             on_uncertain=m.on_uncertain,
             memory_namespace=m.memory.namespace,
-            memory_read_grants=tuple(m.memory.read_grants),
+            memory_read_grants=tuple(
+                g if isinstance(g, str) else g.namespace for g in m.memory.read_grants
+            ),
             approval_timeout_s=m.approval.timeout_s,
             approval_default=m.approval.default,
             source=source,

@@ -9,6 +9,7 @@ import difflib
 import fnmatch
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -94,9 +95,28 @@ class DataFlowModel(_Model):
     require_approval_for_tag: str = Field(min_length=1)
 
 
+class MemoryGrantModel(_Model):
+    namespace: str = Field(min_length=1, max_length=200)
+    expires_at: datetime | None = None
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("expires_at")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError(
+                "expires_at has no time zone. Fix: write it in UTC, e.g. 2027-01-31T00:00:00Z"
+            )
+        return v
+
+
 class MemoryModel(_Model):
-    namespace: str | None = None
-    read_grants: list[str] = Field(default_factory=list)
+    namespace: str | None = Field(default=None, min_length=1, max_length=200)
+    read_grants: list[str | MemoryGrantModel] = Field(default_factory=list)
+    write_grants: list[str | MemoryGrantModel] = Field(default_factory=list)
+    embedder: str | None = None
+    quota_items: int | None = Field(default=None, gt=0)
+    quota_bytes: int | None = Field(default=None, gt=0)
 
 
 class ApprovalModel(_Model):
@@ -139,6 +159,8 @@ _KEYS: dict[tuple[str, ...], type[_Model]] = {
     ("tools", "*"): ToolRuleModel,
     ("data_flow", "*"): DataFlowModel,
     ("memory",): MemoryModel,
+    ("memory", "read_grants", "*"): MemoryGrantModel,
+    ("memory", "write_grants", "*"): MemoryGrantModel,
     ("approval",): ApprovalModel,
 }
 

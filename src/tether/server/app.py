@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from tether import __version__
 from tether.config import Settings
-from tether.server import api, console, errors, governance, health, llm, mcp
+from tether.server import api, console, errors, governance, health, llm, mcp, memory
 from tether.server.deps import State
 from tether.server.limits import BodySizeLimit
 from tether.store.engine import make_engine
@@ -50,6 +50,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     llm.install(app, state)
     governance.install(app, state)
     mcp.install(app, state)
+    memory.install(app, state)
     console.install(app, state)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

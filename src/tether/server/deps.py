@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from sqlalchemy import Engine
 
 from tether.config import Settings
+
+if TYPE_CHECKING:
+    from tether.server.memory import MemoryService
 
 
 @dataclass
@@ -20,6 +23,7 @@ class State:
     settings: Settings
     engine: Engine
     redis: Any | None = None
+    memory: MemoryService | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     # entered in order at start-up and left in reverse at shutdown (background loops, MCP upstreams)
     lifespans: list[Callable[[], AbstractAsyncContextManager[Any]]] = field(default_factory=list)

@@ -20,12 +20,12 @@ from tether.core.errors import ConflictError
 from tether.gateway.llm.forward import Upstream
 from tether.gateway.llm.gateway import Gateway
 from tether.gateway.llm.killswitch import KillSwitch, for_state, kill_run
-from tether.gateway.llm.ledger import make_ledger
 from tether.gateway.llm.routes import LLMRoutes
 from tether.server import auth
 from tether.server.auth import Principal, require
 from tether.server.deps import State
 from tether.store.engine import reading
+from tether.store.ledger import make_ledger
 from tether.store.tables import runs
 
 log = logging.getLogger("tether.gateway")

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -328,6 +329,49 @@ checkpoints = Table(
     Column("created_at", TS, nullable=False),
 )
 
+# ---------------------------------------------------------------- memory
+
+memory_namespaces = Table(
+    "memory_namespaces",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    # the agent whose own namespace this is (None: a shared namespace others are granted)
+    Column("owner_agent", String(200)),
+    # "gateway:<model>" (embedded through tether's LLM gateway) | "local:<model>" | "client"
+    Column("embedder", String(300)),
+    # fixed by the first write; every vector of the namespace has this many dimensions
+    Column("dim", Integer),
+    Column("created_at", TS, nullable=False),
+)
+
+memories = Table(
+    "memories",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("namespace", String(200), nullable=False),
+    # a fact's identity: a new text under the same key supersedes the old one (kept for as_of)
+    Column("key", String(300)),
+    Column("text", Text, nullable=False),
+    Column("metadata", JSON),
+    Column("tags", JSON, nullable=False),
+    # a partition, not a hint: a run for user A never sees memories written for user B
+    Column("user", String(200)),
+    Column("source_run_id", String(64)),
+    Column("source_span_id", String(16)),
+    Column("content_hash", String(64), nullable=False),
+    # unit vector, float32 little-endian; the vector indexes are derived from this column
+    Column("embedding", LargeBinary),
+    Column("written_by", String(200)),
+    Column("created_at", TS, nullable=False),
+    Column("superseded_at", TS),
+    Column("superseded_by", String(64)),
+)
+Index("ix_memories_ns_key", memories.c.namespace, memories.c.key)
+Index("ix_memories_ns_hash", memories.c.namespace, memories.c.content_hash)
+Index("ix_memories_ns_created", memories.c.namespace, memories.c.created_at)
+Index("ix_memories_source_run", memories.c.source_run_id)
+Index("ix_memories_user", memories.c.user)
+
 __all__ = [
     "agent_versions",
     "agents",
@@ -337,6 +381,8 @@ __all__ = [
     "budget_counters",
     "checkpoints",
     "feedback",
+    "memories",
+    "memory_namespaces",
     "metadata",
     "policies",
     "rate_events",

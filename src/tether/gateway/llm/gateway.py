@@ -34,10 +34,11 @@ from tether.core.semtext import redact_text
 from tether.gateway.llm.forward import Upstream
 from tether.gateway.llm.guard import Admission, BudgetGuard, Caller, count_images, reserved_usd
 from tether.gateway.llm.killswitch import KillSwitch
-from tether.gateway.llm.ledger import Ledger
-from tether.gateway.llm.provider import Registry, Target, Usage
+from tether.gateway.llm.provider import Target, Usage
+from tether.gateway.llm.registry import Registry
 from tether.gateway.llm.spans import SpanWriter
 from tether.store.ingest import ensure_run
+from tether.store.ledger import Ledger
 from tether.store.tables import runs
 
 log = logging.getLogger("tether.gateway")

@@ -1,7 +1,7 @@
 """The gateway's side of budgets: which caps apply to a call (agent policy + configuration), the
 worst case it may cost, the reservation before forwarding and the settlement after it.
 
-The arithmetic is core.budget's; the atomic counters are the ledger's (gateway/llm/ledger.py).
+The arithmetic is core.budget's; the atomic counters are the ledger's (store/ledger.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from tether.core.budget import Limits, Price, RunLimits, reservation_estimate, s
 from tether.core.errors import BadRequestError, PolicyDeniedError
 from tether.core.money import nusd_to_float, usd_to_nusd
 from tether.core.pricing import PriceTable
-from tether.gateway.llm.ledger import Ledger, Reservation
 from tether.gateway.llm.provider import Target
+from tether.store.ledger import Ledger, Reservation
 
 _POLICY_TTL_S = 2.0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -159,8 +160,18 @@ def filler(n: int) -> str:
 
 
 def embedding(text: str, dim: int) -> list[float]:
-    digest = hashlib.sha256(text.encode()).digest()
-    return [round((digest[i % len(digest)] - 127.5) / 127.5, 6) for i in range(dim)]
+    """Feature hashing of the words: deterministic, no model, and texts that share words point
+    the same way (so memory search over the mock finds the related fact, not a random one)."""
+    out = [0.0] * dim
+    words = re.findall(r"[a-z0-9]+", text.lower()) or [text]
+    for word in words:
+        digest = hashlib.sha256(word.encode()).digest()
+        for j in range(4):  # each word touches four coordinates, with a sign each
+            slot = int.from_bytes(digest[4 * j : 4 * j + 3], "big") % dim
+            out[slot] += 1.0 if digest[4 * j + 3] & 1 else -1.0
+    if not any(out):
+        out[0] = 1.0
+    return [round(v, 6) for v in out]
 
 
 class Director:

@@ -1,8 +1,8 @@
-"""Upstream providers behind one small Protocol, and the routing of a requested model to them.
+"""The small Protocol every upstream provider implements (`Provider`, `StreamMeter`), what a
+call used (`Usage`), where one attempt goes (`Target`), and reading a provider's key.
 
-Each `kind` (openai, anthropic) has a module implementing `Provider`; `Registry` turns the
-`providers:` of tether.yaml into targets: the upstream model for a requested name or alias,
-then its fallbacks. Provider keys are read here and sent upstream only, never to agents.
+Each `kind` (openai, anthropic) has a module implementing `Provider`; gateway/llm/registry.py
+routes a requested model to them. Provider keys are read here and sent upstream only.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from tether.config import ProviderConfig
-from tether.core.errors import ConfigError, NotFoundError
+from tether.core.errors import ConfigError
 
 Kind = Literal["openai", "anthropic"]
 
@@ -63,70 +63,6 @@ class Target:
 
     provider: Provider
     model: str
-
-
-def make_provider(config: ProviderConfig) -> Provider:
-    if config.kind == "anthropic":
-        from tether.gateway.llm.anthropic import AnthropicProvider
-
-        return AnthropicProvider(config)
-    from tether.gateway.llm.openai import OpenAIProvider
-
-    return OpenAIProvider(config)
-
-
-class Registry:
-    """Maps a requested model (a name or an alias) to the targets that may serve it."""
-
-    def __init__(self, configs: list[ProviderConfig]) -> None:
-        names = [c.name for c in configs]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ConfigError(f"providers: the name(s) {', '.join(sorted(dupes))} appear twice")
-        self.providers: list[Provider] = [make_provider(c) for c in configs]
-
-    def _find(self, model: str, kind: Kind) -> Target | None:
-        of_kind = [p for p in self.providers if p.kind == kind]
-        for p in of_kind:
-            if model in p.config.aliases:
-                return Target(p, p.config.aliases[model])
-            if model in p.config.models:
-                return Target(p, model)
-        # a provider that lists no models accepts any name of its kind
-        for p in of_kind:
-            if not p.config.models and not p.config.aliases:
-                return Target(p, model)
-        return None
-
-    def targets(self, model: str, kind: Kind) -> list[Target]:
-        """The first target serves `model`; the rest are its provider's fallbacks, in order."""
-        first = self._find(model, kind)
-        if first is None:
-            known = ", ".join(self.model_names(kind)) or "none configured"
-            raise NotFoundError(
-                f"model {model!r} is not served by any {kind} provider (known: {known}); "
-                "add it to `models:` of a provider in tether.yaml",
-                code="model_not_found",
-            )
-        out = [first]
-        for name in first.provider.config.fallbacks:
-            fb = self._find(name, kind)
-            if fb is not None and fb not in out:
-                out.append(fb)
-        return out
-
-    def model_names(self, kind: Kind | None = None) -> list[str]:
-        names: list[str] = []
-        for p in self.providers:
-            if kind is None or p.kind == kind:
-                names += [m for m in [*p.config.models, *p.config.aliases] if m not in names]
-        return names
-
-    def owner_of(self, model: str) -> str:
-        for p in self.providers:
-            if model in p.config.models or model in p.config.aliases:
-                return p.config.name
-        return "tether"
 
 
 def provider_key(config: ProviderConfig) -> str | None:

@@ -13,7 +13,8 @@ from sqlalchemy import Engine
 from tether.core.budget import CounterState, ScopeCap, merge_caps, refusal_message, remaining
 from tether.core.errors import BadRequestError, BudgetExceededError
 from tether.core.money import nusd_to_float
-from tether.gateway.llm.ledger import (
+from tether.store import budgets
+from tether.store.ledger import (
     DEFAULT_TTL_S,
     Reservation,
     Settlement,
@@ -21,7 +22,6 @@ from tether.gateway.llm.ledger import (
     new_reservation_id,
     unbound,
 )
-from tether.store import budgets
 
 # Counters outlive a day so that day scopes are still visible the next morning; a counter that
 # expired is re-seeded from the database, which has every settled cost.

@@ -109,7 +109,7 @@ def _unbound_settlement(r: Reservation, actual_nusd: int, actual_tokens: int) ->
 def make_ledger(engine: Engine, redis: Any | None = None, *, ttl_s: int = DEFAULT_TTL_S) -> Ledger:
     """The Redis ledger when a (sync) `redis.Redis` client is given, else the SQL ledger."""
     if redis is not None:
-        from tether.gateway.llm.redis_ledger import RedisLedger
+        from tether.store.redis_ledger import RedisLedger
 
         return RedisLedger(redis, engine, ttl_s=ttl_s)
     return SqlLedger(engine, ttl_s=ttl_s)

@@ -16,11 +16,11 @@ from sqlalchemy import Engine
 from tests.conftest import REDIS_URL
 from tether.core.budget import CounterState, ScopeCap, fits
 from tether.core.errors import BudgetExceededError
-from tether.gateway.llm.ledger import SqlLedger, make_ledger
-from tether.gateway.llm.redis_ledger import RedisLedger
 from tether.store import budgets
 from tether.store.engine import make_engine
+from tether.store.ledger import SqlLedger, make_ledger
 from tether.store.migrate import upgrade
+from tether.store.redis_ledger import RedisLedger
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 USD = 1_000_000_000
