@@ -382,10 +382,6 @@ NOT_ENFORCED: dict[str, tuple[str, str]] = {
         "`systems:` is not enforced yet: no gateway checks read/write grants on systems",
         "remove the section and grant or forbid the tools instead (`tools:` with match/allow)",
     ),
-    "memory": (
-        "`memory:` is not enforced yet: tether has no memory feature to grant namespaces on",
-        "remove the section; it will be accepted when memory lands",
-    ),
 }
 
 
