@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from tether import __version__
 from tether.config import Settings
-from tether.server import api, console, errors, governance, health, llm, mcp, memory
+from tether.server import api, console, errors, governance, health, llm, mcp, memory, openapi
 from tether.server.deps import State
 from tether.server.limits import BodySizeLimit
 from tether.store.engine import make_engine
@@ -52,5 +52,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     mcp.install(app, state)
     memory.install(app, state)
     console.install(app, state)
+    openapi.install(app)  # after every route: ids and error responses of the whole API
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

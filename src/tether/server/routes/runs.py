@@ -18,6 +18,7 @@ from tether.core.records import RunAttribution
 from tether.core.semtext import redact_text
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
+from tether.server.openapi import errors
 from tether.server.serialize import (
     RunDetail,
     RunPage,
@@ -83,7 +84,8 @@ def list_runs(
     return page([run_resource(r) for r in rows], next_cursor)
 
 
-@router.post("/runs", status_code=201, response_model=RunDetail, summary="Create a run")
+@router.post("/runs", status_code=201, response_model=RunDetail, summary="Create a run",
+             responses=errors(409))  # fmt: skip
 async def create_run(
     body: RunCreate,
     state: State = Depends(get_state),
