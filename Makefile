@@ -11,12 +11,14 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# `make demo` / `make serve` need the control plane (the `server` extra); `pip install tether`
+# alone is the agent SDK.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e ".[server]"
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[server,test]"
 	touch $(STAMP) $@
 
 demo: $(STAMP)
@@ -35,7 +37,8 @@ services:
 	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /tmp --logfile /tmp/tether-redis.log
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 
-test: $(TEST_STAMP) chromium services
+# Lint and the layers contract first: a broken layer fails in seconds, not after the suite.
+test: lint chromium services
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Each benchmark prints its figures and writes bench/results/<name>.json. The peer comparisons
@@ -60,6 +63,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from tests.processes import READY_TIMEOUT_S, Spawned, stop_all
 from tether.config import Settings, load_settings
 from tether.store.engine import make_engine
 from tether.store.keys import create_key
@@ -85,23 +86,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http(
+    url: str, timeout: float = READY_TIMEOUT_S, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Waits until `url` answers below 500 (or `proc` exits), up to a bound generous enough for
+    a loaded machine. Prefer `tests.processes.Spawned.wait_ready`, which also stops the process
+    and shows what it printed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             out = proc.stdout.read().decode() if proc.stdout else ""
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{out}")
+            raise RuntimeError(f"{url}: the process exited with {proc.returncode}:\n{out}")
         try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
+            if httpx.get(url, timeout=2.0).status_code < 500:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
 
 
 class ServerProcess:
-    """A `tether serve` subprocess on a free port; `.url`, `.env`, `.stop()`."""
+    """A `tether serve` subprocess on a free port; `.url`, `.env`, `.stop()`.
+
+    Ready once /healthz answers (bounded by READY_TIMEOUT_S); if it does not, the process tree
+    is stopped and the error shows what the server printed (also in `home/serve.log`).
+    """
 
     def __init__(
         self,
@@ -124,20 +134,15 @@ class ServerProcess:
         args = [sys.executable, "-m", "tether.cli.main", "serve", "--workers", str(workers)]
         if config is not None:
             args += ["--config", str(config)]
-        self.proc = subprocess.Popen(
-            args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        wait_http(self.url + "/healthz", proc=self.proc)
+        self.spawned = Spawned(args, env=self.env, log_path=home / f"serve-{self.port}.log")
+        self.proc = self.spawned.proc
+        self.spawned.wait_ready(self.url + "/healthz")
+
+    def output(self) -> str:
+        return self.spawned.output()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        if self.proc.stdout:
-            self.proc.stdout.close()
+        self.spawned.stop()
 
 
 @pytest.fixture
@@ -146,3 +151,8 @@ def server(tmp_path: Path, db_url: str) -> Iterator[ServerProcess]:
     proc = ServerProcess(tmp_path / "home", db_url)
     yield proc
     proc.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # whatever a failing test left running (servers, mock LLMs, MCP upstreams) ends with the run
+    stop_all()

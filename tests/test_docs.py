@@ -19,10 +19,12 @@ README = (Path(__file__).parent.parent / "README.md").read_text()
 
 def _commands(group: click.Group, prefix: str) -> list[str]:
     out = []
-    for name, cmd in group.commands.items():
+    # list_commands/get_command, not .commands: the root loads its command groups lazily
+    for name in group.list_commands(None):  # type: ignore[arg-type]
+        cmd = group.get_command(None, name)  # type: ignore[arg-type]
         path = f"{prefix} {name}"
-        if isinstance(cmd, click.Group):
-            out += _commands(cmd, path)
+        if hasattr(cmd, "commands"):
+            out += _commands(cmd, path)  # type: ignore[arg-type]
         else:
             out.append(path)
     return out

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -11,7 +12,10 @@ from typer.testing import CliRunner
 from tests.conftest import ServerProcess, free_port
 from tests.store.test_runs import make_run
 from tether.cli.main import app
+from tether.core.records import RunAttribution
+from tether.store import audit as audit_store
 from tether.store.engine import make_engine
+from tether.store.ingest import ensure_run
 from tether.store.keys import create_key
 from tether.store.migrate import upgrade
 
@@ -64,14 +68,41 @@ def test_missing_local_database_is_explained(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "no tether database" in res.stderr
 
 
-def test_kill_needs_a_key_and_a_reachable_server(tmp_path: Path) -> None:
+def test_kill_on_the_local_store_without_tether_url(
+    tmp_path: Path, db: Engine, db_url: str
+) -> None:
+    """No TETHER_URL: the kill is the store's (status, reason, audit entry), which every running
+    server's kill switch picks up; a finished or unknown run is refused with one line."""
+    now = datetime.now(UTC)
+    with db.begin() as conn:
+        ensure_run(conn, "run_loop", trace_id=None, attribution=RunAttribution(agent="a"),
+                   started_at=now, source="gateway", now=now)  # fmt: skip
+    runner, env = CliRunner(), _env(tmp_path, db_url)
+    res = runner.invoke(app, ["runs", "kill", "run_loop", "--reason", "loop", "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {"id": "run_loop", "status": "killed", "kill_reason": "loop"}
+    shown = json.loads(runner.invoke(app, ["runs", "show", "run_loop", "--json"], env=env).stdout)
+    assert (shown["status"], shown["kill_reason"]) == ("killed", "loop")
+    [entry] = audit_store.list_entries(db, limit=5, action="run.killed")[0]
+    assert entry.subject == "run_loop"
+    again = runner.invoke(app, ["runs", "kill", "run_loop"], env=env)
+    assert again.exit_code == 1 and "already ended" in again.stderr
+    unknown = runner.invoke(app, ["runs", "kill", "run_nope"], env=env)
+    assert unknown.exit_code == 1 and "run_nope" in unknown.stderr
+
+
+def test_tether_url_wins_over_the_database_setting_and_the_flag_wins_over_it(
+    tmp_path: Path, db: Engine, db_url: str
+) -> None:
+    rid = make_run(db, 1, agent="triage")
     runner = CliRunner()
-    env = _env(tmp_path, f"sqlite:///{tmp_path / 't.db'}")
-    no_key = runner.invoke(app, ["runs", "kill", "run_x"], env=env)
-    assert no_key.exit_code == 2 and "TETHER_API_KEY" in no_key.stderr
-    down = {**env, "TETHER_URL": f"http://127.0.0.1:{free_port()}", "TETHER_API_KEY": "k"}
+    down = _env(tmp_path, db_url, TETHER_URL=f"http://127.0.0.1:{free_port()}",
+                TETHER_API_KEY="k")  # fmt: skip
     res = runner.invoke(app, ["runs", "kill", "run_x", "--reason", "loop"], env=down)
     assert res.exit_code == 1 and "cannot reach tether" in res.stderr
+    listed = runner.invoke(app, ["runs", "list", "--json", "--database-url", db_url], env=down)
+    assert listed.exit_code == 0, listed.output
+    assert [r["id"] for r in json.loads(listed.stdout)["items"]] == [rid]
 
 
 def test_reads_and_kill_through_a_running_server(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tether.store.migrate import head_revision
+
 
 def _tether(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TETHER_HOME": str(home)}
@@ -22,11 +24,12 @@ def test_serve_refuses_public_bind_without_any_key(tmp_path: Path) -> None:
 
 
 def test_db_upgrade_then_current(tmp_path: Path) -> None:
+    head = head_revision()
     first = _tether("db", "upgrade", home=tmp_path)
-    assert first.returncode == 0 and "upgraded from empty to 0001" in first.stdout
+    assert first.returncode == 0 and f"upgraded from empty to {head}" in first.stdout
     again = _tether("db", "upgrade", home=tmp_path)
-    assert "already at revision 0001" in again.stdout
-    assert "current: 0001" in _tether("db", "current", home=tmp_path).stdout
+    assert f"already at revision {head}" in again.stdout
+    assert f"current: {head}" in _tether("db", "current", home=tmp_path).stdout
 
 
 def test_version_and_bad_config_exit_cleanly(tmp_path: Path) -> None:

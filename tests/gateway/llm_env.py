@@ -18,6 +18,7 @@ import yaml
 from sqlalchemy import Engine, select
 
 from tests.conftest import ServerProcess, free_port
+from tests.processes import READY_TIMEOUT_S
 from tether.gateway.llm.mock import create_mock_app
 from tether.gateway.llm.mock_script import parse_script
 from tether.store.engine import make_engine
@@ -85,7 +86,7 @@ class MockServer:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + READY_TIMEOUT_S  # a loaded machine starts threads late
         while not self.server.started:
             if time.monotonic() > deadline:
                 raise TimeoutError("mock LLM did not start")

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import anyio
 import pytest
@@ -10,7 +9,7 @@ from sqlalchemy import Engine, event, select
 
 from tether.core.errors import NotFoundError, RunKilledError
 from tether.core.records import RunAttribution
-from tether.gateway.llm.killswitch import DURATION_REASON, KillSwitch, for_state, kill_run
+from tether.gateway.llm.killswitch import DURATION_REASON, KillSwitch, kill_run
 from tether.store import audit
 from tether.store.engine import make_engine
 from tether.store.ingest import ensure_run
@@ -116,17 +115,15 @@ async def test_deadline_kills_in_flight_run_and_refuses_later_calls(db: Engine) 
 
 
 async def test_kill_run_for_the_api_cli_and_console(db: Engine) -> None:
-    state = SimpleNamespace(engine=db, extras={})
     _run(db, "run_api")
-    ks = for_state(state)
-    assert for_state(state) is ks
+    ks = KillSwitch(db)
     with ks.track("run_api") as handle:
         now = datetime.now(UTC)
-        assert await kill_run(state, "run_api", actor="key_1", reason="manual", now=now)
+        assert await kill_run(ks, "run_api", actor="key_1", reason="manual", now=now)
         assert handle.killed.is_set()
-    assert not await kill_run(state, "run_api", actor="key_1", reason="manual", now=now)
+    assert not await kill_run(ks, "run_api", actor="key_1", reason="manual", now=now)
     with pytest.raises(NotFoundError):
-        await kill_run(state, "run_nope", actor="key_1", reason="manual", now=now)
+        await kill_run(ks, "run_nope", actor="key_1", reason="manual", now=now)
 
 
 async def test_calls_of_a_watched_run_need_no_query_and_still_see_remote_kills(

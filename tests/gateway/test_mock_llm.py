@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, wait_http
+from tests.conftest import free_port
+from tests.processes import Spawned
 from tether.gateway.llm.mock import create_mock_app
 from tether.gateway.llm.mock_script import Script, load_script, parse_script
 
@@ -111,19 +112,16 @@ def test_mock_llm_command(tmp_path: Path) -> None:
     script = tmp_path / "script.json"
     script.write_text(json.dumps([{"text": "from the script"}]))
     port = free_port()
-    proc = subprocess.Popen(
+    proc = Spawned(
         [sys.executable, "-m", "tether.cli.main", "mock-llm", "--port", str(port), "--script",
-         str(script), "--no-usage"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+         str(script), "--no-usage"], log_path=tmp_path / "mock-llm.log",
     )  # fmt: skip
     try:
-        wait_http(f"http://127.0.0.1:{port}/v1/models", proc=proc)
+        proc.wait_ready(f"http://127.0.0.1:{port}/v1/models")
         r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=chat("hi")).json()
         assert r["choices"][0]["message"]["content"] == "from the script" and "usage" not in r
     finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
+        proc.stop()
     missing = str(tmp_path / "missing.yaml")
     bad = subprocess.run([sys.executable, "-m", "tether.cli.main", "mock-llm", "--script", missing],
                          capture_output=True, text=True)  # fmt: skip

@@ -68,7 +68,7 @@ def test_agents(api: Api) -> None:
 
 
 def test_metrics_in_prometheus_text_format(api: Api) -> None:
-    api.client.app.state.tether.extras["metrics"]["spans_ingested"] = 42  # type: ignore[attr-defined]
+    api.client.app.state.tether.spans_ingested = 42  # type: ignore[attr-defined]
     assert api.client.get("/metrics").status_code == 401
     r = api.client.get("/metrics", headers=api.read)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")

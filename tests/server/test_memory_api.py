@@ -157,3 +157,25 @@ def test_bad_input_is_a_clear_400(api: Api) -> None:
     assert c.post(
         "/api/v1/memory/search", json={"query": "x", "k": 0}, headers=support
     ).status_code in (400, 422)
+
+
+def test_episodes_recall_similar_runs_and_their_steps(api: Api) -> None:
+    from tests.store.test_episodes import _run
+
+    _run(api.db, "run_ep_1", "support", "refund invoice INV-7 for acme", tools=("crm.lookup",))
+    _run(api.db, "run_ep_2", "support", "reset the password for bob")
+    support = api.key("agent", agent="support")
+    r = api.client.get("/api/v1/memory/episodes",
+                       params={"agent": "support", "task": "acme wants an invoice refund"},
+                       headers=support)  # fmt: skip
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert [i["episode"]["run_id"] for i in items] == ["run_ep_1"]
+    assert items[0]["episode"]["tools"] == ["crm.lookup"]
+    steps = api.client.get("/api/v1/memory/episodes/run_ep_1", headers=support).json()["items"]
+    assert [s["name"] for s in steps] == ["crm.lookup"]
+    billing = api.key("agent", agent="billing")
+    r = api.client.get("/api/v1/memory/episodes", params={"agent": "support", "task": "x"},
+                       headers=billing)  # fmt: skip
+    assert r.status_code == 403 and r.json()["error"]["code"] == "wrong_agent"
+    assert api.client.get("/api/v1/memory/episodes/run_ep_1", headers=billing).status_code == 403

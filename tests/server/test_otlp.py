@@ -130,8 +130,7 @@ async def test_protobuf_export_stores_run_and_spans(client: httpx.AsyncClient, d
         "tool failed",
     )
     assert rows[LLM.hex()].latency_ms == 2000.0
-    metrics = client.app.state.tether.extras["metrics"]  # type: ignore[attr-defined]
-    assert metrics["spans_ingested"] == 3
+    assert client.app.state.tether.spans_ingested == 3  # type: ignore[attr-defined]
 
 
 async def test_json_gzip_export_and_json_response(client: httpx.AsyncClient, db: Engine) -> None:

@@ -147,7 +147,7 @@ def test_policies_folder_is_loaded_at_start(tmp_path: Path, db: Engine, db_url: 
     assert policy_store.latest_version(db, "triage") == 1
     (folder / "triage.yaml").write_text(V2)
     with TestClient(create_app(settings, engine=db)) as client:
-        assert client.app.state.tether.extras["policies_loaded"] == [("triage", 2)]  # type: ignore[attr-defined]
+        assert client.app.state.tether.policies_loaded == [("triage", 2)]  # type: ignore[attr-defined]
     (folder / "broken.yaml").write_text("agent: broken\ntools: 3\n")
     # other areas' lifespans may run start-up inside a task group, which wraps the error
     app = create_app(settings, engine=db)

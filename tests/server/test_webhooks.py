@@ -17,7 +17,6 @@ from sqlalchemy import Engine
 
 from tests.conftest import free_port
 from tether.config import Settings, load_settings
-from tether.server import webhooks
 from tether.server.app import create_app
 from tether.store import policies
 from tether.store.keys import create_key
@@ -66,10 +65,10 @@ def test_hold_is_announced_to_json_and_slack_hooks(
         assert r.json()["decision"] == "approval_required"
         state = client.app.state.tether  # type: ignore[attr-defined]
         deadline = time.monotonic() + 10
-        while webhooks.stats(state)["sent"] + webhooks.stats(state)["failed"] < 3:
-            assert time.monotonic() < deadline, webhooks.stats(state)
+        while state.webhooks.sent + state.webhooks.failed < 3:
+            assert time.monotonic() < deadline, state.webhooks.stats()
             time.sleep(0.02)
-    assert webhooks.stats(state) == {"sent": 2, "failed": 1}
+    assert state.webhooks.stats() == {"sent": 2, "failed": 1}
     bodies = dict(got)
     generic = bodies["/json"]
     assert generic["type"] == "approval.requested"
@@ -107,7 +106,7 @@ def test_a_failing_hook_is_logged_without_its_secret_path(
                         headers={"Authorization": f"Bearer {key}"})  # fmt: skip
             state = client.app.state.tether  # type: ignore[attr-defined]
             deadline = time.monotonic() + 10
-            while webhooks.stats(state)["failed"] < 1:
+            while state.webhooks.failed < 1:
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
     finally:

@@ -98,7 +98,7 @@ def test_revoked_key_ends_the_session(env, db: Engine):
     login(client, keys["read"])
     assert client.get("/").status_code == 200
     revoke_key(db, keys["read_id"])
-    client.app.state.tether.extras.pop("console_live_keys", None)
+    client.app.state.tether.console_live_keys.clear()
     assert client.get("/").status_code == 303
 
 

@@ -1,5 +1,5 @@
-"""`tether approvals list|approve|deny`: decide held tool calls, from the local store or a
-remote tether (TETHER_URL + TETHER_API_KEY)."""
+"""`tether approvals list|approve|deny`: decide held tool calls, on the backend of cli/client.py
+(a running server with TETHER_URL, else the local store)."""
 
 from __future__ import annotations
 
@@ -9,26 +9,24 @@ from typing import Any
 import typer
 from rich.table import Column, Table
 
-from tether.cli.client import local_engine
-from tether.cli.output import console, print_json
-from tether.cli.tools import remote
-from tether.config import load_settings
-from tether.store import approvals
+from tether.cli.client import Local, opened
+from tether.cli.output import DB_OPTION, console, errors, print_json
 
 
-def _decide(approval_id: str, approve: bool, reason: str | None) -> dict[str, Any]:
-    settings = load_settings()
+def _decide(
+    approval_id: str, approve: bool, reason: str | None, database_url: str | None
+) -> dict[str, Any]:
     verb = "approve" if approve else "deny"
-    if settings.url:
-        result: dict[str, Any] = remote(settings, "POST", f"/approvals/{approval_id}/{verb}",
-                                        json={"reason": reason})  # fmt: skip
+    with errors(), opened(database_url) as be:
+        if isinstance(be, Local):
+            from tether.store import approvals
+
+            return approvals.decide(be.engine, approval_id, approve=approve, actor="cli",
+                                    reason=reason, now=datetime.now(UTC)).to_dict()  # fmt: skip
+        path = f"/api/v1/approvals/{approval_id}/{verb}"
+        result: dict[str, Any] = be.request("POST", path, json={"reason": reason})
         return result
-    engine = local_engine(settings)
-    try:
-        return approvals.decide(engine, approval_id, approve=approve, actor="cli", reason=reason,
-                                now=datetime.now(UTC)).to_dict()  # fmt: skip
-    finally:
-        engine.dispose()
+    raise AssertionError("unreachable")  # errors() exits on failure
 
 
 def register(app: typer.Typer) -> None:
@@ -41,21 +39,20 @@ def register(app: typer.Typer) -> None:
         run_id: str = typer.Option(None, "--run", help="Only this run's holds."),
         limit: int = typer.Option(100, min=1, max=1000),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        database_url: str = DB_OPTION,
     ) -> None:
         """List held calls (pending by default)."""
-        settings = load_settings()
         wanted = None if status == "all" else status
-        if settings.url:
-            params = {k: v for k, v in {"status": wanted, "run_id": run_id,
-                                        "limit": limit}.items() if v}  # fmt: skip
-            items = remote(settings, "GET", "/approvals", params=params)["items"]
-        else:
-            engine = local_engine(settings)
-            try:
+        with errors(), opened(database_url) as be:
+            if isinstance(be, Local):
+                from tether.store import approvals
+
                 items = [a.to_dict() for a in approvals.list_approvals(
-                    engine, status=wanted, run_id=run_id, limit=limit)]  # fmt: skip
-            finally:
-                engine.dispose()
+                    be.engine, status=wanted, run_id=run_id, limit=limit)]  # fmt: skip
+            else:
+                params = {k: v for k, v in {"status": wanted, "run_id": run_id,
+                                            "limit": limit}.items() if v}  # fmt: skip
+                items = be.request("GET", "/api/v1/approvals", params=params)["items"]
         if as_json:
             print_json({"items": items})
             return
@@ -73,9 +70,10 @@ def register(app: typer.Typer) -> None:
         approval_id: str = typer.Argument(..., help="apr_..."),
         reason: str = typer.Option(None, "--reason", "-r", help="Why (kept in the audit log)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        database_url: str = DB_OPTION,
     ) -> None:
         """Approve a held call: the waiting agent's call goes through at once."""
-        done = _decide(approval_id, True, reason)
+        done = _decide(approval_id, True, reason, database_url)
         if as_json:
             print_json(done)
         else:
@@ -86,9 +84,10 @@ def register(app: typer.Typer) -> None:
         approval_id: str = typer.Argument(..., help="apr_..."),
         reason: str = typer.Option(None, "--reason", "-r", help="Why (the agent is told)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        database_url: str = DB_OPTION,
     ) -> None:
         """Deny a held call: the waiting agent gets a clear denial."""
-        done = _decide(approval_id, False, reason)
+        done = _decide(approval_id, False, reason, database_url)
         if as_json:
             print_json(done)
         else:

@@ -1,5 +1,5 @@
-"""`tether audit verify|export|list`: the hash-chained audit log, from the local store or,
-with TETHER_URL, from a running server."""
+"""`tether audit verify|export|list`: the hash-chained audit log, on the backend of
+cli/client.py (a running server with TETHER_URL, else the local store)."""
 
 from __future__ import annotations
 
@@ -8,80 +8,53 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
 import typer
 from rich.table import Table
 
-from tether.cli.client import RemoteClient, error_from_response, local_engine
-from tether.cli.output import console, err_console, print_json
-from tether.cli.policy import DB_OPTION, errors
-from tether.config import load_settings
-from tether.core.errors import UpstreamError
-from tether.store import audit as audit_store
-
-
-def _remote(database_url: str | None) -> RemoteClient | None:
-    settings = load_settings(database_url=database_url)
-    if settings.url and not database_url:
-        return RemoteClient(settings.url, settings.api_key)
-    return None
+from tether.cli.client import Local, opened
+from tether.cli.output import DB_OPTION, console, err_console, print_json
+from tether.cli.policy import errors
 
 
 def verify_report(database_url: str | None) -> dict[str, Any]:
-    client = _remote(database_url)
-    if client is not None:
-        return client.request("GET", "/api/v1/audit/verify")
-    engine = local_engine(load_settings(database_url=database_url))
-    try:
-        report = audit_store.verify(engine).to_dict()
+    with opened(database_url) as be:
+        if not isinstance(be, Local):
+            report: dict[str, Any] = be.request("GET", "/api/v1/audit/verify")
+            return report
+        from tether.store import audit as audit_store
+
+        report = audit_store.verify(be.engine).to_dict()
         if report["first_bad_seq"] is not None:
-            bad = audit_store.get_entry(engine, report["first_bad_seq"])
+            bad = audit_store.get_entry(be.engine, report["first_bad_seq"])
             report["first_bad"] = bad.to_dict() if bad else None
         return report
-    finally:
-        engine.dispose()
 
 
 def export_to(database_url: str | None, fh: IO[str]) -> int:
-    client = _remote(database_url)
-    if client is None:
-        engine = local_engine(load_settings(database_url=database_url))
-        try:
-            return audit_store.export(engine, fh)
-        finally:
-            engine.dispose()
-    n = 0
-    try:
-        with client.http.stream("GET", "/api/v1/audit/export") as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                raise error_from_response(resp)
-            for line in resp.iter_lines():
-                if line:
-                    fh.write(line + "\n")
-                    n += 1
-    except httpx.HTTPError as exc:
-        raise UpstreamError(
-            f"cannot reach tether at {client.where} ({exc.__class__.__name__}); start it with "
-            "`tether serve` or point TETHER_URL at a running server"
-        ) from None
-    return n
+    with opened(database_url) as be:
+        if isinstance(be, Local):
+            from tether.store import audit as audit_store
+
+            return audit_store.export(be.engine, fh)
+        n = 0
+        for line in be.lines("/api/v1/audit/export"):
+            fh.write(line + "\n")
+            n += 1
+        return n
 
 
 def list_page(database_url: str | None, action: str | None, limit: int) -> list[dict[str, Any]]:
-    client = _remote(database_url)
-    if client is not None:
+    with opened(database_url) as be:
+        if isinstance(be, Local):
+            from tether.store import audit as audit_store
+
+            entries, _ = audit_store.list_entries(be.engine, limit=limit, action=action)
+            return [e.to_dict() for e in entries]
         params: dict[str, Any] = {"limit": limit}
         if action:
             params["action"] = action
-        items: list[dict[str, Any]] = client.request("GET", "/api/v1/audit", params=params)["items"]
+        items: list[dict[str, Any]] = be.request("GET", "/api/v1/audit", params=params)["items"]
         return items
-    engine = local_engine(load_settings(database_url=database_url))
-    try:
-        entries, _ = audit_store.list_entries(engine, limit=limit, action=action)
-        return [e.to_dict() for e in entries]
-    finally:
-        engine.dispose()
 
 
 def register(app: typer.Typer) -> None:

@@ -1,91 +1,116 @@
-"""How CLI read commands reach data: the REST API when TETHER_URL is set (with
-TETHER_API_KEY), else the local store directly through the same query functions the API uses."""
+"""Where every CLI command reads and writes: one backend, chosen in one order for all commands.
+
+Precedence, first match wins:
+
+1. `--database-url URL` on the command line: the local store at URL.
+2. `TETHER_URL` (or `url:` in tether.yaml): the tether server there, with `TETHER_API_KEY`
+   (or `api_key:`) as the bearer key.
+3. Otherwise the local store: `TETHER_DATABASE_URL`, `database_url:` in tether.yaml, else
+   `$TETHER_HOME/tether.db` (the one `tether serve` uses by default).
+
+Read commands never create or migrate a database: a missing or unmigrated local store is an
+error naming the command to run. Only the writes that can come before the first `tether serve`
+(`keys create`, `policy apply`) create and migrate a local store (`create=True`).
+
+The remote path imports httpx alone; the store is imported when a local backend opens it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
-from tether.config import Settings
+from tether.config import Settings, load_settings
 from tether.core.errors import ERROR_TYPES, AuthenticationError, TetherError, UpstreamError
-from tether.server import serialize
-from tether.store import runs as run_store
-from tether.store.engine import make_engine
-from tether.store.migrate import current_revision
 
-DEFAULT_URL = "http://127.0.0.1:7337"
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 _BY_TYPE = {cls.type: cls for cls in ERROR_TYPES}
 
 
-class Client(Protocol):
-    """What the CLI reads; both implementations return the API's JSON resources."""
+class Remote:
+    """A tether server's REST API, called with a bearer key."""
 
-    where: str
-
-    def list_runs(
-        self, filters: run_store.RunFilters, sort: str, limit: int, cursor: str | None
-    ) -> dict[str, Any]: ...
-
-    def get_run(self, run_id: str) -> dict[str, Any]: ...
-
-
-class LocalClient:
-    """Reads the database in `settings.db_url`, as `tether serve` would."""
-
-    def __init__(self, engine: Engine, where: str) -> None:
-        self.engine = engine
-        self.where = where
-
-    def list_runs(
-        self, filters: run_store.RunFilters, sort: str, limit: int, cursor: str | None
-    ) -> dict[str, Any]:
-        rows, next_cursor = run_store.list_runs(self.engine, filters, sort, limit, cursor)
-        return serialize.page([serialize.run_resource(r) for r in rows], next_cursor)
-
-    def get_run(self, run_id: str) -> dict[str, Any]:
-        row = run_store.get_run(self.engine, run_id)
-        return serialize.run_detail(row, run_store.span_tree(self.engine, run_id))
-
-
-class RemoteClient:
-    """Calls a tether server's REST API with a bearer key."""
-
-    def __init__(self, url: str, api_key: str | None, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self, url: str, api_key: str | None, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.where = url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=self.where, headers=headers, timeout=30.0,
                                  transport=transport)  # fmt: skip
 
-    def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        """One call; `path` is under the server root (`/api/v1/...`). Errors as TetherErrors."""
         try:
             resp = self.http.request(method, path, **kw)
         except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"cannot reach tether at {self.where} ({exc.__class__.__name__}); start it with "
-                "`tether serve` or point TETHER_URL at a running server"
-            ) from None
+            raise _unreachable(self.where, exc) from None
         if resp.status_code >= 400:
             raise error_from_response(resp)
-        data: dict[str, Any] = resp.json()
-        return data
+        return resp.json()
 
-    def list_runs(
-        self, filters: run_store.RunFilters, sort: str, limit: int, cursor: str | None
-    ) -> dict[str, Any]:
-        params: dict[str, Any] = {"sort": sort, "limit": limit}
-        for name, value in vars(filters).items():
-            if value is not None:
-                params[name] = value.isoformat() if hasattr(value, "isoformat") else str(value)
-        if cursor:
-            params["cursor"] = cursor
-        return self.request("GET", "/api/v1/runs", params=params)
+    def lines(self, path: str) -> Iterator[str]:
+        """The non-empty lines of a streamed response (JSON lines exports)."""
+        try:
+            with self.http.stream("GET", path) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise error_from_response(resp)
+                for line in resp.iter_lines():
+                    if line:
+                        yield line
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.where, exc) from None
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/api/v1/runs/{run_id}")
+    def close(self) -> None:
+        self.http.close()
+
+
+class Local:
+    """The local store named by the settings, opened on first use."""
+
+    def __init__(self, settings: Settings, *, create: bool = False) -> None:
+        self.settings = settings
+        self.create = create
+        self.where = _describe(settings.db_url)
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = _open(self.settings, create=self.create)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+Backend = Remote | Local
+
+
+def backend(database_url: str | None = None, *, create: bool = False) -> Backend:
+    """The backend of the precedence above (see the module docstring)."""
+    settings = load_settings(database_url=database_url)
+    if database_url is None and settings.url:
+        return Remote(settings.url, settings.api_key)
+    return Local(settings, create=create)
+
+
+@contextmanager
+def opened(database_url: str | None = None, *, create: bool = False) -> Iterator[Backend]:
+    """`backend(...)`, closed afterwards."""
+    be = backend(database_url, create=create)
+    try:
+        yield be
+    finally:
+        be.close()
 
 
 def error_from_response(resp: httpx.Response) -> TetherError:
@@ -101,13 +126,28 @@ def error_from_response(resp: httpx.Response) -> TetherError:
     return cls(message)
 
 
-def local_engine(settings: Settings) -> Engine:
-    """An engine on the local store; a missing or unmigrated database is a clear error."""
+def _unreachable(where: str, exc: Exception) -> UpstreamError:
+    return UpstreamError(
+        f"cannot reach tether at {where} ({exc.__class__.__name__}); start it with "
+        "`tether serve`, or unset TETHER_URL to use the local store"
+    )
+
+
+def _open(settings: Settings, *, create: bool) -> Engine:
+    from sqlalchemy.engine import make_url
+
+    from tether.store.engine import make_engine
+    from tether.store.migrate import current_revision, upgrade
+
+    if create:
+        engine = make_engine(settings.db_url, pool_size=2)
+        upgrade(engine)
+        return engine
     url = make_url(settings.db_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         raise TetherError(
             f"no tether database at {url.database} yet: run `tether serve` (or `tether db "
-            "upgrade`) first, or set TETHER_URL to read from a running server"
+            "upgrade`) first, or set TETHER_URL to use a running server"
         )
     engine = make_engine(settings.db_url, pool_size=2)
     if current_revision(engine) is None:
@@ -116,12 +156,7 @@ def local_engine(settings: Settings) -> Engine:
     return engine
 
 
-def make_client(settings: Settings) -> Client:
-    if settings.url:
-        return RemoteClient(settings.url, settings.api_key)
-    return LocalClient(local_engine(settings), settings.db_url)
-
-
-def server_client(settings: Settings) -> RemoteClient:
-    """For commands that need the running server (a kill reaches its in-flight streams)."""
-    return RemoteClient(settings.url or DEFAULT_URL, settings.api_key)
+def _describe(url: str) -> str:
+    if url.startswith("sqlite"):
+        return url.split("///", 1)[-1]
+    return url.split("@")[-1]  # never print a password

@@ -1,42 +1,18 @@
-"""`tether keys create|list|revoke`: API keys, managed on the local store (that is how the
-first key is made, before any key exists to call the API with)."""
+"""`tether keys create|list|revoke`: API keys, on the backend of cli/client.py (a running
+server's /api/v1/keys with TETHER_URL, else the local store). `keys create` on a local store
+creates and migrates it: that is how the first key is made, before any key can call the API."""
 
 from __future__ import annotations
 
 import getpass
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 import typer
 from rich.table import Table
-from sqlalchemy import Engine
 
-from tether.cli.output import console, fail, print_json
-from tether.config import load_settings
-from tether.core.errors import BadRequestError, ConfigError, TetherError
-from tether.store import keys as key_store
-from tether.store.engine import make_engine
-from tether.store.migrate import upgrade
-
-DB_OPTION = typer.Option(None, "--database-url", help="SQLite or PostgreSQL URL.")
-
-
-@contextmanager
-def store(database_url: str | None) -> Iterator[Engine]:
-    """The migrated local store; TetherErrors become one-line messages (usage errors exit 2)."""
-    engine: Engine | None = None
-    try:
-        engine = make_engine(load_settings(database_url=database_url).db_url, pool_size=2)
-        upgrade(engine)
-        yield engine
-    except (BadRequestError, ConfigError) as exc:
-        fail(exc.message, 2)
-    except TetherError as exc:
-        fail(exc.message, 1)
-    finally:
-        if engine is not None:
-            engine.dispose()
+from tether.cli.client import Local, opened
+from tether.cli.output import DB_OPTION, console, errors, print_json
 
 
 def _actor() -> str:
@@ -59,16 +35,24 @@ def register(app: typer.Typer) -> None:
         database_url: str = DB_OPTION,
     ) -> None:
         """Create a key. The secret is printed this once; tether keeps only its hash."""
-        with store(database_url) as engine:
-            key, secret = key_store.create_key(
-                engine, scopes=scopes, agent=agent, name=name, actor=_actor()
-            )
+        with errors(), opened(database_url, create=True) as be:
+            if isinstance(be, Local):
+                from tether.store import keys as key_store
+
+                key, secret = key_store.create_key(
+                    be.engine, scopes=scopes, agent=agent, name=name, actor=_actor()
+                )
+                made: dict[str, Any] = {**key.to_dict(), "key": secret}
+            else:
+                body = {"scopes": scopes.split(","), "agent": agent, "name": name}
+                made = be.request("POST", "/api/v1/keys", json=body)
         if as_json:
-            print_json({"id": key.id, "key": secret})
+            print_json({"id": made["id"], "key": made["key"]})
             return
-        console.print(f"created [bold]{key.id}[/] scopes={','.join(key.scopes)}"
-                      + (f" agent={key.agent}" if key.agent else ""), highlight=False)  # fmt: skip
-        console.print(secret, highlight=False, soft_wrap=True)
+        console.print(f"created [bold]{made['id']}[/] scopes={','.join(made['scopes'])}"
+                      + (f" agent={made['agent']}" if made.get("agent") else ""),
+                      highlight=False)  # fmt: skip
+        console.print(made["key"], highlight=False, soft_wrap=True)
         console.print("[yellow]store the secret now: it is not shown again[/]")
 
     @keys.command("list")
@@ -78,16 +62,24 @@ def register(app: typer.Typer) -> None:
         database_url: str = DB_OPTION,
     ) -> None:
         """List keys (never their secrets)."""
-        with store(database_url) as engine:
-            items = key_store.list_keys(engine, include_revoked=include_revoked)
+        with errors(), opened(database_url) as be:
+            if isinstance(be, Local):
+                from tether.store import keys as key_store
+
+                found = key_store.list_keys(be.engine, include_revoked=include_revoked)
+                items: list[dict[str, Any]] = [k.to_dict() for k in found]
+            else:
+                params = {"include_revoked": "true"} if include_revoked else {}
+                items = be.request("GET", "/api/v1/keys", params=params)["items"]
         if as_json:
-            print_json({"items": [k.to_dict() for k in items], "next_cursor": None})
+            print_json({"items": items, "next_cursor": None})
             return
         table = Table("id", "name", "prefix", "scopes", "agent", "created", "last used", "revoked")
         for k in items:
             table.add_row(
-                k.id, k.name or "", k.prefix + "…", ",".join(k.scopes), k.agent or "",
-                _when(k.created_at), _when(k.last_used_at), _when(k.revoked_at),
+                k["id"], k["name"] or "", k["prefix"] + "…", ",".join(k["scopes"]),
+                k["agent"] or "", _when(k["created_at"]), _when(k["last_used_at"]),
+                _when(k["revoked_at"]),
             )  # fmt: skip
         console.print(table if items else "no API keys yet: `tether keys create --scopes admin`")
 
@@ -97,10 +89,15 @@ def register(app: typer.Typer) -> None:
         database_url: str = DB_OPTION,
     ) -> None:
         """Revoke a key; servers stop accepting it within seconds."""
-        with store(database_url) as engine:
-            key = key_store.revoke_key(engine, key_id, actor=_actor())
-        console.print(f"revoked {key.id}", highlight=False)
+        with errors(), opened(database_url) as be:
+            if isinstance(be, Local):
+                from tether.store import keys as key_store
+
+                key_store.revoke_key(be.engine, key_id, actor=_actor())
+            else:
+                be.request("DELETE", f"/api/v1/keys/{key_id}")
+        console.print(f"revoked {key_id}", highlight=False)
 
 
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value else ""
+def _when(value: str | None) -> str:
+    return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M") if value else ""

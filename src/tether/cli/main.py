@@ -1,4 +1,6 @@
-"""The root `tether` command; each command group registers itself from its own module."""
+"""The root `tether` command. Each command group lives in a module of its own, registered in
+COMMANDS with its one-line summary and imported only when that command runs, so that
+`tether --help` and remote commands start fast (bench/startup.py measures both)."""
 
 from __future__ import annotations
 
@@ -7,39 +9,58 @@ import sys
 
 import typer
 
-from tether import __version__
+from tether.cli.lazy import Lazy, LazyGroup
 from tether.cli.output import err_console
 from tether.core.errors import ConfigError, TetherError
 
+# name -> (module with `register(app)`, summary shown by `tether --help`); a new command group
+# adds one line here (tests/cli/test_main.py checks that each loads and its summary is true).
+COMMANDS: Lazy = {
+    "serve": ("tether.cli.serve", "Run the tether server (API, OTLP ingest, gateways, console)."),
+    "demo": ("tether.cli.demo", "A guided tour on a fresh demo database, then the console URL."),
+    "runs": ("tether.cli.runs", "Agent runs: list, show, kill."),
+    "keys": ("tether.cli.keys", "API keys: create, list, revoke."),
+    "policy": ("tether.cli.policy", "Boundary policies: check, apply, show."),
+    "tools": ("tether.cli.tools", "The tool registry: tags, pins and rug-pull approvals."),
+    "approvals": ("tether.cli.approvals", "Held tool calls waiting for a person."),
+    "audit": ("tether.cli.audit", "The audit log: verify, export, list."),
+    "db": ("tether.cli.db", "Database migrations."),
+    "mock-llm": ("tether.cli.llm", "Serve a deterministic mock LLM for tests and benchmarks."),
+}
+
+# Modules registered eagerly at start-up (slower `tether --help`): move them into COMMANDS.
+GROUPS: tuple[str, ...] = ()
+
+
+class Root(LazyGroup):
+    lazy = COMMANDS
+
+
 app = typer.Typer(
     name="tether",
+    cls=Root,
     help="tether: the AgentOps control plane. Trace, cost, cap and govern AI agents.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help for the root: Rich's would load every command to render the table
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-# Command groups, one module each; every module exposes `register(app)`.
-GROUPS = (
-    "tether.cli.serve",
-    "tether.cli.db",
-    "tether.cli.keys",
-    "tether.cli.runs",
-    "tether.cli.demo",
-    "tether.cli.llm",
-    "tether.cli.policy",
-    "tether.cli.audit",
-    "tether.cli.tools",
-    "tether.cli.approvals",
 )
 for _name in GROUPS:
     importlib.import_module(_name).register(app)
 
 
+@app.callback()
+def root() -> None:
+    """tether: the AgentOps control plane. Trace, cost, cap and govern AI agents."""
+
+
 @app.command()
 def version() -> None:
     """Print tether's version."""
+    from tether._version import __version__
+
     typer.echo(f"tether {__version__}")
 
 

@@ -1,15 +1,27 @@
-"""Shared CLI output: Rich for people, JSON for scripts, errors without tracebacks."""
+"""Shared CLI output: Rich for people, JSON for scripts, errors as one line without tracebacks,
+and the `--database-url` option every store command takes (see cli/client.py for the order)."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
+import typer
 from rich.console import Console
+
+from tether.core.errors import BadRequestError, ConfigError, TetherError
 
 console = Console()
 err_console = Console(stderr=True)
+
+DB_OPTION = typer.Option(
+    None,
+    "--database-url",
+    help="Use the local store at this SQLite or PostgreSQL URL (wins over TETHER_URL).",
+)
 
 
 def print_json(data: Any) -> None:
@@ -18,7 +30,16 @@ def print_json(data: Any) -> None:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Prints `error: message` to stderr and exits with `code` (1 failure, 2 bad usage/config)."""
-    import typer
-
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    """TetherErrors as one line: bad input and configuration exit 2, anything else 1."""
+    try:
+        yield
+    except (BadRequestError, ConfigError) as exc:
+        fail(exc.message, 2)
+    except TetherError as exc:
+        fail(exc.message, 1)

@@ -1,6 +1,6 @@
 """`tether policy check|apply|show|list`: boundary policies, validated locally with
-`FILE:LINE: field: problem. Fix: ...` errors, stored in the local store or, with TETHER_URL,
-through a running server's API."""
+`FILE:LINE: field: problem. Fix: ...` errors, stored on the backend of cli/client.py (a running
+server's API with TETHER_URL, else the local store, which `apply` creates if need be)."""
 
 from __future__ import annotations
 
@@ -15,16 +15,10 @@ import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
-from tether.cli.client import RemoteClient, local_engine
-from tether.cli.output import console, fail, print_json
-from tether.config import Settings, load_settings
+from tether.cli import client
+from tether.cli.output import DB_OPTION, console, fail, print_json
 from tether.core.errors import BadRequestError, ConfigError, TetherError
 from tether.core.policy import Policy, PolicyError, lint
-from tether.store import policies as policy_store
-from tether.store.engine import make_engine
-from tether.store.migrate import upgrade
-
-DB_OPTION = typer.Option(None, "--database-url", help="SQLite or PostgreSQL URL (local store).")
 
 
 @contextmanager
@@ -60,46 +54,46 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    def __init__(self, settings: Settings, *, create: bool = False) -> None:
-        if create:
-            # `apply` may run before the first `tether serve`: create and migrate the store.
-            self.engine = make_engine(settings.db_url, pool_size=2)
-            upgrade(self.engine)
-        else:
-            self.engine = local_engine(settings)
-        self.where = settings.db_url.split("@")[-1]
+    def __init__(self, local: client.Local) -> None:
+        from tether.store import policies as policy_store
+
+        self.store = policy_store
+        self.engine = local.engine
+        self.where = local.where
 
     def apply(self, source: str, file: str) -> dict[str, Any]:
-        done = policy_store.apply_policy(self.engine, source, actor(), datetime.now(UTC), file=file)
+        now = datetime.now(UTC)
+        done = self.store.apply_policy(self.engine, source, actor(), now, file=file)
         return {"agent": done.agent, "version": done.version, "changed": done.changed}
 
     def get(self, agent: str, version: int | None) -> dict[str, Any]:
-        return policy_store.describe(self.engine, agent, version)
+        return self.store.describe(self.engine, agent, version)
 
     def history(self, agent: str) -> list[dict[str, Any]]:
-        policy_store.require(self.engine, agent)
-        return [v.to_dict() for v in policy_store.history(self.engine, agent)]
+        self.store.require(self.engine, agent)
+        return [v.to_dict() for v in self.store.history(self.engine, agent)]
 
     def diff(self, agent: str, v1: int, v2: int) -> str:
-        return policy_store.diff(self.engine, agent, v1, v2)
+        return self.store.diff(self.engine, agent, v1, v2)
 
     def list(self) -> list[dict[str, Any]]:
-        return [v.to_dict() for v in policy_store.list_latest(self.engine)]
+        return [v.to_dict() for v in self.store.list_latest(self.engine)]
 
 
 class RemoteBackend:
-    def __init__(self, settings: Settings) -> None:
-        assert settings.url
-        self.client = RemoteClient(settings.url, settings.api_key)
-        self.where = self.client.where
+    def __init__(self, remote: client.Remote) -> None:
+        self.client = remote
+        self.where = remote.where
 
     def apply(self, source: str, file: str) -> dict[str, Any]:
         body = {"source": source, "file": file}
-        return self.client.request("POST", "/api/v1/policies", json=body)
+        done: dict[str, Any] = self.client.request("POST", "/api/v1/policies", json=body)
+        return done
 
     def get(self, agent: str, version: int | None) -> dict[str, Any]:
         params = {"version": version} if version else {}
-        return self.client.request("GET", f"/api/v1/policies/{agent}", params=params)
+        got: dict[str, Any] = self.client.request("GET", f"/api/v1/policies/{agent}", params=params)
+        return got
 
     def history(self, agent: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.client.request(
@@ -119,10 +113,9 @@ class RemoteBackend:
 
 
 def backend(database_url: str | None, *, create: bool = False) -> Backend:
-    settings = load_settings(database_url=database_url)
-    if settings.url and not database_url:
-        return RemoteBackend(settings)
-    return LocalBackend(settings, create=create)
+    """The policy operations on the one CLI backend (cli/client.py's precedence)."""
+    be = client.backend(database_url, create=create)
+    return LocalBackend(be) if isinstance(be, client.Local) else RemoteBackend(be)
 
 
 def read_file(path: Path) -> str:

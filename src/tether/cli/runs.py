@@ -1,52 +1,87 @@
-"""`tether runs list|show|kill`: read runs (from TETHER_URL or the local store) and kill one
-through the running server."""
+"""`tether runs list|show|kill`: read and kill runs on the backend of cli/client.py (a running
+server with TETHER_URL, else the local store; a kill there reaches every server's streams
+within one kill-switch poll)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import datetime
-from typing import Any, TypeVar
+import getpass
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from tether.cli import client as clients
-from tether.cli.output import console, fail, print_json
-from tether.config import Settings, load_settings
-from tether.core.errors import BadRequestError, ConfigError, TetherError
-from tether.store.runs import RUN_SORTS, RunFilters
+from tether.cli.client import Backend, Local, opened
+from tether.cli.output import DB_OPTION, console, errors, print_json
 
-T = TypeVar("T")
+# `tether runs list --sort` (the API's RunSort; the store validates it again)
+RUN_SORTS = ("-started_at", "started_at", "-cost", "cost", "-duration", "duration")
 STATUS_STYLE = {"running": "cyan", "succeeded": "green", "failed": "red", "killed": "magenta",
                 "awaiting_approval": "yellow"}  # fmt: skip
 KIND_ICON = {"agent": "🤖", "llm": "💬", "tool": "🔧", "retrieval": "📚", "embedding": "🧮",
              "approval": "✋", "chain": "🔗"}  # fmt: skip
 
 
-@contextmanager
-def errors() -> Iterator[None]:
-    """TetherErrors as one line: bad input exits 2, anything else (not found, failed) 1."""
+def list_runs(
+    be: Backend, filters: Mapping[str, str | None], sort: str, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """A page of runs as the API returns it (`{"items", "next_cursor"}`)."""
+    if isinstance(be, Local):
+        from tether.server import serialize
+        from tether.store import runs as run_store
+
+        chosen = run_store.RunFilters(
+            agent=filters.get("agent"), version=filters.get("version"),
+            status=filters.get("status"), user=filters.get("user"),
+            task_id=filters.get("task_id"), q=filters.get("q"),
+        )  # fmt: skip
+        rows, next_cursor = run_store.list_runs(be.engine, chosen, sort, limit, cursor)
+        return serialize.page([serialize.run_resource(r) for r in rows], next_cursor)
+    params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
+    params.update(sort=sort, limit=limit, **({"cursor": cursor} if cursor else {}))
+    page: dict[str, Any] = be.request("GET", "/api/v1/runs", params=params)
+    return page
+
+
+def get_run(be: Backend, run_id: str) -> dict[str, Any]:
+    """One run with its span tree, as the API returns it."""
+    if isinstance(be, Local):
+        from tether.server import serialize
+        from tether.store import runs as run_store
+
+        row = run_store.get_run(be.engine, run_id)
+        return serialize.run_detail(row, run_store.span_tree(be.engine, run_id))
+    run: dict[str, Any] = be.request("GET", f"/api/v1/runs/{run_id}")
+    return run
+
+
+def kill_run(be: Backend, run_id: str, reason: str) -> dict[str, Any]:
+    """The kill of POST /api/v1/runs/{id}/kill; locally the same store write and audit entry,
+    which running servers pick up within one kill-switch poll."""
+    if isinstance(be, Local):
+        import anyio
+
+        from tether.core.errors import ConflictError
+        from tether.gateway.llm.killswitch import KillSwitch
+        from tether.gateway.llm.killswitch import kill_run as kill
+
+        now = datetime.now(UTC)
+        if not anyio.run(lambda: kill(KillSwitch(be.engine), run_id, actor=_actor(),
+                                      reason=reason, now=now)):  # fmt: skip
+            raise ConflictError(f"run {run_id} already ended; there is nothing to kill")
+        return {"id": run_id, "status": "killed", "kill_reason": reason}
+    out: dict[str, Any] = be.request("POST", f"/api/v1/runs/{run_id}/kill", json={"reason": reason})
+    return out
+
+
+def _actor() -> str:
     try:
-        yield
-    except (BadRequestError, ConfigError) as exc:
-        fail(exc.message, 2)
-    except TetherError as exc:
-        fail(exc.message, 1)
-
-
-def _settings() -> Settings:
-    with errors():
-        return load_settings()
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _call(fn: Callable[[], T]) -> T:
-    with errors():
-        return fn()
-    raise AssertionError("unreachable")  # pragma: no cover
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
 
 
 def status_text(status: str) -> Text:
@@ -174,12 +209,13 @@ def register(app: typer.Typer) -> None:
         limit: int = typer.Option(20, min=1, max=500, help="How many runs."),
         cursor: str = typer.Option(None, help="Continue from a previous --json next_cursor."),
         as_json: bool = typer.Option(False, "--json", help="Print the API's JSON page."),
+        database_url: str = DB_OPTION,
     ) -> None:
         """List runs, newest first (from TETHER_URL if set, else the local database)."""
-        filters = RunFilters(agent=agent, version=version, status=status, user=user,
-                             task_id=task, q=search)  # fmt: skip
-        client = _call(lambda: clients.make_client(_settings()))
-        data = _call(lambda: client.list_runs(filters, sort, limit, cursor))
+        filters = {"agent": agent, "version": version, "status": status, "user": user,
+                   "task_id": task, "q": search}  # fmt: skip
+        with errors(), opened(database_url) as be:
+            data = list_runs(be, filters, sort, limit, cursor)
         if as_json:
             print_json(data)
         elif not data["items"]:
@@ -193,10 +229,11 @@ def register(app: typer.Typer) -> None:
     def show(
         run_id: str = typer.Argument(..., help="The run's id."),
         as_json: bool = typer.Option(False, "--json", help="Print the API's JSON."),
+        database_url: str = DB_OPTION,
     ) -> None:
         """Show one run: its header and its span tree."""
-        client = _call(lambda: clients.make_client(_settings()))
-        run = _call(lambda: client.get_run(run_id))
+        with errors(), opened(database_url) as be:
+            run = get_run(be, run_id)
         if as_json:
             print_json(run)
             return
@@ -211,16 +248,14 @@ def register(app: typer.Typer) -> None:
     def kill(
         run_id: str = typer.Argument(..., help="The run to stop."),
         reason: str = typer.Option("killed from the CLI", "--reason", help="Why (audited)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the server's JSON reply."),
+        as_json: bool = typer.Option(False, "--json", help="Print the JSON reply."),
+        database_url: str = DB_OPTION,
     ) -> None:
-        """Kill a run on the running server: its streams are cut and later calls refused.
-        Uses TETHER_URL (default http://127.0.0.1:7337) and TETHER_API_KEY."""
-        settings = _settings()
-        if not settings.api_key:
-            fail("set TETHER_API_KEY to an admin key (`tether keys create --scopes admin`)", 2)
-        client = clients.server_client(settings)
-        out = _call(lambda: client.request("POST", f"/api/v1/runs/{run_id}/kill",
-                                           json={"reason": reason}))  # fmt: skip
+        """Kill a run: its streams are cut and later calls refused (409 run_killed), audited.
+        Through TETHER_URL (with an admin TETHER_API_KEY), else on the local store, which
+        every running server watches."""
+        with errors(), opened(database_url) as be:
+            out = kill_run(be, run_id, reason)
         if as_json:
             print_json(out)
         else:

@@ -1,25 +1,15 @@
-"""`tether tools list|show|approve`: the tool registry, from the local store or a remote tether
-(TETHER_URL + TETHER_API_KEY)."""
+"""`tether tools list|show|approve`: the tool registry, on the backend of cli/client.py (a
+running server with TETHER_URL, else the local store)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import typer
 from rich.table import Column, Table
 
-from tether.cli.client import RemoteClient, local_engine
-from tether.cli.output import console, print_json
-from tether.config import Settings, load_settings
-from tether.store import tools as registry
-
-
-def remote(settings: Settings, method: str, path: str, **kw: Any) -> Any:
-    """One call to the running tether named by TETHER_URL (errors become one-line failures)."""
-    return RemoteClient(settings.url or "", settings.api_key).request(
-        method, f"/api/v1{path}", **kw
-    )
+from tether.cli.client import Local, opened
+from tether.cli.output import DB_OPTION, console, errors, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -32,21 +22,18 @@ def register(app: typer.Typer) -> None:
         server: str = typer.Option(None, help="Only this upstream server's tools."),
         status: str = typer.Option(None, help="approved | changed"),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        database_url: str = DB_OPTION,
     ) -> None:
         """List every tool the gateway knows, with tags and pin status."""
-        settings = load_settings()
-        if settings.url:
-            items = remote(
-                settings,
-                "GET",
-                "/tools",
-                params={k: v for k, v in {"server": server, "status": status}.items() if v},
-            )["items"]
-        else:
-            engine = local_engine(settings)
-            items = [t.to_dict() for t in registry.list_tools(engine, server=server,
-                                                              status=status)]  # fmt: skip
-            engine.dispose()
+        with errors(), opened(database_url) as be:
+            if isinstance(be, Local):
+                from tether.store import tools as registry
+
+                found = registry.list_tools(be.engine, server=server, status=status)
+                items = [t.to_dict() for t in found]
+            else:
+                params = {k: v for k, v in {"server": server, "status": status}.items() if v}
+                items = be.request("GET", "/api/v1/tools", params=params)["items"]
         if as_json:
             print_json({"items": items})
             return
@@ -62,16 +49,17 @@ def register(app: typer.Typer) -> None:
     def show_cmd(
         name: str = typer.Argument(..., help="server.tool"),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        database_url: str = DB_OPTION,
     ) -> None:
         """Show one tool: description, schema, tags, pinned and current hash."""
-        settings = load_settings()
-        if settings.url:
-            tool = remote(settings, "GET", f"/tools/{name}")
-        else:
-            engine = local_engine(settings)
-            found = registry.require_tool(engine, name)
-            tool = {**found.to_dict(), "diff": registry.pin_diff(engine, found)}
-            engine.dispose()
+        with errors(), opened(database_url) as be:
+            if isinstance(be, Local):
+                from tether.store import tools as registry
+
+                found = registry.require_tool(be.engine, name)
+                tool = {**found.to_dict(), "diff": registry.pin_diff(be.engine, found)}
+            else:
+                tool = be.request("GET", f"/api/v1/tools/{name}")
         if as_json:
             print_json(tool)
             return
@@ -91,15 +79,17 @@ def register(app: typer.Typer) -> None:
     def approve_cmd(
         name: str = typer.Argument(..., help="server.tool"),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        database_url: str = DB_OPTION,
     ) -> None:
         """Re-pin a changed tool to its current description and schema, unblocking it."""
-        settings = load_settings()
-        if settings.url:
-            tool = remote(settings, "POST", f"/tools/{name}/approve")
-        else:
-            engine = local_engine(settings)
-            tool = registry.approve_tool(engine, name, actor="cli", now=datetime.now(UTC)).to_dict()
-            engine.dispose()
+        with errors(), opened(database_url) as be:
+            if isinstance(be, Local):
+                from tether.store import tools as registry
+
+                now = datetime.now(UTC)
+                tool = registry.approve_tool(be.engine, name, actor="cli", now=now).to_dict()
+            else:
+                tool = be.request("POST", f"/api/v1/tools/{name}/approve")
         if as_json:
             print_json(tool)
             return

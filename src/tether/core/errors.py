@@ -24,6 +24,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 
+def error_body(type_: str, message: str, code: str | None = None) -> dict[str, object]:
+    """The JSON body of every error response: `{"error": {type, code, message}}`."""
+    return {"error": {"type": type_, "code": code or type_, "message": message}}
+
+
 class TetherError(Exception):
     """Base of every error tether raises on purpose."""
 

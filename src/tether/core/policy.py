@@ -17,7 +17,7 @@ from tether.core.policy_schema import (
     PolicyModel,
     Problem,
     glob_regex,
-    lint,
+    load_document,
     parse_policy_model,
     parse_rate_limit,
 )
@@ -391,3 +391,27 @@ def with_rate_result(decision: Decision, allowed: bool, retry_after_s: float | N
         tags=decision.tags,
         rate_limit=limit,
     )
+
+
+def _covers(earlier: str, later: str) -> bool:
+    # Sound only for globs of literals and `*`: then every name `later` matches, `earlier` does.
+    if any(c in earlier for c in "?[]") or "[" in later:
+        return False
+    return re.fullmatch(glob_regex(earlier), later) is not None
+
+
+def lint(policy: Policy, source: str, file: str = "<policy>") -> list[Problem]:
+    """Warnings about a valid policy: tool rules that can never match (an earlier glob covers
+    every name a later one matches, so first-match-wins never reaches it)."""
+    _, lines = load_document(source, file)
+    out = []
+    for later in policy.tools:
+        for earlier in policy.tools[: later.index]:
+            if _covers(earlier.match, later.match):
+                i, j = later.index, earlier.index
+                problem = f'rule "{later.match}" is never reached: tools[{j}] "{earlier.match}" '
+                problem += "matches first"
+                fix = f"move tools[{i}] above tools[{j}] (first match wins)"
+                out.append(Problem(lines.find(("tools", i)), f"tools[{i}]", problem, fix))
+                break
+    return out

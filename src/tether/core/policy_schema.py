@@ -11,15 +11,12 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tether.core.errors import BadRequestError
-
-if TYPE_CHECKING:
-    from tether.core.policy import Policy
 
 _UNITS = {
     "s": 1, "sec": 1, "second": 1, "seconds": 1,
@@ -411,27 +408,3 @@ def glob_regex(pattern: str) -> str:
     body = fnmatch.translate(pattern)
     # fnmatch.translate gives "(?s:BODY)\Z"; keep the group so it can join an alternation.
     return body[: -len(r"\Z")] if body.endswith(r"\Z") else body
-
-
-def _covers(earlier: str, later: str) -> bool:
-    # Sound only for globs of literals and `*`: then every name `later` matches, `earlier` does.
-    if any(c in earlier for c in "?[]") or "[" in later:
-        return False
-    return re.fullmatch(glob_regex(earlier), later) is not None
-
-
-def lint(policy: Policy, source: str, file: str = "<policy>") -> list[Problem]:
-    """Warnings about a valid policy: tool rules that can never match (an earlier glob covers
-    every name a later one matches, so first-match-wins never reaches it)."""
-    _, lines = load_document(source, file)
-    out = []
-    for later in policy.tools:
-        for earlier in policy.tools[: later.index]:
-            if _covers(earlier.match, later.match):
-                i, j = later.index, earlier.index
-                problem = f'rule "{later.match}" is never reached: tools[{j}] "{earlier.match}" '
-                problem += "matches first"
-                fix = f"move tools[{i}] above tools[{j}] (first match wins)"
-                out.append(Problem(lines.find(("tools", i)), f"tools[{i}]", problem, fix))
-                break
-    return out

@@ -13,7 +13,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-from tether import __version__
+from tether._version import __version__
+from tether.sdk._attribution import RunAttribution
 from tether.sdk._exporter import CountingBatchSpanProcessor, Stats, TetherSpanExporter
 from tether.sdk._http import Http
 
@@ -105,8 +106,6 @@ def init(
 
 def new_provider(resource: dict[str, Any]) -> TracerProvider:
     """A TracerProvider of the SDK's own (never the global one), stamping run attribution."""
-    from tether.sdk._run import RunAttribution
-
     provider = TracerProvider(resource=Resource.create(resource), shutdown_on_exit=False)
     provider.add_span_processor(RunAttribution())
     return provider

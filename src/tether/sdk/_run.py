@@ -11,42 +11,20 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import Span, Status, StatusCode, format_trace_id
 
 from tether.sdk import _values as v
+from tether.sdk._attribution import Attributed
+from tether.sdk._attribution import current as _current
 from tether.sdk._config import Sdk, active
 
 log = logging.getLogger("tether.sdk")
 
-_current: contextvars.ContextVar[Run | None] = contextvars.ContextVar("tether_run", default=None)
-
 
 def current_run() -> Run | None:
     """The run the calling code is inside, or None."""
-    return _current.get()
-
-
-class RunAttribution(SpanProcessor):
-    """Stamps the current run's agent, version, task and user on every span started inside it,
-    so each span is attributed even if it reaches tether before the run's root span does."""
-
-    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
-        run = _current.get()
-        if run is None or run.span is None:
-            return
-        present = span.attributes or {}  # type: ignore[attr-defined]
-        if v.AGENT in present:  # a run's own root span (e.g. a nested run) says who it is
-            return
-        attrs = v.clean(
-            {
-                v.AGENT: run.agent,
-                v.AGENT_VERSION: run.version,
-                v.TASK_ID: run.task_id,
-                v.USER: run.user,
-            }
-        )
-        span.set_attributes({k: x for k, x in attrs.items() if k not in present})
+    run = _current.get()
+    return run if isinstance(run, Run) else None
 
 
 class Run:
@@ -82,7 +60,7 @@ class Run:
         self._attributes = attributes or {}
         self._span: Span | None = None
         self._sdk: Sdk | None = None
-        self._tokens: tuple[object, contextvars.Token[Run | None]] | None = None
+        self._tokens: tuple[object, contextvars.Token[Attributed | None]] | None = None
         self._pending: list[tuple[str, dict[str, Any]]] = []
 
     # ------------------------------------------------------------------ identity

@@ -12,8 +12,7 @@ PREFIX = "/api/v1"
 
 
 def install(app: FastAPI, state: State) -> None:
-    """Adds the routers; the counters other areas bump live in `state.extras["metrics"]`."""
-    state.extras.setdefault("metrics", {}).setdefault("spans_ingested", 0)
+    """Adds the routers."""
     api = APIRouter(prefix=PREFIX)
     for module in (runs, spans, feedback, agents, costs, keys):
         api.include_router(module.router)

@@ -8,9 +8,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from tether import __version__
+from tether._version import __version__
 from tether.config import Settings
-from tether.server import api, console, errors, governance, health, llm, mcp, memory, openapi
+from tether.server import api, console, errors, governance, health, llm, mcp, memory_area, openapi
 from tether.server.deps import State
 from tether.server.limits import BodySizeLimit
 from tether.store.engine import make_engine
@@ -50,7 +50,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     llm.install(app, state)
     governance.install(app, state)
     mcp.install(app, state)
-    memory.install(app, state)
+    memory_area.install(app, state)
     console.install(app, state)
     openapi.install(app)  # after every route: ids and error responses of the whole API
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

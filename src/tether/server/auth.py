@@ -4,33 +4,26 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 
+import anyio
 from fastapi import Depends, Request
 
 from tether.core.errors import AuthenticationError, PermissionDeniedError
+from tether.core.principal import Principal
 from tether.server.deps import State, get_state
 from tether.store import keys as key_store
 
 _CACHE_TTL_S = 5.0
 
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a key's id, its scopes and the agent it speaks for."""
-
-    key_id: str
-    scopes: frozenset[str]
-    agent: str | None
-
-    def has(self, scope: str) -> bool:
-        # admin may do everything; read is implied by admin only
-        return scope in self.scopes or "admin" in self.scopes
-
-    @property
-    def actor(self) -> str:
-        return f"key:{self.key_id}" + (f"({self.agent})" if self.agent else "")
+__all__ = [
+    "Principal",
+    "authenticate",
+    "bearer_secret",
+    "is_loopback",
+    "request_authenticator",
+    "require",
+]
 
 
 def is_loopback(host: str) -> bool:
@@ -58,7 +51,7 @@ def authenticate(state: State, secret: str | None) -> Principal:
             "missing API key: send `Authorization: Bearer <key>` (create one with "
             "`tether keys create`)"
         )
-    cache: dict[str, tuple[float, Principal | None]] = state.extras.setdefault("key_cache", {})
+    cache = state.key_cache
     now = time.monotonic()
     hit = cache.get(secret)
     if hit is not None and now - hit[0] < _CACHE_TTL_S:
@@ -74,9 +67,22 @@ def authenticate(state: State, secret: str | None) -> Principal:
     return principal
 
 
+def request_authenticator(state: State) -> Callable[[Request], Awaitable[Principal]]:
+    """The async key check handed to the gateways: a cached key costs no thread hop."""
+
+    async def authenticate_request(request: Request) -> Principal:
+        secret = bearer_secret(request)
+        hit = state.key_cache.get(secret) if secret else None
+        if hit is not None and time.monotonic() - hit[0] < _CACHE_TTL_S:
+            return authenticate(state, secret)  # a cache hit: no I/O
+        return await anyio.to_thread.run_sync(authenticate, state, secret)
+
+    return authenticate_request
+
+
 def forget_cached_keys(state: State) -> None:
     """Called after a revoke so the key stops working at once in this process."""
-    state.extras.pop("key_cache", None)
+    state.key_cache.clear()
 
 
 def require(*scopes: str) -> Callable[..., Principal]:

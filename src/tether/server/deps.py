@@ -1,4 +1,9 @@
-"""Per-application state shared by routes, gateways and background loops (no globals)."""
+"""The composition root's state: one typed object per app holding each component and what it
+caches, built from settings, an engine and (optionally) Redis. No globals; nothing string-keyed.
+
+Each field says who owns it. An area that needs a new service adds a typed field here (built in
+`__post_init__` when it needs only settings, the engine and Redis), never a string-keyed bag.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +16,69 @@ from fastapi import Request
 from sqlalchemy import Engine
 
 from tether.config import Settings
+from tether.core.principal import Principal
+from tether.gateway.llm.killswitch import KillSwitch
+from tether.gateway.mcp.guard import Guard
+from tether.server.webhooks import Webhooks
+from tether.store.approvals import Wakers
 
 if TYPE_CHECKING:
+    from jinja2 import Environment
+    from redis import Redis
+
+    from tether.core.pricing import PriceTable
     from tether.server.memory import MemoryService
+
+# (time.monotonic() when computed, value)
+Cached = tuple[float, Any]
 
 
 @dataclass
 class State:
-    """What a running tether holds in memory. Areas attach their own services in `extras`."""
+    """What a running tether holds in memory."""
 
     settings: Settings
     engine: Engine
-    redis: Any | None = None
+    redis: Redis | None = None
+    # server/memory.py: the memory service (its vector index opens at start-up)
     memory: MemoryService | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
     # entered in order at start-up and left in reverse at shutdown (background loops, MCP upstreams)
     lifespans: list[Callable[[], AbstractAsyncContextManager[Any]]] = field(default_factory=list)
+
+    # auth.py: secret -> (time.monotonic() of the lookup, its Principal or None if unknown)
+    key_cache: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
+    # otlp.py: whether ingest is open (no key yet, loopback only), checked every few seconds
+    ingest_open: tuple[float, bool] | None = None
+    # otlp.py: bundled prices with tether.yaml overrides, loaded on the first ingest
+    price_table: PriceTable | None = None
+    # otlp.py counts, metrics.py reports
+    spans_ingested: int = 0
+    # metrics.py: the last aggregate rows, recomputed at most every few seconds
+    metrics_cache: dict[str, Any] = field(default_factory=dict)
+    # governance.py: (agent, version) of each policy the `policies` folder applied at start-up
+    policies_loaded: list[tuple[str, int]] = field(default_factory=list)
+    # approvals: in-process wake-ups, set when this process decides a hold
+    approval_wakers: Wakers = field(default_factory=Wakers)
+    # console: the page cache (aggregates), its cookie signing key and revoked-key checks
+    console_env: Environment | None = None
+    console_cache: dict[tuple[Any, ...], Cached] = field(default_factory=dict)
+    console_secret: bytes | None = None
+    console_live_keys: dict[str, tuple[float, bool]] = field(default_factory=dict)
+
+    # components built from the above
+    killswitch: KillSwitch = field(init=False)  # LLM gateway, kill routes, console
+    guard: Guard = field(init=False)  # MCP gateway and /api/v1/decide
+    webhooks: Webhooks = field(init=False)  # approval announcements
+
+    def __post_init__(self) -> None:
+        self.killswitch = KillSwitch(self.engine)
+        self.guard = Guard(
+            self.engine,
+            redis=self.redis,
+            approval_timeout_s=self.settings.approval_timeout_s,
+            redact=tuple(self.settings.redact_fields),
+        )
+        self.webhooks = Webhooks(self.settings)
 
 
 def get_state(request: Request) -> State:

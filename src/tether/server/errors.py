@@ -9,13 +9,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tether.core.errors import TetherError
+from tether.core.errors import TetherError, error_body
 
 log = logging.getLogger("tether.server")
 
-
-def error_body(type_: str, message: str, code: str | None = None) -> dict[str, object]:
-    return {"error": {"type": type_, "code": code or type_, "message": message}}
+__all__ = ["error_body", "install"]
 
 
 def install(app: FastAPI) -> None:

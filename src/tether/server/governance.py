@@ -1,5 +1,5 @@
-"""Installs the governance area: policy and audit routes, the rate limiter other areas use
-(`state.extras["rate_limiter"]`), and loading the `policies` folder at start-up."""
+"""Installs the governance area: policy and audit routes, and loading the `policies` folder at
+start-up."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from tether.core.policy import PolicyError
 from tether.server.deps import State
 from tether.server.routes import audit, policies
 from tether.store import policies as policy_store
-from tether.store.ratelimit import make_limiter
 
 PREFIX = "/api/v1"
 
@@ -39,15 +38,14 @@ def _policy_loader(state: State) -> Callable[[], AbstractAsyncContextManager[Non
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         applied = await anyio.to_thread.run_sync(load_policies, state)
-        state.extras["policies_loaded"] = [(a.agent, a.version) for a in applied]
+        state.policies_loaded = [(a.agent, a.version) for a in applied]
         yield
 
     return lifespan
 
 
 def install(app: FastAPI, state: State) -> None:
-    """Routes under /api/v1, the shared rate limiter, and the policy folder loader."""
-    state.extras["rate_limiter"] = make_limiter(state.engine, state.redis)
+    """Routes under /api/v1 and the policy folder loader."""
     api = APIRouter(prefix=PREFIX)
     api.include_router(policies.router)
     api.include_router(audit.router)

@@ -4,7 +4,6 @@ loops (span writer, kill switch poll, expired-reservation sweep)."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -14,12 +13,11 @@ import anyio
 from fastapi import APIRouter, Body, Depends, FastAPI
 from pydantic import BaseModel, Field
 from sqlalchemy import select
-from starlette.requests import Request
 
 from tether.core.errors import ConflictError
 from tether.gateway.llm.forward import Upstream
 from tether.gateway.llm.gateway import Gateway
-from tether.gateway.llm.killswitch import KillSwitch, for_state, kill_run
+from tether.gateway.llm.killswitch import KillSwitch, kill_run
 from tether.gateway.llm.routes import LLMRoutes
 from tether.server import auth
 from tether.server.auth import Principal, require
@@ -36,29 +34,14 @@ class KillRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
-def _authenticator(state: State) -> Any:
-    ttl = getattr(auth, "_CACHE_TTL_S", 5.0)
-
-    async def authenticate(request: Request) -> Principal:
-        secret = auth.bearer_secret(request)
-        cache = state.extras.get("key_cache") or {}
-        hit = cache.get(secret) if secret else None
-        if hit is not None and time.monotonic() - hit[0] < ttl:
-            return auth.authenticate(state, secret)  # a cache hit: no I/O
-        return await anyio.to_thread.run_sync(auth.authenticate, state, secret)
-
-    return authenticate
-
-
 def install(app: FastAPI, state: State) -> None:
-    ks = for_state(state)
+    ks = state.killswitch
     ledger = make_ledger(state.engine, state.redis, ttl_s=state.settings.budgets.reservation_ttl_s)
     upstream = Upstream()
     gateway = Gateway(
-        state.settings, state.engine, authenticate=_authenticator(state), ledger=ledger,
+        state.settings, state.engine, authenticate=auth.request_authenticator(state), ledger=ledger,
         killswitch=ks, upstream=upstream,
     )  # fmt: skip
-    state.extras["llm_gateway"] = gateway
     # first in the route table: the hot path should not be matched against every API route
     app.router.routes[0:0] = LLMRoutes(gateway).routes()
     app.include_router(_kill_router(ks, state))
@@ -101,7 +84,7 @@ def _kill_router(ks: KillSwitch, state: State) -> APIRouter:
         `run_killed`). Audited."""
         reason = (body.reason if body else None) or f"killed by {principal.actor}"
         now = datetime.now(UTC)
-        if await kill_run(state, run_id, actor=principal.actor, reason=reason, now=now):
+        if await kill_run(ks, run_id, actor=principal.actor, reason=reason, now=now):
             return {"id": run_id, "status": "killed", "kill_reason": reason}
         row = await anyio.to_thread.run_sync(_run_status, state, run_id)
         if row is not None and row[0] == "killed":

@@ -12,7 +12,8 @@ import anyio
 from fastapi import APIRouter, FastAPI
 
 from tether.gateway.mcp.app import mount
-from tether.gateway.mcp.guard import Guard
+from tether.gateway.mcp.proxy import Gateway
+from tether.server.auth import request_authenticator
 from tether.server.deps import State
 from tether.server.routes import approvals, decide, tools
 from tether.store import approvals as approval_store
@@ -36,13 +37,6 @@ def _sync_http_tools(state: State) -> None:
 
 
 def install(app: FastAPI, state: State) -> None:
-    guard = Guard(
-        state.engine,
-        redis=state.redis,
-        approval_timeout_s=state.settings.approval_timeout_s,
-        redact=tuple(state.settings.redact_fields),
-    )
-    state.extras["guard"] = guard
     api = APIRouter(prefix="/api/v1")
     for module in (tools, approvals, decide):
         api.include_router(module.router)
@@ -58,7 +52,11 @@ def install(app: FastAPI, state: State) -> None:
             tg.cancel_scope.cancel()
 
     state.lifespans.append(housekeeping)
-    mount(app, state, guard)
+    gateway = Gateway(
+        state.settings, state.engine, state.guard, wakers=state.approval_wakers,
+        announce=state.webhooks.announce,
+    )  # fmt: skip
+    mount(app, gateway, request_authenticator(state), state.lifespans)
 
 
 async def _sweep(state: State) -> None:

@@ -6,15 +6,13 @@ traced), and the store calls. The REST routes and the MCP tools `memory.*` both 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import httpx
-from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from tether.config import Settings
@@ -23,9 +21,6 @@ from tether.core.memory import Access, access_from_policy
 from tether.store import memory as store
 from tether.store import policies
 from tether.store.memory_index import VectorIndex, make_index
-
-if TYPE_CHECKING:
-    from tether.server.deps import State
 
 log = logging.getLogger("tether.memory")
 
@@ -163,6 +158,7 @@ class MemoryService:
         tags: Sequence[str] = (),
         embedding: Sequence[float] | None = None,
         span_id: str | None = None,
+        embed: bool = True,
     ) -> store.Written:
         access = await anyio.to_thread.run_sync(self.access, caller)
         ns = namespace or access.own
@@ -171,7 +167,7 @@ class MemoryService:
         now = _now()
         access.check_write(ns, tags, now)  # refuse before paying for an embedding
         embedder = self.embedder(ns, access)
-        if embedding is None:
+        if embedding is None and embed:
             embedding = (await self.embed([text], embedder, caller))[0]
         quota = self.quota(ns, access)
         index = self._idx()
@@ -246,22 +242,6 @@ class MemoryService:
     def reindex(self) -> int:
         index = self._idx()
         return index.rebuild(self.engine) if index is not None else 0
-
-
-def install(app: FastAPI, state: State) -> None:
-    """The memory routes under /api/v1/memory and the service behind them and the MCP tools."""
-    from tether.server.routes import memory as routes
-
-    state.memory = MemoryService(state.settings, state.engine, app)
-    app.include_router(routes.router, prefix="/api/v1")
-
-    @asynccontextmanager
-    async def index() -> AsyncIterator[None]:
-        assert state.memory is not None
-        await anyio.to_thread.run_sync(state.memory.open_index)
-        yield
-
-    state.lifespans.append(index)
 
 
 def _embedding_error(response: httpx.Response) -> TetherError:

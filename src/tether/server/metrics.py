@@ -96,10 +96,10 @@ def render(rows: list[dict[str, Any]], spans_ingested: int) -> str:
 async def metrics(
     state: State = Depends(get_state), _: Principal = Depends(require("read"))
 ) -> PlainTextResponse:
-    cache: dict[str, Any] = state.extras.setdefault("metrics_cache", {})
+    cache = state.metrics_cache
     now = time.monotonic()
     if cache.get("at") is None or now - cache["at"] > CACHE_TTL_S:
         cache["rows"] = await run_in_threadpool(run_aggregates, state.engine)
         cache["at"] = now
-    spans = int(state.extras.get("metrics", {}).get("spans_ingested", 0))
+    spans = state.spans_ingested
     return PlainTextResponse(render(cache["rows"], spans), media_type=CONTENT_TYPE)

@@ -37,11 +37,11 @@ def _ingest_is_open(state: State) -> bool:
     if not is_loopback(state.settings.host):
         return False
     now = time.monotonic()
-    cached = state.extras.get("otlp_open")
+    cached = state.ingest_open
     if cached is not None and now - cached[0] < _OPEN_CHECK_TTL_S:
         return bool(cached[1])
     is_open = key_store.count_live_keys(state.engine) == 0
-    state.extras["otlp_open"] = (now, is_open)
+    state.ingest_open = (now, is_open)
     return is_open
 
 
@@ -60,17 +60,13 @@ def require_ingest(request: Request, state: State = Depends(get_state)) -> Princ
 
 def price_table(state: State) -> PriceTable:
     """The bundled prices with tether.yaml `pricing:` overrides, built once per app."""
-    table = state.extras.get("price_table")
-    if table is None:
-        table = load_price_table(state.settings.pricing)
-        state.extras["price_table"] = table
-    assert isinstance(table, PriceTable)
-    return table
+    if state.price_table is None:
+        state.price_table = load_price_table(state.settings.pricing)
+    return state.price_table
 
 
 def count_ingested(state: State, n: int) -> None:
-    metrics = state.extras.setdefault("metrics", {})
-    metrics["spans_ingested"] = metrics.get("spans_ingested", 0) + n
+    state.spans_ingested += n
 
 
 def ingest_payload(

@@ -12,14 +12,11 @@ from typing import Any
 import httpx
 
 from tether.config import Settings, WebhookConfig
-from tether.server.deps import State
 from tether.store.approvals import Approval
 
 log = logging.getLogger("tether.webhooks")
 
 TIMEOUT_S = 3.0
-_TASKS_KEY = "webhook_tasks"
-STATS_KEY = "webhook_stats"
 
 
 def approval_url(settings: Settings, approval: Approval) -> str | None:
@@ -71,42 +68,46 @@ def body_for(hook: WebhookConfig, settings: Settings, approval: Approval) -> dic
     return generic_body(settings, approval)
 
 
-async def _post(state: State, hook: WebhookConfig, body: dict[str, Any]) -> None:
-    stats: dict[str, int] = state.extras.setdefault(STATS_KEY, {"sent": 0, "failed": 0})
-    try:
-        async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
-            response = await client.post(hook.url, json=body)
-        response.raise_for_status()
-    except httpx.HTTPStatusError as exc:
-        stats["failed"] += 1
-        # httpx's message repeats the full URL, and a Slack URL's path is its secret
-        log.warning("webhook %s answered HTTP %s", _safe_url(hook.url), exc.response.status_code)
-        return
-    except httpx.HTTPError as exc:
-        stats["failed"] += 1
-        log.warning("webhook %s failed: %s", _safe_url(hook.url), type(exc).__name__)
-        return
-    stats["sent"] += 1
-
-
 def _safe_url(url: str) -> str:
     # Slack webhook URLs carry their secret in the path; log the host only.
     return httpx.URL(url).host or "?"
 
 
-def announce(state: State, approval: Approval) -> None:
-    """Schedules one POST per configured webhook and returns at once."""
-    hooks = state.settings.webhooks
-    if not hooks:
-        return
-    tasks: set[asyncio.Task[None]] = state.extras.setdefault(_TASKS_KEY, set())
-    for hook in hooks:
-        task = asyncio.get_running_loop().create_task(
-            _post(state, hook, body_for(hook, state.settings, approval))
-        )
-        tasks.add(task)  # keep a reference until done, or the task may be collected mid-flight
-        task.add_done_callback(tasks.discard)
+class Webhooks:
+    """The configured webhooks of one app: announces holds and counts what was sent."""
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sent = 0
+        self.failed = 0
+        # a reference to each POST until it is done, or the task may be collected mid-flight
+        self._tasks: set[asyncio.Task[None]] = set()
 
-def stats(state: State) -> dict[str, int]:
-    return dict(state.extras.get(STATS_KEY, {"sent": 0, "failed": 0}))
+    def announce(self, approval: Approval) -> None:
+        """Schedules one POST per configured webhook and returns at once."""
+        for hook in self.settings.webhooks:
+            task = asyncio.get_running_loop().create_task(
+                self._post(hook, body_for(hook, self.settings, approval))
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def stats(self) -> dict[str, int]:
+        return {"sent": self.sent, "failed": self.failed}
+
+    async def _post(self, hook: WebhookConfig, body: dict[str, Any]) -> None:
+        try:
+            async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+                response = await client.post(hook.url, json=body)
+            response.raise_for_status()
+        except httpx.HTTPStatusError as exc:
+            self.failed += 1
+            # httpx's message repeats the full URL, and a Slack URL's path is its secret
+            code = exc.response.status_code
+            log.warning("webhook %s answered HTTP %s", _safe_url(hook.url), code)
+            return
+        except httpx.HTTPError as exc:
+            self.failed += 1
+            log.warning("webhook %s failed: %s", _safe_url(hook.url), type(exc).__name__)
+            return
+        self.sent += 1

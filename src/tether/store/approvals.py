@@ -274,12 +274,6 @@ class Wakers:
             event.set()
 
 
-def wakers(extras: dict[str, Any]) -> Wakers:
-    """The server process's Wakers, kept in `State.extras`."""
-    found: Wakers = extras.setdefault("approval_wakers", Wakers())
-    return found
-
-
 def _expire_at(engine: Engine, approval_id: str, now: datetime) -> Approval:
     return expire(engine, approval_id, now=now)
 

@@ -174,6 +174,8 @@ class PgVectorIndex:
         self.hnsw_min_rows = hnsw_min_rows
         self._lock = threading.Lock()
         self._indexed: set[tuple[int, str]] = set()
+        # during a rebuild: the (dim, namespace) pairs to index once every row is in
+        self._deferred: set[tuple[int, str]] | None = None
         with engine.begin() as conn:
             conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
 
@@ -200,11 +202,17 @@ class PgVectorIndex:
         with self.engine.begin() as conn:
             for dim, rows in by_dim.items():
                 table = self._table(conn, dim)
+                if self._deferred is not None:
+                    _copy(conn, table, rows)  # a rebuild into empty tables: COPY, no conflicts
+                    continue
                 conn.execute(text(
                     f"INSERT INTO {table} (memory_id, namespace, embedding) VALUES "
                     "(:id, :ns, CAST(:v AS vector)) ON CONFLICT (memory_id) DO UPDATE SET "
                     "namespace = EXCLUDED.namespace, embedding = EXCLUDED.embedding"
                 ), rows)  # fmt: skip
+        if self._deferred is not None:
+            self._deferred |= {(dim, r["ns"]) for dim, rows in by_dim.items() for r in rows}
+            return
         for dim, rows in by_dim.items():
             for ns in {r["ns"] for r in rows}:
                 self._maybe_hnsw(dim, ns)
@@ -237,6 +245,8 @@ class PgVectorIndex:
             if n < self.hnsw_min_rows:
                 return
             literal = ns.replace("'", "''")
+            # the build is memory-bound: give it room (the session's setting, not the server's)
+            conn.execute(text("SET LOCAL maintenance_work_mem = '1GB'"))
             conn.execute(text(
                 f"CREATE INDEX IF NOT EXISTS {self._index_name(dim, ns)} ON vec_memories_{dim} "
                 f"USING hnsw (embedding vector_cosine_ops) WHERE namespace = '{literal}'"
@@ -263,15 +273,34 @@ class PgVectorIndex:
         return out[:k]
 
     def rebuild(self, engine: Engine) -> int:
+        """Reloads every live vector, then builds each large namespace's HNSW graph once (a
+        bulk build is several times faster than inserting into a live graph)."""
         with self.engine.begin() as conn:
             for table in self._tables(conn):
                 conn.execute(text(f"DROP TABLE {table}"))
         self._indexed.clear()
+        self._deferred = set()
         n = 0
-        for batch in _live_rows(engine):
-            self.add(batch)
-            n += len(batch)
+        try:
+            for batch in _live_rows(engine):
+                self.add(batch)
+                n += len(batch)
+        finally:
+            pending, self._deferred = self._deferred, None
+        for dim, ns in sorted(pending):
+            self._maybe_hnsw(dim, ns)
         return n
+
+
+def _copy(conn: Any, table: str, rows: Sequence[dict[str, str]]) -> None:
+    """COPY FROM STDIN through psycopg: an order of magnitude faster than INSERTs for a rebuild."""
+    raw = conn.connection.driver_connection
+    with (
+        raw.cursor() as cur,
+        cur.copy(f"COPY {table} (memory_id, namespace, embedding) FROM STDIN") as copy,
+    ):
+        for r in rows:
+            copy.write_row((r["id"], r["ns"], r["v"]))
 
 
 def pgvector_available(engine: Engine) -> bool:

@@ -19,7 +19,8 @@ import yaml
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import ServerProcess, free_port, wait_http
+from tests.conftest import ServerProcess, free_port
+from tests.processes import Spawned
 from tether.store.engine import make_engine
 from tether.store.keys import create_key
 from tether.store.migrate import upgrade
@@ -163,21 +164,21 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     db_url = f"sqlite:///{base / 'tether.db'}"
     keys = prepare_store(db_url)
     port = free_port()
-    http_demo = subprocess.Popen(
+    http_demo = Spawned(
         [sys.executable, "-m", "tether.gateway.mcp.demo_server", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        log_path=base / "demo-mcp.log",
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/mcp", proc=http_demo)
+        http_demo.wait_ready(f"http://127.0.0.1:{port}/mcp")
         config = write_config(base / "tether.yaml", make_repo(base / "repo"),
                               http_upstream=f"http://127.0.0.1:{port}/mcp")  # fmt: skip
         server = ServerProcess(base / "home", db_url, config=config)
-        yield Deployment(base / "home", db_url, config, server, keys)
-        server.stop()
+        try:
+            yield Deployment(base / "home", db_url, config, server, keys)
+        finally:
+            server.stop()
     finally:
-        http_demo.terminate()
-        http_demo.wait(10)
+        http_demo.stop()
 
 
 @asynccontextmanager

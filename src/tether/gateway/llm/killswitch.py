@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
 
 import anyio
 from sqlalchemy import Engine, select
@@ -223,24 +222,9 @@ class KillSwitch:
                 tg.cancel_scope.cancel()
 
 
-EXTRAS_KEY = "killswitch"
-
-
-def for_state(state: Any) -> KillSwitch:
-    """The app's one KillSwitch, kept in `state.extras["killswitch"]` (created on first use).
-
-    The llm area adds `for_state(state).lifespan` to `state.lifespans` so its poll loop runs.
-    """
-    ks = state.extras.get(EXTRAS_KEY)
-    if ks is None:
-        ks = state.extras[EXTRAS_KEY] = KillSwitch(state.engine)
-    return cast(KillSwitch, ks)
-
-
-async def kill_run(state: Any, run_id: str, *, actor: str, reason: str, now: datetime) -> bool:
+async def kill_run(ks: KillSwitch, run_id: str, *, actor: str, reason: str, now: datetime) -> bool:
     """The kill of POST /api/v1/runs/{id}/kill, the CLI and the console: True if this call
     killed the run, False if it had already ended; NotFoundError if there is no such run."""
-    ks = for_state(state)
     if await ks.kill(run_id, reason, now=now, actor=actor):
         return True
     exists = await anyio.to_thread.run_sync(_run_exists, ks.engine, run_id)

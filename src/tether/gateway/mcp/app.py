@@ -4,10 +4,10 @@ Streamable HTTP session manager, started and stopped with the app (state.lifespa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
-import anyio
 from fastapi import FastAPI
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -17,29 +17,27 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tether.core.errors import AuthenticationError, PermissionDeniedError, TetherError
-from tether.gateway.mcp.guard import Guard
+from tether.core.errors import AuthenticationError, PermissionDeniedError, TetherError, error_body
+from tether.core.principal import Principal
 from tether.gateway.mcp.proxy import PRINCIPAL_KEY, Gateway
-from tether.server.auth import authenticate, bearer_secret
-from tether.server.deps import State
-from tether.server.errors import error_body
 
 SESSION_IDLE_TIMEOUT_S = 30 * 60
+
+# The server's key check: the Principal behind a request's bearer key, or AuthenticationError.
+Authenticate = Callable[[Request], Awaitable[Principal]]
 
 
 class McpEndpoint:
     """ASGI app for /mcp: only keys that speak for an agent (`--agent NAME`) get through."""
 
-    def __init__(self, state: State) -> None:
-        self.state = state
+    def __init__(self, authenticate: Authenticate) -> None:
+        self.authenticate = authenticate
         self.manager: StreamableHTTPSessionManager | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope)
         try:
-            principal = await anyio.to_thread.run_sync(
-                authenticate, self.state, bearer_secret(request)
-            )
+            principal = await self.authenticate(request)
             if not principal.has("agent") or not principal.agent:
                 # the policy that governs the calls is the agent's: a key must name one
                 raise PermissionDeniedError(
@@ -65,10 +63,15 @@ class McpEndpoint:
         await self.manager.handle_request(scope, receive, send)
 
 
-def mount(app: FastAPI, state: State, guard: Guard) -> Gateway:
-    """Adds the /mcp route and the lifespan that connects upstreams and runs the sessions."""
-    gateway = Gateway(state, guard)
-    endpoint = McpEndpoint(state)
+def mount(
+    app: FastAPI,
+    gateway: Gateway,
+    authenticate: Authenticate,
+    lifespans: list[Callable[[], AbstractAsyncContextManager[Any]]],
+) -> None:
+    """Adds the /mcp route, and to `lifespans` the one that connects upstreams and runs the
+    sessions."""
+    endpoint = McpEndpoint(authenticate)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -83,9 +86,7 @@ def mount(app: FastAPI, state: State, guard: Guard) -> Gateway:
             finally:
                 endpoint.manager = None
 
-    state.lifespans.append(lifespan)
+    lifespans.append(lifespan)
     app.router.routes.append(
         Route("/mcp", endpoint=endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
-    state.extras["mcp_gateway"] = gateway
-    return gateway

@@ -6,7 +6,7 @@ needed (with progress notifications while it waits), forwarded, and recorded as 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -17,15 +17,15 @@ import mcp_types as types
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
+from sqlalchemy import Engine
 
-from tether import __version__
+from tether._version import __version__
+from tether.config import Settings
 from tether.core.errors import TetherError, UpstreamError
+from tether.core.principal import Principal
 from tether.gateway.mcp.guard import Guard
 from tether.gateway.mcp.spans import CallContext, as_json, record_span, run_for_request
 from tether.gateway.mcp.upstream import Upstream
-from tether.server import webhooks
-from tether.server.auth import Principal
-from tether.server.deps import State
 from tether.store import approvals, policies
 from tether.store import tools as registry
 
@@ -59,15 +59,24 @@ def result_text(result: types.CallToolResult) -> str:
 class Gateway:
     """Owns the upstream connections and the low-level MCP server that serves /mcp."""
 
-    def __init__(self, state: State, guard: Guard) -> None:
-        self.state = state
-        self.engine = state.engine
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        guard: Guard,
+        *,
+        wakers: approvals.Wakers,
+        announce: Callable[[approvals.Approval], None],
+    ) -> None:
+        self.engine = engine
         self.guard = guard
-        self.redact = tuple(state.settings.redact_fields)
-        logs = state.settings.home / "logs"
+        self.wakers = wakers  # this process's approval wake-ups (decisions made here)
+        self.announce = announce  # tells people a call is waiting (webhooks)
+        self.redact = tuple(settings.redact_fields)
+        logs = settings.home / "logs"
         self.upstreams = {
             c.name: Upstream(c, log_dir=logs, on_tools=self._sync_tools)
-            for c in state.settings.mcp_servers
+            for c in settings.mcp_servers
         }
         self.server: Server[Any] = Server(
             "tether",
@@ -169,7 +178,7 @@ class Gateway:
         info = verdict.to_dict()
         held_span: dict[str, Any] | None = None
         if verdict.approval is not None:
-            webhooks.announce(self.state, verdict.approval)
+            self.announce(verdict.approval)
             final, held_span = await self._await_approval(ctx, verdict.approval)
             info["approval"] = {
                 "id": final.id,
@@ -222,7 +231,7 @@ class Gateway:
         started = _now()
         current = held
         elapsed = 0.0
-        with approvals.wakers(self.state.extras).watch(held.id) as event:
+        with self.wakers.watch(held.id) as event:
             while current.pending:
                 await ctx.session.report_progress(
                     elapsed, None, f"waiting for approval {held.id} of {held.tool}"

@@ -14,6 +14,7 @@ from tether.server.console import (
     governance,
     home,
     login,
+    memory,
     run_detail,
     runs_list,
 )
@@ -24,9 +25,9 @@ from tether.server.deps import State
 
 def install(app: FastAPI, state: State) -> None:
     """Mounts /static and every console page."""
-    state.extras["console_env"] = make_env()
+    state.console_env = make_env()
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-    for module in (login, home, runs_list, run_detail, approvals, costs, governance):
+    for module in (login, home, runs_list, run_detail, approvals, costs, governance, memory):
         app.include_router(module.router, include_in_schema=False)
 
     @app.exception_handler(LoginRequiredError)

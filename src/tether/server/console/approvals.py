@@ -79,7 +79,7 @@ async def decide(
                                           now=datetime.now(UTC))
         )  # fmt: skip
         # as the API does: wake this process's waiters now rather than at their next poll
-        approval_store.wakers(state.extras).wake(approval_id)
+        state.approval_wakers.wake(approval_id)
         message = f"{done.tool}: {done.status}."
     except TetherError as exc:
         message, ok = exc.message, False

@@ -63,7 +63,7 @@ def _table(
     come from store.costs.cost_breakdown as in the API; days from the day cache (whole UTC
     days, so the first day is not cut); tasks and users, which run to tens of thousands, from
     a top-N query that never materialises the rest (the CSV export has them all)."""
-    cache = state.extras.setdefault("console_cache", {})
+    cache = state.console_cache
     if group == "day":
         days = queries.day_list(now, WINDOWS[window])
         rows = queries.cost_by_day(state.engine, days=days, agent=agent, cache=cache)
@@ -79,7 +79,7 @@ def _context(state: State, group: str, window: str, agent: str | None) -> dict[s
     now = datetime.now(UTC)
     rows, row_count, total = _table(state, group, window, agent, now)
     days = queries.day_list(now, queries.SPARK_DAYS)
-    cache = state.extras.setdefault("console_cache", {})
+    cache = state.console_cache
     by_agent = queries.daily_cost_by_agent(state.engine, days=days, agent=agent, cache=cache)
     anomalies = queries.cost_anomalies(days, by_agent)
     flagged_days = {a.day for a in anomalies}

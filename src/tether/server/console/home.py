@@ -25,7 +25,7 @@ router = APIRouter()
 
 def _home_data(state: State, now: datetime) -> dict[str, Any]:
     engine = state.engine
-    cache = state.extras.setdefault("console_cache", {})
+    cache = state.console_cache
     stats = queries.agent_overview(engine, now=now, cache=cache)
     since = now - timedelta(days=queries.KPI_DAYS)
     # a 7-day rate moves slowly: recomputed at most once a minute (as the p95 durations)

@@ -48,7 +48,7 @@ def duration_ms(conn: Connection) -> ColumnElement[Any]:
 
 # (agent, version, UTC day, runs, cost in nano-dollars, input tokens, output tokens)
 DayRow = tuple[str, str | None, str, int, int, int, int]
-# key -> (time.monotonic() when computed, value); lives in state.extras, one per app
+# key -> (time.monotonic() when computed, value); lives in State.console_cache, one per app
 Cache = dict[tuple[Any, ...], tuple[float, Any]]
 
 

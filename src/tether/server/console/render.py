@@ -12,9 +12,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-import tether
-
-UI_DIR = Path(tether.__file__).parent / "ui"
+UI_DIR = Path(__file__).resolve().parents[2] / "ui"
 TEMPLATES_DIR = UI_DIR / "templates"
 STATIC_DIR = UI_DIR / "static"
 FOLD_CHARS = 600
@@ -175,7 +173,8 @@ def make_env() -> Environment:
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """Renders `template` with the viewer, the current path and `context`."""
-    env: Environment = request.app.state.tether.extras["console_env"]
+    env = request.app.state.tether.console_env
+    assert isinstance(env, Environment), "console.install() sets the environment"
     ctx = {
         "request": request,
         "viewer": getattr(request.state, "viewer", None),

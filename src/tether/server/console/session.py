@@ -70,14 +70,13 @@ def role_for_scopes(scopes: tuple[str, ...] | frozenset[str]) -> Role | None:
 
 def secret_key(state: State) -> bytes:
     """settings.secret_key, else $TETHER_HOME/secret_key (created with mode 0600 on first use)."""
-    cached = state.extras.get("console_secret")
-    if isinstance(cached, bytes):
-        return cached
+    if state.console_secret is not None:
+        return state.console_secret
     if state.settings.secret_key:
         key = state.settings.secret_key.encode()
     else:
         key = _home_secret(state.settings.home / "secret_key")
-    state.extras["console_secret"] = key
+    state.console_secret = key
     return key
 
 
@@ -142,7 +141,7 @@ def new_viewer(key_id: str, role: Role, name: str | None) -> Viewer:
 
 def _key_still_live(state: State, key_id: str) -> bool:
     """A revoked key's sessions end within a few seconds."""
-    cache: dict[str, tuple[float, bool]] = state.extras.setdefault("console_live_keys", {})
+    cache = state.console_live_keys
     now = time.monotonic()
     hit = cache.get(key_id)
     if hit is not None and now - hit[0] < _LIVE_CACHE_S:

@@ -128,5 +128,7 @@ def redacted(state: State, value: Any) -> Any:
 
 async def kill(state: State, run_id: str, *, actor: str, reason: str) -> None:
     """The same kill as POST /api/v1/runs/{id}/kill: streams cut, later calls refused, audited."""
-    if not await kill_run(state, run_id, actor=actor, reason=reason, now=datetime.now(UTC)):
+    if not await kill_run(
+        state.killswitch, run_id, actor=actor, reason=reason, now=datetime.now(UTC)
+    ):
         raise ConflictError(f"run {run_id} already ended; there is nothing to kill")

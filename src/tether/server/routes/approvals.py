@@ -75,7 +75,7 @@ async def _decide(state: State, approval_id: str, approve: bool, principal: Prin
         state.engine, approval_id, approve=approve, actor=principal.actor, reason=reason,
         now=datetime.now(UTC),
     ))  # fmt: skip
-    approvals.wakers(state.extras).wake(approval_id)
+    state.approval_wakers.wake(approval_id)
     return done.to_dict()
 
 
@@ -111,7 +111,7 @@ async def wait(
     principal: Principal = Depends(require("read", "agent")),
 ) -> dict[str, Any]:
     _visible(principal, await run_in_threadpool(approvals.get, state.engine, approval_id))
-    with approvals.wakers(state.extras).watch(approval_id) as event:
+    with state.approval_wakers.watch(approval_id) as event:
         done = await approvals.wait(state.engine, approval_id, timeout_s=timeout_s, wake=event)
     return {"id": done.id, "status": done.status, "reason": done.decision_reason,
             "decided_by": done.decided_by}  # fmt: skip

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from tether.core.errors import BadRequestError, NotFoundError, PermissionDeniedError
 from tether.core.records import valid_run_id
 from tether.gateway.mcp.guard import Guard
-from tether.server import webhooks
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
 from tether.store import runs as run_store
@@ -48,7 +47,7 @@ class DecideOut(BaseModel):
 
 
 def guard_of(state: State) -> Guard:
-    guard: Guard = state.extras["guard"]
+    guard = state.guard
     return guard
 
 
@@ -85,7 +84,7 @@ async def decide(
 
     verdict = await run_in_threadpool(work)
     if verdict.approval is not None:
-        webhooks.announce(state, verdict.approval)
+        state.webhooks.announce(verdict.approval)
     return verdict.to_dict()  # type: ignore[no-any-return]
 
 

@@ -9,13 +9,15 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
 
-from tether.core.errors import BadRequestError, NotFoundError
+from tether.core.errors import BadRequestError, NotFoundError, PermissionDeniedError
 from tether.core.records import valid_run_id
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
 from tether.server.memory import Caller, MemoryService
+from tether.store import episodes
 from tether.store import memory as store
 from tether.store import runs as run_store
 
@@ -54,6 +56,7 @@ class WriteIn(BaseModel):
     metadata: dict[str, Any] | None = None
     tags: list[str] = Field(default_factory=list, max_length=32)
     embedding: list[float] | None = Field(None, description="only for `client` namespaces")
+    embed: bool = Field(True, description="false: store without a vector (listed, not searched)")
     span_id: str | None = Field(None, max_length=16)
 
 
@@ -109,6 +112,7 @@ class NamespaceOut(BaseModel):
 class NamespacesOut(BaseModel):
     items: list[NamespaceOut]
     index: str = Field(description="the vector index in use: pgvector | sqlite-vec | exact")
+    own: str | None = Field(description="the calling agent's own namespace (none for operators)")
 
 
 class ListOut(BaseModel):
@@ -170,7 +174,7 @@ async def write_memory(
     caller = await run_in_threadpool(_caller, request, state, principal)
     w = await svc.write(
         caller, text=body.text, namespace=body.namespace, key=body.key, metadata=body.metadata,
-        tags=body.tags, embedding=body.embedding, span_id=body.span_id,
+        tags=body.tags, embedding=body.embedding, span_id=body.span_id, embed=body.embed,
     )  # fmt: skip
     return WriteOut(status=w.status, superseded=w.superseded, memory=_out(w.memory))
 
@@ -248,7 +252,8 @@ def list_namespaces(
     names = None if access.operator else list(access.read_scope(datetime.now(UTC)).namespaces)
     stats = store.namespace_stats(state.engine, names)
     index = svc.index.name if svc.index is not None else "exact"
-    return NamespacesOut(items=[NamespaceOut(**s.to_dict()) for s in stats], index=index)
+    items = [NamespaceOut(**s.to_dict()) for s in stats]
+    return NamespacesOut(items=items, index=index, own=access.own)
 
 
 @router.get(
@@ -300,3 +305,91 @@ async def reindex(
     _: Principal = Depends(require("admin")), svc: MemoryService = Depends(service)
 ) -> dict[str, int]:
     return {"indexed": await run_in_threadpool(svc.reindex)}
+
+
+class EpisodeOut(BaseModel):
+    run_id: str
+    agent: str | None
+    version: str | None
+    task_id: str | None
+    status: str
+    input: str | None
+    output: str | None
+    cost_usd: str
+    llm_calls: int
+    tools: list[str]
+    feedback: dict[str, Any]
+    score: float | None
+    started_at: str
+
+
+class SimilarOut(BaseModel):
+    score: float
+    episode: EpisodeOut
+
+
+class EpisodesOut(BaseModel):
+    items: list[SimilarOut]
+
+
+class StepOut(BaseModel):
+    n: int
+    kind: str
+    name: str
+    input: str | None
+    output: str | None
+    model: str | None
+    error: str | None
+    latency_ms: float | None
+    started_at: str
+
+
+class StepsOut(BaseModel):
+    run_id: str
+    items: list[StepOut]
+
+
+def _own_agent(principal: Principal, agent: str) -> None:
+    if principal.agent is not None and principal.agent != agent and not principal.has("admin"):
+        raise PermissionDeniedError(
+            f"this key speaks for agent {principal.agent}: it may recall only its own episodes",
+            code="wrong_agent",
+        )
+
+
+@router.get(
+    "/episodes", response_model=EpisodesOut, responses=_ERRORS, operation_id="memory_episodes",
+    summary="The agent's past runs most like a new task (task input, tools, outcome, feedback)",
+)  # fmt: skip
+def similar_episodes(
+    agent: str = Query(min_length=1, max_length=200),
+    task: str = Query(min_length=1, max_length=10_000),
+    k: int = Query(5, ge=1, le=50),
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("agent", "read")),
+) -> EpisodesOut:
+    _own_agent(principal, agent)
+    found = episodes.similar(state.engine, agent, task, k=k)
+    items = [SimilarOut(score=s, episode=_episode(e)) for e, s in found]
+    return EpisodesOut(items=items)
+
+
+def _episode(e: episodes.Episode) -> EpisodeOut:
+    data = e.to_dict()
+    data["feedback"] = jsonable_encoder(e.feedback)
+    return EpisodeOut(**data)
+
+
+@router.get(
+    "/episodes/{run_id}", response_model=StepsOut, responses=_ERRORS,
+    operation_id="memory_episode_steps",
+    summary="A run's recorded steps in order (LLM calls, tool calls, approvals), for replay",
+)  # fmt: skip
+def episode_steps(
+    run_id: str, state: State = Depends(get_state),
+    principal: Principal = Depends(require("agent", "read")),
+) -> StepsOut:  # fmt: skip
+    run = run_store.get_run(state.engine, run_id)
+    _own_agent(principal, run.get("agent") or "")
+    items = [StepOut(**s.to_dict()) for s in episodes.steps(state.engine, run_id)]
+    return StepsOut(run_id=run_id, items=items)

@@ -1,0 +1,1 @@
+"""Tracing and governance for agent frameworks (LangGraph, LangChain, ...), built on the SDK."""

@@ -1,0 +1,66 @@
+"""The root command loads its groups lazily: `tether --help` lists every command without
+importing the store, the server or the SDK, and each lazy entry is the command it names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer
+
+from tether.cli.lazy import load
+from tether.cli.main import COMMANDS, app
+
+HEAVY = ("sqlalchemy", "fastapi", "starlette", "alembic", "opentelemetry", "tether.store",
+         "tether.server", "tether.gateway", "tether.sdk", "tether.config")  # fmt: skip
+
+PROBE = """
+import contextlib, io, sys
+sys.argv = ["tether", *sys.argv[1:]]
+from tether.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+    main()
+print(out.getvalue())
+print("LOADED", " ".join(sorted(m for m in sys.modules if m.startswith(HEAVY))))
+"""
+
+
+def _probe(*args: str) -> tuple[str, set[str]]:
+    code = f"HEAVY = {HEAVY!r}\n" + PROBE
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text, _, loaded = done.stdout.rpartition("LOADED")
+    return text, set(loaded.split())
+
+
+def test_help_lists_every_command_and_imports_none_of_them() -> None:
+    text, loaded = _probe("--help")
+    flat = " ".join(text.split())  # the help wraps to the terminal's width
+    for name, (_, summary) in COMMANDS.items():
+        assert f"{name} {summary}" in flat
+    assert "version" in text
+    assert loaded == set()
+
+
+def test_a_command_imports_what_it_uses_only() -> None:
+    _, loaded = _probe("policy", "--help")
+    assert "tether.store" not in loaded and "sqlalchemy" not in loaded
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_lazy_entry_is_the_command_it_names(name: str) -> None:
+    module, summary = COMMANDS[name]
+    cmd = load(name, module)
+    assert cmd.name == name
+    # the summary says what the command's own help says (its first words)
+    own = (cmd.help or "").split("\n")[0]
+    first = " ".join(summary.split()[:3]).rstrip(".:,")
+    assert own.startswith(first), (own, summary)
+
+
+def test_the_root_has_the_lazy_commands() -> None:
+    group = typer.main.get_command(app)
+    assert set(COMMANDS) <= set(group.list_commands(None))  # type: ignore[attr-defined, arg-type]
