@@ -19,6 +19,7 @@ from typing import Any
 REDACTED = "[REDACTED]"
 DEFAULT_FIELDS = ("api_key", "authorization", "password", "secret", "token")
 _MAX_DEPTH = 32
+_SHORT, _SHORT_ENTRIES = 64, 8192
 
 # Key shapes of the common providers, and tether's own. Each is preceded by something that is
 # not part of an identifier, so "task-…" never reads as an OpenAI "sk-…" key.
@@ -57,6 +58,8 @@ class Redactor:
     fields: tuple[str, ...] = DEFAULT_FIELDS
     _pairs: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _probes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    # short values repeat (models, systems, names): their verdict is remembered
+    _short: dict[str, str] = field(init=False, repr=False, compare=False, default_factory=dict)
     _values: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -76,10 +79,20 @@ class Redactor:
         object.__setattr__(self, "_pairs", re.compile(pair if name else r"(?!)"))
 
     def is_secret_key(self, key: str) -> bool:
-        return _secret_key(key.lower(), self.fields)
+        return _secret_key(key, self.fields)
 
     def text(self, text: str) -> str:
         """`text` with every secret replaced by REDACTED (JSON text stays valid JSON)."""
+        if len(text) <= _SHORT:
+            hit = self._short.get(text)
+            if hit is None:
+                if len(self._short) >= _SHORT_ENTRIES:
+                    self._short.clear()
+                hit = self._short[text] = self._redact(text)
+            return text if hit == text else hit  # the caller's object when unchanged
+        return self._redact(text)
+
+    def _redact(self, text: str) -> str:
         if not text or not self._suspect(text):
             return text
         head = text.lstrip()[:1]
@@ -166,8 +179,9 @@ def _redactable(v: Any) -> bool:
 
 
 @lru_cache(maxsize=8192)
-def _secret_key(low: str, fields: tuple[str, ...]) -> bool:
+def _secret_key(key: str, fields: tuple[str, ...]) -> bool:
     # api_key also names api-key, apikey, X-Api-Key, OPENAI_API_KEY
+    low = key.lower()
     squashed = low.replace("-", "").replace("_", "")
     return any(f in low or f.replace("_", "") in squashed for f in fields)
 

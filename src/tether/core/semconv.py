@@ -240,8 +240,8 @@ def _int(v: Any) -> int | None:
 
 def _first_int(attrs: Mapping[str, Any], keys: Sequence[str]) -> int | None:
     for k in keys:
-        n = _int(attrs.get(k))
-        if n is not None:
+        v = attrs.get(k)
+        if v is not None and (n := _int(v)) is not None:
             return n
     return None
 

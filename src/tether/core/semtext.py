@@ -102,7 +102,10 @@ def clean_attributes(
         elif v and r.is_secret_key(key):
             out[key] = REDACTED
         elif isinstance(v, str):
-            out[key] = clean_text(r.text(v)) or ""
+            v = r.text(v)
+            # most values are short ASCII: nothing to clean, no call (the ingest hot path)
+            short = len(v) <= MAX_TEXT_BYTES and v.isascii() and "\x00" not in v
+            out[key] = v if short else clean_text(v) or ""
         else:
             out[key] = json_safe(r.value(v))
     return out
