@@ -273,15 +273,13 @@ def _tokens(a: Mapping[str, Any]) -> tuple[int | None, int | None, int | None]:
 
 
 def _explicit_cost(a: Mapping[str, Any]) -> Decimal | None:
-    values = [a.get(k) for k in _COST_KEYS]
-    details = json_obj(a.get("langfuse.observation.cost_details"))
-    if details is not None:
-        values.append(details.get("total"))
-    for v in values:
-        d = _decimal(v)
-        if d is not None:
+    for k in _COST_KEYS:
+        v = a.get(k)
+        if v is not None and (d := _decimal(v)) is not None:
             return d
-    return None
+    raw = a.get("langfuse.observation.cost_details")
+    details = json_obj(raw) if raw is not None else None
+    return _decimal(details.get("total")) if details is not None else None
 
 
 def _decimal(v: Any) -> Decimal | None:
@@ -418,7 +416,7 @@ def _attribution(a: Mapping[str, Any], res: Mapping[str, Any]) -> RunAttribution
         value = None
         for k in keys:
             v = a.get(k)
-            if v is None:
+            if v is None and res:
                 v = res.get(k)
             if v is None or isinstance(v, bool) or not isinstance(v, str | int):
                 continue
