@@ -51,9 +51,14 @@ bench: $(TEST_STAMP) services
 	$(BIN)/python bench/budget_stress.py
 	$(BIN)/python bench/budget_stress.py --redis
 	$(BIN)/python bench/policy.py
+	$(BIN)/python bench/efficacy.py
 	$(BIN)/python bench/approvals.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/sdk.py
+	$(BIN)/python bench/evals.py
+	$(BIN)/python bench/startup.py
+	# last: the README's table from bench/results/*.json
+	$(BIN)/python bench/report.py
 
 bench-peers: $(TEST_STAMP) services
 	$(BIN)/python bench/ingest.py --vs phoenix

@@ -2,7 +2,8 @@
 
 Run: `.venv/bin/python bench/policy.py` (prints p50/p99, writes bench/results/policy.json).
 Tool names cycle through every case: a match on the first rule, on the last, on a middle
-wildcard, no match at all (on_uncertain), irreversible and data-flow (egress after untrusted).
+wildcard, no match at all (on_uncertain), irreversible, data-flow (egress after untrusted),
+argument conditions (an IBAN in a named list, an amount over a bound) and a provenance finding.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import time
 from pathlib import Path
 
 from tether.core.policy import DecisionRequest, Policy, RunState, decide
+from tether.core.provenance import Finding
 
 RULES = 100
+PAYEE = "DE89 3704 0044 0532 0130 00"
 ROUNDS = 200_000
 TARGET_P99_US = 50.0
 
 
 def build_policy(n: int) -> Policy:
     lines = ["agent: bench", "on_uncertain: ask", "tools:"]
-    for i in range(n - 3):
+    for i in range(n - 6):
         kind = i % 4
         if kind == 0:
             lines.append(f'  - {{match: "svc{i}.read_*", allow: true}}')
@@ -35,9 +38,16 @@ def build_policy(n: int) -> Policy:
             lines.append(f'  - {{match: "svc{i}.*[0-9]", allow: true, tags: [egress]}}')
     lines += [
         '  - {match: "web.fetch", allow: true, tags: [untrusted]}',
+        "  - match: pay.transfer",
+        "    when: {amount: {max: 500}, iban: {in_list: payees}}",
+        "  - {match: pay.transfer, when: {iban: {not_in_list: payees}}, allow: false}",
+        "  - {match: pay.transfer, approval: required, tags: [egress]}",
         '  - {match: "mail.*", allow: true, tags: [egress]}',
         '  - {match: "last.*", allow: true}',
+        "lists:",
+        "  payees: [DE89370400440532013000, GB82WEST12345698765432]",
         "data_flow:",
+        "  - {argument_from: untrusted, arguments: [to, iban], require_approval_for_tag: egress}",
         "  - {after_tag: untrusted, require_approval_for_tag: egress}",
     ]
     return Policy.parse("\n".join(lines) + "\n", "bench.yaml")
@@ -56,6 +66,22 @@ def requests() -> list[DecisionRequest]:
         DecisionRequest("bench", "last.thing", frozenset(), {}, clean),
         DecisionRequest("bench", "unknown.tool", frozenset(), {}, clean),
         DecisionRequest("bench", "crm.wipe", frozenset({"irreversible"}), {}, clean),
+        # argument conditions: a payee within bounds, one over the bound (falls through)
+        DecisionRequest(
+            "bench", "pay.transfer", frozenset(), {"amount": 120, "iban": PAYEE}, clean
+        ),
+        DecisionRequest(
+            "bench", "pay.transfer", frozenset(), {"amount": "900.00", "iban": PAYEE}, clean
+        ),
+        # provenance: the recipient came only from untrusted content
+        DecisionRequest(
+            "bench",
+            "mail.send",
+            frozenset(),
+            {"to": "eve@evil.example"},
+            untrusted,
+            untrusted=(Finding("to", "eve@evil.example", "email", "web.fetch"),),
+        ),
     ]
 
 

@@ -44,3 +44,15 @@ def test_unknown_and_invalid_settings_are_refused(tmp_path: Path) -> None:
 def test_postgres_url_gets_the_psycopg_driver() -> None:
     s = load_settings(database_url="postgresql://postgres@127.0.0.1/test")
     assert s.db_url == "postgresql+psycopg://postgres@127.0.0.1/test"
+
+
+def test_unknown_mcp_tag_is_an_error_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "tether.yaml"
+    path.write_text(
+        "mcp_servers:\n  - name: demo\n    command: [x]\n    tags:\n"
+        "      fetch_page: [untrusted]\n      send_email: [egres]\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(config=str(path))
+    assert info.value.message.startswith(f"{path}:6: invalid setting mcp_servers.0.tags.")
+    assert "did you mean `egress`" in info.value.message

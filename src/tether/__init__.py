@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from tether.sdk._guard import ToolDeniedError, ToolRateLimitedError
     from tether.sdk._llm import LlmCall, llm_span, record_llm
     from tether.sdk._openai import instrument_openai, run_headers
+    from tether.sdk._route import route
     from tether.sdk._run import Run, current_run, run
     from tether.sdk._tool import tool
 
@@ -41,6 +42,7 @@ _EXPORTS = {
     "Run": "tether.sdk._run",
     "current_run": "tether.sdk._run",
     "run": "tether.sdk._run",
+    "route": "tether.sdk._route",
     "tool": "tether.sdk._tool",
 }
 # public name -> a module re-exported whole
@@ -59,6 +61,7 @@ __all__ = [
     "llm_span",
     "memory",
     "record_llm",
+    "route",
     "run",
     "run_headers",
     "sdk_stats",

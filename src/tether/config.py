@@ -8,15 +8,16 @@ Nested keys in the environment use a double underscore: `TETHER_BUDGETS__GLOBAL_
 from __future__ import annotations
 
 import os
+import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tether.core.errors import ConfigError
+from tether.core.tags import suggest_tag, unknown_tags
 
 
 class ProviderConfig(BaseModel):
@@ -43,6 +44,12 @@ class ProviderConfig(BaseModel):
         return None
 
 
+def _known_tag(tag: str) -> str:
+    if unknown_tags([tag]):
+        raise ValueError(f"unknown tag {tag!r}: {suggest_tag(tag)}")
+    return tag
+
+
 class McpServerConfig(BaseModel):
     """An upstream MCP server: a stdio `command` or a Streamable HTTP `url`."""
 
@@ -52,7 +59,8 @@ class McpServerConfig(BaseModel):
     url: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     cwd: Path | None = None
-    tags: dict[str, list[str]] = Field(default_factory=dict)
+    # tool name or glob ("*", "fetch_*") -> tags; a key matching no served tool is an error
+    tags: dict[str, list[Annotated[str, AfterValidator(_known_tag)]]] = Field(default_factory=dict)
 
 
 class HttpToolConfig(BaseModel):
@@ -68,6 +76,16 @@ class HttpToolConfig(BaseModel):
     rate_limit: str | None = None
 
 
+class ModelMargin(BaseModel):
+    """Extra worst case for one model, for what its provider bills beyond tether's bound."""
+
+    model_config = ConfigDict(extra="forbid")
+    # added to every call's input bound (e.g. a provider's hidden system prompt)
+    input_tokens: Annotated[int, Field(ge=0, le=10_000_000)] = 0
+    # the whole worst case grows by this share
+    percent: Annotated[Decimal, Field(ge=0, le=1000)] = Decimal(0)
+
+
 class BudgetDefaults(BaseModel):
     """Caps that apply when an agent's policy says nothing."""
 
@@ -75,8 +93,10 @@ class BudgetDefaults(BaseModel):
     global_day_usd: Decimal | None = None
     # every API key's LLM spend per UTC day (a leaked or looping key stops there)
     key_day_usd: Decimal | None = None
-    default_max_tokens: int = 4096
-    reservation_ttl_s: int = 900
+    default_max_tokens: Annotated[int, Field(ge=1)] = 4096
+    reservation_ttl_s: Annotated[int, Field(ge=1)] = 900
+    # per model (the requested or the upstream name; "*" for every other model)
+    margins: dict[str, ModelMargin] = Field(default_factory=dict)
 
 
 class MemoryNamespaceConfig(BaseModel):
@@ -104,6 +124,31 @@ class WebhookConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str
     format: Literal["json", "slack"] = "json"
+
+
+class WatchSettings(BaseModel):
+    """Drift checks and cost anomaly alerts (the background passes and their thresholds)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    # profiles, rollups, model changes and cost anomalies every interval_s; drift less often
+    interval_s: Annotated[float, Field(gt=0)] = 60.0
+    drift_interval_s: Annotated[float, Field(gt=0)] = 3600.0
+    # a repeat of an open alert within this many seconds adds an occurrence, not a message
+    cooldown_s: Annotated[int, Field(ge=0)] = 3600
+    baseline: str = "7d"
+    window: str = "1d"
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.01
+    band_k: Annotated[float, Field(gt=0)] = 4.0
+    min_excess_usd: Annotated[Decimal, Field(ge=0)] = Decimal("0.10")
+    alert_below: bool = False
+
+    @field_validator("baseline", "window")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not re.fullmatch(r"[1-9]\d{0,3}[mhdw]", v.strip()):
+            raise ValueError("use a duration such as 12h, 1d, 7d or 2w")
+        return v.strip()
 
 
 class Settings(BaseSettings):
@@ -134,6 +179,7 @@ class Settings(BaseSettings):
     budgets: BudgetDefaults = Field(default_factory=BudgetDefaults)
     approval_timeout_s: int = 3600
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     redact_fields: list[str] = Field(
         default_factory=lambda: ["api_key", "authorization", "password", "secret", "token"]
@@ -200,6 +246,8 @@ def _config_path(state: dict[str, Any]) -> Path | None:
 
 def load_yaml_file(path: Path) -> Any:
     """Parses YAML and names the file and line of a syntax error."""
+    import yaml  # only when there is a file to read: the CLI's start-up does not pay for it
+
     try:
         return yaml.safe_load(path.read_text())
     except yaml.MarkedYAMLError as exc:
@@ -216,4 +264,27 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid setting {loc}: {first['msg']}") from None
+        where = _yaml_line(flags, tuple(first["loc"]))
+        raise ConfigError(f"{where}invalid setting {loc}: {first['msg']}") from None
+
+
+def _yaml_line(flags: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    """`FILE:LINE: ` of a setting that came from tether.yaml, or "" when it did not."""
+    path = _config_path(flags)
+    if path is None:
+        return ""
+    from tether.core.policy_schema import PolicyError, load_document
+
+    try:
+        data, lines = load_document(path.read_text(), str(path))
+    except (PolicyError, OSError):
+        return ""
+    node: Any = data
+    for part in loc:  # only when the whole path is in the file (not a flag or env value)
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
+            node = node[part]
+        else:
+            return ""
+    return f"{path}:{lines.find(loc)}: "

@@ -3,8 +3,12 @@ importing the store, the server or the SDK, and each lazy entry is the command i
 
 from __future__ import annotations
 
+import http.server
+import json
+import os
 import subprocess
 import sys
+import threading
 
 import pytest
 import typer
@@ -13,7 +17,8 @@ from tether.cli.lazy import load
 from tether.cli.main import COMMANDS, app
 
 HEAVY = ("sqlalchemy", "fastapi", "starlette", "alembic", "opentelemetry", "tether.store",
-         "tether.server", "tether.gateway", "tether.sdk", "tether.config")  # fmt: skip
+         "tether.server", "tether.gateway", "tether.sdk", "tether.config", "rich",
+         "yaml")  # fmt: skip
 
 PROBE = """
 import contextlib, io, sys
@@ -27,10 +32,10 @@ print("LOADED", " ".join(sorted(m for m in sys.modules if m.startswith(HEAVY))))
 """
 
 
-def _probe(*args: str) -> tuple[str, set[str]]:
+def _probe(*args: str, env: dict[str, str] | None = None) -> tuple[str, set[str]]:
     code = f"HEAVY = {HEAVY!r}\n" + PROBE
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+                          timeout=120, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     text, _, loaded = done.stdout.rpartition("LOADED")
     return text, set(loaded.split())
@@ -64,3 +69,31 @@ def test_each_lazy_entry_is_the_command_it_names(name: str) -> None:
 def test_the_root_has_the_lazy_commands() -> None:
     group = typer.main.get_command(app)
     assert set(COMMANDS) <= set(group.list_commands(None))  # type: ignore[attr-defined, arg-type]
+
+
+class _Runs(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({"items": [], "next_cursor": None}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_remote_json_read_loads_no_store_no_server_no_yaml() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Runs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**os.environ, "TETHER_URL": f"http://127.0.0.1:{server.server_port}",
+               "TETHER_API_KEY": "k"}  # fmt: skip
+        env.pop("TETHER_CONFIG", None)
+        text, loaded = _probe("runs", "list", "--json", env=env)
+    finally:
+        server.shutdown()
+    assert json.loads(text) == {"items": [], "next_cursor": None}
+    # settings, and nothing of the store or the server (httpx itself imports Rich for its CLI)
+    assert {m for m in loaded if not m.startswith("rich")} == {"tether.config"}

@@ -67,7 +67,8 @@ def test_check_names_file_line_and_fix(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "no such file" in missing.stderr
     shadow = write(tmp_path, "shadow.yaml", "agent: a\ntools:\n  - {match: '*'}\n  - {match: x}\n")
     res = runner.invoke(app, ["policy", "check", str(shadow)])
-    assert res.exit_code == 0 and f"warning: {shadow}:4: tools[1]: rule" in res.stderr
+    # a rule that can never fire is an error, not a warning: it would silently disable a defence
+    assert res.exit_code == 2 and f"{shadow}:4: tools[1]: rule" in res.stderr
 
 
 def test_apply_show_history_diff_local(tmp_path: Path, db: Engine, db_url: str) -> None:
@@ -153,9 +154,11 @@ def test_apply_show_and_verify_through_the_server(tmp_path: Path) -> None:
         got = json.loads(runner.invoke(app, ["policy", "show", "triage", "--json"], env=env).stdout)
         assert got["source"] == GOOD and got["applied_by"].startswith("key:")
         res = runner.invoke(app, ["audit", "verify"], env=env)
-        assert res.exit_code == 0 and "intact: 1 entries" in res.stdout
         lines = runner.invoke(app, ["audit", "export"], env=env).stdout.splitlines()
-        assert json.loads(lines[0])["action"] == "policy.applied"
+        # the server registers its built-in memory.* tools at start (audited) before the apply
+        assert res.exit_code == 0 and f"intact: {len(lines)} entries" in res.stdout
+        actions = [json.loads(line)["action"] for line in lines]
+        assert actions[-1] == "policy.applied" and actions.count("policy.applied") == 1
         read_env = {**env, "TETHER_API_KEY": reader}
         res = runner.invoke(app, ["policy", "apply", str(path)], env=read_env)
         assert res.exit_code == 1 and "admin" in res.stderr

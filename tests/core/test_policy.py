@@ -21,6 +21,7 @@ from tether.core.policy import (
     lint,
     with_rate_result,
 )
+from tether.core.policy_schema import PolicyModel
 
 EXAMPLE = """\
 agent: invoice-triage
@@ -186,6 +187,7 @@ def test_decision_to_dict(policy: Policy) -> None:
         "retry_after_s": None,
         "tags": [],
         "rate_limit": "10/hour",
+        "finding": None,
     }
 
 
@@ -251,13 +253,20 @@ def test_every_problem_is_reported() -> None:
     assert [p.line for p in info.value.problems] == [2, 4]
 
 
-def test_lint_flags_shadowed_rules() -> None:
+def test_shadowed_rules_are_errors_not_warnings() -> None:
     src = "agent: a\ntools:\n  - {match: 'erp.*'}\n  - {match: 'erp.delete_*', allow: false}\n"
-    warnings = lint(Policy.parse(src), src, "p.yaml")
-    assert [(w.line, w.field) for w in warnings] == [(4, "tools[1]")]
-    assert "tools[0]" in warnings[0].problem
+    with pytest.raises(PolicyError) as info:
+        Policy.parse(src, "p.yaml")
+    [problem] = info.value.problems
+    assert (problem.line, problem.field) == (4, "tools[1]") and "tools[0]" in problem.problem
     ordered = "agent: a\ntools:\n  - {match: 'erp.delete_*'}\n  - {match: 'erp.*'}\n"
     assert lint(Policy.parse(ordered), ordered) == []
+    # an earlier rule with argument conditions does not shadow: it applies only sometimes
+    conditional = (
+        "agent: a\ntools:\n  - {match: 'erp.*', when: {id: {equals: x}}}\n"
+        "  - {match: 'erp.delete_*', allow: false}\n"
+    )
+    assert Policy.parse(conditional).tools[1].match == "erp.delete_*"
 
 
 # ---------------------------------------------------------------- properties
@@ -280,8 +289,9 @@ def test_compiled_glob_agrees_with_fnmatch(pattern: str, name: str) -> None:
 )
 @settings(max_examples=300, deadline=None)
 def test_first_matching_rule_wins(patterns: list[str], name: str) -> None:
-    src = "agent: a\ntools:\n" + "".join(f"  - {{match: '{p}'}}\n" for p in patterns)
-    rule = Policy.parse(src).rule_for(name)
+    # built without cross_check, which refuses shadowed rules: this is about rule_for itself
+    doc = {"agent": "a", "tools": [{"match": p} for p in patterns]}
+    rule = Policy.from_model(PolicyModel.model_validate(doc), "").rule_for(name)
     expected = next((i for i, p in enumerate(patterns) if fnmatch.fnmatchcase(name, p)), None)
     assert (rule.index if rule else None) == expected
 

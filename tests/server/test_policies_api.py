@@ -17,7 +17,10 @@ from tether.server.app import create_app
 from tether.store import policies as policy_store
 from tether.store.tables import audit_log
 
-V1 = "agent: triage\ntools:\n  - {match: 'erp.*'}\n  - {match: 'erp.delete_*', allow: false}\n"
+V1 = "agent: triage\ntools:\n  - {match: 'erp.delete_*', allow: false}\n  - {match: 'erp.*'}\n"
+SHADOWED = (
+    "agent: triage\ntools:\n  - {match: 'erp.*'}\n  - {match: 'erp.delete_*', allow: false}\n"
+)
 V2 = V1 + "on_uncertain: deny\n"
 YAML = {"Content-Type": "application/yaml"}
 
@@ -32,10 +35,14 @@ def test_apply_yaml_then_json_and_read_back(api: Api) -> None:
     assert r.status_code == 201
     body = r.json()
     assert (body["agent"], body["version"], body["changed"]) == ("triage", 1, True)
-    assert body["warnings"] == [
+    assert body["warnings"] == []
+    shadowed = api.client.post("/api/v1/policies", content=SHADOWED,
+                               headers={**api.admin, **YAML})  # fmt: skip
+    assert shadowed.status_code == 400
+    assert shadowed.json()["error"]["message"] == (
         '<request>:4: tools[1]: rule "erp.delete_*" is never reached: tools[0] "erp.*" matches '
         "first. Fix: move tools[1] above tools[0] (first match wins)"
-    ]
+    )
     same = api.client.post("/api/v1/policies", content=V1, headers={**api.admin, **YAML})
     assert same.status_code == 200 and same.json()["version"] == 1
     r = api.client.post(
@@ -88,7 +95,7 @@ def test_invalid_policy_is_a_400_with_lines(api: Api) -> None:
 def test_check_stores_nothing(api: Api) -> None:
     r = api.client.post("/api/v1/policies/check", content=V1, headers={**api.read, **YAML})
     assert r.status_code == 200 and r.json()["ok"] and r.json()["agent"] == "triage"
-    assert len(r.json()["warnings"]) == 1
+    assert r.json()["warnings"] == []
     r = api.client.post("/api/v1/policies/check", content="agent: [", headers={**api.read, **YAML})
     assert r.status_code == 400
     assert api.client.get("/api/v1/policies", headers=api.read).json()["items"] == []

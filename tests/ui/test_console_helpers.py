@@ -1,5 +1,5 @@
 """The console's pure helpers: money and duration display, chat detection, sparklines,
-anomaly rule, percentile, trace layout, and the signed session cookie."""
+percentile, trace layout, and the signed session cookie."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tether.config import load_settings
-from tether.server.console import queries, render
+from tether.server.console import render
 from tether.server.console.run_detail import flatten, span_decisions, waterfall
 from tether.server.console.session import (
     decode_session,
@@ -20,6 +20,7 @@ from tether.server.console.session import (
     secret_key,
 )
 from tether.server.deps import State
+from tether.store import aggregates
 from tether.store.engine import make_engine
 
 
@@ -64,23 +65,10 @@ def test_sparkline_points_stay_inside_the_box(values: list[int]):
     assert all(0 <= x <= 120 and 0 <= y <= 28 for x, y in points)
 
 
-def test_anomaly_needs_a_baseline_and_twice_its_median():
-    days = [f"2026-11-{d:02d}" for d in range(1, 11)]
-    dollar = 1_000_000_000
-    steady = [dollar] * 9 + [3 * dollar]
-    found = queries.cost_anomalies(days, {"a": steady})
-    assert [(x.agent, x.day, x.factor) for x in found] == [("a", "2026-11-10", 3.0)]
-    assert queries.cost_anomalies(days, {"a": [dollar] * 9 + [2 * dollar]}) == []
-    # a brand-new agent has no baseline: its first day is not an anomaly
-    assert queries.cost_anomalies(days, {"new": [0] * 9 + [50 * dollar]}) == []
-    # pennies are never an anomaly
-    assert queries.cost_anomalies(days, {"a": [1000] * 9 + [9_000_000]}) == []
-
-
 def test_percentile_matches_postgresql_percentile_cont():
-    assert queries.percentile([5.0], 0.95) == 5.0
-    assert queries.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
-    assert queries.percentile(list(map(float, range(1, 101))), 0.95) == 95.05
+    assert aggregates.percentile([5.0], 0.95) == 5.0
+    assert aggregates.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert aggregates.percentile(list(map(float, range(1, 101))), 0.95) == 95.05
 
 
 def test_trace_layout_nests_and_places_bars():

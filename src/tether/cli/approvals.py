@@ -14,7 +14,11 @@ from tether.cli.output import DB_OPTION, console, errors, print_json
 
 
 def _decide(
-    approval_id: str, approve: bool, reason: str | None, database_url: str | None
+    approval_id: str,
+    approve: bool,
+    reason: str | None,
+    database_url: str | None,
+    scope: str = "call",
 ) -> dict[str, Any]:
     verb = "approve" if approve else "deny"
     with errors(), opened(database_url) as be:
@@ -22,9 +26,11 @@ def _decide(
             from tether.store import approvals
 
             return approvals.decide(be.engine, approval_id, approve=approve, actor="cli",
-                                    reason=reason, now=datetime.now(UTC)).to_dict()  # fmt: skip
+                                    reason=reason, now=datetime.now(UTC),
+                                    scope=scope).to_dict()  # fmt: skip
         path = f"/api/v1/approvals/{approval_id}/{verb}"
-        result: dict[str, Any] = be.request("POST", path, json={"reason": reason})
+        body = {"reason": reason, "scope": scope} if approve else {"reason": reason}
+        result: dict[str, Any] = be.request("POST", path, json=body)
         return result
     raise AssertionError("unreachable")  # errors() exits on failure
 
@@ -69,15 +75,22 @@ def register(app: typer.Typer) -> None:
     def approve_cmd(
         approval_id: str = typer.Argument(..., help="apr_..."),
         reason: str = typer.Option(None, "--reason", "-r", help="Why (kept in the audit log)."),
+        scope: str = typer.Option(
+            "call",
+            "--scope",
+            help="call (this call) | run (this tool with these arguments for "
+            "the rest of the run) | counterparty (the held value, for this tool and agent)",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         database_url: str = DB_OPTION,
     ) -> None:
         """Approve a held call: the waiting agent's call goes through at once."""
-        done = _decide(approval_id, True, reason, database_url)
+        done = _decide(approval_id, True, reason, database_url, scope)
         if as_json:
             print_json(done)
         else:
-            console.print(f"approved {approval_id} ({done['tool']})")
+            extra = f", scope {scope}" if scope != "call" else ""
+            console.print(f"approved {approval_id} ({done['tool']}{extra})")
 
     @group.command("deny")
     def deny_cmd(

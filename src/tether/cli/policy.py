@@ -51,6 +51,7 @@ class Backend(Protocol):
     def history(self, agent: str) -> list[dict[str, Any]]: ...
     def diff(self, agent: str, v1: int, v2: int) -> str: ...
     def list(self) -> list[dict[str, Any]]: ...
+    def suggest(self, agent: str) -> dict[str, Any]: ...
 
 
 class LocalBackend:
@@ -78,6 +79,10 @@ class LocalBackend:
 
     def list(self) -> list[dict[str, Any]]:
         return [v.to_dict() for v in self.store.list_latest(self.engine)]
+
+    def suggest(self, agent: str) -> dict[str, Any]:
+        got: dict[str, Any] = self.store.suggestion(self.engine, agent)
+        return got
 
 
 class RemoteBackend:
@@ -110,6 +115,10 @@ class RemoteBackend:
     def list(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.client.request("GET", "/api/v1/policies")["items"]
         return items
+
+    def suggest(self, agent: str) -> dict[str, Any]:
+        got: dict[str, Any] = self.client.request("GET", f"/api/v1/policies/{agent}/suggest")
+        return got
 
 
 def backend(database_url: str | None, *, create: bool = False) -> Backend:
@@ -235,6 +244,24 @@ def register(app: typer.Typer) -> None:
             highlight=False,
         )
         console.print(Syntax(got["source"], "yaml"))
+
+    @policy.command("suggest")
+    def suggest_cmd(
+        agent: str = typer.Argument(..., help="The agent to propose a policy for."),
+        output: Path = typer.Option(None, "--output", "-o", help="Write the YAML here."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        database_url: str = DB_OPTION,
+    ) -> None:
+        """Propose a policy from the registry's tools and the agent's recorded runs."""
+        with errors():
+            got = backend(database_url).suggest(agent)
+        if as_json:
+            print_json(got)
+        elif output is not None:
+            output.write_text(got["source"], encoding="utf-8")
+            console.print(f"wrote {output}: review it, then `tether policy apply {output}`")
+        else:
+            console.print(got["source"], highlight=False, markup=False, end="")
 
     @policy.command("list")
     def list_(

@@ -7,15 +7,17 @@ from __future__ import annotations
 import getpass
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
-from rich.tree import Tree
 
 from tether.cli.client import Backend, Local, opened
 from tether.cli.output import DB_OPTION, console, errors, print_json
+
+if TYPE_CHECKING:  # Rich is imported where a table is drawn: `--json` never loads it
+    from rich.table import Table
+    from rich.text import Text
+    from rich.tree import Tree
 
 # `tether runs list --sort` (the API's RunSort; the store validates it again)
 RUN_SORTS = ("-started_at", "started_at", "-cost", "cost", "-duration", "duration")
@@ -85,6 +87,8 @@ def _actor() -> str:
 
 
 def status_text(status: str) -> Text:
+    from rich.text import Text
+
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
@@ -123,6 +127,8 @@ _RIGHT = ("cost", "tokens", "duration")
 
 
 def runs_table(items: list[dict[str, Any]], width: int) -> Table:
+    from rich.table import Table
+
     cells = {name: [get(r) for r in items] for name, get in _COLUMNS}
     id_width = max((len(r["id"]) for r in items), default=2)
     budget, shown = width - id_width - 4, set()
@@ -142,6 +148,8 @@ def runs_table(items: list[dict[str, Any]], width: int) -> Table:
 
 
 def span_label(s: dict[str, Any]) -> Text:
+    from rich.text import Text
+
     label = Text(f"{KIND_ICON.get(s['kind'], '•')} ")
     label.append(s["name"], style="bold")
     parts = [duration(s["latency_ms"])]
@@ -158,6 +166,9 @@ def span_label(s: dict[str, Any]) -> Text:
 
 
 def span_tree(run: dict[str, Any]) -> Tree:
+    from rich.text import Text
+    from rich.tree import Tree
+
     tree = Tree(Text(run["id"], style="bold"))
 
     def add(node: Tree, spans: list[dict[str, Any]]) -> None:
@@ -169,6 +180,9 @@ def span_tree(run: dict[str, Any]) -> Tree:
 
 
 def header(run: dict[str, Any]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     grid = Table.grid(padding=(0, 2))
     who = f"{run['agent'] or '?'}" + (f"@{run['version']}" if run["version"] else "")
     tokens = f"{run['input_tokens']:,} in / {run['output_tokens']:,} out"
@@ -194,8 +208,11 @@ def header(run: dict[str, Any]) -> Table:
 
 
 def register(app: typer.Typer) -> None:
-    runs = typer.Typer(help="Agent runs: list, show, kill.", no_args_is_help=True)
+    runs = typer.Typer(help="Agent runs: list, show, kill, replay.", no_args_is_help=True)
     app.add_typer(runs, name="runs")
+    from tether.cli import replay
+
+    replay.register(runs)
 
     @runs.command("list")
     def list_(
@@ -237,6 +254,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(run)
             return
+        from rich.text import Text
+
         console.print(header(run))
         if run.get("input"):
             console.print(Text("input  ", style="dim") + Text(run["input"][:500]))

@@ -8,19 +8,20 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
+from tether.core.policy_args import Condition, compile_conditions, first_failure, normalize_list
 from tether.core.policy_schema import (
     PolicyError,
     PolicyModel,
     Problem,
     glob_regex,
-    load_document,
     parse_policy_model,
     parse_rate_limit,
 )
+from tether.core.provenance import Finding
 
 if TYPE_CHECKING:
     from tether.core.budget import Limits
@@ -40,6 +41,7 @@ __all__ = [
     "RunState",
     "ToolRule",
     "decide",
+    "decide_surface",
     "glob_regex",
     "lint",
     "rate_key",
@@ -66,21 +68,39 @@ class ToolRule:
     rate_limit: RateLimit | None
     tags: frozenset[str]
     reason: str | None
+    conditions: tuple[Condition, ...] = ()
+    pattern: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
-        return f'tools[{self.index}] match "{self.match}"'
+        when = " when " + " and ".join(f"{c.argument} {c.text}" for c in self.conditions)
+        return f'tools[{self.index}] match "{self.match}"' + (when if self.conditions else "")
 
 
 @dataclass(frozen=True)
 class DataFlowRule:
+    """`after_tag` set: run-wide taint; `argument_from` set: the call's own arguments."""
+
     index: int
-    after_tag: str
-    require_approval_for_tag: str
+    after_tag: str | None
+    tag: str
+    action: Literal["approval_required", "deny"] = "approval_required"
+    argument_from: Literal["untrusted"] | None = None
+    arguments: frozenset[str] | None = None
+
+    @property
+    def require_approval_for_tag(self) -> str:
+        return self.tag
 
     @property
     def label(self) -> str:
-        return f"data_flow[{self.index}] after {self.after_tag} -> {self.require_approval_for_tag}"
+        verb = "approval for" if self.action == "approval_required" else "deny"
+        if self.argument_from is None and self.action == "approval_required":
+            return f"data_flow[{self.index}] after {self.after_tag} -> {self.tag}"
+        if self.argument_from is None:
+            return f"data_flow[{self.index}] after {self.after_tag} -> {verb} {self.tag}"
+        which = ", ".join(sorted(self.arguments)) if self.arguments else "any argument"
+        return f"data_flow[{self.index}] {which} from untrusted -> {verb} {self.tag}"
 
 
 @dataclass(frozen=True)
@@ -129,6 +149,10 @@ class DecisionRequest:
     arguments: Mapping[str, Any] | None = None
     run_state: RunState = RunState()
     rate: RateState | None = None
+    # arguments carrying values seen only in untrusted content (core.provenance.findings)
+    untrusted: tuple[Finding, ...] = ()
+    # named lists beyond the policy's own (e.g. the registry's contacts); the policy's win
+    lists: Mapping[str, frozenset[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +167,8 @@ class Decision:
     tags: frozenset[str] = frozenset()
     # the limit the caller must count this call against (store/ratelimit.py), if any
     rate_limit: RateLimit | None = None
+    # the argument value that made a data-flow rule fire
+    finding: Finding | None = None
 
     @property
     def allowed(self) -> bool:
@@ -156,6 +182,7 @@ class Decision:
             "retry_after_s": self.retry_after_s,
             "tags": sorted(self.tags),
             "rate_limit": self.rate_limit.text if self.rate_limit else None,
+            "finding": self.finding.to_dict() if self.finding else None,
         }
 
 
@@ -171,6 +198,8 @@ class Policy:
     systems_write: tuple[str, ...]
     tools: tuple[ToolRule, ...]
     data_flow: tuple[DataFlowRule, ...]
+    resources: tuple[ToolRule, ...]
+    prompts: tuple[ToolRule, ...]
     on_uncertain: Literal["ask", "deny", "allow"]
     memory_namespace: str | None
     memory_read_grants: tuple[str, ...]
@@ -179,6 +208,7 @@ class Policy:
     source: str
     sha256: str
     document: dict[str, Any] = field(repr=False)
+    lists: Mapping[str, frozenset[str]] = field(repr=False, default_factory=dict)
     _matcher: re.Pattern[str] | None = field(repr=False, default=None)
     _models: re.Pattern[str] | None = field(repr=False, default=None)
 
@@ -195,11 +225,15 @@ class Policy:
             if t.rate_limit is not None:
                 count, window = parse_rate_limit(t.rate_limit)
                 rate = RateLimit(count, window, t.rate_limit)
+            conditions: list[Condition] = []
+            for arg, cond in (t.when or {}).items():
+                conditions.extend(compile_conditions(arg, cond))
             rules.append(
                 ToolRule(
-                    i, t.match, t.allow, t.approval == "required", rate, frozenset(t.tags), t.reason
+                    i, t.match, t.allow, t.approval == "required", rate, frozenset(t.tags),
+                    t.reason, tuple(conditions), re.compile(glob_regex(t.match)),
                 )
-            )
+            )  # fmt: skip
         matcher = None
         if rules:
             matcher = re.compile("|".join(f"(?P<r{r.index}>{glob_regex(r.match)})" for r in rules))
@@ -225,8 +259,17 @@ class Policy:
             systems_read=tuple(m.systems.read),
             systems_write=tuple(m.systems.write),
             tools=tuple(rules),
+            resources=_surface_rules(m.resources),
+            prompts=_surface_rules(m.prompts),
             data_flow=tuple(
-                DataFlowRule(i, d.after_tag, d.require_approval_for_tag)
+                DataFlowRule(
+                    i,
+                    d.after_tag,
+                    d.require_approval_for_tag or d.deny_for_tag or "",
+                    "deny" if d.deny_for_tag else "approval_required",
+                    d.argument_from,
+                    frozenset(d.arguments) if d.arguments is not None else None,
+                )
                 for i, d in enumerate(m.data_flow)
             ),
             on_uncertain=m.on_uncertain,
@@ -238,7 +281,8 @@ class Policy:
             approval_default=m.approval.default,
             source=source,
             sha256=hashlib.sha256(source.encode()).hexdigest(),
-            document=m.model_dump(mode="json"),
+            document=m.model_dump(mode="json", by_alias=True),
+            lists={name: normalize_list(name, entries) for name, entries in m.lists.items()},
             _matcher=matcher,
             _models=models,
         )
@@ -251,6 +295,30 @@ class Policy:
         if m is None:
             return None
         return self.tools[int(m.lastgroup[1:])] if m.lastgroup else None
+
+    @property
+    def uses_provenance(self) -> bool:
+        """True when a data-flow rule looks at where the call's arguments came from."""
+        return any(f.argument_from is not None for f in self.data_flow)
+
+    def rule_for_call(
+        self, tool: str, arguments: Mapping[str, Any] | None, lists: Mapping[str, frozenset[str]]
+    ) -> tuple[ToolRule | None, str | None]:
+        """The first rule whose glob matches `tool` and whose conditions hold, and why the
+        first conditional rule that matched the name did not apply (for the reason)."""
+        first = self.rule_for(tool)
+        if first is None or not first.conditions:
+            return first, None
+        skipped = None
+        for rule in self.tools[first.index :]:
+            if rule.pattern is None or rule.pattern.fullmatch(tool) is None:
+                continue
+            failed = first_failure(rule.conditions, arguments, lists)
+            if failed is None:
+                return rule, skipped
+            if skipped is None:
+                skipped = f"{rule.label} did not apply: {failed.failure(arguments or {})}"
+        return None, skipped
 
     def allows_model(self, model: str) -> bool:
         """True when `models` is absent or one of its globs matches."""
@@ -267,6 +335,40 @@ class Policy:
             agent_day_usd=self.budgets.day.max_cost_usd,
             user_day_usd=self.budgets.user_day.max_cost_usd,
         )
+
+
+def _surface_rules(models: Any) -> tuple[ToolRule, ...]:
+    return tuple(
+        ToolRule(i, r.match, r.allow, False, None, frozenset(r.tags), r.reason,
+                 pattern=re.compile(glob_regex(r.match)))
+        for i, r in enumerate(models)
+    )  # fmt: skip
+
+
+def decide_surface(
+    policy: Policy | None, agent: str, surface: Literal["resources", "prompts"], name: str
+) -> Decision:
+    """A resource read (`name` is "server:uri") or a prompt get ("server.name"): the first rule
+    of the policy's `resources` / `prompts` section that matches; none matching follows
+    `on_uncertain` (`allow` allows; `ask` and `deny` refuse, as no person can be asked mid-read).
+    Its output is untrusted: the decision's tags always carry `untrusted`."""
+    base = frozenset({"untrusted"})
+    if policy is None or agent != policy.agent:
+        return Decision("deny", "no policy", f"agent {agent} has no boundary policy", tags=base)
+    for rule in getattr(policy, surface):
+        if rule.pattern is not None and rule.pattern.fullmatch(name):
+            label = f'{surface}[{rule.index}] match "{rule.match}"'
+            tags = base | rule.tags
+            if not rule.allow:
+                return Decision(
+                    "deny", label, rule.reason or f"the policy forbids {name}", tags=tags
+                )
+            return Decision("allow", label, rule.reason or f"{name} is allowed", tags=tags)
+    if policy.on_uncertain == "allow":
+        return Decision("allow", "on_uncertain: allow", f"no {surface} rule matches", tags=base)
+    return Decision("deny", f"on_uncertain: {policy.on_uncertain}",
+                    f"no {surface} rule matches {name}; add one under `{surface}:`",
+                    tags=base)  # fmt: skip
 
 
 def rate_key(agent: str, tool: str) -> str:
@@ -332,21 +434,25 @@ def decide(policy: Policy | None, request: DecisionRequest) -> Decision:
             f"the run already made {request.run_state.tool_calls} tool calls; the cap is {cap}",
             tags=tags,
         )
-    rule = policy.rule_for(request.tool)
+    lists = policy.lists if not request.lists else {**request.lists, **policy.lists}
+    rule, skipped = policy.rule_for_call(request.tool, request.arguments, lists)
     if rule is None:
         decision = _uncertain(policy, tags)
+        if skipped:
+            decision = replace(decision, reason=f"{decision.reason}; {skipped}")
     else:
         if rule.tags:
             tags = tags | rule.tags
         if not rule.allow:
-            return Decision(
-                "deny", rule.label, rule.reason or f"the policy forbids {request.tool}", tags=tags
-            )
+            why = rule.reason or f"the policy forbids {request.tool}" + _held_because(rule)
+            if skipped and rule.reason is None:
+                why += f"; {skipped}"
+            return Decision("deny", rule.label, why, tags=tags)
         if rule.approval_required:
             decision = Decision(
                 "approval_required",
                 rule.label,
-                rule.reason or f"{request.tool} needs a person's approval",
+                rule.reason or f"{request.tool} needs a person's approval" + _held_because(rule),
                 tags=tags,
                 rate_limit=rule.rate_limit,
             )
@@ -358,24 +464,61 @@ def decide(policy: Policy | None, request: DecisionRequest) -> Decision:
                 tags=tags,
                 rate_limit=rule.rate_limit,
             )
-    if decision.outcome == "allow" and policy.data_flow:
-        seen = request.run_state.tags_seen
-        for flow in policy.data_flow:
-            if flow.after_tag in seen and flow.require_approval_for_tag in tags:
-                decision = Decision(
-                    "approval_required",
-                    flow.label,
-                    f"a tool tagged {flow.after_tag} returned into this run, so "
-                    f"{flow.require_approval_for_tag} tools need approval",
-                    tags=tags,
-                    rate_limit=decision.rate_limit,
-                )
-                break
+    if skipped and rule is not None and rule.reason is None:
+        decision = replace(decision, reason=f"{decision.reason}; {skipped}")
+    if decision.outcome in ("allow", "approval_required") and policy.data_flow:
+        flowed = _data_flow(policy, request, tags, decision)
+        if flowed is not None:
+            decision = flowed
     if request.rate is not None and decision.rate_limit is not None:
         return with_rate_result(
             decision, request.rate.count < decision.rate_limit.count, request.rate.retry_after_s
         )
     return decision
+
+
+def _held_because(rule: ToolRule) -> str:
+    if not rule.conditions:
+        return ""
+    return " (" + " and ".join(f"argument `{c.argument}` {c.text}" for c in rule.conditions) + ")"
+
+
+def _data_flow(
+    policy: Policy, request: DecisionRequest, tags: frozenset[str], decision: Decision
+) -> Decision | None:
+    """The first data-flow rule that turns this decision stricter, or None.
+
+    A run-wide rule fires once any tool with `after_tag` returned into the run; a provenance
+    rule only when an argument (of those it names) carries an untrusted-only value. A deny
+    applies to an allow or a hold; an approval only to an allow.
+    """
+    seen = request.run_state.tags_seen
+    for flow in policy.data_flow:
+        if flow.tag not in tags:
+            continue
+        if flow.action == "approval_required" and decision.outcome != "allow":
+            continue
+        finding = None
+        if flow.argument_from is not None:
+            finding = next(
+                (
+                    f
+                    for f in request.untrusted
+                    if flow.arguments is None or f.argument in flow.arguments
+                ),
+                None,
+            )
+            if finding is None:
+                continue
+            why = f"{finding.describe()}, and {flow.tag} tools "
+        elif flow.after_tag in seen:
+            why = f"a tool tagged {flow.after_tag} returned into this run, so {flow.tag} tools "
+        else:
+            continue
+        why += "need approval" if flow.action == "approval_required" else "are refused"
+        return Decision(flow.action, flow.label, why, tags=tags, rate_limit=decision.rate_limit,
+                        finding=finding)  # fmt: skip
+    return None
 
 
 def with_rate_result(decision: Decision, allowed: bool, retry_after_s: float | None) -> Decision:
@@ -393,25 +536,8 @@ def with_rate_result(decision: Decision, allowed: bool, retry_after_s: float | N
     )
 
 
-def _covers(earlier: str, later: str) -> bool:
-    # Sound only for globs of literals and `*`: then every name `later` matches, `earlier` does.
-    if any(c in earlier for c in "?[]") or "[" in later:
-        return False
-    return re.fullmatch(glob_regex(earlier), later) is not None
-
-
 def lint(policy: Policy, source: str, file: str = "<policy>") -> list[Problem]:
-    """Warnings about a valid policy: tool rules that can never match (an earlier glob covers
-    every name a later one matches, so first-match-wins never reaches it)."""
-    _, lines = load_document(source, file)
-    out = []
-    for later in policy.tools:
-        for earlier in policy.tools[: later.index]:
-            if _covers(earlier.match, later.match):
-                i, j = later.index, earlier.index
-                problem = f'rule "{later.match}" is never reached: tools[{j}] "{earlier.match}" '
-                problem += "matches first"
-                fix = f"move tools[{i}] above tools[{j}] (first match wins)"
-                out.append(Problem(lines.find(("tools", i)), f"tools[{i}]", problem, fix))
-                break
-    return out
+    """Warnings about a valid policy. Whatever would disable a rule (a rule that can never be
+    reached, an unknown tag, a missing list) is an error at parse time instead
+    (`policy_schema.cross_check`); this stays for the callers that print warnings."""
+    return []

@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tether.core.errors import BadRequestError
+from tether.core.policy_args import ConditionModel, Scalar
+from tether.core.tags import suggest_tag, unknown_tags
 
 _UNITS = {
     "s": 1, "sec": 1, "second": 1, "seconds": 1,
@@ -78,6 +80,7 @@ class ToolRuleModel(_Model):
     rate_limit: str | None = None
     tags: list[str] = Field(default_factory=list)
     reason: str | None = None
+    when: dict[str, ConditionModel] | None = None
 
     @field_validator("rate_limit")
     @classmethod
@@ -87,9 +90,25 @@ class ToolRuleModel(_Model):
         return v
 
 
+class SurfaceRuleModel(_Model):
+    """A rule for MCP resources (glob on "server:uri") or prompts (glob on "server.name")."""
+
+    match: str = Field(min_length=1)
+    allow: bool = True
+    tags: list[str] = Field(default_factory=list)
+    reason: str | None = None
+
+
 class DataFlowModel(_Model):
-    after_tag: str = Field(min_length=1)
-    require_approval_for_tag: str = Field(min_length=1)
+    """`after_tag` (run-wide: once any tool so tagged returned) or `argument_from: untrusted`
+    (value provenance: an argument carries a value seen only in untrusted content), then
+    approval (`require_approval_for_tag`) or refusal (`deny_for_tag`) for tools so tagged."""
+
+    after_tag: str | None = Field(default=None, min_length=1)
+    argument_from: Literal["untrusted"] | None = None
+    arguments: list[str] | None = None
+    require_approval_for_tag: str | None = Field(default=None, min_length=1)
+    deny_for_tag: str | None = Field(default=None, min_length=1)
 
 
 class MemoryGrantModel(_Model):
@@ -129,10 +148,16 @@ class PolicyModel(_Model):
     budgets: BudgetsModel = Field(default_factory=BudgetsModel)
     systems: SystemsModel = Field(default_factory=SystemsModel)
     tools: list[ToolRuleModel] = Field(default_factory=list)
+    resources: list[SurfaceRuleModel] = Field(default_factory=list)
+    prompts: list[SurfaceRuleModel] = Field(default_factory=list)
     data_flow: list[DataFlowModel] = Field(default_factory=list)
     on_uncertain: Literal["ask", "deny", "allow"] = "ask"
     memory: MemoryModel = Field(default_factory=MemoryModel)
     approval: ApprovalModel = Field(default_factory=ApprovalModel)
+    # named lists for argument conditions (contacts, payees, allowed domains); trusted values
+    lists: dict[str, list[Scalar]] = Field(default_factory=dict)
+    # tags beyond the built-in ones (core/tags.py) that rules may use, e.g. [pii]
+    tags: list[str] = Field(default_factory=list)
 
     @field_validator("agent")
     @classmethod
@@ -146,7 +171,7 @@ class PolicyModel(_Model):
 
 
 # The keys each mapping accepts, by path shape ("*" stands for a list index): for did-you-mean.
-_KEYS: dict[tuple[str, ...], type[_Model]] = {
+_KEYS: dict[tuple[str, ...], type[BaseModel]] = {
     (): PolicyModel,
     ("budgets",): BudgetsModel,
     ("budgets", "run"): RunBudgetModel,
@@ -155,6 +180,9 @@ _KEYS: dict[tuple[str, ...], type[_Model]] = {
     ("systems",): SystemsModel,
     ("tools", "*"): ToolRuleModel,
     ("data_flow", "*"): DataFlowModel,
+    ("tools", "*", "when", "*"): ConditionModel,
+    ("resources", "*"): SurfaceRuleModel,
+    ("prompts", "*"): SurfaceRuleModel,
     ("memory",): MemoryModel,
     ("memory", "read_grants", "*"): MemoryGrantModel,
     ("memory", "write_grants", "*"): MemoryGrantModel,
@@ -326,7 +354,10 @@ def load_document(source: str, file: str = "<policy>") -> tuple[dict[str, Any], 
 
 
 def _shape(loc: tuple[Any, ...]) -> tuple[str, ...]:
-    return tuple("*" if isinstance(p, int) else str(p) for p in loc)
+    shape = tuple("*" if isinstance(p, int) else str(p) for p in loc)
+    if len(shape) == 4 and shape[:3] == ("tools", "*", "when"):
+        return ("tools", "*", "when", "*")  # the argument name is the user's
+    return shape
 
 
 def _problem(err: Any, lines: _Lines) -> Problem:
@@ -335,7 +366,7 @@ def _problem(err: Any, lines: _Lines) -> Problem:
     name = field_name(loc)
     if kind == "extra_forbidden":
         model = _KEYS.get(_shape(loc[:-1]))
-        allowed = sorted(model.model_fields) if model else []
+        allowed = sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
         fix = (
             f"did you mean `{close[0]}`?"
@@ -398,9 +429,64 @@ def parse_policy_model(source: str, file: str = "<policy>") -> PolicyModel:
         model = PolicyModel.model_validate(data)
     except ValidationError as exc:
         problems += [_problem(e, lines) for e in exc.errors()]
-    if problems:
         raise PolicyError(sorted(problems, key=lambda p: (p.line, p.field)), file) from None
+    problems += cross_check(model, lines)
+    if problems:
+        raise PolicyError(sorted(problems, key=lambda p: (p.line, p.field)), file)
     return model
+
+
+def cross_check(m: PolicyModel, lines: _Lines) -> list[Problem]:
+    """What a field alone cannot say and would silently disable a defence: unknown tags, lists
+    that do not exist, data-flow rules without a trigger or an action, rules that never fire."""
+    out: list[Problem] = []
+
+    def bad(loc: tuple[Any, ...], problem: str, fix: str) -> None:
+        out.append(Problem(lines.find(loc), field_name(loc), problem, fix))
+
+    declared = m.tags
+    for i, t in enumerate(m.tools):
+        for j, tag in enumerate(t.tags):
+            if unknown_tags([tag], declared):
+                bad(("tools", i, "tags", j), f"unknown tag `{tag}`", suggest_tag(tag, declared))
+        for arg, cond in (t.when or {}).items():
+            for op, name in cond.list_names():
+                if name not in m.lists:
+                    have = ", ".join(sorted(m.lists)) or "none"
+                    bad(("tools", i, "when", arg, op), f"no list named `{name}` (lists: {have})",
+                        f"add `lists: {{{name}: [...]}}` or correct the name")  # fmt: skip
+        if not t.allow and t.approval == "required":
+            bad(("tools", i, "approval"), "approval on a rule that denies never fires",
+                "remove `approval:` or `allow: false`")  # fmt: skip
+    for section in ("resources", "prompts"):
+        for i, r in enumerate(getattr(m, section)):
+            for j, tag in enumerate(r.tags):
+                if unknown_tags([tag], declared):
+                    bad((section, i, "tags", j), f"unknown tag `{tag}`", suggest_tag(tag, declared))
+    for i, d in enumerate(m.data_flow):
+        loc: tuple[Any, ...] = ("data_flow", i)
+        for key in ("after_tag", "require_approval_for_tag", "deny_for_tag"):
+            tag = getattr(d, key)
+            if tag is not None and unknown_tags([tag], declared):
+                bad((*loc, key), f"unknown tag `{tag}`, so this rule never fires",
+                    suggest_tag(tag, declared))  # fmt: skip
+        if (d.after_tag is None) == (d.argument_from is None):
+            bad(loc, "give exactly one trigger", "use `after_tag: TAG` (run-wide) or "
+                "`argument_from: untrusted` (the call's own arguments)")  # fmt: skip
+        if (d.require_approval_for_tag is None) == (d.deny_for_tag is None):
+            bad(loc, "give exactly one action", "use `require_approval_for_tag: TAG` or "
+                "`deny_for_tag: TAG`")  # fmt: skip
+        if d.arguments is not None and d.argument_from is None:
+            bad((*loc, "arguments"), "`arguments` only narrows `argument_from`",
+                "add `argument_from: untrusted` or remove `arguments`")  # fmt: skip
+        if d.arguments == []:
+            bad((*loc, "arguments"), "an empty list names no argument, so the rule never fires",
+                "list argument names, or remove `arguments` to check every argument")  # fmt: skip
+    for tag in m.tags:
+        if not unknown_tags([tag]):
+            bad(("tags",), f"`{tag}` is built in", f"remove `{tag}` from `tags:`")
+    out.extend(_unreachable(m, lines))
+    return out
 
 
 def glob_regex(pattern: str) -> str:
@@ -408,3 +494,25 @@ def glob_regex(pattern: str) -> str:
     body = fnmatch.translate(pattern)
     # fnmatch.translate gives "(?s:BODY)\Z"; keep the group so it can join an alternation.
     return body[: -len(r"\Z")] if body.endswith(r"\Z") else body
+
+
+def _covers(earlier: str, later: str) -> bool:
+    # Sound only for globs of literals and `*`: then every name `later` matches, `earlier` does.
+    if any(c in earlier for c in "?[]") or "[" in later:
+        return False
+    return re.fullmatch(glob_regex(earlier), later) is not None
+
+
+def _unreachable(m: PolicyModel, lines: _Lines) -> list[Problem]:
+    """Tool rules that can never match: an earlier rule without conditions whose glob covers
+    every name a later one matches, so first-match-wins never reaches the later one."""
+    out = []
+    for i, later in enumerate(m.tools):
+        for j, earlier in enumerate(m.tools[:i]):
+            if not earlier.when and _covers(earlier.match, later.match):
+                problem = f'rule "{later.match}" is never reached: tools[{j}] "{earlier.match}" '
+                problem += "matches first"
+                fix = f"move tools[{i}] above tools[{j}] (first match wins)"
+                out.append(Problem(lines.find(("tools", i)), f"tools[{i}]", problem, fix))
+                break
+    return out

@@ -13,8 +13,9 @@ import tether
 from tether.demo.governed import GOVERNED
 from tether.demo.scenarios import SCENARIOS, Demo, Scenario
 from tether.demo.summary import print_summary
+from tether.demo.watch import WATCH
 
-ALL_SCENARIOS: list[Scenario] = [*SCENARIOS, *GOVERNED]
+ALL_SCENARIOS: list[Scenario] = [*SCENARIOS, *GOVERNED, *WATCH]
 
 
 def seed(

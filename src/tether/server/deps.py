@@ -42,6 +42,10 @@ class State:
     redis: Redis | None = None
     # server/memory.py: the memory service (its vector index opens at start-up)
     memory: MemoryService | None = None
+    # evals area: the newest rollout per agent, cached for routing (server/routes/rollouts.py)
+    route_cache: Any | None = None
+    # server/llm.py: the LLM gateway (the evals area flushes its span writer before a check)
+    llm_gateway: Any | None = None
     # entered in order at start-up and left in reverse at shutdown (background loops, MCP upstreams)
     lifespans: list[Callable[[], AbstractAsyncContextManager[Any]]] = field(default_factory=list)
 

@@ -13,6 +13,7 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import Engine, func, select
 
 from tether.core.money import nusd_to_usd
+from tether.server import overshoot
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
 from tether.store.costs import grouped
@@ -100,6 +101,8 @@ async def metrics(
     now = time.monotonic()
     if cache.get("at") is None or now - cache["at"] > CACHE_TTL_S:
         cache["rows"] = await run_in_threadpool(run_aggregates, state.engine)
+        cache["overshoot"] = await run_in_threadpool(overshoot.metric_lines, state.engine)
         cache["at"] = now
     spans = state.spans_ingested
-    return PlainTextResponse(render(cache["rows"], spans), media_type=CONTENT_TYPE)
+    text = render(cache["rows"], spans) + "\n".join(cache["overshoot"]) + "\n"
+    return PlainTextResponse(text, media_type=CONTENT_TYPE)

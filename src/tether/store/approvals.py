@@ -21,7 +21,7 @@ from sqlalchemy import Engine, and_, insert, or_, select, update
 from tether.core.errors import BadRequestError, ConflictError, NotFoundError
 from tether.core.ids import make_id
 from tether.core.records import RunAttribution
-from tether.store import audit
+from tether.store import audit, grants
 from tether.store.engine import reading
 from tether.store.ingest import ensure_run, set_run_status
 from tether.store.runs import decode_cursor, encode_cursor
@@ -47,6 +47,9 @@ class Approval:
     created_at: datetime
     decided_at: datetime | None
     expires_at: datetime
+    finding: dict[str, Any] | None = None
+    args_hash: str | None = None
+    scope: str | None = None
 
     @property
     def approved(self) -> bool:
@@ -72,6 +75,8 @@ class Approval:
             "created_at": self.created_at.isoformat(),
             "decided_at": self.decided_at.isoformat() if self.decided_at else None,
             "expires_at": self.expires_at.isoformat(),
+            "finding": self.finding,
+            "scope": self.scope,
         }
 
 
@@ -92,15 +97,19 @@ def create(
     timeout_s: float,
     now: datetime,
     default_decision: str = "deny",
+    finding: dict[str, Any] | None = None,
+    args_hash: str | None = None,
 ) -> Approval:
-    """Holds a call: stores it pending and moves its run to `awaiting_approval`."""
+    """Holds a call: stores it pending and moves its run to `awaiting_approval`. `finding` is
+    the argument value that made it a hold (value provenance), `args_hash` the call's identity."""
     if default_decision not in ("deny", "allow"):
         raise BadRequestError("default_decision must be deny or allow")
     row = {
         "id": make_id("apr", os.urandom(12)), "run_id": run_id, "agent": agent, "tool": tool,
         "arguments": arguments, "rule": rule, "reason": reason, "status": "pending",
         "default_decision": default_decision, "created_at": now,
-        "expires_at": now + timedelta(seconds=max(0.0, timeout_s)),
+        "expires_at": now + timedelta(seconds=max(0.0, timeout_s)), "finding": finding,
+        "args_hash": args_hash,
     }  # fmt: skip
     with engine.begin() as conn:
         conn.execute(insert(approvals).values(**row))
@@ -178,16 +187,34 @@ def decide(
     actor: str,
     reason: str | None,
     now: datetime,
+    scope: str = "call",
 ) -> Approval:
-    """A person's decision. Only a pending, unexpired hold can be decided (else 409)."""
+    """A person's decision. Only a pending, unexpired hold can be decided (else 409).
+    An approval's `scope` (call | run | counterparty, store/grants.py) may cover later holds."""
     status = "approved" if approve else "denied"
     return _settle(engine, approval_id, status=status, actor=actor, reason=reason, now=now,
-                   action="approval.decided")  # fmt: skip
+                   action="approval.decided", scope=scope if approve else "call")  # fmt: skip
+
+
+def find_same(engine: Engine, *, run_id: str | None, tool: str, args_hash: str) -> Approval | None:
+    """The newest hold of this run for the same tool and arguments (pending or decided)."""
+    if not run_id:
+        return None
+    c = approvals.c
+    q = (
+        select(approvals)
+        .where(c.run_id == run_id, c.tool == tool, c.args_hash == args_hash)
+        .order_by(c.created_at.desc())
+        .limit(1)
+    )
+    with reading(engine) as conn:
+        row = conn.execute(q).first()
+    return _row(row) if row else None
 
 
 def _settle(
     engine: Engine, approval_id: str, *, status: str, actor: str, reason: str | None,
-    now: datetime, action: str,
+    now: datetime, action: str, scope: str = "call",
 ) -> Approval:  # fmt: skip
     with engine.begin() as conn:
         row = conn.execute(select(approvals).where(approvals.c.id == approval_id)).first()
@@ -200,14 +227,20 @@ def _settle(
         done = conn.execute(
             update(approvals)
             .where(approvals.c.id == approval_id, approvals.c.status == "pending")
-            .values(status=status, decided_by=actor, decision_reason=reason, decided_at=now)
+            .values(
+                status=status, decided_by=actor, decision_reason=reason, decided_at=now, scope=scope
+            )
         ).rowcount
         if not done:
             raise ConflictError(f"approval {approval_id} is already {current.status}")
+        grants.create_in(conn, scope=scope, agent=current.agent, tool=current.tool,
+                         run_id=current.run_id, arguments_hash=current.args_hash,
+                         finding=current.finding, approval_id=approval_id, actor=actor,
+                         now=now)  # fmt: skip
         if current.run_id:
             _release_run(conn, current.run_id, now=now)
         audit.append_in(conn, actor=actor, action=action, subject=approval_id,
-                     data={"status": status, "reason": reason, "tool": current.tool,
+                     data={"status": status, "reason": reason, "tool": current.tool, "scope": scope,
                            "run_id": current.run_id}, now=now)  # fmt: skip
         return _row(conn.execute(select(approvals).where(approvals.c.id == approval_id)).one())
 

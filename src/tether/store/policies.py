@@ -232,3 +232,19 @@ def describe(engine: Engine, agent: str, version: int | None = None) -> dict[str
     policy = require(engine, agent, number)
     found = next(v for v in history(engine, agent) if v.version == number)
     return {**found.to_dict(), "source": policy.source, "document": policy.document}
+
+
+def suggestion(engine: Engine, agent: str) -> dict[str, Any]:
+    """`tether policy suggest`: a proposed policy (YAML) from the registry and recorded runs."""
+    from tether.core.suggest import suggest
+    from tether.store.usage import agent_usage, registry_tools
+
+    usage = agent_usage(engine, agent)
+    tools = registry_tools(engine)
+    if not tools:
+        raise NotFoundError("the tool registry is empty; start `tether serve` with mcp_servers "
+                            "(or register tools) before asking for a suggestion")  # fmt: skip
+    source = suggest(agent, tools, usage)
+    Policy.parse(source, f"<suggestion for {agent}>")  # a suggestion is always a valid policy
+    return {"agent": agent, "runs": usage.runs, "tools_used": sorted(usage.tools),
+            "source": source}  # fmt: skip

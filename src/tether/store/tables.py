@@ -248,6 +248,19 @@ reservations = Table(
     Column("expires_at", TS, nullable=False),
 )
 
+# ---------------------------------------------------------------- enforcement (kill switch)
+
+# One row per killed run, written in the kill's transaction. The kill switch of every process
+# polls it by `killed_at` (indexed) instead of re-reading each run it watches; spans and OTLP
+# ingest never touch it, so nothing an agent sends can hide a kill.
+run_kills = Table(
+    "run_kills",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("reason", Text),
+    Column("killed_at", TS, nullable=False, index=True),
+)
+
 # ---------------------------------------------------------------- governance
 
 policies = Table(
@@ -303,6 +316,13 @@ approvals = Table(
     Column("created_at", TS, nullable=False),
     Column("decided_at", TS),
     Column("expires_at", TS, nullable=False),
+    # (governance, 0003) the argument value that made it a hold: {argument, value, kind, source}
+    Column("finding", JSON),
+    # (0003) sha256 of the canonical arguments: repeated holds of the same call are one
+    Column("args_hash", String(64)),
+    # (0003) what the approval covers: call | run (this tool + these arguments for the run)
+    # | counterparty (this value for this agent)
+    Column("scope", String(16)),
 )
 
 rate_events = Table(
@@ -326,6 +346,187 @@ checkpoints = Table(
     Column("run_id", String(64), index=True),
     Column("checkpoint", JSON, nullable=False),
     Column("metadata", JSON),
+    Column("created_at", TS, nullable=False),
+)
+
+# ---------------------------------------------------------------- evals and rollouts (issue 10)
+
+evals = Table(
+    "evals",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("suite", String(200), nullable=False),
+    Column("agent", String(200), nullable=False),
+    Column("version", String(200), nullable=False),
+    # running | finished
+    Column("status", String(32), nullable=False),
+    Column("repeats", Integer, nullable=False),
+    Column("target_cost_nusd", BigInteger),
+    # the suite text as run, so a resumed or compared eval uses exactly these tasks
+    Column("suite_source", Text, nullable=False),
+    Column("suite_hash", String(64), nullable=False),
+    Column("tasks", Integer, nullable=False),
+    Column("attempts_done", Integer, nullable=False, default=0),
+    Column("attempts_passed", Integer, nullable=False, default=0),
+    Column("cost_nusd", BigInteger, nullable=False, default=0),
+    Column("judge_cost_nusd", BigInteger, nullable=False, default=0),
+    Column("created_by", String(200)),
+    Column("created_at", TS, nullable=False),
+    Column("finished_at", TS),
+)
+Index("ix_evals_agent_created", evals.c.agent, evals.c.created_at.desc())
+
+eval_attempts = Table(
+    "eval_attempts",
+    metadata,
+    Column("eval_id", String(64), ForeignKey("evals.id", ondelete="CASCADE"), primary_key=True),
+    Column("task_id", String(200), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("run_id", String(64), nullable=False, index=True),
+    # running | done
+    Column("status", String(32), nullable=False),
+    Column("passed", Boolean),
+    Column("cost_nusd", BigInteger, nullable=False, default=0),
+    Column("judge_cost_nusd", BigInteger, nullable=False, default=0),
+    Column("duration_ms", Float),
+    Column("agent_ms", Float),
+    Column("results", JSON),
+    Column("tools", JSON),
+    Column("error", Text),
+    Column("started_at", TS, nullable=False),
+    Column("ended_at", TS),
+)
+
+gate_verdicts = Table(
+    "gate_verdicts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("suite", String(200), nullable=False),
+    Column("agent", String(200), nullable=False),
+    Column("version", String(200), nullable=False),
+    Column("eval_id", String(64), nullable=False),
+    Column("baseline_version", String(200)),
+    Column("baseline_eval_id", String(64)),
+    # pass | fail | inconclusive
+    Column("outcome", String(32), nullable=False),
+    Column("exit_code", Integer, nullable=False),
+    Column("criteria", JSON, nullable=False),
+    Column("successes", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("more_attempts", Integer),
+    Column("reasons", JSON, nullable=False),
+    Column("comparisons", JSON),
+    Column("regressions", JSON),
+    Column("actor", String(200)),
+    Column("created_at", TS, nullable=False),
+)
+Index("ix_gate_verdicts_agent_created", gate_verdicts.c.agent, gate_verdicts.c.created_at.desc())
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("agent", String(200), nullable=False, index=True),
+    Column("baseline", String(200), nullable=False),
+    Column("candidate", String(200), nullable=False),
+    Column("percent", Float, nullable=False),
+    # running | paused | promoted | rolled_back | inconclusive
+    Column("status", String(32), nullable=False),
+    Column("rule_source", Text, nullable=False),
+    Column("rule_file", String(500)),
+    Column("reason", Text),
+    Column("decision", JSON),
+    Column("actor", String(200)),
+    Column("started_at", TS, nullable=False),
+    Column("step_started_at", TS, nullable=False),
+    Column("evaluated_at", TS),
+    Column("ended_at", TS),
+    Column("updated_at", TS, nullable=False),
+)
+
+rollout_events = Table(
+    "rollout_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column(
+        "rollout_id",
+        String(64),
+        ForeignKey("rollouts.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("at", TS, nullable=False),
+    # started | step_up | promoted | rolled_back | paused | resumed | inconclusive
+    Column("kind", String(32), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("percent", Float, nullable=False),
+    Column("reason", Text),
+    Column("actor", String(200)),
+)
+
+agent_endpoints = Table(
+    "agent_endpoints",
+    metadata,
+    Column("agent", String(200), primary_key=True),
+    Column("version", String(200), primary_key=True),
+    # where POST /api/v1/agents/{agent}/tasks forwards a task routed to this version
+    Column("url", String(2000), nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+
+# ---------------------------------------------------------------- governance: provenance,
+# scoped approvals, red team (0003)
+
+# Value provenance: every normalised value (core/provenance.py Atom) that entered a run, and
+# whether a trusted and/or an untrusted source carried it.
+run_values = Table(
+    "run_values",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("digest", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("trusted", Boolean, nullable=False),
+    Column("untrusted", Boolean, nullable=False),
+    # the first source of each kind: a tool name, "task input", "policy list", "declassified"
+    Column("trusted_source", String(300)),
+    Column("untrusted_source", String(300)),
+    Column("first_seen_at", TS, nullable=False),
+)
+
+# What a person approved beyond one call: a tool with exact arguments for the rest of a run,
+# or a counterparty value for an agent; a later hold the grant covers is allowed without asking.
+approval_grants = Table(
+    "approval_grants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("agent", String(200), nullable=False),
+    Column("tool", String(300), nullable=False),
+    # run | counterparty
+    Column("scope", String(16), nullable=False),
+    Column("run_id", String(64)),
+    Column("args_hash", String(64)),
+    Column("value_digest", String(32)),
+    Column("value", Text),
+    Column("approval_id", String(64)),
+    Column("granted_by", String(200), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("revoked_at", TS),
+)
+Index("ix_approval_grants_agent_tool", approval_grants.c.agent, approval_grants.c.tool)
+
+redteam_reports = Table(
+    "redteam_reports",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("agent", String(200), nullable=False, index=True),
+    Column("packs", JSON, nullable=False),
+    # {attempts, succeeded, stopped, resisted, errored, unscored, per pack: rate and Wilson CI}
+    Column("summary", JSON, nullable=False),
+    Column("report", JSON, nullable=False),
     Column("created_at", TS, nullable=False),
 )
 
@@ -372,23 +573,134 @@ Index("ix_memories_ns_created", memories.c.namespace, memories.c.created_at)
 Index("ix_memories_source_run", memories.c.source_run_id)
 Index("ix_memories_user", memories.c.user)
 
+# ---------------------------------------------------------------- watch: drift and cost alerts
+# Materialised by store/profiles.py and store/rollups.py behind high-water marks, so a drift
+# check or an anomaly pass reads one narrow row per run or per interval, never the spans.
+
+run_profiles = Table(
+    "run_profiles",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("agent", String(200), nullable=False),
+    Column("version", String(200)),
+    Column("user", String(200)),
+    # the root span's `tether.task_type`, when the agent says what kind of task a run is
+    Column("task_type", String(200)),
+    Column("status", String(32), nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("ended_at", TS),
+    Column("cost_nusd", BigInteger, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
+    Column("llm_calls", Integer, nullable=False),
+    Column("latency_ms", Float),
+    # the tool names called, in order, joined by U+001F (cheaper to split than JSON to parse)
+    Column("tools", Text, nullable=False),
+    # the model the provider reported serving (its dated name) for most of the run's LLM calls
+    Column("model_served", String(200)),
+    Column("profiled_at", TS, nullable=False),
+)
+Index("ix_run_profiles_agent_started", run_profiles.c.agent, run_profiles.c.started_at)
+# the profiling pass reads runs changed since its high-water mark
+Index("ix_runs_updated", runs.c.updated_at)
+
+spend_rollups = Table(
+    "spend_rollups",
+    metadata,
+    # hour | day
+    Column("granularity", String(8), primary_key=True),
+    # agent | version | user | task_type
+    Column("dimension", String(16), primary_key=True),
+    Column("key", String(400), primary_key=True),
+    Column("bucket_at", TS, primary_key=True),
+    Column("cost_nusd", BigInteger, nullable=False),
+    # runs with spend in the interval (a run spanning two hours counts in both)
+    Column("runs", Integer, nullable=False),
+    # the runs that spent most in the interval: [[run_id, cost_nusd], ...]
+    Column("top_runs", JSON),
+)
+Index("ix_spend_rollups_bucket", spend_rollups.c.granularity, spend_rollups.c.bucket_at)
+
+watch_marks = Table(
+    "watch_marks",
+    metadata,
+    # profiles | rollups: how far each background pass has read
+    Column("name", String(64), primary_key=True),
+    Column("mark_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+agent_models = Table(
+    "agent_models",
+    metadata,
+    Column("agent", String(200), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("first_run_at", TS, nullable=False),
+    Column("last_run_at", TS, nullable=False),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    # cost_anomaly | drift | model_change
+    Column("kind", String(32), nullable=False),
+    # what repeats of the same alert share ("cost:hour:user:alice"); cool-down is per key
+    Column("dedup_key", String(500), nullable=False),
+    Column("agent", String(200)),
+    Column("subject", String(500), nullable=False),
+    Column("bucket_at", TS),
+    Column("value_nusd", BigInteger),
+    Column("expected_nusd", BigInteger),
+    Column("low_nusd", BigInteger),
+    Column("high_nusd", BigInteger),
+    Column("message", Text, nullable=False),
+    Column("detail", JSON),
+    # open | acknowledged
+    Column("status", String(16), nullable=False),
+    Column("occurrences", Integer, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("last_seen_at", TS, nullable=False),
+    Column("notified_at", TS),
+    Column("acknowledged_at", TS),
+    Column("acknowledged_by", String(200)),
+    Column("ack_note", Text),
+)
+Index("ix_alerts_created", alerts.c.created_at, alerts.c.id)
+Index("ix_alerts_dedup", alerts.c.dedup_key, alerts.c.created_at)
+Index("ix_alerts_status", alerts.c.status, alerts.c.created_at)
+
 __all__ = [
+    "agent_endpoints",
+    "agent_models",
     "agent_versions",
     "agents",
+    "alerts",
     "api_keys",
+    "approval_grants",
     "approvals",
     "audit_log",
     "budget_counters",
     "checkpoints",
+    "eval_attempts",
+    "evals",
     "feedback",
+    "gate_verdicts",
     "memories",
     "memory_namespaces",
     "metadata",
     "policies",
     "rate_events",
+    "redteam_reports",
     "reservations",
+    "rollout_events",
+    "rollouts",
+    "run_kills",
+    "run_profiles",
+    "run_values",
     "runs",
     "scores",
     "spans",
+    "spend_rollups",
     "tools",
+    "watch_marks",
 ]

@@ -17,11 +17,11 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tether.core.errors import BadRequestError, NotFoundError
+from tether.core.tags import suggest_tag, tags_from_annotations, unknown_tags
 from tether.store import audit
 from tether.store.engine import reading
 from tether.store.tables import runs, tools
 
-TAGS = frozenset({"read", "write", "egress", "untrusted", "irreversible"})
 KINDS = frozenset({"mcp", "http", "sdk"})
 # runs.attributes key holding the data-flow tags a run has picked up (e.g. "untrusted")
 RUN_TAGS_KEY = "tether.run_tags"
@@ -92,30 +92,11 @@ def tool_hash(description: str | None, input_schema: dict[str, Any] | None) -> s
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def tags_from_annotations(annotations: dict[str, Any] | None) -> set[str]:
-    """MCP annotations feed the tags: destructive -> irreversible, open world -> egress."""
-    if not annotations:
-        return set()
-    tags: set[str] = set()
-    if annotations.get("destructive_hint"):
-        tags.add("irreversible")
-    if annotations.get("open_world_hint"):
-        tags.add("egress")
-    read_only = annotations.get("read_only_hint")
-    if read_only:
-        tags.add("read")
-    elif read_only is False or annotations.get("destructive_hint") is not None:
-        tags.add("write")
-    return tags
-
-
 def check_tags(tags: Iterable[str]) -> tuple[str, ...]:
     out = tuple(sorted({t.strip() for t in tags if t.strip()}))
-    unknown = [t for t in out if t not in TAGS]
+    unknown = unknown_tags(out)
     if unknown:
-        raise BadRequestError(
-            f"unknown tool tag(s) {', '.join(unknown)}; use {', '.join(sorted(TAGS))}"
-        )
+        raise BadRequestError(f"unknown tool tag {unknown[0]!r}: {suggest_tag(unknown[0])}")
     return out
 
 

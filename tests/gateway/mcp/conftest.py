@@ -42,6 +42,10 @@ tools:
   - {match: "git.*", allow: false}
   - {match: "crm.*", allow: true}
   - {match: "web.lookup_customer", allow: true}
+resources:
+  - {match: "*:demo://customers", allow: true}
+prompts:
+  - {match: "demo.triage", allow: true}
 data_flow:
   - {after_tag: untrusted, require_approval_for_tag: egress}
 on_uncertain: deny

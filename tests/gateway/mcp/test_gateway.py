@@ -22,6 +22,7 @@ from sqlalchemy import select
 from tests.gateway.mcp.conftest import Deployment, mcp_client
 from tether.gateway.mcp.demo import demo_policy, demo_server_config, start_call
 from tether.store import audit
+from tether.store import tools as registry
 from tether.store.tables import runs, spans
 
 pytestmark = pytest.mark.slow
@@ -238,25 +239,19 @@ async def test_held_call_denied_by_cli_returns_the_denial(deployment: Deployment
     assert again.returncode == 1 and "already denied" in again.stderr
 
 
-async def test_untrusted_output_makes_egress_tools_need_approval(deployment: Deployment) -> None:
+async def test_a_fetch_after_taint_is_not_held_like_an_email(deployment: Deployment) -> None:
+    """fetch_page is read-only and open-world: it reads the open world (ingress, untrusted), it
+    does not send to it (egress), so the run-wide egress rule does not hold the second fetch."""
     run_id = new_run()
     async with mcp_client(deployment.url, deployment.keys["triage"], run_id) as client:
         first = await client.call_tool("demo.fetch_page", {"url": "https://shop.example/policy"})
         assert not first.is_error and "ignore previous instructions" in text(first), text(first)
-        async with anyio.create_task_group() as tg:
-            box: dict[str, types.CallToolResult] = {}
-
-            async def call() -> None:
-                box["r"] = await client.call_tool("demo.fetch_page", {"url": "https://x.example"})
-
-            tg.start_soon(call)
-            held = await anyio.to_thread.run_sync(pending_for, deployment, run_id)
-            assert held["rule"].startswith("data_flow[0]")
-            out = await anyio.to_thread.run_sync(
-                deployment.cli, "approvals", "approve", held["id"], "--reason", "fine"
-            )
-            assert out.returncode == 0, out.stderr
-    assert not box["r"].is_error
+        second = await client.call_tool("demo.fetch_page", {"url": "https://x.example"})
+        assert not second.is_error, text(second)
+    tool = registry.get_tool(deployment.engine(), "demo.fetch_page")
+    assert tool is not None and {"ingress", "untrusted"} <= set(tool.tags)
+    assert "egress" not in tool.tags
+    assert "untrusted" in registry.run_tags(deployment.engine(), run_id)
 
 
 async def test_rate_limit_gives_retry_after(deployment: Deployment) -> None:

@@ -6,9 +6,9 @@ tags, an audit entry per decision, and a hold (store/approvals.py) when a person
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from sqlalchemy import Engine, select
 
@@ -18,16 +18,20 @@ from tether.core.policy import (
     Policy,
     RunState,
     decide,
+    decide_surface,
     rate_key,
     with_rate_result,
 )
 from tether.core.policy_schema import parse_rate_limit
+from tether.core.provenance import Finding, argument_atoms, atoms_of, findings, trusted_atoms
 from tether.core.records import TERMINAL_STATUSES, RunAttribution
 from tether.gateway.mcp.spans import redacted
-from tether.store import approvals, audit, policies
+from tether.store import approvals, audit, grants, kills, policies
+from tether.store import provenance as provenance_store
 from tether.store import tools as registry
 from tether.store.engine import reading
 from tether.store.ingest import ensure_run
+from tether.store.kills import DURATION_REASON
 from tether.store.ratelimit import RateLimiter, make_limiter
 from tether.store.tables import runs
 
@@ -82,19 +86,93 @@ class Guard:
         self.limiter: RateLimiter = make_limiter(engine, redis)
         self.approval_timeout_s = approval_timeout_s
 
-    def _run_state(self, run_id: str | None) -> tuple[RunState, str | None]:
+    def _run_state(self, run_id: str | None) -> tuple[RunState, str | None, str | None]:
+        """The run's tags and counts, its status and its task input (a trusted source)."""
         if not run_id:
-            return RunState(), None
+            return RunState(), None, None
         with reading(self.engine) as conn:
             row = conn.execute(
-                select(runs.c.status, runs.c.tool_calls, runs.c.attributes).where(
+                select(runs.c.status, runs.c.tool_calls, runs.c.attributes, runs.c.input).where(
                     runs.c.id == run_id
                 )
             ).first()
         if row is None:
-            return RunState(), None
+            return RunState(), None, None
         seen = (row.attributes or {}).get(registry.RUN_TAGS_KEY, ())
-        return RunState(tags_seen=frozenset(seen), tool_calls=int(row.tool_calls or 0)), row.status
+        state = RunState(tags_seen=frozenset(seen), tool_calls=int(row.tool_calls or 0))
+        return state, row.status, row.input
+
+    def _closed(
+        self, policy: Policy | None, run_id: str | None, status: str | None, now: datetime,
+        actor: str,
+    ) -> str | None:  # fmt: skip
+        """Why the run takes no more calls: killed (max_duration_s passed kills it now, ended
+        or not, as the LLM gateway does), or ended; None if it is open."""
+        if status is None or run_id is None:
+            return None
+        limit = policy.budget_limits().run.max_duration_s if policy is not None else None
+        if status != "killed" and limit is None and status not in TERMINAL_STATUSES:
+            return None
+        with reading(self.engine) as conn:
+            row = conn.execute(
+                select(runs.c.started_at, runs.c.kill_reason).where(runs.c.id == run_id)
+            ).one()
+        overdue = limit is not None and now >= row.started_at + timedelta(seconds=limit)
+        if status != "killed" and overdue:
+            with self.engine.begin() as conn:
+                if kills.kill(conn, run_id, reason=DURATION_REASON, now=now):
+                    audit.append_in(conn, actor, "run.killed", run_id,
+                                    {"reason": DURATION_REASON}, now)  # fmt: skip
+            return f"run {run_id} was killed ({DURATION_REASON}); start a new run"
+        if status == "killed":
+            return f"run {run_id} was killed ({row.kill_reason or 'killed'}); start a new run"
+        if status in TERMINAL_STATUSES:
+            return f"run {run_id} is {status}; start a new run"
+        return None
+
+    def findings(
+        self,
+        run_id: str | None,
+        policy: Policy | None,
+        arguments: Mapping[str, Any] | None,
+        task_input: str | None,
+    ) -> tuple[Finding, ...]:
+        """The arguments carrying values this run saw only from untrusted sources. The task
+        input and the policy's lists count as trusted sources (they are not stored per run)."""
+        if not run_id or not arguments or policy is None or not policy.uses_provenance:
+            return ()
+        digests = {a.digest for v in arguments.values() for a in argument_atoms(v)}
+        seen = provenance_store.known(self.engine, run_id, digests)
+        if not any(s.untrusted and not s.trusted for s in seen.values()):
+            return ()
+        trusted = set(atoms_of(task_input)) if task_input else set()
+        for entries in policy.document.get("lists", {}).values():
+            trusted |= atoms_of(list(entries))
+        return tuple(findings(arguments, provenance_store.overlay_trusted(seen, trusted)))
+
+    def record_values(
+        self,
+        run_id: str | None,
+        *,
+        source: str,
+        output: Any,
+        untrusted: bool,
+        arguments: Mapping[str, Any] | None,
+        now: datetime,
+        agent: str | None = None,
+    ) -> None:
+        """Indexes what a tool, resource or prompt returned into the run: untrusted values as
+        they are; trusted ones minus what the output only echoed from the call's arguments."""
+        if not run_id or output is None:
+            return
+        atoms = atoms_of(output) if untrusted else trusted_atoms(output, echo=arguments)
+        if not atoms:
+            return
+        with self.engine.begin() as conn:
+            ensure_run(conn, run_id, trace_id=None, attribution=RunAttribution(agent=agent),
+                       started_at=now, source="gateway", now=now)  # fmt: skip
+            provenance_store.record(conn, run_id, atoms, trusted=not untrusted, source=source,
+                                    now=now)  # fmt: skip
 
     def preview(self, policy: Policy | None, agent: str | None, tool: registry.Tool) -> Decision:
         """The decision without side effects (no rate counting, audit or hold): for tools/list."""
@@ -117,41 +195,103 @@ class Guard:
         """Decides, counts the rate limit, audits, and holds the call when approval is needed."""
         tool = registry.get_tool(self.engine, name)
         tags = frozenset(tool.tags if tool else ()) | frozenset(extra_tags)
-        state, status = self._run_state(run_id)
+        state, status, task_input = self._run_state(run_id)
         policy = policies.get(self.engine, agent) if agent else None
+        closed = self._closed(policy, run_id, status, now, actor)
         if tool is None:
             decision = Decision("deny", "tool registry: unknown tool",
                                 f"{name} is not in the tool registry; tools are named "
                                 "server.tool (see `tether tools list`)", tags=tags)  # fmt: skip
         elif tool.blocked:
             decision = blocked_decision(tool)
-        elif status in TERMINAL_STATUSES:
-            decision = Decision("deny", "run ended", f"run {run_id} is {status}; start a new run",
-                                tags=tags)  # fmt: skip
+        elif closed is not None:
+            rule = "run killed" if "was killed" in closed else "run ended"
+            decision = Decision("deny", rule, closed, tags=tags)
         else:
+            untrusted = self.findings(run_id, policy, arguments, task_input)
             request = DecisionRequest(agent=agent or "", tool=name, tags=tags,
-                                      arguments=arguments, run_state=state)  # fmt: skip
+                                      arguments=arguments, run_state=state,
+                                      untrusted=untrusted)  # fmt: skip
             decision = self._rate_limited(decide(policy, request), agent or "", tool, name, now)
+        approval: approvals.Approval | None = None
+        if decision.outcome == "approval_required":
+            decision, approval = self._hold(decision, policy, agent, run_id, name, arguments, now)
         with self.engine.begin() as conn:
             audit.append_in(conn, actor, "policy.decision", name, {
                 "agent": agent, "run_id": run_id, "outcome": decision.outcome,
                 "rule": decision.rule, "reason": decision.reason,
                 "retry_after_s": decision.retry_after_s,
+                "finding": decision.finding.to_dict() if decision.finding else None,
+                "approval_id": approval.id if approval else None,
             }, now)  # fmt: skip
-        approval = None
-        if decision.outcome == "approval_required":
-            timeout = self.approval_timeout_s
-            default = "deny"
-            if policy is not None:
-                timeout = policy.approval_timeout_s or timeout
-                default = policy.approval_default
-            approval = approvals.create(
-                self.engine, tool=name, arguments=redacted(dict(arguments or {}), self.redact),
-                run_id=run_id,
-                agent=agent, rule=decision.rule, reason=decision.reason, timeout_s=timeout,
-                now=now, default_decision=default,
-            )  # fmt: skip
         return Verdict(decision, tool, approval)
+
+    def check_surface(
+        self,
+        *,
+        agent: str | None,
+        run_id: str | None,
+        surface: Literal["resources", "prompts"],
+        name: str,
+        now: datetime,
+        actor: str,
+    ) -> Decision:
+        """A resource read or prompt get, decided by the policy's `resources` / `prompts`
+        rules and audited like a tool call."""
+        _, status, _ = self._run_state(run_id)
+        policy = policies.get(self.engine, agent) if agent else None
+        if status in TERMINAL_STATUSES:
+            decision = Decision("deny", "run ended", f"run {run_id} is {status}; start a new run",
+                                tags=frozenset({"untrusted"}))  # fmt: skip
+        else:
+            decision = decide_surface(policy, agent or "", surface, name)
+        with self.engine.begin() as conn:
+            audit.append_in(conn, actor, "policy.decision", name, {
+                "agent": agent, "run_id": run_id, "outcome": decision.outcome,
+                "rule": decision.rule, "reason": decision.reason, "surface": surface,
+            }, now)  # fmt: skip
+        return decision
+
+    def _hold(
+        self,
+        decision: Decision,
+        policy: Policy | None,
+        agent: str | None,
+        run_id: str | None,
+        name: str,
+        arguments: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> tuple[Decision, approvals.Approval | None]:
+        """A hold, unless a person already answered this question: a grant (scope run or
+        counterparty) allows it; the same call in the same run joins the pending hold, or is
+        refused again if it was denied. Otherwise a new hold naming the value that caused it."""
+        digest = grants.args_hash(arguments)
+        finding = decision.finding.to_dict() if decision.finding else None
+        grant = grants.covering(self.engine, agent=agent, tool=name, run_id=run_id,
+                                arguments_hash=digest, finding=finding)  # fmt: skip
+        if grant is not None:
+            why = f"{grant.describe()} (approval {grant.approval_id}); was: {decision.reason}"
+            return replace(decision, outcome="allow", rule=f"approval grant {grant.id} "
+                           f"({grant.scope})", reason=why), None  # fmt: skip
+        same = approvals.find_same(self.engine, run_id=run_id, tool=name, args_hash=digest)
+        if same is not None and same.pending:
+            return decision, same
+        if same is not None and same.status in ("denied", "expired"):
+            why = (f"the same call was {same.status} earlier in this run ({same.id} by "
+                   f"{same.decided_by}: {same.decision_reason or 'no reason given'})")  # fmt: skip
+            return replace(decision, outcome="deny", rule=f"approval {same.id}", reason=why), None
+        timeout = self.approval_timeout_s
+        default = "deny"
+        if policy is not None:
+            timeout = policy.approval_timeout_s or timeout
+            default = policy.approval_default
+        approval = approvals.create(
+            self.engine, tool=name, arguments=redacted(dict(arguments or {}), self.redact),
+            run_id=run_id, agent=agent, rule=decision.rule, reason=decision.reason,
+            timeout_s=timeout, now=now, default_decision=default, finding=finding,
+            args_hash=digest,
+        )  # fmt: skip
+        return decision, approval
 
     def _rate_limited(
         self, decision: Decision, agent: str, tool: registry.Tool | None, name: str, now: datetime

@@ -6,7 +6,7 @@ needed (with progress notifications while it waits), forwarded, and recorded as 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -23,8 +23,11 @@ from tether._version import __version__
 from tether.config import Settings
 from tether.core.errors import TetherError, UpstreamError
 from tether.core.principal import Principal
+from tether.core.tags import tags_for_tools
+from tether.gateway.mcp.builtin import BuiltinServer
 from tether.gateway.mcp.guard import Guard
 from tether.gateway.mcp.spans import CallContext, as_json, record_span, run_for_request
+from tether.gateway.mcp.surfaces import Surfaces
 from tether.gateway.mcp.upstream import Upstream
 from tether.store import approvals, policies
 from tether.store import tools as registry
@@ -56,6 +59,26 @@ def result_text(result: types.CallToolResult) -> str:
     return "\n".join(parts)
 
 
+UNTRUSTED = "untrusted"
+# Per-result trust an upstream may declare: `_meta: {"tether/trust": "untrusted"}` on a tool
+# result (or a resource / prompt result) marks that one result untrusted. It can only add
+# distrust: "trusted" never clears the tag a tool or rule gives.
+TRUST_META_KEY = "tether/trust"
+
+
+def result_trust(result: Any) -> frozenset[str]:
+    meta = getattr(result, "meta", None) or {}
+    return frozenset({UNTRUSTED}) if meta.get(TRUST_META_KEY) == UNTRUSTED else frozenset()
+
+
+def result_payload(result: types.CallToolResult) -> list[Any]:
+    """What a tool result brings into the run: its text blocks and structured content."""
+    out: list[Any] = [b.text for b in result.content if isinstance(b, types.TextContent)]
+    if result.structured_content is not None:
+        out.append(result.structured_content)
+    return out
+
+
 class Gateway:
     """Owns the upstream connections and the low-level MCP server that serves /mcp."""
 
@@ -67,8 +90,11 @@ class Gateway:
         *,
         wakers: approvals.Wakers,
         announce: Callable[[approvals.Approval], None],
+        builtins: Sequence[BuiltinServer] = (),
     ) -> None:
         self.engine = engine
+        # tool servers tether runs itself (memory), governed exactly like the upstreams
+        self.builtins = {b.name: b for b in builtins}
         self.guard = guard
         self.wakers = wakers  # this process's approval wake-ups (decisions made here)
         self.announce = announce  # tells people a call is waiting (webhooks)
@@ -78,21 +104,26 @@ class Gateway:
             c.name: Upstream(c, log_dir=logs, on_tools=self._sync_tools)
             for c in settings.mcp_servers
         }
+        self.surfaces = Surfaces(self.engine, guard, self.upstreams, self._call_context,
+                                 self.redact)  # fmt: skip
         self.server: Server[Any] = Server(
             "tether",
             version=__version__,
             instructions="tether MCP gateway: tools are named server.tool.",
             on_list_tools=self.list_tools,
             on_call_tool=self.call_tool,
-            on_list_resources=self.list_resources,
-            on_read_resource=self.read_resource,
-            on_list_prompts=self.list_prompts,
-            on_get_prompt=self.get_prompt,
+            on_list_resources=self.surfaces.list_resources,
+            on_list_resource_templates=self.surfaces.list_resource_templates,
+            on_read_resource=self.surfaces.read_resource,
+            on_list_prompts=self.surfaces.list_prompts,
+            on_get_prompt=self.surfaces.get_prompt,
         )
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Starts every upstream's supervisor; waits (bounded) for their first connection."""
+        if self.builtins:
+            await self._sync_builtins()
         async with anyio.create_task_group() as tg:
             for upstream in self.upstreams.values():
                 tg.start_soon(upstream.run)
@@ -105,12 +136,24 @@ class Gateway:
                 tg.cancel_scope.cancel()
 
     async def _sync_tools(self, upstream: Upstream) -> None:
-        tags = upstream.config.tags
+        tags, unmatched = tags_for_tools(upstream.config.tags, (t.name for t in upstream.tools))
+        if unmatched:
+            # Fail closed: a misspelt tool under `tags:` would serve that tool without its tags
+            # (an untrusted reader not marked untrusted). Refuse the server until fixed.
+            served = ", ".join(sorted(t.name for t in upstream.tools)) or "none"
+            upstream.config_error = (
+                f"tether.yaml mcp_servers[{upstream.name}].tags names {', '.join(unmatched)}, "
+                f"which the server does not offer (it serves: {served}); fix the name or glob "
+                "and restart tether"
+            )
+            log.error("refusing MCP server %s: %s", upstream.name, upstream.config_error)
+            return
+        upstream.config_error = None
         specs = [
             registry.ToolSpec(
                 name=f"{upstream.name}.{t.name}", server=upstream.name, kind="mcp",
                 description=t.description or "", input_schema=dict(t.input_schema),
-                tags=tuple(tags.get(t.name, ())),
+                tags=tuple(sorted(tags.get(t.name, ()))),
                 annotations=t.annotations.model_dump(exclude_none=True) if t.annotations else None,
             )
             for t in upstream.tools
@@ -118,6 +161,21 @@ class Gateway:
         actor = f"mcp:{upstream.name}"
         await anyio.to_thread.run_sync(
             lambda: registry.sync_tools(self.engine, specs, now=_now(), actor=actor)
+        )
+
+    async def _sync_builtins(self) -> None:
+        specs = [
+            registry.ToolSpec(
+                name=f"{b.name}.{t.name}", server=b.name, kind="mcp",
+                description=t.description or "", input_schema=dict(t.input_schema),
+                tags=tuple(b.tags.get(t.name, ())),
+                annotations=t.annotations.model_dump(exclude_none=True) if t.annotations else None,
+            )
+            for b in self.builtins.values()
+            for t in b.tools()
+        ]  # fmt: skip
+        await anyio.to_thread.run_sync(
+            lambda: registry.sync_tools(self.engine, specs, now=_now(), actor="tether")
         )
 
     # ------------------------------------------------------------ identity
@@ -149,8 +207,13 @@ class Gateway:
         granted = await anyio.to_thread.run_sync(visible)
         out: list[types.Tool] = []
         for upstream in self.upstreams.values():
-            for tool in upstream.tools if upstream.connected else []:
+            for tool in upstream.tools if upstream.serving else []:
                 name = f"{upstream.name}.{tool.name}"
+                if name in granted:
+                    out.append(tool.model_copy(update={"name": name}))
+        for builtin in self.builtins.values():
+            for tool in builtin.tools():
+                name = f"{builtin.name}.{tool.name}"
                 if name in granted:
                     out.append(tool.model_copy(update={"name": name}))
         for entry in await anyio.to_thread.run_sync(registry.list_tools, self.engine):
@@ -204,18 +267,26 @@ class Gateway:
             text = f"tether rate-limited {name}: {d.reason}; retry after {retry:.1f}s"
             return await self._finish(call, name, arguments, started, None, text, info)
         try:
-            result = await self._forward(name, arguments)
+            result = await self._forward(name, arguments, call, ctx)
         except TetherError as exc:
             return await self._finish(call, name, arguments, started, None, exc.message, info,
                                       held_span)  # fmt: skip
         error = result_text(result) if result.is_error else None
         return await self._finish(call, name, arguments, started, result, error, info, held_span,
-                                  taint=d.tags)  # fmt: skip
+                                  taint=d.tags | result_trust(result))  # fmt: skip
 
-    async def _forward(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    async def _forward(
+        self, name: str, arguments: dict[str, Any], call: CallContext, ctx: Any
+    ) -> types.CallToolResult:
         server, _, tool = name.partition(".")
+        builtin = self.builtins.get(server)
+        if builtin is not None and tool:
+            headers: Mapping[str, str] = ctx.request.headers if ctx.request else {}
+            return await builtin.call(call, headers, tool, arguments)
         upstream = self.upstreams.get(server)
         if upstream is not None and tool:
+            if upstream.config_error:
+                raise UpstreamError(upstream.config_error)
             return await upstream.call_tool(tool, arguments, timeout_s=CALL_TIMEOUT_S)
         entry = await anyio.to_thread.run_sync(registry.get_tool, self.engine, name)
         if entry is not None and entry.kind == "http" and entry.url:
@@ -275,82 +346,16 @@ class Gateway:
                         error=error, attributes=attributes, now=ended)  # fmt: skip
             if taint:
                 self.guard.mark_returned(call.run_id, taint, now=ended, agent=call.agent)
+            untrusted = UNTRUSTED in taint
+            if result is not None and (untrusted or not result.is_error):
+                self.guard.record_values(call.run_id, source=name, output=result_payload(result),
+                                         untrusted=untrusted, arguments=arguments, now=ended,
+                                         agent=call.agent)  # fmt: skip
 
         await anyio.to_thread.run_sync(write)
         if result is not None:
             return result
         return error_result(error or "tether refused the call", **info)
-
-    # ------------------------------------------------------------ resources and prompts
-
-    def _upstream_for(self, namespaced: str, sep: str) -> tuple[Upstream, str]:
-        server, _, rest = namespaced.partition(sep)
-        upstream = self.upstreams.get(server)
-        if upstream is None or not rest:
-            raise MCPError(code=INVALID_PARAMS, message=f"unknown {namespaced!r}: tether names "
-                           f"resources SERVER:URI and prompts SERVER.NAME")  # fmt: skip
-        return upstream, rest
-
-    async def list_resources(
-        self, ctx: Any, params: types.PaginatedRequestParams | None
-    ) -> types.ListResourcesResult:
-        self._call_context(ctx)
-        out: list[types.Resource] = []
-        for up in self.upstreams.values():
-            if up.supports("resources"):
-                for r in await _quiet(up.list_resources(timeout_s=LIST_TIMEOUT_S)):
-                    out.append(
-                        r.model_copy(
-                            update={"uri": f"{up.name}:{r.uri}", "name": f"{up.name}.{r.name}"}
-                        )
-                    )
-        return types.ListResourcesResult(resources=out)
-
-    async def read_resource(
-        self, ctx: Any, params: types.ReadResourceRequestParams
-    ) -> types.ReadResourceResult:
-        self._call_context(ctx)
-        upstream, uri = self._upstream_for(params.uri, ":")
-        result = await _as_mcp_error(upstream.read_resource(uri, timeout_s=LIST_TIMEOUT_S))
-        contents = [c.model_copy(update={"uri": f"{upstream.name}:{c.uri}"})
-                    for c in result.contents]  # fmt: skip
-        return types.ReadResourceResult(contents=contents)
-
-    async def list_prompts(
-        self, ctx: Any, params: types.PaginatedRequestParams | None
-    ) -> types.ListPromptsResult:
-        self._call_context(ctx)
-        out: list[types.Prompt] = []
-        for up in self.upstreams.values():
-            if up.supports("prompts"):
-                for p in await _quiet(up.list_prompts(timeout_s=LIST_TIMEOUT_S)):
-                    out.append(p.model_copy(update={"name": f"{up.name}.{p.name}"}))
-        return types.ListPromptsResult(prompts=out)
-
-    async def get_prompt(
-        self, ctx: Any, params: types.GetPromptRequestParams
-    ) -> types.GetPromptResult:
-        self._call_context(ctx)
-        upstream, name = self._upstream_for(params.name, ".")
-        result = await _as_mcp_error(upstream.get_prompt(name, params.arguments,
-                                                         timeout_s=LIST_TIMEOUT_S))  # fmt: skip
-        return types.GetPromptResult(description=result.description, messages=result.messages)
-
-
-async def _quiet(awaitable: Any) -> list[Any]:
-    """A listing from one upstream; one that is down contributes nothing instead of failing all."""
-    try:
-        return list(await awaitable)
-    except UpstreamError as exc:
-        log.info("skipping an upstream listing: %s", exc.message)
-        return []
-
-
-async def _as_mcp_error(awaitable: Any) -> Any:
-    try:
-        return await awaitable
-    except UpstreamError as exc:
-        raise MCPError(code=INVALID_PARAMS, message=exc.message) from None
 
 
 async def _call_http_tool(url: str, arguments: dict[str, Any]) -> types.CallToolResult:

@@ -57,6 +57,8 @@ class Upstream:
         self.name = config.name
         self.tools: list[types.Tool] = []
         self.error: str | None = None
+        # set when tether.yaml's entry for this server does not fit what it serves
+        self.config_error: str | None = None
         self.restarts = 0
         self.client: Client | None = None
         self._log_dir = log_dir
@@ -67,6 +69,11 @@ class Upstream:
     @property
     def connected(self) -> bool:
         return self.client is not None
+
+    @property
+    def serving(self) -> bool:
+        """Connected and accepted: its tools are listed and callable."""
+        return self.client is not None and self.config_error is None
 
     async def wait_first_attempt(self, timeout_s: float) -> None:
         with anyio.move_on_after(timeout_s):
@@ -190,6 +197,12 @@ class Upstream:
         res = await self._guarded("resources/list", timeout_s, lambda c: c.list_resources())
         return list(res.resources)
 
+    async def list_resource_templates(self, *, timeout_s: float) -> list[types.ResourceTemplate]:
+        res = await self._guarded(
+            "resources/templates/list", timeout_s, lambda c: c.list_resource_templates()
+        )
+        return list(res.resource_templates)
+
     async def read_resource(self, uri: str, *, timeout_s: float) -> types.ReadResourceResult:
         result: types.ReadResourceResult = await self._guarded(
             f"resources/read {uri}", timeout_s, lambda c: c.read_resource(uri)
@@ -210,7 +223,7 @@ class Upstream:
 
     def supports(self, capability: str) -> bool:
         client = self.client
-        if client is None:
+        if client is None or self.config_error is not None:
             return False
         return getattr(client.server_capabilities, capability, None) is not None
 

@@ -17,6 +17,7 @@ from tether.server.console.render import page
 from tether.server.console.session import Viewer, admin_viewer, viewer
 from tether.server.deps import State, get_state
 from tether.store import approvals as approval_store
+from tether.store import tools as registry
 from tether.store.engine import reading
 from tether.store.tables import runs
 
@@ -39,7 +40,10 @@ def _context(state: State) -> dict[str, Any]:
     recent = [a for a in approval_store.list_approvals(state.engine, limit=RECENT + len(pending))
               if not a.pending][:RECENT]  # fmt: skip
     context = _runs_by_id(state, {a.run_id for a in pending + recent if a.run_id})
-    return {"pending": pending, "recent": recent, "runs": context}
+    # each pending hold's run taint, so the reviewer sees what the run has read
+    taint = {a.run_id: sorted(registry.run_tags(state.engine, a.run_id))
+             for a in pending if a.run_id}  # fmt: skip
+    return {"pending": pending, "recent": recent, "runs": context, "taint": taint}
 
 
 @router.get("/approvals", response_class=HTMLResponse)
@@ -64,6 +68,7 @@ async def decide(
     request: Request,
     decision: str = Form(""),
     reason: str = Form(""),
+    scope: str = Form("call"),
     next: str = Form("/approvals"),
     who: Viewer = Depends(admin_viewer),
     state: State = Depends(get_state),
@@ -76,7 +81,7 @@ async def decide(
         done = await run_in_threadpool(
             lambda: approval_store.decide(state.engine, approval_id, approve=decision == "approve",
                                           actor=who.actor, reason=reason.strip() or None,
-                                          now=datetime.now(UTC))
+                                          now=datetime.now(UTC), scope=scope)
         )  # fmt: skip
         # as the API does: wake this process's waiters now rather than at their next poll
         state.approval_wakers.wake(approval_id)

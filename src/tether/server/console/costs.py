@@ -14,10 +14,11 @@ from starlette.concurrency import run_in_threadpool
 
 from tether.core.errors import BadRequestError, TetherError
 from tether.core.money import nusd_to_usd, usd_to_nusd
-from tether.server.console import queries, sources
+from tether.server.console import sources, watch
 from tether.server.console.render import page
 from tether.server.console.session import Viewer, viewer
 from tether.server.deps import State, get_state
+from tether.store import aggregates
 from tether.store import budgets as budget_store
 from tether.store import costs as cost_store
 
@@ -60,16 +61,21 @@ def _table(
     state: State, group: str, window: str, agent: str | None, now: datetime
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Rows (at most MAX_ROWS), how many there are, and their total cost. Agents and versions
-    come from store.costs.cost_breakdown as in the API; days from the day cache (whole UTC
-    days, so the first day is not cut); tasks and users, which run to tens of thousands, from
+    come from store.costs.cost_breakdown as in the API; days from
+    store.aggregates.cost_by_day_range as in the API (whole UTC days, so the first day is not
+    cut, served from the day cache); tasks and users, which run to tens of thousands, from
     a top-N query that never materialises the rest (the CSV export has them all)."""
     cache = state.console_cache
     if group == "day":
-        days = queries.day_list(now, WINDOWS[window])
-        rows = queries.cost_by_day(state.engine, days=days, agent=agent, cache=cache)
+        days = aggregates.day_list(now, WINDOWS[window])
+        first = datetime.fromisoformat(days[0]).replace(tzinfo=UTC)
+        rows = aggregates.cost_by_day_range(
+            state.engine, start=first, end=first + timedelta(days=len(days)), now=now,
+            agent=agent, cache=cache,
+        )  # fmt: skip
     elif group in ("task", "user"):
         start = now - timedelta(days=WINDOWS[window])
-        return queries.top_costs(state.engine, group, start=start, agent=agent, limit=MAX_ROWS)
+        return aggregates.top_costs(state.engine, group, start=start, agent=agent, limit=MAX_ROWS)
     else:
         rows = _breakdown(state, group, window, agent, now)
     return rows[:MAX_ROWS], len(rows), sum(r["cost_nusd"] for r in rows)
@@ -78,12 +84,15 @@ def _table(
 def _context(state: State, group: str, window: str, agent: str | None) -> dict[str, Any]:
     now = datetime.now(UTC)
     rows, row_count, total = _table(state, group, window, agent, now)
-    days = queries.day_list(now, queries.SPARK_DAYS)
+    days = aggregates.day_list(now, aggregates.SPARK_DAYS)
     cache = state.console_cache
-    by_agent = queries.daily_cost_by_agent(state.engine, days=days, agent=agent, cache=cache)
-    anomalies = queries.cost_anomalies(days, by_agent)
-    flagged_days = {a.day for a in anomalies}
-    flagged_agents = {a.agent for a in anomalies if a.day >= days[-3]}
+    by_agent = aggregates.daily_cost_by_agent(state.engine, days=days, agent=agent, cache=cache)
+    anomalies = watch.cost_alerts(state, now - timedelta(days=aggregates.SPARK_DAYS))
+    flagged_days = {a.bucket_at.date().isoformat() for a in anomalies if a.bucket_at}
+    recent = now - timedelta(days=3)
+    flagged_agents = {
+        a.agent for a in anomalies if a.agent and a.bucket_at and a.bucket_at >= recent
+    }
     top = sorted(by_agent, key=lambda a: -sum(by_agent[a]))[:8]
     return {
         "rows": rows,

@@ -1,5 +1,5 @@
 """Home: per agent and version the KPI (task success rate at target cost), runs per day, cost
-today against the day budget, p95 duration, approvals waiting and cost anomalies."""
+today against the day budget, p95 duration, approvals waiting and cost anomaly alerts."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
-from tether.server.console import queries, sources
+from tether.server.console import evals, sources, watch
 from tether.server.console.render import page
 from tether.server.console.session import Viewer, viewer
 from tether.server.deps import State, get_state
+from tether.store import aggregates
 from tether.store import costs as cost_store
 from tether.store import policies as policy_store
 from tether.store.engine import reading
@@ -26,17 +27,17 @@ router = APIRouter()
 def _home_data(state: State, now: datetime) -> dict[str, Any]:
     engine = state.engine
     cache = state.console_cache
-    stats = queries.agent_overview(engine, now=now, cache=cache)
-    since = now - timedelta(days=queries.KPI_DAYS)
+    stats = aggregates.agent_overview(engine, now=now, cache=cache)
+    since = now - timedelta(days=aggregates.KPI_DAYS)
     # a 7-day rate moves slowly: recomputed at most once a minute (as the p95 durations)
-    rates = queries.cached(cache, ("kpi", since.date().isoformat()), queries.P95_TTL_S,
+    rates = aggregates.cached(cache, ("kpi", since.date().isoformat()), aggregates.P95_TTL_S,
                            lambda: cost_store.success_at_target(engine, start=since))  # fmt: skip
     kpis = {(k["agent"], k["version"]): k for k in rates}
     for s in stats:
         s.kpi = kpis.get((s.agent, s.version))
-    days = queries.day_list(now, queries.SPARK_DAYS)
-    by_agent = queries.merge_by_agent(stats)
-    anomalies = queries.cost_anomalies(days, by_agent)
+    days = aggregates.day_list(now, aggregates.SPARK_DAYS)
+    by_agent = aggregates.merge_by_agent(stats)
+    anomalies = watch.cost_alerts(state, now - timedelta(days=7))
     pending = sources.pending_approvals(state)
     budgets = sources.day_budgets(state, {a: v[-1] for a, v in by_agent.items()}, now)
     with reading(engine) as conn:
@@ -55,11 +56,16 @@ def _home_data(state: State, now: datetime) -> dict[str, Any]:
     totals["kpi"] = hits / finished if finished else None
     chart = {"days": days, "series": {a: v for a, v in sorted(by_agent.items())}}
     return {
+        **evals.home_summary(state),
         "no_policies": not policy_store.list_latest(engine),
         "stats": stats,
         "days": days,
         "anomalies": anomalies,
-        "anomaly_agents": {a.agent for a in anomalies if a.day == days[-1]},
+        "anomaly_agents": {
+            a.agent
+            for a in anomalies
+            if a.status == "open" and a.bucket_at and a.bucket_at >= now - timedelta(days=1)
+        },
         "pending": pending,
         "budgets": budgets,
         "any_run": any_run,

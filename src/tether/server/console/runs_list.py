@@ -15,10 +15,10 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from tether.core.errors import BadRequestError, TetherError
-from tether.server.console import queries
 from tether.server.console.render import page
 from tether.server.console.session import Viewer, viewer
 from tether.server.deps import State, get_state
+from tether.store import aggregates
 from tether.store import runs as run_store
 from tether.store.engine import reading
 from tether.store.tables import runs
@@ -177,7 +177,7 @@ async def runs_page(
     request: Request, who: Viewer = Depends(viewer), state: State = Depends(get_state)
 ) -> HTMLResponse:
     ctx = await run_in_threadpool(_rows_context, request, state, None)
-    agents = await run_in_threadpool(queries.agent_names, state.engine)
+    agents = await run_in_threadpool(aggregates.agent_names, state.engine)
     return page(
         request,
         "runs.html",

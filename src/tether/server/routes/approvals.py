@@ -4,7 +4,7 @@ A decision wakes waiters in every server process within ~50 ms (they poll the st
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tether.core.errors import NotFoundError
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
-from tether.store import approvals
+from tether.store import approvals, grants
 
 router = APIRouter(tags=["approvals"])
 
@@ -23,6 +23,11 @@ MAX_WAIT_S = 60.0
 class DecisionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = Field(None, max_length=2000)
+    scope: Literal["call", "run", "counterparty"] = Field(
+        "call",
+        description="call: this call only; run: this tool with these arguments for the rest of "
+        "the run; counterparty: the value that caused the hold, for this tool and agent",
+    )
 
 
 class WaitOut(BaseModel):
@@ -58,6 +63,27 @@ async def list_approvals(
     return {"items": [a.to_dict() for a in items], "next_cursor": next_cursor}
 
 
+@router.get("/approvals/grants", summary="Live scoped approvals (run and counterparty grants)")
+async def list_grants(
+    agent: str | None = Query(None, max_length=200),
+    state: State = Depends(get_state),
+    _: Principal = Depends(require("read")),
+) -> dict[str, Any]:
+    items = await run_in_threadpool(lambda: grants.list_grants(state.engine, agent=agent))
+    return {"items": [g.to_dict() for g in items], "next_cursor": None}
+
+
+@router.post("/approvals/grants/{grant_id}/revoke", summary="Revoke a scoped approval")
+async def revoke_grant(
+    grant_id: str,
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("admin")),
+) -> dict[str, Any]:
+    done = await run_in_threadpool(lambda: grants.revoke(
+        state.engine, grant_id, actor=principal.actor, now=datetime.now(UTC)))  # fmt: skip
+    return done.to_dict()
+
+
 @router.get("/approvals/{approval_id}", summary="One held call")
 async def get_approval(
     approval_id: str,
@@ -71,9 +97,10 @@ async def get_approval(
 async def _decide(state: State, approval_id: str, approve: bool, principal: Principal,
                   body: DecisionIn | None) -> dict[str, Any]:  # fmt: skip
     reason = body.reason if body else None
+    scope = body.scope if body else "call"
     done = await run_in_threadpool(lambda: approvals.decide(
         state.engine, approval_id, approve=approve, actor=principal.actor, reason=reason,
-        now=datetime.now(UTC),
+        now=datetime.now(UTC), scope=scope,
     ))  # fmt: skip
     state.approval_wakers.wake(approval_id)
     return done.to_dict()

@@ -14,6 +14,7 @@ from tether.core.money import nusd_to_float
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
 from tether.server.serialize import as_utc, cost_row_resource, kpi_resource
+from tether.store import aggregates
 from tether.store import costs as cost_store
 
 router = APIRouter(tags=["costs"])
@@ -80,7 +81,12 @@ def costs(
     agent: str | None = None,
 ) -> dict[str, Any]:
     lo, hi = _window(start, end)
-    rows = cost_store.cost_breakdown(state.engine, group_by, start=lo, end=hi, agent=agent)
+    if group_by == "day":
+        # the console's function: whole UTC days come from the app's day cache
+        rows = aggregates.cost_by_day_range(state.engine, start=lo, end=hi, now=datetime.now(UTC),
+                                            agent=agent, cache=state.console_cache)  # fmt: skip
+    else:
+        rows = cost_store.cost_breakdown(state.engine, group_by, start=lo, end=hi, agent=agent)
     items = [cost_row_resource(r) for r in rows]
     return {
         "group_by": group_by,

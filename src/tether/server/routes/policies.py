@@ -163,6 +163,13 @@ def get_policy(
     return policy_store.describe(state.engine, agent, version or _latest(state, agent))
 
 
+@router.get("/policies/{agent}/suggest", summary="A proposed policy for the agent (not applied)")
+def suggest_policy(
+    agent: str, state: State = Depends(get_state), _: Principal = Depends(require("read"))
+) -> dict[str, Any]:
+    return policy_store.suggestion(state.engine, agent)
+
+
 @router.get(
     "/policies/{agent}/history",
     response_model=PolicyList,

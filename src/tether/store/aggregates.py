@@ -1,9 +1,10 @@
-"""Read-only aggregates only the console draws (KPI tiles, sparklines, anomalies); lists and
-single resources come from the store modules the API uses."""
+"""Read-only aggregates over runs for the console (KPI tiles, sparklines, cost tables)
+and /api/v1/costs: per agent, version and UTC day, with closed days served from a cache the
+caller owns (the server keeps it in `State.console_cache`, at the edge); lists and single
+resources come from the store modules the API uses."""
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.sql import ColumnElement
 
-from tether.store.costs import day_of
+from tether.store.costs import cost_breakdown, day_of
 from tether.store.engine import reading
 from tether.store.tables import agents, runs
 
@@ -23,9 +24,6 @@ KPI_DAYS = 7
 SPARK_DAYS = 14
 CLOSED_DAYS_TTL_S = 300.0
 P95_TTL_S = 60.0
-ANOMALY_FACTOR = 2.0
-ANOMALY_FLOOR_NUSD = 10_000_000  # $0.01: a day that cheap is never an anomaly
-MIN_BASELINE_DAYS = 3
 
 
 @contextmanager
@@ -48,7 +46,7 @@ def duration_ms(conn: Connection) -> ColumnElement[Any]:
 
 # (agent, version, UTC day, runs, cost in nano-dollars, input tokens, output tokens)
 DayRow = tuple[str, str | None, str, int, int, int, int]
-# key -> (time.monotonic() when computed, value); lives in State.console_cache, one per app
+# key -> (time.monotonic() when computed, value); the caller's, e.g. State.console_cache
 Cache = dict[tuple[Any, ...], tuple[float, Any]]
 
 
@@ -67,19 +65,6 @@ class AgentVersionStats:
     cost_per_day: list[int] = field(default_factory=list)
     # from store.costs.success_at_target: rate, interval, target, finished runs
     kpi: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Anomaly:
-    agent: str
-    day: str
-    what: str
-    value_nusd: int
-    baseline_nusd: int
-
-    @property
-    def factor(self) -> float:
-        return self.value_nusd / self.baseline_nusd if self.baseline_nusd else float("inf")
 
 
 def _iso(day: Any) -> str:
@@ -210,23 +195,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def cost_anomalies(
-    days: list[str], cost_by_agent: dict[str, list[int]], *, trailing: int = 7
-) -> list[Anomaly]:
-    """Days whose cost is more than ANOMALY_FACTOR x the median of the `trailing` days before."""
-    found = []
-    for agent, costs in cost_by_agent.items():
-        for i in range(trailing, len(costs)):
-            window = costs[i - trailing : i]
-            if sum(1 for v in window if v > 0) < MIN_BASELINE_DAYS:
-                continue  # a new agent has no baseline yet: its first busy day is no anomaly
-            base = int(statistics.median(window))
-            value = costs[i]
-            if value >= ANOMALY_FLOOR_NUSD and value > ANOMALY_FACTOR * base:
-                found.append(Anomaly(agent, days[i], "cost/day", value, base))
-    return sorted(found, key=lambda a: (a.day, a.agent), reverse=True)
-
-
 def merge_by_agent(stats: list[AgentVersionStats]) -> dict[str, list[int]]:
     merged: dict[str, list[int]] = {}
     for s in stats:
@@ -300,3 +268,27 @@ def top_costs(
     out = [{"key": k, "cost_nusd": int(v), "input_tokens": int(i), "output_tokens": int(o),
             "runs": int(n)} for k, v, i, o, n, _g, _t in rows]  # fmt: skip
     return out, int(rows[0][5]), int(rows[0][6])
+
+
+def cost_by_day_range(
+    engine: Engine,
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    agent: str | None = None,
+    cache: Cache | None = None,
+) -> list[dict[str, Any]]:
+    """`cost_breakdown(group_by="day")` over [start, end): from the day cache when the range is
+    whole UTC days ending no later than tomorrow (the console's windows and whole-day API
+    ranges), else straight from `cost_breakdown`. Both give the same rows."""
+    first, last = start.astimezone(UTC), end.astimezone(UTC)
+    tomorrow = _midnight(now.astimezone(UTC).date().isoformat()) + timedelta(days=1)
+    whole = first == _midnight(first.date().isoformat()) and last == _midnight(
+        last.date().isoformat()
+    )
+    n = (last - first).days
+    if not whole or last > tomorrow or not 0 < n <= 400:
+        return cost_breakdown(engine, "day", start=start, end=end, agent=agent)
+    days = [(first + timedelta(days=i)).date().isoformat() for i in range(n)]
+    return cost_by_day(engine, days=days, agent=agent, cache=cache)

@@ -1,0 +1,311 @@
+"""Evals and canaries: the cost of running a suite through tether, of a routing decision, and of
+applying a rollout rule to a large history.
+
+    .venv/bin/python bench/evals.py [--tasks 20] [--repeats 5] [--concurrency 8] [--runs 100000]
+
+1. `tether eval run`'s runner, 20 tasks x 5 repeats at concurrency 8, against `tether serve` with
+   the mock LLM behind the gateway and a policy with run budgets for the agent (the production
+   path: every attempt a run, every LLM call reserved and settled). The agent (a callable) makes
+   one LLM call per attempt. Per attempt: the server's wall time from start to checked, minus
+   the agent's own time = tether's overhead (start the run, hand over, flush spans, check).
+   Target: <= 5 ms median.
+2. Route decision: `choose()` as GET /api/v1/route runs it (cache warm), and core `route()` alone,
+   p50/p99 over 100,000 decisions. Target: p99 <= 200 us. The HTTP round trip is printed beside.
+3. Canary evaluation over `--runs` stored runs of two versions (SQLite): the rule's decide().
+   Target: <= 1 s.
+
+Writes bench/results/evals.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import insert
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import ServerProcess  # noqa: E402
+
+from tether.cli.eval_adapters import AttemptContext, CallableAdapter  # noqa: E402
+from tether.cli.eval_runner import Api, EvalRequest, run_eval  # noqa: E402
+from tether.config import Settings  # noqa: E402
+from tether.core.rollout import route  # noqa: E402
+from tether.demo.server import ThreadedServer, free_port  # noqa: E402
+from tether.gateway.llm.mock import create_mock_app  # noqa: E402
+from tether.server.deps import State  # noqa: E402
+from tether.server.rollout_rule_apply import decide  # noqa: E402
+from tether.server.routes.rollouts import choose  # noqa: E402
+from tether.store import rollouts  # noqa: E402
+from tether.store.engine import make_engine  # noqa: E402
+from tether.store.keys import create_key  # noqa: E402
+from tether.store.migrate import upgrade  # noqa: E402
+from tether.store.tables import runs  # noqa: E402
+
+POLICY = """\
+agent: bench
+models: [mock-small]
+budgets:
+  run: {max_cost_usd: 1.00, max_tokens: 50000, max_llm_calls: 25}
+  day: {max_cost_usd: 1000}
+tools:
+  - {match: "*", allow: true}
+"""
+
+
+def _pcts(xs: list[float]) -> dict[str, float]:
+    xs = sorted(xs)
+    return {
+        "p50": round(statistics.median(xs), 3),
+        "p95": round(xs[int(0.95 * (len(xs) - 1))], 3),
+        "p99": round(xs[int(0.99 * (len(xs) - 1))], 3),
+        "max": round(xs[-1], 3),
+    }
+
+
+_AGENT_KEY: dict[str, str] = {}
+
+
+def agent(task: dict[str, Any], ctx: AttemptContext) -> str:
+    """One LLM call through the gateway in the attempt's run."""
+    r = httpx.post(
+        ctx.tether_url + "/llm/v1/chat/completions",
+        timeout=60,
+        headers={"Authorization": f"Bearer {_AGENT_KEY['key']}", "X-Tether-Run-Id": ctx.run_id},
+        json={
+            "model": "mock-small",
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": str(task["input"])}],
+        },
+    )
+    r.raise_for_status()
+    return str(r.json()["choices"][0]["message"]["content"])
+
+
+def suite_text(tasks: int, repeats: int) -> str:
+    lines = [f"suite: bench\nagent: bench\nrepeats: {repeats}\ntarget_cost_usd: 0.5\ntasks:"]
+    for i in range(tasks):
+        lines.append(
+            f"  - id: t{i}\n    input: question {i}\n    assert:\n"
+            "      - {name: answered, output_contains: question}\n"
+            "      - {name: one call, max_llm_calls: 1}\n"
+            "      - {name: clean, no_policy_denial: true}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def bench_eval(tmp: Path, tasks: int, repeats: int, concurrency: int) -> dict[str, Any]:
+    mock = ThreadedServer(create_mock_app(), "127.0.0.1", free_port())
+    config = tmp / "tether.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "providers": [
+                    {
+                        "name": "mock",
+                        "kind": "openai",
+                        "models": ["mock-small"],
+                        "base_url": f"http://127.0.0.1:{mock.server.config.port}/v1",
+                    }
+                ]
+            }
+        )
+    )
+    db_url = f"sqlite:///{tmp / 'eval.db'}"
+    engine = make_engine(db_url)
+    upgrade(engine)
+    _, admin = create_key(engine, scopes="admin", name="admin")
+    _, key = create_key(engine, scopes="agent,ingest", agent="bench", name="bench")
+    engine.dispose()
+    _AGENT_KEY["key"] = key
+    proc = ServerProcess(tmp / "home", db_url, config=config)
+    try:
+        httpx.post(
+            proc.url + "/api/v1/policies",
+            json={"source": POLICY},
+            headers={"Authorization": f"Bearer {admin}"},
+        ).raise_for_status()
+        api = Api(proc.url, admin)
+        adapter = CallableAdapter("bench.evals:agent")
+        adapter.fn = agent  # the same function, not re-imported under another module name
+        started = time.perf_counter()
+        ev = run_eval(
+            api,
+            adapter,
+            EvalRequest(
+                source=suite_text(tasks, repeats),
+                file="bench",
+                version="v1",
+                concurrency=concurrency,
+            ),
+        )
+        wall = time.perf_counter() - started
+        rt = []
+        for _ in range(200):
+            t0 = time.perf_counter()
+            api.call("GET", "/api/v1/route", params={"agent": "bench", "task_id": "t1"})
+            rt.append((time.perf_counter() - t0) * 1000)
+    finally:
+        proc.stop()
+        mock.stop()
+    atts = ev["attempts"]
+    overhead = [a["duration_ms"] - a["agent_ms"] for a in atts]
+    return {
+        "attempts": len(atts),
+        "passed": sum(bool(a["passed"]) for a in atts),
+        "wall_s": round(wall, 2),
+        "attempts_per_s": round(len(atts) / wall, 1),
+        "agent_ms": _pcts([a["agent_ms"] for a in atts]),
+        "overhead_ms": _pcts(overhead),
+        "route_http_ms": _pcts(rt),
+    }
+
+
+def bench_route(tmp: Path, n: int) -> dict[str, Any]:
+    db_url = f"sqlite:///{tmp / 'route.db'}"
+    engine = make_engine(db_url)
+    upgrade(engine)
+    now = datetime.now(UTC)
+    rollouts.start(
+        engine,
+        rollout_id="ro_bench0000000",
+        agent="bench",
+        baseline="v1",
+        candidate="v2",
+        percent=10,
+        rule_source="",
+        rule_file=None,
+        actor="bench",
+        now=now,
+    )
+    state = State(settings=Settings(database_url=db_url), engine=engine)
+    ids = [f"task-{i}" for i in range(n)]
+    choose(state, "bench", "warm")
+    timed = []
+    for t in ids:
+        t0 = time.perf_counter_ns()
+        choose(state, "bench", t)
+        timed.append((time.perf_counter_ns() - t0) / 1000)
+    core = []
+    for t in ids:
+        t0 = time.perf_counter_ns()
+        route("running", "ro_bench0000000", 10, "v1", "v2", t)
+        core.append((time.perf_counter_ns() - t0) / 1000)
+    engine.dispose()
+    return {"decisions": n, "choose_us": _pcts(timed), "core_route_us": _pcts(core)}
+
+
+def bench_canary(tmp: Path, n: int) -> dict[str, Any]:
+    db_url = f"sqlite:///{tmp / 'canary.db'}"
+    engine = make_engine(db_url)
+    upgrade(engine)
+    start = datetime.now(UTC) - timedelta(days=1)
+    ro = rollouts.start(
+        engine,
+        rollout_id="ro_canary000000",
+        agent="bench",
+        baseline="v1",
+        candidate="v2",
+        percent=10,
+        rule_source="target_cost_usd: 0.05\nmax_tasks: 10000000\n",
+        rule_file=None,
+        actor="bench",
+        now=start,
+    )
+    t0 = time.perf_counter()
+    batch = []
+    with engine.begin() as conn:
+        for i in range(n):
+            v = "v2" if i % 10 == 0 else "v1"
+            at = start + timedelta(seconds=1 + i * 0.5)
+            status = "succeeded" if i % 7 else "failed"
+            batch.append(
+                {
+                    "id": f"run_c{i:09d}",
+                    "agent": "bench",
+                    "version": v,
+                    "status": status,
+                    "started_at": at,
+                    "updated_at": at,
+                    "cost_nusd": 1_000_000 + i % 50,
+                }
+            )
+            if len(batch) == 5000:
+                conn.execute(insert(runs), batch)
+                batch = []
+        if batch:
+            conn.execute(insert(runs), batch)
+    load_s = time.perf_counter() - t0
+    times = []
+    for _ in range(5):
+        t1 = time.perf_counter()
+        d = decide(engine, ro, datetime.now(UTC))
+        times.append(time.perf_counter() - t1)
+    engine.dispose()
+    return {
+        "runs": n,
+        "load_s": round(load_s, 1),
+        "decide_s": _pcts(times),
+        "decision": d.action,
+        "reason": d.reason,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--tasks", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--runs", type=int, default=100_000)
+    p.add_argument("--decisions", type=int, default=100_000)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        out = {
+            "machine": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "load_avg": os.getloadavg(),
+            },
+            "eval": bench_eval(tmp, args.tasks, args.repeats, args.concurrency),
+            "route": bench_route(tmp, args.decisions),
+            "canary": bench_canary(tmp, args.runs),
+        }
+    e, r, c = out["eval"], out["route"], out["canary"]
+    print(
+        f"eval: {e['attempts']} attempts ({e['passed']} passed) at concurrency "
+        f"{args.concurrency} in {e['wall_s']} s ({e['attempts_per_s']}/s)"
+    )
+    print(
+        f"  agent's own time per attempt p50 {e['agent_ms']['p50']} ms; tether overhead p50 "
+        f"{e['overhead_ms']['p50']} ms, p95 {e['overhead_ms']['p95']} ms (target p50 <= 5 ms)"
+    )
+    print(
+        f"route: choose() p50 {r['choose_us']['p50']} us, p99 {r['choose_us']['p99']} us "
+        f"(target <= 200 us); core route() p99 {r['core_route_us']['p99']} us; over HTTP p50 "
+        f"{e['route_http_ms']['p50']} ms"
+    )
+    print(
+        f"canary: decide over {c['runs']} runs p50 {c['decide_s']['p50']} s, max "
+        f"{c['decide_s']['max']} s (target <= 1 s): {c['decision']}"
+    )
+    print(f"load average at the end: {os.getloadavg()}")
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    (results / "evals.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Running an eval against a running tether: create (or resume) the eval, then for every task and
+attempt not yet done, start its run, hand the task to the agent, run its predicates and judges,
+and let the server check the assertions over what the gateways recorded. Attempts run
+`concurrency` at a time; nothing is shared between attempts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from tether.cli.client import error_from_response
+from tether.cli.eval_adapters import Adapter, AttemptContext
+from tether.cli.eval_judge import judge, predicate
+from tether.core.errors import BadRequestError, UpstreamError
+from tether.core.eval_suite import SuiteModel, TaskModel, parse_suite
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class EvalRequest:
+    source: str
+    file: str
+    version: str
+    repeats: int | None = None
+    concurrency: int = 4
+    resume: str | None = None
+    target_cost_usd: Decimal | None = None
+
+
+class Api:
+    """The few API calls the runner makes; errors come back as TetherErrors."""
+
+    def __init__(self, url: str, api_key: str | None) -> None:
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.agent_key = api_key  # what the agent is given as TETHER_API_KEY
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=120.0,
+            limits=httpx.Limits(max_connections=64),
+        )
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = self.http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"cannot reach tether at {self.url} ({type(exc).__name__}); start it with "
+                "`tether serve` or set TETHER_URL"
+            ) from None
+        if resp.status_code >= 400:
+            raise error_from_response(resp)
+        return resp.json()
+
+
+def _external(
+    api: Api, suite: SuiteModel, task: TaskModel, output: str | None, eval_id: str, attempt: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    results: list[dict[str, Any]] = []
+    judge_runs: list[str] = []
+    for a in task.assertions:
+        if a.output_predicate is not None:
+            results.append(predicate(a, output, task).to_dict())
+        elif a.judge is not None:
+            verdict, runs = judge(
+                api.http, a, suite.judge, task, output, eval_id=eval_id, attempt=attempt
+            )
+            results.append(verdict.to_dict())
+            judge_runs += runs
+    for row in results:
+        row.pop("kind", None)  # the server knows each assertion's kind from the suite
+    return results, judge_runs
+
+
+def _one(
+    api: Api, adapter: Adapter, suite: SuiteModel, task: TaskModel, attempt: int, ev: dict[str, Any]
+) -> dict[str, Any]:
+    started = api.call(
+        "POST", f"/api/v1/evals/{ev['id']}/attempts", json={"task_id": task.id, "attempt": attempt}
+    )
+    ctx = AttemptContext(
+        tether_url=api.url,
+        api_key=api.agent_key,
+        run_id=started["run_id"],
+        eval_id=ev["id"],
+        suite=suite.suite,
+        task_id=task.id,
+        attempt=attempt,
+        input=task.input,
+        fixtures=task.fixtures.model_dump(),
+        timeout_s=suite.timeout_s,
+    )
+    result = adapter.run(ctx)
+    external, judge_runs = _external(api, suite, task, result.output, ev["id"], attempt)
+    body = {
+        "ok": result.ok,
+        "output": result.output,
+        "error": result.error,
+        "agent_ms": result.agent_ms,
+        "external": external,
+        "judge_run_ids": judge_runs,
+    }
+    done: dict[str, Any] = api.call(
+        "POST", f"/api/v1/evals/{ev['id']}/attempts/{task.id}/{attempt}/finish", json=body
+    )
+    return done
+
+
+def plan(
+    suite: SuiteModel, repeats: int, done: set[tuple[str, int]]
+) -> list[tuple[TaskModel, int]]:
+    """Every (task, attempt) still to run, attempt-major so an interrupted eval has every task."""
+    return [(t, i) for i in range(repeats) for t in suite.tasks if (t.id, i) not in done]
+
+
+def run_eval(
+    api: Api,
+    adapter: Adapter,
+    req: EvalRequest,
+    progress: Progress | None = None,
+    on_start: Callable[[dict[str, Any], int], None] | None = None,
+) -> dict[str, Any]:
+    """Runs (or resumes) an eval; returns the eval's detail as the API gives it."""
+    if req.concurrency < 1:
+        raise BadRequestError("--concurrency must be at least 1")
+    if req.resume:
+        ev = api.call("GET", f"/api/v1/evals/{req.resume}")
+        source = ev_source = api.call("GET", f"/api/v1/evals/{req.resume}/suite")["source"]
+        suite = parse_suite(ev_source, req.file)
+        done = {(a["task_id"], a["attempt"]) for a in ev["attempts"] if a["status"] == "done"}
+    else:
+        suite = parse_suite(req.source, req.file)
+        source = req.source
+        body: dict[str, Any] = {"source": source, "file": req.file, "version": req.version}
+        if req.repeats is not None:
+            body["repeats"] = req.repeats
+        if req.target_cost_usd is not None:
+            body["target_cost_usd"] = str(req.target_cost_usd)
+        ev = api.call("POST", "/api/v1/evals", json=body)
+        done = set()
+    todo = plan(suite, ev["repeats"], done)
+    if on_start:
+        on_start(ev, len(todo))
+    lock = threading.Lock()
+    with ThreadPoolExecutor(max_workers=req.concurrency) as pool:
+        futures = [pool.submit(_one, api, adapter, suite, t, i, ev) for t, i in todo]
+        for fut in as_completed(futures):
+            out = fut.result()
+            if progress:
+                with lock:
+                    progress(out)
+    api.call("POST", f"/api/v1/evals/{ev['id']}/finish")
+    detail: dict[str, Any] = api.call("GET", f"/api/v1/evals/{ev['id']}")
+    detail["_source"] = source
+    return detail

@@ -1,0 +1,389 @@
+"""`/api/v1/evals` and `/api/v1/gates`: create an eval from a suite, start and finish its attempts
+(each a tagged run; the server reads what the gateways recorded and checks the assertions),
+gate a version on the stored attempts, compare two evals."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from tether.core.assertions import Result, evaluate
+from tether.core.errors import BadRequestError, NotFoundError
+from tether.core.eval_compare import compare_evals
+from tether.core.eval_suite import parse_suite
+from tether.core.evals import GateCriteria, gate, summarize_tasks
+from tether.core.ids import make_id
+from tether.core.money import usd_to_nusd
+from tether.server.auth import Principal, require
+from tether.server.deps import State, get_state
+from tether.server.evals_flush import flush_spans
+from tether.server.routes.eval_models import (
+    ERRORS,
+    AttemptOut,
+    CompareOut,
+    EvalDetail,
+    EvalList,
+    EvalOut,
+    TaskOut,
+    VerdictList,
+    VerdictOut,
+    attempt_out,
+    eval_out,
+    verdict_out,
+)
+from tether.store import evals as store
+from tether.store import gates
+from tether.store import runs as run_store
+
+router = APIRouter(tags=["evals"])
+# The agent name the CLI's LLM judges run under (tether.cli.eval_judge), apart from the agent's.
+JUDGE_AGENT = "tether-judge"
+
+
+class EvalCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(description="the suite YAML text", max_length=2_000_000)
+    file: str = Field("<suite>", max_length=500, description="named in line-numbered errors")
+    version: str = Field(min_length=1, max_length=200, examples=["v3"])
+    repeats: int | None = Field(None, ge=1, le=100, description="defaults to the suite's")
+    target_cost_usd: Decimal | None = Field(None, ge=0, description="defaults to the suite's")
+
+
+class AttemptStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task_id: str = Field(max_length=200)
+    attempt: int = Field(ge=0, le=10_000)
+
+
+class ExternalResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    passed: bool
+    reason: str = Field(max_length=5000)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class AttemptFinish(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ok: bool = Field(description="the agent finished without an error of its own")
+    output: str | None = Field(None, max_length=1_000_000)
+    error: str | None = Field(None, max_length=10_000)
+    agent_ms: float | None = Field(None, ge=0, description="the agent's own wall time")
+    external: list[ExternalResult] = Field(
+        default_factory=list, description="results of predicates and LLM judges, by name"
+    )
+    judge_run_ids: list[str] = Field(
+        default_factory=list, description="runs the judges made through the LLM gateway"
+    )
+
+
+class GateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    eval_id: str | None = None
+    suite: str | None = None
+    version: str | None = None
+    baseline_eval_id: str | None = None
+    baseline_version: str | None = None
+    min_success: float | None = Field(None, ge=0, le=1, examples=[0.85])
+    max_cost_per_task_usd: Decimal | None = Field(None, ge=0, examples=["0.50"])
+    confidence: float = Field(0.95, ge=0.5, lt=1)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@router.post(
+    "/evals",
+    status_code=201,
+    response_model=EvalOut,
+    responses=ERRORS,
+    summary="Create an eval of a suite against a version",
+)
+def create_eval(
+    body: EvalCreate, state: State = Depends(get_state), who: Principal = Depends(require("admin"))
+) -> EvalOut:
+    suite = parse_suite(body.source, body.file)
+    target = body.target_cost_usd if body.target_cost_usd is not None else suite.target_cost_usd
+    row = store.create_eval(
+        state.engine,
+        eval_id=make_id("eval", os.urandom(12)),
+        suite=suite,
+        source=body.source,
+        version=body.version,
+        repeats=body.repeats or suite.repeats,
+        target_cost_nusd=usd_to_nusd(target) if target is not None else None,
+        actor=who.actor,
+        now=_now(),
+    )
+    return eval_out(row)
+
+
+@router.get("/evals", response_model=EvalList, responses=ERRORS, summary="List evals")
+def list_evals(
+    state: State = Depends(get_state),
+    _: Principal = Depends(require("read")),
+    agent: str | None = Query(None, max_length=200),
+    suite: str | None = Query(None, max_length=200),
+    limit: int = Query(50, ge=1, le=500),
+) -> EvalList:
+    rows = store.list_evals(state.engine, agent=agent, suite=suite, limit=limit)
+    return EvalList(items=[eval_out(r) for r in rows])
+
+
+@router.get(
+    "/evals/compare",
+    response_model=CompareOut,
+    responses=ERRORS,
+    summary="Compare two evals task by task",
+)
+def compare(
+    a: str = Query(description="the earlier (baseline) eval id"),
+    b: str = Query(description="the later (candidate) eval id"),
+    state: State = Depends(get_state),
+    _: Principal = Depends(require("read")),
+) -> CompareOut:
+    ea, eb = store.get_eval(state.engine, a), store.get_eval(state.engine, b)
+    ra, rb = store.attempt_rows(state.engine, a), store.attempt_rows(state.engine, b)
+    target = eb["target_cost_nusd"]
+    out = compare_evals(
+        store.core_attempts(ra), store.core_attempts(rb), target, _paths(ra), _paths(rb)
+    )
+    return CompareOut.build(eval_out(ea), eval_out(eb), out)
+
+
+def _paths(rows: list[dict[str, Any]]) -> dict[str, list[tuple[str, ...]]]:
+    out: dict[str, list[tuple[str, ...]]] = {}
+    for r in rows:
+        if r["status"] == "done":
+            out.setdefault(r["task_id"], []).append(tuple(r["tools"] or ()))
+    return out
+
+
+@router.get(
+    "/evals/{eval_id}",
+    response_model=EvalDetail,
+    responses=ERRORS,
+    summary="An eval with its tasks and attempts",
+)
+def get_eval(
+    eval_id: str, state: State = Depends(get_state), _: Principal = Depends(require("read"))
+) -> EvalDetail:
+    ev = store.get_eval(state.engine, eval_id)
+    rows = store.attempt_rows(state.engine, eval_id)
+    suite = parse_suite(ev["suite_source"])
+    summaries = {
+        s.task_id: s for s in summarize_tasks(store.core_attempts(rows), ev["target_cost_nusd"])
+    }
+    tasks = [TaskOut.build(t.id, summaries.get(t.id)) for t in suite.tasks]
+    verdicts = gates.list_verdicts(state.engine, eval_id=eval_id)
+    return EvalDetail(
+        **eval_out(ev).model_dump(),
+        task_list=tasks,
+        attempts=[attempt_out(r) for r in rows],
+        verdicts=[verdict_out(v) for v in verdicts],
+    )
+
+
+class SuiteSource(BaseModel):
+    suite: str
+    source: str = Field(description="the suite YAML exactly as the eval ran it")
+
+
+@router.get(
+    "/evals/{eval_id}/suite",
+    response_model=SuiteSource,
+    responses=ERRORS,
+    summary="The suite text an eval ran (for --resume)",
+)
+def get_suite(
+    eval_id: str, state: State = Depends(get_state), _: Principal = Depends(require("read"))
+) -> SuiteSource:
+    ev = store.get_eval(state.engine, eval_id)
+    return SuiteSource(suite=ev["suite"], source=ev["suite_source"])
+
+
+@router.post(
+    "/evals/{eval_id}/attempts",
+    status_code=201,
+    response_model=AttemptOut,
+    responses=ERRORS,
+    summary="Start an attempt: creates its tagged run",
+)
+def start_attempt(
+    eval_id: str,
+    body: AttemptStart,
+    state: State = Depends(get_state),
+    _: Principal = Depends(require("admin")),
+) -> AttemptOut:
+    ev = store.get_eval(state.engine, eval_id)
+    suite = parse_suite(ev["suite_source"])
+    if body.task_id not in {t.id for t in suite.tasks}:
+        raise NotFoundError(f"suite {ev['suite']} has no task {body.task_id!r}")
+    if body.attempt >= ev["repeats"]:
+        raise BadRequestError(f"attempt must be below the eval's repeats ({ev['repeats']})")
+    store.start_attempt(
+        state.engine, eval_id, body.task_id, body.attempt, make_id("run", os.urandom(12)), _now()
+    )
+    row = store.attempt_rows(state.engine, eval_id, task_id=body.task_id, attempt=body.attempt)
+    return attempt_out(row[0])
+
+
+@router.post(
+    "/evals/{eval_id}/attempts/{task_id}/{attempt}/finish",
+    response_model=AttemptOut,
+    responses=ERRORS,
+    summary="Finish an attempt: check its assertions",
+)
+async def finish_attempt(
+    eval_id: str,
+    task_id: str,
+    attempt: int,
+    body: AttemptFinish,
+    state: State = Depends(get_state),
+    _: Principal = Depends(require("admin")),
+) -> AttemptOut:
+    # The LLM gateway writes spans in batches; wait for them so the check sees every call.
+    await flush_spans(state)
+    return await run_in_threadpool(_finish, state, eval_id, task_id, attempt, body)
+
+
+def _finish(
+    state: State, eval_id: str, task_id: str, attempt: int, body: AttemptFinish
+) -> AttemptOut:
+    ev = store.get_eval(state.engine, eval_id)
+    suite = parse_suite(ev["suite_source"])
+    task = next((t for t in suite.tasks if t.id == task_id), None)
+    rows = store.attempt_rows(state.engine, eval_id, task_id=task_id, attempt=attempt)
+    if task is None or not rows:
+        raise NotFoundError(f"no attempt {attempt} of {task_id!r} in {eval_id}; start it first")
+    run_id = rows[0]["run_id"]
+    now = _now()
+    store.end_run(state.engine, run_id, ok=body.ok, output=body.output, error=body.error, now=now)
+    obs = store.observe(state.engine, run_id, now)
+    external = {
+        e.name: Result(e.name, "external", e.passed, e.reason, e.details) for e in body.external
+    }
+    for a in task.assertions:
+        if a.name in external:
+            external[a.name] = Result(
+                a.name,
+                a.kind,
+                external[a.name].passed,
+                external[a.name].reason,
+                external[a.name].details,
+            )
+    results = evaluate(task.assertions, obs, external)
+    judge_cost = 0
+    for judge_run in body.judge_run_ids:
+        found = run_store.get_run(state.engine, judge_run)
+        if found["agent"] != JUDGE_AGENT:
+            raise BadRequestError(f"run {judge_run} is not a judge run (agent {JUDGE_AGENT})")
+        judge_cost += found["cost_nusd"] or 0
+        # the judge's run is over once it has answered
+        store.end_run(state.engine, judge_run, ok=True, output=None, error=None, now=now)
+    row = store.finish_attempt(
+        state.engine,
+        eval_id,
+        task_id,
+        attempt,
+        results=results,
+        obs=obs,
+        judge_cost_nusd=judge_cost,
+        agent_ms=body.agent_ms,
+        error=body.error,
+        now=now,
+    )
+    return attempt_out(row)
+
+
+@router.post(
+    "/evals/{eval_id}/finish",
+    response_model=EvalOut,
+    responses=ERRORS,
+    summary="Mark an eval finished",
+)
+def finish_eval(
+    eval_id: str, state: State = Depends(get_state), _: Principal = Depends(require("admin"))
+) -> EvalOut:
+    store.get_eval(state.engine, eval_id)
+    return eval_out(store.finish_eval(state.engine, eval_id, _now()))
+
+
+def _resolve(
+    state: State, eval_id: str | None, suite: str | None, version: str | None, what: str
+) -> dict[str, Any]:
+    if eval_id:
+        return store.get_eval(state.engine, eval_id)
+    if not (suite and version):
+        raise BadRequestError(f"name the {what} by its eval id, or by suite and version")
+    found = store.latest_eval(state.engine, suite, version)
+    if found is None:
+        raise NotFoundError(
+            f"no eval of suite {suite} at version {version}; run `tether eval run` first"
+        )
+    return found
+
+
+@router.post(
+    "/gates",
+    status_code=201,
+    response_model=VerdictOut,
+    responses=ERRORS,
+    summary="Gate a version on its eval (and a baseline's); the verdict is stored",
+)
+def create_gate(
+    body: GateRequest, state: State = Depends(get_state), who: Principal = Depends(require("admin"))
+) -> VerdictOut:
+    ev = _resolve(state, body.eval_id, body.suite, body.version, "version")
+    base = None
+    if body.baseline_eval_id or body.baseline_version:
+        base = _resolve(
+            state,
+            body.baseline_eval_id,
+            body.suite or ev["suite"],
+            body.baseline_version,
+            "baseline",
+        )
+        if base["suite_hash"] != ev["suite_hash"]:
+            raise BadRequestError(
+                f"the baseline eval {base['id']} ran a different suite text than {ev['id']}; "
+                "run both versions on the same suite"
+            )
+    cost = body.max_cost_per_task_usd
+    target = usd_to_nusd(cost) if cost is not None else ev["target_cost_nusd"]
+    criteria = GateCriteria(body.min_success, target, body.confidence)
+    cand = store.core_attempts(store.attempt_rows(state.engine, ev["id"]))
+    baseline = store.core_attempts(store.attempt_rows(state.engine, base["id"])) if base else None
+    verdict = gate(cand, criteria, baseline)
+    row = gates.save_verdict(
+        state.engine,
+        verdict_id=make_id("gate", os.urandom(12)),
+        ev=ev,
+        baseline=base,
+        criteria=criteria,
+        verdict=verdict,
+        actor=who.actor,
+        now=_now(),
+    )
+    return verdict_out(row)
+
+
+@router.get("/gates", response_model=VerdictList, responses=ERRORS, summary="List gate verdicts")
+def list_gates(
+    state: State = Depends(get_state),
+    _: Principal = Depends(require("read")),
+    agent: str | None = Query(None, max_length=200),
+    outcome: Literal["pass", "fail", "inconclusive"] | None = None,
+    limit: int = Query(50, ge=1, le=500),
+) -> VerdictList:
+    rows = gates.list_verdicts(state.engine, agent=agent, limit=limit)
+    return VerdictList(
+        items=[verdict_out(r) for r in rows if not outcome or r["outcome"] == outcome]
+    )

@@ -1,0 +1,322 @@
+"""Evals and their attempts: each attempt is a real run tagged with its eval, suite, task and
+attempt; what an attempt did is read back from the spans and holds the gateways recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, insert, select, update
+
+from tether.core.assertions import Observed, Result, ToolCall
+from tether.core.errors import ConflictError, NotFoundError
+from tether.core.eval_suite import SuiteModel
+from tether.core.evals import Attempt
+from tether.core.records import RunAttribution
+from tether.store.engine import reading
+from tether.store.ingest import ensure_run, set_run_status
+from tether.store.tables import approvals, eval_attempts, evals, runs, spans
+
+EVAL_TAGS = ("tether.eval.id", "tether.eval.suite", "tether.eval.task", "tether.eval.attempt")
+
+
+def create_eval(
+    engine: Engine,
+    *,
+    eval_id: str,
+    suite: SuiteModel,
+    source: str,
+    version: str,
+    repeats: int,
+    target_cost_nusd: int | None,
+    actor: str,
+    now: datetime,
+) -> dict[str, Any]:
+    row = {
+        "id": eval_id,
+        "suite": suite.suite,
+        "agent": suite.agent,
+        "version": version,
+        "status": "running",
+        "repeats": repeats,
+        "target_cost_nusd": target_cost_nusd,
+        "suite_source": source,
+        "suite_hash": hashlib.sha256(source.encode()).hexdigest(),
+        "tasks": len(suite.tasks),
+        "attempts_done": 0,
+        "attempts_passed": 0,
+        "cost_nusd": 0,
+        "judge_cost_nusd": 0,
+        "created_by": actor,
+        "created_at": now,
+    }
+    with engine.begin() as conn:
+        conn.execute(insert(evals).values(**row))
+    return get_eval(engine, eval_id)
+
+
+def get_eval(engine: Engine, eval_id: str) -> dict[str, Any]:
+    with reading(engine) as conn:
+        row = conn.execute(select(evals).where(evals.c.id == eval_id)).first()
+    if row is None:
+        raise NotFoundError(f"no eval {eval_id}; `tether eval list` shows the ids")
+    return dict(row._mapping)
+
+
+def list_evals(
+    engine: Engine, *, agent: str | None = None, suite: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    q = select(evals).order_by(evals.c.created_at.desc(), evals.c.id.desc()).limit(limit)
+    if agent:
+        q = q.where(evals.c.agent == agent)
+    if suite:
+        q = q.where(evals.c.suite == suite)
+    with reading(engine) as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def latest_eval(engine: Engine, suite: str, version: str) -> dict[str, Any] | None:
+    q = (
+        select(evals)
+        .where(evals.c.suite == suite, evals.c.version == version)
+        .order_by(evals.c.created_at.desc(), evals.c.id.desc())
+        .limit(1)
+    )
+    with reading(engine) as conn:
+        row = conn.execute(q).first()
+    return dict(row._mapping) if row else None
+
+
+def start_attempt(
+    engine: Engine, eval_id: str, task_id: str, attempt: int, run_id: str, now: datetime
+) -> dict[str, Any]:
+    """Creates the attempt's run (running, tagged) and its row. A finished attempt is a
+    ConflictError; an interrupted one starts again with a new run."""
+    ev = get_eval(engine, eval_id)
+    key = and_(
+        eval_attempts.c.eval_id == eval_id,
+        eval_attempts.c.task_id == task_id,
+        eval_attempts.c.attempt == attempt,
+    )
+    tags = {
+        EVAL_TAGS[0]: eval_id,
+        EVAL_TAGS[1]: ev["suite"],
+        EVAL_TAGS[2]: task_id,
+        EVAL_TAGS[3]: attempt,
+    }
+    attribution = RunAttribution(agent=ev["agent"], version=ev["version"], task_id=task_id)
+    with engine.begin() as conn:
+        old = conn.execute(select(eval_attempts.c.status).where(key)).scalar()
+        if old == "done":
+            raise ConflictError(
+                f"attempt {attempt} of {task_id} in {eval_id} is already done", code="attempt_done"
+            )
+        ensure_run(
+            conn,
+            run_id,
+            trace_id=None,
+            attribution=attribution,
+            started_at=now,
+            source="eval",
+            now=now,
+        )
+        conn.execute(update(runs).where(runs.c.id == run_id).values(attributes=tags))
+        values = {
+            "run_id": run_id,
+            "status": "running",
+            "started_at": now,
+            "passed": None,
+            "results": None,
+            "error": None,
+            "ended_at": None,
+        }
+        if old is None:
+            conn.execute(
+                insert(eval_attempts).values(
+                    eval_id=eval_id, task_id=task_id, attempt=attempt, **values
+                )
+            )
+        else:
+            conn.execute(update(eval_attempts).where(key).values(**values))
+    return {"eval_id": eval_id, "task_id": task_id, "attempt": attempt, "run_id": run_id}
+
+
+def end_run(
+    engine: Engine, run_id: str, *, ok: bool, output: str | None, error: str | None, now: datetime
+) -> None:
+    """The agent finished: the run ends succeeded or failed (a kill recorded by the gateway
+    stays a kill), with the agent's final output."""
+    with engine.begin() as conn:
+        set_run_status(conn, run_id, "succeeded" if ok else "failed", now=now, reason=error)
+        conn.execute(update(runs).where(runs.c.id == run_id).values(output=output))
+
+
+def _json(text: str | None) -> Any:
+    if not text:
+        return {}
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {}
+
+
+def observe(engine: Engine, run_id: str, now: datetime) -> Observed:
+    """What the gateways recorded for a run: totals, output, tool calls and their decisions,
+    refusals, kills and the held calls nobody decided."""
+    with reading(engine) as conn:
+        run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+        if run is None:
+            raise NotFoundError(f"no run {run_id}")
+        rows = conn.execute(
+            select(spans.c.kind, spans.c.name, spans.c.input, spans.c.attributes)
+            .where(spans.c.run_id == run_id)
+            .order_by(spans.c.started_at)
+        ).all()
+        pending = conn.execute(
+            select(func.count()).where(
+                approvals.c.run_id == run_id, approvals.c.status == "pending"
+            )
+        ).scalar_one()
+    r = run._mapping
+    calls: list[ToolCall] = []
+    denials = refusals = 0
+    killed = r["status"] == "killed"
+    for kind, name, raw_input, attrs in rows:
+        attrs = attrs or {}
+        outcome = attrs.get("tether.outcome")
+        if outcome == "budget_exceeded":
+            refusals += 1
+        elif outcome == "policy_denied":
+            denials += 1
+        elif outcome == "run_killed":
+            killed = True
+        if kind != "tool":
+            continue
+        decision = attrs.get("tether.decision")
+        # the MCP gateway records {"decision": outcome, "rule": ..., "reason": ...}
+        verdict = "unknown"
+        if isinstance(decision, dict):
+            verdict = str(decision.get("decision") or decision.get("outcome") or "unknown")
+        args = _json(raw_input)
+        calls.append(ToolCall(name, args if isinstance(args, dict) else {}, verdict))
+        denials += verdict == "deny"
+    ended = r["ended_at"]
+    return Observed(
+        status=r["status"],
+        output=r["output"],
+        cost_nusd=r["cost_nusd"] or 0,
+        llm_calls=r["llm_calls"] or 0,
+        input_tokens=r["input_tokens"] or 0,
+        output_tokens=r["output_tokens"] or 0,
+        duration_s=(ended - r["started_at"]).total_seconds() if ended else None,
+        tool_calls=tuple(calls),
+        policy_denials=denials,
+        pending_approvals=pending,
+        budget_refusals=refusals,
+        killed=killed,
+        kill_reason=r["kill_reason"],
+        error=r["error"],
+    )
+
+
+def finish_attempt(
+    engine: Engine,
+    eval_id: str,
+    task_id: str,
+    attempt: int,
+    *,
+    results: list[Result],
+    obs: Observed,
+    judge_cost_nusd: int,
+    agent_ms: float | None,
+    error: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    key = and_(
+        eval_attempts.c.eval_id == eval_id,
+        eval_attempts.c.task_id == task_id,
+        eval_attempts.c.attempt == attempt,
+    )
+    passed = all(r.passed for r in results)
+    with engine.begin() as conn:
+        target = conn.execute(
+            select(evals.c.target_cost_nusd).where(evals.c.id == eval_id)
+        ).scalar()
+        # the eval's counter is of successes at target cost, the KPI
+        at_target = passed and (target is None or obs.cost_nusd <= target)
+        row = conn.execute(select(eval_attempts).where(key)).first()
+        if row is None:
+            raise NotFoundError(f"no attempt {attempt} of {task_id} in {eval_id}")
+        if row._mapping["status"] == "done":
+            raise ConflictError("the attempt is already finished", code="attempt_done")
+        started = row._mapping["started_at"]
+        conn.execute(
+            update(eval_attempts)
+            .where(key)
+            .values(
+                status="done",
+                passed=passed,
+                cost_nusd=obs.cost_nusd,
+                judge_cost_nusd=judge_cost_nusd,
+                duration_ms=(now - started).total_seconds() * 1000,
+                agent_ms=agent_ms,
+                results=[r.to_dict() for r in results],
+                tools=[c.name for c in obs.tool_calls],
+                error=error,
+                ended_at=now,
+            )
+        )
+        conn.execute(
+            update(evals)
+            .where(evals.c.id == eval_id)
+            .values(
+                attempts_done=evals.c.attempts_done + 1,
+                attempts_passed=evals.c.attempts_passed + int(at_target),
+                cost_nusd=evals.c.cost_nusd + obs.cost_nusd,
+                judge_cost_nusd=evals.c.judge_cost_nusd + judge_cost_nusd,
+            )
+        )
+    return attempt_rows(engine, eval_id, task_id=task_id, attempt=attempt)[0]
+
+
+def finish_eval(engine: Engine, eval_id: str, now: datetime) -> dict[str, Any]:
+    with engine.begin() as conn:
+        conn.execute(
+            update(evals).where(evals.c.id == eval_id).values(status="finished", finished_at=now)
+        )
+    return get_eval(engine, eval_id)
+
+
+def attempt_rows(
+    engine: Engine, eval_id: str, *, task_id: str | None = None, attempt: int | None = None
+) -> list[dict[str, Any]]:
+    q = select(eval_attempts).where(eval_attempts.c.eval_id == eval_id)
+    if task_id is not None:
+        q = q.where(eval_attempts.c.task_id == task_id)
+    if attempt is not None:
+        q = q.where(eval_attempts.c.attempt == attempt)
+    with reading(engine) as conn:
+        rows = conn.execute(q.order_by(eval_attempts.c.task_id, eval_attempts.c.attempt))
+        return [dict(r._mapping) for r in rows]
+
+
+def core_attempts(rows: list[dict[str, Any]]) -> list[Attempt]:
+    """Finished attempts as the statistics see them."""
+    out = []
+    for r in rows:
+        if r["status"] != "done":
+            continue
+        results = r["results"] or []
+        out.append(
+            Attempt(
+                r["task_id"],
+                r["attempt"],
+                bool(r["passed"]),
+                r["cost_nusd"] or 0,
+                tuple(x["name"] for x in results if not x["passed"]),
+                tuple(x["name"] for x in results),
+            )
+        )
+    return out

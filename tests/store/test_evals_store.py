@@ -1,0 +1,232 @@
+"""Evals, attempts, verdicts and rollouts in the store, on SQLite and PostgreSQL: an attempt is a
+tagged run; what it did is read back from the recorded spans and holds; rollout arms aggregate
+the runs per version; transitions are guarded and audited."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, insert, select
+
+from tether.core.assertions import Result
+from tether.core.errors import ConflictError
+from tether.core.eval_suite import parse_suite
+from tether.core.evals import GateCriteria, gate
+from tether.core.records import SpanRecord
+from tether.store import evals as store
+from tether.store import gates, rollouts
+from tether.store.ingest import write_spans
+from tether.store.tables import approvals, audit_log, runs
+
+NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+SUITE = """\
+suite: refunds
+agent: bot
+tasks:
+  - id: t1
+    input: refund 1
+    assert: [{name: looked up, tool_called: crm.lookup}]
+"""
+
+
+def _span(run_id: str, n: int, **kw: object) -> SpanRecord:
+    base: dict[str, object] = dict(
+        trace_id="a" * 32,
+        span_id=f"{n:016x}",
+        run_id=run_id,
+        kind="tool",
+        name="crm.lookup",
+        started_at=NOW + timedelta(seconds=n),
+        ended_at=NOW + timedelta(seconds=n, milliseconds=5),
+        status="ok",
+    )
+    base.update(kw)
+    return SpanRecord(**base)  # type: ignore[arg-type]
+
+
+def test_an_attempt_is_a_tagged_run_observed_from_its_spans(db: Engine) -> None:
+    suite = parse_suite(SUITE)
+    store.create_eval(
+        db,
+        eval_id="eval_1",
+        suite=suite,
+        source=SUITE,
+        version="v2",
+        repeats=1,
+        target_cost_nusd=None,
+        actor="t",
+        now=NOW,
+    )
+    store.start_attempt(db, "eval_1", "t1", 0, "run_e1", NOW)
+    with db.connect() as conn:
+        run = conn.execute(select(runs).where(runs.c.id == "run_e1")).one()._mapping
+    assert (run["agent"], run["version"], run["task_id"], run["status"]) == (
+        "bot",
+        "v2",
+        "t1",
+        "running",
+    )
+    assert run["attributes"]["tether.eval.id"] == "eval_1"
+    assert run["attributes"]["tether.eval.attempt"] == 0
+    write_spans(
+        db,
+        [
+            _span(
+                "run_e1",
+                1,
+                input=json.dumps({"order_id": "1"}),
+                attributes={"tether.decision": {"decision": "allow"}},
+            ),
+            _span(
+                "run_e1",
+                2,
+                name="mail.send",
+                status="error",
+                error="tether denied mail.send: x",
+                attributes={"tether.decision": {"decision": "deny"}},
+            ),
+            _span(
+                "run_e1",
+                3,
+                kind="other",
+                name="refused gpt",
+                status="error",
+                attributes={"tether.outcome": "budget_exceeded"},
+            ),
+        ],
+        now=NOW,
+        source="gateway",
+    )
+    with db.begin() as conn:
+        conn.execute(
+            insert(approvals).values(
+                id="apr_1",
+                run_id="run_e1",
+                tool="x",
+                status="pending",
+                default_decision="deny",
+                created_at=NOW,
+                expires_at=NOW,
+            )
+        )
+    store.end_run(db, "run_e1", ok=True, output="done", error=None, now=NOW + timedelta(seconds=4))
+    obs = store.observe(db, "run_e1", NOW)
+    assert [c.name for c in obs.tool_calls] == ["crm.lookup", "mail.send"]
+    assert obs.tool_calls[0].arguments == {"order_id": "1"}
+    assert (obs.policy_denials, obs.budget_refusals, obs.pending_approvals) == (1, 1, 1)
+    assert obs.status == "succeeded" and obs.output == "done" and obs.duration_s == 4.0
+    res = [Result("looked up", "tool_called", True, "ok")]
+    row = store.finish_attempt(
+        db,
+        "eval_1",
+        "t1",
+        0,
+        results=res,
+        obs=obs,
+        judge_cost_nusd=7,
+        agent_ms=12.0,
+        error=None,
+        now=NOW + timedelta(seconds=5),
+    )
+    assert row["passed"] is True and row["tools"] == ["crm.lookup", "mail.send"]
+    with pytest.raises(ConflictError):
+        store.start_attempt(db, "eval_1", "t1", 0, "run_e2", NOW)
+    ev = store.get_eval(db, "eval_1")
+    assert (ev["attempts_done"], ev["attempts_passed"], ev["judge_cost_nusd"]) == (1, 1, 7)
+    (att,) = store.core_attempts(store.attempt_rows(db, "eval_1"))
+    assert att.passed and att.assertions == ("looked up",)
+    v = gate([att], GateCriteria(min_success=0.85))
+    saved = gates.save_verdict(
+        db,
+        verdict_id="gate_1",
+        ev=ev,
+        baseline=None,
+        criteria=GateCriteria(min_success=0.85),
+        verdict=v,
+        actor="t",
+        now=NOW,
+    )
+    assert saved["outcome"] == "inconclusive" and saved["exit_code"] == 3
+    assert gates.last_per_agent(db)["bot"]["id"] == "gate_1"
+
+
+def _run(db: Engine, rid: str, version: str, status: str, cost: int, at: datetime) -> None:
+    with db.begin() as conn:
+        conn.execute(
+            insert(runs).values(
+                id=rid,
+                agent="bot",
+                version=version,
+                status=status,
+                started_at=at,
+                updated_at=at,
+                cost_nusd=cost,
+            )
+        )
+
+
+def test_rollout_arms_transitions_and_audit(db: Engine) -> None:
+    ro = rollouts.start(
+        db,
+        rollout_id="ro_1",
+        agent="bot",
+        baseline="v1",
+        candidate="v2",
+        percent=10,
+        rule_source="",
+        rule_file=None,
+        actor="t",
+        now=NOW,
+    )
+    with pytest.raises(ConflictError):
+        rollouts.start(
+            db,
+            rollout_id="ro_2",
+            agent="bot",
+            baseline="v1",
+            candidate="v3",
+            percent=10,
+            rule_source="",
+            rule_file=None,
+            actor="t",
+            now=NOW,
+        )
+    later = NOW + timedelta(minutes=1)
+    _run(db, "r_old", "v2", "succeeded", 1, NOW - timedelta(days=1))  # before the rollout
+    _run(db, "r1", "v1", "succeeded", 10, later)
+    _run(db, "r2", "v1", "failed", 10, later)
+    _run(db, "r3", "v2", "succeeded", 10, later)
+    _run(db, "r4", "v2", "succeeded", 99, later)  # above the target cost
+    _run(db, "r5", "v2", "killed", 5, later)
+    _run(db, "r6", "v2", "running", 5, later)  # not finished: not counted
+    write_spans(
+        db,
+        [_span("r3", 1, status="error", error="tether denied crm.x: no")],
+        now=NOW,
+        source="gateway",
+    )
+    arms = rollouts.arms(db, ro, target_nusd=50)
+    assert (arms["v1"].tasks, arms["v1"].successes, arms["v1"].errors) == (2, 1, 1)
+    c = arms["v2"]
+    # r3's cost is recomputed from its spans (none priced): 0 + 99 + 5
+    assert (c.tasks, c.successes, c.kills, c.policy_violations, c.cost_nusd) == (3, 1, 1, 1, 104)
+    rollouts.transition(db, "ro_1", "paused", reason="hold on", actor="t", now=later)
+    with pytest.raises(ConflictError):
+        rollouts.transition(db, "ro_1", "step_up", reason="x", actor="t", now=later, percent=25)
+    rollouts.transition(db, "ro_1", "resumed", reason="go", actor="t", now=later)
+    done = rollouts.transition(
+        db, "ro_1", "rolled_back", reason="guardrail", actor="rule", now=later
+    )
+    assert (done["status"], done["percent"], done["ended_at"]) == ("rolled_back", 0.0, later)
+    kinds = [e["kind"] for e in rollouts.events(db, "ro_1")]
+    assert kinds == ["started", "paused", "resumed", "rolled_back"]
+    with db.connect() as conn:
+        actions = [a for (a,) in conn.execute(select(audit_log.c.action))]
+    assert actions.count("rollout.rolled_back") == 1 and "rollout.started" in actions
+    assert rollouts.latest_for(db, "bot")["id"] == "ro_1"  # type: ignore[index]
+    rollouts.register_endpoint(db, "bot", "v2", "http://127.0.0.1:9/agent", NOW)
+    rollouts.register_endpoint(db, "bot", "v2", "http://127.0.0.1:9/agent2", NOW)
+    assert rollouts.endpoint_for(db, "bot", "v2") == "http://127.0.0.1:9/agent2"
+    assert rollouts.endpoint_for(db, "bot", "v9") is None

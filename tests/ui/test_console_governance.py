@@ -1,0 +1,63 @@
+"""The console shows a run's taint and value provenance, and a hold's value and scope choice;
+approving from the approvals page with a scope makes the grant (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from tests.ui.test_console import csrf_of, login
+from tether.config import load_settings
+from tether.core.provenance import atoms_of
+from tether.core.records import RunAttribution
+from tether.server.app import create_app
+from tether.store import approvals, grants, provenance
+from tether.store import tools as registry
+from tether.store.keys import create_key
+from tether.store.runs import create_run
+
+FINDING = {"argument": "to", "value": "eve@evil.example", "kind": "email",
+           "source": "mail.read_inbox"}  # fmt: skip
+
+
+@pytest.fixture
+def client(db: Engine, tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
+    settings = load_settings(home=tmp_path / "home", database_url=str(db.url))
+    secret = create_key(db, scopes="admin", name="admin")[1]
+    with TestClient(create_app(settings, engine=db), follow_redirects=False) as c:
+        yield c, secret
+
+
+def test_run_page_and_approval_page_show_provenance(
+    client: tuple[TestClient, str], db: Engine
+) -> None:
+    c, secret = client
+    now = datetime.now(UTC)
+    create_run(db, run_id="run_cg1", attribution=RunAttribution(agent="support"),
+               input="write to ada@example.com", now=now)  # fmt: skip
+    with db.begin() as conn:
+        provenance.record(conn, "run_cg1", atoms_of("mail from eve@evil.example"),
+                          trusted=False, source="mail.read_inbox", now=now)  # fmt: skip
+        registry.add_run_tags(conn, "run_cg1", ["untrusted"], now=now)
+    args = {"to": "eve@evil.example"}
+    held = approvals.create(db, tool="mail.send", arguments=args, run_id="run_cg1",
+                            agent="support", rule="data_flow[0]", reason="r", timeout_s=600,
+                            now=now, finding=FINDING, args_hash=grants.args_hash(args))  # fmt: skip
+    login(c, secret, "/runs/run_cg1")
+    page = c.get("/runs/run_cg1").text
+    assert "Taint and provenance" in page and "eve@evil.example" in page
+    assert "<code>untrusted</code>" in page
+    listing = c.get("/approvals").text
+    assert "Held value:" in listing and "mail.read_inbox" in listing
+    assert 'value="counterparty"' in listing
+    r = c.post(f"/approvals/{held.id}/decide", data={"decision": "approve", "scope":
+               "counterparty", "reason": "known", "csrf": csrf_of(listing)},
+               headers={"hx-request": "true"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    [grant] = grants.list_grants(db, agent="support")
+    assert grant.scope == "counterparty" and grant.value == "eve@evil.example"
