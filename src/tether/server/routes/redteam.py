@@ -22,7 +22,7 @@ class PackIn(BaseModel):
     model_config = ConfigDict(extra="allow")
     attempts: int = Field(ge=0)
     outcomes: dict[str, Any]
-    attack_success_rate: float | None
+    attack_success_rate: dict[str, Any]  # {k, n, rate, ci95}
 
 
 class ReportIn(BaseModel):
