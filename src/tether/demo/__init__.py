@@ -10,11 +10,12 @@ from pathlib import Path
 from rich.console import Console
 
 import tether
+from tether.demo.evals import EVALS
 from tether.demo.governed import GOVERNED
 from tether.demo.scenarios import SCENARIOS, Demo, Scenario
 from tether.demo.summary import print_summary
 
-ALL_SCENARIOS: list[Scenario] = [*SCENARIOS, *GOVERNED]
+ALL_SCENARIOS: list[Scenario] = [*SCENARIOS, *GOVERNED, *EVALS]
 
 
 def seed(
