@@ -8,6 +8,7 @@ Nested keys in the environment use a double underscore: `TETHER_BUDGETS__GLOBAL_
 from __future__ import annotations
 
 import os
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -113,6 +114,31 @@ class WebhookConfig(BaseModel):
     format: Literal["json", "slack"] = "json"
 
 
+class WatchSettings(BaseModel):
+    """Drift checks and cost anomaly alerts (the background passes and their thresholds)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    # profiles, rollups, model changes and cost anomalies every interval_s; drift less often
+    interval_s: Annotated[float, Field(gt=0)] = 60.0
+    drift_interval_s: Annotated[float, Field(gt=0)] = 3600.0
+    # a repeat of an open alert within this many seconds adds an occurrence, not a message
+    cooldown_s: Annotated[int, Field(ge=0)] = 3600
+    baseline: str = "7d"
+    window: str = "1d"
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.01
+    band_k: Annotated[float, Field(gt=0)] = 4.0
+    min_excess_usd: Annotated[Decimal, Field(ge=0)] = Decimal("0.10")
+    alert_below: bool = False
+
+    @field_validator("baseline", "window")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not re.fullmatch(r"[1-9]\d{0,3}[mhdw]", v.strip()):
+            raise ValueError("use a duration such as 12h, 1d, 7d or 2w")
+        return v.strip()
+
+
 class Settings(BaseSettings):
     """Everything tether can be told. Every key is optional."""
 
@@ -141,6 +167,7 @@ class Settings(BaseSettings):
     budgets: BudgetDefaults = Field(default_factory=BudgetDefaults)
     approval_timeout_s: int = 3600
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     redact_fields: list[str] = Field(
         default_factory=lambda: ["api_key", "authorization", "password", "secret", "token"]

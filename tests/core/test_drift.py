@@ -15,12 +15,17 @@ from tether.core.drift import (
     START,
     DriftConfig,
     RunSample,
+    WindowStats,
     compare,
+    js_distance,
+    ngrams,
+)
+from tether.core.significance import (
     fisher_exact,
     holm,
-    js_distance,
+    mann_whitney_counts,
     mann_whitney_u,
-    ngrams,
+    median_of_counts,
     two_proportion_z,
 )
 
@@ -224,3 +229,30 @@ def test_too_few_runs_is_insufficient_not_stable() -> None:
     assert not verdict.drifted
     assert {m.status for m in verdict.metrics} == {"insufficient"}
     assert verdict.to_dict()["metrics"][0]["status"] == "insufficient"
+
+
+@given(
+    st.lists(st.integers(0, 30), min_size=1, max_size=40),
+    st.lists(st.integers(0, 30), min_size=1, max_size=40),
+)
+def test_histogram_mann_whitney_matches_the_brute_force_definition(
+    a: list[int], b: list[int]
+) -> None:
+    superiority, _ = mann_whitney_counts(Counter(map(float, a)), Counter(map(float, b)))
+    wins = sum((y > x) + 0.5 * (y == x) for x in a for y in b)
+    assert abs(superiority - wins / (len(a) * len(b))) < 1e-9
+
+
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=41))
+def test_median_of_counts_is_the_median(values: list[int]) -> None:
+    s = sorted(values)
+    mid = len(s) // 2
+    expected = s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+    assert median_of_counts(Counter(map(float, values))) == expected
+
+
+def test_window_stats_from_runs_and_from_aggregates_agree() -> None:
+    base, win = windows(9)
+    direct = compare(base, win)
+    via = compare(WindowStats.of(base), WindowStats.of(win))
+    assert direct == via

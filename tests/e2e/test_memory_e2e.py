@@ -3,21 +3,27 @@ LLM as the embedding provider: the SDK's remember/recall inside a run."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from sqlalchemy import select, update
 
 import tether
 from tests.conftest import ServerProcess
 from tests.gateway.llm_env import MockServer
+from tests.gateway.mcp.conftest import mcp_client
 from tether.sdk._memory import MemoryRequestError
 from tether.store.engine import make_engine
 from tether.store.keys import create_key
 from tether.store.migrate import upgrade
+from tether.store.policies import apply_policy
+from tether.store.tables import spans
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +33,9 @@ def memory_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     config = tmp / "tether.yaml"
     config.write_text(yaml.safe_dump({
         "providers": [{"name": "mock", "kind": "openai", "base_url": mock.url + "/v1",
-                       "models": ["mock-embed"]}],
-        "pricing": {"mock-embed": {"input_cost_per_token": 1e-7, "output_cost_per_token": 0}},
+                       "models": ["mock-embed", "mock-chat"]}],
+        "pricing": {"mock-embed": {"input_cost_per_token": 1e-7, "output_cost_per_token": 0},
+                    "mock-chat": {"input_cost_per_token": 1e-7, "output_cost_per_token": 2e-7}},
         "memory": {"embedder": "gateway:mock-embed", "index": "sqlite-vec"},
     }))  # fmt: skip
     db_url = f"sqlite:///{tmp / 'tether.db'}"
@@ -138,3 +145,77 @@ def test_langgraph_long_term_memory_on_tether(memory_server: dict[str, Any]) -> 
         TetherStore(memory_server["url"], memory_server["keys"]["billing"],
                     namespace="support").search(("users",), query="phone")  # fmt: skip
     assert err.value.code == "memory_not_granted"
+
+
+async def test_memory_through_the_mcp_gateway_is_governed(memory_server: dict[str, Any]) -> None:
+    """memory.* are tools of tether's MCP gateway: listed by policy, each call a tool span of
+    the run, forget (irreversible) held for approval, another agent's namespace refused."""
+    engine = memory_server["engine"]
+    apply_policy(engine, "agent: support\ntools:\n  - {match: \"memory.forget\", allow: false}\n"
+                 "  - {match: \"memory.*\", allow: true}\n", "test", datetime.now(UTC))  # fmt: skip
+    run = "run_memory_mcp_000000001"
+    async with mcp_client(memory_server["url"], memory_server["keys"]["support"], run) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert {"memory.search", "memory.write"} <= names and "memory.forget" not in names
+        w = await client.call_tool("memory.write", {"text": "erin pays by bank transfer",
+                                                    "key": "pay:erin"})  # fmt: skip
+        assert not w.is_error, w
+        found = await client.call_tool("memory.search", {"query": "how does erin pay"})
+        assert found.structured_content["memories"][0]["text"] == "erin pays by bank transfer"
+        denied = await client.call_tool("memory.forget", {"id": "mem_x"})
+        assert denied.is_error and "denied" in denied.content[0].text
+        other = await client.call_tool("memory.search", {"query": "x", "namespaces": ["billing"]})
+        assert other.is_error and "memory.read_grants" in other.content[0].text
+    mine = select(spans.c.name).where(spans.c.run_id == run, spans.c.kind == "tool")
+    with engine.connect() as conn:
+        names = [r.name for r in conn.execute(mine)]
+    assert "memory.write" in names and "memory.search" in names
+
+
+def test_cli_memory_search_and_run_replay(memory_server: dict[str, Any]) -> None:
+    """`tether memory search` and `tether runs replay` against the running server: the recorded
+    steps, then the LLM steps re-executed on a model, diverging where the recording differs."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from tether.cli.main import app
+
+    url, key = memory_server["url"], memory_server["keys"]["support"]
+    env = {"TETHER_URL": url, "TETHER_API_KEY": key}
+    headers = {"Authorization": f"Bearer {key}", "X-Tether-Run-Id": "run_replay_source_0001"}
+    httpx.post(url + "/api/v1/memory/memories", json={"text": "frank is on the gold plan"},
+               headers=headers).raise_for_status()  # fmt: skip
+    for q in ("what plan is frank on?", "and since when?"):
+        body = {"model": "mock-chat", "messages": [{"role": "user", "content": q}]}
+        httpx.post(url + "/llm/v1/chat/completions", json=body, headers=headers,
+                   timeout=30).raise_for_status()  # fmt: skip
+    runner = CliRunner()
+    found = runner.invoke(app, ["memory", "search", "which plan is frank on", "--json"], env=env)
+    assert found.exit_code == 0, found.output
+    assert _json.loads(found.output)["items"][0]["memory"]["text"] == "frank is on the gold plan"
+    engine = memory_server["engine"]
+    llm = spans.c.run_id == "run_replay_source_0001"
+    for _ in range(100):  # the gateway writes its spans in the background
+        with engine.connect() as conn:
+            if (
+                len(conn.execute(select(spans.c.span_id).where(llm, spans.c.kind == "llm")).all())
+                == 2
+            ):
+                break
+        time.sleep(0.1)
+    shown = runner.invoke(app, ["runs", "replay", "run_replay_source_0001", "--json"], env=env)
+    assert shown.exit_code == 0, shown.output
+    kinds = [s["kind"] for s in _json.loads(shown.output)["steps"]]
+    assert kinds.count("llm") == 2 and "embedding" in kinds
+    # the recording of the second call says something else: the re-execution diverges there
+    with engine.begin() as conn:
+        newest = select(spans.c.span_id).where(llm, spans.c.kind == "llm")
+        second = conn.execute(newest.order_by(spans.c.started_at.desc()).limit(1)).scalar_one()
+        conn.execute(update(spans).where(llm, spans.c.span_id == second).values(output="gold"))
+    again = runner.invoke(app, ["runs", "replay", "run_replay_source_0001", "--model",
+                                "mock-chat", "--json"], env=env)  # fmt: skip
+    assert again.exit_code == 0, again.output
+    data = _json.loads(again.output)
+    assert [c["same"] for c in data["compared"]] == [True, False]
+    assert data["first_divergence"] == data["compared"][1]["n"]

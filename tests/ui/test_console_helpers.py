@@ -1,5 +1,5 @@
 """The console's pure helpers: money and duration display, chat detection, sparklines,
-anomaly rule, percentile, trace layout, and the signed session cookie."""
+percentile, trace layout, and the signed session cookie."""
 
 from __future__ import annotations
 
@@ -63,19 +63,6 @@ def test_sparkline_points_stay_inside_the_box(values: list[int]):
     points = [tuple(map(float, p.split(","))) for p in line.split()]
     assert len(points) == len(values)
     assert all(0 <= x <= 120 and 0 <= y <= 28 for x, y in points)
-
-
-def test_anomaly_needs_a_baseline_and_twice_its_median():
-    days = [f"2026-11-{d:02d}" for d in range(1, 11)]
-    dollar = 1_000_000_000
-    steady = [dollar] * 9 + [3 * dollar]
-    found = aggregates.cost_anomalies(days, {"a": steady})
-    assert [(x.agent, x.day, x.factor) for x in found] == [("a", "2026-11-10", 3.0)]
-    assert aggregates.cost_anomalies(days, {"a": [dollar] * 9 + [2 * dollar]}) == []
-    # a brand-new agent has no baseline: its first day is not an anomaly
-    assert aggregates.cost_anomalies(days, {"new": [0] * 9 + [50 * dollar]}) == []
-    # pennies are never an anomaly
-    assert aggregates.cost_anomalies(days, {"a": [1000] * 9 + [9_000_000]}) == []
 
 
 def test_percentile_matches_postgresql_percentile_cont():

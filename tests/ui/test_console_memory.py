@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from tests.store.test_episodes import _run
 from tests.ui.test_console import login
 from tether.config import load_settings
 from tether.core.memory import Access
@@ -44,4 +45,13 @@ def test_memory_pages(db: Engine, tmp_path: Path) -> None:
         assert 'href="/runs/run_console_mem_2"' in page.text  # who read it
         assert "billing</a> may <strong>read</strong>" in page.text
         assert client.get("/memory/nobody").status_code == 404
+        _run(db, "run_console_mem_1", "support", "remember gina")
+        _run(db, "run_console_mem_2", "support", "look gina up")
+        wrote = client.get("/runs/run_console_mem_1")
+        assert wrote.status_code == 200 and 'id="mem-h"' in wrote.text
+        assert "1 written · 0 searches" in wrote.text and "contact:42" in wrote.text
+        read = client.get("/runs/run_console_mem_2")
+        assert "0 written · 1 searches" in read.text and "→ 1 memories" in read.text
+        _run(db, "run_console_no_mem", "support", "nothing to do with memory")
+        assert 'id="mem-h"' not in client.get("/runs/run_console_no_mem").text
         assert client.get("/memory/bad%20name!").status_code == 400

@@ -18,14 +18,20 @@ from tether.core.errors import ConfigError, TetherError
 COMMANDS: Lazy = {
     "serve": ("tether.cli.serve", "Run the tether server (API, OTLP ingest, gateways, console)."),
     "demo": ("tether.cli.demo", "A guided tour on a fresh demo database, then the console URL."),
-    "runs": ("tether.cli.runs", "Agent runs: list, show, kill."),
+    "runs": ("tether.cli.runs", "Agent runs: list, show, kill, replay."),
     "keys": ("tether.cli.keys", "API keys: create, list, revoke."),
     "policy": ("tether.cli.policy", "Boundary policies: check, apply, show."),
     "tools": ("tether.cli.tools", "The tool registry: tags, pins and rug-pull approvals."),
     "approvals": ("tether.cli.approvals", "Held tool calls waiting for a person."),
+    "drift": (
+        "tether.cli.watch",
+        "What moved in an agent's behaviour: tool sequences, success, cost.",
+    ),
+    "alerts": ("tether.cli.watch", "Cost anomaly, drift and model change alerts: list, ack."),
     "audit": ("tether.cli.audit", "The audit log: verify, export, list."),
     "redteam": ("tether.cli.redteam", "Red-team an agent with scripted attack packs."),
     "db": ("tether.cli.db", "Database migrations."),
+    "memory": ("tether.cli.memory", "Agent memory: namespaces, list, search, forget."),
     "mock-llm": ("tether.cli.llm", "Serve a deterministic mock LLM for tests and benchmarks."),
     "eval": ("tether.cli.evals", "Eval suites, CI gates and comparisons of agent versions."),
     "rollout": (

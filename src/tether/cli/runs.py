@@ -208,8 +208,11 @@ def header(run: dict[str, Any]) -> Table:
 
 
 def register(app: typer.Typer) -> None:
-    runs = typer.Typer(help="Agent runs: list, show, kill.", no_args_is_help=True)
+    runs = typer.Typer(help="Agent runs: list, show, kill, replay.", no_args_is_help=True)
     app.add_typer(runs, name="runs")
+    from tether.cli import replay
+
+    replay.register(runs)
 
     @runs.command("list")
     def list_(

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tether.core.records import TERMINAL_STATUSES
+from tether.core.significance import holm, mann_whitney_counts, median_of_counts, proportion_test
 
 START = "^"
 END = "$"
@@ -196,165 +197,43 @@ def js_distance(p: Counter[Gram], q: Counter[Gram], smoothing: float = 0.5) -> f
     return math.sqrt(min(1.0, max(0.0, div)))
 
 
-# ---------------------------------------------------------------- tests
-
-
-def normal_sf(z: float) -> float:
-    """P(Z > z) for a standard normal Z."""
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
-
-
-def two_proportion_z(x1: int, n1: int, x2: int, n2: int) -> float:
-    """Two-sided p-value of H0: p1 == p2 (pooled z test); 1.0 when the pooled rate is 0 or 1."""
-    if n1 <= 0 or n2 <= 0:
-        raise ValueError("both samples must be non-empty")
-    pooled = (x1 + x2) / (n1 + n2)
-    var = pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)
-    if var <= 0:
-        return 1.0
-    z = abs(x1 / n1 - x2 / n2) / math.sqrt(var)
-    return min(1.0, 2.0 * normal_sf(z))
-
-
-def fisher_exact(x1: int, n1: int, x2: int, n2: int) -> float:
-    """Two-sided p-value of Fisher's exact test on the 2x2 table [[x1, n1-x1], [x2, n2-x2]]:
-    the probability of every table (same margins) no more likely than the one observed."""
-    total, hits = n1 + n2, x1 + x2
-    lo, hi = max(0, hits - n2), min(hits, n1)
-
-    def log_pmf(k: int) -> float:
-        return _log_comb(n1, k) + _log_comb(n2, hits - k) - _log_comb(total, hits)
-
-    observed = log_pmf(x1)
-    # relative tolerance, as R and SciPy do, so float noise does not drop the observed table
-    cut = observed + 1e-7 * max(1.0, abs(observed))
-    p = sum(math.exp(lp) for k in range(lo, hi + 1) if (lp := log_pmf(k)) <= cut)
-    return min(1.0, p)
-
-
-def _log_comb(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-
-def proportion_test(x1: int, n1: int, x2: int, n2: int) -> tuple[str, float]:
-    """Fisher's exact test when an expected cell is under 5 (the z test is then unreliable),
-    the two-proportion z test otherwise."""
-    total, hits = n1 + n2, x1 + x2
-    expected = min(n1 * hits, n2 * hits, n1 * (total - hits), n2 * (total - hits)) / total
-    if expected < 5:
-        return "fisher_exact", fisher_exact(x1, n1, x2, n2)
-    return "two_proportion_z", two_proportion_z(x1, n1, x2, n2)
-
-
-def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """(P(b > a) + P(b == a)/2, two-sided p-value) of the Mann-Whitney U test, by the normal
-    approximation with tie and continuity corrections. The first figure is 0.5 when neither
-    side tends to be larger."""
-    n1, n2 = len(a), len(b)
-    if n1 == 0 or n2 == 0:
-        raise ValueError("both samples must be non-empty")
-    pooled = sorted([(v, 0) for v in a] + [(v, 1) for v in b])
-    rank_b = 0.0
-    ties = 0.0
-    i, n = 0, n1 + n2
-    while i < n:
-        j = i
-        while j + 1 < n and pooled[j + 1][0] == pooled[i][0]:
-            j += 1
-        mid = (i + j) / 2 + 1  # ranks are 1-based; ties share the mean rank
-        t = j - i + 1
-        ties += t**3 - t
-        rank_b += mid * sum(1 for k in range(i, j + 1) if pooled[k][1] == 1)
-        i = j + 1
-    u_b = rank_b - n2 * (n2 + 1) / 2
-    superiority = u_b / (n1 * n2)
-    mean = n1 * n2 / 2
-    var = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1))) if n > 1 else 0.0
-    if var <= 0:
-        return superiority, 1.0
-    z = max(0.0, abs(u_b - mean) - 0.5) / math.sqrt(var)
-    return superiority, min(1.0, 2.0 * normal_sf(z))
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (valid under any dependence), in the input order."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [1.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def median(values: Sequence[float]) -> float:
-    s = sorted(values)
-    mid = len(s) // 2
-    return float(s[mid]) if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
-
 # ---------------------------------------------------------------- the comparison
 
 
-def _sequences(
-    base: Sequence[RunSample], win: Sequence[RunSample], cfg: DriftConfig
-) -> tuple[MetricShift, SequenceDetail]:
-    jsd = js_distance(
-        gram_counts((r.tools for r in base), cfg.n),
-        gram_counts((r.tools for r in win), cfg.n),
-        cfg.smoothing,
-    )
-    if len(base) < cfg.min_runs or len(win) < cfg.min_runs:
-        shift = MetricShift("sequences", "gram_presence_bonferroni", "insufficient",
-                            len(base), len(win), effect=jsd)  # fmt: skip
-        return shift, SequenceDetail(jsd, cfg.n)
-    in_base: Counter[Gram] = Counter()
-    in_win: Counter[Gram] = Counter()
-    for r in base:
-        in_base.update(set(ngrams(r.tools, cfg.n)))
-    for r in win:
-        in_win.update(set(ngrams(r.tools, cfg.n)))
-    grams = []
-    for g in set(in_base) | set(in_win):
-        _, p = proportion_test(in_base[g], len(base), in_win[g], len(win))
-        grams.append(GramShift(g, in_base[g] / len(base), in_win[g] / len(win), p))
-    grams.sort(key=lambda s: (s.p_value, -abs(s.window_share - s.baseline_share), s.gram))
-    p_seq = min(1.0, grams[0].p_value * len(grams)) if grams else 1.0
-    shift = MetricShift("sequences", "gram_presence_bonferroni", "stable", len(base), len(win),
-                        effect=jsd, p_value=p_seq)  # fmt: skip
-    detail = SequenceDetail(
-        jsd, cfg.n, tuple(grams[: cfg.top]), *_changed_sequences(base, win, cfg)
-    )
-    return shift, detail
+@dataclass(frozen=True)
+class WindowStats:
+    """One window's runs, aggregated: runs per distinct tool sequence, finished runs and those
+    that succeeded at target, and a histogram (value -> runs) per distribution metric. The
+    store builds it with GROUP BY; `of` builds it from run samples."""
+
+    sequences: Mapping[tuple[str, ...], int]
+    finished: int
+    at_target: int
+    values: Mapping[str, Mapping[float, int]]
+
+    @property
+    def runs(self) -> int:
+        return sum(self.sequences.values())
+
+    @classmethod
+    def of(cls, runs: Iterable[RunSample], target_cost_nusd: int | None = None) -> WindowStats:
+        sequences: Counter[tuple[str, ...]] = Counter()
+        values: dict[str, Counter[float]] = {m: Counter() for m in DISTRIBUTIONS}
+        finished = at_target = 0
+        for r in runs:
+            sequences[r.tools] += 1
+            if r.status in TERMINAL_STATUSES:
+                finished += 1
+                cap = target_cost_nusd
+                at_target += r.status == "succeeded" and (cap is None or r.cost_nusd <= cap)
+            for metric in DISTRIBUTIONS:
+                v = _value(metric, r)
+                if v is not None:
+                    values[metric][v] += 1
+        return cls(sequences, finished, at_target, values)
 
 
-def _changed_sequences(
-    base: Sequence[RunSample], win: Sequence[RunSample], cfg: DriftConfig
-) -> tuple[tuple[SequenceCount, ...], tuple[SequenceCount, ...]]:
-    """Whole tool sequences seen on one side only, most frequent first."""
-    b = Counter(r.tools for r in base)
-    w = Counter(r.tools for r in win)
-    appeared = sorted((SequenceCount(t, 0, c) for t, c in w.items() if t not in b),
-                      key=lambda s: (-s.window_runs, s.tools))  # fmt: skip
-    gone = sorted((SequenceCount(t, c, 0) for t, c in b.items() if t not in w),
-                  key=lambda s: (-s.baseline_runs, s.tools))  # fmt: skip
-    return tuple(appeared[: cfg.top]), tuple(gone[: cfg.top])
-
-
-def _success(base: Sequence[RunSample], win: Sequence[RunSample], cfg: DriftConfig) -> MetricShift:
-    def ok(r: RunSample) -> bool:
-        cap = cfg.target_cost_nusd
-        return r.status == "succeeded" and (cap is None or r.cost_nusd <= cap)
-
-    b = [r for r in base if r.status in TERMINAL_STATUSES]
-    w = [r for r in win if r.status in TERMINAL_STATUSES]
-    if len(b) < cfg.min_runs or len(w) < cfg.min_runs:
-        return MetricShift("success_at_target", "two_proportion", "insufficient", len(b), len(w))
-    xb, xw = sum(map(ok, b)), sum(map(ok, w))
-    test, p = proportion_test(xb, len(b), xw, len(w))
-    rb, rw = xb / len(b), xw / len(w)
-    return MetricShift("success_at_target", test, "stable", len(b), len(w), rb, rw, rw - rb, p)
+DISTRIBUTIONS: tuple[Metric, ...] = ("cost", "tokens", "llm_calls", "latency")
 
 
 def _value(metric: Metric, r: RunSample) -> float | None:
@@ -367,16 +246,68 @@ def _value(metric: Metric, r: RunSample) -> float | None:
     return r.latency_ms
 
 
+def _sequences(
+    base: WindowStats, win: WindowStats, cfg: DriftConfig
+) -> tuple[MetricShift, SequenceDetail]:
+    counts: tuple[Counter[Gram], Counter[Gram]] = (Counter(), Counter())
+    present: tuple[Counter[Gram], Counter[Gram]] = (Counter(), Counter())
+    for side, stats in enumerate((base, win)):
+        for tools, runs in stats.sequences.items():
+            of_run = ngrams(tools, cfg.n)
+            for g in of_run:
+                counts[side][g] += runs
+            for g in set(of_run):
+                present[side][g] += runs
+    jsd = js_distance(counts[0], counts[1], cfg.smoothing)
+    nb, nw = base.runs, win.runs
+    if nb < cfg.min_runs or nw < cfg.min_runs:
+        shift = MetricShift("sequences", "gram_presence_bonferroni", "insufficient", nb, nw,
+                            effect=jsd)  # fmt: skip
+        return shift, SequenceDetail(jsd, cfg.n)
+    grams = []
+    for g in set(present[0]) | set(present[1]):
+        _, p = proportion_test(present[0][g], nb, present[1][g], nw)
+        grams.append(GramShift(g, present[0][g] / nb, present[1][g] / nw, p))
+    grams.sort(key=lambda s: (s.p_value, -abs(s.window_share - s.baseline_share), s.gram))
+    p_seq = min(1.0, grams[0].p_value * len(grams)) if grams else 1.0
+    shift = MetricShift("sequences", "gram_presence_bonferroni", "stable", nb, nw,
+                        effect=jsd, p_value=p_seq)  # fmt: skip
+    appeared, disappeared = _changed_sequences(base, win, cfg)
+    detail = SequenceDetail(jsd, cfg.n, tuple(grams[: cfg.top]), appeared, disappeared)
+    return shift, detail
+
+
+def _changed_sequences(
+    base: WindowStats, win: WindowStats, cfg: DriftConfig
+) -> tuple[tuple[SequenceCount, ...], tuple[SequenceCount, ...]]:
+    """Whole tool sequences seen on one side only, most frequent first."""
+    b, w = base.sequences, win.sequences
+    appeared = sorted((SequenceCount(t, 0, c) for t, c in w.items() if t not in b),
+                      key=lambda s: (-s.window_runs, s.tools))  # fmt: skip
+    gone = sorted((SequenceCount(t, c, 0) for t, c in b.items() if t not in w),
+                  key=lambda s: (-s.baseline_runs, s.tools))  # fmt: skip
+    return tuple(appeared[: cfg.top]), tuple(gone[: cfg.top])
+
+
+def _success(base: WindowStats, win: WindowStats, cfg: DriftConfig) -> MetricShift:
+    nb, nw = base.finished, win.finished
+    if nb < cfg.min_runs or nw < cfg.min_runs:
+        return MetricShift("success_at_target", "two_proportion", "insufficient", nb, nw)
+    test, p = proportion_test(base.at_target, nb, win.at_target, nw)
+    rb, rw = base.at_target / nb, win.at_target / nw
+    return MetricShift("success_at_target", test, "stable", nb, nw, rb, rw, rw - rb, p)
+
+
 def _distribution(
-    metric: Metric, base: Sequence[RunSample], win: Sequence[RunSample], cfg: DriftConfig
+    metric: Metric, base: WindowStats, win: WindowStats, cfg: DriftConfig
 ) -> MetricShift:
-    b = [v for r in base if (v := _value(metric, r)) is not None]
-    w = [v for r in win if (v := _value(metric, r)) is not None]
-    if len(b) < cfg.min_runs or len(w) < cfg.min_runs:
-        return MetricShift(metric, "mann_whitney_u", "insufficient", len(b), len(w))
-    superiority, p = mann_whitney_u(b, w)
-    return MetricShift(metric, "mann_whitney_u", "stable", len(b), len(w),
-                       median(b), median(w), superiority - 0.5, p)  # fmt: skip
+    b, w = base.values.get(metric, {}), win.values.get(metric, {})
+    nb, nw = sum(b.values()), sum(w.values())
+    if nb < cfg.min_runs or nw < cfg.min_runs:
+        return MetricShift(metric, "mann_whitney_u", "insufficient", nb, nw)
+    superiority, p = mann_whitney_counts(b, w)
+    return MetricShift(metric, "mann_whitney_u", "stable", nb, nw,
+                       median_of_counts(b), median_of_counts(w), superiority - 0.5, p)  # fmt: skip
 
 
 def _practical(shift: MetricShift, cfg: DriftConfig) -> bool:
@@ -389,16 +320,21 @@ def _practical(shift: MetricShift, cfg: DriftConfig) -> bool:
 
 
 def compare(
-    baseline: Sequence[RunSample], window: Sequence[RunSample], config: DriftConfig | None = None
+    baseline: Sequence[RunSample] | WindowStats,
+    window: Sequence[RunSample] | WindowStats,
+    config: DriftConfig | None = None,
 ) -> DriftVerdict:
     """Compares the runs of a baseline window with those of the current window."""
     cfg = config or DriftConfig()
     if not 0 < cfg.alpha < 1:
         raise ValueError("alpha must be between 0 and 1")
-    seq_shift, detail = _sequences(baseline, window, cfg)
-    shifts = [seq_shift, _success(baseline, window, cfg)]
-    shifts += [_distribution(m, baseline, window, cfg)
-               for m in ("cost", "tokens", "llm_calls", "latency")]  # fmt: skip
+    base = baseline if isinstance(baseline, WindowStats) else \
+        WindowStats.of(baseline, cfg.target_cost_nusd)  # fmt: skip
+    win = window if isinstance(window, WindowStats) else \
+        WindowStats.of(window, cfg.target_cost_nusd)  # fmt: skip
+    seq_shift, detail = _sequences(base, win, cfg)
+    shifts = [seq_shift, _success(base, win, cfg)]
+    shifts += [_distribution(m, base, win, cfg) for m in DISTRIBUTIONS]
     tested = [i for i, s in enumerate(shifts) if s.status != "insufficient"]
     adjusted = holm([shifts[i].p_value or 1.0 for i in tested])
     out = list(shifts)
@@ -410,8 +346,8 @@ def compare(
                              s.baseline, s.window, s.effect, s.p_value, p_adj)  # fmt: skip
     return DriftVerdict(
         alpha=cfg.alpha,
-        baseline_runs=len(baseline),
-        window_runs=len(window),
+        baseline_runs=base.runs,
+        window_runs=win.runs,
         metrics=tuple(out),
         sequences=detail,
         moved=tuple(s.metric for s in out if s.status == "moved"),

@@ -14,8 +14,9 @@ from tether.demo.evals import EVALS
 from tether.demo.governed import GOVERNED
 from tether.demo.scenarios import SCENARIOS, Demo, Scenario
 from tether.demo.summary import print_summary
+from tether.demo.watch import WATCH
 
-ALL_SCENARIOS: list[Scenario] = [*SCENARIOS, *GOVERNED, *EVALS]
+ALL_SCENARIOS: list[Scenario] = [*SCENARIOS, *GOVERNED, *WATCH, *EVALS]
 
 
 def seed(

@@ -10,7 +10,18 @@ from sqlalchemy import Engine
 
 from tether._version import __version__
 from tether.config import Settings
-from tether.server import api, console, errors, evals, governance, health, llm, mcp, memory_area
+from tether.server import (
+    api,
+    console,
+    errors,
+    evals,
+    governance,
+    health,
+    llm,
+    mcp,
+    memory_area,
+    watch,
+)
 from tether.server.deps import State
 from tether.server.limits import BodySizeLimit
 from tether.store.engine import make_engine
@@ -49,9 +60,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     api.install(app, state)
     llm.install(app, state)
     governance.install(app, state)
+    memory_area.install(app, state)  # before mcp: the gateway serves the memory.* tools
     mcp.install(app, state)
-    memory_area.install(app, state)
     evals.install(app, state)
     console.install(app, state)
+    watch.install(app, state)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

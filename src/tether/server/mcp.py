@@ -15,6 +15,7 @@ from tether.gateway.mcp.app import mount
 from tether.gateway.mcp.proxy import Gateway
 from tether.server.auth import request_authenticator
 from tether.server.deps import State
+from tether.server.memory_tools import MemoryTools
 from tether.server.routes import approvals, decide, tools
 from tether.store import approvals as approval_store
 from tether.store import tools as registry
@@ -52,9 +53,10 @@ def install(app: FastAPI, state: State) -> None:
             tg.cancel_scope.cancel()
 
     state.lifespans.append(housekeeping)
+    builtins = [MemoryTools(state.memory)] if state.memory is not None else []
     gateway = Gateway(
         state.settings, state.engine, state.guard, wakers=state.approval_wakers,
-        announce=state.webhooks.announce,
+        announce=state.webhooks.announce, builtins=builtins,
     )  # fmt: skip
     mount(app, gateway, request_authenticator(state), state.lifespans)
 

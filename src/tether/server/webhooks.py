@@ -108,6 +108,10 @@ class Webhooks:
     def stats(self) -> dict[str, int]:
         return {"sent": self.sent, "failed": self.failed}
 
+    async def deliver(self, hook: WebhookConfig, body: dict[str, Any]) -> None:
+        """One POST of `body` to `hook`, best-effort, counted (alerts are sent through this)."""
+        await self._post(hook, body)
+
     async def _post(self, hook: WebhookConfig, body: dict[str, Any]) -> None:
         try:
             async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:

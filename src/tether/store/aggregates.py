@@ -1,11 +1,10 @@
-"""Read-only aggregates over runs for the console (KPI tiles, sparklines, anomalies, cost tables)
+"""Read-only aggregates over runs for the console (KPI tiles, sparklines, cost tables)
 and /api/v1/costs: per agent, version and UTC day, with closed days served from a cache the
 caller owns (the server keeps it in `State.console_cache`, at the edge); lists and single
 resources come from the store modules the API uses."""
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -25,9 +24,6 @@ KPI_DAYS = 7
 SPARK_DAYS = 14
 CLOSED_DAYS_TTL_S = 300.0
 P95_TTL_S = 60.0
-ANOMALY_FACTOR = 2.0
-ANOMALY_FLOOR_NUSD = 10_000_000  # $0.01: a day that cheap is never an anomaly
-MIN_BASELINE_DAYS = 3
 
 
 @contextmanager
@@ -69,19 +65,6 @@ class AgentVersionStats:
     cost_per_day: list[int] = field(default_factory=list)
     # from store.costs.success_at_target: rate, interval, target, finished runs
     kpi: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Anomaly:
-    agent: str
-    day: str
-    what: str
-    value_nusd: int
-    baseline_nusd: int
-
-    @property
-    def factor(self) -> float:
-        return self.value_nusd / self.baseline_nusd if self.baseline_nusd else float("inf")
 
 
 def _iso(day: Any) -> str:
@@ -210,23 +193,6 @@ def percentile(values: list[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def cost_anomalies(
-    days: list[str], cost_by_agent: dict[str, list[int]], *, trailing: int = 7
-) -> list[Anomaly]:
-    """Days whose cost is more than ANOMALY_FACTOR x the median of the `trailing` days before."""
-    found = []
-    for agent, costs in cost_by_agent.items():
-        for i in range(trailing, len(costs)):
-            window = costs[i - trailing : i]
-            if sum(1 for v in window if v > 0) < MIN_BASELINE_DAYS:
-                continue  # a new agent has no baseline yet: its first busy day is no anomaly
-            base = int(statistics.median(window))
-            value = costs[i]
-            if value >= ANOMALY_FLOOR_NUSD and value > ANOMALY_FACTOR * base:
-                found.append(Anomaly(agent, days[i], "cost/day", value, base))
-    return sorted(found, key=lambda a: (a.day, a.agent), reverse=True)
 
 
 def merge_by_agent(stats: list[AgentVersionStats]) -> dict[str, list[int]]:

@@ -16,7 +16,9 @@ from typing import Any, Literal
 from sqlalchemy import (
     Connection,
     Engine,
+    Text,
     and_,
+    cast,
     delete,
     func,
     insert,
@@ -504,6 +506,11 @@ def namespace_stats(engine: Engine, names: Sequence[str] | None = None) -> list[
     ]  # fmt: skip
 
 
+def _like_escape(text: str) -> str:
+    """`text` matched literally by LIKE ... ESCAPE '\\' (namespaces and run ids hold `_`)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 @dataclass(frozen=True)
 class Read:
     at: datetime
@@ -515,7 +522,7 @@ class Read:
 def reads_of(engine: Engine, namespace: str, *, limit: int = 50) -> list[Read]:
     """Who searched `namespace` and which memories they got back, newest first (from the audit)."""
     ns = rules.check_namespace(namespace)
-    esc = ns.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    esc = _like_escape(ns)
     subject = audit_log.c.subject
     cond = or_(
         subject == ns,
@@ -534,3 +541,35 @@ def reads_of(engine: Engine, namespace: str, *, limit: int = 50) -> list[Read]:
         Read(r.at, r.actor, (r.data or {}).get("run_id"), tuple((r.data or {}).get("ids") or ()))
         for r in rows
     ]
+
+
+def run_activity(engine: Engine, run_id: str, *, limit: int = 50) -> dict[str, Any]:
+    """What a run did with memory: the memories it wrote, and its searches with the ids each
+    returned (from the audit), newest first; for the run page."""
+    needle = f'"run_id": "{run_id}"'
+    esc = _like_escape(needle)
+    with reading(engine) as conn:
+        written = conn.execute(
+            select(*_COLUMNS)
+            .where(memories.c.source_run_id == run_id)
+            .order_by(memories.c.created_at.desc())
+            .limit(limit)
+        ).all()
+        reads = conn.execute(
+            select(audit_log.c.at, audit_log.c.actor, audit_log.c.subject, audit_log.c.data)
+            .where(
+                audit_log.c.action == "memory.read",
+                cast(audit_log.c.data, Text).like(f"%{esc}%", escape="\\"),
+            )
+            .order_by(audit_log.c.seq.desc())
+            .limit(limit)
+        ).all()
+    return {
+        "writes": [_memory(r) for r in written],
+        "reads": [
+            {"at": r.at, "actor": r.actor, "namespaces": (r.subject or "").split(","),
+             "ids": list((r.data or {}).get("ids") or [])}
+            for r in reads
+            if (r.data or {}).get("run_id") == run_id
+        ],
+    }  # fmt: skip

@@ -566,10 +566,108 @@ Index("ix_memories_ns_created", memories.c.namespace, memories.c.created_at)
 Index("ix_memories_source_run", memories.c.source_run_id)
 Index("ix_memories_user", memories.c.user)
 
+# ---------------------------------------------------------------- watch: drift and cost alerts
+# Materialised by store/profiles.py and store/rollups.py behind high-water marks, so a drift
+# check or an anomaly pass reads one narrow row per run or per interval, never the spans.
+
+run_profiles = Table(
+    "run_profiles",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("agent", String(200), nullable=False),
+    Column("version", String(200)),
+    Column("user", String(200)),
+    # the root span's `tether.task_type`, when the agent says what kind of task a run is
+    Column("task_type", String(200)),
+    Column("status", String(32), nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("ended_at", TS),
+    Column("cost_nusd", BigInteger, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
+    Column("llm_calls", Integer, nullable=False),
+    Column("latency_ms", Float),
+    # the tool names called, in order, joined by U+001F (cheaper to split than JSON to parse)
+    Column("tools", Text, nullable=False),
+    # the model the provider reported serving (its dated name) for most of the run's LLM calls
+    Column("model_served", String(200)),
+    Column("profiled_at", TS, nullable=False),
+)
+Index("ix_run_profiles_agent_started", run_profiles.c.agent, run_profiles.c.started_at)
+# the profiling pass reads runs changed since its high-water mark
+Index("ix_runs_updated", runs.c.updated_at)
+
+spend_rollups = Table(
+    "spend_rollups",
+    metadata,
+    # hour | day
+    Column("granularity", String(8), primary_key=True),
+    # agent | version | user | task_type
+    Column("dimension", String(16), primary_key=True),
+    Column("key", String(400), primary_key=True),
+    Column("bucket_at", TS, primary_key=True),
+    Column("cost_nusd", BigInteger, nullable=False),
+    # runs with spend in the interval (a run spanning two hours counts in both)
+    Column("runs", Integer, nullable=False),
+    # the runs that spent most in the interval: [[run_id, cost_nusd], ...]
+    Column("top_runs", JSON),
+)
+Index("ix_spend_rollups_bucket", spend_rollups.c.granularity, spend_rollups.c.bucket_at)
+
+watch_marks = Table(
+    "watch_marks",
+    metadata,
+    # profiles | rollups: how far each background pass has read
+    Column("name", String(64), primary_key=True),
+    Column("mark_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+agent_models = Table(
+    "agent_models",
+    metadata,
+    Column("agent", String(200), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("first_run_at", TS, nullable=False),
+    Column("last_run_at", TS, nullable=False),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    # cost_anomaly | drift | model_change
+    Column("kind", String(32), nullable=False),
+    # what repeats of the same alert share ("cost:hour:user:alice"); cool-down is per key
+    Column("dedup_key", String(500), nullable=False),
+    Column("agent", String(200)),
+    Column("subject", String(500), nullable=False),
+    Column("bucket_at", TS),
+    Column("value_nusd", BigInteger),
+    Column("expected_nusd", BigInteger),
+    Column("low_nusd", BigInteger),
+    Column("high_nusd", BigInteger),
+    Column("message", Text, nullable=False),
+    Column("detail", JSON),
+    # open | acknowledged
+    Column("status", String(16), nullable=False),
+    Column("occurrences", Integer, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("last_seen_at", TS, nullable=False),
+    Column("notified_at", TS),
+    Column("acknowledged_at", TS),
+    Column("acknowledged_by", String(200)),
+    Column("ack_note", Text),
+)
+Index("ix_alerts_created", alerts.c.created_at, alerts.c.id)
+Index("ix_alerts_dedup", alerts.c.dedup_key, alerts.c.created_at)
+Index("ix_alerts_status", alerts.c.status, alerts.c.created_at)
+
 __all__ = [
     "agent_endpoints",
+    "agent_models",
     "agent_versions",
     "agents",
+    "alerts",
     "api_keys",
     "approval_grants",
     "approvals",
@@ -589,9 +687,12 @@ __all__ = [
     "reservations",
     "rollout_events",
     "rollouts",
+    "run_profiles",
     "run_values",
     "runs",
     "scores",
     "spans",
+    "spend_rollups",
     "tools",
+    "watch_marks",
 ]

@@ -6,7 +6,7 @@ needed (with progress notifications while it waits), forwarded, and recorded as 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ from tether.config import Settings
 from tether.core.errors import TetherError, UpstreamError
 from tether.core.principal import Principal
 from tether.core.tags import tags_for_tools
+from tether.gateway.mcp.builtin import BuiltinServer
 from tether.gateway.mcp.guard import Guard
 from tether.gateway.mcp.spans import CallContext, as_json, record_span, run_for_request
 from tether.gateway.mcp.surfaces import Surfaces
@@ -89,8 +90,11 @@ class Gateway:
         *,
         wakers: approvals.Wakers,
         announce: Callable[[approvals.Approval], None],
+        builtins: Sequence[BuiltinServer] = (),
     ) -> None:
         self.engine = engine
+        # tool servers tether runs itself (memory), governed exactly like the upstreams
+        self.builtins = {b.name: b for b in builtins}
         self.guard = guard
         self.wakers = wakers  # this process's approval wake-ups (decisions made here)
         self.announce = announce  # tells people a call is waiting (webhooks)
@@ -118,6 +122,8 @@ class Gateway:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Starts every upstream's supervisor; waits (bounded) for their first connection."""
+        if self.builtins:
+            await self._sync_builtins()
         async with anyio.create_task_group() as tg:
             for upstream in self.upstreams.values():
                 tg.start_soon(upstream.run)
@@ -157,6 +163,21 @@ class Gateway:
             lambda: registry.sync_tools(self.engine, specs, now=_now(), actor=actor)
         )
 
+    async def _sync_builtins(self) -> None:
+        specs = [
+            registry.ToolSpec(
+                name=f"{b.name}.{t.name}", server=b.name, kind="mcp",
+                description=t.description or "", input_schema=dict(t.input_schema),
+                tags=tuple(b.tags.get(t.name, ())),
+                annotations=t.annotations.model_dump(exclude_none=True) if t.annotations else None,
+            )
+            for b in self.builtins.values()
+            for t in b.tools()
+        ]  # fmt: skip
+        await anyio.to_thread.run_sync(
+            lambda: registry.sync_tools(self.engine, specs, now=_now(), actor="tether")
+        )
+
     # ------------------------------------------------------------ identity
 
     def _call_context(self, ctx: Any) -> CallContext:
@@ -188,6 +209,11 @@ class Gateway:
         for upstream in self.upstreams.values():
             for tool in upstream.tools if upstream.serving else []:
                 name = f"{upstream.name}.{tool.name}"
+                if name in granted:
+                    out.append(tool.model_copy(update={"name": name}))
+        for builtin in self.builtins.values():
+            for tool in builtin.tools():
+                name = f"{builtin.name}.{tool.name}"
                 if name in granted:
                     out.append(tool.model_copy(update={"name": name}))
         for entry in await anyio.to_thread.run_sync(registry.list_tools, self.engine):
@@ -241,7 +267,7 @@ class Gateway:
             text = f"tether rate-limited {name}: {d.reason}; retry after {retry:.1f}s"
             return await self._finish(call, name, arguments, started, None, text, info)
         try:
-            result = await self._forward(name, arguments)
+            result = await self._forward(name, arguments, call, ctx)
         except TetherError as exc:
             return await self._finish(call, name, arguments, started, None, exc.message, info,
                                       held_span)  # fmt: skip
@@ -249,8 +275,14 @@ class Gateway:
         return await self._finish(call, name, arguments, started, result, error, info, held_span,
                                   taint=d.tags | result_trust(result))  # fmt: skip
 
-    async def _forward(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    async def _forward(
+        self, name: str, arguments: dict[str, Any], call: CallContext, ctx: Any
+    ) -> types.CallToolResult:
         server, _, tool = name.partition(".")
+        builtin = self.builtins.get(server)
+        if builtin is not None and tool:
+            headers: Mapping[str, str] = ctx.request.headers if ctx.request else {}
+            return await builtin.call(call, headers, tool, arguments)
         upstream = self.upstreams.get(server)
         if upstream is not None and tool:
             if upstream.config_error:

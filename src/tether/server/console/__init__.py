@@ -18,6 +18,7 @@ from tether.server.console import (
     memory,
     run_detail,
     runs_list,
+    watch,
 )
 from tether.server.console.render import STATIC_DIR, make_env, page
 from tether.server.console.session import ConsoleForbiddenError, LoginRequiredError
@@ -28,7 +29,8 @@ def install(app: FastAPI, state: State) -> None:
     """Mounts /static and every console page."""
     state.console_env = make_env()
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-    for module in (login, home, runs_list, run_detail, approvals, costs, governance, memory, evals):
+    for module in (login, home, runs_list, run_detail, approvals, costs, governance, memory, evals,
+                   watch):  # fmt: skip
         app.include_router(module.router, include_in_schema=False)
 
     @app.exception_handler(LoginRequiredError)

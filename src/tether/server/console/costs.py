@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tether.core.errors import BadRequestError, TetherError
 from tether.core.money import nusd_to_usd, usd_to_nusd
-from tether.server.console import sources
+from tether.server.console import sources, watch
 from tether.server.console.render import page
 from tether.server.console.session import Viewer, viewer
 from tether.server.deps import State, get_state
@@ -87,9 +87,12 @@ def _context(state: State, group: str, window: str, agent: str | None) -> dict[s
     days = aggregates.day_list(now, aggregates.SPARK_DAYS)
     cache = state.console_cache
     by_agent = aggregates.daily_cost_by_agent(state.engine, days=days, agent=agent, cache=cache)
-    anomalies = aggregates.cost_anomalies(days, by_agent)
-    flagged_days = {a.day for a in anomalies}
-    flagged_agents = {a.agent for a in anomalies if a.day >= days[-3]}
+    anomalies = watch.cost_alerts(state, now - timedelta(days=aggregates.SPARK_DAYS))
+    flagged_days = {a.bucket_at.date().isoformat() for a in anomalies if a.bucket_at}
+    recent = now - timedelta(days=3)
+    flagged_agents = {
+        a.agent for a in anomalies if a.agent and a.bucket_at and a.bucket_at >= recent
+    }
     top = sorted(by_agent, key=lambda a: -sum(by_agent[a]))[:8]
     return {
         "rows": rows,

@@ -1,5 +1,5 @@
 """Home: per agent and version the KPI (task success rate at target cost), runs per day, cost
-today against the day budget, p95 duration, approvals waiting and cost anomalies."""
+today against the day budget, p95 duration, approvals waiting and cost anomaly alerts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
-from tether.server.console import evals, sources
+from tether.server.console import evals, sources, watch
 from tether.server.console.render import page
 from tether.server.console.session import Viewer, viewer
 from tether.server.deps import State, get_state
@@ -37,7 +37,7 @@ def _home_data(state: State, now: datetime) -> dict[str, Any]:
         s.kpi = kpis.get((s.agent, s.version))
     days = aggregates.day_list(now, aggregates.SPARK_DAYS)
     by_agent = aggregates.merge_by_agent(stats)
-    anomalies = aggregates.cost_anomalies(days, by_agent)
+    anomalies = watch.cost_alerts(state, now - timedelta(days=7))
     pending = sources.pending_approvals(state)
     budgets = sources.day_budgets(state, {a: v[-1] for a, v in by_agent.items()}, now)
     with reading(engine) as conn:
@@ -61,7 +61,11 @@ def _home_data(state: State, now: datetime) -> dict[str, Any]:
         "stats": stats,
         "days": days,
         "anomalies": anomalies,
-        "anomaly_agents": {a.agent for a in anomalies if a.day == days[-1]},
+        "anomaly_agents": {
+            a.agent
+            for a in anomalies
+            if a.status == "open" and a.bucket_at and a.bucket_at >= now - timedelta(days=1)
+        },
         "pending": pending,
         "budgets": budgets,
         "any_run": any_run,

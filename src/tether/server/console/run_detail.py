@@ -18,6 +18,7 @@ from tether.server.console.render import page
 from tether.server.console.session import Viewer, admin_viewer, checked_viewer, viewer
 from tether.server.deps import State, get_state
 from tether.store import feedback as feedback_store
+from tether.store import memory as memory_store
 from tether.store import provenance as provenance_store
 from tether.store import runs as run_store
 from tether.store import tools as registry
@@ -120,6 +121,7 @@ def _run_context(state: State, run_id: str, now: datetime) -> dict[str, Any]:
         "verdicts": span_decisions(rows),
         "approvals": sources.run_approvals(state, run_id),
         "checkpoints": _run_checkpoints(state, run_id),
+        "memory": memory_store.run_activity(state.engine, run_id),
         "taint": sorted(registry.run_tags(state.engine, run_id)),
         "provenance": provenance_store.list_values(state.engine, run_id, limit=50),
         "feedback": feedback_store.list_feedback(state.engine, run_id),
