@@ -159,6 +159,12 @@ def scenario_ship(demo: Demo) -> None:
         return
     apply_policy(demo, POLICY)
     key = agent_key(demo, AGENT)
+    models = httpx.get(
+        demo.url + "/llm/v1/models", timeout=10, headers={"Authorization": f"Bearer {key}"}
+    )
+    if models.status_code != 200 or "mock-large" not in models.text:
+        demo.notes.append("shipping scenario skipped: the gateway has no mock-small/mock-large")
+        return
     api = Api(demo.url, demo.admin_key)
     ids = {}
     for version in ("v2", "v3"):
