@@ -248,6 +248,19 @@ reservations = Table(
     Column("expires_at", TS, nullable=False),
 )
 
+# ---------------------------------------------------------------- enforcement (kill switch)
+
+# One row per killed run, written in the kill's transaction. The kill switch of every process
+# polls it by `killed_at` (indexed) instead of re-reading each run it watches; spans and OTLP
+# ingest never touch it, so nothing an agent sends can hide a kill.
+run_kills = Table(
+    "run_kills",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("reason", Text),
+    Column("killed_at", TS, nullable=False, index=True),
+)
+
 # ---------------------------------------------------------------- governance
 
 policies = Table(
@@ -687,6 +700,7 @@ __all__ = [
     "reservations",
     "rollout_events",
     "rollouts",
+    "run_kills",
     "run_profiles",
     "run_values",
     "runs",
