@@ -1,15 +1,15 @@
 """A covering index for the rollout rule's per-version aggregate over an agent's runs.
 
-Revision ID: 0006_evals_index
-Revises: 0005_watch
+Revision ID: 0007_evals_index
+Revises: 0006_enforcement
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0006_evals_index"
-down_revision = "0005_watch"
+revision = "0007_evals_index"
+down_revision = "0006_enforcement"
 branch_labels = None
 depends_on = None
 
