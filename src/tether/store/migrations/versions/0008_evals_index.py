@@ -1,15 +1,15 @@
 """A covering index for the rollout rule's per-version aggregate over an agent's runs.
 
-Revision ID: 0007_evals_index
-Revises: 0006_enforcement
+Revision ID: 0008_evals_index
+Revises: 0007_integrations
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0007_evals_index"
-down_revision = "0006_enforcement"
+revision = "0008_evals_index"
+down_revision = "0007_integrations"
 branch_labels = None
 depends_on = None
 
