@@ -105,4 +105,27 @@ async def metrics(
         cache["at"] = now
     spans = state.spans_ingested
     text = render(cache["rows"], spans) + "\n".join(cache["overshoot"]) + "\n"
+    text += await run_in_threadpool(redteam_age_text, state.engine)
     return PlainTextResponse(text, media_type=CONTENT_TYPE)
+
+
+def redteam_age_text(engine: Engine) -> str:
+    """tether_redteam_age_seconds{agent}: since each agent's last stored red-team report."""
+    from datetime import UTC, datetime
+
+    from tether.store.redteam import last_run_at
+
+    now = datetime.now(UTC)
+    lines = [_line("tether_redteam_age_seconds", {"agent": a}, round((now - at).total_seconds()))
+             for a, at in sorted(last_run_at(engine).items())]  # fmt: skip
+    return (
+        "\n".join(
+            _family(
+                "tether_redteam_age_seconds",
+                "gauge",
+                "Seconds since the agent's last red-team report (alert past 90 days).",
+                lines,
+            )
+        )
+        + "\n"
+    )

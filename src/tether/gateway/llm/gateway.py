@@ -235,7 +235,7 @@ class Gateway:
         if policy is False:
             policy = await anyio.to_thread.run_sync(self.guard.policy, call.caller.agent)
         self.guard.check_model(policy, call.caller, call.model)
-        limits = self.guard.limits(policy)
+        limits = await self.guard.with_run_caps(self.guard.limits(policy), call.caller.run_id)
         now = datetime.now(UTC)
         if not call.is_root:
             deadline = None

@@ -6,6 +6,7 @@ The arithmetic is core.budget's; the atomic counters are the ledger's (store/led
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,16 +28,20 @@ from tether.core.budget import (
     scopes_for,
 )
 from tether.core.errors import BadRequestError, BudgetExceededError, PolicyDeniedError
-from tether.core.money import nusd_to_float, usd_to_nusd
+from tether.core.money import nusd_to_float, nusd_to_usd, usd_to_nusd
 from tether.core.pricing import PriceTable
 from tether.gateway.llm.provider import Target
 from tether.gateway.llm.settler import SettleWriter
+from tether.store import threads as thread_store
 from tether.store.ledger import Ledger, Reservation
 
 _POLICY_TTL_S = 2.0
 # an injected max_tokens is lowered to what fits, but not below this: a reply cut shorter would
 # rarely be of use, and a 402 says plainly that the run is spent
 CLAMP_FLOOR_TOKENS = 256
+# a run sets its own caps before its first LLM call (the saver's first checkpoint) and can only
+# tighten them, so a short cache never lets a call through looser caps than the run had then
+_RUN_CAPS_TTL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class BudgetGuard:
         self.ledger = ledger
         self.prices = prices
         self._policies: dict[str, tuple[float, Any]] = {}
+        self._run_caps: dict[str, tuple[float, dict[str, int | None] | None]] = {}
         # holds of calls in flight in this process, renewed until they settle (renew_live)
         self.live: dict[str, Reservation] = {}
         self.settler = SettleWriter(ledger, done=lambda r: self.live.pop(r.id, None))
@@ -145,6 +151,29 @@ class BudgetGuard:
             key_day_usd=base.key_day_usd if base.key_day_usd is not None else cfg.key_day_usd,
             global_day_usd=cfg.global_day_usd,
         )
+
+    async def with_run_caps(self, limits: Limits, run_id: str) -> Limits:
+        """`limits` tightened by the caps the run set for itself (a LangGraph run config's
+        max_tokens, cost_limit_usd, max_iterations): on each measure the tighter one wins."""
+        now = time.monotonic()
+        hit = self._run_caps.get(run_id)
+        if hit is None or now - hit[0] >= _RUN_CAPS_TTL_S:
+            caps = await anyio.to_thread.run_sync(thread_store.caps, self.engine, run_id)
+            if len(self._run_caps) > 10_000:
+                self._run_caps.clear()
+            self._run_caps[run_id] = hit = (now, caps)
+        caps = hit[1]
+        if not caps:
+            return limits
+        run = limits.run
+        cost = caps["max_cost_nusd"]
+        tighter = RunLimits(
+            max_cost_usd=_least(run.max_cost_usd, nusd_to_usd(cost) if cost is not None else None),
+            max_tokens=_least(run.max_tokens, caps["max_tokens"]),
+            max_llm_calls=_least(run.max_llm_calls, caps["max_llm_calls"]),
+            max_duration_s=run.max_duration_s,
+        )
+        return dataclasses.replace(limits, run=tighter)
 
     def check_model(self, policy: Any, caller: Caller, model: str) -> None:
         if policy is not None and not policy.allows_model(model):
@@ -293,6 +322,12 @@ class BudgetGuard:
         res = adm.reservation
         self.live.pop(res.id, None)
         await anyio.to_thread.run_sync(lambda: self.ledger.release(res, now=now))
+
+
+def _least(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 def _fit(exc: BudgetExceededError, bound_in: int, price: Any, choices: int,
