@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -165,6 +166,7 @@ def main() -> None:
         easy_s, _ = timed(lambda: easy_path(engine), repeat=1)
     finally:
         engine.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
         if schema:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
