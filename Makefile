@@ -55,6 +55,7 @@ bench: $(TEST_STAMP) services
 	$(BIN)/python bench/approvals.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/sdk.py
+	$(BIN)/python bench/checkpoints.py --pg
 	$(BIN)/python bench/evals.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/startup.py
@@ -66,8 +67,8 @@ bench-peers: $(TEST_STAMP) services
 	$(BIN)/python bench/gateway.py --vs litellm
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

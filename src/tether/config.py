@@ -76,6 +76,16 @@ class HttpToolConfig(BaseModel):
     rate_limit: str | None = None
 
 
+class ModelMargin(BaseModel):
+    """Extra worst case for one model, for what its provider bills beyond tether's bound."""
+
+    model_config = ConfigDict(extra="forbid")
+    # added to every call's input bound (e.g. a provider's hidden system prompt)
+    input_tokens: Annotated[int, Field(ge=0, le=10_000_000)] = 0
+    # the whole worst case grows by this share
+    percent: Annotated[Decimal, Field(ge=0, le=1000)] = Decimal(0)
+
+
 class BudgetDefaults(BaseModel):
     """Caps that apply when an agent's policy says nothing."""
 
@@ -83,8 +93,10 @@ class BudgetDefaults(BaseModel):
     global_day_usd: Decimal | None = None
     # every API key's LLM spend per UTC day (a leaked or looping key stops there)
     key_day_usd: Decimal | None = None
-    default_max_tokens: int = 4096
-    reservation_ttl_s: int = 900
+    default_max_tokens: Annotated[int, Field(ge=1)] = 4096
+    reservation_ttl_s: Annotated[int, Field(ge=1)] = 900
+    # per model (the requested or the upstream name; "*" for every other model)
+    margins: dict[str, ModelMargin] = Field(default_factory=dict)
 
 
 class MemoryNamespaceConfig(BaseModel):

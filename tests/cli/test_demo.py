@@ -87,6 +87,15 @@ def test_demo_no_serve_writes_the_demo_runs_on_a_fresh_database(tmp_path: Path) 
     assert _rows(db, "SELECT COUNT(*) FROM scores")[0][0] == 3
 
     assert _rows(db, "SELECT name FROM sqlite_master WHERE name = 'leftover'") == []
+    # the MCP part: provenance holds the page's recipient, not the task's; a scoped approval
+    assert "mcp: demo.delete_record refused: tether denied" in out
+    assert "email to attacker@evil.example held" in out and "not held" in out
+    assert "appeared only in untrusted content" in out
+    assert "not asked twice" in out and "demo.fetch_page (ingress, read, untrusted)" in out
+    assert _rows(db, "SELECT scope FROM approval_grants") == [("run",)]
+    assert ("attacker@evil.example", 0, 1) in _rows(
+        db, "SELECT value, trusted, untrusted FROM run_values WHERE kind = 'email'"
+    )
 
 
 @pytest.mark.slow

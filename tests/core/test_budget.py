@@ -167,3 +167,62 @@ def test_refusal_says_how_to_go_on_for_each_kind_of_scope() -> None:
     run = b.refusal_message(b.Remaining("run:r", 0, None, None), 5, 0)
     day = b.refusal_message(b.Remaining("agent_day:a:2026-11-25", 0, None, None), 5, 0)
     assert "start a new run" in run and "next UTC day" in day
+
+
+@settings(deadline=None)
+@given(
+    messages=st.integers(0, 50),
+    tools=st.integers(0, 20),
+    api=st.sampled_from(["openai", "anthropic", "other"]),
+    margin_tokens=st.integers(0, 5000),
+    percent=st.decimals(min_value=0, max_value=200, places=2),
+    used_in=st.integers(0, 20_000),
+    written=st.integers(0, 20_000),
+    used_out=st.integers(0, 5000),
+    max_tokens=st.integers(0, 5000),
+)
+def test_the_hold_bounds_what_the_provider_bills_with_its_hidden_prompt_and_cache_writes(
+    messages: int, tools: int, api: str, margin_tokens: int, percent: Decimal, used_in: int,
+    written: int, used_out: int, max_tokens: int,
+) -> None:  # fmt: skip
+    """Any bill within the input bound (hidden tool prompt, framing, margin included) and
+    max_tokens, cache writes at 1.25x included, costs no more than the hold."""
+    price = ModelPrice(Decimal("3e-6"), Decimal("1.5e-5"), Decimal("3e-7"), None,
+                       cache_write_per_token=Decimal("3.75e-6"))  # fmt: skip
+    overhead = b.prompt_overhead_tokens(api, messages=messages, tools=tools) + margin_tokens
+    if tools:
+        assert overhead >= b.TOOL_SYSTEM_PROMPT_TOKENS.get(api, 530) + tools * 16
+    nusd, tokens = b.reservation_estimate(300, max_tokens, price, overhead_tokens=overhead,
+                                          margin_percent=percent)  # fmt: skip
+    bound = b.input_tokens_bound(300, overhead_tokens=overhead)
+    tin = min(used_in, bound)
+    billed = price.cost(tin, min(used_out, max_tokens), 0, min(written, tin))
+    assert usd_to_nusd(billed) <= nusd
+    assert tokens == bound + max_tokens
+
+
+@settings(deadline=None)
+@given(
+    left=st.integers(0, 10**9),
+    left_tokens=st.one_of(st.none(), st.integers(0, 10**6)),
+    bound=st.integers(64, 50_000),
+    choices=st.integers(1, 4),
+    percent=st.decimals(min_value=0, max_value=100, places=1),
+    price=prices,
+)
+def test_max_tokens_that_fit_fits_and_one_more_does_not(
+    left: int, left_tokens: int | None, bound: int, choices: int, percent: Decimal, price: Price
+) -> None:
+    fit = b.max_tokens_that_fit(left, left_tokens, bound, price, choices=choices,
+                                margin_percent=percent)  # fmt: skip
+    over = b.REQUEST_OVERHEAD_TOKENS
+
+    def fits(n: int) -> bool:
+        amount, tokens = b.reservation_estimate(0, n * choices, price, overhead_tokens=bound - over,
+                                                margin_percent=percent)  # fmt: skip
+        return amount <= left and (left_tokens is None or tokens <= left_tokens)
+
+    if fit > 0:
+        assert fits(fit)
+    if fit < 2**31 and price.output_per_token > 0:
+        assert not fits(fit + 1)

@@ -206,3 +206,22 @@ def test_domain_condition_is_suffix_on_labels(local: str, host: str) -> None:
     d = decide(Policy.parse(src), DecisionRequest("a", "t", arguments={"to": f"{local}@{host}"}))
     h = host.lower()
     assert d.allowed == (h == "example.com" or h.endswith(".example.com"))
+
+
+def test_a_hold_from_a_tool_rule_still_names_the_untrusted_value() -> None:
+    src = (
+        "agent: a\nlists: {contacts: [ada@example.com]}\ntools:\n"
+        "  - {match: mail.send, when: {to: {in_list: contacts}}, allow: true}\n"
+        "  - {match: mail.send, approval: required, tags: [egress]}\n"
+        "data_flow:\n  - {argument_from: untrusted, arguments: [to], require_approval_for_tag: "
+        "egress}\n  - {argument_from: untrusted, deny_for_tag: irreversible}\n"
+    )
+    bad = Finding("to", "eve@evil.example", "email", "web.fetch")
+    d = decide(Policy.parse(src), DecisionRequest("a", "mail.send", arguments={"to": bad.value},
+                                                  untrusted=(bad,)))  # fmt: skip
+    assert d.outcome == "approval_required" and d.rule.startswith("tools[1]")
+    assert d.finding == bad and "appeared only in untrusted content" in d.reason
+    # a later deny rule still applies to the hold
+    d = decide(Policy.parse(src), DecisionRequest("a", "mail.send", frozenset({"irreversible"}),
+                                                  {"to": bad.value}, untrusted=(bad,)))  # fmt: skip
+    assert d.outcome == "deny" and d.rule.startswith("data_flow[1]")

@@ -16,6 +16,10 @@ import httpx
 import uvicorn
 import yaml
 from sqlalchemy import Engine, select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from tests.conftest import ServerProcess, free_port
 from tests.processes import READY_TIMEOUT_S
@@ -34,6 +38,9 @@ MAIN_SCRIPT: dict[str, Any] = {
         {"match": "[[tool]]", "tool_calls": [{"name": "get_weather",
                                                "arguments": {"city": "Paris"}}]},
         {"match": "[[long]]", "output_tokens": 400, "chunk_delay_ms": 10},
+        {"match": "[[slow]]", "output_tokens": 400, "chunk_delay_ms": 20},
+        # an upstream billing far more prompt tokens than the request holds (hidden prompts)
+        {"match": "[[padded]]", "input_tokens": 1000, "output_tokens": 5},
         {"match": "[[500]]", "fault": "status", "status": 500},
         {"match": "[[timeout]]", "fault": "timeout", "hang_s": 3},
         {"match": "[[malformed]]", "fault": "malformed"},
@@ -64,14 +71,52 @@ agent: brief
 budgets:
   run: {max_duration_s: 1}
 """,
+    # the exploit tests (test_llm_evasion.py): ~4 calls of [[big]] with max_tokens 300 fit
+    "bound": """\
+agent: bound
+budgets:
+  run: {max_cost_usd: 0.003}
+tools:
+  - {match: "demo.*", allow: true}
+""",
+    "hasty": """\
+agent: hasty
+budgets:
+  run: {max_cost_usd: 1.0, max_duration_s: 1}
+tools:
+  - {match: "demo.*", allow: true}
+""",
+    "streamy": """\
+agent: streamy
+budgets:
+  run: {max_cost_usd: 0.005}
+""",
+    "worst": """\
+agent: worst
+budgets:
+  run: {max_cost_usd: 0.05}
+""",
+    "tiny": """\
+agent: tiny
+budgets:
+  run: {max_cost_usd: 0.005}
+""",
 }
+# an operator's margin on one model name (test_llm_worst_case.py)
+MARGINS = {"fast": {"input_tokens": 2000, "percent": 50}}
+# Holds expire after 3 s in every test server: streams and slow calls outlive it, so each test
+# that streams also proves that a live call keeps its hold (renewed, never swept).
+RESERVATION_TTL_S = 3
 
 
 class MockServer:
     """The mock LLM served by uvicorn in a thread of the test process."""
 
     def __init__(self, script: dict[str, Any], api_key: str | None = None) -> None:
-        self.app = create_mock_app(parse_script(script), api_key=api_key)
+        self._serve(create_mock_app(parse_script(script), api_key=api_key))
+
+    def _serve(self, app: Any) -> None:
+        self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
@@ -99,6 +144,20 @@ class MockServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(5)
+
+
+class WebhookSink(MockServer):
+    """Collects the JSON bodies tether posts to its webhooks."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+
+        async def hook(request: Request) -> Response:
+            self.received.append(await request.json())
+            return Response("ok")
+
+        self._serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])]))
+        self.url = f"http://127.0.0.1:{self.port}/hook"
 
 
 @dataclass
@@ -181,7 +240,9 @@ def start_env(
         {"name": "gone", "base_url": dead, "aliases": {"gone-model": "mock-small"},
          "max_retries": 0},
     ]  # fmt: skip
-    config = {"providers": providers}
+    sink = WebhookSink()
+    budgets = {"margins": MARGINS}
+    config = {"providers": providers, "webhooks": [{"url": sink.url}], "budgets": budgets}
     cfg = tmp / "tether.yaml"
     cfg.write_text(yaml.safe_dump(config))
     engine = make_engine(db_url, pool_size=4)
@@ -193,10 +254,15 @@ def start_env(
     for agent in ("sdk-agent", *POLICIES):
         keys[agent] = create_key(engine, scopes="agent", agent=agent)[1]
     keys["ingest-only"] = create_key(engine, scopes="ingest", name="otlp-exporter")[1]
+    # every kind of key that can reach /llm, for the agent `bound` (test_llm_evasion.py)
+    for scopes in ("agent,ingest", "admin,agent", "ingest,agent,admin"):
+        keys[f"bound:{scopes}"] = create_key(engine, scopes=scopes, agent="bound")[1]
+    keys["hasty:agent,ingest"] = create_key(engine, scopes="agent,ingest", agent="hasty")[1]
     admin = create_key(engine, scopes="admin", name="admin")[1]
-    extra_env = {"MOCK_UPSTREAM_KEY": UPSTREAM_KEY, **(env or {})}
+    ttl = {"TETHER_BUDGETS__RESERVATION_TTL_S": str(RESERVATION_TTL_S)}
+    extra_env = {"MOCK_UPSTREAM_KEY": UPSTREAM_KEY, **ttl, **(env or {})}
     server = ServerProcess(tmp / "home", db_url, config=cfg, workers=workers, extra_env=extra_env)
-    return LLMEnv(server, engine, main, keys, admin, extra=[flaky])
+    return LLMEnv(server, engine, main, keys, admin, extra=[flaky, sink])
 
 
 def stop_env(env: LLMEnv) -> None:

@@ -9,10 +9,11 @@ from sqlalchemy import Engine, event, select
 
 from tether.core.errors import NotFoundError, RunKilledError
 from tether.core.records import RunAttribution
-from tether.gateway.llm.killswitch import DURATION_REASON, KillSwitch, kill_run
+from tether.gateway.llm.killswitch import KillSwitch, kill_run
 from tether.store import audit
 from tether.store.engine import make_engine
-from tether.store.ingest import ensure_run
+from tether.store.ingest import ensure_run, set_run_status
+from tether.store.kills import DURATION_REASON
 from tether.store.tables import runs
 
 
@@ -142,8 +143,8 @@ async def test_calls_of_a_watched_run_need_no_query_and_still_see_remote_kills(
         async with here.lifespan():
             await here.ensure_alive("run_w", now=datetime.now(UTC))  # starts watching it
             with anyio.fail_after(5):
-                while here._alive_until.get("run_w", 0) - time.monotonic() < 0.9:
-                    await anyio.sleep(0.01)  # until a poll has vouched for it
+                while time.monotonic() - here._synced_at > 0.1:
+                    await anyio.sleep(0.01)  # until a poll has just vouched for every run
             event.listen(db, "before_cursor_execute", count)
             for _ in range(20):
                 await here.ensure_alive("run_w", now=datetime.now(UTC))
@@ -158,5 +159,66 @@ async def test_calls_of_a_watched_run_need_no_query_and_still_see_remote_kills(
                         assert "remote" in exc.message
                         break
                     await anyio.sleep(0.005)
+    finally:
+        other.dispose()
+
+
+async def test_a_run_that_ended_can_still_be_killed_and_stays_killed(db: Engine) -> None:
+    """Ending a run (a root span with an end time, or POST .../end) must not dodge a kill."""
+    ks = KillSwitch(db)
+    now = datetime.now(UTC)
+    for status in ("succeeded", "failed"):
+        run_id = f"run_ended_{status}"
+        _run(db, run_id)
+        with db.begin() as conn:
+            assert set_run_status(conn, run_id, status, now=now)
+        assert await ks.kill(run_id, "caught later", now=now, actor="key_admin")
+        assert _status(db, run_id) == ("killed", "caught later")
+        with pytest.raises(RunKilledError, match="caught later"):
+            await ks.ensure_alive(run_id, now=now)
+        # nothing the agent reports afterwards reopens it
+        with db.begin() as conn:
+            assert not set_run_status(conn, run_id, "succeeded", now=now)
+        assert _status(db, run_id)[0] == "killed"
+
+
+async def test_an_ended_run_past_its_deadline_is_killed_by_its_next_call(db: Engine) -> None:
+    ks = KillSwitch(db)
+    now = datetime.now(UTC)
+    _run(db, "run_late")
+    with db.begin() as conn:
+        set_run_status(conn, "run_late", "succeeded", now=now)
+    with pytest.raises(RunKilledError, match="max_duration_s"):
+        await ks.ensure_alive("run_late", now=now, deadline=now - timedelta(seconds=1))
+    assert _status(db, "run_late") == ("killed", DURATION_REASON)
+
+
+async def test_a_poll_is_one_query_however_many_runs_are_in_use(db: Engine, db_url: str) -> None:
+    """The poll reads the kill log by time, not every watched run by an IN-list."""
+    queries: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        queries.append(statement)
+
+    ks = KillSwitch(db)
+    for i in range(300):
+        with ks.track(f"run_many{i}"):
+            pass
+    with ks.track("run_many_live"):
+        event.listen(db, "before_cursor_execute", count)
+        await ks.poll_once()
+        event.remove(db, "before_cursor_execute", count)
+    reads = [q for q in queries if "run_kills" in q]
+    assert len(reads) == 1 and " IN " not in reads[0].upper()
+
+
+async def test_a_kill_made_before_this_process_started_is_seen(db: Engine, db_url: str) -> None:
+    other = make_engine(db_url, pool_size=2)
+    try:
+        _run(db, "run_old_kill")
+        assert await KillSwitch(other).kill("run_old_kill", "yesterday", now=datetime.now(UTC))
+        fresh = KillSwitch(db)  # never polled: the first check asks the database
+        with pytest.raises(RunKilledError, match="yesterday"):
+            await fresh.ensure_alive("run_old_kill", now=datetime.now(UTC))
     finally:
         other.dispose()

@@ -24,11 +24,11 @@ def client(env: LLMEnv, run_id: str, agent: str = "tight") -> openai.OpenAI:
 
 def test_refusal_is_402_budget_exceeded_naming_scope_and_remaining(llm_env: LLMEnv) -> None:
     run_id = new_run_id()
-    # no max_tokens: the default cap (4096 tokens, $0.0082 at mock-small's price) is reserved
+    # 4096 tokens ($0.0082 at mock-small's price), chosen by the client: never lowered
     r = httpx.post(llm_env.llm_url + "/chat/completions",
                    headers={"authorization": f"Bearer {llm_env.keys['tight']}",
                             "x-tether-run-id": run_id},
-                   json={"model": "mock-small", "messages": BIG})  # fmt: skip
+                   json={"model": "mock-small", "messages": BIG, "max_tokens": 4096})  # fmt: skip
     assert r.status_code == 402
     err = r.json()["error"]
     assert err["type"] == "budget_exceeded" and err["code"] == "budget_exceeded"
@@ -36,7 +36,8 @@ def test_refusal_is_402_budget_exceeded_naming_scope_and_remaining(llm_env: LLME
     assert err["scope"] == f"run:{run_id}" and err["remaining_usd"] == pytest.approx(0.001)
     assert err["param"] is None
     with pytest.raises(openai.APIStatusError) as sdk:
-        client(llm_env, run_id).chat.completions.create(model="mock-small", messages=BIG)
+        client(llm_env, run_id).chat.completions.create(model="mock-small", messages=BIG,
+                                                        max_tokens=4096)  # fmt: skip
     assert sdk.value.status_code == 402
     a = anthropic.Anthropic(
         base_url=llm_env.anthropic_url,

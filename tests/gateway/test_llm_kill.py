@@ -93,14 +93,21 @@ def test_kill_of_unknown_and_of_already_killed_runs(llm_env: LLMEnv) -> None:
     assert again.status_code == 200 and again.json()["status"] == "killed"  # idempotent
 
 
-def test_a_fresh_run_that_finished_cannot_be_killed(llm_env: LLMEnv) -> None:
+def test_a_fresh_run_that_finished_can_still_be_killed(llm_env: LLMEnv) -> None:
+    """A run of its own ends with its one call; a kill still closes it for good (ending a run
+    must never be a way around a kill), and a call naming its id is refused."""
     raw = openai.OpenAI(base_url=llm_env.llm_url, api_key=llm_env.keys["sdk-agent"],
                         max_retries=0).chat.completions.with_raw_response.create(
         model="mock-small", messages=[{"role": "user", "content": "hi"}])  # fmt: skip
     run_id = raw.headers["x-tether-run-id"]
     poll(lambda: (r := llm_env.run(run_id)) and r.status == "succeeded")
     r = llm_env.kill(run_id)
-    assert r.status_code == 409 and r.json()["error"]["type"] == "conflict"
+    assert r.status_code == 200 and r.json()["status"] == "killed"
+    with pytest.raises(openai.ConflictError) as later:
+        client(llm_env, "sdk-agent", run_id).chat.completions.create(
+            model="mock-small", messages=[{"role": "user", "content": "again"}]
+        )
+    assert later.value.body["type"] == "run_killed"  # type: ignore[index]
 
 
 def test_max_duration_kills_the_run_mid_stream(llm_env: LLMEnv) -> None:

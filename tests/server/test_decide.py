@@ -113,7 +113,7 @@ def test_calls_of_an_ended_run_are_denied(api: Api) -> None:
         )
         set_run_status(conn, "run_k", "killed", now=datetime.now(UTC), reason="budget")
     denied = decide(api, "billing.lookup", run_id="run_k")
-    assert (denied["decision"], denied["rule"]) == ("deny", "run ended")
+    assert (denied["decision"], denied["rule"]) == ("deny", "run killed")
     assert "killed" in denied["reason"]
 
 

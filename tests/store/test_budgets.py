@@ -215,3 +215,23 @@ def test_a_settle_that_loses_the_race_to_the_sweep_is_still_charged(
     snap = budgets.snapshot(db, "run:run_r")
     assert snap is not None
     assert (snap[1].spent_nusd, snap[1].reserved_nusd, snap[1].calls) == (50, 0, 1)
+
+
+def test_a_batch_settle_keeps_the_same_books_as_one_by_one(db: Engine) -> None:
+    """The gateway's settle writer: one transaction, one UPDATE per scope for the batch; a hold
+    the sweep freed is still charged, one already settled is not charged twice."""
+    caps = [ScopeCap("run:run_1", USD, None, 10), ScopeCap("global_day:2026-11-25", 10 * USD)]
+    held = [_reserve(db, caps, 100_000_000, 50, f"rsv_{i}") for i in range(4)]
+    budgets.settle(db, held[0], actual_nusd=1, actual_tokens=1, now=NOW)  # settled before
+    expired = _reserve(db, caps, 100_000_000, 50, "rsv_swept", ttl_s=0)
+    assert budgets.sweep_expired(db, NOW + timedelta(seconds=1)) == 1
+    batch = [(r, 40_000_000 + i, 20 + i) for i, r in enumerate(held)] + [(expired, 7, 3)]
+    assert budgets.settle_many(db, batch, now=NOW) == [None, True, True, True, False]
+    for scope in held[0].scopes:
+        snap = budgets.snapshot(db, scope)
+        assert snap is not None
+        st_ = snap[1]
+        # rsv_0 once (its first settle), rsv_1..3 from the batch, the swept one charged
+        assert st_.spent_nusd == 1 + 40_000_001 + 40_000_002 + 40_000_003 + 7
+        assert st_.spent_tokens == 1 + 21 + 22 + 23 + 3
+        assert (st_.reserved_nusd, st_.reserved_tokens, st_.calls) == (0, 0, 5)

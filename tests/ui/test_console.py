@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, select, update
 
 from tests.ui.seed import Seeded, run_spans, seed
 from tether.config import load_settings
@@ -22,15 +22,16 @@ from tether.core.records import SpanRecord
 from tether.server.app import create_app
 from tether.server.console import run_detail, sources
 from tether.server.console.session import COOKIE
-from tether.store import aggregates
+from tether.store import aggregates, threads
 from tether.store import approvals as approval_store
+from tether.store import checkpoints as cp_store
 from tether.store import costs as cost_store
 from tether.store import feedback as feedback_store
 from tether.store import runs as run_store
 from tether.store import tools as tool_store
 from tether.store.ingest import write_spans
 from tether.store.keys import create_key, revoke_key
-from tether.store.tables import audit_log, checkpoints
+from tether.store.tables import audit_log
 
 
 @pytest.fixture
@@ -321,21 +322,26 @@ def test_audit_page_shows_a_broken_chain(env, db: Engine):
     assert "Hash chain broken at entry #2" in verify.text
 
 
-def test_run_page_shows_its_checkpoint_state(env, db: Engine):
+def test_run_page_shows_its_checkpoint_timeline(env, db: Engine):
     client, data, keys = env
     login(client, keys["read"])
+    now = datetime.now(UTC)
+    caller = threads.Caller(agent=None, admin=True)
     with db.begin() as conn:
-        conn.execute(
-            insert(checkpoints).values(
-                thread_id="thread-7", checkpoint_ns="", checkpoint_id="ckpt-0001",
-                run_id=data.held_run, created_at=datetime.now(UTC),
-                checkpoint={"channel_values": {"invoice": "INV-4711", "step": "await_approval"}},
-                metadata={"source": "loop", "step": 3},
-            )
-        )  # fmt: skip
+        thread = threads.claim(conn, "thread-7", caller,
+                               threads.RunLink(run_id=data.held_run), now=now)  # fmt: skip
+        for i, (cid, step) in enumerate(
+            [("ckpt-0001", "extract"), ("ckpt-0002", "await_approval")]
+        ):
+            blob = cp_store.Blob("step", str(i + 1), "json", b"x", view=step)
+            cp_store.put(conn, cp_store.NewCheckpoint(
+                thread_id="thread-7", checkpoint_ns="", checkpoint_id=cid,
+                parent_id="ckpt-0001" if i else None, type="json", data=b"{}",
+                versions={"step": str(i + 1)}, metadata={"source": "loop", "step": i},
+                blobs=[blob]), run_id=thread.run_id, now=now)  # fmt: skip
     page = client.get(f"/runs/{data.held_run}")
-    assert "ckpt-0001" in page.text and "thread-7" in page.text
-    assert "await_approval" in page.text
+    assert "ckpt-0002" in page.text and "thread-7" in page.text
+    assert "await_approval" in page.text and "extract" in page.text
     assert "No checkpoints" in client.get(f"/runs/{data.run_ids[0]}").text
 
 

@@ -61,3 +61,28 @@ def test_run_page_and_approval_page_show_provenance(
     assert r.status_code == 200, r.text
     [grant] = grants.list_grants(db, agent="support")
     assert grant.scope == "counterparty" and grant.value == "eve@evil.example"
+
+
+def test_home_flags_a_stale_red_team_and_metrics_export_its_age(
+    client: tuple[TestClient, str], db: Engine
+) -> None:
+    from datetime import timedelta
+
+    from tether.store import redteam
+
+    c, secret = client
+    now = datetime.now(UTC)
+    for agent in ("support", "billing", "fresh"):
+        create_run(db, run_id=f"run_rt_{agent}", attribution=RunAttribution(agent=agent),
+                   input=None, now=now)  # fmt: skip
+    report = {"agent": "support", "attempts": 3, "packs": {}, "successes": []}
+    redteam.save(db, report, actor="test", now=now - timedelta(days=100))
+    redteam.save(db, {**report, "agent": "fresh"}, actor="test", now=now - timedelta(days=3))
+    login(c, secret, "/")
+    home = c.get("/").text
+    assert "red team 100 d old" in home
+    assert home.count("no red team") == 1  # billing was never red-teamed; fresh is recent
+    metrics = c.get("/metrics", headers={"Authorization": f"Bearer {secret}"}).text
+    line = next(x for x in metrics.splitlines()
+                if x.startswith('tether_redteam_age_seconds{agent="support"}'))  # fmt: skip
+    assert 100 * 86400 - 60 <= float(line.split()[-1]) <= 100 * 86400 + 600

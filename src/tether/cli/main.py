@@ -18,7 +18,7 @@ from tether.core.errors import ConfigError, TetherError
 COMMANDS: Lazy = {
     "serve": ("tether.cli.serve", "Run the tether server (API, OTLP ingest, gateways, console)."),
     "demo": ("tether.cli.demo", "A guided tour on a fresh demo database, then the console URL."),
-    "runs": ("tether.cli.runs", "Agent runs: list, show, kill, replay."),
+    "runs": ("tether.cli.runs", "Agent runs: list, show, kill, replay, checkpoints, resume."),
     "keys": ("tether.cli.keys", "API keys: create, list, revoke."),
     "policy": ("tether.cli.policy", "Boundary policies: check, apply, show."),
     "tools": ("tether.cli.tools", "The tool registry: tags, pins and rug-pull approvals."),

@@ -208,11 +208,14 @@ def header(run: dict[str, Any]) -> Table:
 
 
 def register(app: typer.Typer) -> None:
-    runs = typer.Typer(help="Agent runs: list, show, kill, replay.", no_args_is_help=True)
+    runs = typer.Typer(help="Agent runs: list, show, kill, replay, checkpoints, resume.",
+                       no_args_is_help=True)  # fmt: skip
     app.add_typer(runs, name="runs")
     from tether.cli import replay
+    from tether.cli.checkpoints import add_commands
 
     replay.register(runs)
+    add_commands(runs)  # `runs checkpoints` and `runs resume` (LangGraph runs)
 
     @runs.command("list")
     def list_(

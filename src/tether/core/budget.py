@@ -15,11 +15,18 @@ from tether.core.money import nusd_to_usd, parse_usd, usd_to_nusd, usd_to_nusd_c
 
 # Byte-level BPE tokenizers (OpenAI's tiktoken encodings, Anthropic's, Llama's) map every
 # token to at least one byte of the UTF-8 text they encode, so a text of N bytes is at most
-# N tokens. The chat template adds a few tokens per message and per request that are not in
-# the text; each message costs at least ~25 bytes of JSON around its content in the request
-# body (`{"role":"user","content":""}`), which covers those, and this constant covers the
-# request-level priming tokens. So: input tokens <= len(request body in bytes) + this.
+# N tokens. What a provider bills beyond the text is added on top (prompt_overhead_tokens):
+# this constant covers the request-level priming tokens.
 REQUEST_OVERHEAD_TOKENS = 64
+# Chat templates frame each message with role markers and separators (OpenAI: 3 tokens a
+# message; Anthropic's are similar); 4 is an upper bound of both, counted per message.
+MESSAGE_FRAMING_TOKENS = 4
+# Tools are rendered into a hidden system prompt. Anthropic documents its tool-use system
+# prompt per model: 530 tokens is the largest (Claude 3 Opus; Claude 4 and 3.7 use 346).
+# OpenAI renders `tools` as a TypeScript-like namespace in the system message: a fixed
+# preamble plus a few tokens of framing per tool (the schemas are in the request bytes).
+TOOL_SYSTEM_PROMPT_TOKENS = {"anthropic": 530, "openai": 64}
+TOOL_FRAMING_TOKENS = 16  # per tool definition
 
 # An image is billed by its pixels, not by the bytes of its URL. The largest per-image counts
 # documented by the providers: Anthropic ~1,600 (1.15 MP / 750), OpenAI gpt-4o high detail
@@ -136,11 +143,24 @@ def scopes_for(
     return merge_caps(out)
 
 
-def input_tokens_bound(request_bytes: int, *, images: int = 0) -> int:
-    """A sound upper bound of the prompt tokens of a request body of `request_bytes` bytes."""
-    if request_bytes < 0 or images < 0:
-        raise ValueError("request size and image count must be >= 0")
-    return request_bytes + REQUEST_OVERHEAD_TOKENS + images * IMAGE_TOKENS_BOUND
+def prompt_overhead_tokens(api: str, *, messages: int, tools: int) -> int:
+    """Prompt tokens a provider bills that are not in the request's text: per-message framing
+    and, when tools are sent, its hidden tool-use system prompt and per-tool framing."""
+    if messages < 0 or tools < 0:
+        raise ValueError("message and tool counts must be >= 0")
+    out = messages * MESSAGE_FRAMING_TOKENS
+    if tools:
+        out += TOOL_SYSTEM_PROMPT_TOKENS.get(api, max(TOOL_SYSTEM_PROMPT_TOKENS.values()))
+        out += tools * TOOL_FRAMING_TOKENS
+    return out
+
+
+def input_tokens_bound(request_bytes: int, *, images: int = 0, overhead_tokens: int = 0) -> int:
+    """A sound upper bound of the prompt tokens of a request body of `request_bytes` bytes,
+    given the provider's `overhead_tokens` (prompt_overhead_tokens, plus an operator margin)."""
+    if request_bytes < 0 or images < 0 or overhead_tokens < 0:
+        raise ValueError("request size, image count and overhead must be >= 0")
+    return request_bytes + REQUEST_OVERHEAD_TOKENS + images * IMAGE_TOKENS_BOUND + overhead_tokens
 
 
 def cost_nusd(input_tokens: int, output_tokens: int, price: TokenPrice) -> int:
@@ -149,23 +169,70 @@ def cost_nusd(input_tokens: int, output_tokens: int, price: TokenPrice) -> int:
     return usd_to_nusd(usd)
 
 
+def input_price(price: TokenPrice) -> Decimal:
+    """The highest price an input token may be billed at: a cache write (Anthropic: 1.25x) or a
+    cached-input price above the input price must not escape the bound."""
+    found = [price.input_per_token]
+    for name in ("cached_input_per_token", "cache_write_per_token"):
+        value = getattr(price, name, None)
+        if value is not None:
+            found.append(value)
+    return max(found)
+
+
 def reservation_estimate(
-    request_bytes: int, max_tokens: int, price: TokenPrice, *, images: int = 0
+    request_bytes: int,
+    max_tokens: int,
+    price: TokenPrice,
+    *,
+    images: int = 0,
+    overhead_tokens: int = 0,
+    margin_percent: Decimal = Decimal(0),
 ) -> tuple[int, int]:
     """(nusd, tokens): the worst case of a request, >= what it can really cost.
 
     Input at most `input_tokens_bound`, output at most `max_tokens` (the gateway injects a
-    default when the request has none), at list price, rounded up. Any real usage within
-    those bounds costs no more: cost is monotone in tokens and half-even <= ceiling.
+    default when the request has none), at the highest price a token may be billed at, grown
+    by the operator's `margin_percent`, rounded up. Any real usage within those bounds costs no
+    more: cost is monotone in tokens and half-even <= ceiling.
     """
-    if max_tokens < 0:
-        raise ValueError("max_tokens must be >= 0")
-    tin = input_tokens_bound(request_bytes, images=images)
-    # a cached-input price above the input price (a cache write) must not escape the bound
-    cached = getattr(price, "cached_input_per_token", None)
-    in_price = max(price.input_per_token, cached) if cached is not None else price.input_per_token
-    usd = tin * in_price + max_tokens * price.output_per_token
-    return usd_to_nusd_ceil(usd), tin + max_tokens
+    if max_tokens < 0 or margin_percent < 0:
+        raise ValueError("max_tokens and the margin must be >= 0")
+    tin = input_tokens_bound(request_bytes, images=images, overhead_tokens=overhead_tokens)
+    return _worst_nusd(tin, max_tokens, price, margin_percent), tin + max_tokens
+
+
+def _worst_nusd(tin: int, tout: int, price: TokenPrice, margin_percent: Decimal) -> int:
+    usd = tin * input_price(price) + tout * price.output_per_token
+    return usd_to_nusd_ceil(usd * (1 + margin_percent / 100))
+
+
+def max_tokens_that_fit(
+    remaining_nusd: int | None,
+    remaining_tokens: int | None,
+    input_bound: int,
+    price: TokenPrice,
+    *,
+    choices: int = 1,
+    margin_percent: Decimal = Decimal(0),
+) -> int:
+    """The largest max_tokens whose worst case fits what a scope has left (0: none fits)."""
+    fit: int | None = None
+    if remaining_tokens is not None:
+        fit = (remaining_tokens - input_bound) // choices
+    if remaining_nusd is not None:
+        grow = 1 + margin_percent / 100
+        left = Decimal(remaining_nusd) / grow / 10**9 - input_bound * input_price(price)
+        per_token = price.output_per_token * choices
+        by_cost = int(left / per_token) if per_token > 0 else (2**31 if left >= 0 else -1)
+        fit = by_cost if fit is None else min(fit, by_cost)
+    out = 2**31 if fit is None else fit
+    # rounding up the estimate may cost a token or two: step down until it really fits
+    while out > 0 and remaining_nusd is not None:
+        if _worst_nusd(input_bound, out * choices, price, margin_percent) <= remaining_nusd:
+            break
+        out -= 1
+    return max(0, out)
 
 
 def fits(state: CounterState, cap: ScopeCap, amount_nusd: int, tokens: int) -> bool:

@@ -493,21 +493,21 @@ def _data_flow(
     applies to an allow or a hold; an approval only to an allow.
     """
     seen = request.run_state.tags_seen
+    annotated: Decision | None = None
     for flow in policy.data_flow:
         if flow.tag not in tags:
             continue
         if flow.action == "approval_required" and decision.outcome != "allow":
+            # already held by a tool rule: still name the untrusted value it carries, so the
+            # reviewer sees it and can approve that counterparty
+            found = _finding_for(flow, request)
+            if found is not None and annotated is None and decision.finding is None:
+                annotated = replace(decision, finding=found,
+                                    reason=f"{decision.reason}; {found.describe()}")  # fmt: skip
             continue
         finding = None
         if flow.argument_from is not None:
-            finding = next(
-                (
-                    f
-                    for f in request.untrusted
-                    if flow.arguments is None or f.argument in flow.arguments
-                ),
-                None,
-            )
+            finding = _finding_for(flow, request)
             if finding is None:
                 continue
             why = f"{finding.describe()}, and {flow.tag} tools "
@@ -518,7 +518,14 @@ def _data_flow(
         why += "need approval" if flow.action == "approval_required" else "are refused"
         return Decision(flow.action, flow.label, why, tags=tags, rate_limit=decision.rate_limit,
                         finding=finding)  # fmt: skip
-    return None
+    return annotated
+
+
+def _finding_for(flow: DataFlowRule, request: DecisionRequest) -> Finding | None:
+    if flow.argument_from is None:
+        return None
+    return next((f for f in request.untrusted
+                 if flow.arguments is None or f.argument in flow.arguments), None)  # fmt: skip
 
 
 def with_rate_result(decision: Decision, allowed: bool, retry_after_s: float | None) -> Decision:

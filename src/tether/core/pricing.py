@@ -21,6 +21,7 @@ _PRICE_FIELDS = {
     "input_cost_per_token": "input_per_token",
     "output_cost_per_token": "output_per_token",
     "cache_read_input_token_cost": "cached_input_per_token",
+    "cache_creation_input_token_cost": "cache_write_per_token",
 }
 _INT_FIELDS = ("max_input_tokens", "max_output_tokens", "max_tokens")
 # "gpt-4o-2024-08-06", "claude-sonnet-4-20250514", "gemini-2.0-flash-001"
@@ -38,18 +39,29 @@ class ModelPrice:
     max_input_tokens: int | None = None
     provider: str | None = None
     mode: str = "chat"
+    # a prompt-cache write (Anthropic bills 1.25x the input price); None: the input price
+    cache_write_per_token: Decimal | None = None
 
-    def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> Decimal:
-        """`input_tokens` includes `cached_tokens` (OpenAI / OTel GenAI convention)."""
-        if input_tokens < 0 or output_tokens < 0 or cached_tokens < 0:
+    def cost(
+        self, input_tokens: int, output_tokens: int, cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> Decimal:  # fmt: skip
+        """`input_tokens` includes `cached_tokens` and `cache_write_tokens` (OpenAI / OTel GenAI
+        convention): each is billed at its own price, the rest of the input at the input price."""
+        if min(input_tokens, output_tokens, cached_tokens, cache_write_tokens) < 0:
             raise ValueError("token counts must be >= 0")
         cached = min(cached_tokens, input_tokens)
+        written = min(cache_write_tokens, input_tokens - cached)
         cached_price = self.cached_input_per_token
         if cached_price is None:
             cached_price = self.input_per_token
+        write_price = self.cache_write_per_token
+        if write_price is None:
+            write_price = self.input_per_token
         return (
-            (input_tokens - cached) * self.input_per_token
+            (input_tokens - cached - written) * self.input_per_token
             + cached * cached_price
+            + written * write_price
             + output_tokens * self.output_per_token
         )
 
@@ -148,6 +160,9 @@ def parse_entry(model: str, raw: Any, base: ModelPrice | None = None) -> ModelPr
         ),
         cached_input_per_token=values.get(
             "cached_input_per_token", base.cached_input_per_token if base else None
+        ),
+        cache_write_per_token=values.get(
+            "cache_write_per_token", base.cache_write_per_token if base else None
         ),
         max_output_tokens=values.get("max_output_tokens", base.max_output_tokens if base else None),
         max_input_tokens=values.get("max_input_tokens", base.max_input_tokens if base else None),

@@ -90,6 +90,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def start(home: Path | None, port: int | None, host: str = "127.0.0.1") -> LocalTether:
     """Starts the mock LLM and tether on a wiped demo database; creates the demo's admin key."""
     from tether.gateway.llm.mock import create_mock_app
+    from tether.gateway.mcp.demo import demo_server_config
     from tether.server.app import create_app
 
     base = load_settings(home=home)
@@ -106,6 +107,7 @@ def start(home: Path | None, port: int | None, host: str = "127.0.0.1") -> Local
         port=port or base.port,
         database_url=f"sqlite:///{db}",
         providers=[provider],
+        mcp_servers=[demo_server_config()],  # tether's demo MCP server (demo/mcp_governed.py)
     )
     engine = make_engine(settings.db_url)
     try:

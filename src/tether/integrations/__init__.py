@@ -1,1 +1,2 @@
-"""Tracing and governance for agent frameworks (LangGraph, LangChain, ...), built on the SDK."""
+"""Framework integrations (LangGraph, LangChain, OpenAI Agents SDK, CrewAI, AutoGen). Each is an
+optional extra (`pip install 'tether[langgraph]'`) and depends on the SDK and core only."""

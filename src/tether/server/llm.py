@@ -19,7 +19,7 @@ from tether.gateway.llm.forward import Upstream
 from tether.gateway.llm.gateway import Gateway
 from tether.gateway.llm.killswitch import KillSwitch, kill_run
 from tether.gateway.llm.routes import LLMRoutes
-from tether.server import auth
+from tether.server import auth, overshoot
 from tether.server.auth import Principal, require
 from tether.server.deps import State
 from tether.store.engine import reading
@@ -40,7 +40,7 @@ def install(app: FastAPI, state: State) -> None:
     upstream = Upstream()
     gateway = Gateway(
         state.settings, state.engine, authenticate=auth.request_authenticator(state), ledger=ledger,
-        killswitch=ks, upstream=upstream,
+        killswitch=ks, upstream=upstream, on_overshoot=overshoot.handler(state),
     )  # fmt: skip
     # first in the route table: the hot path should not be matched against every API route
     state.llm_gateway = gateway
@@ -49,8 +49,14 @@ def install(app: FastAPI, state: State) -> None:
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        async with gateway.writer.running(), ks.lifespan(), anyio.create_task_group() as tg:
+        async with (
+            gateway.writer.running(),
+            gateway.guard.settler.running(),
+            ks.lifespan(),
+            anyio.create_task_group() as tg,
+        ):
             tg.start_soon(_sweep_loop, gateway)
+            tg.start_soon(_renew_loop, gateway)
             try:
                 yield
             finally:
@@ -60,15 +66,34 @@ def install(app: FastAPI, state: State) -> None:
     state.lifespans.append(lifespan)
 
 
+def _sweep_every_s(gateway: Gateway) -> float:
+    # a short TTL (tests, small deployments) is swept as often as it can expire
+    return min(SWEEP_EVERY_S, gateway.settings.budgets.reservation_ttl_s / 2)
+
+
 async def _sweep_loop(gateway: Gateway) -> None:
     """Frees holds whose process died mid-call (their reservations expired)."""
     ledger = gateway.guard.ledger
     while True:
-        await anyio.sleep(SWEEP_EVERY_S)
+        await anyio.sleep(_sweep_every_s(gateway))
         try:
             await anyio.to_thread.run_sync(ledger.sweep_expired, datetime.now(UTC))
         except Exception:  # a background loop must outlive a database hiccup
             log.warning("reservation sweep failed; retrying later", exc_info=True)
+
+
+async def _renew_loop(gateway: Gateway) -> None:
+    """Renews the holds of this process's calls in flight four times per TTL: three renewals
+    may be late (a busy machine) before a sweep elsewhere could free a live hold."""
+    every = gateway.settings.budgets.reservation_ttl_s / 4
+    limiter = anyio.CapacityLimiter(1)  # its own thread: never queued behind request work
+    while True:
+        await anyio.sleep(every)
+        try:
+            await anyio.to_thread.run_sync(gateway.guard.renew_live, datetime.now(UTC),
+                                           limiter=limiter)  # fmt: skip
+        except Exception:  # a background loop must outlive a database hiccup
+            log.warning("renewing in-flight budget holds failed; retrying", exc_info=True)
 
 
 def _kill_router(ks: KillSwitch, state: State) -> APIRouter:
@@ -80,9 +105,10 @@ def _kill_router(ks: KillSwitch, state: State) -> APIRouter:
         body: KillRequest | None = Body(default=None),
         principal: Principal = Depends(require("admin")),
     ) -> dict[str, Any]:
-        """Marks the run `killed`, ends its in-flight LLM streams (in every server process)
-        within ~100 ms with a final error event, and refuses its later calls (HTTP 409
-        `run_killed`). Audited."""
+        """Marks the run `killed` — running, awaiting approval or already ended (ending a run
+        never dodges a kill) — ends its in-flight LLM streams (in every server process) within
+        ~100 ms with a final error event, and refuses its later calls (HTTP 409 `run_killed`).
+        A run already killed answers with its first kill. Audited."""
         reason = (body.reason if body else None) or f"killed by {principal.actor}"
         now = datetime.now(UTC)
         if await kill_run(ks, run_id, actor=principal.actor, reason=reason, now=now):

@@ -114,6 +114,11 @@ class MemoryService:
                 "memory.embedder (e.g. gateway:text-embedding-3-small) in tether.yaml or the policy"
             )
         kind, _, model = embedder.partition(":")
+        if kind == "local":
+            raise ConfigError(
+                f"memory embedder {embedder!r}: local models are not available in this version; "
+                "use gateway:MODEL (embedded through tether's LLM gateway) or client"
+            )
         if kind != "gateway" or not model:
             raise ConfigError(
                 f"memory embedder {embedder!r} is not one tether knows: use gateway:MODEL "

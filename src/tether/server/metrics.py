@@ -13,6 +13,7 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import Engine, func, select
 
 from tether.core.money import nusd_to_usd
+from tether.server import overshoot
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
 from tether.store.costs import grouped
@@ -100,6 +101,31 @@ async def metrics(
     now = time.monotonic()
     if cache.get("at") is None or now - cache["at"] > CACHE_TTL_S:
         cache["rows"] = await run_in_threadpool(run_aggregates, state.engine)
+        cache["overshoot"] = await run_in_threadpool(overshoot.metric_lines, state.engine)
         cache["at"] = now
     spans = state.spans_ingested
-    return PlainTextResponse(render(cache["rows"], spans), media_type=CONTENT_TYPE)
+    text = render(cache["rows"], spans) + "\n".join(cache["overshoot"]) + "\n"
+    text += await run_in_threadpool(redteam_age_text, state.engine)
+    return PlainTextResponse(text, media_type=CONTENT_TYPE)
+
+
+def redteam_age_text(engine: Engine) -> str:
+    """tether_redteam_age_seconds{agent}: since each agent's last stored red-team report."""
+    from datetime import UTC, datetime
+
+    from tether.store.redteam import last_run_at
+
+    now = datetime.now(UTC)
+    lines = [_line("tether_redteam_age_seconds", {"agent": a}, round((now - at).total_seconds()))
+             for a, at in sorted(last_run_at(engine).items())]  # fmt: skip
+    return (
+        "\n".join(
+            _family(
+                "tether_redteam_age_seconds",
+                "gauge",
+                "Seconds since the agent's last red-team report (alert past 90 days).",
+                lines,
+            )
+        )
+        + "\n"
+    )

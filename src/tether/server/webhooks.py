@@ -1,6 +1,6 @@
-"""Announces new approval holds to webhooks (generic JSON or Slack-compatible), best-effort:
-each POST has a short timeout, runs in the background, and a failure is logged and counted,
-never raised into the call that was held.
+"""Announces new approval holds (and other events, such as a budget overshoot) to webhooks
+(generic JSON or Slack-compatible), best-effort: each POST has a short timeout, runs in the
+background, and a failure is logged and counted, never raised into the call that was held.
 """
 
 from __future__ import annotations
@@ -86,11 +86,19 @@ class Webhooks:
     def announce(self, approval: Approval) -> None:
         """Schedules one POST per configured webhook and returns at once."""
         for hook in self.settings.webhooks:
-            task = asyncio.get_running_loop().create_task(
-                self._post(hook, body_for(hook, self.settings, approval))
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._schedule(hook, body_for(hook, self.settings, approval))
+
+    def notify(self, event: str, data: dict[str, Any], text: str) -> None:
+        """Posts an event (e.g. `budget.overshoot`) to every webhook: `{"event": ..., **data}`,
+        or `text` to a Slack one; returns at once."""
+        for hook in self.settings.webhooks:
+            body = {"text": text} if hook.format == "slack" else {"event": event, **data}
+            self._schedule(hook, body)
+
+    def _schedule(self, hook: WebhookConfig, body: dict[str, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._post(hook, body))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def announce_event(self, event: dict[str, Any], text: str) -> None:
         """Any other state change (a rollout promoted, rolled back...): the event as JSON, or a

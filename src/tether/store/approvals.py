@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
-from sqlalchemy import Engine, and_, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 
 from tether.core.errors import BadRequestError, ConflictError, NotFoundError
 from tether.core.ids import make_id
@@ -102,6 +102,29 @@ def create(
 ) -> Approval:
     """Holds a call: stores it pending and moves its run to `awaiting_approval`. `finding` is
     the argument value that made it a hold (value provenance), `args_hash` the call's identity."""
+    with engine.begin() as conn:
+        return create_in(conn, tool=tool, arguments=arguments, run_id=run_id, agent=agent,
+                         rule=rule, reason=reason, timeout_s=timeout_s, now=now,
+                         default_decision=default_decision, finding=finding,
+                         args_hash=args_hash)  # fmt: skip
+
+
+def create_in(
+    conn: Connection,
+    *,
+    tool: str,
+    arguments: Any,
+    run_id: str | None,
+    agent: str | None,
+    rule: str | None,
+    reason: str | None,
+    timeout_s: float,
+    now: datetime,
+    default_decision: str = "deny",
+    finding: dict[str, Any] | None = None,
+    args_hash: str | None = None,
+) -> Approval:
+    """`create` inside the caller's transaction (a hold recorded with rows of its own)."""
     if default_decision not in ("deny", "allow"):
         raise BadRequestError("default_decision must be deny or allow")
     row = {
@@ -111,17 +134,16 @@ def create(
         "expires_at": now + timedelta(seconds=max(0.0, timeout_s)), "finding": finding,
         "args_hash": args_hash,
     }  # fmt: skip
-    with engine.begin() as conn:
-        conn.execute(insert(approvals).values(**row))
-        if run_id:
-            ensure_run(conn, run_id, trace_id=None, attribution=RunAttribution(agent=agent),
-                       started_at=now, source="gateway", now=now)  # fmt: skip
-            set_run_status(conn, run_id, "awaiting_approval", now=now)
-        audit.append_in(conn, actor=f"agent:{agent}" if agent else "tether",
-                     action="approval.requested", subject=row["id"],
-                     data={"tool": tool, "run_id": run_id, "rule": rule, "reason": reason},
-                     now=now)  # fmt: skip
-        return _row(conn.execute(select(approvals).where(approvals.c.id == row["id"])).one())
+    conn.execute(insert(approvals).values(**row))
+    if run_id:
+        ensure_run(conn, run_id, trace_id=None, attribution=RunAttribution(agent=agent),
+                   started_at=now, source="gateway", now=now)  # fmt: skip
+        set_run_status(conn, run_id, "awaiting_approval", now=now)
+    audit.append_in(conn, actor=f"agent:{agent}" if agent else "tether",
+                 action="approval.requested", subject=row["id"],
+                 data={"tool": tool, "run_id": run_id, "rule": rule, "reason": reason},
+                 now=now)  # fmt: skip
+    return _row(conn.execute(select(approvals).where(approvals.c.id == row["id"])).one())
 
 
 def get(engine: Engine, approval_id: str) -> Approval:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -11,11 +10,15 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from tether.core.budget import CounterState, ScopeCap
-from tether.core.ids import make_id
 from tether.store import budgets
-from tether.store.budgets import Reservation, Settlement
-
-DEFAULT_TTL_S = 900
+from tether.store.budgets import (
+    DEFAULT_TTL_S,
+    Reservation,
+    Settlement,
+    new_reservation_id,
+    unbound,
+    unbound_settlement,
+)
 
 
 class Ledger(Protocol):
@@ -41,20 +44,20 @@ class Ledger(Protocol):
         self, reservation: Reservation, *, actual_nusd: int, actual_tokens: int, now: datetime
     ) -> Settlement: ...
 
+    def settle_many(self, items: Sequence[tuple[Reservation, int, int]], *, now: datetime) -> None:
+        """Settles (reservation, actual_nusd, actual_tokens) items at once: the gateway's
+        settle writer batches the calls that finished together."""
+        ...
+
     def release(self, reservation: Reservation, *, now: datetime) -> bool: ...
+
+    def renew(self, reservation_ids: Sequence[str], *, now: datetime) -> int:
+        """Keeps the holds of calls still in flight: their expiry moves to now + the TTL."""
+        ...
 
     def snapshot(self, scope: str) -> tuple[ScopeCap, CounterState] | None: ...
 
     def sweep_expired(self, now: datetime) -> int: ...
-
-
-def new_reservation_id() -> str:
-    return make_id("rsv", os.urandom(12))
-
-
-def unbound(run_id: str | None, amount_nusd: int, tokens: int, now: datetime) -> Reservation:
-    """A reservation on no scope (nothing is capped): costs no database round trip."""
-    return Reservation(new_reservation_id(), run_id, (), amount_nusd, tokens, now)
 
 
 class SqlLedger:
@@ -84,26 +87,31 @@ class SqlLedger:
         self, reservation: Reservation, *, actual_nusd: int, actual_tokens: int, now: datetime
     ) -> Settlement:
         if not reservation.scopes:
-            return _unbound_settlement(reservation, actual_nusd, actual_tokens)
+            return unbound_settlement(reservation, actual_nusd, actual_tokens)
         return budgets.settle(
             self.engine, reservation, actual_nusd=actual_nusd, actual_tokens=actual_tokens, now=now
         )
+
+    def settle_many(self, items: Sequence[tuple[Reservation, int, int]], *, now: datetime) -> None:
+        bound = [i for i in items if i[0].scopes]
+        if bound:
+            budgets.settle_many(self.engine, bound, now=now)
 
     def release(self, reservation: Reservation, *, now: datetime) -> bool:
         if not reservation.scopes:
             return True
         return budgets.release(self.engine, reservation, now=now)
 
+    def renew(self, reservation_ids: Sequence[str], *, now: datetime) -> int:
+        if not reservation_ids:
+            return 0
+        return budgets.renew(self.engine, reservation_ids, expiry(now, self.ttl_s))
+
     def snapshot(self, scope: str) -> tuple[ScopeCap, CounterState] | None:
         return budgets.snapshot(self.engine, scope)
 
     def sweep_expired(self, now: datetime) -> int:
         return budgets.sweep_expired(self.engine, now)
-
-
-def _unbound_settlement(r: Reservation, actual_nusd: int, actual_tokens: int) -> Settlement:
-    overrun = actual_nusd > r.amount_nusd or actual_tokens > r.tokens
-    return Settlement(actual_nusd, max(0, r.amount_nusd - actual_nusd), overrun, True)
 
 
 def make_ledger(engine: Engine, redis: Any | None = None, *, ttl_s: int = DEFAULT_TTL_S) -> Ledger:

@@ -14,13 +14,13 @@ from tether.core.budget import CounterState, ScopeCap, merge_caps, refusal_messa
 from tether.core.errors import BadRequestError, BudgetExceededError
 from tether.core.money import nusd_to_float
 from tether.store import budgets
-from tether.store.ledger import (
+from tether.store.budgets import (
     DEFAULT_TTL_S,
     Reservation,
     Settlement,
-    _unbound_settlement,
     new_reservation_id,
     unbound,
+    unbound_settlement,
 )
 
 # Counters outlive a day so that day scopes are still visible the next morning; a counter that
@@ -195,7 +195,7 @@ class RedisLedger:
         if actual_nusd < 0 or actual_tokens < 0:
             raise BadRequestError("a settled amount cannot be negative")
         if not reservation.scopes:
-            return _unbound_settlement(reservation, actual_nusd, actual_tokens)
+            return unbound_settlement(reservation, actual_nusd, actual_tokens)
         done, held_amount = self._finish_call(reservation, actual_nusd, actual_tokens, "settle")
         if not done:
             return Settlement(0, 0, False, False)
@@ -205,10 +205,37 @@ class RedisLedger:
         overrun = actual_nusd > reservation.amount_nusd or actual_tokens > reservation.tokens
         return Settlement(actual_nusd, max(0, held_amount - actual_nusd), overrun, held_amount > 0)
 
+    def settle_many(self, items: Sequence[tuple[Reservation, int, int]], *, now: datetime) -> None:
+        """Each hold settles in Redis (one script each); the durable copy of their spend is one
+        database transaction for the batch."""
+        spent: dict[str, list[int]] = {}
+        for r, nusd, tokens in items:
+            if nusd < 0 or tokens < 0:
+                raise BadRequestError("a settled amount cannot be negative")
+            if not r.scopes or not self._finish_call(r, nusd, tokens, "settle")[0]:
+                continue
+            for scope in r.scopes:
+                d = spent.setdefault(scope, [0, 0, 0])
+                d[0] += nusd
+                d[1] += tokens
+                d[2] += 1
+        if spent:
+            budgets.add_spent_by_scope(self.engine, spent, now=now)
+
     def release(self, reservation: Reservation, *, now: datetime) -> bool:
         if not reservation.scopes:
             return True
         return self._finish_call(reservation, 0, 0, "release")[0] == 1
+
+    def renew(self, reservation_ids: Sequence[str], *, now: datetime) -> int:
+        """Moves each live hold's place in the expiry index (XX: never re-adds a finished one)."""
+        if not reservation_ids:
+            return 0
+        score = int((now + timedelta(seconds=self.ttl_s)).timestamp() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for rid in reservation_ids:
+            pipe.zadd(self._zkey, {rid: score}, xx=True, ch=True)
+        return sum(int(v) for v in pipe.execute())
 
     def _hash(self, scope: str) -> dict[str, int]:
         h = self.redis.hgetall(self._ckey(scope))

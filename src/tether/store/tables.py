@@ -248,6 +248,19 @@ reservations = Table(
     Column("expires_at", TS, nullable=False),
 )
 
+# ---------------------------------------------------------------- enforcement (kill switch)
+
+# One row per killed run, written in the kill's transaction. The kill switch of every process
+# polls it by `killed_at` (indexed) instead of re-reading each run it watches; spans and OTLP
+# ingest never touch it, so nothing an agent sends can hide a kill.
+run_kills = Table(
+    "run_kills",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("reason", Text),
+    Column("killed_at", TS, nullable=False, index=True),
+)
+
 # ---------------------------------------------------------------- governance
 
 policies = Table(
@@ -323,17 +336,128 @@ rate_events = Table(
 )
 Index("ix_rate_events_key_at", rate_events.c.key, rate_events.c.at)
 
+# ---------------------------------------------------------------- LangGraph checkpoints
+# (integrations: store/checkpoints.py, store/threads.py). A thread is one LangGraph thread_id,
+# owned by one agent and linked to one tether run. Checkpoints keep their channel values
+# apart, one blob per (channel, version), as LangGraph's own savers do, so a super-step
+# that changes one channel stores one blob. `view` columns are JSON previews the saver
+# sends beside the opaque blobs: the timeline and diffs read them, resumes never do.
+
+checkpoint_threads = Table(
+    "checkpoint_threads",
+    metadata,
+    Column("thread_id", String(200), primary_key=True),
+    Column("agent", String(200)),
+    Column("run_id", String(64), nullable=False, index=True),
+    # the run config's hard caps (configurable max_iterations), counted by the saver
+    Column("max_iterations", Integer),
+    Column("steps", Integer, nullable=False, default=0),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
 checkpoints = Table(
     "checkpoints",
     metadata,
     Column("thread_id", String(200), primary_key=True),
     Column("checkpoint_ns", String(200), primary_key=True),
-    Column("checkpoint_id", String(200), primary_key=True),
-    Column("parent_id", String(200)),
-    Column("run_id", String(64), index=True),
-    Column("checkpoint", JSON, nullable=False),
-    Column("metadata", JSON),
+    Column("checkpoint_id", String(64), primary_key=True),
+    Column("parent_id", String(64)),
+    Column("run_id", String(64), nullable=False, index=True),
+    # LangGraph's own run id from the metadata (delete_for_runs)
+    Column("lg_run_id", String(64), index=True),
+    Column("step", Integer),
+    Column("source", String(16)),
+    Column("type", String(32), nullable=False),
+    Column("checkpoint", LargeBinary, nullable=False),
+    # channel -> version (as text) of every channel the checkpoint holds: which blobs it reads
+    Column("versions", JSON, nullable=False),
+    Column("metadata", JSON, nullable=False),
     Column("created_at", TS, nullable=False),
+)
+
+checkpoint_blobs = Table(
+    "checkpoint_blobs",
+    metadata,
+    Column("thread_id", String(200), primary_key=True),
+    Column("checkpoint_ns", String(200), primary_key=True),
+    Column("channel", String(200), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("type", String(32), nullable=False),
+    Column("blob", LargeBinary),
+    Column("view", JSON),
+)
+
+checkpoint_writes = Table(
+    "checkpoint_writes",
+    metadata,
+    Column("thread_id", String(200), primary_key=True),
+    Column("checkpoint_ns", String(200), primary_key=True),
+    Column("checkpoint_id", String(64), primary_key=True),
+    Column("task_id", String(64), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("channel", String(200), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("blob", LargeBinary),
+    Column("task_path", String(500), nullable=False, default=""),
+    Column("view", JSON),
+)
+
+# An interrupt of a thread held as a tether approval (one approval per interrupt id).
+checkpoint_interrupts = Table(
+    "checkpoint_interrupts",
+    metadata,
+    Column("approval_id", String(64), primary_key=True),
+    Column("thread_id", String(200), nullable=False),
+    Column("interrupt_id", String(64), nullable=False),
+    Column("checkpoint_ns", String(200), nullable=False),
+    Column("checkpoint_id", String(64)),
+    Column("created_at", TS, nullable=False),
+)
+Index("ix_checkpoint_interrupts_thread", checkpoint_interrupts.c.thread_id,
+      checkpoint_interrupts.c.interrupt_id, unique=True)  # fmt: skip
+
+# `tether runs resume`: a request the agent process takes through its saver.
+checkpoint_resumes = Table(
+    "checkpoint_resumes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("thread_id", String(200), nullable=False, index=True),
+    Column("run_id", String(64), nullable=False),
+    Column("checkpoint_id", String(64)),
+    Column("update", JSON),
+    # pending | taken
+    Column("status", String(16), nullable=False),
+    Column("requested_by", String(200)),
+    Column("created_at", TS, nullable=False),
+    Column("taken_at", TS),
+)
+
+# Hard caps one run sets for itself (a LangGraph run config's max_tokens, cost_limit_usd,
+# max_iterations); the LLM gateway applies them beside the agent's policy, the tighter wins.
+run_caps = Table(
+    "run_caps",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("max_cost_nusd", BigInteger),
+    Column("max_tokens", BigInteger),
+    Column("max_llm_calls", Integer),
+    Column("updated_at", TS, nullable=False),
+)
+
+# Idempotency keys of side-effecting tool calls in a thread: a call that re-runs when a node
+# is replayed on resume gets the recorded result instead of running again.
+tool_call_keys = Table(
+    "tool_call_keys",
+    metadata,
+    Column("thread_id", String(200), primary_key=True),
+    Column("key", String(300), primary_key=True),
+    Column("tool", String(300), nullable=False),
+    # started | done
+    Column("status", String(16), nullable=False),
+    Column("result", JSON),
+    Column("created_at", TS, nullable=False),
+    Column("done_at", TS),
 )
 
 # ---------------------------------------------------------------- evals and rollouts (issue 10)
@@ -667,6 +791,11 @@ __all__ = [
     "approvals",
     "audit_log",
     "budget_counters",
+    "checkpoint_blobs",
+    "checkpoint_interrupts",
+    "checkpoint_resumes",
+    "checkpoint_threads",
+    "checkpoint_writes",
     "checkpoints",
     "eval_attempts",
     "evals",
@@ -681,12 +810,15 @@ __all__ = [
     "reservations",
     "rollout_events",
     "rollouts",
+    "run_caps",
+    "run_kills",
     "run_profiles",
     "run_values",
     "runs",
     "scores",
     "spans",
     "spend_rollups",
+    "tool_call_keys",
     "tools",
     "watch_marks",
 ]

@@ -78,6 +78,7 @@ def _read_input(u: dict[str, Any], out: Usage) -> None:
     cache_write = u.get("cache_creation_input_tokens") or 0
     out.input_tokens = u["input_tokens"] + int(cache_read) + int(cache_write)
     out.cached_tokens = int(cache_read)
+    out.cache_write_tokens = int(cache_write)
     out.reported = True
 
 

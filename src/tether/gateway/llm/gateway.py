@@ -17,7 +17,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -28,11 +28,19 @@ from starlette.requests import Request
 from tether.config import Settings
 from tether.core.errors import AuthenticationError, BadRequestError, PermissionDeniedError
 from tether.core.ids import make_id
+from tether.core.money import nusd_to_float
 from tether.core.pricing import PriceTable, load_price_table
 from tether.core.records import RunAttribution, SpanRecord, run_id_for_trace, valid_run_id
 from tether.core.semtext import redact_text
 from tether.gateway.llm.forward import Upstream
-from tether.gateway.llm.guard import Admission, BudgetGuard, Caller, count_images, reserved_usd
+from tether.gateway.llm.guard import (
+    Admission,
+    BudgetGuard,
+    Caller,
+    Overshoot,
+    count_images,
+    reserved_usd,
+)
 from tether.gateway.llm.killswitch import KillSwitch
 from tether.gateway.llm.provider import Target, Usage
 from tether.gateway.llm.registry import Registry
@@ -43,6 +51,7 @@ from tether.store.tables import runs
 
 log = logging.getLogger("tether.gateway")
 Authenticate = Callable[[Request], Awaitable[Any]]
+OnOvershoot = Callable[[Overshoot], Awaitable[None]]
 MAX_STORED_CHARS = 32_000
 _RUN_CACHE = 20_000
 _TRACEPARENT_LEN = 55
@@ -71,6 +80,7 @@ class Call:
     ttft_ms: float | None = None
     request_bytes: int = 0
     tries: int = 0
+    overshoot: Overshoot | None = None
 
 
 class Gateway:
@@ -86,6 +96,7 @@ class Gateway:
         killswitch: KillSwitch,
         upstream: Upstream,
         prices: PriceTable | None = None,
+        on_overshoot: OnOvershoot | None = None,
     ) -> None:
         self.settings = settings
         # secret-named keys in prompts (e.g. a tool result carrying an api_key) are not stored
@@ -98,6 +109,7 @@ class Gateway:
         self.killswitch = killswitch
         self.upstream = upstream
         self.writer = SpanWriter(engine)
+        self.on_overshoot = on_overshoot
         # run id -> when it started (runs this process has already made sure exist)
         self._runs: dict[str, tuple[datetime, str | None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -150,30 +162,33 @@ class Gateway:
             is_root=is_root, started_at=datetime.now(UTC),
         )  # fmt: skip
 
-    async def run_started_at(self, call: Call) -> datetime:
-        """Makes sure the run exists (once per process) and returns when it started.
+    async def run_started_at(self, call: Call) -> tuple[datetime, str | None]:
+        """Makes sure the run exists (once per process); when it started and its agent.
 
         A run of its own is new, so nobody can have killed it: it is written off the request
         path (a stream's run in the background, so that a kill can find it; otherwise by the
-        span writer with the call's span).
+        span writer with the call's span). Any other run is read with its kill state in the
+        transaction that creates it, so a run killed before this process saw it is refused.
         """
         run_id = call.caller.run_id
         hit = self._runs.get(run_id)
         if hit is not None:
             self._check_owner(call, hit[1])
-            return hit[0]
+            return hit
         if call.is_root:
             if call.stream:
                 task = asyncio.create_task(self._ensure_run_later(call))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
-            return call.started_at
-        started = await anyio.to_thread.run_sync(self._ensure_run, call)
+            return call.started_at, call.caller.agent
+        started, agent, killed = await anyio.to_thread.run_sync(self._ensure_run, call)
+        if killed is not None:
+            self.killswitch.note_killed(run_id, killed)
         if len(self._runs) > _RUN_CACHE:
             self._runs.clear()
-        self._runs[run_id] = started
-        self._check_owner(call, started[1])
-        return started[0]
+        self._runs[run_id] = (started, agent)
+        self._check_owner(call, agent)
+        return started, agent
 
     @staticmethod
     def _check_owner(call: Call, agent: str | None) -> None:
@@ -192,15 +207,18 @@ class Gateway:
             log.warning("could not create run %s ahead of its stream", call.caller.run_id,
                         exc_info=True)  # fmt: skip
 
-    def _ensure_run(self, call: Call) -> tuple[datetime, str | None]:
+    def _ensure_run(self, call: Call) -> tuple[datetime, str | None, str | None]:
         with self.engine.begin() as conn:
             ensure_run(conn, call.caller.run_id, trace_id=call.trace_id,
                        attribution=call.attribution, started_at=call.started_at,
                        source="gateway", now=call.started_at)  # fmt: skip
             row = conn.execute(
-                select(runs.c.started_at, runs.c.agent).where(runs.c.id == call.caller.run_id)
+                select(runs.c.started_at, runs.c.agent, runs.c.status, runs.c.kill_reason).where(
+                    runs.c.id == call.caller.run_id
+                )
             ).one()
-        return row.started_at, row.agent
+        killed = (row.kill_reason or "killed") if row.status == "killed" else None
+        return row.started_at, row.agent, killed
 
     # ------------------------------------------------------------ admission
 
@@ -208,22 +226,29 @@ class Gateway:
         """Refuses a killed run, a model the policy forbids, or a call over budget; else holds
         the call's worst case."""
         call.targets = self.registry.targets(call.model, call.api)
+        started, owner = await self.run_started_at(call)
+        if owner is not None and owner != call.caller.agent:
+            # a key with no agent of its own (admin, ingest+admin) on an agent's run: the run's
+            # caps bind it and its spend counts on the run's (and that agent's day) counters
+            call.caller = replace(call.caller, agent=owner)
         policy = self.guard.policy_cached(call.caller.agent)
         if policy is False:
             policy = await anyio.to_thread.run_sync(self.guard.policy, call.caller.agent)
         self.guard.check_model(policy, call.caller, call.model)
-        limits = self.guard.limits(policy)
-        started = await self.run_started_at(call)
+        limits = await self.guard.with_run_caps(self.guard.limits(policy), call.caller.run_id)
         now = datetime.now(UTC)
         if not call.is_root:
             deadline = None
             if limits.run.max_duration_s is not None:
                 deadline = started + timedelta(seconds=limits.run.max_duration_s)
             await self.killswitch.ensure_alive(call.caller.run_id, now=now, deadline=deadline)
+        messages, tools = call.body.get("messages"), call.body.get("tools")
         call.admission = await self.guard.admit(
             call.caller, limits, call.targets, request_bytes=call.request_bytes,
             max_tokens=max_tokens, choices=choices, images=_images(call.body),
-            started_at=started, now=now,
+            started_at=started, now=now, api=call.api, requested=call.model,
+            messages=len(messages) if isinstance(messages, list) else 0,
+            tools=len(tools) if isinstance(tools, list) else 0,
         )  # fmt: skip
 
     # ------------------------------------------------------------ the end of a call
@@ -253,7 +278,8 @@ class Gateway:
                 # back (gpt-4o-2024-05-13) may carry another price than the one reserved
                 cost = self.guard.cost_nusd(model, usage.model_served or model, usage)
                 tokens = usage.input_tokens + usage.output_tokens
-                await self.guard.settle(call.admission, cost, tokens, now)
+                self.guard.settle_later(call.admission, cost, tokens)
+                await self._check_overshoot(call, model, cost, tokens)
             else:
                 await self.guard.release(call.admission, now)
         except Exception:  # the agent has its answer; the hold expires and is swept
@@ -262,6 +288,24 @@ class Gateway:
         finally:
             self.writer.submit(lambda: self._span(call, usage, cost, output, error, status_code,
                                                   outcome, now))  # fmt: skip
+
+    async def _check_overshoot(self, call: Call, model: str, cost: int | None, tokens: int) -> None:
+        """A settle above its hold is an overshoot event (span attribute, audit, metric and
+        webhook through `on_overshoot`)."""
+        res = call.admission.reservation
+        if res is None or not res.scopes or cost is None:
+            return
+        if cost <= res.amount_nusd and tokens <= res.tokens:
+            return
+        call.overshoot = Overshoot(
+            run_id=call.caller.run_id, agent=call.caller.agent, key_id=call.caller.key_id,
+            model=model, scopes=res.scopes, held_nusd=res.amount_nusd, charged_nusd=cost,
+            held_tokens=res.tokens, charged_tokens=tokens,
+        )  # fmt: skip
+        log.warning("overshoot: a call in run %s settled at %d nano-USD above its hold of %d",
+                    call.caller.run_id, call.overshoot.over_nusd, res.amount_nusd)  # fmt: skip
+        if self.on_overshoot is not None:
+            await self.on_overshoot(call.overshoot)
 
     def _span(
         self, call: Call, usage: Usage | None, cost: int | None, output: str | None,
@@ -289,6 +333,11 @@ class Gateway:
             attrs["tether.reserved_usd"] = reserved_usd(call.admission)
         if call.admission.injected_max_tokens is not None:
             attrs["tether.injected_max_tokens"] = call.admission.injected_max_tokens
+        if call.overshoot is not None:
+            attrs["tether.overshoot_usd"] = nusd_to_float(call.overshoot.over_nusd)
+            attrs["tether.overshoot_tokens"] = max(
+                0, call.overshoot.charged_tokens - call.overshoot.held_tokens
+            )
         kind = "embedding" if call.endpoint == "embeddings" else "llm"
         return SpanRecord(
             trace_id=call.trace_id, span_id=call.span_id, run_id=call.caller.run_id, kind=kind,

@@ -1,5 +1,11 @@
 """The kill switch: ends a killed run's in-flight streams in every process within one poll of
-the database (25 ms), refuses its later calls, and enforces `max_duration_s`."""
+the database (25 ms), refuses its later calls (at once here, within 100 ms elsewhere), and
+enforces `max_duration_s`.
+
+Each poll reads the kill log (store/kills.py) by time, one indexed query whatever the number of
+runs in use; a run's kill state before this process saw it comes with its first call (the
+gateway reads it with the run). A kill is final and applies to ended runs too.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +14,29 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import anyio
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core.errors import NotFoundError, RunKilledError
-from tether.store import audit
+from tether.store import audit, kills
 from tether.store.engine import reading
-from tether.store.ingest import set_run_status
+from tether.store.kills import DURATION_REASON
 from tether.store.tables import runs
 
 log = logging.getLogger(__name__)
 # A kill made in another process reaches this one's streams within one poll; 25 ms keeps
 # the whole path (kill request, poll, stream end) under the 100 ms target.
 POLL_S = 0.025
-# a run used in the last WATCH_S is re-checked by every poll, so its calls need no query
+FRESH_POLLS = 4
+# polls stop when no run was used for this long (an idle server does not query 40 times a
+# second); the first call after that checks its run directly
 WATCH_S = 10.0
-DURATION_REASON = "max_duration_s exceeded"
+# Each poll re-reads the kills of the last minute: a kill committed late (a slow transaction, a
+# replica's clock a little behind) is still seen. Replica clocks must agree within this margin.
+LOG_MARGIN = timedelta(seconds=60)
 
 
 @dataclass(eq=False)
@@ -58,11 +68,12 @@ class KillSwitch:
         self.poll_s = poll_s
         self.clock = clock
         self._inflight: dict[str, set[RunHandle]] = {}
-        # killed is terminal, so a known kill is cached for good; "alive" only until the next
-        # poll, which re-checks every run used in the last WATCH_S (so a call needs no query)
+        # killed is terminal, so a known kill is cached for good
         self._killed: dict[str, str] = {}
-        self._alive_until: dict[str, float] = {}
-        self._watched: dict[str, float] = {}
+        # the log is complete from `_since` on as of the poll that started at `_synced_at`
+        self._since: datetime | None = None
+        self._synced_at = 0.0
+        self._used_at = 0.0
         self._limiter: anyio.CapacityLimiter | None = None
 
     # ------------------------------------------------------------ in-flight registry
@@ -96,7 +107,7 @@ class KillSwitch:
     # ------------------------------------------------------------ kill and check
 
     async def kill(self, run_id: str, reason: str, *, now: datetime, actor: str = "system") -> bool:
-        """Kills `run_id` everywhere; False if it was unknown or had already ended."""
+        """Kills `run_id` everywhere; False if it was unknown or had already been killed."""
         changed = await anyio.to_thread.run_sync(self._kill_in_store, run_id, reason, now, actor)
         if changed:
             self._fire(run_id, reason)
@@ -104,38 +115,40 @@ class KillSwitch:
 
     def _kill_in_store(self, run_id: str, reason: str, now: datetime, actor: str) -> bool:
         with self.engine.begin() as conn:
-            changed = set_run_status(conn, run_id, "killed", now=now, reason=reason)
+            changed = kills.kill(conn, run_id, reason=reason, now=now)
             if changed:
                 audit.append_in(conn, actor, "run.killed", run_id, {"reason": reason}, now)
         return changed
 
+    def note_killed(self, run_id: str, reason: str) -> None:
+        """What the gateway read with the run: it was killed before this process saw it."""
+        self._fire(run_id, reason)
+
     def _fire(self, run_id: str, reason: str) -> None:
         self._killed[run_id] = reason
-        self._alive_until.pop(run_id, None)
         for handle in list(self._inflight.get(run_id, ())):
             handle.fire(reason)
+
+    def _fresh(self) -> bool:
+        """Whether the last poll is recent enough to vouch for every run: within FRESH_POLLS
+        intervals, the 100 ms a kill may take to reach another process. A busy machine stretches
+        the gaps between polls; a call then checks its run directly rather than trust it."""
+        now = time.monotonic()
+        self._used_at = now
+        return now - self._synced_at <= FRESH_POLLS * self.poll_s
 
     def killed_reason(self, run_id: str) -> str | None:
         """The kill reason if `run_id` is killed (a kill here is seen at once, elsewhere within
         one poll interval); None if it is alive or unknown. Blocking: run it in a thread."""
-        known, reason = self._cached(run_id)
-        if known:
-            return reason
-        started = time.monotonic()
-        found = self._lookup([run_id])
-        if run_id in found:
-            self._killed[run_id] = found[run_id]
-            return found[run_id]
-        self._alive_until[run_id] = started + self.poll_s
-        return None
-
-    def _cached(self, run_id: str) -> tuple[bool, str | None]:
-        """(known, reason) without I/O: a kill seen, or "alive" as of the last poll."""
         if run_id in self._killed:
-            return True, self._killed[run_id]
-        now = time.monotonic()
-        self._watched[run_id] = now
-        return self._alive_until.get(run_id, 0.0) > now, None
+            return self._killed[run_id]
+        if self._fresh():
+            return None
+        with reading(self.engine) as conn:
+            reason = kills.kill_reason(conn, run_id)
+        if reason is not None:
+            self._killed[run_id] = reason
+        return reason
 
     def is_killed(self, run_id: str) -> bool:
         return self.killed_reason(run_id) is not None
@@ -144,57 +157,49 @@ class KillSwitch:
         self, run_id: str, *, now: datetime, deadline: datetime | None = None
     ) -> None:
         """Raises RunKilledError (409) if the run is killed; kills it first if past `deadline`."""
-        if deadline is not None and now >= deadline:
-            await self.kill(run_id, DURATION_REASON, now=now)
-        known, reason = self._cached(run_id)
-        if not known:
+        overdue = deadline is not None and now >= deadline and run_id not in self._killed
+        if overdue and not await self.kill(run_id, DURATION_REASON, now=now):
+            # not in the store yet (or killed elsewhere a moment ago): refuse it here too
+            self._killed.setdefault(run_id, DURATION_REASON)
+        reason = self._killed.get(run_id)
+        if reason is None and not self._fresh():
             reason = await anyio.to_thread.run_sync(self.killed_reason, run_id)
         if reason is not None:
             raise RunKilledError(
                 f"run {run_id} was killed ({reason}); start a new run to go on", run_id=run_id
             )
 
-    def _lookup(self, run_ids: list[str]) -> dict[str, str]:
-        """Which of `run_ids` are killed, with their reasons."""
-        found: dict[str, str] = {}
-        with reading(self.engine) as conn:
-            for i in range(0, len(run_ids), 500):
-                rows = conn.execute(
-                    select(runs.c.id, runs.c.kill_reason).where(
-                        runs.c.id.in_(run_ids[i : i + 500]), runs.c.status == "killed"
-                    )
-                ).all()
-                found.update({r.id: r.kill_reason or "killed" for r in rows})
-        return found
-
     # ------------------------------------------------------------ background loop
 
+    def _read_log(self, since: datetime) -> dict[str, str]:
+        with reading(self.engine) as conn:
+            return kills.kills_since(conn, since)
+
     async def poll_once(self) -> None:
-        """One pass: fire kills made elsewhere, kill in-flight runs past their deadline, and
-        vouch until the next pass for the runs in use that are still alive."""
+        """One pass: fire kills made elsewhere and kill in-flight runs past their deadline."""
         started = time.monotonic()
-        for run_id, used in list(self._watched.items()):
-            if started - used > WATCH_S:
-                self._watched.pop(run_id, None)
-                self._alive_until.pop(run_id, None)
-        ids = sorted(set(self._inflight) | set(self._watched))
-        if not ids:
-            return
+        if not self._inflight and started - self._used_at > WATCH_S:
+            return  # idle: the next call checks its run directly (see _fresh)
         now = self.clock()
         for run_id in self.inflight():
             handles = self._inflight.get(run_id, set())
             overdue = any(h.deadline is not None and now >= h.deadline for h in handles)
-            if overdue and not await self.kill(run_id, DURATION_REASON, now=now):
-                self._fire(run_id, DURATION_REASON)  # not in the store (or ended): end it here
+            if (
+                overdue
+                and run_id not in self._killed
+                and not await self.kill(run_id, DURATION_REASON, now=now)
+            ):
+                self._fire(run_id, DURATION_REASON)  # not in the store: end it here
+        # first pass: the whole margin; then from the previous pass's start, less the margin
+        since = (self._since or now) - LOG_MARGIN
         # a thread of its own: the poll must not queue behind the gateway's busy worker threads
-        found = await anyio.to_thread.run_sync(self._lookup, ids, limiter=self._poll_limiter())
+        found = await anyio.to_thread.run_sync(self._read_log, since,
+                                               limiter=self._poll_limiter())  # fmt: skip
         for run_id, reason in found.items():
-            self._fire(run_id, reason)
-        # two intervals: the next pass starts one interval later and takes a moment
-        alive_until = started + 2 * self.poll_s
-        for run_id in ids:
-            if run_id not in found:
-                self._alive_until[run_id] = alive_until
+            if self._killed.get(run_id) is None or run_id in self._inflight:
+                self._fire(run_id, reason)
+        self._since = now
+        self._synced_at = started
 
     def _poll_limiter(self) -> anyio.CapacityLimiter:
         if self._limiter is None:  # created inside the event loop that uses it
@@ -224,7 +229,8 @@ class KillSwitch:
 
 async def kill_run(ks: KillSwitch, run_id: str, *, actor: str, reason: str, now: datetime) -> bool:
     """The kill of POST /api/v1/runs/{id}/kill, the CLI and the console: True if this call
-    killed the run, False if it had already ended; NotFoundError if there is no such run."""
+    killed the run (running or ended), False if it was already killed; NotFoundError if there
+    is no such run."""
     if await ks.kill(run_id, reason, now=now, actor=actor):
         return True
     exists = await anyio.to_thread.run_sync(_run_exists, ks.engine, run_id)

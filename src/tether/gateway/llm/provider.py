@@ -23,6 +23,8 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    # prompt-cache writes (part of input_tokens), billed above the input price by Anthropic
+    cache_write_tokens: int = 0
     reported: bool = False
     model_served: str | None = None
     finish_reason: str | None = None

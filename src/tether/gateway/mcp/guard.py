@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Engine, select
@@ -26,11 +26,12 @@ from tether.core.policy_schema import parse_rate_limit
 from tether.core.provenance import Finding, argument_atoms, atoms_of, findings, trusted_atoms
 from tether.core.records import TERMINAL_STATUSES, RunAttribution
 from tether.gateway.mcp.spans import redacted
-from tether.store import approvals, audit, grants, policies
+from tether.store import approvals, audit, grants, kills, policies
 from tether.store import provenance as provenance_store
 from tether.store import tools as registry
 from tether.store.engine import reading
 from tether.store.ingest import ensure_run
+from tether.store.kills import DURATION_REASON
 from tether.store.ratelimit import RateLimiter, make_limiter
 from tether.store.tables import runs
 
@@ -101,6 +102,34 @@ class Guard:
         state = RunState(tags_seen=frozenset(seen), tool_calls=int(row.tool_calls or 0))
         return state, row.status, row.input
 
+    def _closed(
+        self, policy: Policy | None, run_id: str | None, status: str | None, now: datetime,
+        actor: str,
+    ) -> str | None:  # fmt: skip
+        """Why the run takes no more calls: killed (max_duration_s passed kills it now, ended
+        or not, as the LLM gateway does), or ended; None if it is open."""
+        if status is None or run_id is None:
+            return None
+        limit = policy.budget_limits().run.max_duration_s if policy is not None else None
+        if status != "killed" and limit is None and status not in TERMINAL_STATUSES:
+            return None
+        with reading(self.engine) as conn:
+            row = conn.execute(
+                select(runs.c.started_at, runs.c.kill_reason).where(runs.c.id == run_id)
+            ).one()
+        overdue = limit is not None and now >= row.started_at + timedelta(seconds=limit)
+        if status != "killed" and overdue:
+            with self.engine.begin() as conn:
+                if kills.kill(conn, run_id, reason=DURATION_REASON, now=now):
+                    audit.append_in(conn, actor, "run.killed", run_id,
+                                    {"reason": DURATION_REASON}, now)  # fmt: skip
+            return f"run {run_id} was killed ({DURATION_REASON}); start a new run"
+        if status == "killed":
+            return f"run {run_id} was killed ({row.kill_reason or 'killed'}); start a new run"
+        if status in TERMINAL_STATUSES:
+            return f"run {run_id} is {status}; start a new run"
+        return None
+
     def findings(
         self,
         run_id: str | None,
@@ -168,15 +197,16 @@ class Guard:
         tags = frozenset(tool.tags if tool else ()) | frozenset(extra_tags)
         state, status, task_input = self._run_state(run_id)
         policy = policies.get(self.engine, agent) if agent else None
+        closed = self._closed(policy, run_id, status, now, actor)
         if tool is None:
             decision = Decision("deny", "tool registry: unknown tool",
                                 f"{name} is not in the tool registry; tools are named "
                                 "server.tool (see `tether tools list`)", tags=tags)  # fmt: skip
         elif tool.blocked:
             decision = blocked_decision(tool)
-        elif status in TERMINAL_STATUSES:
-            decision = Decision("deny", "run ended", f"run {run_id} is {status}; start a new run",
-                                tags=tags)  # fmt: skip
+        elif closed is not None:
+            rule = "run killed" if "was killed" in closed else "run ended"
+            decision = Decision("deny", rule, closed, tags=tags)
         else:
             untrusted = self.findings(run_id, policy, arguments, task_input)
             request = DecisionRequest(agent=agent or "", tool=name, tags=tags,

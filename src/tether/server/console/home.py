@@ -18,6 +18,7 @@ from tether.server.deps import State, get_state
 from tether.store import aggregates
 from tether.store import costs as cost_store
 from tether.store import policies as policy_store
+from tether.store import redteam as redteam_store
 from tether.store.engine import reading
 from tether.store.tables import runs
 
@@ -56,6 +57,9 @@ def _home_data(state: State, now: datetime) -> dict[str, Any]:
     totals["kpi"] = hits / finished if finished else None
     chart = {"days": days, "series": {a: v for a, v in sorted(by_agent.items())}}
     return {
+        # days since each agent's last red team (None: never); flagged past STALE_DAYS
+        "redteam_age": redteam_store.age_days(engine, sorted({s.agent for s in stats}), now=now),
+        "redteam_stale_days": redteam_store.STALE_DAYS,
         **evals.home_summary(state),
         "no_policies": not policy_store.list_latest(engine),
         "stats": stats,

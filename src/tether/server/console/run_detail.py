@@ -23,10 +23,13 @@ from tether.store import provenance as provenance_store
 from tether.store import runs as run_store
 from tether.store import tools as registry
 from tether.store.engine import reading
-from tether.store.tables import checkpoints, spans
+from tether.store.tables import spans
+from tether.store.timeline import timeline
 
 router = APIRouter()
 MAX_TREE_SPANS = 2000
+# the timeline panel shows the newest checkpoints; the API and CLI list them all
+MAX_CHECKPOINTS_SHOWN = 50
 
 
 def flatten(tree: list[dict[str, Any]], depth: int = 0) -> list[dict[str, Any]]:
@@ -78,10 +81,8 @@ def span_decisions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _run_checkpoints(state: State, run_id: str) -> list[dict[str, Any]]:
-    c = checkpoints.c
-    q = select(checkpoints).where(c.run_id == run_id).order_by(c.created_at.desc()).limit(20)
-    with reading(state.engine) as conn:
-        return [dict(r._mapping) for r in conn.execute(q)]
+    """The newest checkpoints of the run's LangGraph threads, oldest first (the API's timeline)."""
+    return timeline(state.engine, run_id)[-MAX_CHECKPOINTS_SHOWN:]
 
 
 def _slim_spans(state: State, run_id: str) -> tuple[list[dict[str, Any]], dict[str, int]]:

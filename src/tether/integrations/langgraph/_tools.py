@@ -1,0 +1,79 @@
+"""Side-effecting tools that run once per graph step, however often LangGraph replays the node.
+
+A node that paused at `interrupt()` runs again from its first line when it resumes, and a
+resume from an earlier checkpoint replays whole steps; a tool called there would charge the
+card or send the email twice. `idempotent` records each call under a key (thread, node path,
+step, tool, arguments) in tether: the first call runs, every replay gets the recorded result.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from langgraph.config import get_config
+
+from tether.core.errors import ConflictError
+from tether.integrations._wire import jsonable
+from tether.integrations.langgraph._saver import TetherSaver
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def call_key(config: Any, tool: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The idempotency key of a tool call inside a running node."""
+    meta = config.get("metadata", {})
+    ns = str(config.get("configurable", {}).get("checkpoint_ns", ""))
+    # the node path without task ids: a replayed step runs new task ids, the same nodes
+    path = "|".join(part.split(":")[0] for part in ns.split("|"))
+    ident = json.dumps(
+        [path, meta.get("langgraph_step"), tool, jsonable(list(args)), jsonable(kwargs)],
+        sort_keys=True,
+        default=str,
+    )
+    return f"{tool[:200]}:{hashlib.sha256(ident.encode()).hexdigest()[:40]}"
+
+
+def idempotent(
+    saver: TetherSaver, *, name: str | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Makes a side-effecting tool run at most once per graph step (its result must be JSON).
+
+        @idempotent(saver)
+        def send_email(to: str, body: str) -> str: ...
+
+    Outside a graph (no LangGraph config) the tool runs as it is.
+    """
+
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        tool: str = name or str(getattr(fn, "__qualname__", "tool"))
+
+        @functools.wraps(fn)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                config = get_config()
+            except RuntimeError:
+                return fn(*args, **kwargs)
+            thread_id = str(config["configurable"]["thread_id"])
+            key = call_key(config, tool, args, dict(kwargs))
+            claim = saver.claim_tool_call(thread_id, key, tool)
+            if claim["status"] == "done":
+                result: R = claim["result"]
+                return result
+            if claim["status"] == "started":
+                raise ConflictError(
+                    f"tool call {tool} ({key}) of thread {thread_id} started before and never "
+                    "reported back; it may have run: check its effect, then resume",
+                    code="tool_call_in_doubt",
+                )
+            out = fn(*args, **kwargs)
+            saver.complete_tool_call(thread_id, key, jsonable(out))
+            return out
+
+        return call
+
+    return wrap

@@ -1,0 +1,419 @@
+"""`/api/v1/checkpoints` and `/api/v1/threads`: what `TetherSaver` (LangGraph's checkpointer)
+calls with the agent's key. Bytes travel base64 in JSON; tether never unpickles or unpacks them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from tether.core.errors import BadRequestError, BudgetExceededError, NotFoundError, RunKilledError
+from tether.gateway.llm.killswitch import kill_run
+from tether.server.auth import Principal, require
+from tether.server.deps import State, get_state
+from tether.store import checkpoints as store
+from tether.store import threads
+from tether.store.engine import reading
+from tether.store.tables import runs
+
+router = APIRouter(tags=["checkpoints"])
+
+ID = Field(min_length=1, max_length=64)
+THREAD = Field(min_length=1, max_length=200)
+NS = Field("", max_length=200)
+
+
+class RunIn(BaseModel):
+    """The run a new thread belongs to and the caps of the LangGraph run config."""
+
+    model_config = ConfigDict(extra="forbid")
+    run_id: str | None = Field(None, max_length=64)
+    task_id: str | None = Field(None, max_length=200)
+    version: str | None = Field(None, max_length=200)
+    user: str | None = Field(None, max_length=200)
+    max_tokens: int | None = Field(None, ge=1, le=10**12)
+    max_iterations: int | None = Field(None, ge=1, le=10**6)
+    cost_limit_usd: Decimal | None = Field(None, ge=0, le=1_000_000)
+
+
+class BlobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: str = Field(min_length=1, max_length=200)
+    version: str = Field(min_length=1, max_length=64)
+    type: str = Field(max_length=32)
+    data: str | None = Field(None, description="base64")
+    view: Any = Field(None, description="a JSON preview for the timeline")
+
+
+class CheckpointIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    thread_id: str = THREAD
+    checkpoint_ns: str = NS
+    checkpoint_id: str = ID
+    parent_checkpoint_id: str | None = Field(None, max_length=64)
+    type: str = Field(max_length=32)
+    data: str = Field(description="the checkpoint without its channel values, base64")
+    versions: dict[str, str] = Field(description="channel -> version of every channel it holds")
+    metadata: dict[str, Any] = {}
+    blobs: list[BlobIn] = []
+    run: RunIn | None = None
+
+
+class PutOut(BaseModel):
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    run_id: str
+
+
+class WriteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    idx: int = Field(ge=-100, le=10**6)
+    channel: str = Field(min_length=1, max_length=200)
+    type: str = Field(max_length=32)
+    data: str | None = None
+    view: Any = None
+
+
+class InterruptIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = ID
+    value: Any = None
+    node: str | None = Field(None, max_length=200)
+
+
+class WritesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    thread_id: str = THREAD
+    checkpoint_ns: str = NS
+    checkpoint_id: str = ID
+    task_id: str = ID
+    task_path: str = Field("", max_length=500)
+    writes: list[WriteIn] = Field(max_length=10_000)
+    interrupts: list[InterruptIn] = Field([], max_length=1000)
+    approval_timeout_s: float = Field(86_400.0, ge=1, le=30 * 86_400)
+    run: RunIn | None = None
+
+
+class SearchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    thread_id: str | None = Field(None, max_length=200)
+    checkpoint_ns: str | None = Field(None, max_length=200)
+    before: str | None = Field(None, max_length=64)
+    filter: dict[str, Any] | None = None
+    limit: int | None = Field(None, ge=1, le=10_000)
+
+
+class ThreadIdsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    thread_ids: list[str] = Field(max_length=10_000)
+
+
+class PruneIn(ThreadIdsIn):
+    strategy: Literal["keep_latest", "delete"] = "keep_latest"
+    keep: int = Field(1, ge=1, le=100_000, description="checkpoints kept per namespace")
+
+
+class RunIdsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run_ids: list[str] = Field(max_length=10_000)
+
+
+class CopyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source_thread_id: str = THREAD
+    target_thread_id: str = THREAD
+
+
+def caller_of(principal: Principal) -> threads.Caller:
+    return threads.Caller(agent=principal.agent, admin=principal.has("admin"))
+
+
+def _bytes(text: str | None, what: str) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequestError(f"{what}: not base64") from None
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+def _link(run: RunIn | None) -> threads.RunLink:
+    if run is None:
+        return threads.RunLink()
+    return threads.RunLink(**run.model_dump())
+
+
+def _out(t: dict[str, Any]) -> dict[str, Any]:
+    """A stored tuple with its bytes as base64."""
+    t["data"] = _b64(t["data"])
+    for b in t["blobs"]:
+        b["data"] = _b64(b["data"])
+    for w in t["writes"]:
+        w["data"] = _b64(w["data"])
+    return t
+
+
+def _claim_alive(
+    conn: Any, body_thread: str, caller: threads.Caller, link: threads.RunLink, now: datetime
+) -> threads.Thread:
+    thread = threads.claim(conn, body_thread, caller, link, now=now)
+    row = conn.execute(
+        runs.select()
+        .with_only_columns(runs.c.status, runs.c.kill_reason)
+        .where(runs.c.id == thread.run_id)
+    ).first()
+    if row is not None and row.status == "killed":
+        raise RunKilledError(
+            f"run {thread.run_id} was killed ({row.kill_reason or 'no reason given'}); start a "
+            "new thread to run again",
+            code="run_killed",
+        )
+    return thread
+
+
+def _put(state: State, body: CheckpointIn, caller: threads.Caller) -> tuple[dict[str, Any], Any]:
+    now = datetime.now(UTC)
+    cp = store.NewCheckpoint(
+        thread_id=body.thread_id,
+        checkpoint_ns=body.checkpoint_ns,
+        checkpoint_id=body.checkpoint_id,
+        parent_id=body.parent_checkpoint_id,
+        type=body.type,
+        data=_bytes(body.data, "data") or b"",
+        versions=body.versions,
+        metadata=body.metadata,
+        blobs=[
+            store.Blob(b.channel, b.version, b.type, _bytes(b.data, "blobs.data"), b.view)
+            for b in body.blobs
+        ],
+    )
+    step = body.metadata.get("step")
+    with state.engine.begin() as conn:
+        thread = _claim_alive(conn, body.thread_id, caller, _link(body.run), now)
+        over = (
+            thread.max_iterations is not None
+            and isinstance(step, int)
+            and body.metadata.get("source") == "loop"
+            and step > thread.max_iterations
+        )
+        if not over:
+            if body.metadata.get("source") == "input":
+                threads.reopen(conn, thread, now=now)
+            store.put(conn, cp, run_id=thread.run_id, now=now)
+            if isinstance(step, int):
+                threads.note_step(conn, thread, step, now)
+    out = {
+        "thread_id": cp.thread_id,
+        "checkpoint_ns": cp.checkpoint_ns,
+        "checkpoint_id": cp.checkpoint_id,
+        "run_id": thread.run_id,
+    }
+    return out, (thread, step) if over else None
+
+
+@router.post("/checkpoints", response_model=PutOut, summary="Store a checkpoint (TetherSaver.put)")
+async def put_checkpoint(
+    body: CheckpointIn,
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("agent")),
+) -> dict[str, Any]:
+    out, over = await run_in_threadpool(_put, state, body, caller_of(principal))
+    if over is not None:
+        thread, step = over
+        reason = (
+            f"max_iterations: super-step {step} of thread {thread.thread_id} is past the "
+            f"run's cap of {thread.max_iterations}"
+        )
+        await kill_run(
+            state.killswitch,
+            thread.run_id,
+            actor=principal.actor,
+            reason=reason,
+            now=datetime.now(UTC),
+        )
+        raise BudgetExceededError(
+            reason + "; raise max_iterations in the run config to allow more", code="max_iterations"
+        )
+    return out
+
+
+def _put_writes(state: State, body: WritesIn, caller: threads.Caller) -> list[Any]:
+    now = datetime.now(UTC)
+    writes = [
+        store.Write(w.idx, w.channel, w.type, _bytes(w.data, "writes.data"), w.view)
+        for w in body.writes
+    ]
+    with state.engine.begin() as conn:
+        thread = _claim_alive(conn, body.thread_id, caller, _link(body.run), now)
+        store.put_writes(
+            conn,
+            thread_id=body.thread_id,
+            checkpoint_ns=body.checkpoint_ns,
+            checkpoint_id=body.checkpoint_id,
+            task_id=body.task_id,
+            task_path=body.task_path,
+            writes=writes,
+        )
+        held: list[Any] = []
+        if body.interrupts:
+            _, held = threads.hold_interrupts(
+                conn,
+                thread,
+                [i.model_dump() for i in body.interrupts],
+                checkpoint_ns=body.checkpoint_ns,
+                checkpoint_id=body.checkpoint_id,
+                timeout_s=body.approval_timeout_s,
+                now=now,
+            )
+    return held
+
+
+@router.post(
+    "/checkpoints/writes",
+    status_code=204,
+    response_class=Response,
+    summary="Store a task's pending writes (TetherSaver.put_writes)",
+)
+async def put_writes(
+    body: WritesIn,
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("agent")),
+) -> Response:
+    held = await run_in_threadpool(_put_writes, state, body, caller_of(principal))
+    for approval in held:
+        state.webhooks.announce(approval)
+    return Response(status_code=204)
+
+
+@router.get("/checkpoints/tuple", summary="One checkpoint with its blobs and writes")
+def get_tuple(
+    thread_id: str = Query(min_length=1, max_length=200),
+    checkpoint_ns: str = Query("", max_length=200),
+    checkpoint_id: str | None = Query(None, max_length=64),
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("agent", "read")),
+) -> dict[str, Any]:
+    caller = threads.Caller(principal.agent, principal.has("admin") or principal.has("read"))
+    found = None
+    if threads.visible(state.engine, thread_id, caller):
+        found = store.get_tuple(
+            state.engine,
+            thread_id=thread_id,
+            checkpoint_ns=checkpoint_ns,
+            checkpoint_id=checkpoint_id,
+        )
+    if found is None:
+        raise NotFoundError(
+            f"no checkpoint in thread {thread_id!r}"
+            + (f" with id {checkpoint_id!r}" if checkpoint_id else "")
+        )
+    return _out(found)
+
+
+@router.post("/checkpoints/search", summary="Checkpoints newest first (TetherSaver.list)")
+def search(
+    body: SearchIn,
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("agent", "read")),
+) -> dict[str, Any]:
+    found = store.search(
+        state.engine,
+        agent=principal.agent,
+        admin=principal.has("admin") or principal.has("read"),
+        thread_id=body.thread_id,
+        checkpoint_ns=body.checkpoint_ns,
+        before=body.before,
+        filter=body.filter,
+        limit=body.limit,
+    )
+    return {"items": [_out(t) for t in found], "next_cursor": None}
+
+
+def _owned(state: State, caller: threads.Caller, ids: list[str]) -> list[str]:
+    with reading(state.engine) as conn:
+        return [t for t in ids if threads.find(conn, t, caller) is not None]
+
+
+@router.post(
+    "/threads/delete",
+    status_code=204,
+    response_class=Response,
+    summary="Delete threads' checkpoints and writes",
+)
+def delete_threads(
+    body: ThreadIdsIn,
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("agent")),
+) -> Response:
+    ids = _owned(state, caller_of(principal), body.thread_ids)
+    with state.engine.begin() as conn:
+        store.delete_threads(conn, ids)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/threads/delete-runs",
+    status_code=204,
+    response_class=Response,
+    summary="Delete the checkpoints LangGraph runs wrote",
+)
+def delete_for_runs(
+    body: RunIdsIn,
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("agent")),
+) -> Response:
+    with state.engine.begin() as conn:
+        store.delete_for_runs(conn, body.run_ids, threads.owned_threads(caller_of(principal)))
+    return Response(status_code=204)
+
+
+@router.post(
+    "/threads/copy",
+    status_code=204,
+    response_class=Response,
+    summary="Copy a thread's checkpoints onto another thread",
+)
+def copy_thread(
+    body: CopyIn,
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("agent")),
+) -> Response:
+    caller = caller_of(principal)
+    now = datetime.now(UTC)
+    if not _owned(state, caller, [body.source_thread_id]):
+        return Response(status_code=204)  # nothing to copy, as LangGraph's savers do
+    with state.engine.begin() as conn:
+        src = threads.find(conn, body.source_thread_id, caller)
+        assert src is not None
+        threads.claim(
+            conn, body.target_thread_id, caller, threads.RunLink(run_id=src.run_id), now=now
+        )
+        store.copy_thread(conn, body.source_thread_id, body.target_thread_id)
+    return Response(status_code=204)
+
+
+@router.post("/threads/prune", summary="Keep the newest N checkpoints per thread and namespace")
+def prune(
+    body: PruneIn,
+    state: State = Depends(get_state),
+    principal: Principal = Depends(require("agent")),
+) -> dict[str, int]:
+    ids = _owned(state, caller_of(principal), body.thread_ids)
+    before = sum(store.count(state.engine, t) for t in ids) if body.strategy == "delete" else 0
+    with state.engine.begin() as conn:
+        if body.strategy == "delete":
+            store.delete_threads(conn, ids)
+            return {"removed": before}
+        return {"removed": store.prune(conn, ids, keep=body.keep)}

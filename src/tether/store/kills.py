@@ -1,0 +1,47 @@
+"""Kills in the database: marking a run killed (whatever it had reported before), the kill log
+the kill switch of every process polls, and one run's kill state.
+
+A kill is final. It applies to a run that is running, awaiting approval, or has already ended
+(its root span arrived with an end time, or it reported succeeded/failed): "ended" is what the
+agent says about its work and closes nothing, so ending a run can never be used to dodge a kill.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, select, update
+
+from tether.store.tables import run_kills, runs
+from tether.store.upsert import insert_on_conflict
+
+# the reason of a kill by `max_duration_s` (the LLM gateway's kill switch and the MCP guard)
+DURATION_REASON = "max_duration_s exceeded"
+
+
+def kill(conn: Connection, run_id: str, *, reason: str, now: datetime) -> bool:
+    """Marks `run_id` killed and logs the kill; False if it is unknown or was already killed."""
+    changed = conn.execute(
+        update(runs)
+        .where(runs.c.id == run_id, runs.c.status != "killed")
+        .values(status="killed", kill_reason=reason, ended_at=now, updated_at=now)
+    ).rowcount
+    if not changed:
+        return False
+    insert_on_conflict(conn, run_kills, [{"run_id": run_id, "reason": reason, "killed_at": now}],
+                       ("run_id",))  # fmt: skip
+    return True
+
+
+def kills_since(conn: Connection, since: datetime) -> dict[str, str]:
+    """Every kill logged at or after `since`: run id -> reason (an indexed range read)."""
+    rows = conn.execute(
+        select(run_kills.c.run_id, run_kills.c.reason).where(run_kills.c.killed_at >= since)
+    ).all()
+    return {r.run_id: r.reason or "killed" for r in rows}
+
+
+def kill_reason(conn: Connection, run_id: str) -> str | None:
+    """Why `run_id` was killed, or None if it was not."""
+    row = conn.execute(select(run_kills.c.reason).where(run_kills.c.run_id == run_id)).one_or_none()
+    return None if row is None else (row.reason or "killed")
