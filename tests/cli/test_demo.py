@@ -87,6 +87,23 @@ def test_demo_no_serve_writes_the_demo_runs_on_a_fresh_database(tmp_path: Path) 
     assert _rows(db, "SELECT COUNT(*) FROM scores")[0][0] == 3
 
     assert _rows(db, "SELECT name FROM sqlite_master WHERE name = 'leftover'") == []
+    # shipping: 20 tasks x 2 attempts per version, v2 gated in, v3 out, two canaries decided
+    assert "gate refunds v2: pass" in out and "canary v2 vs v1: promoted" in out
+    assert "gate refunds v3 against v2: fail; regression: assertion 'quotes the refund" in out
+    assert "canary v4 vs v2: rolled_back - guardrail" in out
+    assert _rows(
+        db,
+        "SELECT version, COUNT(*) FROM eval_attempts JOIN evals ON evals.id = "
+        "eval_attempts.eval_id GROUP BY version ORDER BY version",
+    ) == [("v2", 40), ("v3", 40)]
+    assert _rows(db, "SELECT outcome FROM gate_verdicts ORDER BY created_at") == [
+        ("pass",),
+        ("fail",),
+    ]
+    assert _rows(db, "SELECT candidate, status FROM rollouts ORDER BY started_at") == [
+        ("v2", "promoted"),
+        ("v4", "rolled_back"),
+    ]
     # the MCP part: provenance holds the page's recipient, not the task's; a scoped approval
     assert "mcp: demo.delete_record refused: tether denied" in out
     assert "email to attacker@evil.example held" in out and "not held" in out
