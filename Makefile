@@ -71,6 +71,7 @@ bench: $(TEST_STAMP) services
 	$(BIN)/python bench/sdk.py
 	$(BIN)/python bench/checkpoints.py --pg
 	$(BIN)/python bench/evals.py
+	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/startup.py
 	# last: the README's table from bench/results/*.json
 	$(BIN)/python bench/report.py

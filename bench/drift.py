@@ -11,10 +11,9 @@ pass, and the easy path that reads the spans themselves for every check.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -23,6 +22,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from record import Row, load, write  # bench/record.py
 from sqlalchemy import Engine, create_engine, select, text
 
 from tether.core.drift import RunSample, compare
@@ -38,8 +38,6 @@ from tether.store.tables import runs, spans
 
 TARGET_S = 2.0
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-# the backfill's runs were last updated an hour ago, as on a server that has been running
-INGESTED = NOW - timedelta(hours=1)
 USERS = [f"user{i}" for i in range(50)]
 PG_URL = os.environ.get("TETHER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -67,13 +65,18 @@ def fill(engine: Engine, total_spans: int) -> int:
     for run in (*week, *day):
         batch += run
         if len(batch) >= 5000:
-            write_spans(engine, batch, now=INGESTED, source="otlp")
+            # ingested as a live server would: just after the batch's last span started
+            write_spans(engine, batch, now=_ingested(batch), source="otlp")
             written += len(batch)
             batch = []
     if batch:
-        write_spans(engine, batch, now=INGESTED, source="otlp")
+        write_spans(engine, batch, now=_ingested(batch), source="otlp")
         written += len(batch)
     return written
+
+
+def _ingested(batch: list) -> datetime:  # type: ignore[type-arg]
+    return min(NOW, max(s.started_at for s in batch) + timedelta(seconds=5))
 
 
 def easy_path(engine: Engine) -> bool:
@@ -123,6 +126,7 @@ def main() -> None:
     ap.add_argument("--spans", type=int, default=1_000_000)
     ap.add_argument("--pg", action="store_true", help="PostgreSQL instead of SQLite")
     args = ap.parse_args()
+    load_before = load()
     tmp = tempfile.mkdtemp(prefix="tether-bench-drift-")
     schema = None
     if args.pg:
@@ -162,12 +166,14 @@ def main() -> None:
         easy_s, _ = timed(lambda: easy_path(engine), repeat=1)
     finally:
         engine.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
         if schema:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
             admin.dispose()
-    result = {
-        "database": "postgresql" if args.pg else "sqlite",
+    db = "postgresql" if args.pg else "sqlite"
+    figures = {
+        "database": db,
         "spans": written,
         "runs_profiled": profiled,
         "drift_check_s_median": round(check_s, 3),
@@ -182,22 +188,26 @@ def main() -> None:
         "rollup_backfill_s": round(rollup_full_s, 2),
         "rollup_incremental_s": round(rollup_inc_s, 3),
         "ingest_s": round(fill_s, 1),
-        "load_average": os.getloadavg(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
     }
     verdict = "OK" if check_s <= TARGET_S else "MISSED"
     print(
-        f"drift check over {written:,} spans ({profiled:,} runs, {result['database']}): "
+        f"drift check over {written:,} spans ({profiled:,} runs, {db}): "
         f"median {check_s:.3f} s (target <= {TARGET_S} s) {verdict}"
     )
     print(f"  easy path (from the spans each time): {easy_s:.3f} s")
     print(f"  profiling: backfill {profile_s:.1f} s, then {inc} new runs in {profile_inc_s:.3f} s")
     print(f"  spend rollups: backfill {rollup_full_s:.1f} s, incremental {rollup_inc_s:.3f} s")
-    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")  # fmt: skip
-    out = Path(__file__).parent / "results" / ("drift_pg.json" if args.pg else "drift.json")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
+    rows = [
+        Row(f"`tether drift` over {written:,} spans ({db}, from run profiles)",
+            f"median {check_s:.2f} s; reading the spans instead {easy_s:.1f} s", "<= 2 s"),
+        Row(f"run profiling pass ({db})",
+            f"{inc:,} new runs in {profile_inc_s:.2f} s; backfill of {profiled:,} in "
+            f"{profile_s:.0f} s"),
+    ]  # fmt: skip
+    name = "drift_pg" if args.pg else "drift"
+    write(name, command="bench/drift.py" + (" --pg" if args.pg else ""), figures=figures,
+          rows=rows, load_before=load_before)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""Ingest benchmark: OTLP/protobuf agent traces into `tether serve` (SQLite or --pg), then the
-run list and cost-by-day queries at --stored spans, and optionally the same load into Phoenix.
+"""Ingest benchmark: OTLP/protobuf agent traces into `tether serve` (SQLite or --pg): spans/s
+persisted, server CPU per span, server memory (peak RSS and PSS of the process tree), bytes
+stored per span; then the run list and cost-by-day queries at --stored spans, and optionally the
+same load into Phoenix.
 
     .venv/bin/python bench/ingest.py --spans 100000 --senders 4 --batch 500 [--pg] [--vs phoenix]
 Writes bench/results/ingest.json (one entry per database, merged with earlier runs).
@@ -154,6 +156,84 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> 
         except httpx.HTTPError:
             time.sleep(0.2)
     raise TimeoutError(url)
+
+
+def _tree(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+            except OSError:
+                continue
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p and c not in tree]
+        tree.update(kids)
+        frontier.extend(kids)
+    return tree
+
+
+def _kb(path: Path, field: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class MemorySampler:
+    """Peak memory of a process tree: the sum of RSS (counts shared pages once per process) and
+    of PSS (shares them out: what the tree really holds), sampled every 0.25 s."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.rss_kb, self.pss_kb = pid, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pids = _tree(self.pid)
+            rss = sum(_kb(Path(f"/proc/{p}/status"), "VmRSS") for p in pids)
+            pss = sum(_kb(Path(f"/proc/{p}/smaps_rollup"), "Pss") for p in pids)
+            self.rss_kb, self.pss_kb = max(self.rss_kb, rss), max(self.pss_kb, pss)
+            self._stop.wait(0.25)
+
+
+def stored_bytes(db_url: str) -> dict[str, int]:
+    """Bytes on disk: SQLite's file with its WAL as left, then after a checkpoint; PostgreSQL's
+    tables with their indexes and TOAST."""
+    if db_url.startswith("sqlite"):
+        path = Path(db_url.removeprefix("sqlite:///"))
+        wal = Path(f"{path}-wal")
+        with_wal = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        con = sqlite3.connect(path)
+        try:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.close()
+        return {"with_wal": with_wal, "checkpointed": path.stat().st_size}
+    engine = make_engine(db_url, pool_size=1)
+    with engine.connect() as conn:
+        total = conn.execute(text(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind = 'r'")).scalar_one()  # fmt: skip
+    engine.dispose()
+    return {"checkpointed": int(total)}
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -421,12 +501,13 @@ def run_tether(args: argparse.Namespace, batches: list[bytes], home: Path) -> di
         upgrade(engine)
         engine.dispose()
         n = len(batches) and sum(1 for _ in range(args.spans // SPANS_PER_TRACE)) * SPANS_PER_TRACE
-        with tether_server(db_url, home, args.workers) as (url, pid):
+        with tether_server(db_url, home, args.workers) as (url, pid), MemorySampler(pid) as mem:
             cpu0 = tree_cpu_s(pid)
             start = time.perf_counter()
             sent = send_all(url, batches, args.senders)
             persisted_s = wait_count(tether_count(db_url), n, start, timeout=60)
             server_cpu = tree_cpu_s(pid) - cpu0
+        size = stored_bytes(db_url)
         result: dict[str, Any] = {
             "database": "postgresql" if args.pg else "sqlite", "spans": n,
             "senders": args.senders, "batch": args.batch, "workers": args.workers,
@@ -437,11 +518,17 @@ def run_tether(args: argparse.Namespace, batches: list[bytes], home: Path) -> di
             # load-independent: what one span costs the server (all workers), in CPU time
             "server_cpu_us_per_span": round(1e6 * server_cpu / n, 1),
             "spans_per_server_cpu_s": round(n / server_cpu) if server_cpu else None,
+            "server_peak_rss_mb": round(mem.rss_kb / 1024), "server_peak_pss_mb":
+            round(mem.pss_kb / 1024), "bytes_per_span": round(size["checkpointed"] / n),
+            "bytes_per_span_with_wal": round(size.get("with_wal", size["checkpointed"]) / n),
         }  # fmt: skip
         print(
             f"tether ({result['database']}): {n} spans, {result['accepted_spans_per_s']} "
             f"spans/s accepted, {result['persisted_spans_per_s']} spans/s persisted; server CPU "
-            f"{result['server_cpu_us_per_span']} us/span",
+            f"{result['server_cpu_us_per_span']} us/span; peak RSS {result['server_peak_rss_mb']} "
+            f"MB (PSS {result['server_peak_pss_mb']} MB, {args.workers} workers); "
+            f"{result['bytes_per_span']} bytes stored per span "
+            f"({result['bytes_per_span_with_wal']} with the WAL as left)",
             flush=True,
         )
         if args.stored:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -70,6 +71,9 @@ def test_demo_no_serve_writes_the_demo_runs_on_a_fresh_database(tmp_path: Path) 
     assert any(r[2] == "failed" and "no customer with email" in str(r[3]) for r in runs)
     killed = [r for r in runs if r[2] == "killed"]
     assert len(killed) == 1 and killed[0][0] == "coding" and "run budget" in str(killed[0][5])
+    # the truth: the budget was not spent, the next call's worst case did not fit what was left
+    assert re.search(r"worst case \$\d+\.\d{4} did not fit in the \$\d+\.\d{4} left of the "
+                     r"\$0\.25 run budget", str(killed[0][5])), killed[0][5]  # fmt: skip
     assert killed[0][4] <= 250_000_000  # never more than the $0.25 cap, in nano-dollars
     assert [r[0] for r in runs if r[2] == "awaiting_approval"] == ["support"]
     assert len({r[4] for r in runs if r[4]}) > 3  # different models, different costs
@@ -87,6 +91,23 @@ def test_demo_no_serve_writes_the_demo_runs_on_a_fresh_database(tmp_path: Path) 
     assert _rows(db, "SELECT COUNT(*) FROM scores")[0][0] == 3
 
     assert _rows(db, "SELECT name FROM sqlite_master WHERE name = 'leftover'") == []
+    # shipping: 20 tasks x 2 attempts per version, v2 gated in, v3 out, two canaries decided
+    assert "gate refunds v2: pass" in out and "canary v2 vs v1: promoted" in out
+    assert "gate refunds v3 against v2: fail; regression: assertion 'quotes the refund" in out
+    assert "canary v4 vs v2: rolled_back - guardrail" in out
+    assert _rows(
+        db,
+        "SELECT version, COUNT(*) FROM eval_attempts JOIN evals ON evals.id = "
+        "eval_attempts.eval_id GROUP BY version ORDER BY version",
+    ) == [("v2", 40), ("v3", 40)]
+    assert _rows(db, "SELECT outcome FROM gate_verdicts ORDER BY created_at") == [
+        ("pass",),
+        ("fail",),
+    ]
+    assert _rows(db, "SELECT candidate, status FROM rollouts ORDER BY started_at") == [
+        ("v2", "promoted"),
+        ("v4", "rolled_back"),
+    ]
     # the MCP part: provenance holds the page's recipient, not the task's; a scoped approval
     assert "mcp: demo.delete_record refused: tether denied" in out
     assert "email to attacker@evil.example held" in out and "not held" in out

@@ -32,7 +32,6 @@ budgets:
         max_duration_s: 600}
   day: {max_cost_usd: 50}
   user_day: {max_cost_usd: 5}
-systems: {read: [erp.invoices, mail.inbox], write: [erp.flags]}
 tools:
   - {match: "erp.delete_*", allow: false, reason: "deletes go through the ERP UI"}
   - {match: "erp.*", allow: true}
@@ -43,7 +42,6 @@ tools:
 data_flow:
   - {after_tag: untrusted, require_approval_for_tag: egress}
 on_uncertain: ask
-memory: {namespace: invoice-triage, read_grants: [shared-kb]}
 approval: {timeout_s: 600, default: deny}
 """
 
@@ -164,7 +162,20 @@ def test_budget_limits_and_models(policy: Policy) -> None:
     assert policy.allows_model("gpt-4o-mini") and not policy.allows_model("gpt-4o")
     assert Policy.parse("agent: a\n").allows_model("anything")
     assert policy.approval_timeout_s == 600 and policy.approval_default == "deny"
-    assert policy.memory_read_grants == ("shared-kb",)
+    assert policy.memory_read_grants == ()
+
+
+def test_sections_nothing_enforces_are_refused_with_their_line() -> None:
+    source = "agent: a\ntools: []\nsystems: {read: [erp.invoices]}\nmemory: {namespace: a}\n"
+    with pytest.raises(PolicyError) as err:
+        Policy.parse(source, "a.yaml")
+    assert str(err.value).splitlines() == [
+        "a.yaml:3: systems: `systems:` is not enforced yet: no gateway checks read/write grants "
+        "on systems. Fix: remove the section and grant or forbid the tools instead (`tools:` "
+        "with match/allow)"
+    ]
+    # memory: is enforced by the memory feature, so it is accepted
+    assert Policy.parse("agent: a\nmemory: {namespace: a}\n").memory_namespace == "a"
 
 
 def test_decision_to_dict(policy: Policy) -> None:

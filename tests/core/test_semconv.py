@@ -215,10 +215,14 @@ def test_impossible_times_are_a_bad_request() -> None:
     with pytest.raises(BadRequestError, match="end time"):
         map_span(OtlpSpan(trace_id=TRACE, span_id="c" * 16, name="x", start_ns=1,
                           end_ns=-5), OPTS)  # fmt: skip
-    # an end before the start is clamped to the start
-    rec = map_span(OtlpSpan(trace_id=TRACE, span_id="c" * 16, name="x", start_ns=T0_NS,
-                            end_ns=T0_NS - 10**9), OPTS)  # fmt: skip
-    assert rec.ended_at == rec.started_at
+    with pytest.raises(BadRequestError, match="end time"):
+        map_span(OtlpSpan(trace_id=TRACE, span_id="c" * 16, name="x", start_ns=T0_NS,
+                          end_ns=2**64 - 1), OPTS)  # fmt: skip
+    with pytest.raises(BadRequestError, match="start time"):
+        map_span(OtlpSpan(trace_id=TRACE, span_id="c" * 16, name="x", start_ns=2**64 - 1), OPTS)
+    with pytest.raises(BadRequestError, match="is before its start time"):
+        map_span(OtlpSpan(trace_id=TRACE, span_id="c" * 16, name="x", start_ns=T0_NS,
+                          end_ns=T0_NS - 10**9), OPTS)  # fmt: skip
 
 
 KNOWN_KEYS = [k for _, attrs, _ in CASES for k in attrs] + [

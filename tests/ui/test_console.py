@@ -186,7 +186,7 @@ def test_span_detail_shows_pretty_io_and_redacts_secrets(env, db: Engine):
     assert 'class="msg role-user"' in detail.text  # chat messages read as a conversation
     assert "Show all 2,000 characters" in detail.text  # a long message is folded
     assert "&#34;answer&#34;: {\n    &#34;vendor&#34;" in detail.text  # other JSON indented
-    assert "sk-live-123" not in detail.text and "[redacted]" in detail.text
+    assert "sk-live-123" not in detail.text and "[REDACTED]" in detail.text
     missing = client.get(f"/runs/{data.held_run}/spans/{span.trace_id}/ffffffffffffffff")
     assert missing.status_code == 404
 

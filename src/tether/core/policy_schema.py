@@ -402,19 +402,37 @@ def _problem(err: Any, lines: _Lines) -> Problem:
     return Problem(line, name, msg[0].lower() + msg[1:] if msg else kind, fix)
 
 
+# Sections the schema parses but nothing enforces yet. A policy carrying one is refused, so that
+# it never seems to grant or forbid what it does not. The feature that enforces a section lifts
+# its refusal by deleting its entry here (and the test that pins it).
+NOT_ENFORCED: dict[str, tuple[str, str]] = {
+    "systems": (
+        "`systems:` is not enforced yet: no gateway checks read/write grants on systems",
+        "remove the section and grant or forbid the tools instead (`tools:` with match/allow)",
+    ),
+}
+
+
+def _not_enforced(data: dict[str, Any], lines: _Lines) -> list[Problem]:
+    return [
+        Problem(lines.find((key,), key=True), key, problem, fix)
+        for key, (problem, fix) in NOT_ENFORCED.items()
+        if key in data
+    ]
+
+
 def parse_policy_model(source: str, file: str = "<policy>") -> PolicyModel:
     """Validates a policy YAML text; raises PolicyError listing every problem with its line."""
     data, lines = load_document(source, file)
+    problems = _not_enforced(data, lines)
     try:
         model = PolicyModel.model_validate(data)
     except ValidationError as exc:
-        problems = sorted(
-            (_problem(e, lines) for e in exc.errors()), key=lambda p: (p.line, p.field)
-        )
-        raise PolicyError(problems, file) from None
-    problems = sorted(cross_check(model, lines), key=lambda p: (p.line, p.field))
+        problems += [_problem(e, lines) for e in exc.errors()]
+        raise PolicyError(sorted(problems, key=lambda p: (p.line, p.field)), file) from None
+    problems += cross_check(model, lines)
     if problems:
-        raise PolicyError(problems, file)
+        raise PolicyError(sorted(problems, key=lambda p: (p.line, p.field)), file)
     return model
 
 

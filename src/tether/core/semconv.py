@@ -14,11 +14,15 @@ from tether.core.errors import BadRequestError
 from tether.core.money import usd_to_nusd
 from tether.core.pricing import PriceTable
 from tether.core.records import RunAttribution, SpanRecord, run_id_for_trace, valid_run_id
+from tether.core.redact import redactor
 from tether.core.semtext import as_text, clean_attributes, clean_text, json_obj, redact_text
 
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_NS = 253_402_300_799 * 10**9  # 9999-12-31T23:59:59Z
+# 2^63 - 1 ns (2262-04-11): what a signed 64-bit nanosecond time holds, as most OTLP consumers
+# (collectors, ClickHouse, Go) store it. 2^64 - 1, the unsigned sentinel some senders use for
+# "unknown", is refused rather than stored as the year 2554.
+_MAX_NS = 2**63 - 1
 _MAX_TOKENS = 10**12
 _MAX_COST_USD = Decimal(1_000_000)
 
@@ -146,13 +150,19 @@ def map_span(span: OtlpSpan, opts: MapOptions) -> SpanRecord:
     if is_root and res:
         attrs["resource"] = clean_attributes(res, redact)
     started = _time(span.start_ns, span, "start")
-    ended = max(started, _time(span.end_ns, span, "end")) if span.end_ns else None
+    ended = _time(span.end_ns, span, "end") if span.end_ns else None
+    if span.end_ns and span.end_ns < span.start_ns:
+        raise BadRequestError(
+            f"span {span.span_id} of trace {span.trace_id}: end time {span.end_ns} is before its "
+            f"start time {span.start_ns}; send end_time_unix_nano >= start_time_unix_nano (or 0 "
+            "for a span still running)"
+        )
     return SpanRecord(
         trace_id=span.trace_id,
         span_id=span.span_id,
         run_id=_explicit_run_id(span) or run_id_for_trace(span.trace_id),
         kind=kind,
-        name=clean_text(name, 500) or "(unnamed)",
+        name=clean_text(redactor(redact).text(name), 500) or "(unnamed)",
         started_at=started,
         ended_at=ended,
         parent_id=span.parent_id or None,
@@ -168,7 +178,7 @@ def map_span(span: OtlpSpan, opts: MapOptions) -> SpanRecord:
         cost_unknown=unknown,
         ttft_ms=_ttft(a),
         status=status,
-        error=clean_text(error),
+        error=redact_text(error, redact),
         attributes=attrs,
         attribution=_attribution(a, res),
     )
@@ -230,8 +240,8 @@ def _int(v: Any) -> int | None:
 
 def _first_int(attrs: Mapping[str, Any], keys: Sequence[str]) -> int | None:
     for k in keys:
-        n = _int(attrs.get(k))
-        if n is not None:
+        v = attrs.get(k)
+        if v is not None and (n := _int(v)) is not None:
             return n
     return None
 
@@ -263,15 +273,13 @@ def _tokens(a: Mapping[str, Any]) -> tuple[int | None, int | None, int | None]:
 
 
 def _explicit_cost(a: Mapping[str, Any]) -> Decimal | None:
-    values = [a.get(k) for k in _COST_KEYS]
-    details = json_obj(a.get("langfuse.observation.cost_details"))
-    if details is not None:
-        values.append(details.get("total"))
-    for v in values:
-        d = _decimal(v)
-        if d is not None:
+    for k in _COST_KEYS:
+        v = a.get(k)
+        if v is not None and (d := _decimal(v)) is not None:
             return d
-    return None
+    raw = a.get("langfuse.observation.cost_details")
+    details = json_obj(raw) if raw is not None else None
+    return _decimal(details.get("total")) if details is not None else None
 
 
 def _decimal(v: Any) -> Decimal | None:
@@ -408,7 +416,7 @@ def _attribution(a: Mapping[str, Any], res: Mapping[str, Any]) -> RunAttribution
         value = None
         for k in keys:
             v = a.get(k)
-            if v is None:
+            if v is None and res:
                 v = res.get(k)
             if v is None or isinstance(v, bool) or not isinstance(v, str | int):
                 continue

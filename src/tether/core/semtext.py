@@ -1,5 +1,5 @@
-"""Text hygiene for ingested spans: JSON-safe attribute values, redaction of secret-looking keys,
-removal of characters no database stores (NUL, lone surrogates), truncation of huge text."""
+"""Text hygiene for ingested spans: JSON-safe attribute values, redaction (core/redact.py) before
+any cut, removal of characters no database stores (NUL, lone surrogates), truncation."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+from tether.core.redact import REDACTED, redactor
+
 MAX_TEXT_BYTES = 64 * 1024
-REDACTED = "[REDACTED]"
 _MAX_DEPTH = 20
 
 
@@ -75,10 +76,8 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     return clean_text(str(value))
 
 
-@lru_cache(maxsize=4096)
 def is_secret_key(key: str, redact: tuple[str, ...]) -> bool:
-    low = key.lower()
-    return any(f and f in low for f in redact)
+    return redactor(redact).is_secret_key(key)
 
 
 @lru_cache(maxsize=4096)
@@ -86,34 +85,11 @@ def _clean_key(key: str) -> str:
     return clean_text(key, 1000) or ""
 
 
-def _redact(value: Any, redact: tuple[str, ...], depth: int = 0) -> tuple[Any, bool]:
-    """Secret-named entries with string or structured values become REDACTED; numbers stay."""
-    if depth >= _MAX_DEPTH:
-        return value, False
-    changed = False
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            if is_secret_key(str(k), redact) and not isinstance(v, bool | int | float) and v:
-                out[k], changed = REDACTED, True
-            else:
-                out[k], c = _redact(v, redact, depth + 1)
-                changed = changed or c
-        return out, changed
-    if isinstance(value, list):
-        items = []
-        for v in value:
-            nv, c = _redact(v, redact, depth + 1)
-            items.append(nv)
-            changed = changed or c
-        return items, changed
-    return value, False
-
-
 def clean_attributes(
     attrs: Mapping[str, Any], redact: tuple[str, ...], skip: tuple[str | None, ...] = ()
 ) -> dict[str, Any]:
-    """JSON-safe, redacted, truncated copy of a span's (or resource's) attributes."""
+    """JSON-safe, redacted, then truncated copy of a span's (or resource's) attributes."""
+    r = redactor(redact)
     out: dict[str, Any] = {}
     for k, v in attrs.items():
         if k in skip:
@@ -123,33 +99,23 @@ def clean_attributes(
             out[key] = v
         elif isinstance(v, float):
             out[key] = v if math.isfinite(v) else str(v)
-        elif is_secret_key(key, redact) and v:
+        elif v and r.is_secret_key(key):
             out[key] = REDACTED
         elif isinstance(v, str):
-            out[key] = redact_text(v, redact) or ""
+            v = r.text(v)
+            # most values are short ASCII: nothing to clean, no call (the ingest hot path)
+            short = len(v) <= MAX_TEXT_BYTES and v.isascii() and "\x00" not in v
+            out[key] = v if short else clean_text(v) or ""
         else:
-            out[key] = _redact(json_safe(v), redact)[0]
+            out[key] = json_safe(r.value(v))
     return out
 
 
 def redact_text(text: str | None, redact: tuple[str, ...]) -> str | None:
-    """Redacts secret-named keys inside JSON text (tool arguments, messages), then cleans it."""
+    """`text` with its secrets redacted (whatever its size), then cleaned and cut to size."""
     if not text:
         return None
-    if redact and text.lstrip()[:1] in ("{", "[") and len(text) <= 4 * MAX_TEXT_BYTES:
-        low = text.lower()
-        if any(f and f in low for f in redact):
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                parsed = None
-            except RecursionError:
-                parsed = None
-            if parsed is not None:
-                redacted, changed = _redact(parsed, redact)
-                if changed:
-                    text = json.dumps(redacted, ensure_ascii=False, separators=(",", ":"))
-    return clean_text(text)
+    return clean_text(redactor(redact).text(text))
 
 
 def json_obj(value: Any) -> dict[str, Any] | None:

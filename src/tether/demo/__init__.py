@@ -10,13 +10,14 @@ from pathlib import Path
 from rich.console import Console
 
 import tether
+from tether.demo.evals import EVALS
 from tether.demo.governed import GOVERNED
 from tether.demo.mcp_governed import MCP_GOVERNED
 from tether.demo.scenarios import SCENARIOS, Demo, Scenario
 from tether.demo.summary import print_summary
 from tether.demo.watch import WATCH
 
-ALL_SCENARIOS: list[Scenario] = [*SCENARIOS, *GOVERNED, *WATCH, *MCP_GOVERNED]
+ALL_SCENARIOS: list[Scenario] = [*SCENARIOS, *GOVERNED, *WATCH, *MCP_GOVERNED, *EVALS]
 
 
 def seed(

@@ -107,7 +107,7 @@ def scenario_budget_kill(demo: Demo) -> None:
         except openai.APIStatusError as exc:
             if exc.status_code != 402:
                 raise
-            reason = f"run budget of ${BUDGET_USD:.2f} exhausted after {calls} LLM calls"
+            reason = _kill_reason(exc, calls)
             refusal = _refusal_detail(exc)
             if refusal:
                 demo.notes.append(f"the gateway refused call {calls + 1} with 402: {refusal}")
@@ -122,6 +122,21 @@ def scenario_budget_kill(demo: Demo) -> None:
         f"coding v3 (C-304) was {got.get('status')} by its run budget: allowed "
         f"${BUDGET_USD:.2f}, spent ${got.get('cost_usd', 0):.4f} in {calls} LLM calls"
     )
+
+
+def _kill_reason(exc: Any, calls: int) -> str:
+    """What happened, in numbers: the budget is not spent, the next call's worst case did not
+    fit in what was left (the 402's `needed_usd` / `remaining_usd` fields)."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error", body)
+    fields = error if isinstance(error, dict) else {}
+    needed, left = fields.get("needed_usd"), fields.get("remaining_usd")
+    if isinstance(needed, int | float) and isinstance(left, int | float):
+        return (
+            f"call {calls + 1}'s worst case ${needed:.4f} did not fit in the ${left:.4f} left "
+            f"of the ${BUDGET_USD:.2f} run budget (after {calls} LLM calls)"
+        )
+    return f"call {calls + 1} refused by the ${BUDGET_USD:.2f} run budget (after {calls} calls)"
 
 
 def _refusal_detail(exc: Any) -> str | None:

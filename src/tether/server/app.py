@@ -21,6 +21,7 @@ from tether.server import (
     llm,
     mcp,
     memory_area,
+    openapi,
     watch,
 )
 from tether.server.deps import State
@@ -67,5 +68,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     console.install(app, state)
     export_otlp.install(app, state)
     watch.install(app, state)
+    openapi.install(app)  # after every route: ids and error responses of the whole API
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

@@ -606,6 +606,12 @@ rollout_events = Table(
     Column("actor", String(200)),
 )
 
+# The rollout rule's per-version aggregate reads only this index (agent, version, since, outcome).
+Index(
+    "ix_runs_agent_version_started",
+    runs.c.agent, runs.c.version, runs.c.started_at, runs.c.status, runs.c.cost_nusd,
+)  # fmt: skip
+
 agent_endpoints = Table(
     "agent_endpoints",
     metadata,

@@ -135,8 +135,11 @@ def model_change_alert(
         agent=change.agent,
         bucket_at=change.changed_at,
         detail={"change": change.to_dict(), "verdict": verdict.to_dict(),
-                # the eval re-run on a model change is not wired yet: no eval suites on main
-                "eval": {"status": "not_run", "reason": "no eval suite integration yet"}},
+                # evals drive the agent from the client (`tether eval run` with an adapter); the
+                # server has no runner to start one, so a change point asks for it instead
+                "eval": {"status": "not_run",
+                         "reason": f"run the agent's suite: tether eval run --version ... "
+                                   f"(served model now {change.model})"}},
     )  # fmt: skip
     return raise_alert(engine, draft, now=now, cooldown=config.cooldown)
 

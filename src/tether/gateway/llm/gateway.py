@@ -343,14 +343,16 @@ class Gateway:
             trace_id=call.trace_id, span_id=call.span_id, run_id=call.caller.run_id, kind=kind,
             name=f"{attrs['gen_ai.operation.name']} {call.model}", started_at=call.started_at,
             ended_at=now, parent_id=call.parent_id, is_root=call.is_root,
-            input=_clip(redact_text(_prompt(call.body), self.redact)), output=_clip(output),
+            input=_clip(redact_text(_prompt(call.body), self.redact)),
+            output=_clip(redact_text(output, self.redact)),
             model=call.model, model_served=(usage.model_served if usage else None)
             or upstream_model,
             input_tokens=usage.input_tokens if usage else None,
             output_tokens=usage.output_tokens if usage else None,
             cached_tokens=usage.cached_tokens if usage else None,
             cost_nusd=cost, cost_unknown=usage is not None and cost is None,
-            ttft_ms=call.ttft_ms, status="error" if error else "ok", error=error,
+            ttft_ms=call.ttft_ms, status="error" if error else "ok",
+            error=redact_text(error, self.redact),
             attributes={k: v for k, v in attrs.items() if v is not None},
             attribution=call.attribution,
         )  # fmt: skip

@@ -25,6 +25,7 @@ from tether.store import audit, kills
 from tether.store.engine import reading
 from tether.store.kills import DURATION_REASON
 from tether.store.tables import runs
+from tether.store.writelock import span_writer
 
 log = logging.getLogger(__name__)
 # A kill made in another process reaches this one's streams within one poll; 25 ms keeps
@@ -114,7 +115,9 @@ class KillSwitch:
         return changed
 
     def _kill_in_store(self, run_id: str, reason: str, now: datetime, actor: str) -> bool:
-        with self.engine.begin() as conn:
+        # on SQLite, queue with this process's other writers (ledger, spans) instead of sleeping
+        # in the busy handler: a kill should not wait out a back-off
+        with span_writer(self.engine), self.engine.begin() as conn:
             changed = kills.kill(conn, run_id, reason=reason, now=now)
             if changed:
                 audit.append_in(conn, actor, "run.killed", run_id, {"reason": reason}, now)

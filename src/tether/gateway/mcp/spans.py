@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 
 from tether.core.ids import make_id
 from tether.core.records import RunAttribution, SpanRecord, valid_run_id
-from tether.core.semtext import redact_text
+from tether.core.semtext import clean_attributes, redact_text
 from tether.store.engine import reading
 from tether.store.ingest import write_spans
 from tether.store.tables import runs
@@ -92,8 +92,8 @@ def record_span(
         input=redact_text(as_json(input), redact),
         output=redact_text(output, redact),
         status="error" if error else "ok",
-        error=error,
-        attributes=attributes,
+        error=redact_text(error, redact),
+        attributes=clean_attributes(attributes, redact),
         attribution=call.attribution,
     )
     write_spans(engine, [record], now=now, source="gateway")

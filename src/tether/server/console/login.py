@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import secrets
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -20,6 +19,7 @@ from tether.server.console.session import (
     encode_session,
     new_viewer,
     role_for_scopes,
+    same_token,
 )
 from tether.server.deps import State, get_state
 from tether.store import keys as key_store
@@ -60,7 +60,7 @@ async def login_submit(
     state: State = Depends(get_state),
 ) -> Response:
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not expected or not csrf or not hmac.compare_digest(expected, csrf):
+    if not expected or not csrf or not same_token(expected, csrf):
         return _login_form(request, error="The form expired; please try again.", status=400)
     secret = api_key.strip()
     if not secret:

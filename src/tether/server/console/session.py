@@ -95,6 +95,14 @@ def _home_secret(path: Path) -> bytes:
     return value
 
 
+def same_token(a: str, b: str) -> bool:
+    """Constant-time equality of two tokens from a request. hmac.compare_digest refuses
+    non-ASCII str (TypeError, a 500): compare their UTF-8 bytes instead."""
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+    )
+
+
 def _sign(key: bytes, body: bytes) -> str:
     return hmac.new(key, body, hashlib.sha256).hexdigest()
 
@@ -114,7 +122,9 @@ def encode_session(state: State, viewer: Viewer, *, now: float | None = None) ->
 def decode_session(state: State, value: str, *, now: float | None = None) -> Viewer | None:
     """The Viewer in a cookie value, or None when it is forged, malformed or expired."""
     body, _, sig = value.partition(".")
-    if not body or not hmac.compare_digest(_sign(secret_key(state), body.encode()), sig):
+    if not body or not same_token(
+        _sign(secret_key(state), body.encode("utf-8", "surrogatepass")), sig
+    ):
         return None
     try:
         data = json.loads(base64.urlsafe_b64decode(body.encode()))
@@ -164,7 +174,7 @@ def checked_viewer(
 ) -> Viewer:
     """Dependency of every form POST: a session whose CSRF token matches the form's."""
     sent = csrf or x_csrf_token
-    if not sent or not hmac.compare_digest(sent, who.csrf):
+    if not sent or not same_token(sent, who.csrf):
         raise ConsoleForbiddenError(
             "the form's security token did not match your session; reload the page and try again"
         )

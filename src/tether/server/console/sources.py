@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from tether.core.errors import ConflictError, TetherError
 from tether.core.money import usd_to_nusd
+from tether.core.redact import redactor
 from tether.gateway.llm.killswitch import kill_run
 from tether.server.deps import State
 from tether.store import approvals as approval_store
@@ -20,15 +21,13 @@ from tether.store import policies as policy_store
 from tether.store.engine import reading
 from tether.store.tables import runs
 
-REDACTED = "[redacted]"
-
 
 @dataclass(frozen=True)
 class Burn:
     """Spend on one budget scope against its cap (None: uncapped)."""
 
     label: str
-    spent: int
+    spent: int | float
     cap: int | float | None
     unit: str = "usd"  # usd (nano-dollars) | tokens | calls | seconds
 
@@ -75,7 +74,8 @@ def run_burn(state: State, run: dict[str, Any], now: datetime) -> list[Burn]:
     cap_tokens = (snap[0].cap_tokens if snap else None) or (caps.max_tokens if caps else None)
     cap_calls = (snap[0].cap_calls if snap else None) or (caps.max_llm_calls if caps else None)
     end = run.get("ended_at") or now
-    elapsed = max(0, int((end - run["started_at"]).total_seconds()))
+    # seconds as a float: a 276 ms run is 0.276 s, not int() of it (which showed 0.00 ms)
+    elapsed = max(0.0, (end - run["started_at"]).total_seconds())
     tokens = int(run["input_tokens"] or 0) + int(run["output_tokens"] or 0)
     return [
         Burn("cost", int(run["cost_nusd"] or 0), cap_cost),
@@ -119,14 +119,8 @@ def run_decisions(state: State, run_id: str) -> list[Any]:
 
 
 def redacted(state: State, value: Any) -> Any:
-    """Attribute values under a configured secret-bearing name are never shown."""
-    names = {n.lower() for n in state.settings.redact_fields}
-    if isinstance(value, dict):
-        return {k: REDACTED if any(n in str(k).lower() for n in names) else redacted(state, v)
-                for k, v in value.items()}  # fmt: skip
-    if isinstance(value, list):
-        return [redacted(state, v) for v in value]
-    return value
+    """Secrets are never shown, even in data stored before redaction covered them."""
+    return redactor(tuple(state.settings.redact_fields)).value(value)
 
 
 # ---------------------------------------------------------------- the kill switch

@@ -109,7 +109,7 @@ def costs(
 def kpi(
     state: State = Depends(get_state),
     _: Principal = Depends(require("read")),
-    target_cost_usd: Decimal | None = Query(None, ge=0),
+    target_cost_usd: Decimal | None = Query(None, ge=0, le=1_000_000_000),
     start: datetime | None = Query(None, alias="from"),
     end: datetime | None = Query(None, alias="to"),
     agent: str | None = None,

@@ -201,7 +201,7 @@ async def search_memory(
 @router.post(
     "/forget",
     response_model=ForgetOut,
-    responses=_ERRORS,
+    responses={**_ERRORS, 404: {"description": "nothing to forget: no memory matched"}},
     operation_id="memory_forget",
     summary="Erase memories by id, source run or user (right to erasure)",
 )

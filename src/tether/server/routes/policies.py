@@ -19,6 +19,8 @@ from tether.server.deps import State, get_state
 from tether.store import policies as policy_store
 
 router = APIRouter(tags=["policies"])
+# versions are stored as 32-bit integers: a larger one is a 400, not a database overflow
+MAX_VERSION = 2**31 - 1
 
 _BODY_DOC = (
     "The policy YAML as the body (`Content-Type: application/yaml` or `text/plain`), or JSON "
@@ -154,7 +156,7 @@ def list_policies(
 @router.get("/policies/{agent}", response_model=PolicyDetail, summary="One agent's policy")
 def get_policy(
     agent: str,
-    version: int | None = Query(None, ge=1, description="default: the latest"),
+    version: int | None = Query(None, ge=1, le=MAX_VERSION, description="default: the latest"),
     state: State = Depends(get_state),
     _: Principal = Depends(require("read")),
 ) -> dict[str, Any]:
@@ -188,8 +190,8 @@ def policy_history(
 )
 def policy_diff(
     agent: str,
-    from_: int | None = Query(None, alias="from", ge=1),
-    to: int | None = Query(None, ge=1),
+    from_: int | None = Query(None, alias="from", ge=1, le=MAX_VERSION),
+    to: int | None = Query(None, ge=1, le=MAX_VERSION),
     state: State = Depends(get_state),
     _: Principal = Depends(require("read")),
 ) -> dict[str, Any]:

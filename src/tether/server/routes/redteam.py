@@ -17,11 +17,19 @@ from tether.store import redteam
 router = APIRouter(tags=["redteam"])
 
 
+class PackIn(BaseModel):
+    # what the store summarises of each pack: a pack without them was a KeyError (500)
+    model_config = ConfigDict(extra="allow")
+    attempts: int = Field(ge=0)
+    outcomes: dict[str, Any]
+    attack_success_rate: dict[str, Any]  # {k, n, rate, ci95}
+
+
 class ReportIn(BaseModel):
     model_config = ConfigDict(extra="allow")
     agent: str = Field(min_length=1, max_length=200)
     attempts: int = Field(ge=0)
-    packs: dict[str, Any]
+    packs: dict[str, PackIn]
 
 
 @router.post("/redteam/reports", status_code=201, summary="Store a red-team report")

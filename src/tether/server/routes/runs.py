@@ -15,8 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from tether.core.errors import PermissionDeniedError
 from tether.core.ids import make_id
 from tether.core.records import RunAttribution
+from tether.core.semtext import redact_text
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
+from tether.server.openapi import errors
 from tether.server.serialize import (
     RunDetail,
     RunPage,
@@ -82,7 +84,8 @@ def list_runs(
     return page([run_resource(r) for r in rows], next_cursor)
 
 
-@router.post("/runs", status_code=201, response_model=RunDetail, summary="Create a run")
+@router.post("/runs", status_code=201, response_model=RunDetail, summary="Create a run",
+             responses=errors(409))  # fmt: skip
 async def create_run(
     body: RunCreate,
     state: State = Depends(get_state),
@@ -95,6 +98,7 @@ async def create_run(
         )
     raw = body.input
     text = raw if raw is None or isinstance(raw, str) else json.dumps(raw)
+    text = redact_text(text, tuple(state.settings.redact_fields))
     attribution = RunAttribution(agent=agent, version=body.version, task_id=body.task_id,
                                  user=body.user)  # fmt: skip
     run_id = body.id or make_id("run", os.urandom(12))

@@ -1,8 +1,8 @@
 """Ops: `leases` (one replica at a time exports the store-derived metrics and ships spans),
 `span_exports` and `export_marks` (what the OTLP exporter has sent, and how far it has read).
 
-Revision ID: 0008_ops
-Revises: 0007_integrations
+Revision ID: 0009_ops
+Revises: 0008_evals_index
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_ops"
-down_revision = "0007_integrations"
+revision = "0009_ops"
+down_revision = "0008_evals_index"
 branch_labels = None
 depends_on = None
 
