@@ -24,12 +24,23 @@ class _LazyConsole:
         self._stderr = stderr
         self._real: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    def _console(self) -> Console:
         if self._real is None:
             from rich.console import Console
 
             self._real = Console(stderr=self._stderr)
-        return getattr(self._real, name)
+        return self._real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._console(), name)
+
+    # Dunder methods are looked up on the type, not through __getattr__: Rich's Live and
+    # Progress enter the console as a context manager (`with console:`).
+    def __enter__(self) -> Console:
+        return self._console().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._console().__exit__(*exc)
 
 
 console = cast("Console", _LazyConsole(stderr=False))
