@@ -88,6 +88,23 @@ class LedgerCollector(Collector):
         yield exporter
         if leader:
             yield from families(self.snapshot())
+            yield self._redteam_ages()
+
+    def _redteam_ages(self) -> Metric:
+        """Seconds since each agent's newest red-team report (the console flags > 90 days)."""
+        from datetime import UTC, datetime
+
+        from tether.store import redteam
+
+        gauge = GaugeMetricFamily("tether_redteam_age_seconds", "Seconds since the agent's "
+                                  "newest red-team report.", labels=["agent"])  # fmt: skip
+        agents = sorted(redteam.last_run_at(self.engine))
+        for agent, days in sorted(
+            redteam.age_days(self.engine, agents, now=datetime.now(UTC)).items()
+        ):
+            if days is not None:
+                gauge.add_metric([agent], days * 86400)
+        return gauge
 
 
 def families(s: Ledger) -> Iterator[Metric]:

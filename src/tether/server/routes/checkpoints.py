@@ -18,12 +18,14 @@ from tether.core.errors import BadRequestError, BudgetExceededError, NotFoundErr
 from tether.gateway.llm.killswitch import kill_run
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
+from tether.server.openapi import errors
 from tether.store import checkpoints as store
 from tether.store import threads
 from tether.store.engine import reading
 from tether.store.tables import runs
 
-router = APIRouter(tags=["checkpoints"])
+# a thread or checkpoint may not exist (404) or be settled already (409)
+router = APIRouter(tags=["checkpoints"], responses=errors(404, 409))
 
 ID = Field(min_length=1, max_length=64)
 THREAD = Field(min_length=1, max_length=200)

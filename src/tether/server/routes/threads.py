@@ -14,12 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from tether.core.errors import NotFoundError
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
+from tether.server.openapi import errors
 from tether.server.routes.checkpoints import NS, THREAD, InterruptIn, RunIn, caller_of
 from tether.store import runs as run_store
 from tether.store import threads
 from tether.store.timeline import timeline
 
-router = APIRouter(tags=["checkpoints"])
+# a thread or checkpoint may not exist (404) or be settled already (409)
+router = APIRouter(tags=["checkpoints"], responses=errors(404, 409))
 
 
 class ResumeIn(BaseModel):
