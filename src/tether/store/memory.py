@@ -35,6 +35,7 @@ from tether.core.ids import make_id
 from tether.store import audit
 from tether.store.engine import reading
 from tether.store.memory_index import VectorIndex, exact_top_k
+from tether.store.runs import escape_like
 from tether.store.tables import TS, audit_log, memories, memory_namespaces
 
 WriteStatus = Literal["created", "superseded", "unchanged"]
@@ -506,11 +507,6 @@ def namespace_stats(engine: Engine, names: Sequence[str] | None = None) -> list[
     ]  # fmt: skip
 
 
-def _like_escape(text: str) -> str:
-    """`text` matched literally by LIKE ... ESCAPE '\\' (namespaces and run ids hold `_`)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 @dataclass(frozen=True)
 class Read:
     at: datetime
@@ -522,7 +518,7 @@ class Read:
 def reads_of(engine: Engine, namespace: str, *, limit: int = 50) -> list[Read]:
     """Who searched `namespace` and which memories they got back, newest first (from the audit)."""
     ns = rules.check_namespace(namespace)
-    esc = _like_escape(ns)
+    esc = escape_like(ns)
     subject = audit_log.c.subject
     cond = or_(
         subject == ns,
@@ -547,7 +543,7 @@ def run_activity(engine: Engine, run_id: str, *, limit: int = 50) -> dict[str, A
     """What a run did with memory: the memories it wrote, and its searches with the ids each
     returned (from the audit), newest first; for the run page."""
     needle = f'"run_id": "{run_id}"'
-    esc = _like_escape(needle)
+    esc = escape_like(needle)
     with reading(engine) as conn:
         written = conn.execute(
             select(*_COLUMNS)

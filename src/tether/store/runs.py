@@ -121,7 +121,8 @@ def _sort_key(engine: Engine, name: str) -> ColumnElement[Any]:
     return runs.c.started_at
 
 
-def _escape_like(text: str) -> str:
+def escape_like(text: str) -> str:
+    """`text` matched literally by LIKE ... ESCAPE '\\'."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
@@ -143,7 +144,7 @@ def _where(f: RunFilters, dialect: str) -> list[ColumnElement[bool]]:
     if f.max_cost_usd is not None:
         conds.append(r.cost_nusd <= usd_to_nusd(f.max_cost_usd))
     if f.q:
-        pattern = f"%{_escape_like(f.q.strip())}%"
+        pattern = f"%{escape_like(f.q.strip())}%"
         cols = (r.id, r.task_id, r.agent, r.user)
         if dialect == "sqlite":
             # SQLite's LIKE ignores ASCII case already; ilike's lower() calls would double the scan.
