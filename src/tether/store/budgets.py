@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text, update
 
 from tether.core.budget import (
     CounterState,
@@ -111,7 +111,6 @@ def reserve(
     expires = now + timedelta(seconds=ttl_s)
     known = _known_caps(engine)
     with span_writer(engine), engine.begin() as conn:
-        hold_commit(conn)
         # caps come from the current policy: written when this process has not written these
         # very caps yet (a counter row exists from then on; counters are never deleted)
         fresh = [c for c in ordered if known.get(c.scope) != c]
@@ -131,7 +130,10 @@ def reserve(
                     remaining_calls=rem.calls,
                     needed_usd=nusd_to_float(amount_nusd),
                 )
-        conn.execute(_INSERT_HOLD, {
+        # on PostgreSQL the INSERT also turns off this transaction's commit wait (hold_commit),
+        # without a round trip of its own
+        insert = _INSERT_HOLD_ASYNC if conn.dialect.name == "postgresql" else _INSERT_HOLD
+        conn.execute(insert, {
             "id": reservation_id, "run_id": run_id, "scopes": [c.scope for c in ordered],
             "amount_nusd": amount_nusd, "tokens": tokens, "status": "held", "created_at": now,
             "expires_at": expires,
@@ -190,6 +192,14 @@ _MARK_SWEPT_SETTLED = text(
 )
 _HOLD_EXISTS = text("SELECT 1 FROM reservations WHERE id = :id")
 _INSERT_HOLD = rs.insert()
+_HOLD_COLUMNS = ("id", "run_id", "scopes", "amount_nusd", "tokens", "status", "created_at",
+                 "expires_at")  # fmt: skip
+_INSERT_HOLD_ASYNC = rs.insert().from_select(
+    list(_HOLD_COLUMNS),
+    select(*(bindparam(c, type_=rs.c[c].type) for c in _HOLD_COLUMNS)).select_from(
+        select(func.set_config("synchronous_commit", "off", True)).subquery("async_commit")
+    ),
+)
 _KNOWN_CAPS_MAX = 50_000
 _KNOWN: weakref.WeakKeyDictionary[Engine, dict[str, ScopeCap]] = weakref.WeakKeyDictionary()
 
