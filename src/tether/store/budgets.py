@@ -150,16 +150,17 @@ def reserve(
 def hold_commit(conn: Connection) -> None:
     """On PostgreSQL, this transaction's commit does not wait for its WAL flush (4-5 ms of the
     gateway's 5-8 ms budgeted overhead, issue 9). Only for transactions that write holds (and
-    the gateway's run rows); settles, releases and the audit keep synchronous commits.
+    the gateway's run rows), and for settle_many, which then waits for the flush itself
+    (_flush_wal); settle, release and the audit keep synchronous commits.
 
     Why a crash cannot lose an acknowledged settle or let a cap overshoot: an asynchronous
     commit is visible to every other transaction at once, so admission is exactly as strict;
     only its durability is deferred (by at most 3 x wal_writer_delay). A database crash in that
     window loses the hold row and its counter increments together (one transaction), which is
-    what the expiry sweep would do to a hold anyway. A settle always commits synchronously, and
-    a synchronous commit flushes every WAL record before its own, including the hold it settles
-    (a settle only runs after its hold committed): so a durable settle never refers to a lost
-    hold. If the tether process outlives the database crash, the settle of a hold that was lost
+    what the expiry sweep would do to a hold anyway. A settle is always on disk before it is
+    reported done, and a synchronous commit flushes every WAL record before its own, including
+    the hold it settles (a settle only runs after its hold committed): so a durable settle never
+    refers to a lost hold. If the tether process outlives the database crash, the settle of a hold that was lost
     finds no row and is charged in full as a swept hold is (`_settle_in`): spend is never
     dropped. SQLite is unchanged (WAL with synchronous=NORMAL, see engine.py)."""
     if conn.dialect.name == "postgresql":
@@ -274,11 +275,32 @@ def settle_many(
     out: list[bool | None] = []
     deltas: dict[str, list[int]] = {}
     with span_writer(engine), engine.begin() as conn:
+        pg = conn.dialect.name == "postgresql"
+        if pg:
+            hold_commit(conn)
         for r, nusd, tokens in items:
             held = _settle_in(conn, r, nusd, tokens, now, deltas=deltas)
             out.append(held)
         _apply(conn, deltas, now)
+    if pg:
+        _flush_wal(engine)
     return out
+
+
+def _flush_wal(engine: Engine) -> None:
+    """Waits until every commit so far is on disk, holding no lock: a transaction with an id
+    and nothing else, committed synchronously, flushes the WAL up to its own commit record.
+
+    Why settle_many commits in two steps on PostgreSQL: a synchronous commit keeps its row
+    locks until the WAL is flushed (4-5 ms here), and the counter rows a settle updates are the
+    ones the next reservation of the same run and agent must lock, so every reserve waited out
+    the previous settle's flush. The settle's own commit is asynchronous (its locks go at once);
+    this flush then makes it exactly as durable as before before settle_many returns. If the
+    database crashes in between, the batch is lost whole (one transaction) and not reported
+    settled: the settle writer retries it, and holds still held are settled again, while any
+    that did reach the disk are found settled and not charged twice."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SELECT pg_current_xact_id()")
 
 
 def _settle_in(
