@@ -1,5 +1,6 @@
 """The store-derived metric families (money, runs, refusals, kills, approvals, policy
-decisions, key ages, red-team ages, drift and cost anomaly alerts), exported by exactly one replica at a time.
+decisions, key ages, red-team ages, drift and cost anomaly alerts), exported by exactly one
+replica at a time.
 
 Every replica reads the same tables, so if each exported these, `sum()` over the replicas
 would count every dollar N times. The replica holding the `metrics.ledger` lease exports them;
