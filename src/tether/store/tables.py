@@ -314,7 +314,7 @@ tools = Table(
     Column("annotations", JSON),
     Column("first_seen_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
-    # the systems the tool touches (policy `systems:`); empty: its server's name (0010)
+    # the systems the tool touches (policy `systems:`); empty: its server's name (0011)
     Column("systems", JSON),
 )
 
@@ -667,7 +667,7 @@ approval_grants = Table(
 Index("ix_approval_grants_agent_tool", approval_grants.c.agent, approval_grants.c.tool)
 
 # Named lists kept in the registry (contacts, payees, allowed domains) that policies refer to
-# with `lists: {NAME: {registry: LIST}}`; `version` grows with every change (0010).
+# with `lists: {NAME: {registry: LIST}}`; `version` grows with every change (0011).
 named_lists = Table(
     "named_lists",
     metadata,

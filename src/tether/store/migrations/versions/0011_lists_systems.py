@@ -1,8 +1,8 @@
 """Named lists in the registry (`named_lists`: contacts, payees, allowed domains that policies
 refer to) and the systems each registered tool touches (`tools.systems`, for `systems:`).
 
-Revision ID: 0010_lists_systems
-Revises: 0009_ops
+Revision ID: 0011_lists_systems
+Revises: 0010_drift_hist
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_lists_systems"
-down_revision = "0009_ops"
+revision = "0011_lists_systems"
+down_revision = "0010_drift_hist"
 branch_labels = None
 depends_on = None
 
