@@ -1,5 +1,7 @@
 """Alert history: cost anomalies, drift and model changes, each with its de-duplication key,
-a cool-down between notifications, and acknowledgement.
+a cool-down between notifications, and acknowledgement. Replicas sharing one database raise
+each alert once: on PostgreSQL checks of one key take an advisory transaction lock, on SQLite
+every writer holds the database's write lock.
 
 Raising the same alert again (same `dedup_key` and interval) updates the stored one; a new
 interval within the cool-down of an open alert of that key adds an occurrence to it and does
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, and_, or_, select, text, update
 
 from tether.core.errors import BadRequestError, ConflictError, NotFoundError
 from tether.core.ids import make_id
@@ -101,6 +103,12 @@ def raise_alert(engine: Engine, draft: AlertDraft, *, now: datetime, cooldown: t
     """Stores `draft` as a new alert or as an occurrence of the one it repeats."""
     t = alerts.c
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Replicas run the same passes at once: the read-then-insert below must see the
+            # other replica's alert of this key, so checks of one key take turns (SQLite's
+            # BEGIN IMMEDIATE already serialises every writer).
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 11))"),
+                         {"k": "alert:" + draft.dedup_key[:500]})  # fmt: skip
         q = select(alerts).where(t.dedup_key == draft.dedup_key[:500])
         latest = conn.execute(q.order_by(t.created_at.desc(), t.id.desc()).limit(1)).first()
         facts = {

@@ -784,6 +784,36 @@ agent_models = Table(
     Column("last_run_at", TS, nullable=False),
 )
 
+# Drift histograms per agent, hour, version and served model ('' when unknown), kept by the
+# profiling pass in the transaction that writes the profiles (store/drift_hist.py), so a check
+# sums a few hundred rows per hour instead of reading every run.
+drift_sequences = Table(
+    "drift_sequences",
+    metadata,
+    Column("agent", String(200), primary_key=True),
+    Column("hour_at", TS, primary_key=True),
+    Column("version", String(200), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    # sha1 of `tools` (a sequence can be longer than an index entry may be)
+    Column("seq_hash", String(40), primary_key=True),
+    Column("tools", Text, nullable=False),
+    Column("runs", BigInteger, nullable=False),
+)
+
+drift_values = Table(
+    "drift_values",
+    metadata,
+    Column("agent", String(200), primary_key=True),
+    Column("hour_at", TS, primary_key=True),
+    Column("version", String(200), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    # cost | tokens | llm_calls | latency | ok_cost (the cost of the runs that succeeded)
+    Column("metric", String(16), primary_key=True),
+    # core/drift.py's value_bin
+    Column("bin", Integer, primary_key=True),
+    Column("runs", BigInteger, nullable=False),
+)
+
 alerts = Table(
     "alerts",
     metadata,
@@ -832,6 +862,8 @@ __all__ = [
     "checkpoint_threads",
     "checkpoint_writes",
     "checkpoints",
+    "drift_sequences",
+    "drift_values",
     "eval_attempts",
     "evals",
     "export_marks",
