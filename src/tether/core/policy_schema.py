@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tether.core.errors import BadRequestError
+from tether.core.memory import check_embedder
 from tether.core.policy_args import ConditionModel, Scalar
 from tether.core.tags import suggest_tag, unknown_tags
 
@@ -131,6 +132,12 @@ class MemoryModel(_Model):
     read_grants: list[str | MemoryGrantModel] = Field(default_factory=list)
     write_grants: list[str | MemoryGrantModel] = Field(default_factory=list)
     embedder: str | None = None
+
+    @field_validator("embedder")
+    @classmethod
+    def _embedder(cls, v: str | None) -> str | None:
+        return check_embedder(v)
+
     quota_items: int | None = Field(default=None, gt=0)
     quota_bytes: int | None = Field(default=None, gt=0)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Engine, and_, or_, select, text, update
+from sqlalchemy import Engine, and_, func, or_, select, text, update
 
 from tether.core.errors import BadRequestError, ConflictError, NotFoundError
 from tether.core.ids import make_id
@@ -222,3 +222,52 @@ def acknowledge(
             )
         )
         return _alert(conn.execute(select(alerts).where(t.id == alert_id)).one())
+
+
+@dataclass(frozen=True)
+class AlertCounts:
+    """What /metrics exports of the alert history (store/alerts.py is the one source)."""
+
+    # (kind, agent or "", status) -> alerts; occurrences summed per (kind, agent)
+    alerts: dict[tuple[str, str, str], int]
+    occurrences: dict[tuple[str, str], int]
+    # (agent, metric) moved in the agent's newest open drift alert
+    drift_moved: list[tuple[str, str]]
+    # open cost alerts: (granularity, dimension, key, value, expected, high) in nano-dollars
+    cost_open: list[tuple[str, str, str, int, int, int]]
+
+
+def alert_counts(engine: Engine) -> AlertCounts:
+    t = alerts.c
+    counts: dict[tuple[str, str, str], int] = {}
+    occurrences: dict[tuple[str, str], int] = {}
+    with reading(engine) as conn:
+        q = select(t.kind, t.agent, t.status, func.count(), func.sum(t.occurrences)).group_by(
+            t.kind, t.agent, t.status
+        )
+        for kind, agent, status, n, occ in conn.execute(q):
+            counts[(kind, agent or "", status)] = int(n)
+            pair = (kind, agent or "")
+            occurrences[pair] = occurrences.get(pair, 0) + int(occ or 0)
+        opened = conn.execute(
+            select(t.kind, t.agent, t.detail, t.value_nusd, t.expected_nusd, t.high_nusd)
+            .where(t.status == "open", t.kind.in_(("drift", "cost_anomaly")))
+            .order_by(t.created_at.desc(), t.id.desc())
+        ).all()
+    moved: list[tuple[str, str]] = []
+    seen_drift: set[str] = set()
+    cost: dict[tuple[str, str, str], tuple[int, int, int]] = {}
+    for kind, agent, detail, value, expected, high in opened:
+        d = detail or {}
+        if kind == "drift" and agent and agent not in seen_drift:
+            seen_drift.add(agent)
+            moved += [(agent, str(m)) for m in d.get("moved", [])]
+        elif kind == "cost_anomaly":
+            key = (
+                str(d.get("granularity", "")),
+                str(d.get("dimension", "")),
+                str(d.get("key", "")),
+            )
+            cost.setdefault(key, (int(value or 0), int(expected or 0), int(high or 0)))
+    cost_open = [(*k, *v) for k, v in sorted(cost.items())]
+    return AlertCounts(counts, occurrences, sorted(moved), cost_open)
