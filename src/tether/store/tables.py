@@ -314,6 +314,8 @@ tools = Table(
     Column("annotations", JSON),
     Column("first_seen_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    # the systems the tool touches (policy `systems:`); empty: its server's name (0011)
+    Column("systems", JSON),
 )
 
 approvals = Table(
@@ -664,6 +666,20 @@ approval_grants = Table(
 )
 Index("ix_approval_grants_agent_tool", approval_grants.c.agent, approval_grants.c.tool)
 
+# Named lists kept in the registry (contacts, payees, allowed domains) that policies refer to
+# with `lists: {NAME: {registry: LIST}}`; `version` grows with every change (0011).
+named_lists = Table(
+    "named_lists",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("description", Text),
+    Column("entries", JSON, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_by", String(200)),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
 redteam_reports = Table(
     "redteam_reports",
     metadata,
@@ -873,6 +889,7 @@ __all__ = [
     "memories",
     "memory_namespaces",
     "metadata",
+    "named_lists",
     "policies",
     "rate_events",
     "redteam_reports",
