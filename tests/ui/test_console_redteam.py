@@ -32,7 +32,7 @@ def test_red_team_list_and_report_pages(db: Engine, tmp_path: Path) -> None:
         page = c.get(f"/redteam/{rid}").text
         assert "Attack success per pack" in page
         # indirect: 1 of 3 got through, Wilson 95 % 6.2 %-79 %
-        assert "<strong>33%</strong>" in page and "(6.2%–79%)" in page
+        assert "<strong>33%</strong>" in page and "(6.2%\u201379%)" in page
         assert "payments.transfer[1]" in page and "approval: mail.send" in page
         assert "budget: run max_llm_calls" in page
         assert "$2,100.00" in page and "$1,200.00" in page and "$900.00" in page
