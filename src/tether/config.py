@@ -203,6 +203,16 @@ class OtlpExportConfig(BaseModel):
     max_backoff_s: float = Field(default=60.0, gt=0)
 
 
+class ModelChangeEval(BaseModel):
+    """How to re-run an agent's eval suite when its served model changes: the `--agent` of
+    `tether eval run` (a command, an http(s) URL or module:function)."""
+
+    model_config = ConfigDict(extra="forbid")
+    agent: Annotated[str, Field(min_length=1)]
+    repeats: Annotated[int | None, Field(ge=1, le=100)] = None
+    timeout_s: Annotated[float, Field(gt=0)] = 1800.0
+
+
 class WatchSettings(BaseModel):
     """Drift checks and cost anomaly alerts (the background passes and their thresholds)."""
 
@@ -219,6 +229,8 @@ class WatchSettings(BaseModel):
     band_k: Annotated[float, Field(gt=0)] = 4.0
     min_excess_usd: Annotated[Decimal, Field(ge=0)] = Decimal("0.10")
     alert_below: bool = False
+    # agent -> how to reach it: on a model change point the agent's newest suite is run again
+    eval_on_model_change: dict[str, ModelChangeEval] = Field(default_factory=dict)
 
     @field_validator("baseline", "window")
     @classmethod
