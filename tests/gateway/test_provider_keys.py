@@ -125,8 +125,8 @@ class Env:
         upgrade(engine)
         self.auth = {"authorization": f"Bearer {create_key(engine, scopes='agent', agent='a')[1]}"}
         engine.dispose()
-        self.server = ServerProcess(tmp / "home", db_url, config=cfg,
-                                    extra_env={"TEST_VAULT_TOKEN": self.vault.root_token})  # fmt: skip
+        token = {"TEST_VAULT_TOKEN": self.vault.root_token}
+        self.server = ServerProcess(tmp / "home", db_url, config=cfg, extra_env=token)
 
     def accept(self, key: str | None) -> None:
         """The provider now takes only `key` (None: any), as after it revoked the old one."""

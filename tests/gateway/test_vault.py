@@ -107,10 +107,10 @@ def test_kubernetes_auth_logs_in_with_the_service_account_token_and_again_on_exp
     assert client.read(REF) == "sk-one" and vault.logins == 2
     jwt.write_text("eyJ.another.jwt")
     vault.expire_tokens()
-    with pytest.raises(ConfigError, match="Kubernetes login as role 'tether'.*permission denied"):
+    with pytest.raises(ConfigError, match=r"Kubernetes login as role 'tether'.*permission denied"):
         client.read(REF)
     wrong_role = VaultClient(cfg.model_copy(update={"role": "nobody"}))
-    with pytest.raises(ConfigError, match='invalid role name'):
+    with pytest.raises(ConfigError, match="invalid role name"):
         wrong_role.read(REF)
 
 
@@ -149,7 +149,7 @@ def test_settings_name_vault_keys_and_check_the_vault_section(
     assert s.vault is not None and s.vault.url == "https://vault:8200"
     assert s.providers[0].api_key_vault == REF
     cfg.write_text(cfg.read_text().split("providers:")[0].replace("role: tether, ", ""))
-    with pytest.raises(ConfigError, match="needs vault.role"):
+    with pytest.raises(ConfigError, match=r"needs vault\.role"):
         load_settings(config=cfg)
     cfg.write_text("providers:\n  - {name: x, base_url: u, api_key_vault: {path: p}}\n")
     with pytest.raises(ConfigError, match="add a `vault:` section"):
