@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tether.core.errors import ConfigError
+from tether.core.memory import check_embedder
 from tether.core.tags import suggest_tag, unknown_tags
 
 
@@ -107,7 +108,7 @@ class MemoryNamespaceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # "gateway:MODEL" (through tether's LLM gateway: the agent's budget pays, the call is traced),
     # "local:all-MiniLM-L6-v2" (a model shipped in a package), or "client" (callers send vectors)
-    embedder: str | None = None
+    embedder: Annotated[str | None, AfterValidator(check_embedder)] = None
     quota_items: int | None = Field(default=None, gt=0)
     quota_bytes: int | None = Field(default=None, gt=0)
 
@@ -118,7 +119,7 @@ class MemoryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # auto: pgvector when the PostgreSQL has it, sqlite-vec beside SQLite when installed, else exact
     index: Literal["auto", "exact", "sqlite-vec", "pgvector"] = "auto"
-    embedder: str | None = None
+    embedder: Annotated[str | None, AfterValidator(check_embedder)] = None
     namespaces: dict[str, MemoryNamespaceConfig] = Field(default_factory=dict)
 
 
@@ -140,6 +141,16 @@ class OtlpExportConfig(BaseModel):
     max_backoff_s: float = Field(default=60.0, gt=0)
 
 
+class ModelChangeEval(BaseModel):
+    """How to re-run an agent's eval suite when its served model changes: the `--agent` of
+    `tether eval run` (a command, an http(s) URL or module:function)."""
+
+    model_config = ConfigDict(extra="forbid")
+    agent: Annotated[str, Field(min_length=1)]
+    repeats: Annotated[int | None, Field(ge=1, le=100)] = None
+    timeout_s: Annotated[float, Field(gt=0)] = 1800.0
+
+
 class WatchSettings(BaseModel):
     """Drift checks and cost anomaly alerts (the background passes and their thresholds)."""
 
@@ -156,6 +167,8 @@ class WatchSettings(BaseModel):
     band_k: Annotated[float, Field(gt=0)] = 4.0
     min_excess_usd: Annotated[Decimal, Field(ge=0)] = Decimal("0.10")
     alert_below: bool = False
+    # agent -> how to reach it: on a model change point the agent's newest suite is run again
+    eval_on_model_change: dict[str, ModelChangeEval] = Field(default_factory=dict)
 
     @field_validator("baseline", "window")
     @classmethod

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # `X as X`: re-exported names, for the type checker
     from tether._settings import McpServerConfig as McpServerConfig
     from tether._settings import MemoryConfig as MemoryConfig
     from tether._settings import MemoryNamespaceConfig as MemoryNamespaceConfig
+    from tether._settings import ModelChangeEval as ModelChangeEval
     from tether._settings import ModelMargin as ModelMargin
     from tether._settings import OtlpExportConfig as OtlpExportConfig
     from tether._settings import ProviderConfig as ProviderConfig
@@ -29,12 +30,6 @@ if TYPE_CHECKING:  # `X as X`: re-exported names, for the type checker
     from tether._settings import WatchSettings as WatchSettings
     from tether._settings import WebhookConfig as WebhookConfig
     from tether._settings import load_yaml_file as load_yaml_file
-
-_MODEL_NAMES = frozenset({
-    "BudgetDefaults", "HttpToolConfig", "McpServerConfig", "MemoryConfig",
-    "MemoryNamespaceConfig", "ModelMargin", "OtlpExportConfig", "ProviderConfig", "Settings",
-    "WatchSettings", "WebhookConfig", "load_yaml_file",
-})  # fmt: skip
 
 
 class RemoteTarget(NamedTuple):
@@ -67,6 +62,9 @@ def remote_target() -> RemoteTarget | None:
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MODEL_NAMES:
-        return getattr(importlib.import_module("tether._settings"), name)
+    # the model's public names (each also imported above for the type checker)
+    if not name.startswith("_"):
+        model = importlib.import_module("tether._settings")
+        if hasattr(model, name):
+            return getattr(model, name)
     raise AttributeError(f"module 'tether.config' has no attribute {name!r}")

@@ -21,6 +21,7 @@ from tether.gateway.llm.killswitch import KillSwitch
 from tether.gateway.mcp.guard import Guard
 from tether.server.webhooks import Webhooks
 from tether.store.approvals import Wakers
+from tether.store.inline import InlineSQLite, inline_for
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from tether.core.pricing import PriceTable
     from tether.server.memory import MemoryService
     from tether.server.metrics import Metrics
+    from tether.server.model_change_evals import ModelChangeEvals
 
 # (time.monotonic() when computed, value)
 Cached = tuple[float, Any]
@@ -49,6 +51,8 @@ class State:
     route_cache: Any | None = None
     # server/llm.py: the LLM gateway (the evals area flushes its span writer before a check)
     llm_gateway: Any | None = None
+    # watch area: re-runs eval suites on model change points (watch.eval_on_model_change)
+    model_change_evals: ModelChangeEvals | None = None
     # entered in order at start-up and left in reverse at shutdown (background loops, MCP upstreams)
     lifespans: list[Callable[[], AbstractAsyncContextManager[Any]]] = field(default_factory=list)
 
@@ -72,6 +76,9 @@ class State:
     killswitch: KillSwitch = field(init=False)  # LLM gateway, kill routes, console
     guard: Guard = field(init=False)  # MCP gateway and /api/v1/decide
     webhooks: Webhooks = field(init=False)  # approval announcements
+    # server/db_call.py: a no-wait connection for short SQLite transactions on the event loop
+    # (the checkpoint routes); None on PostgreSQL
+    inline_db: InlineSQLite | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.killswitch = KillSwitch(self.engine)
@@ -82,8 +89,10 @@ class State:
             redact=tuple(self.settings.redact_fields),
         )
         self.webhooks = Webhooks(self.settings)
+        self.inline_db = inline_for(self.engine)
 
 
-def get_state(request: Request) -> State:
+async def get_state(request: Request) -> State:
+    # async: FastAPI runs a plain `def` dependency on a worker thread, a hop per request
     state: State = request.app.state.tether
     return state
