@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # `X as X`: re-exported names, for the type checker
     from tether._settings import OtlpExportConfig as OtlpExportConfig
     from tether._settings import ProviderConfig as ProviderConfig
     from tether._settings import Settings as Settings
+    from tether._settings import VaultConfig as VaultConfig
+    from tether._settings import VaultSecretRef as VaultSecretRef
     from tether._settings import WatchSettings as WatchSettings
     from tether._settings import WebhookConfig as WebhookConfig
     from tether._settings import load_yaml_file as load_yaml_file
