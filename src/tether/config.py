@@ -13,7 +13,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tether.core.errors import ConfigError
@@ -21,8 +29,54 @@ from tether.core.memory import check_embedder
 from tether.core.tags import suggest_tag, unknown_tags
 
 
+class VaultSecretRef(BaseModel):
+    """Where in Vault's KV v2 a provider key is: `GET /v1/<mount>/data/<path>`, field `key`."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    key: str = "api_key"
+    mount: str | None = None  # default: `vault.mount`
+    version: Annotated[int, Field(ge=1)] | None = None  # default: the latest (follows rotation)
+
+
+class VaultConfig(BaseModel):
+    """HashiCorp Vault for provider keys: KV v2, token or Kubernetes auth (through `hvac`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str  # e.g. https://vault.vault.svc:8200
+    auth: Literal["token", "kubernetes"] = "token"
+    # token auth: the token in this variable, or in this file (a Vault Agent token sink),
+    # re-read when Vault refuses it
+    token_env: str = "VAULT_TOKEN"
+    token_file: Path | None = None
+    # kubernetes auth: the role bound to tether's ServiceAccount and that account's token
+    role: str | None = None
+    jwt_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    auth_mount: str = "kubernetes"
+    mount: str = "secret"
+    namespace: str | None = None  # Vault Enterprise namespaces
+    ca_cert: Path | None = None
+    # every key is re-read this often (a rotated key is used from the next read on)
+    refresh_s: Annotated[float, Field(gt=0)] = 300.0
+    timeout_s: Annotated[int, Field(ge=1)] = 5
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("use the Vault address, e.g. https://vault:8200")
+        return v.rstrip("/")
+
+    def token(self) -> str | None:
+        """The token for `auth: token`, from `token_file` or the `token_env` variable."""
+        if self.token_file is not None:
+            return self.token_file.read_text().strip() or None
+        return os.environ.get(self.token_env) or None
+
+
 class ProviderConfig(BaseModel):
-    """An upstream LLM provider; its key is read from an env var or a file, never from here."""
+    """An upstream LLM provider; its key comes from an env var, a file (re-read when it changes)
+    or Vault KV v2 (re-read every `vault.refresh_s`), never from here."""
 
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -30,6 +84,7 @@ class ProviderConfig(BaseModel):
     base_url: str
     api_key_env: str | None = None
     api_key_file: Path | None = None
+    api_key_vault: VaultSecretRef | None = None
     models: list[str] = Field(default_factory=list)
     aliases: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = 60.0
@@ -37,7 +92,16 @@ class ProviderConfig(BaseModel):
     max_retries: int = 1
     fallbacks: list[str] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ProviderConfig:
+        given = [n for n in ("api_key_env", "api_key_file", "api_key_vault") if getattr(self, n)]
+        if len(given) > 1:
+            raise ValueError(f"give one of {', '.join(given)}, not several")
+        return self
+
     def api_key(self) -> str | None:
+        """The key from `api_key_file` (read now) or `api_key_env`; Vault keys are read by the
+        gateway (gateway/llm/provider_keys.py)."""
         if self.api_key_file is not None:
             return self.api_key_file.read_text().strip()
         if self.api_key_env:
@@ -139,6 +203,16 @@ class OtlpExportConfig(BaseModel):
     max_backoff_s: float = Field(default=60.0, gt=0)
 
 
+class ModelChangeEval(BaseModel):
+    """How to re-run an agent's eval suite when its served model changes: the `--agent` of
+    `tether eval run` (a command, an http(s) URL or module:function)."""
+
+    model_config = ConfigDict(extra="forbid")
+    agent: Annotated[str, Field(min_length=1)]
+    repeats: Annotated[int | None, Field(ge=1, le=100)] = None
+    timeout_s: Annotated[float, Field(gt=0)] = 1800.0
+
+
 class WatchSettings(BaseModel):
     """Drift checks and cost anomaly alerts (the background passes and their thresholds)."""
 
@@ -155,6 +229,8 @@ class WatchSettings(BaseModel):
     band_k: Annotated[float, Field(gt=0)] = 4.0
     min_excess_usd: Annotated[Decimal, Field(ge=0)] = Decimal("0.10")
     alert_below: bool = False
+    # agent -> how to reach it: on a model change point the agent's newest suite is run again
+    eval_on_model_change: dict[str, ModelChangeEval] = Field(default_factory=dict)
 
     @field_validator("baseline", "window")
     @classmethod
@@ -185,6 +261,7 @@ class Settings(BaseSettings):
     api_key: str | None = None
     secret_key: str | None = None
     providers: list[ProviderConfig] = Field(default_factory=list)
+    vault: VaultConfig | None = None  # for providers' `api_key_vault`
     pricing: dict[str, dict[str, Any]] = Field(default_factory=dict)
     policies: Path | None = None
     mcp_servers: list[McpServerConfig] = Field(default_factory=list)
@@ -203,6 +280,18 @@ class Settings(BaseSettings):
     redact_fields: list[str] = Field(
         default_factory=lambda: ["api_key", "authorization", "password", "secret", "token"]
     )
+
+    @model_validator(mode="after")
+    def _vault_when_needed(self) -> Settings:
+        wanting = [p.name for p in self.providers if p.api_key_vault is not None]
+        if wanting and self.vault is None:
+            raise ValueError(
+                f"provider(s) {', '.join(wanting)} read their key from Vault: add a `vault:` "
+                "section (url, auth) to tether.yaml"
+            )
+        if self.vault is not None and self.vault.auth == "kubernetes" and not self.vault.role:
+            raise ValueError("vault.auth kubernetes needs vault.role (the Vault role to log in as)")
+        return self
 
     @field_validator("database_url")
     @classmethod
