@@ -76,8 +76,7 @@ class AdapterAgent:
         async def reviewer() -> None:
             legit = Legit(scenario)
             while not done.is_set():
-                r = await anyio.to_thread.run_sync(lambda: target.api(
-                    "GET", "/approvals", params={"status": "pending", "run_id": run_id}))  # fmt: skip
+                r = await anyio.to_thread.run_sync(pending, target, run_id)
                 for item in r.json().get("items", []) if r.status_code == 200 else []:
                     if item["id"] in held:
                         continue
@@ -100,6 +99,10 @@ class AdapterAgent:
         if not scenario.benign and scenario.pack == "indirect" and \
                 not any(c["tool"] in REF_TOOLS for c in calls):  # fmt: skip
             raise UnscoredAttemptError("the agent never read the content carrying the injection")
+
+
+def pending(target: Target, run_id: str) -> Any:
+    return target.api("GET", "/approvals", params={"status": "pending", "run_id": run_id})
 
 
 def tool_spans(target: Target, run_id: str) -> list[dict[str, Any]]:
