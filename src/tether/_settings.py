@@ -117,6 +117,9 @@ def _known_tag(tag: str) -> str:
     return tag
 
 
+SystemName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")]
+
+
 class McpServerConfig(BaseModel):
     """An upstream MCP server: a stdio `command` or a Streamable HTTP `url`."""
 
@@ -128,6 +131,8 @@ class McpServerConfig(BaseModel):
     cwd: Path | None = None
     # tool name or glob ("*", "fetch_*") -> tags; a key matching no served tool is an error
     tags: dict[str, list[Annotated[str, AfterValidator(_known_tag)]]] = Field(default_factory=dict)
+    # tool name or glob -> the systems it touches (policy `systems:`); default: the server name
+    systems: dict[str, list[SystemName]] = Field(default_factory=dict)
 
 
 class HttpToolConfig(BaseModel):
@@ -141,6 +146,8 @@ class HttpToolConfig(BaseModel):
     tags: list[str] = Field(default_factory=list)
     owner: str | None = None
     rate_limit: str | None = None
+    # the systems it touches (policy `systems:`); default: the part of `name` before the dot
+    systems: list[SystemName] = Field(default_factory=list)
 
 
 class ModelMargin(BaseModel):
