@@ -142,7 +142,7 @@ async def ainvoke(
     """`invoke` for async graphs and agents: `graph.ainvoke`, the saver's async calls, and the
     wait for people's decisions without blocking the event loop.
 
-        outcome = await ainvoke(graph, {"invoice": "INV-7"}, {"configurable": {"thread_id": "INV-7"}})
+        outcome = await ainvoke(graph, {"invoice": "INV-7"}, {"configurable": {"thread_id": "7"}})
     """
     saver = saver_of(graph)
     thread = _thread_config(config)
