@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, insert, select
 
-from tether.core.assertions import Result
-from tether.core.errors import ConflictError
+from tether.core.assertions import Observed, Result
+from tether.core.errors import BadRequestError, ConflictError
 from tether.core.eval_suite import parse_suite
 from tether.core.evals import GateCriteria, gate
 from tether.core.records import SpanRecord
@@ -111,30 +111,47 @@ def test_an_attempt_is_a_tagged_run_observed_from_its_spans(db: Engine) -> None:
                 expires_at=NOW,
             )
         )
-    store.end_run(db, "run_e1", ok=True, output="done", error=None, now=NOW + timedelta(seconds=4))
-    obs = store.observe(db, "run_e1", NOW)
+    seen = []
+
+    def check(obs: Observed) -> list[Result]:
+        seen.append(obs)
+        return [Result("looked up", "tool_called", True, "ok")]
+
+    ev = store.get_eval(db, "eval_1")
+    with pytest.raises(BadRequestError):  # a run id that is not the attempt's
+        store.complete_attempt(
+            db, ev, "t1", 0, ok=True, output="done", error=None, agent_ms=1.0, check=check,
+            run_id="run_other", now=NOW,
+        )  # fmt: skip
+    with pytest.raises(BadRequestError):  # a "judge" run of the agent itself
+        store.complete_attempt(
+            db, ev, "t1", 0, ok=True, output="done", error=None, agent_ms=1.0, check=check,
+            judge_run_ids=["run_e1"], now=NOW,
+        )  # fmt: skip
+    seen.clear()
+    row = store.complete_attempt(
+        db,
+        ev,
+        "t1",
+        0,
+        ok=True,
+        output="done",
+        error=None,
+        agent_ms=12.0,
+        check=check,
+        run_id="run_e1",
+        now=NOW + timedelta(seconds=4),
+    )
+    (obs,) = seen
     assert [c.name for c in obs.tool_calls] == ["crm.lookup", "mail.send"]
     assert obs.tool_calls[0].arguments == {"order_id": "1"}
     assert (obs.policy_denials, obs.budget_refusals, obs.pending_approvals) == (1, 1, 1)
     assert obs.status == "succeeded" and obs.output == "done" and obs.duration_s == 4.0
-    res = [Result("looked up", "tool_called", True, "ok")]
-    row = store.finish_attempt(
-        db,
-        "eval_1",
-        "t1",
-        0,
-        results=res,
-        obs=obs,
-        judge_cost_nusd=7,
-        agent_ms=12.0,
-        error=None,
-        now=NOW + timedelta(seconds=5),
-    )
     assert row["passed"] is True and row["tools"] == ["crm.lookup", "mail.send"]
     with pytest.raises(ConflictError):
         store.start_attempt(db, "eval_1", "t1", 0, "run_e2", NOW)
     ev = store.get_eval(db, "eval_1")
-    assert (ev["attempts_done"], ev["attempts_passed"], ev["judge_cost_nusd"]) == (1, 1, 7)
+    assert (ev["attempts_done"], ev["attempts_passed"], ev["judge_cost_nusd"]) == (1, 1, 0)
     (att,) = store.core_attempts(store.attempt_rows(db, "eval_1"))
     assert att.passed and att.assertions == ("looked up",)
     v = gate([att], GateCriteria(min_success=0.85))

@@ -287,7 +287,7 @@ class Gateway:
                           call.caller.run_id)  # fmt: skip
         finally:
             self.writer.submit(lambda: self._span(call, usage, cost, output, error, status_code,
-                                                  outcome, now))  # fmt: skip
+                                                  outcome, now), call.caller.run_id)  # fmt: skip
 
     async def _check_overshoot(self, call: Call, model: str, cost: int | None, tokens: int) -> None:
         """A settle above its hold is an overshoot event (span attribute, audit, metric and
