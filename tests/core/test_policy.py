@@ -178,6 +178,14 @@ def test_sections_nothing_enforces_are_refused_with_their_line() -> None:
     assert Policy.parse("agent: a\nmemory: {namespace: a}\n").memory_namespace == "a"
 
 
+def test_an_unknown_memory_embedder_is_refused_with_its_line() -> None:
+    source = "agent: a\nmemory:\n  namespace: a\n  embedder: locl:all-MiniLM-L6-v2\n"
+    with pytest.raises(PolicyError, match=r"a.yaml:4: .*embedder 'locl:all-MiniLM-L6-v2' is not"):
+        Policy.parse(source, "a.yaml")
+    for ok in ("local:all-MiniLM-L6-v2", "gateway:text-embedding-3-small", "client"):
+        Policy.parse(f"agent: a\nmemory: {{embedder: '{ok}'}}\n")
+
+
 def test_decision_to_dict(policy: Policy) -> None:
     d = decide(policy, req("mail.send")).to_dict()
     assert d == {

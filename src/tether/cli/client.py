@@ -52,7 +52,7 @@ class Remote:
             raise _unreachable(self.where, exc) from None
         if resp.status_code >= 400:
             raise error_from_response(resp)
-        return resp.json()
+        return None if resp.status_code == 204 else resp.json()
 
     def lines(self, path: str) -> Iterator[str]:
         """The non-empty lines of a streamed response (JSON lines exports)."""

@@ -22,6 +22,7 @@ COMMANDS: Lazy = {
     "keys": ("tether.cli.keys", "API keys: create, list, revoke."),
     "policy": ("tether.cli.policy", "Boundary policies: check, apply, show."),
     "tools": ("tether.cli.tools", "The tool registry: tags, pins and rug-pull approvals."),
+    "lists": ("tether.cli.lists", "Named lists in the registry: contacts, payees, domains."),
     "approvals": ("tether.cli.approvals", "Held tool calls waiting for a person."),
     "drift": (
         "tether.cli.watch",

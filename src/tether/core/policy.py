@@ -209,6 +209,8 @@ class Policy:
     sha256: str
     document: dict[str, Any] = field(repr=False)
     lists: Mapping[str, frozenset[str]] = field(repr=False, default_factory=dict)
+    # the policy's name for a list -> the registry list holding its entries (`tether lists`)
+    registry_lists: Mapping[str, str] = field(repr=False, default_factory=dict)
     _matcher: re.Pattern[str] | None = field(repr=False, default=None)
     _models: re.Pattern[str] | None = field(repr=False, default=None)
 
@@ -219,6 +221,7 @@ class Policy:
 
     @classmethod
     def from_model(cls, m: PolicyModel, source: str) -> Policy:
+        refs = {n: ref.registry for n, ref in m.lists.items() if not isinstance(ref, list)}
         rules = []
         for i, t in enumerate(m.tools):
             rate = None
@@ -227,7 +230,7 @@ class Policy:
                 rate = RateLimit(count, window, t.rate_limit)
             conditions: list[Condition] = []
             for arg, cond in (t.when or {}).items():
-                conditions.extend(compile_conditions(arg, cond))
+                conditions.extend(compile_conditions(arg, cond, refs))
             rules.append(
                 ToolRule(
                     i, t.match, t.allow, t.approval == "required", rate, frozenset(t.tags),
@@ -282,7 +285,12 @@ class Policy:
             source=source,
             sha256=hashlib.sha256(source.encode()).hexdigest(),
             document=m.model_dump(mode="json", by_alias=True),
-            lists={name: normalize_list(name, entries) for name, entries in m.lists.items()},
+            lists={
+                name: normalize_list(name, entries)
+                for name, entries in m.lists.items()
+                if isinstance(entries, list)
+            },
+            registry_lists=refs,
             _matcher=matcher,
             _models=models,
         )
@@ -460,7 +468,7 @@ def decide(policy: Policy | None, request: DecisionRequest) -> Decision:
             decision = Decision(
                 "allow",
                 rule.label,
-                rule.reason or f"{request.tool} is allowed",
+                rule.reason or f"{request.tool} is allowed" + _held_because(rule),
                 tags=tags,
                 rate_limit=rule.rate_limit,
             )

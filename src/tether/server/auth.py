@@ -19,6 +19,7 @@ _CACHE_TTL_S = 5.0
 __all__ = [
     "Principal",
     "authenticate",
+    "authenticate_async",
     "bearer_secret",
     "is_loopback",
     "request_authenticator",
@@ -71,13 +72,18 @@ def request_authenticator(state: State) -> Callable[[Request], Awaitable[Princip
     """The async key check handed to the gateways: a cached key costs no thread hop."""
 
     async def authenticate_request(request: Request) -> Principal:
-        secret = bearer_secret(request)
-        hit = state.key_cache.get(secret) if secret else None
-        if hit is not None and time.monotonic() - hit[0] < _CACHE_TTL_S:
-            return authenticate(state, secret)  # a cache hit: no I/O
-        return await anyio.to_thread.run_sync(authenticate, state, secret)
+        return await authenticate_async(state, bearer_secret(request))
 
     return authenticate_request
+
+
+async def authenticate_async(state: State, secret: str | None) -> Principal:
+    """`authenticate` from async code: a key checked in the last few seconds costs no thread
+    hop (no I/O); any other goes to the database on a worker thread."""
+    hit = state.key_cache.get(secret) if secret else None
+    if hit is not None and time.monotonic() - hit[0] < _CACHE_TTL_S:
+        return authenticate(state, secret)  # a cache hit: no I/O
+    return await anyio.to_thread.run_sync(authenticate, state, secret)
 
 
 def forget_cached_keys(state: State) -> None:
@@ -85,11 +91,11 @@ def forget_cached_keys(state: State) -> None:
     state.key_cache.clear()
 
 
-def require(*scopes: str) -> Callable[..., Principal]:
+def require(*scopes: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller must hold one of `scopes` (admin holds them all)."""
 
-    def dependency(request: Request, state: State = Depends(get_state)) -> Principal:
-        principal = authenticate(state, bearer_secret(request))
+    async def dependency(request: Request, state: State = Depends(get_state)) -> Principal:
+        principal = await authenticate_async(state, bearer_secret(request))
         if scopes and not any(principal.has(s) for s in scopes):
             raise PermissionDeniedError(
                 f"this key lacks the scope {' or '.join(scopes)} needed for {request.url.path}"

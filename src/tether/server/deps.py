@@ -21,6 +21,7 @@ from tether.gateway.llm.killswitch import KillSwitch
 from tether.gateway.mcp.guard import Guard
 from tether.server.webhooks import Webhooks
 from tether.store.approvals import Wakers
+from tether.store.inline import InlineSQLite, inline_for
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -72,6 +73,9 @@ class State:
     killswitch: KillSwitch = field(init=False)  # LLM gateway, kill routes, console
     guard: Guard = field(init=False)  # MCP gateway and /api/v1/decide
     webhooks: Webhooks = field(init=False)  # approval announcements
+    # server/db_call.py: a no-wait connection for short SQLite transactions on the event loop
+    # (the checkpoint routes); None on PostgreSQL
+    inline_db: InlineSQLite | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.killswitch = KillSwitch(self.engine)
@@ -82,8 +86,10 @@ class State:
             redact=tuple(self.settings.redact_fields),
         )
         self.webhooks = Webhooks(self.settings)
+        self.inline_db = inline_for(self.engine)
 
 
-def get_state(request: Request) -> State:
+async def get_state(request: Request) -> State:
+    # async: FastAPI runs a plain `def` dependency on a worker thread, a hop per request
     state: State = request.app.state.tether
     return state

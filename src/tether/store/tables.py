@@ -314,6 +314,8 @@ tools = Table(
     Column("annotations", JSON),
     Column("first_seen_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    # the systems the tool touches (policy `systems:`); empty: its server's name (0011)
+    Column("systems", JSON),
 )
 
 approvals = Table(
@@ -664,6 +666,20 @@ approval_grants = Table(
 )
 Index("ix_approval_grants_agent_tool", approval_grants.c.agent, approval_grants.c.tool)
 
+# Named lists kept in the registry (contacts, payees, allowed domains) that policies refer to
+# with `lists: {NAME: {registry: LIST}}`; `version` grows with every change (0011).
+named_lists = Table(
+    "named_lists",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("description", Text),
+    Column("entries", JSON, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_by", String(200)),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
 redteam_reports = Table(
     "redteam_reports",
     metadata,
@@ -784,6 +800,36 @@ agent_models = Table(
     Column("last_run_at", TS, nullable=False),
 )
 
+# Drift histograms per agent, hour, version and served model ('' when unknown), kept by the
+# profiling pass in the transaction that writes the profiles (store/drift_hist.py), so a check
+# sums a few hundred rows per hour instead of reading every run.
+drift_sequences = Table(
+    "drift_sequences",
+    metadata,
+    Column("agent", String(200), primary_key=True),
+    Column("hour_at", TS, primary_key=True),
+    Column("version", String(200), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    # sha1 of `tools` (a sequence can be longer than an index entry may be)
+    Column("seq_hash", String(40), primary_key=True),
+    Column("tools", Text, nullable=False),
+    Column("runs", BigInteger, nullable=False),
+)
+
+drift_values = Table(
+    "drift_values",
+    metadata,
+    Column("agent", String(200), primary_key=True),
+    Column("hour_at", TS, primary_key=True),
+    Column("version", String(200), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    # cost | tokens | llm_calls | latency | ok_cost (the cost of the runs that succeeded)
+    Column("metric", String(16), primary_key=True),
+    # core/drift.py's value_bin
+    Column("bin", Integer, primary_key=True),
+    Column("runs", BigInteger, nullable=False),
+)
+
 alerts = Table(
     "alerts",
     metadata,
@@ -832,6 +878,8 @@ __all__ = [
     "checkpoint_threads",
     "checkpoint_writes",
     "checkpoints",
+    "drift_sequences",
+    "drift_values",
     "eval_attempts",
     "evals",
     "export_marks",
@@ -841,6 +889,7 @@ __all__ = [
     "memories",
     "memory_namespaces",
     "metadata",
+    "named_lists",
     "policies",
     "rate_events",
     "redteam_reports",
