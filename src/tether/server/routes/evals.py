@@ -266,7 +266,9 @@ async def finish_attempt(
     state: State = Depends(get_state),
     _: Principal = Depends(require("admin")),
 ) -> AttemptOut:
-    run_id = body.run_id or await run_in_threadpool(_run_of, state, eval_id, task_id, attempt)
+    run_id = body.run_id
+    if run_id is None:
+        run_id = await run_in_threadpool(_run_of, state, eval_id, task_id, attempt)
     # The LLM gateway writes spans in batches; wait for this run's so the check sees every call.
     await flush_spans(state, run_id)
     return await run_in_threadpool(_finish, state, eval_id, task_id, attempt, body, run_id)
