@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import ServerProcess  # noqa: E402
+from tests.store.evals_seed import insert_runs, start_rollout  # noqa: E402
 
 from tether.cli.eval_adapters import (  # noqa: E402
     Adapter,
@@ -60,11 +62,11 @@ from tether.gateway.llm.mock import create_mock_app  # noqa: E402
 from tether.server.deps import State  # noqa: E402
 from tether.server.rollout_rule_apply import decide  # noqa: E402
 from tether.server.routes.rollouts import choose  # noqa: E402
-from tether.store import rollouts  # noqa: E402
 from tether.store.engine import make_engine  # noqa: E402
 from tether.store.keys import create_key  # noqa: E402
 from tether.store.migrate import upgrade  # noqa: E402
-from tether.store.tables import runs  # noqa: E402
+from tether.store.rollouts import ArmsCache  # noqa: E402
+from tether.store.tables import spans  # noqa: E402
 
 POLICY = """\
 agent: bench
@@ -252,19 +254,7 @@ def bench_route(tmp: Path, n: int) -> dict[str, Any]:
     db_url = f"sqlite:///{tmp / 'route.db'}"
     engine = make_engine(db_url)
     upgrade(engine)
-    now = datetime.now(UTC)
-    rollouts.start(
-        engine,
-        rollout_id="ro_bench0000000",
-        agent="bench",
-        baseline="v1",
-        candidate="v2",
-        percent=10,
-        rule_source="",
-        rule_file=None,
-        actor="bench",
-        now=now,
-    )
+    start_rollout(engine, "ro_bench0000000", agent="bench")
     state = State(settings=Settings(database_url=db_url), engine=engine)
     ids = [f"task-{i}" for i in range(n)]
     choose(state, "bench", "warm")
@@ -282,59 +272,85 @@ def bench_route(tmp: Path, n: int) -> dict[str, Any]:
     return {"decisions": n, "choose_us": _pcts(timed), "core_route_us": _pcts(core)}
 
 
+def _canary_runs(
+    start: datetime, lo: int, hi: int, step_s: float = 0.5
+) -> Iterator[dict[str, Any]]:
+    for i in range(lo, hi):
+        at = start + timedelta(seconds=1 + (i - lo) * step_s)
+        yield {
+            "id": f"run_c{i:09d}",
+            "agent": "bench",
+            "version": "v2" if i % 10 == 0 else "v1",
+            "status": "succeeded" if i % 7 else "failed",
+            "started_at": at,
+            "cost_nusd": 1_000_000 + i % 50,
+        }
+
+
 def bench_canary(tmp: Path, n: int) -> dict[str, Any]:
+    """The rule over `n` stored runs: cold (a fresh cache reads them all) and warm (the loop's
+    cache, after another interval's 1,000 runs arrived)."""
     db_url = f"sqlite:///{tmp / 'canary.db'}"
     engine = make_engine(db_url)
     upgrade(engine)
-    start = datetime.now(UTC) - timedelta(days=1)
-    ro = rollouts.start(
+    start = datetime.now(UTC) - timedelta(days=2)
+    ro = start_rollout(
         engine,
-        rollout_id="ro_canary000000",
+        "ro_canary000000",
         agent="bench",
-        baseline="v1",
-        candidate="v2",
-        percent=10,
-        rule_source="target_cost_usd: 0.05\nmax_tasks: 10000000\n",
-        rule_file=None,
-        actor="bench",
+        rule_source="target_cost_usd: 0.05\nmax_tasks: 10000000\n"
+        "guardrails: {max_policy_violation_rate: 0.2}\n",
         now=start,
     )
     t0 = time.perf_counter()
-    batch = []
+    insert_runs(engine, _canary_runs(start, 0, n))
+    # one run in 100 had a tool call denied (an error span with the MCP gateway's decision)
     with engine.begin() as conn:
-        for i in range(n):
-            v = "v2" if i % 10 == 0 else "v1"
-            at = start + timedelta(seconds=1 + i * 0.5)
-            status = "succeeded" if i % 7 else "failed"
-            batch.append(
+        conn.execute(
+            insert(spans),
+            [
                 {
-                    "id": f"run_c{i:09d}",
-                    "agent": "bench",
-                    "version": v,
-                    "status": status,
-                    "started_at": at,
-                    "updated_at": at,
-                    "cost_nusd": 1_000_000 + i % 50,
+                    "trace_id": f"{i:032x}",
+                    "span_id": f"{i:016x}",
+                    "run_id": f"run_c{i:09d}",
+                    "kind": "tool",
+                    "name": "crm.delete",
+                    "started_at": start,
+                    "status": "error",
+                    "error": "denied",
+                    "attributes": {"tether.decision": {"decision": "deny"}},
                 }
-            )
-            if len(batch) == 5000:
-                conn.execute(insert(runs), batch)
-                batch = []
-        if batch:
-            conn.execute(insert(runs), batch)
+                for i in range(0, n, 100)
+            ],
+        )
     load_s = time.perf_counter() - t0
-    times = []
+    cold = []
     for _ in range(5):
         t1 = time.perf_counter()
-        d = decide(engine, ro, datetime.now(UTC))
-        times.append(time.perf_counter() - t1)
+        d = decide(engine, ro, datetime.now(UTC), ArmsCache())
+        cold.append(time.perf_counter() - t1)
+    cache = ArmsCache()
+    decide(engine, ro, datetime.now(UTC), cache)
+    warm = []
+    for k in range(5):
+        # the interval's traffic: runs that started (and ended) in the last few seconds
+        recent = datetime.now(UTC) - timedelta(seconds=5)
+        insert_runs(engine, _canary_runs(recent, n + k * 1000, n + (k + 1) * 1000, 0.004))
+        t1 = time.perf_counter()
+        d = decide(engine, ro, datetime.now(UTC), cache)
+        warm.append(time.perf_counter() - t1)
+    whole = decide(engine, ro, datetime.now(UTC))
+    assert whole.reason == d.reason, (whole.reason, d.reason)  # the cache changes nothing
     engine.dispose()
     return {
         "runs": n,
         "load_s": round(load_s, 1),
-        "decide_s": _pcts(times),
+        "cold_s": _pcts(cold),
+        "warm_s": _pcts(warm),
         "decision": d.action,
         "reason": d.reason,
+        "denied_runs": n // 100,
+        "load_avg": os.getloadavg(),
     }
 
 
