@@ -62,6 +62,10 @@ def test_demo_no_serve_writes_the_demo_runs_on_a_fresh_database(tmp_path: Path) 
     assert "killed by its run budget: allowed $0.25, spent $" in out
     assert "refused call" in out and "needed (worst case)" in out
     assert "waits for approval apr_" in out
+    # the framework examples ran in it, each with its held email approved
+    for example in ("invoice-triage", "openai-agents", "plain-loop"):
+        assert f"examples: {example} (" in out and "1 held email approved" in out, out
+    assert "examples: " in out and " failed:" not in out
     assert f"export TETHER_URL=http://127.0.0.1:{port} TETHER_API_KEY=tth_" in out
     db = home / "demo.db"
     runs = _rows(db, "SELECT agent, version, status, error, cost_nusd, kill_reason FROM runs")

@@ -11,13 +11,21 @@ from rich.console import Console
 
 import tether
 from tether.demo.evals import EVALS
+from tether.demo.frameworks import EXAMPLES_SCENARIOS
 from tether.demo.governed import GOVERNED
 from tether.demo.mcp_governed import MCP_GOVERNED
 from tether.demo.scenarios import SCENARIOS, Demo, Scenario
 from tether.demo.summary import print_summary
 from tether.demo.watch import WATCH
 
-ALL_SCENARIOS: list[Scenario] = [*SCENARIOS, *GOVERNED, *WATCH, *MCP_GOVERNED, *EVALS]
+ALL_SCENARIOS: list[Scenario] = [
+    *SCENARIOS,
+    *GOVERNED,
+    *WATCH,
+    *MCP_GOVERNED,
+    *EVALS,
+    *EXAMPLES_SCENARIOS,
+]
 
 
 def seed(

@@ -89,6 +89,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def start(home: Path | None, port: int | None, host: str = "127.0.0.1") -> LocalTether:
     """Starts the mock LLM and tether on a wiped demo database; creates the demo's admin key."""
+    from tether.demo.frameworks import mock_script
     from tether.gateway.llm.mock import create_mock_app
     from tether.gateway.mcp.demo import demo_server_config
     from tether.server.app import create_app
@@ -96,7 +97,8 @@ def start(home: Path | None, port: int | None, host: str = "127.0.0.1") -> Local
     base = load_settings(home=home)
     db = wipe(base.home)
     mock_port = free_port(host)
-    mock = ThreadedServer(create_mock_app(), host, mock_port)
+    # the examples' replies (examples/mock_script.yaml) when run from a source checkout
+    mock = ThreadedServer(create_mock_app(mock_script()), host, mock_port)
     mock_url = f"http://{host}:{mock_port}"
     provider = ProviderConfig(
         name="mock", kind="openai", base_url=f"{mock_url}/v1", models=MOCK_MODELS

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 
@@ -10,6 +9,7 @@ import anyio
 from fastapi import Depends, Request
 
 from tether.core.errors import AuthenticationError, PermissionDeniedError
+from tether.core.loopback import is_loopback
 from tether.core.principal import Principal
 from tether.server.deps import State, get_state
 from tether.store import keys as key_store
@@ -25,16 +25,6 @@ __all__ = [
     "request_authenticator",
     "require",
 ]
-
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (127.0.0.0/8, ::1, `localhost`)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def bearer_secret(request: Request) -> str | None:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from tether.core.pricing import PriceTable
     from tether.server.memory import MemoryService
     from tether.server.metrics import Metrics
+    from tether.server.model_change_evals import ModelChangeEvals
 
 # (time.monotonic() when computed, value)
 Cached = tuple[float, Any]
@@ -53,6 +54,8 @@ class State:
     arms_cache: ArmsCache = field(default_factory=ArmsCache)
     # server/llm.py: the LLM gateway (the evals area flushes its span writer before a check)
     llm_gateway: Any | None = None
+    # watch area: re-runs eval suites on model change points (watch.eval_on_model_change)
+    model_change_evals: ModelChangeEvals | None = None
     # entered in order at start-up and left in reverse at shutdown (background loops, MCP upstreams)
     lifespans: list[Callable[[], AbstractAsyncContextManager[Any]]] = field(default_factory=list)
 

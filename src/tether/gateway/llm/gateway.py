@@ -45,6 +45,7 @@ from tether.gateway.llm.killswitch import KillSwitch
 from tether.gateway.llm.provider import Target, Usage
 from tether.gateway.llm.registry import Registry
 from tether.gateway.llm.spans import SpanWriter
+from tether.gateway.llm.vault import VaultClient
 from tether.store.ingest import ensure_run
 from tether.store.ledger import Ledger
 from tether.store.tables import runs
@@ -103,7 +104,8 @@ class Gateway:
         self.redact = tuple(f.lower() for f in settings.redact_fields)
         self.engine = engine
         self.authenticate = authenticate
-        self.registry = Registry(settings.providers)
+        vault = VaultClient(settings.vault) if settings.vault is not None else None
+        self.registry = Registry(settings.providers, vault)  # Vault keys are read here, once
         self.prices = prices or load_price_table(settings.pricing)
         self.guard = BudgetGuard(settings, engine, ledger, self.prices)
         self.killswitch = killswitch

@@ -136,13 +136,18 @@ class Gateway:
                 tg.cancel_scope.cancel()
 
     async def _sync_tools(self, upstream: Upstream) -> None:
-        tags, unmatched = tags_for_tools(upstream.config.tags, (t.name for t in upstream.tools))
+        names = [t.name for t in upstream.tools]
+        tags, unmatched = tags_for_tools(upstream.config.tags, names)
+        systems, unmatched_systems = tags_for_tools(upstream.config.systems, names)
+        if unmatched_systems:  # a misspelt key would leave a tool in its server's system only
+            unmatched = [*unmatched, *(f"systems:{k}" for k in unmatched_systems)]
         if unmatched:
             # Fail closed: a misspelt tool under `tags:` would serve that tool without its tags
             # (an untrusted reader not marked untrusted). Refuse the server until fixed.
             served = ", ".join(sorted(t.name for t in upstream.tools)) or "none"
             upstream.config_error = (
-                f"tether.yaml mcp_servers[{upstream.name}].tags names {', '.join(unmatched)}, "
+                f"tether.yaml mcp_servers[{upstream.name}].tags (or .systems) names "
+                f"{', '.join(unmatched)}, "
                 f"which the server does not offer (it serves: {served}); fix the name or glob "
                 "and restart tether"
             )
@@ -155,6 +160,7 @@ class Gateway:
                 description=t.description or "", input_schema=dict(t.input_schema),
                 tags=tuple(sorted(tags.get(t.name, ()))),
                 annotations=t.annotations.model_dump(exclude_none=True) if t.annotations else None,
+                systems=tuple(sorted(systems.get(t.name, ()))),
             )
             for t in upstream.tools
         ]  # fmt: skip
