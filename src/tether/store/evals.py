@@ -176,6 +176,13 @@ def fixtures_of(attributes: dict[str, Any] | None) -> dict[str, Any] | None:
     return found if isinstance(found, dict) and found else None
 
 
+def run_fixtures(engine: Engine, run_id: str) -> dict[str, Any] | None:
+    """The fixtures of the eval attempt a run is, if it is one and its task has any."""
+    with reading(engine) as conn:
+        attrs = conn.execute(select(runs.c.attributes).where(runs.c.id == run_id)).scalar()
+    return fixtures_of(attrs if isinstance(attrs, dict) else None)
+
+
 def end_run(
     engine: Engine, run_id: str, *, ok: bool, output: str | None, error: str | None, now: datetime
 ) -> None:
