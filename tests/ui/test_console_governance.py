@@ -88,9 +88,7 @@ def test_home_flags_a_stale_red_team_and_metrics_export_its_age(
     assert 100 * 86400 - 60 <= float(line.split()[-1]) <= 100 * 86400 + 600
 
 
-def test_keys_page_shows_age_expiry_and_rotation_status(
-    db: Engine, tmp_path: Path
-) -> None:
+def test_keys_page_shows_age_expiry_and_rotation_status(db: Engine, tmp_path: Path) -> None:
     from datetime import timedelta
 
     from tether.store.keys import rotate_key
@@ -109,8 +107,18 @@ def test_keys_page_shows_age_expiry_and_rotation_status(
         login(c, admin, "/keys")
         page = c.get("/keys")
         assert page.status_code == 200
-        for shown in ("aging", "ancient", "exporter", "rotate soon", "too old", "rotating",
-                      "85 d", "120 d", "rotation required every 90 days", "replaced by"):
+        for shown in (
+            "aging",
+            "ancient",
+            "exporter",
+            "rotate soon",
+            "too old",
+            "rotating",
+            "85 d",
+            "120 d",
+            "rotation required every 90 days",
+            "replaced by",
+        ):
             assert shown in page.text, shown
     with TestClient(create_app(settings, engine=db), follow_redirects=False) as c:
         login(c, reader, "/")
