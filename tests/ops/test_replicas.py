@@ -149,13 +149,14 @@ def test_rate_limits_are_shared_across_replicas(c: Cluster) -> None:
 
 def test_kill_on_one_replica_cuts_a_stream_on_another_within_100ms(c: Cluster) -> None:
     """The kill commits on replica b; PostgreSQL's NOTIFY carries it to replica a, whose
-    stream ends. Measured from the kill's answer on b to the stream's end on a."""
+    stream ends. Measured from the kill's answer on b (it follows the commit) to the stream's
+    end on a; the kill request itself is timed apart (it is replica b's work, not the push)."""
     auth, admin = _key(c, "agent", "worker"), _key(c, "admin")
     a, b = c.replicas[0].url, c.replicas[1].url
-    lags = []
+    after_answer, requests = [], []
     for _ in range(5):
         run_id = new_run_id()
-        cut_at: list[float] = []
+        times: list[float] = []
         with httpx.Client(timeout=30) as client, client.stream(
             "POST", f"{a}/llm/v1/chat/completions",
             headers={**auth, "x-tether-run-id": run_id},
@@ -165,23 +166,27 @@ def test_kill_on_one_replica_cuts_a_stream_on_another_within_100ms(c: Cluster) -
             lines = stream.iter_lines()
             next(lines)  # the stream is flowing on replica a
 
-            def kill(run_id: str, cut_at: list[float]) -> None:
+            def kill(run_id: str, times: list[float]) -> None:
+                times.append(time.perf_counter())
                 r = httpx.post(f"{b}/api/v1/runs/{run_id}/kill", headers=admin, timeout=30)
                 assert r.status_code == 200, r.text
-                cut_at.append(time.perf_counter())
+                times.append(time.perf_counter())
 
-            killer = threading.Thread(target=kill, args=(run_id, cut_at))
+            killer = threading.Thread(target=kill, args=(run_id, times))
             killer.start()
             tail = list(lines)  # bounded: the whole stream is 4 s, the client's timeout 30 s
             ended = time.perf_counter()
             killer.join(30)
         assert any("run_killed" in line for line in tail), tail[-3:]
         # the answer and the notification race (both follow the commit): a cut seen first is 0
-        lags.append(max(0.0, ended - cut_at[0]))
-    print(f"\nkill on replica b -> stream cut on replica a: {[round(x * 1000) for x in lags]} ms")
+        after_answer.append(max(0.0, ended - times[1]))
+        requests.append(times[1] - times[0])
+    print(f"\nstream cut on a after the kill's answer on b: "
+          f"{[round(x * 1000) for x in after_answer]} ms (kill requests "
+          f"{[round(x * 1000) for x in requests]} ms)")  # fmt: skip
     # 100 ms is the target (bench/replicas.py measures it with the load average); a busy
     # two-core test machine may delay a single cut, not most of them, and none by seconds
-    assert sorted(lags)[len(lags) // 2] < 0.1 and max(lags) < 2.0, lags
+    assert sorted(after_answer)[2] < 0.1 and max(after_answer) < 2.0, after_answer
 
 
 def test_an_approval_decided_on_one_replica_releases_a_wait_on_another(c: Cluster) -> None:

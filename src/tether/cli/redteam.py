@@ -15,17 +15,18 @@ import yaml
 from tether.cli.output import DB_OPTION, console, errors, print_json
 from tether.core.errors import BadRequestError
 
-ADAPTERS = ("obedient", "careful")
-
 
 def _agent_for(adapter: str) -> Any:
+    """A scripted agent by name, else an eval adapter spec: a command, an http(s) URL or
+    module:function (the agent as deployed, reached as `tether eval run --agent` reaches it)."""
     from tether.redteam.agents import AGENTS
 
-    if adapter not in AGENTS:
-        raise BadRequestError(
-            f"unknown adapter {adapter!r}; use {', '.join(sorted(AGENTS))} (the scripted agents)"
-        )
-    return AGENTS[adapter]()
+    if adapter in AGENTS:
+        return AGENTS[adapter]()
+    from tether.cli.eval_adapters import make_adapter
+    from tether.cli.redteam_adapter import AdapterAgent
+
+    return AdapterAgent(make_adapter(adapter))
 
 
 def _packs(text: str) -> list[str]:
@@ -83,7 +84,12 @@ def register(app: typer.Typer) -> None:
     @group.command("run")
     def run_cmd(
         agent: str = typer.Option(..., "--agent", help="The agent under test."),
-        adapter: str = typer.Option("obedient", "--adapter", help="obedient | careful"),
+        adapter: str = typer.Option(
+            "obedient",
+            "--adapter",
+            help="obedient | careful (scripted), or the agent: a command, an http(s) URL or "
+            "module:function",
+        ),
         packs: str = typer.Option(
             "injection,indirect,boundary,exhaustion,tool-poisoning",
             "--packs",
