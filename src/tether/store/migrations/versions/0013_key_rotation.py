@@ -1,8 +1,8 @@
 """API key expiry and rotation: `api_keys.expires_at` (a lifetime given at creation, or the end
 of a rotation's overlap) and `api_keys.replaced_by` (the key that replaces a rotated one).
 
-Revision ID: 0012_key_rotation
-Revises: 0011_lists_systems
+Revision ID: 0013_key_rotation
+Revises: 0012_span_errors
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012_key_rotation"
-down_revision = "0011_lists_systems"
+revision = "0013_key_rotation"
+down_revision = "0012_span_errors"
 branch_labels = None
 depends_on = None
 
