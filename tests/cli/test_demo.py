@@ -118,6 +118,12 @@ def test_demo_no_serve_writes_the_demo_runs_on_a_fresh_database(tmp_path: Path) 
     assert "appeared only in untrusted content" in out
     assert "not asked twice" in out and "demo.fetch_page (ingress, read, untrusted)" in out
     assert _rows(db, "SELECT scope FROM approval_grants") == [("run",)]
+    # watch and attack: a drifting version, a cost spike alerted, a red team with one success
+    assert "drift: helpdesk drifted" in out and "cost alert alrt_" in out
+    assert re.search(r"red team rt_\w+: \d+ attacks on support, \d+ stopped by its policy, "
+                     r"1 got through \(injection-2: pay.transfer\)", out), out  # fmt: skip
+    assert "when: {amount: {max:" in out
+    assert _rows(db, "SELECT agent FROM redteam_reports") == [("support",)]
     assert ("attacker@evil.example", 0, 1) in _rows(
         db, "SELECT value, trusted, untrusted FROM run_values WHERE kind = 'email'"
     )

@@ -14,6 +14,7 @@ from tether.demo.evals import EVALS
 from tether.demo.frameworks import EXAMPLES_SCENARIOS
 from tether.demo.governed import GOVERNED
 from tether.demo.mcp_governed import MCP_GOVERNED
+from tether.demo.redteam import REDTEAM
 from tether.demo.scenarios import SCENARIOS, Demo, Scenario
 from tether.demo.summary import print_summary
 from tether.demo.watch import WATCH
@@ -22,6 +23,7 @@ ALL_SCENARIOS: list[Scenario] = [
     *SCENARIOS,
     *GOVERNED,
     *WATCH,
+    *REDTEAM,
     *MCP_GOVERNED,
     *EVALS,
     *EXAMPLES_SCENARIOS,

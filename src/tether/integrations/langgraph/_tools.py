@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from langgraph.config import get_config
@@ -46,11 +47,14 @@ def idempotent(
         @idempotent(saver)
         def send_email(to: str, body: str) -> str: ...
 
-    Outside a graph (no LangGraph config) the tool runs as it is.
+    Outside a graph (no LangGraph config) the tool runs as it is. An `async def` tool gets the
+    same guarantee through the saver's async client.
     """
 
     def wrap(fn: Callable[P, R]) -> Callable[P, R]:
         tool: str = name or str(getattr(fn, "__qualname__", "tool"))
+        if inspect.iscoroutinefunction(fn):
+            return _wrap_async(saver, fn, tool)  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def call(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -64,12 +68,7 @@ def idempotent(
             if claim["status"] == "done":
                 result: R = claim["result"]
                 return result
-            if claim["status"] == "started":
-                raise ConflictError(
-                    f"tool call {tool} ({key}) of thread {thread_id} started before and never "
-                    "reported back; it may have run: check its effect, then resume",
-                    code="tool_call_in_doubt",
-                )
+            _in_doubt(claim, tool, key, thread_id)
             out = fn(*args, **kwargs)
             saver.complete_tool_call(thread_id, key, jsonable(out))
             return out
@@ -77,3 +76,36 @@ def idempotent(
         return call
 
     return wrap
+
+
+def _in_doubt(claim: dict[str, Any], tool: str, key: str, thread_id: str) -> None:
+    if claim["status"] == "started":
+        raise ConflictError(
+            f"tool call {tool} ({key}) of thread {thread_id} started before and never "
+            "reported back; it may have run: check its effect, then resume",
+            code="tool_call_in_doubt",
+        )
+
+
+def _wrap_async(
+    saver: TetherSaver, fn: Callable[..., Awaitable[Any]], tool: str
+) -> Callable[..., Awaitable[Any]]:
+    """`idempotent` for an `async def` tool, on the saver's async client."""
+
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            config = get_config()
+        except RuntimeError:
+            return await fn(*args, **kwargs)
+        thread_id = str(config["configurable"]["thread_id"])
+        key = call_key(config, tool, args, dict(kwargs))
+        claim = await saver.aclaim_tool_call(thread_id, key, tool)
+        if claim["status"] == "done":
+            return claim["result"]
+        _in_doubt(claim, tool, key, thread_id)
+        out = await fn(*args, **kwargs)
+        await saver.acomplete_tool_call(thread_id, key, jsonable(out))
+        return out
+
+    return call
