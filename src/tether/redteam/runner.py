@@ -66,6 +66,12 @@ class Target:
         self.agent_key = agent_key
         self.admin_key = admin_key
 
+    def llm(self, body: dict[str, Any], run_id: str) -> httpx.Response:
+        """A chat completion through tether's LLM gateway, in run `run_id` (admin key)."""
+        return httpx.post(f"{self.url}/llm/v1/chat/completions", json=body, timeout=120,
+                          headers={"Authorization": f"Bearer {self.admin_key}",
+                                   "X-Tether-Run-Id": run_id})  # fmt: skip
+
     def api(self, method: str, path: str, *, admin: bool = True, **kw: Any) -> httpx.Response:
         key = self.admin_key if admin else self.agent_key
         return httpx.request(method, f"{self.url}/api/v1{path}", timeout=30,

@@ -22,6 +22,7 @@ from tether.gateway.mcp.guard import Guard
 from tether.server.webhooks import Webhooks
 from tether.store.approvals import Wakers
 from tether.store.inline import InlineSQLite, inline_for
+from tether.store.rollouts import ArmsCache
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -49,6 +50,8 @@ class State:
     metrics: Metrics | None = None
     # evals area: the newest rollout per agent, cached for routing (server/routes/rollouts.py)
     route_cache: Any | None = None
+    # evals area: each rollout's figures so far, read incrementally by its rule (store/rollouts)
+    arms_cache: ArmsCache = field(default_factory=ArmsCache)
     # server/llm.py: the LLM gateway (the evals area flushes its span writer before a check)
     llm_gateway: Any | None = None
     # watch area: re-runs eval suites on model change points (watch.eval_on_model_change)

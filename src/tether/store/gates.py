@@ -52,6 +52,7 @@ def save_verdict(
                 "p_value": c.p_value,
                 "p_holm": c.p_holm,
                 "significant": c.significant,
+                "tasks": c.tasks,
             }
             for c in verdict.comparisons
         ],

@@ -153,6 +153,13 @@ spans = Table(
 )
 Index("ix_spans_run", spans.c.run_id, spans.c.started_at)
 Index("ix_spans_started", spans.c.started_at)
+# The error spans of a run (the rollout rule counts policy violations among them).
+Index(
+    "ix_spans_errors",
+    spans.c.run_id,
+    sqlite_where=spans.c.status == "error",
+    postgresql_where=spans.c.status == "error",
+)
 
 scores = Table(
     "scores",
