@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from fastapi import Request
 from sqlalchemy import Engine
 
@@ -65,6 +66,8 @@ class State:
     ingest_open: tuple[float, bool] | None = None
     # otlp.py: bundled prices with tether.yaml overrides, loaded on the first ingest
     price_table: PriceTable | None = None
+    # otlp.py: export requests read and stored at once (made on the first, in the event loop)
+    ingest_slots: anyio.CapacityLimiter | None = None
     # governance.py: (agent, version) of each policy the `policies` folder applied at start-up
     policies_loaded: list[tuple[str, int]] = field(default_factory=list)
     # approvals: in-process wake-ups, set when this process decides a hold
