@@ -116,7 +116,21 @@ def test_demo_no_serve_writes_the_demo_runs_on_a_fresh_database(tmp_path: Path) 
     assert "mcp: demo.delete_record refused: tether denied" in out
     assert "email to attacker@evil.example held" in out and "not held" in out
     assert "appeared only in untrusted content" in out
-    assert "not asked twice" in out and "demo.fetch_page (ingress, read, untrusted)" in out
+    assert "not asked twice" in out
+    assert "demo.fetch_page (ingress, read, untrusted; annotations: read-only, open world)" in out
+    # the rug pull: a description changed on the live server is refused until re-approved
+    assert "mcp: rug pull: demo.fetch_page's description changed upstream" in out
+    assert "mcp: refused: tether denied demo.fetch_page: the description or input schema" in out
+    assert "mcp: demo.fetch_page re-approved after review" in out and "the same call: ok" in out
+    audit = [
+        r[0]
+        for r in _rows(
+            db,
+            "SELECT action FROM audit_log WHERE subject = "
+            "'demo.fetch_page' AND action LIKE 'tool.%' ORDER BY seq",
+        )
+    ]
+    assert audit == ["tool.pinned", "tool.changed", "tool.approved"], audit
     assert _rows(db, "SELECT scope FROM approval_grants") == [("run",)]
     # watch and attack: a drifting version, a cost spike alerted, a red team with one success
     assert "drift: helpdesk drifted" in out and "cost alert alrt_" in out

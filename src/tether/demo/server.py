@@ -64,6 +64,8 @@ class LocalTether:
     admin_key: str
     mock_llm_url: str
     servers: list[ThreadedServer]
+    # the demo MCP server's live descriptions (writing it changes a tool: the rug pull)
+    descriptions_file: Path | None = None
 
     def stop(self) -> None:
         for server in reversed(self.servers):
@@ -96,6 +98,8 @@ def start(home: Path | None, port: int | None, host: str = "127.0.0.1") -> Local
 
     base = load_settings(home=home)
     db = wipe(base.home)
+    descriptions = base.home / "demo-mcp-descriptions.json"
+    descriptions.write_text("{}")
     mock_port = free_port(host)
     # the examples' replies (examples/mock_script.yaml) when run from a source checkout
     mock = ThreadedServer(create_mock_app(mock_script()), host, mock_port)
@@ -109,7 +113,8 @@ def start(home: Path | None, port: int | None, host: str = "127.0.0.1") -> Local
         port=port or base.port,
         database_url=f"sqlite:///{db}",
         providers=[provider],
-        mcp_servers=[demo_server_config()],  # tether's demo MCP server (demo/mcp_governed.py)
+        # tether's demo MCP server (demo/mcp_governed.py)
+        mcp_servers=[demo_server_config(descriptions_file=descriptions)],
     )
     engine = make_engine(settings.db_url)
     try:
@@ -123,4 +128,4 @@ def start(home: Path | None, port: int | None, host: str = "127.0.0.1") -> Local
         mock.stop()
         raise
     url = f"http://{host}:{settings.port}"
-    return LocalTether(url, settings, admin_key, mock_url, [mock, server])
+    return LocalTether(url, settings, admin_key, mock_url, [mock, server], descriptions)
