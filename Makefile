@@ -61,7 +61,7 @@ test: lint chromium ops-tools helm services
 
 # Each benchmark prints its figures and writes bench/results/<name>.json. The peer comparisons
 # (Phoenix, LiteLLM) install the peer into a throwaway venv under /tmp: `make bench-peers`.
-bench: $(TEST_STAMP) services
+bench: $(TEST_STAMP) services ops-tools
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/ingest.py --pg
 	$(BIN)/python bench/api_queries.py --db both
@@ -77,6 +77,7 @@ bench: $(TEST_STAMP) services
 	$(BIN)/python bench/evals.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/replicas.py
 	# last: the README's table from bench/results/*.json
 	$(BIN)/python bench/report.py
 

@@ -151,8 +151,8 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> 
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
         try:
-            httpx.get(url, timeout=1)
-            return
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
         except httpx.HTTPError:
             time.sleep(0.2)
     raise TimeoutError(url)
@@ -267,7 +267,7 @@ def tether_server(db_url: str, home: Path, workers: int) -> Iterator[tuple[str, 
     proc = subprocess.Popen([sys.executable, "-m", "tether.cli.main", "serve", "--workers",
                              str(workers)], env=env)  # fmt: skip
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc)
         yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()

@@ -77,9 +77,15 @@ class BudgetsModel(_Model):
     user_day: DayBudgetModel = Field(default_factory=DayBudgetModel)
 
 
+SystemName = Annotated[str, Field(pattern=r"^[A-Za-z0-9*][A-Za-z0-9._*-]{0,199}$")]
+
+
 class SystemsModel(_Model):
-    read: list[str] = Field(default_factory=list)
-    write: list[str] = Field(default_factory=list)
+    """The systems an agent may read and write (`erp.invoices`; `erp` covers `erp.*`). A tool
+    touches the systems `tether.yaml` gives it (`mcp_servers[].systems`), else its server's."""
+
+    read: list[SystemName] = Field(default_factory=list)
+    write: list[SystemName] = Field(default_factory=list)
 
 
 class ToolRuleModel(_Model):
@@ -436,6 +442,7 @@ def _problem(err: Any, lines: _Lines) -> Problem:
         "model_attributes_type": "use a mapping such as {key: value}",
         "string_type": "quote the value",
         "string_too_short": "give a non-empty value",
+        "string_pattern_mismatch": "use letters, digits and . _ - (and * for a glob of systems)",
     }
     fix = fixes.get(kind, "see the policy example in the README (Tool governance)")
     return Problem(line, name, msg[0].lower() + msg[1:] if msg else kind, fix)
@@ -443,13 +450,9 @@ def _problem(err: Any, lines: _Lines) -> Problem:
 
 # Sections the schema parses but nothing enforces yet. A policy carrying one is refused, so that
 # it never seems to grant or forbid what it does not. The feature that enforces a section lifts
-# its refusal by deleting its entry here (and the test that pins it).
-NOT_ENFORCED: dict[str, tuple[str, str]] = {
-    "systems": (
-        "`systems:` is not enforced yet: no gateway checks read/write grants on systems",
-        "remove the section and grant or forbid the tools instead (`tools:` with match/allow)",
-    ),
-}
+# its refusal by deleting its entry here (and the test that pins it). (`systems:` and
+# `memory:` are enforced now.)
+NOT_ENFORCED: dict[str, tuple[str, str]] = {}
 
 
 def _not_enforced(data: dict[str, Any], lines: _Lines) -> list[Problem]:

@@ -271,3 +271,18 @@ def alert_counts(engine: Engine) -> AlertCounts:
             cost.setdefault(key, (int(value or 0), int(expected or 0), int(high or 0)))
     cost_open = [(*k, *v) for k, v in sorted(cost.items())]
     return AlertCounts(counts, occurrences, sorted(moved), cost_open)
+
+
+def update_detail(engine: Engine, alert_id: str, key: str, value: Any) -> Alert:
+    """Sets one key of an alert's `detail` (a model change's eval, as it runs and ends)."""
+    with engine.begin() as conn:
+        t = alerts.c
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 11))"),
+                         {"k": "alert-id:" + alert_id})  # fmt: skip
+        row = conn.execute(select(alerts).where(t.id == alert_id)).first()
+        if row is None:
+            raise NotFoundError(f"alert {alert_id} not found; `tether alerts list` shows the ids")
+        detail = dict(row.detail or {}) | {key: value}
+        conn.execute(update(alerts).where(t.id == alert_id).values(detail=detail))
+        return _alert(conn.execute(select(alerts).where(t.id == alert_id)).one())

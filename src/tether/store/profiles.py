@@ -286,6 +286,19 @@ def window_stats(
     return base, win
 
 
+def latest_version(engine: Engine, agent: str, model: str) -> str | None:
+    """The version of the agent's newest profiled run served by `model`."""
+    p = run_profiles.c
+    q = (
+        select(p.version)
+        .where(p.agent == agent, p.model_served == model, p.version.is_not(None))
+        .order_by(p.started_at.desc())
+        .limit(1)
+    )
+    with reading(engine) as conn:
+        return conn.execute(q).scalar()
+
+
 def profiled_agents(engine: Engine, since: datetime) -> list[str]:
     p = run_profiles.c
     with reading(engine) as conn:

@@ -153,6 +153,13 @@ spans = Table(
 )
 Index("ix_spans_run", spans.c.run_id, spans.c.started_at)
 Index("ix_spans_started", spans.c.started_at)
+# The error spans of a run (the rollout rule counts policy violations among them).
+Index(
+    "ix_spans_errors",
+    spans.c.run_id,
+    sqlite_where=spans.c.status == "error",
+    postgresql_where=spans.c.status == "error",
+)
 
 scores = Table(
     "scores",
@@ -196,6 +203,10 @@ api_keys = Table(
     Column("created_at", TS, nullable=False),
     Column("last_used_at", TS),
     Column("revoked_at", TS),
+    # refused from then on (a lifetime given at creation, or the end of a rotation's overlap)
+    Column("expires_at", TS),
+    # a key rotated out: the key that replaces it
+    Column("replaced_by", String(64)),
 )
 
 audit_log = Table(

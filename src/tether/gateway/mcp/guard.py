@@ -213,7 +213,8 @@ class Guard:
         """The decision without side effects (no rate counting, audit or hold): for tools/list."""
         if tool.blocked:
             return blocked_decision(tool)
-        request = DecisionRequest(agent=agent or "", tool=tool.name, tags=frozenset(tool.tags))
+        request = DecisionRequest(agent=agent or "", tool=tool.name, tags=frozenset(tool.tags),
+                                  systems=tool.systems)  # fmt: skip
         return decide(policy, request)
 
     def check(
@@ -248,7 +249,7 @@ class Guard:
             request = DecisionRequest(agent=agent or "", tool=name, tags=tags,
                                       arguments=arguments, run_state=state, untrusted=untrusted,
                                       lists={k: r.entries for k, r in named.items()} or None,
-                                      )  # fmt: skip
+                                      systems=tool.systems)  # fmt: skip
             decision = self._rate_limited(decide(policy, request), agent or "", tool, name, now)
         approval: approvals.Approval | None = None
         if decision.outcome == "approval_required":
