@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from record import Row, load, write  # noqa: E402  (bench/record.py)
 from tests.conftest import ServerProcess  # noqa: E402
+from tests.e2e.mock_upstream import mock_provider  # noqa: E402
 from tests.store.evals_seed import insert_runs, start_rollout  # noqa: E402
 
 from tether.cli.eval_adapters import (  # noqa: E402
@@ -193,20 +194,7 @@ def bench_eval(tmp: Path, tasks: int, repeats: int, concurrency: int) -> dict[st
     tmp.mkdir(parents=True, exist_ok=True)
     mock = ThreadedServer(create_mock_app(), "127.0.0.1", free_port())
     config = tmp / "tether.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "providers": [
-                    {
-                        "name": "mock",
-                        "kind": "openai",
-                        "models": ["mock-small"],
-                        "base_url": f"http://127.0.0.1:{mock.server.config.port}/v1",
-                    }
-                ]
-            }
-        )
-    )
+    config.write_text(json.dumps({"providers": [mock_provider(mock)]}))
     db_url = f"sqlite:///{tmp / 'eval.db'}"
     engine = make_engine(db_url)
     upgrade(engine)

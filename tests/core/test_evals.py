@@ -22,7 +22,6 @@ from tether.core.evals import (
     _wilson,
     binomial_tail,
     gate,
-    holm,
     mcnemar_worse,
     more_attempts,
     pass_at_k,
@@ -31,6 +30,7 @@ from tether.core.evals import (
     summarize_tasks,
     z_for,
 )
+from tether.core.significance import holm
 
 Z = z_for(0.95)
 nck = st.integers(1, 40).flatmap(

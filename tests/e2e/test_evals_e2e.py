@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from tests.conftest import ServerProcess
 from tests.e2e.eval_agent import behave
+from tests.e2e.mock_upstream import mock_provider
 from tether.demo.server import ThreadedServer, free_port
 from tether.gateway.llm.mock import create_mock_app
 from tether.gateway.llm.mock_script import parse_script
@@ -96,14 +97,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     config.write_text(
         json.dumps(
             {
-                "providers": [
-                    {
-                        "name": "mock",
-                        "kind": "openai",
-                        "models": ["mock-small"],
-                        "base_url": f"http://127.0.0.1:{mock.server.config.port}/v1",
-                    }
-                ],
+                "providers": [mock_provider(mock)],
                 "pricing": {
                     "mock-small": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
                 },

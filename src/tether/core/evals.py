@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Literal
 
+from tether.core.significance import holm
 from tether.core.stats import Rate, success_rate
 
 Outcome = Literal["pass", "fail", "inconclusive"]
@@ -159,19 +160,6 @@ def sign_flip_worse(diffs: Sequence[int], exact_steps: int = _EXACT_STEPS) -> fl
             dist[x] *= 0.5
     cut = (observed + total + 1) // 2  # 2X - total >= observed
     return min(1.0, sum(dist[cut:]))
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (same order as given); controls the family-wise
-    error rate over all the metrics compared."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [1.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
 
 
 @dataclass(frozen=True)

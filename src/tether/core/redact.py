@@ -68,6 +68,8 @@ class Redactor:
     # short values repeat (models, systems, names): their verdict is remembered
     _short: dict[str, str] = field(init=False, repr=False, compare=False, default_factory=dict)
     _values: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    # attribute names repeat in every span: their verdict is remembered
+    _keys: dict[str, bool] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         fields = tuple(sorted({f.lower() for f in self.fields if f}))
@@ -86,7 +88,12 @@ class Redactor:
         object.__setattr__(self, "_pairs", re.compile(pair if name else r"(?!)"))
 
     def is_secret_key(self, key: str) -> bool:
-        return _secret_key(key, self.fields)
+        verdict = self._keys.get(key)
+        if verdict is None:
+            if len(self._keys) >= _SHORT_ENTRIES:
+                self._keys.clear()
+            verdict = self._keys[key] = _secret_key(key, self.fields)
+        return verdict
 
     def text(self, text: str) -> str:
         """`text` with every secret replaced by REDACTED (JSON text stays valid JSON)."""

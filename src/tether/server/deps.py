@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from fastapi import Request
 from sqlalchemy import Engine
 
@@ -22,6 +23,7 @@ from tether.gateway.mcp.guard import Guard
 from tether.server.webhooks import Webhooks
 from tether.store.approvals import Wakers
 from tether.store.inline import InlineSQLite, inline_for
+from tether.store.keys import ApiKey
 from tether.store.rollouts import ArmsCache
 
 if TYPE_CHECKING:
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 
 # (time.monotonic() when computed, value)
 Cached = tuple[float, Any]
+
+
+KeyHit = tuple[float, Principal | None, ApiKey | None]
 
 
 @dataclass
@@ -60,11 +65,15 @@ class State:
     lifespans: list[Callable[[], AbstractAsyncContextManager[Any]]] = field(default_factory=list)
 
     # auth.py: secret -> (time.monotonic() of the lookup, its Principal or None if unknown)
-    key_cache: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
+    key_cache: dict[str, tuple[float, Principal | None, ApiKey | None]] = field(
+        default_factory=dict
+    )
     # otlp.py: whether ingest is open (no key yet, loopback only), checked every few seconds
     ingest_open: tuple[float, bool] | None = None
     # otlp.py: bundled prices with tether.yaml overrides, loaded on the first ingest
     price_table: PriceTable | None = None
+    # otlp.py: export requests read and stored at once (made on the first, in the event loop)
+    ingest_slots: anyio.CapacityLimiter | None = None
     # governance.py: (agent, version) of each policy the `policies` folder applied at start-up
     policies_loaded: list[tuple[str, int]] = field(default_factory=list)
     # approvals: in-process wake-ups, set when this process decides a hold

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, and_, func, insert, select, update
 
 from tether.core.assertions import Observed, Result, ToolCall
 from tether.core.errors import BadRequestError, ConflictError, NotFoundError
@@ -60,24 +60,34 @@ def create_eval(
     return get_eval(engine, eval_id)
 
 
-def get_eval(engine: Engine, eval_id: str) -> dict[str, Any]:
+def by_id(engine: Engine, table: Table, row_id: str, missing: str) -> dict[str, Any]:
+    """One row of an eval-area table by its id; NotFoundError(`missing`) when there is none."""
     with reading(engine) as conn:
-        row = conn.execute(select(evals).where(evals.c.id == eval_id)).first()
+        row = conn.execute(select(table).where(table.c.id == row_id)).first()
     if row is None:
-        raise NotFoundError(f"no eval {eval_id}; `tether eval list` shows the ids")
+        raise NotFoundError(missing)
     return dict(row._mapping)
+
+
+def newest(engine: Engine, table: Table, limit: int, **equal: str | None) -> list[dict[str, Any]]:
+    """The newest rows of an eval-area table (by created_at, then id), where each given column
+    equals its value (a None value is no filter)."""
+    q = select(table).order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit)
+    for column, value in equal.items():
+        if value:
+            q = q.where(table.c[column] == value)
+    with reading(engine) as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def get_eval(engine: Engine, eval_id: str) -> dict[str, Any]:
+    return by_id(engine, evals, eval_id, f"no eval {eval_id}; `tether eval list` shows the ids")
 
 
 def list_evals(
     engine: Engine, *, agent: str | None = None, suite: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
-    q = select(evals).order_by(evals.c.created_at.desc(), evals.c.id.desc()).limit(limit)
-    if agent:
-        q = q.where(evals.c.agent == agent)
-    if suite:
-        q = q.where(evals.c.suite == suite)
-    with reading(engine) as conn:
-        return [dict(r._mapping) for r in conn.execute(q)]
+    return newest(engine, evals, limit, agent=agent, suite=suite)
 
 
 def latest_eval(engine: Engine, suite: str, version: str) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ gate a version on the stored attempts, compare two evals."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -130,15 +131,29 @@ def create_eval(
     return eval_out(row)
 
 
+@dataclass(frozen=True)
+class Listing:
+    """The filters every eval-area list takes: whose, and how many (newest first)."""
+
+    agent: str | None
+    limit: int
+
+
+def listing(
+    agent: str | None = Query(None, max_length=200),
+    limit: int = Query(50, ge=1, le=500),
+) -> Listing:
+    return Listing(agent, limit)
+
+
 @router.get("/evals", response_model=EvalList, responses=ERRORS, summary="List evals")
 def list_evals(
     state: State = Depends(get_state),
     _: Principal = Depends(require("read")),
-    agent: str | None = Query(None, max_length=200),
+    q: Listing = Depends(listing),
     suite: str | None = Query(None, max_length=200),
-    limit: int = Query(50, ge=1, le=500),
 ) -> EvalList:
-    rows = store.list_evals(state.engine, agent=agent, suite=suite, limit=limit)
+    rows = store.list_evals(state.engine, agent=q.agent, suite=suite, limit=q.limit)
     return EvalList(items=[eval_out(r) for r in rows])
 
 
@@ -182,7 +197,7 @@ def get_eval(
 ) -> EvalDetail:
     ev = store.get_eval(state.engine, eval_id)
     rows = store.attempt_rows(state.engine, eval_id)
-    suite = parse_suite(ev["suite_source"])
+    suite = _suite(ev["suite_source"])
     summaries = {
         s.task_id: s for s in summarize_tasks(store.core_attempts(rows), ev["target_cost_nusd"])
     }
@@ -387,11 +402,8 @@ def create_gate(
 def list_gates(
     state: State = Depends(get_state),
     _: Principal = Depends(require("read")),
-    agent: str | None = Query(None, max_length=200),
+    q: Listing = Depends(listing),
     outcome: Literal["pass", "fail", "inconclusive"] | None = None,
-    limit: int = Query(50, ge=1, le=500),
 ) -> VerdictList:
-    rows = gates.list_verdicts(state.engine, agent=agent, limit=limit)
-    return VerdictList(
-        items=[verdict_out(r) for r in rows if not outcome or r["outcome"] == outcome]
-    )
+    rows = gates.list_verdicts(state.engine, agent=q.agent, outcome=outcome, limit=q.limit)
+    return VerdictList(items=[verdict_out(r) for r in rows])
