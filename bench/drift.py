@@ -4,7 +4,9 @@ Run: `.venv/bin/python bench/drift.py [--spans N] [--pg]` (prints figures, write
 bench/results/drift.json). One agent's 8 days of traffic (a week of v1, a day of a drifting
 v2) is written through the real ingest path; the background profiling pass materialises one
 row per run; then `tether drift`'s own function (`check_drift`: 7 d baseline, 1 d window)
-is timed. Beside it: the incremental profiling pass after 1,000 new runs, the spend rollup
+is timed; it reads the per-hour drift histograms the profiling pass keeps (whole hours) and
+the profiles of the partial hours at the windows' edges, timed at an hour-aligned `now` and at
+an unaligned one. Beside it: the incremental profiling pass after 1,000 new runs, the spend rollup
 pass, and the easy path that reads the spans themselves for every check.
 """
 
@@ -15,6 +17,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -29,6 +32,7 @@ from tether.core.drift import RunSample, compare
 from tether.core.records import TERMINAL_STATUSES
 from tether.demo.watch_traffic import SUPPORT_V1, SUPPORT_V2, steady_runs
 from tether.store.drift import check_drift
+from tether.store.drift_hist import histogram_rows
 from tether.store.engine import make_engine, reading
 from tether.store.ingest import write_spans
 from tether.store.migrate import upgrade
@@ -154,6 +158,10 @@ def main() -> None:
         rollup_inc_s = time.perf_counter() - t0
         drifted = check_drift(engine, "support", now=NOW).verdict.drifted
         check_s, check_all = timed(lambda: check_drift(engine, "support", now=NOW))
+        odd = NOW - timedelta(minutes=23)
+        odd_s, _ = timed(lambda: check_drift(engine, "support", now=odd))
+        with reading(engine) as conn:
+            hist_rows = histogram_rows(conn, "support")
         # 1,000 more runs, then the incremental pass that a running server does every minute
         rng = random.Random(2)
         more = [s for r in steady_runs(rng, NOW, NOW + timedelta(hours=1), runs_per_hour=1000,
@@ -178,8 +186,11 @@ def main() -> None:
         "runs_profiled": profiled,
         "drift_check_s_median": round(check_s, 3),
         "drift_check_s_all": [round(t, 3) for t in check_all],
+        "drift_check_unaligned_now_s_median": round(odd_s, 3),
+        "histogram_rows": hist_rows,
+        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
         "target_s": TARGET_S,
-        "meets_target": check_s <= TARGET_S,
+        "meets_target": max(check_s, odd_s) <= TARGET_S,
         "drifted": drifted,
         "easy_path_from_spans_s": round(easy_s, 3),
         "profile_backfill_s": round(profile_s, 2),
@@ -189,18 +200,20 @@ def main() -> None:
         "rollup_incremental_s": round(rollup_inc_s, 3),
         "ingest_s": round(fill_s, 1),
     }
-    verdict = "OK" if check_s <= TARGET_S else "MISSED"
+    verdict = "OK" if max(check_s, odd_s) <= TARGET_S else "MISSED"
     print(
         f"drift check over {written:,} spans ({profiled:,} runs, {db}): "
-        f"median {check_s:.3f} s (target <= {TARGET_S} s) {verdict}"
+        f"median {check_s:.3f} s (target <= {TARGET_S} s) {verdict}; unaligned now "
+        f"{odd_s:.3f} s; {hist_rows:,} histogram rows"
     )
     print(f"  easy path (from the spans each time): {easy_s:.3f} s")
     print(f"  profiling: backfill {profile_s:.1f} s, then {inc} new runs in {profile_inc_s:.3f} s")
     print(f"  spend rollups: backfill {rollup_full_s:.1f} s, incremental {rollup_inc_s:.3f} s")
-    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
+    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus; {figures['uptime']}")
     rows = [
-        Row(f"`tether drift` over {written:,} spans ({db}, from run profiles)",
-            f"median {check_s:.2f} s; reading the spans instead {easy_s:.1f} s", "<= 2 s"),
+        Row(f"`tether drift` over {written:,} spans ({db}, from drift histograms)",
+            f"median {check_s:.2f} s ({odd_s:.2f} s at an unaligned hour); reading the spans "
+            f"instead {easy_s:.1f} s", "<= 2 s"),
         Row(f"run profiling pass ({db})",
             f"{inc:,} new runs in {profile_inc_s:.2f} s; backfill of {profiled:,} in "
             f"{profile_s:.0f} s"),

@@ -1,21 +1,25 @@
 """Benchmark: one policy decision for a 100-rule policy must take at most 50 microseconds p99.
 
-Run: `.venv/bin/python bench/policy.py` (prints p50/p99, writes bench/results/policy.json).
+Run: `.venv/bin/python bench/policy.py` (prints p50/p99, writes bench/results/policy.json with
+its README row, bench/record.py).
 Tool names cycle through every case: a match on the first rule, on the last, on a middle
 wildcard, no match at all (on_uncertain), irreversible, data-flow (egress after untrusted),
-argument conditions (an IBAN in a named list, an amount over a bound) and a provenance finding.
+argument conditions (an IBAN in a named list, an amount over a bound), a registry list of
+10,000 vendors (resolved into an in-memory set once, as the gateway's store/lists.py does) and a
+provenance finding.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import platform
 import statistics
 import time
-from pathlib import Path
+
+from record import Row, load, write
 
 from tether.core.policy import DecisionRequest, Policy, RunState, decide
+from tether.core.policy_args import normalize_list
 from tether.core.provenance import Finding
 
 RULES = 100
@@ -26,7 +30,7 @@ TARGET_P99_US = 50.0
 
 def build_policy(n: int) -> Policy:
     lines = ["agent: bench", "on_uncertain: ask", "tools:"]
-    for i in range(n - 6):
+    for i in range(n - 7):
         kind = i % 4
         if kind == 0:
             lines.append(f'  - {{match: "svc{i}.read_*", allow: true}}')
@@ -42,15 +46,22 @@ def build_policy(n: int) -> Policy:
         "    when: {amount: {max: 500}, iban: {in_list: payees}}",
         "  - {match: pay.transfer, when: {iban: {not_in_list: payees}}, allow: false}",
         "  - {match: pay.transfer, approval: required, tags: [egress]}",
+        "  - {match: pay.invoice, when: {vendor: {in_list: vendors}}, allow: true}",
         '  - {match: "mail.*", allow: true, tags: [egress]}',
         '  - {match: "last.*", allow: true}',
         "lists:",
         "  payees: [DE89370400440532013000, GB82WEST12345698765432]",
+        "  vendors: {registry: finance-vendors}",
         "data_flow:",
         "  - {argument_from: untrusted, arguments: [to, iban], require_approval_for_tag: egress}",
         "  - {after_tag: untrusted, require_approval_for_tag: egress}",
     ]
     return Policy.parse("\n".join(lines) + "\n", "bench.yaml")
+
+
+# the registry list as decisions receive it (store.lists.resolve's normalised entries)
+VENDORS = {"vendors": normalize_list("vendors", [f"vendor-{i}@supplier.example"
+                                                 for i in range(10_000)])}  # fmt: skip
 
 
 def requests() -> list[DecisionRequest]:
@@ -60,8 +71,8 @@ def requests() -> list[DecisionRequest]:
     return [
         DecisionRequest("bench", "svc0.read_invoice", tags, {}, clean),
         DecisionRequest("bench", "svc49.delete_all", tags, {}, clean),
-        DecisionRequest("bench", "svc94.send", frozenset(), {}, clean),
-        DecisionRequest("bench", "svc95.export7", frozenset(), {}, untrusted),
+        DecisionRequest("bench", "svc90.send", frozenset(), {}, clean),
+        DecisionRequest("bench", "svc91.export7", frozenset(), {}, untrusted),
         DecisionRequest("bench", "mail.send", frozenset(), {"to": "x"}, untrusted),
         DecisionRequest("bench", "last.thing", frozenset(), {}, clean),
         DecisionRequest("bench", "unknown.tool", frozenset(), {}, clean),
@@ -72,6 +83,18 @@ def requests() -> list[DecisionRequest]:
         ),
         DecisionRequest(
             "bench", "pay.transfer", frozenset(), {"amount": "900.00", "iban": PAYEE}, clean
+        ),
+        # a registry list: a known vendor, then one not in it (falls through to on_uncertain)
+        DecisionRequest(
+            "bench",
+            "pay.invoice",
+            frozenset(),
+            {"vendor": "Vendor-4242@Supplier.example"},
+            clean,
+            lists=VENDORS,
+        ),
+        DecisionRequest(
+            "bench", "pay.invoice", frozenset(), {"vendor": "x@evil.example"}, clean, lists=VENDORS
         ),
         # provenance: the recipient came only from untrusted content
         DecisionRequest(
@@ -86,9 +109,11 @@ def requests() -> list[DecisionRequest]:
 
 
 def main() -> dict[str, object]:
+    before = load()
     policy = build_policy(RULES)
     reqs = requests()
-    outcomes = {r.tool: decide(policy, r).outcome for r in reqs}
+    outcomes = {f"{r.tool} {r.arguments or {}}"[:80]: decide(policy, r).outcome
+                for r in reqs}  # fmt: skip
     for _ in range(2000):  # warm-up
         for r in reqs:
             decide(policy, r)
@@ -124,9 +149,12 @@ def main() -> dict[str, object]:
         f"p50 {p50:.2f} us, p99 {p99:.2f} us (target p99 <= {TARGET_P99_US:.0f} us) "
         f"{'PASS' if result['pass'] else 'FAIL'}"
     )
-    out = Path(__file__).parent / "results" / "policy.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    rows = [
+        Row(f"policy `decide()`, {len(policy.tools)} rules (argument conditions, a 10,000-entry "
+            "registry list, provenance findings, data flow)",
+            f"p50 {p50:.1f} µs, p99 {p99:.1f} µs", f"p99 ≤ {TARGET_P99_US:.0f} µs"),
+    ]  # fmt: skip
+    write("policy", command="bench/policy.py", figures=result, rows=rows, load_before=before)
     return result
 
 

@@ -109,8 +109,9 @@ def wait_http(
 class ServerProcess:
     """A `tether serve` subprocess on a free port; `.url`, `.env`, `.stop()`.
 
-    Ready once /healthz answers (bounded by READY_TIMEOUT_S); if it does not, the process tree
-    is stopped and the error shows what the server printed (also in `home/serve.log`).
+    Ready once /readyz answers below 500 (bounded by READY_TIMEOUT_S; /healthz answers sooner,
+    while the app still loads behind the socket); if it does not, the process tree is stopped
+    and the error shows what the server printed (also in `home/serve.log`).
     """
 
     def __init__(
@@ -137,7 +138,7 @@ class ServerProcess:
             args += ["--config", str(config)]
         self.spawned = Spawned(args, env=self.env, log_path=home / f"serve-{self.port}.log")
         self.proc = self.spawned.proc
-        self.spawned.wait_ready(self.url + "/healthz", timeout=ready_timeout)
+        self.spawned.wait_ready(self.url + "/readyz", timeout=ready_timeout)
 
     def output(self) -> str:
         return self.spawned.output()

@@ -56,3 +56,35 @@ def test_unknown_mcp_tag_is_an_error_with_its_line(tmp_path: Path) -> None:
         load_settings(config=str(path))
     assert info.value.message.startswith(f"{path}:6: invalid setting mcp_servers.0.tags.")
     assert "did you mean `egress`" in info.value.message
+
+
+def test_a_misspelt_memory_embedder_is_an_error_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "tether.yaml"
+    path.write_text("memory:\n  namespaces:\n    kb:\n      embedder: lokal:all-MiniLM-L6-v2\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config=str(path))
+    assert info.value.message.startswith(f"{path}:4: invalid setting memory.namespaces.kb.embedder")
+    assert "local:MODEL" in info.value.message
+    ok = load_settings(memory={"embedder": "local:all-MiniLM-L6-v2"})
+    assert ok.memory.embedder == "local:all-MiniLM-L6-v2"
+
+
+def test_remote_target_is_what_the_settings_say_when_the_environment_decides(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tether.config import remote_target
+
+    for name in ("TETHER_URL", "TETHER_API_KEY", "TETHER_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assert remote_target() is None  # no TETHER_URL: the local store
+    monkeypatch.setenv("TETHER_URL", "http://tether.internal:7337")
+    monkeypatch.setenv("tether_api_key", "tth_k")  # any case, as pydantic-settings reads it
+    target, settings = remote_target(), load_settings()
+    assert target is not None and (target.url, target.api_key) == (settings.url, settings.api_key)
+    # a tether.yaml may name the key: then only the settings model can say
+    monkeypatch.delenv("tether_api_key")
+    config = tmp_path / "tether.yaml"
+    config.write_text("api_key: tth_from_yaml\n")
+    monkeypatch.setenv("TETHER_CONFIG", str(config))
+    assert remote_target() is None
+    assert load_settings().api_key == "tth_from_yaml"

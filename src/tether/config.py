@@ -1,308 +1,73 @@
-"""tether's settings: one pydantic-settings model, the only reader of the environment.
+"""tether's settings, the only reader of the environment: `load_settings()` builds the one
+pydantic-settings model (tether/_settings.py); `remote_target()` answers a remote CLI command
+from the environment alone when that decides it, without importing pydantic-settings.
 
 Precedence, highest first: command-line flags (passed as `overrides`) > `TETHER_*` environment
-variables > `tether.yaml` (from `--config` or `TETHER_CONFIG`) > the defaults below.
+variables > `tether.yaml` (from `--config` or `TETHER_CONFIG`) > the defaults.
 Nested keys in the environment use a double underscore: `TETHER_BUDGETS__GLOBAL_DAY_USD=100`.
+
+The model's names (`Settings`, `ProviderConfig`, ...) are importable from here; they load on
+first use (PEP 562).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-import re
-from decimal import Decimal
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-
-from tether.core.errors import ConfigError
-from tether.core.tags import suggest_tag, unknown_tags
-
-
-class ProviderConfig(BaseModel):
-    """An upstream LLM provider; its key is read from an env var or a file, never from here."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    kind: Literal["openai", "anthropic"] = "openai"
-    base_url: str
-    api_key_env: str | None = None
-    api_key_file: Path | None = None
-    models: list[str] = Field(default_factory=list)
-    aliases: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float = 60.0
-    connect_timeout_s: float = 5.0
-    max_retries: int = 1
-    fallbacks: list[str] = Field(default_factory=list)
-
-    def api_key(self) -> str | None:
-        if self.api_key_file is not None:
-            return self.api_key_file.read_text().strip()
-        if self.api_key_env:
-            return os.environ.get(self.api_key_env)
-        return None
+if TYPE_CHECKING:  # `X as X`: re-exported names, for the type checker
+    from tether._settings import BudgetDefaults as BudgetDefaults
+    from tether._settings import HttpToolConfig as HttpToolConfig
+    from tether._settings import KeyPolicy as KeyPolicy
+    from tether._settings import McpServerConfig as McpServerConfig
+    from tether._settings import MemoryConfig as MemoryConfig
+    from tether._settings import MemoryNamespaceConfig as MemoryNamespaceConfig
+    from tether._settings import ModelChangeEval as ModelChangeEval
+    from tether._settings import ModelMargin as ModelMargin
+    from tether._settings import OtlpExportConfig as OtlpExportConfig
+    from tether._settings import ProviderConfig as ProviderConfig
+    from tether._settings import Settings as Settings
+    from tether._settings import VaultConfig as VaultConfig
+    from tether._settings import VaultSecretRef as VaultSecretRef
+    from tether._settings import WatchSettings as WatchSettings
+    from tether._settings import WebhookConfig as WebhookConfig
+    from tether._settings import load_yaml_file as load_yaml_file
 
 
-def _known_tag(tag: str) -> str:
-    if unknown_tags([tag]):
-        raise ValueError(f"unknown tag {tag!r}: {suggest_tag(tag)}")
-    return tag
+class RemoteTarget(NamedTuple):
+    """A tether server to talk to: `url` (TETHER_URL) and the bearer key (TETHER_API_KEY)."""
 
-
-class McpServerConfig(BaseModel):
-    """An upstream MCP server: a stdio `command` or a Streamable HTTP `url`."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    command: list[str] | None = None
-    url: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    cwd: Path | None = None
-    # tool name or glob ("*", "fetch_*") -> tags; a key matching no served tool is an error
-    tags: dict[str, list[Annotated[str, AfterValidator(_known_tag)]]] = Field(default_factory=dict)
-
-
-class HttpToolConfig(BaseModel):
-    """A tool reached by a plain HTTP POST, registered in the tool catalog."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str
     url: str
-    description: str = ""
-    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
-    tags: list[str] = Field(default_factory=list)
-    owner: str | None = None
-    rate_limit: str | None = None
-
-
-class ModelMargin(BaseModel):
-    """Extra worst case for one model, for what its provider bills beyond tether's bound."""
-
-    model_config = ConfigDict(extra="forbid")
-    # added to every call's input bound (e.g. a provider's hidden system prompt)
-    input_tokens: Annotated[int, Field(ge=0, le=10_000_000)] = 0
-    # the whole worst case grows by this share
-    percent: Annotated[Decimal, Field(ge=0, le=1000)] = Decimal(0)
-
-
-class BudgetDefaults(BaseModel):
-    """Caps that apply when an agent's policy says nothing."""
-
-    model_config = ConfigDict(extra="forbid")
-    global_day_usd: Decimal | None = None
-    # every API key's LLM spend per UTC day (a leaked or looping key stops there)
-    key_day_usd: Decimal | None = None
-    default_max_tokens: Annotated[int, Field(ge=1)] = 4096
-    reservation_ttl_s: Annotated[int, Field(ge=1)] = 900
-    # per model (the requested or the upstream name; "*" for every other model)
-    margins: dict[str, ModelMargin] = Field(default_factory=dict)
-
-
-class MemoryNamespaceConfig(BaseModel):
-    """Settings of one memory namespace (an agent's own, or a shared one others are granted)."""
-
-    model_config = ConfigDict(extra="forbid")
-    # "gateway:MODEL" (through tether's LLM gateway: the agent's budget pays, the call is traced),
-    # "local:all-MiniLM-L6-v2" (a model shipped in a package), or "client" (callers send vectors)
-    embedder: str | None = None
-    quota_items: int | None = Field(default=None, gt=0)
-    quota_bytes: int | None = Field(default=None, gt=0)
-
-
-class MemoryConfig(BaseModel):
-    """Agent memory: the vector index and the default embedder."""
-
-    model_config = ConfigDict(extra="forbid")
-    # auto: pgvector when the PostgreSQL has it, sqlite-vec beside SQLite when installed, else exact
-    index: Literal["auto", "exact", "sqlite-vec", "pgvector"] = "auto"
-    embedder: str | None = None
-    namespaces: dict[str, MemoryNamespaceConfig] = Field(default_factory=dict)
-
-
-class WebhookConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    url: str
-    format: Literal["json", "slack"] = "json"
-
-
-class OtlpExportConfig(BaseModel):
-    """Where (and how) every run's spans are exported over OTLP/HTTP; off without `endpoint`."""
-
-    model_config = ConfigDict(extra="forbid")
-    endpoint: str | None = None  # e.g. http://otel-collector:4318/v1/traces
-    headers: dict[str, str] = Field(default_factory=dict)
-    interval_s: float = Field(default=2.0, gt=0)
-    batch: int = Field(default=512, ge=1, le=10_000)
-    timeout_s: float = Field(default=10.0, gt=0)
-    max_backoff_s: float = Field(default=60.0, gt=0)
-
-
-class WatchSettings(BaseModel):
-    """Drift checks and cost anomaly alerts (the background passes and their thresholds)."""
-
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
-    # profiles, rollups, model changes and cost anomalies every interval_s; drift less often
-    interval_s: Annotated[float, Field(gt=0)] = 60.0
-    drift_interval_s: Annotated[float, Field(gt=0)] = 3600.0
-    # a repeat of an open alert within this many seconds adds an occurrence, not a message
-    cooldown_s: Annotated[int, Field(ge=0)] = 3600
-    baseline: str = "7d"
-    window: str = "1d"
-    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.01
-    band_k: Annotated[float, Field(gt=0)] = 4.0
-    min_excess_usd: Annotated[Decimal, Field(ge=0)] = Decimal("0.10")
-    alert_below: bool = False
-
-    @field_validator("baseline", "window")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        if not re.fullmatch(r"[1-9]\d{0,3}[mhdw]", v.strip()):
-            raise ValueError("use a duration such as 12h, 1d, 7d or 2w")
-        return v.strip()
-
-
-class Settings(BaseSettings):
-    """Everything tether can be told. Every key is optional."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="TETHER_", env_nested_delimiter="__", extra="forbid"
-    )
-
-    home: Path = Field(default_factory=lambda: Path.home() / ".tether")
-    database_url: str | None = None
-    redis_url: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 7337
-    config: Path | None = None
-    log_level: str = "info"
-    max_request_bytes: int = 16 * 1024 * 1024
-    public_url: str | None = None
-    # for the CLI and SDK talking to a remote tether: TETHER_URL, TETHER_API_KEY
-    url: str | None = None
-    api_key: str | None = None
-    secret_key: str | None = None
-    providers: list[ProviderConfig] = Field(default_factory=list)
-    pricing: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    policies: Path | None = None
-    mcp_servers: list[McpServerConfig] = Field(default_factory=list)
-    http_tools: list[HttpToolConfig] = Field(default_factory=list)
-    budgets: BudgetDefaults = Field(default_factory=BudgetDefaults)
-    approval_timeout_s: int = 3600
-    webhooks: list[WebhookConfig] = Field(default_factory=list)
-    # ops: /metrics and replicas. `replica_id` names this replica in leases (default: host:pid);
-    # `metrics_dir` holds prometheus_client's multiprocess files (`serve --workers N` sets it).
-    replica_id: str | None = None
-    metrics_dir: Path | None = None
-    metrics_cache_s: float = 10.0
-    otlp_export: OtlpExportConfig = Field(default_factory=OtlpExportConfig)
-    watch: WatchSettings = Field(default_factory=WatchSettings)
-    memory: MemoryConfig = Field(default_factory=MemoryConfig)
-    redact_fields: list[str] = Field(
-        default_factory=lambda: ["api_key", "authorization", "password", "secret", "token"]
-    )
-
-    @field_validator("database_url")
-    @classmethod
-    def _known_driver(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if v.startswith("postgres://") or v.startswith("postgresql://"):
-            return "postgresql+psycopg://" + v.split("://", 1)[1]
-        if not (v.startswith("sqlite") or v.startswith("postgresql+psycopg")):
-            raise ValueError("use sqlite:///PATH or postgresql://USER@HOST/DB")
-        return v
-
-    @property
-    def db_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{self.home / 'tether.db'}"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init (flags) > environment > tether.yaml > defaults
-        return (init_settings, env_settings, _YamlSource(settings_cls))
-
-
-class _YamlSource(PydanticBaseSettingsSource):
-    """Reads `tether.yaml` named by the `config` init kwarg or by TETHER_CONFIG."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        path = _config_path(self.current_state)
-        if path is None:
-            return {}
-        data = load_yaml_file(path)
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of settings")
-        base = path.parent
-        if isinstance(data.get("policies"), str):
-            data["policies"] = str((base / data["policies"]).resolve())
-        return data
-
-
-def _config_path(state: dict[str, Any]) -> Path | None:
-    raw = state.get("config") or os.environ.get("TETHER_CONFIG")
-    if raw:
-        path = Path(raw)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist; check --config / TETHER_CONFIG")
-        return path
-    return None
-
-
-def load_yaml_file(path: Path) -> Any:
-    """Parses YAML and names the file and line of a syntax error."""
-    import yaml  # only when there is a file to read: the CLI's start-up does not pay for it
-
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: {exc.problem}") from None
+    api_key: str | None
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Builds Settings from flags (`overrides`, None values ignored), env, YAML and defaults."""
-    flags = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        return Settings(**flags)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        where = _yaml_line(flags, tuple(first["loc"]))
-        raise ConfigError(f"{where}invalid setting {loc}: {first['msg']}") from None
+    from tether._settings import load_settings as load
+
+    return load(**overrides)
 
 
-def _yaml_line(flags: dict[str, Any], loc: tuple[Any, ...]) -> str:
-    """`FILE:LINE: ` of a setting that came from tether.yaml, or "" when it did not."""
-    path = _config_path(flags)
-    if path is None:
-        return ""
-    from tether.core.policy_schema import PolicyError, load_document
+def remote_target() -> RemoteTarget | None:
+    """The server `load_settings()` would name by `url` / `api_key`, read from the environment
+    alone; None when the environment does not decide it (no TETHER_URL, or a tether.yaml that
+    may hold `api_key:`): then ask `load_settings()`. Environment names match in any case, as
+    pydantic-settings reads them."""
+    env = {k.upper(): v for k, v in os.environ.items() if k[:7].upper() == "TETHER_"}
+    url = env.get("TETHER_URL")
+    if not url:
+        return None
+    key = env.get("TETHER_API_KEY")
+    if key is None and env.get("TETHER_CONFIG"):
+        return None
+    return RemoteTarget(url, key)
 
-    try:
-        data, lines = load_document(path.read_text(), str(path))
-    except (PolicyError, OSError):
-        return ""
-    node: Any = data
-    for part in loc:  # only when the whole path is in the file (not a flag or env value)
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and part < len(node)
-        ):
-            node = node[part]
-        else:
-            return ""
-    return f"{path}:{lines.find(loc)}: "
+
+def __getattr__(name: str) -> Any:
+    # the model's public names (each also imported above for the type checker)
+    if not name.startswith("_"):
+        model = importlib.import_module("tether._settings")
+        if hasattr(model, name):
+            return getattr(model, name)
+    raise AttributeError(f"module 'tether.config' has no attribute {name!r}")

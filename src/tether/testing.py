@@ -135,6 +135,15 @@ class Capture:
         self._feedback: list[dict[str, Any]] = []
         self._scores: list[dict[str, Any]] = []
         self.decisions: list[dict[str, Any]] = []
+        self._values: list[dict[str, Any]] = []
+
+    @property
+    def tool_results(self) -> list[dict[str, Any]]:
+        """What tools returned into runs, as sent to tether for value provenance, each with
+        its `run_id` (`POST /api/v1/runs/{id}/values`)."""
+        if self.http is not None:
+            self.http.drain()
+        return self._values
 
     @property
     def feedback(self) -> list[dict[str, Any]]:
@@ -188,6 +197,7 @@ class Capture:
         self.feedback.clear()
         self.scores.clear()
         self.decisions.clear()
+        self.tool_results.clear()
 
 
 def _handler(cap: Capture, decide: Decide | None, approve: Approve | None) -> Callable[..., Any]:
@@ -198,6 +208,11 @@ def _handler(cap: Capture, decide: Decide | None, approve: Approve | None) -> Ca
             target = cap._feedback if m.group(2) == "feedback" else cap._scores
             target.append({"run_id": m.group(1), **body})
             return httpx.Response(201, json={"ok": True})
+        if m := re.fullmatch(r"/api/v1/runs/([^/]+)/values", path):
+            cap._values.append({"run_id": m.group(1), **body})
+            tags = sorted(body.get("tags", []))
+            return httpx.Response(200, json={"run_id": m.group(1), "tags": tags,
+                                             "untrusted": "untrusted" in tags})  # fmt: skip
         if path == "/api/v1/decide":
             answer: Any = decide(body) if decide else "allow"
             answer = {"decision": answer} if isinstance(answer, str) else answer

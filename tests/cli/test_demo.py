@@ -62,6 +62,10 @@ def test_demo_no_serve_writes_the_demo_runs_on_a_fresh_database(tmp_path: Path) 
     assert "killed by its run budget: allowed $0.25, spent $" in out
     assert "refused call" in out and "needed (worst case)" in out
     assert "waits for approval apr_" in out
+    # the framework examples ran in it, each with its held email approved
+    for example in ("invoice-triage", "openai-agents", "plain-loop"):
+        assert f"examples: {example} (" in out and "1 held email approved" in out, out
+    assert "examples: " in out and " failed:" not in out
     assert f"export TETHER_URL=http://127.0.0.1:{port} TETHER_API_KEY=tth_" in out
     db = home / "demo.db"
     runs = _rows(db, "SELECT agent, version, status, error, cost_nusd, kill_reason FROM runs")
@@ -112,8 +116,28 @@ def test_demo_no_serve_writes_the_demo_runs_on_a_fresh_database(tmp_path: Path) 
     assert "mcp: demo.delete_record refused: tether denied" in out
     assert "email to attacker@evil.example held" in out and "not held" in out
     assert "appeared only in untrusted content" in out
-    assert "not asked twice" in out and "demo.fetch_page (ingress, read, untrusted)" in out
+    assert "not asked twice" in out
+    assert "demo.fetch_page (ingress, read, untrusted; annotations: read-only, open world)" in out
+    # the rug pull: a description changed on the live server is refused until re-approved
+    assert "mcp: rug pull: demo.fetch_page's description changed upstream" in out
+    assert "mcp: refused: tether denied demo.fetch_page: the description or input schema" in out
+    assert "mcp: demo.fetch_page re-approved after review" in out and "the same call: ok" in out
+    audit = [
+        r[0]
+        for r in _rows(
+            db,
+            "SELECT action FROM audit_log WHERE subject = "
+            "'demo.fetch_page' AND action LIKE 'tool.%' ORDER BY seq",
+        )
+    ]
+    assert audit == ["tool.pinned", "tool.changed", "tool.approved"], audit
     assert _rows(db, "SELECT scope FROM approval_grants") == [("run",)]
+    # watch and attack: a drifting version, a cost spike alerted, a red team with one success
+    assert "drift: helpdesk drifted" in out and "cost alert alrt_" in out
+    assert re.search(r"red team rt_\w+: \d+ attacks on support, \d+ stopped by its policy, "
+                     r"1 got through \(injection-2: pay.transfer\)", out), out  # fmt: skip
+    assert "when: {amount: {max:" in out
+    assert _rows(db, "SELECT agent FROM redteam_reports") == [("support",)]
     assert ("attacker@evil.example", 0, 1) in _rows(
         db, "SELECT value, trusted, untrusted FROM run_values WHERE kind = 'email'"
     )

@@ -17,8 +17,8 @@ from tether.cli.lazy import load
 from tether.cli.main import COMMANDS, app
 
 HEAVY = ("sqlalchemy", "fastapi", "starlette", "alembic", "opentelemetry", "tether.store",
-         "tether.server", "tether.gateway", "tether.sdk", "tether.config", "rich",
-         "yaml")  # fmt: skip
+         "tether.server", "tether.gateway", "tether.sdk", "tether.config", "tether._settings",
+         "pydantic_settings", "rich", "yaml", "pygments", "mcp", "uvicorn")  # fmt: skip
 
 PROBE = """
 import contextlib, io, sys
@@ -95,5 +95,28 @@ def test_a_remote_json_read_loads_no_store_no_server_no_yaml() -> None:
     finally:
         server.shutdown()
     assert json.loads(text) == {"items": [], "next_cursor": None}
-    # settings, and nothing of the store or the server (httpx itself imports Rich for its CLI)
-    assert {m for m in loaded if not m.startswith("rich")} == {"tether.config"}
+    # TETHER_URL decides the backend: not even the settings model (pydantic-settings), nothing
+    # of the store or the server, no Rich for a `--json` read (nor httpx's own CLI)
+    assert loaded == {"tether.config"}
+
+
+def test_serve_listens_before_it_imports_the_server() -> None:
+    # what `tether serve` imports before its socket listens (server/starting.py builds the
+    # app behind it): no store, no FastAPI, no MCP SDK, no migrations
+    code = (
+        f"HEAVY = {HEAVY!r}\n"
+        + """
+import sys
+from tether.cli import serve
+from tether.config import load_settings
+from tether.server.starting import Starting
+app = Starting(lambda: serve.build_app(load_settings(), migrate=True))
+print("LOADED", " ".join(sorted(m for m in sys.modules if m.startswith(HEAVY))))
+"""
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.rpartition("LOADED")[2].split())
+    assert not loaded & {"sqlalchemy", "fastapi", "starlette", "alembic", "tether.store",
+                         "tether.server.app", "mcp", "tether.gateway"}, loaded  # fmt: skip

@@ -11,14 +11,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tether.core.drift import (
+    BIN_EXACT,
+    BIN_RATIO,
     END,
     START,
     DriftConfig,
     RunSample,
     WindowStats,
+    bin_value,
+    binned,
     compare,
     js_distance,
     ngrams,
+    value_bin,
 )
 from tether.core.significance import (
     fisher_exact,
@@ -256,3 +261,42 @@ def test_window_stats_from_runs_and_from_aggregates_agree() -> None:
     direct = compare(base, win)
     via = compare(WindowStats.of(base), WindowStats.of(win))
     assert direct == via
+
+
+# ---------------------------------------------------------------- value bins (the store's form)
+
+
+@given(st.floats(0, 1e12, allow_nan=False), st.floats(0, 1e12, allow_nan=False))
+def test_value_bins_are_monotone_and_close(a: float, b: float) -> None:
+    lo, hi = sorted((a, b))
+    assert value_bin(lo) <= value_bin(hi)
+    rep = bin_value(value_bin(hi))
+    if hi >= BIN_EXACT:
+        assert hi / BIN_RATIO <= rep <= hi * BIN_RATIO
+    else:
+        assert rep == int(hi)
+
+
+def _binned(seed: int) -> tuple[WindowStats, WindowStats]:
+    base, win = windows(seed)
+    return binned(WindowStats.of(base)), binned(WindowStats.of(win))
+
+
+def test_binned_windows_keep_false_alarms_at_most_5_percent() -> None:
+    alarms = sum(compare(*_binned(seed)).drifted for seed in range(100))
+    print(f"false alarms (binned): {alarms}/100")
+    assert alarms <= 5
+
+
+def test_binned_windows_still_see_a_cost_rise_and_a_new_tool() -> None:
+    base, win = windows(7)
+    dearer = [RunSample(r.run_id, r.status, r.tools, r.cost_nusd * 2, r.tokens, r.llm_calls,
+                        r.latency_ms) for r in win]  # fmt: skip
+    verdict = compare(binned(WindowStats.of(base)), binned(WindowStats.of(dearer)))
+    cost = verdict.metric("cost")
+    assert cost.status == "moved"
+    assert cost.window is not None and cost.baseline is not None
+    assert 1.6 < cost.window / cost.baseline < 2.5
+    rng = random.Random(1007)
+    newer = binned(WindowStats.of([_add_refund(r, rng) for r in win]))
+    assert "sequences" in compare(binned(WindowStats.of(base)), newer).moved

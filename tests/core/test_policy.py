@@ -165,17 +165,55 @@ def test_budget_limits_and_models(policy: Policy) -> None:
     assert policy.memory_read_grants == ()
 
 
-def test_sections_nothing_enforces_are_refused_with_their_line() -> None:
+def test_systems_and_memory_are_enforced_so_accepted() -> None:
     source = "agent: a\ntools: []\nsystems: {read: [erp.invoices]}\nmemory: {namespace: a}\n"
-    with pytest.raises(PolicyError) as err:
+    policy = Policy.parse(source, "a.yaml")
+    assert policy.systems_read == ("erp.invoices",) and policy.memory_namespace == "a"
+    with pytest.raises(PolicyError, match=r"a.yaml:2: systems.write\[0\]: string should match"):
+        Policy.parse("agent: a\nsystems: {write: ['bad system']}\n", "a.yaml")
+
+
+SYSTEMS = """\
+agent: triage
+systems: {read: [erp.invoices, mail.inbox], write: [erp.flags, "crm.*"]}
+tools:
+  - {match: "*", allow: true}
+"""
+
+
+@pytest.mark.parametrize(
+    ("tool", "tags", "systems", "outcome", "rule"),
+    [
+        ("erp.list_invoices", {"read"}, {"erp.invoices"}, "allow", 'tools[0] match "*"'),
+        ("erp.flag_invoice", {"write"}, {"erp.flags"}, "allow", 'tools[0] match "*"'),
+        ("erp.void_invoice", {"irreversible"}, {"erp.invoices"}, "deny", "systems.write"),
+        ("mail.read", set(), {"mail.inbox"}, "allow", 'tools[0] match "*"'),
+        ("mail.send", {"egress"}, {"mail.outbox"}, "deny", "systems.write"),
+        ("hr.salaries", {"read"}, {"hr"}, "deny", "systems.read"),
+        ("crm.note", {"write"}, {"crm.notes"}, "allow", 'tools[0] match "*"'),  # a glob grant
+        ("erp.flags_read", set(), {"erp.flags"}, "allow", 'tools[0] match "*"'),  # write reads
+        ("odd.tool", set(), set(), "deny", "systems.read"),
+    ],
+)
+def test_systems_bound_what_tools_may_read_and_write(
+    tool: str, tags: set[str], systems: set[str], outcome: str, rule: str
+) -> None:
+    policy = Policy.parse(SYSTEMS)
+    d = decide(policy, DecisionRequest("triage", tool, frozenset(tags), systems=frozenset(systems)))
+    assert (d.outcome, d.rule) == (outcome, rule), d.reason
+    if tool == "mail.send":
+        assert d.reason == (
+            "mail.send writes to mail.outbox, outside this policy's systems.write (erp.flags, "
+            "crm.*); add the system under `systems: write:` if the agent may"
+        )
+
+
+def test_an_unknown_memory_embedder_is_refused_with_its_line() -> None:
+    source = "agent: a\nmemory:\n  namespace: a\n  embedder: locl:all-MiniLM-L6-v2\n"
+    with pytest.raises(PolicyError, match=r"a.yaml:4: .*embedder 'locl:all-MiniLM-L6-v2' is not"):
         Policy.parse(source, "a.yaml")
-    assert str(err.value).splitlines() == [
-        "a.yaml:3: systems: `systems:` is not enforced yet: no gateway checks read/write grants "
-        "on systems. Fix: remove the section and grant or forbid the tools instead (`tools:` "
-        "with match/allow)"
-    ]
-    # memory: is enforced by the memory feature, so it is accepted
-    assert Policy.parse("agent: a\nmemory: {namespace: a}\n").memory_namespace == "a"
+    for ok in ("local:all-MiniLM-L6-v2", "gateway:text-embedding-3-small", "client"):
+        Policy.parse(f"agent: a\nmemory: {{embedder: '{ok}'}}\n")
 
 
 def test_decision_to_dict(policy: Policy) -> None:

@@ -1,13 +1,17 @@
 """A small agent for the eval end-to-end tests, reachable as a command, an HTTP endpoint or a
 callable. It calls tether's LLM gateway (mock LLM upstream) and MCP gateway (demo MCP server) in
 the run tether gave it. `good` looks the customer up and answers; `bad` tries to delete the
-record (the policy denies it) and answers without looking anything up."""
+record (the policy denies it) and answers without looking anything up; `echo` answers with what
+the LLM said and the lookup returned (what a task's fixtures scripted); `overspend` makes two
+LLM calls (its run's cap allows one) and `slow` outlives its run's max duration, both carrying
+on after tether refuses them."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import anyio
@@ -38,9 +42,22 @@ def behave(task: dict[str, Any], run_id: str, url: str, key: str, variant: str) 
         max_retries=0,
     )
     email = task["input"]["email"] if isinstance(task["input"], dict) else str(task["input"])
-    llm.chat.completions.create(
-        model="mock-small", messages=[{"role": "user", "content": f"plan for {email}"}]
-    )
+    if variant == "slow":
+        time.sleep(2.5)
+    try:
+        plan = llm.chat.completions.create(
+            model="mock-small", messages=[{"role": "user", "content": f"plan for {email}"}]
+        )
+        if variant == "overspend":
+            llm.chat.completions.create(
+                model="mock-small", messages=[{"role": "user", "content": "and again"}]
+            )
+    except openai.APIStatusError as exc:  # refused by tether: the agent answers anyway
+        return json.dumps({"email": email, "answer": f"gave up: HTTP {exc.status_code}"})
+    if variant == "echo":
+        found = _mcp(url, key, run_id, "demo.lookup_customer", {"email": email})
+        said = plan.choices[0].message.content
+        return json.dumps({"email": email, "answer": f"{said} | {found}"})
     if variant == "good":
         found = _mcp(url, key, run_id, "demo.lookup_customer", {"email": email})
         return json.dumps({"email": email, "answer": f"Dear customer, {found[:60]}"})

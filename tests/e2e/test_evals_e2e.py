@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from tests.conftest import ServerProcess
 from tests.e2e.eval_agent import behave
+from tests.e2e.mock_upstream import mock_provider
 from tether.demo.server import ThreadedServer, free_port
 from tether.gateway.llm.mock import create_mock_app
 from tether.gateway.llm.mock_script import parse_script
@@ -96,14 +97,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     config.write_text(
         json.dumps(
             {
-                "providers": [
-                    {
-                        "name": "mock",
-                        "kind": "openai",
-                        "models": ["mock-small"],
-                        "base_url": f"http://127.0.0.1:{mock.server.config.port}/v1",
-                    }
-                ],
+                "providers": [mock_provider(mock)],
                 "pricing": {
                     "mock-small": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
                 },
@@ -312,3 +306,98 @@ def test_http_endpoint_and_callable_adapters(env: Env) -> None:
     assert res.returncode == 0, res.stderr
     assert "success at target cost: 2/2 = 100.0%" in res.stdout
     assert "pass@k" in res.stdout
+
+
+FIXTURE_SUITE = """\
+suite: fixtures-e2e
+agent: support
+repeats: 2
+tasks:
+  - id: ada
+    input: {email: ada@example.com}
+    fixtures:
+      tools: {demo.lookup_customer: "Ada Lovelace, VIP since 1843"}
+      llm: {replies: ["FIXTURE-PLAN one", "FIXTURE-PLAN two"]}
+    assert:
+      - {name: saw the scripted plan, output_contains: "FIXTURE-PLAN one"}
+      - {name: saw the scripted lookup, output_contains: "VIP since 1843"}
+      - {name: looked up, tool_called: demo.lookup_customer}
+  - id: alan
+    input: {email: alan@example.com}
+    assert:
+      - {name: looked up, tool_called: demo.lookup_customer}
+"""
+
+
+def test_fixtures_reach_the_mock_llm_and_the_mcp_gateway(env: Env) -> None:
+    (env.tmp / "fixtures.yaml").write_text(FIXTURE_SUITE)
+    res = env.tether(
+        "eval", "run", "fixtures.yaml", "--agent", f"{AGENT} echo", "--version", "vf",
+        "--agent-key", env.agent_key, "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    failures = [(a["task_id"], r["reason"]) for a in out["attempts"] for r in a["results"]
+                if not r["passed"]]  # fmt: skip
+    assert failures == [], [a["error"] for a in out["attempts"]]
+    for a in out["attempts"]:
+        run = env.api.get(f"/runs/{a['run_id']}").json()
+        spans = env.api.get(f"/runs/{a['run_id']}/spans").json()["items"]
+        tool = next(s for s in spans if s["kind"] == "tool")
+        llm = next(s for s in spans if s["kind"] == "llm")
+        if a["task_id"] == "ada":
+            # each attempt is its own session of the script: both got its first reply
+            assert llm["output"] == "FIXTURE-PLAN one"
+            assert tool["attributes"]["tether.decision"]["fixture"] is True
+            assert "VIP since 1843" in tool["output"]
+        else:  # no fixtures: the real demo server and the mock's own reply
+            assert "FIXTURE" not in run["output"] and "VIP" not in run["output"]
+            assert "fixture" not in tool["attributes"]["tether.decision"]
+            assert llm["output"].startswith("mock reply")
+
+
+LIMITS_POLICY = """\
+agent: {agent}
+budgets:
+  run: {{{cap}}}
+tools:
+  - {{match: "demo.*", allow: true}}
+"""
+LIMITS_SUITE = """\
+suite: limits-e2e
+agent: {agent}
+repeats: 1
+tasks:
+  - id: t1
+    input: {{email: ada@example.com}}
+    assert:
+      - {{name: within budget, no_budget_refusal: true}}
+      - {{name: not killed, no_kill: true}}
+"""
+
+
+def _limited(env: Env, agent: str, cap: str, variant: str) -> dict[str, Any]:
+    """An eval of `agent` (whose policy caps its runs with `cap`) by the `variant` agent."""
+    policy = LIMITS_POLICY.format(agent=agent, cap=cap)
+    assert env.api.post("/policies", json={"source": policy}).status_code == 201
+    key = env.api.post("/keys", json={"scopes": ["agent", "ingest"], "agent": agent}).json()
+    (env.tmp / f"{agent}.yaml").write_text(LIMITS_SUITE.format(agent=agent))
+    res = env.tether(
+        "eval", "run", f"{agent}.yaml", "--agent", f"{AGENT} {variant}", "--version", "v1",
+        "--agent-key", key["key"], "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    (attempt,) = json.loads(res.stdout)["attempts"]
+    return {r["name"]: r for r in attempt["results"]} | {"_run": attempt["run_id"]}
+
+
+def test_a_budget_refusal_and_a_kill_fail_their_assertions_with_the_reason(env: Env) -> None:
+    refused = _limited(env, "capped", "max_llm_calls: 1", "overspend")
+    assert refused["within budget"]["passed"] is False
+    assert refused["within budget"]["reason"] == "1 budget refusal(s) recorded"
+    assert refused["not killed"]["passed"] is True
+    killed = _limited(env, "timed", "max_duration_s: 1", "slow")
+    assert killed["not killed"]["passed"] is False
+    assert killed["not killed"]["reason"] == "run killed: max_duration_s exceeded"
+    run = env.api.get(f"/runs/{killed['_run']}").json()
+    assert run["status"] == "killed"  # the agent's own "done" does not undo the kill

@@ -85,6 +85,42 @@ async def test_kill_from_another_process_reaches_streams_within_a_poll(
     assert max(latencies) < 1.0
 
 
+async def test_on_postgresql_a_kill_is_pushed_to_other_processes(
+    db: Engine, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LISTEN/NOTIFY, not the poll, carries the kill: `here` runs only its listener (no poll
+    loop), so its handle can fire only through the notification the kill's commit sends."""
+    if db.dialect.name != "postgresql":
+        pytest.skip("SQLite has no notifications: the kill switch polls its log there")
+    other = make_engine(db_url, pool_size=2)
+    here, there = KillSwitch(db), KillSwitch(other)
+    latencies = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(here.listen_loop)
+            with anyio.fail_after(30):
+                while not here.pushed:
+                    await anyio.sleep(0.01)
+            for i in range(3):
+                run_id = f"run_push{i}"
+                _run(db, run_id)
+                with here.track(run_id) as handle:
+                    t0 = time.perf_counter()
+                    assert await there.kill(run_id, "pushed", now=datetime.now(UTC))
+                    with anyio.fail_after(10):  # a bound for a loaded machine, not the target
+                        await handle.killed.wait()
+                    latencies.append(time.perf_counter() - t0)
+                    assert handle.reason == "pushed"
+                # the push vouches for the runs it has not announced: no query per call
+                assert here.killed_reason(run_id) == "pushed"
+            tg.cancel_scope.cancel()
+    finally:
+        other.dispose()
+    with capsys.disabled():
+        print(f"\nkill pushed across engines in {[round(x * 1000, 1) for x in latencies]} ms")
+    assert not here.pushed  # the listener's end is noticed: calls check the store again
+
+
 async def test_alive_run_is_cached_only_briefly(db: Engine, db_url: str) -> None:
     other = make_engine(db_url, pool_size=2)
     try:

@@ -11,8 +11,8 @@ import pytest
 from tether.config import ProviderConfig
 from tether.core.errors import UpstreamError
 from tether.gateway.llm import forward
-from tether.gateway.llm.openai import OpenAIProvider
 from tether.gateway.llm.provider import Target
+from tether.gateway.llm.registry import make_provider
 
 OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n{"ok": true}'
 
@@ -35,7 +35,7 @@ async def serve(handler: Callable[..., object]) -> tuple[asyncio.Server, int]:
 async def target() -> AsyncIterator[Callable[[int], Target]]:
     def make(port: int) -> Target:
         cfg = ProviderConfig(name="raw", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
-        return Target(OpenAIProvider(cfg), "m")
+        return Target(make_provider(cfg), "m")
 
     yield make
 

@@ -40,7 +40,10 @@ def test_kill_ends_an_openai_stream_and_charges_what_was_streamed(llm_env: LLMEn
         for chunk in it:
             got += bool(chunk.choices and chunk.choices[0].delta.content)
     ended = time.monotonic() - t0
-    assert ended < 0.5, f"stream ended {ended:.3f}s after the kill"
+    # the rest of the stream would take ~3.9 s (390 chunks at 10 ms); a kill in this process
+    # fires at once, so ending well before that proves the cut without a tight wall-clock bound
+    # (the latency target is bench/budget_stress.py's)
+    assert ended < 2.0, f"stream ended {ended:.3f}s after the kill"
     assert "killed" in str(err.value.message)
     assert got < 400
     [span] = llm_env.wait_spans(run_id)

@@ -12,12 +12,12 @@ from tether.config import ProviderConfig, load_settings
 from tether.core.budget import scopes_for
 from tether.core.errors import ConfigError, NotFoundError, UpstreamTimeoutError
 from tether.core.pricing import load_price_table
-from tether.gateway.llm.anthropic import AnthropicMeter, AnthropicProvider
+from tether.gateway.llm.anthropic import AnthropicMeter
 from tether.gateway.llm.errors import from_status, from_transport
 from tether.gateway.llm.gateway import _trace_for, _traceparent
 from tether.gateway.llm.guard import BudgetGuard
 from tether.gateway.llm.openai import OpenAIMeter
-from tether.gateway.llm.registry import Registry
+from tether.gateway.llm.registry import Registry, make_provider
 
 
 def registry() -> Registry:
@@ -48,8 +48,8 @@ def test_missing_provider_key_is_a_clear_error_at_call_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
-    p = AnthropicProvider(ProviderConfig(name="c", kind="anthropic", base_url="http://x/v1",
-                                         api_key_env="NO_SUCH_KEY_VAR"))  # fmt: skip
+    p = make_provider(ProviderConfig(name="c", kind="anthropic", base_url="http://x/v1",
+                                     api_key_env="NO_SUCH_KEY_VAR"))  # fmt: skip
     assert p.url("messages") == "http://x/v1/messages"
     with pytest.raises(ConfigError, match="NO_SUCH_KEY_VAR is not set"):
         p.headers()

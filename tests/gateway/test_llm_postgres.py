@@ -34,7 +34,8 @@ def test_stream_span_and_kill_across_processes(llm_env_pg: LLMEnv) -> None:
     assert text == "mock reply: pg hello"
     [span] = env.wait_spans(run_id)
     assert span.output_tokens == 4 and span.cost_nusd > 0
-    # kills land on either worker; the other one learns of them by polling the database
+    # kills land on either worker; the other hears of them by PostgreSQL's NOTIFY (the push
+    # alone is proven in tests/gateway/test_killswitch.py)
     for _ in range(3):
         run_id = new_run_id()
         it = iter(client(env, run_id, "capped").chat.completions.create(
@@ -46,7 +47,9 @@ def test_stream_span_and_kill_across_processes(llm_env_pg: LLMEnv) -> None:
         with pytest.raises(openai.APIError):
             for _ in it:
                 pass
-        assert time.monotonic() - t0 < 0.6
+        # the rest of the stream would take ~3.9 s: ending well before proves the cut; the
+        # latency target (100 ms) is measured by bench/replicas.py, not asserted on a busy box
+        assert time.monotonic() - t0 < 2.0
         [span] = env.wait_spans(run_id)
         assert span.attributes["tether.outcome"] == "killed"
 

@@ -53,3 +53,23 @@ async def test_a_broken_span_does_not_lose_the_others(sqlite_db: Engine) -> None
         writer.submit(record(3))
     assert count(sqlite_db) == 3
     assert writer.failed == 1
+
+
+async def test_flush_run_waits_for_that_run_only_and_cuts_the_batch_window(db: Engine) -> None:
+    writer = SpanWriter(db)
+    async with writer.running():
+        assert await writer.flush_run("run_nothing_queued", timeout=0.01)  # nothing to wait for
+        writer.submit(lambda: record(1, "run_a"), "run_a")
+        writer.submit(record(2, "run_b"))
+        assert await writer.flush_run("run_a", timeout=30)
+        with db.connect() as conn:
+            stored = conn.execute(select(spans.c.run_id).where(spans.c.run_id == "run_a")).all()
+        assert len(stored) == 1
+
+        # a run whose span cannot be built is not waited for until the timeout
+        def broken() -> SpanRecord:
+            raise RuntimeError("a bug while building run_c's span")
+
+        writer.submit(broken, "run_c")
+        assert await writer.flush_run("run_c", timeout=30)
+    assert count(db) == 2 and writer._by_run == {}

@@ -4,6 +4,7 @@ tests share it and keep apart by thread ids and agents of their own."""
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,9 +23,12 @@ from tether.store.migrate import upgrade
 
 # The mock LLM behind tether's gateway: a prompt with [[runaway]] gets a 3,000-token answer,
 # one with [[tool]] a call of get_weather(city="Paris").
+# The examples' replies (examples/mock_script.yaml) follow.
+EXAMPLES = Path(__file__).parents[2] / "examples"
 MOCK_SCRIPT = {"replies": [
     {"match": "[[runaway]]", "output_tokens": 3000},
     {"match": "[[tool]]", "tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
+    *yaml.safe_load((EXAMPLES / "mock_script.yaml").read_text())["replies"],
 ]}  # fmt: skip
 
 
@@ -72,7 +76,10 @@ def tether_api(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     cfg = home / "tether.yaml"
     cfg.write_text(yaml.safe_dump({"providers": [
         {"name": "mock", "base_url": mock.url + "/v1", "models": ["mock-small", "mock-large"],
-         "max_retries": 0}]}))  # fmt: skip
+         "max_retries": 0}],
+        # the examples' tools, through the MCP gateway
+        "mcp_servers": [{"name": "demo", "command": [
+            sys.executable, "-m", "tether.gateway.mcp.demo_server"]}]}))  # fmt: skip
     # generous: eight engineers share two cores and a cold `tether serve` can take 20 s and more
     proc = ServerProcess(home / "data", module_db_url, config=cfg)
     admin = httpx.Client(

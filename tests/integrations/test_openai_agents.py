@@ -5,6 +5,7 @@ Agents run, deny refuses the call); nothing goes to the vendor's trace endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -107,3 +108,33 @@ async def test_needs_approval_is_decided_by_tethers_policy(
                   tools=[send_weather])  # fmt: skip
     result = await Runner.run(agent, "[[tool]] mail it", run_config=processor.run_config())
     assert [i.raw_item.name for i in result.interruptions] == ["get_weather"]
+
+
+async def test_ten_concurrent_agents_runs_never_cross_link(
+    oa: tuple[Tether, str, TetherTracingProcessor],
+) -> None:
+    api, key, processor = oa
+    cities = [f"City{uuid.uuid4().hex[:6]}" for _ in range(10)]
+
+    async def one(city: str) -> str:
+        @function_tool(name_override="get_weather")
+        def weather(city: str) -> str:
+            """Today's weather in a city."""
+            return f"sunny in {city}"
+
+        agent = Agent(name="weather", instructions=f"Asked about {city}.", model=model(api, key),
+                      tools=[weather], tool_use_behavior="stop_on_first_tool")  # fmt: skip
+        config = processor.run_config(task_id=city)
+        await Runner.run(agent, f"[[tool]] weather in {city}?", run_config=config)
+        return processor.run_id_of(config.trace_id or "")
+
+    run_ids = await asyncio.gather(*(one(c) for c in cities))
+    tether.flush()
+    assert len(set(run_ids)) == 10
+    for city, run_id in zip(cities, run_ids, strict=True):
+        spans = _spans(api, run_id, {"weather", "get_weather", "chat mock-small"})
+        assert sum(1 for s in spans if s["kind"] == "llm") == 1  # the gateway's, once
+        run = api.admin.get(f"/runs/{run_id}").json()
+        assert run["task_id"] == city and run["llm_calls"] == 1
+        text = " ".join(str(s.get("input")) + str(s.get("output")) for s in spans)
+        assert city in text and not any(other in text for other in cities if other != city)

@@ -2,7 +2,8 @@
 overshoot under concurrent agents, rate limits are shared, a kill on one replica cuts a stream
 on another within 100 ms, an approval decided on one replica releases a call waiting on
 another, MCP works through round robin, a SIGKILLed replica loses no acknowledged span, and the
-metrics summed over replicas equal the ledger."""
+metrics summed over replicas equal the ledger, and the budget holds of a SIGKILLed replica's
+calls are freed by the survivors once their TTL passes."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from tests.conftest import REDIS_URL
 from tests.gateway.llm_env import MAIN_SCRIPT, UPSTREAM_KEY, MockServer, new_run_id
 from tests.ops.cluster import Cluster, pg_schema
 from tests.ops.promtext import total
@@ -25,6 +27,7 @@ from tests.ops.traffic import otlp_body
 from tether.store.keys import create_key
 from tether.store.metrics import ledger_cost_nusd
 from tether.store.policies import apply_policy
+from tether.store.redis_ledger import RedisLedger
 from tether.store.tables import runs, spans
 
 pytestmark = pytest.mark.slow
@@ -34,7 +37,11 @@ POLICIES = (
     'agent: worker\ntools:\n  - {match: "billing.refund", approval: required}\n'
     '  - {match: "search.*", allow: true, rate_limit: "3/minute"}\n'
     '  - {match: "demo.lookup_customer", allow: true}\n',
+    "agent: holder\nbudgets:\n  run: {max_cost_usd: 1}\n",
 )
+# short, so that the holds of a SIGKILLed replica's calls expire within the test; live streams
+# renew theirs four times per TTL
+TTL_S = 6
 
 
 @pytest.fixture(scope="module", name="c")
@@ -55,6 +62,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "mcp_servers": [
             {"name": "demo", "command": [sys.executable, "-m", "tether.gateway.mcp.demo_server"]}
         ],
+        "budgets": {"reservation_ttl_s": TTL_S},
     }
     c = Cluster(tmp, db_url, config, env={"MOCK_UPSTREAM_KEY": UPSTREAM_KEY})
     try:
@@ -140,12 +148,15 @@ def test_rate_limits_are_shared_across_replicas(c: Cluster) -> None:
 
 
 def test_kill_on_one_replica_cuts_a_stream_on_another_within_100ms(c: Cluster) -> None:
+    """The kill commits on replica b; PostgreSQL's NOTIFY carries it to replica a, whose
+    stream ends. Measured from the kill's answer on b (it follows the commit) to the stream's
+    end on a; the kill request itself is timed apart (it is replica b's work, not the push)."""
     auth, admin = _key(c, "agent", "worker"), _key(c, "admin")
     a, b = c.replicas[0].url, c.replicas[1].url
-    lags = []
-    for _ in range(3):
+    after_answer, requests = [], []
+    for _ in range(5):
         run_id = new_run_id()
-        cut_at: list[float] = []
+        times: list[float] = []
         with httpx.Client(timeout=30) as client, client.stream(
             "POST", f"{a}/llm/v1/chat/completions",
             headers={**auth, "x-tether-run-id": run_id},
@@ -155,21 +166,27 @@ def test_kill_on_one_replica_cuts_a_stream_on_another_within_100ms(c: Cluster) -
             lines = stream.iter_lines()
             next(lines)  # the stream is flowing on replica a
 
-            def kill(run_id: str, cut_at: list[float]) -> None:
+            def kill(run_id: str, times: list[float]) -> None:
+                times.append(time.perf_counter())
                 r = httpx.post(f"{b}/api/v1/runs/{run_id}/kill", headers=admin, timeout=30)
                 assert r.status_code == 200, r.text
-                cut_at.append(time.perf_counter())
+                times.append(time.perf_counter())
 
-            killer = threading.Thread(target=kill, args=(run_id, cut_at))
+            killer = threading.Thread(target=kill, args=(run_id, times))
             killer.start()
-            tail = list(lines)
+            tail = list(lines)  # bounded: the whole stream is 4 s, the client's timeout 30 s
             ended = time.perf_counter()
-            killer.join()
+            killer.join(30)
         assert any("run_killed" in line for line in tail), tail[-3:]
-        lags.append(max(0.0, ended - cut_at[0]))
-    # measured from the kill's answer on replica b to the stream's end on replica a: one poll of
-    # the store (25 ms) when the box is idle; a load average of 25 on two cores delays some
-    assert min(lags) < 0.1 and max(lags) < 1.0, lags
+        # the answer and the notification race (both follow the commit): a cut seen first is 0
+        after_answer.append(max(0.0, ended - times[1]))
+        requests.append(times[1] - times[0])
+    print(f"\nstream cut on a after the kill's answer on b: "
+          f"{[round(x * 1000) for x in after_answer]} ms (kill requests "
+          f"{[round(x * 1000) for x in requests]} ms)")  # fmt: skip
+    # 100 ms is the target (bench/replicas.py measures it with the load average); a busy
+    # two-core test machine may delay a single cut, not most of them, and none by seconds
+    assert sorted(after_answer)[2] < 0.1 and max(after_answer) < 2.0, after_answer
 
 
 def test_an_approval_decided_on_one_replica_releases_a_wait_on_another(c: Cluster) -> None:
@@ -202,8 +219,50 @@ def test_an_approval_decided_on_one_replica_releases_a_wait_on_another(c: Cluste
     assert waited["at"] - at < 2.0  # released by replica a's poll of the store, not a timeout
 
 
-def test_a_sigkilled_replica_loses_no_acknowledged_span(c: Cluster) -> None:
+def _holds(c: Cluster, runs_: list[str]) -> int:
+    """The budget still held (nano-dollars) on these runs' counters in the shared Redis."""
+    import redis
+
+    assert c.engine is not None
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        ledger = RedisLedger(client, c.engine)
+        snaps = [ledger.snapshot(f"run:{r}") for r in runs_]
+    finally:
+        client.close()
+    return sum(s[1].reserved_nusd for s in snaps if s is not None)
+
+
+def _hold_streams(url: str, auth: dict[str, str], runs_: list[str]) -> list[threading.Thread]:
+    """Long streams on `url` (one per run), each running until its replica dies."""
+    flowing = threading.Barrier(len(runs_) + 1)
+
+    def stream(run_id: str) -> None:
+        try:
+            with httpx.Client(timeout=60) as client, client.stream(
+                "POST", f"{url}/llm/v1/chat/completions",
+                headers={**auth, "x-tether-run-id": run_id},
+                json={"model": "mock-small", "stream": True, "max_tokens": 500,
+                      "messages": [{"role": "user", "content": "[[long]]"}]},
+            ) as r:  # fmt: skip
+                lines = r.iter_lines()
+                next(lines)
+                flowing.wait(60)
+                for _ in lines:
+                    pass
+        except (httpx.HTTPError, threading.BrokenBarrierError):
+            pass  # the replica was killed under it
+
+    threads = [threading.Thread(target=stream, args=(r,)) for r in runs_]
+    for t in threads:
+        t.start()
+    flowing.wait(60)  # every hold is taken and its stream is flowing
+    return threads
+
+
+def test_a_sigkilled_replica_loses_no_acknowledged_span_and_leaks_no_hold(c: Cluster) -> None:
     ingest = _key(c, "ingest")
+    holder = _key(c, "agent", "holder")
     acked: list[tuple[str, ...]] = []
     stop = threading.Event()
 
@@ -227,13 +286,18 @@ def test_a_sigkilled_replica_loses_no_acknowledged_span(c: Cluster) -> None:
     deadline = time.monotonic() + 20
     while len(acked) < 20 and time.monotonic() < deadline:
         time.sleep(0.05)
-    c.sigkill(2)  # mid-load, no shutdown
+    # LLM streams on the replica about to die, each holding its run's budget
+    held_runs = [new_run_id() for _ in range(3)]
+    streams = _hold_streams(c.replicas[2].url, holder, held_runs)
+    assert _holds(c, held_runs) > 0
+    c.sigkill(2)  # mid-load, no shutdown: no settle, no release
+    killed_at = time.monotonic()
     before = len(acked)
     deadline = time.monotonic() + 20
     while len(acked) < before + 20 and time.monotonic() < deadline:
         time.sleep(0.05)
     stop.set()
-    for t in threads:
+    for t in [*threads, *streams]:
         t.join(15)
     assert len(acked) >= before + 20  # the survivors kept taking spans
     assert c.engine is not None
@@ -244,6 +308,15 @@ def test_a_sigkilled_replica_loses_no_acknowledged_span(c: Cluster) -> None:
         n = conn.execute(select(func.count()).select_from(spans)).scalar_one()
     assert wanted <= stored, f"{len(wanted - stored)} acknowledged spans lost"
     assert n >= len(wanted)
+    # the dead replica's holds: freed by a survivor's sweep once their TTL (last renewal + 6 s)
+    # passes; the sweep runs every TTL/2, so TTL + TTL/2 after the kill, plus a loaded box's slack
+    bound = TTL_S * 1.5 + 30
+    while (left := _holds(c, held_runs)) and time.monotonic() - killed_at < bound:
+        time.sleep(0.2)
+    freed_after = time.monotonic() - killed_at
+    print(f"\nholds of the SIGKILLed replica freed {freed_after:.1f} s after the kill "
+          f"(TTL {TTL_S} s)")  # fmt: skip
+    assert left == 0, f"{left} nano-dollars still held {freed_after:.0f} s after the kill"
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

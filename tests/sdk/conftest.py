@@ -38,6 +38,7 @@ class FakeTether:
     feedback: list[dict[str, Any]] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
     decide_requests: list[dict[str, Any]] = field(default_factory=list)
+    tool_results: list[dict[str, Any]] = field(default_factory=list)
     auth: list[str | None] = field(default_factory=list)
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
     # approval id -> the statuses successive waits return (the last one repeats)
@@ -97,6 +98,12 @@ class FakeTether:
             answer = self.decisions.get(body["tool"], {"decision": "allow"})
             return JSONResponse(answer)
 
+        async def values(request: Request) -> Response:
+            body = await request.json()
+            self.tool_results.append({"run_id": request.path_params["run_id"], **body})
+            return JSONResponse({"run_id": request.path_params["run_id"], "tags": [],
+                                 "untrusted": False})  # fmt: skip
+
         async def wait(request: Request) -> Response:
             approval_id = request.path_params["approval_id"]
             self.wait_calls.append((approval_id, float(request.query_params["timeout_s"])))
@@ -110,6 +117,7 @@ class FakeTether:
                 Route("/api/v1/runs/{run_id}/feedback", feedback, methods=["POST"]),
                 Route("/api/v1/runs/{run_id}/scores", feedback, methods=["POST"]),
                 Route("/api/v1/decide", decide, methods=["POST"]),
+                Route("/api/v1/runs/{run_id}/values", values, methods=["POST"]),
                 Route("/api/v1/approvals/{approval_id}/wait", wait, methods=["GET"]),
             ]
         )

@@ -45,6 +45,35 @@ def test_costs_by_day_and_agent(api: Api) -> None:
     assert backwards.status_code == 400
 
 
+def test_top_n_tasks_and_users_rank_all_groups_and_count_them(api: Api, db: Engine) -> None:
+    # besides the fixture's three runs (tasks T-1..T-3, users alice): more tasks and users,
+    # one run after the range's end (not counted)
+    make_run(db, 4, user="bob", task="T-big", cost=2 * USD)
+    make_run(db, 5, user="bob", task="T-big", cost=USD)
+    make_run(db, 6, user="carol", task="T-small", cost=USD // 10)
+    make_run(db, 7, user="dave", task="T-late", cost=9 * USD, start=T0 + timedelta(days=30))
+    for group, expected in (
+        ("task", [("T-2", 3.0), ("T-big", 3.0)]),  # ties by key
+        ("user", [("alice", 3.75), ("bob", 3.0)]),
+    ):
+        top = api.client.get("/api/v1/costs", params={"group_by": group, "limit": 2, **RANGE},
+                             headers=api.read).json()  # fmt: skip
+        full = api.client.get("/api/v1/costs", params={"group_by": group, **RANGE},
+                              headers=api.read).json()  # fmt: skip
+        assert [(x["key"], x["cost_usd"]) for x in top["items"]] == expected
+        assert top["items"] == full["items"][:2]  # the same rows as the whole breakdown
+        assert top["groups"] == full["groups"] == len(full["items"])
+        assert top["total_cost_usd"] == full["total_cost_usd"] == 6.85
+    by_agent = api.client.get("/api/v1/costs", params={"group_by": "task", "limit": 1,
+                                                       "agent": "writer", **RANGE},
+                              headers=api.read).json()  # fmt: skip
+    assert [x["key"] for x in by_agent["items"]] == ["T-3"] and by_agent["groups"] == 1
+    for bad in ({"group_by": "agent", "limit": 3}, {"group_by": "task", "limit": 0}):
+        refused = api.client.get("/api/v1/costs", params={**bad, **RANGE}, headers=api.read)
+        assert refused.status_code == 400, refused.text
+        assert "limit" in refused.json()["error"]["message"]
+
+
 def test_kpi_success_rate_at_target_cost(api: Api) -> None:
     r = api.client.get("/api/v1/kpi", params={"target_cost_usd": "1", **RANGE}, headers=api.read)
     assert r.status_code == 200

@@ -179,3 +179,37 @@ def test_episodes_recall_similar_runs_and_their_steps(api: Api) -> None:
                        headers=billing)  # fmt: skip
     assert r.status_code == 403 and r.json()["error"]["code"] == "wrong_agent"
     assert api.client.get("/api/v1/memory/episodes/run_ep_1", headers=billing).status_code == 403
+
+
+def test_a_namespace_with_a_local_model_embeds_without_any_llm_call(
+    tmp_path: Path, db_url: str, db: Engine, mock_llm: MockServer
+) -> None:
+    settings = load_settings(
+        home=tmp_path / "home-local", database_url=db_url,
+        memory={"embedder": "gateway:mock-embed",
+                "namespaces": {"support": {"embedder": "local:all-MiniLM-L6-v2"}}},
+    )  # fmt: skip
+    api = make_api(settings, db)
+    with api.client:
+        support = api.key("agent", agent="support")
+        c = api.client
+        before = len(mock_llm.requests)
+        facts = ["the customer's cat needs a vet appointment", "invoice INV-9 is overdue",
+                 "the office wifi password rotates monthly"]  # fmt: skip
+        for text in facts:
+            r = c.post("/api/v1/memory/memories", json={"text": text}, headers=support)
+            assert r.status_code == 201, r.text
+        # a paraphrase with no word in common: only a real sentence model finds it
+        r = c.post("/api/v1/memory/search", json={"query": "booking a veterinarian for a kitten",
+                                                  "k": 1}, headers=support)  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert [h["memory"]["text"] for h in r.json()["items"]] == [facts[0]]
+        assert len(mock_llm.requests) == before  # nothing went to a provider
+        ns = c.get("/api/v1/memory/namespaces", headers=api.admin).json()["items"]
+        assert {n["name"]: n["embedder"] for n in ns}["support"] == "local:all-MiniLM-L6-v2"
+        # a misnamed local model is a clear error and writes nothing
+        settings.memory.namespaces["support"].embedder = "local:no-such-model"
+        r = c.post("/api/v1/memory/memories", json={"text": "lost"}, headers=support)
+        assert r.status_code >= 400 and "local:no-such-model" in r.json()["error"]["message"]
+        listed = c.get("/api/v1/memory/namespaces/support/memories", headers=support).json()
+        assert "lost" not in [m["text"] for m in listed["items"]]

@@ -171,3 +171,72 @@ def test_workers_report_the_whole_replica_whichever_answers(workers_env: LLMEnv)
                 ledger_cost_nusd(env.engine) / USD
             )
             assert total(text, "tether_ledger_exporter") == 1
+
+
+def test_drift_and_cost_alerts_are_exported_once_across_replicas(
+    tmp_path: Path, db_url: str, db: Engine
+) -> None:
+    from tether.store.alerts import AlertDraft, acknowledge, raise_alert
+
+    now = datetime.now(UTC)
+    hour = timedelta(hours=1)
+    drift = raise_alert(db, AlertDraft(
+        kind="drift", dedup_key="drift:support", subject="agent support", message="drifted",
+        agent="support", bucket_at=now, detail={"moved": ["sequences", "cost"]}),
+        now=now, cooldown=hour)  # fmt: skip
+    assert drift.new
+    raise_alert(db, AlertDraft(
+        kind="drift", dedup_key="drift:support", subject="agent support", message="again",
+        agent="support", bucket_at=now + hour, detail={"moved": ["sequences"]}),
+        now=now + timedelta(minutes=5), cooldown=hour)  # fmt: skip
+    cost = raise_alert(db, AlertDraft(
+        kind="cost_anomaly", dedup_key="cost:hour:user:alice", subject="user alice",
+        message="spike", bucket_at=now, value_nusd=3 * USD, expected_nusd=USD,
+        high_nusd=2 * USD, detail={"granularity": "hour", "dimension": "user", "key": "alice"}),
+        now=now, cooldown=hour)  # fmt: skip
+    old = raise_alert(db, AlertDraft(
+        kind="cost_anomaly", dedup_key="cost:day:user:bob", subject="user bob",
+        message="spike", bucket_at=now, value_nusd=USD, expected_nusd=USD // 10,
+        high_nusd=USD // 5, detail={"granularity": "day", "dimension": "user", "key": "bob"}),
+        now=now, cooldown=hour)  # fmt: skip
+    acknowledge(db, old.alert.id, by="ops", note=None, now=now)
+    _, secret = create_key(db, scopes="read", name="prometheus")
+    auth = {"authorization": f"Bearer {secret}"}
+    with _replica(tmp_path, db_url, db, "a") as a, _replica(tmp_path, db_url, db, "b") as b:
+        text_a = a.get("/metrics", headers=auth).text
+        text_b = b.get("/metrics", headers=auth).text
+    assert "tether_alerts{" not in text_b and "tether_drift_moved" not in text_b
+    assert value(text_a, "tether_alerts", kind="drift", agent="support", status="open") == 1
+    assert value(text_a, "tether_alerts", kind="cost_anomaly", agent="",
+                 status="acknowledged") == 1  # fmt: skip
+    assert value(text_a, "tether_alert_occurrences_total", kind="drift", agent="support") == 2
+    assert value(text_a, "tether_drift_moved", agent="support", metric="sequences") == 1
+    assert value(text_a, "tether_drift_moved", agent="support", metric="cost") == 1
+    alice = {"granularity": "hour", "dimension": "user", "key": "alice"}
+    assert value(text_a, "tether_cost_anomaly_spend_usd", **alice) == 3
+    assert value(text_a, "tether_cost_anomaly_expected_usd", **alice) == 1
+    assert value(text_a, "tether_cost_anomaly_high_usd", **alice) == 2
+    # an acknowledged anomaly is no longer exported as open
+    assert value(text_a, "tether_cost_anomaly_spend_usd", granularity="day", dimension="user",
+                 key="bob") is None  # fmt: skip
+    assert cost.notify
+
+
+def test_key_age_and_expiry_are_exported_for_usable_keys(
+    tmp_path: Path, db_url: str, db: Engine
+) -> None:
+    now = datetime.now(UTC)
+    _, secret = create_key(db, scopes="read", name="scraper")
+    create_key(db, scopes="read", name="monthly", expires_in=timedelta(days=30))
+    create_key(db, scopes="read", name="lapsed", now=now - timedelta(days=2),
+               expires_in=timedelta(days=1))  # fmt: skip
+    with _replica(tmp_path, db_url, db, "a") as a:
+        text = a.get("/metrics", headers={"authorization": f"Bearer {secret}"}).text
+    ages = [line for line in text.splitlines() if line.startswith("tether_api_key_age_seconds{")]
+    left = [line for line in text.splitlines()
+            if line.startswith("tether_api_key_expires_in_seconds{")]  # fmt: skip
+    assert any('name="monthly"' in x for x in ages) and any('name="scraper"' in x for x in ages)
+    assert not any('name="lapsed"' in x for x in ages)  # expired: no longer a usable key
+    [monthly] = left
+    assert 'name="monthly"' in monthly
+    assert 29 * 86400 < float(monthly.rsplit(" ", 1)[1]) <= 30 * 86400

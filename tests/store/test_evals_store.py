@@ -8,16 +8,17 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
-from tether.core.assertions import Result
-from tether.core.errors import ConflictError
+from tests.store.evals_seed import insert_runs, start_rollout
+from tether.core.assertions import Observed, Result
+from tether.core.errors import BadRequestError, ConflictError
 from tether.core.eval_suite import parse_suite
 from tether.core.evals import GateCriteria, gate
 from tether.core.records import SpanRecord
 from tether.store import evals as store
 from tether.store import gates, rollouts
-from tether.store.ingest import write_spans
+from tether.store.ingest import set_run_status, write_spans
 from tether.store.tables import approvals, audit_log, runs
 
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
@@ -111,30 +112,47 @@ def test_an_attempt_is_a_tagged_run_observed_from_its_spans(db: Engine) -> None:
                 expires_at=NOW,
             )
         )
-    store.end_run(db, "run_e1", ok=True, output="done", error=None, now=NOW + timedelta(seconds=4))
-    obs = store.observe(db, "run_e1", NOW)
+    seen = []
+
+    def check(obs: Observed) -> list[Result]:
+        seen.append(obs)
+        return [Result("looked up", "tool_called", True, "ok")]
+
+    ev = store.get_eval(db, "eval_1")
+    with pytest.raises(BadRequestError):  # a run id that is not the attempt's
+        store.complete_attempt(
+            db, ev, "t1", 0, ok=True, output="done", error=None, agent_ms=1.0, check=check,
+            run_id="run_other", now=NOW,
+        )  # fmt: skip
+    with pytest.raises(BadRequestError):  # a "judge" run of the agent itself
+        store.complete_attempt(
+            db, ev, "t1", 0, ok=True, output="done", error=None, agent_ms=1.0, check=check,
+            judge_run_ids=["run_e1"], now=NOW,
+        )  # fmt: skip
+    seen.clear()
+    row = store.complete_attempt(
+        db,
+        ev,
+        "t1",
+        0,
+        ok=True,
+        output="done",
+        error=None,
+        agent_ms=12.0,
+        check=check,
+        run_id="run_e1",
+        now=NOW + timedelta(seconds=4),
+    )
+    (obs,) = seen
     assert [c.name for c in obs.tool_calls] == ["crm.lookup", "mail.send"]
     assert obs.tool_calls[0].arguments == {"order_id": "1"}
     assert (obs.policy_denials, obs.budget_refusals, obs.pending_approvals) == (1, 1, 1)
     assert obs.status == "succeeded" and obs.output == "done" and obs.duration_s == 4.0
-    res = [Result("looked up", "tool_called", True, "ok")]
-    row = store.finish_attempt(
-        db,
-        "eval_1",
-        "t1",
-        0,
-        results=res,
-        obs=obs,
-        judge_cost_nusd=7,
-        agent_ms=12.0,
-        error=None,
-        now=NOW + timedelta(seconds=5),
-    )
     assert row["passed"] is True and row["tools"] == ["crm.lookup", "mail.send"]
     with pytest.raises(ConflictError):
         store.start_attempt(db, "eval_1", "t1", 0, "run_e2", NOW)
     ev = store.get_eval(db, "eval_1")
-    assert (ev["attempts_done"], ev["attempts_passed"], ev["judge_cost_nusd"]) == (1, 1, 7)
+    assert (ev["attempts_done"], ev["attempts_passed"], ev["judge_cost_nusd"]) == (1, 1, 0)
     (att,) = store.core_attempts(store.attempt_rows(db, "eval_1"))
     assert att.passed and att.assertions == ("looked up",)
     v = gate([att], GateCriteria(min_success=0.85))
@@ -152,47 +170,23 @@ def test_an_attempt_is_a_tagged_run_observed_from_its_spans(db: Engine) -> None:
     assert gates.last_per_agent(db)["bot"]["id"] == "gate_1"
 
 
-def _run(db: Engine, rid: str, version: str, status: str, cost: int, at: datetime) -> None:
+def _run(
+    db: Engine, rid: str, version: str, status: str, cost: int, at: datetime,
+    updated: datetime | None = None,
+) -> None:  # fmt: skip
+    insert_runs(db, [dict(id=rid, agent="bot", version=version, status=status, started_at=at,
+                          cost_nusd=cost, updated_at=updated or at)])  # fmt: skip
+
+
+def set_status(db: Engine, run_id: str, status: str, now: datetime) -> None:
     with db.begin() as conn:
-        conn.execute(
-            insert(runs).values(
-                id=rid,
-                agent="bot",
-                version=version,
-                status=status,
-                started_at=at,
-                updated_at=at,
-                cost_nusd=cost,
-            )
-        )
+        set_run_status(conn, run_id, status, now=now)
 
 
 def test_rollout_arms_transitions_and_audit(db: Engine) -> None:
-    ro = rollouts.start(
-        db,
-        rollout_id="ro_1",
-        agent="bot",
-        baseline="v1",
-        candidate="v2",
-        percent=10,
-        rule_source="",
-        rule_file=None,
-        actor="t",
-        now=NOW,
-    )
+    ro = start_rollout(db, "ro_1", now=NOW)
     with pytest.raises(ConflictError):
-        rollouts.start(
-            db,
-            rollout_id="ro_2",
-            agent="bot",
-            baseline="v1",
-            candidate="v3",
-            percent=10,
-            rule_source="",
-            rule_file=None,
-            actor="t",
-            now=NOW,
-        )
+        start_rollout(db, "ro_2", candidate="v3", now=NOW)
     later = NOW + timedelta(minutes=1)
     _run(db, "r_old", "v2", "succeeded", 1, NOW - timedelta(days=1))  # before the rollout
     _run(db, "r1", "v1", "succeeded", 10, later)
@@ -203,10 +197,15 @@ def test_rollout_arms_transitions_and_audit(db: Engine) -> None:
     _run(db, "r6", "v2", "running", 5, later)  # not finished: not counted
     write_spans(
         db,
-        [_span("r3", 1, status="error", error="tether denied crm.x: no")],
+        [
+            # a violation is the gateways' structured decision, whatever the error's text
+            _span("r3", 1, status="error", error="no", attributes={"tether.decision":
+                                                                  {"decision": "deny"}}),
+            _span("r1", 2, status="error", error="tether denied crm.x: looks like a denial"),
+        ],
         now=NOW,
         source="gateway",
-    )
+    )  # fmt: skip
     arms = rollouts.arms(db, ro, target_nusd=50)
     assert (arms["v1"].tasks, arms["v1"].successes, arms["v1"].errors) == (2, 1, 1)
     c = arms["v2"]
@@ -230,3 +229,34 @@ def test_rollout_arms_transitions_and_audit(db: Engine) -> None:
     rollouts.register_endpoint(db, "bot", "v2", "http://127.0.0.1:9/agent2", NOW)
     assert rollouts.endpoint_for(db, "bot", "v2") == "http://127.0.0.1:9/agent2"
     assert rollouts.endpoint_for(db, "bot", "v9") is None
+
+
+def test_incremental_arms_equal_a_full_read_through_late_writes(db: Engine) -> None:
+    ro = start_rollout(db, "ro_inc", now=NOW)
+    cache = rollouts.ArmsCache()
+    at = [NOW + timedelta(minutes=m) for m in range(10)]
+
+    def both(now: datetime) -> dict[str, rollouts.Arm]:
+        whole = rollouts.arms(db, ro, target_nusd=50)
+        assert cache.arms(db, ro, 50, now) == whole
+        return whole
+
+    _run(db, "i1", "v1", "succeeded", 10, at[0])
+    _run(db, "i2", "v2", "running", 10, at[1])  # open: the count stops before it
+    _run(db, "i3", "v2", "succeeded", 10, at[2])
+    assert both(at[9] + timedelta(hours=1))["v2"].tasks == 1
+    assert cache.entries  # counted up to the open run
+    set_status(db, "i2", "killed", at[9] + timedelta(hours=1, minutes=1))
+    assert both(at[9] + timedelta(hours=2))["v2"].kills == 1
+    # a run that arrives late with an old start, and a late cost on a counted run
+    late = NOW + timedelta(hours=3)
+    _run(db, "i0", "v1", "failed", 10, at[0] + timedelta(seconds=30), updated=late)
+    with db.begin() as conn:
+        conn.execute(update(runs).where(runs.c.id == "i1").values(
+            cost_nusd=99, updated_at=NOW + timedelta(hours=3)))  # fmt: skip
+    arms = both(NOW + timedelta(hours=4))
+    assert (arms["v1"].tasks, arms["v1"].successes, arms["v1"].errors) == (2, 0, 1)
+    write_spans(db, [_span("i3", 9, status="error", error="x",
+                           attributes={"tether.outcome": "policy_denied"})],
+                now=NOW + timedelta(hours=5), source="gateway")  # fmt: skip
+    assert both(NOW + timedelta(hours=6))["v2"].policy_violations == 1

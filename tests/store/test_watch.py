@@ -236,3 +236,89 @@ def test_durations_parse_or_name_the_option() -> None:
         parse_span("7 days", "baseline")
     with pytest.raises(BadRequestError):
         parse_span("0d", "window")
+
+
+def test_two_checkers_at_once_raise_and_notify_each_alert_once(db_url: str) -> None:
+    """Two replicas on one database: the same alert raised by both at the same moment, many
+    times over, is stored once and notified once."""
+    import threading
+
+    from tether.store.engine import make_engine
+    from tether.store.migrate import upgrade
+
+    engines = [make_engine(db_url, pool_size=3) for _ in range(2)]
+    upgrade(engines[0])
+    rounds, notified = 25, []
+    try:
+        for i in range(rounds):
+            draft = AlertDraft(kind="cost_anomaly", dedup_key=f"cost:hour:user:u{i}",
+                               subject=f"user u{i}", message="m", bucket_at=NOW)  # fmt: skip
+            barrier = threading.Barrier(2)
+            out: list[bool] = []
+
+            def check(
+                engine: Engine,
+                draft: AlertDraft = draft,
+                barrier: threading.Barrier = barrier,
+                out: list[bool] = out,
+            ) -> None:
+                barrier.wait(timeout=60)
+                out.append(raise_alert(engine, draft, now=NOW, cooldown=timedelta(hours=1)).notify)
+
+            threads = [threading.Thread(target=check, args=(e,)) for e in engines]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+            notified.append(sum(out))
+        items, _ = list_alerts(engines[0], limit=500)
+        assert len(items) == rounds
+        assert notified == [1] * rounds
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+def test_two_cost_passes_at_once_alert_a_spike_once(db_url: str) -> None:
+    import threading
+
+    from tether.store.engine import make_engine
+    from tether.store.migrate import upgrade
+
+    engines = [make_engine(db_url, pool_size=3) for _ in range(2)]
+    upgrade(engines[0])
+    try:
+        rng = random.Random(7)
+        runs = list(steady_runs(rng, NOW - timedelta(days=21), NOW - timedelta(hours=1),
+                                runs_per_hour=3, agent="support", version="v1", users=USERS,
+                                behaviour=SUPPORT_V1))  # fmt: skip
+        spike = [run_spans(rng, NOW - timedelta(hours=1) + timedelta(minutes=2 * i),
+                           agent="support", version="v1", user="alice", behaviour=SUPPORT_V1,
+                           cost_factor=3.0) for i in range(12)]  # fmt: skip
+        _write(engines[0], runs + spike)
+        barrier = threading.Barrier(2)
+        raised: list[list] = []  # type: ignore[type-arg]
+        errors: list[BaseException] = []
+
+        def check(engine: Engine) -> None:
+            try:
+                barrier.wait(timeout=60)
+                raised.append(cost_pass(engine, now=NOW, config=WatchConfig()))
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=check, args=(e,)) for e in engines]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert not errors, errors
+        sent = [r.alert.dedup_key for batch in raised for r in batch if r.notify]
+        assert any(k.endswith(":user:alice") for k in sent)
+        assert len(sent) == len(set(sent)), sent
+        items, _ = list_alerts(engines[0], limit=500)
+        keys = [(a.dedup_key, a.bucket_at) for a in items]
+        assert len(keys) == len(set(keys)), keys
+    finally:
+        for e in engines:
+            e.dispose()

@@ -10,18 +10,16 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
+from tests.store.evals_seed import insert_runs, record_eval, start_rollout
 from tests.ui.test_console import csrf_of, login
 from tether.config import load_settings
-from tether.core.assertions import Result
-from tether.core.eval_suite import parse_suite
 from tether.core.evals import GateCriteria, gate
 from tether.server.app import create_app
 from tether.store import evals as eval_store
 from tether.store import gates, rollouts
 from tether.store.keys import create_key
-from tether.store.tables import runs
 
 SUITE = """\
 suite: refunds
@@ -33,45 +31,11 @@ tasks:
 """
 
 
-def _eval(db: Engine, eval_id: str, version: str, outputs: dict[str, str]) -> None:
-    now = datetime.now(UTC)
-    eval_store.create_eval(
-        db,
-        eval_id=eval_id,
-        suite=parse_suite(SUITE),
-        source=SUITE,
-        version=version,
-        repeats=2,
-        target_cost_nusd=None,
-        actor="t",
-        now=now,
-    )
-    for task, out in outputs.items():
-        for i in range(2):
-            run_id = f"run_{eval_id}_{task}_{i}"
-            eval_store.start_attempt(db, eval_id, task, i, run_id, now)
-            eval_store.end_run(db, run_id, ok=True, output=out, error=None, now=now)
-            obs = eval_store.observe(db, run_id, now)
-            ok = "hi" in out
-            eval_store.finish_attempt(
-                db,
-                eval_id,
-                task,
-                i,
-                now=now,
-                obs=obs,
-                judge_cost_nusd=0,
-                agent_ms=1.0,
-                error=None,
-                results=[Result("said hi", "output_contains", ok, "x")],
-            )
-
-
 @pytest.fixture
 def env(db: Engine, tmp_path: Path) -> Iterator[tuple[TestClient, Engine, dict[str, str]]]:
     settings = load_settings(home=tmp_path / "home", database_url=str(db.url))
-    _eval(db, "eval_a000000001", "v1", {"t1": "hi", "t2": "hi"})
-    _eval(db, "eval_b000000001", "v2", {"t1": "hi", "t2": "nope"})
+    record_eval(db, "eval_a000000001", SUITE, "v1", {"t1": "hi", "t2": "hi"})
+    record_eval(db, "eval_b000000001", SUITE, "v2", {"t1": "hi", "t2": "nope"})
     cand = eval_store.core_attempts(eval_store.attempt_rows(db, "eval_b000000001"))
     base = eval_store.core_attempts(eval_store.attempt_rows(db, "eval_a000000001"))
     crit = GateCriteria(min_success=0.9)
@@ -85,35 +49,16 @@ def env(db: Engine, tmp_path: Path) -> Iterator[tuple[TestClient, Engine, dict[s
         actor="t",
         now=datetime.now(UTC),
     )
-    rollouts.start(
-        db,
-        rollout_id="ro_c000000001",
-        agent="bot",
-        baseline="v1",
-        candidate="v2",
-        percent=10,
-        rule_source="",
-        rule_file=None,
-        actor="t",
-        now=datetime.now(UTC),
-    )
+    start_rollout(db, "ro_c000000001")
     now = datetime.now(UTC)
-    with db.begin() as conn:
-        conn.execute(
-            insert(runs),
-            [
-                {
-                    "id": f"run_r{i}",
-                    "agent": "bot",
-                    "version": "v2",
-                    "status": "succeeded",
-                    "started_at": now,
-                    "updated_at": now,
-                    "cost_nusd": 10,
-                }
-                for i in range(3)
-            ],
-        )
+    insert_runs(
+        db,
+        (
+            {"id": f"run_r{i}", "agent": "bot", "version": "v2", "status": "succeeded",
+             "started_at": now, "cost_nusd": 10}
+            for i in range(3)
+        ),
+    )  # fmt: skip
     keys = {s: create_key(db, scopes=s, name=s)[1] for s in ("admin", "read")}
     with TestClient(create_app(settings, engine=db), follow_redirects=False) as client:
         yield client, db, keys

@@ -20,6 +20,7 @@ SERVER_PACKAGES = frozenset(
         "mcp_types",
         "numpy",
         "openai",
+        "orjson",
         "psycopg",
         "redis",
         "rich",

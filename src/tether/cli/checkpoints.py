@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from tether.cli.client import Backend, Local, opened
 from tether.cli.output import DB_OPTION, console, errors, fail, print_json
+
+if TYPE_CHECKING:  # Rich is imported where a table is drawn: `--json` never loads it
+    from rich.table import Table
 
 MAX_CELL = 60
 
@@ -31,6 +32,9 @@ def changes(c: dict[str, Any]) -> str:
 
 
 def timeline_table(items: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(header_style="bold")
     for name in ("step", "node", "checkpoint", "changed", "pending", "at"):
         table.add_column(name, no_wrap=name in ("step", "checkpoint", "at"))

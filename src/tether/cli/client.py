@@ -12,11 +12,13 @@ Read commands never create or migrate a database: a missing or unmigrated local 
 error naming the command to run. Only the writes that can come before the first `tether serve`
 (`keys create`, `policy apply`) create and migrate a local store (`create=True`).
 
-The remote path imports httpx alone; the store is imported when a local backend opens it.
+The remote path imports httpx alone (not even the settings model when TETHER_URL decides it);
+the store is imported when a local backend opens it.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from tether.config import Settings, load_settings
+from tether.config import load_settings, remote_target
 from tether.core.errors import ERROR_TYPES, AuthenticationError, TetherError, UpstreamError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+    from tether.config import Settings
 
 _BY_TYPE = {cls.type: cls for cls in ERROR_TYPES}
 
@@ -41,8 +45,13 @@ class Remote:
     ) -> None:
         self.where = url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        verify: ssl.SSLContext | bool = True
+        if self.where.startswith("http://"):
+            # Plain HTTP needs no CA bundle, and loading one costs more than the whole call. This
+            # context still verifies, trusting no CA: TLS could never pass here unchecked.
+            verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self.http = httpx.Client(base_url=self.where, headers=headers, timeout=30.0,
-                                 transport=transport)  # fmt: skip
+                                 transport=transport, verify=verify)  # fmt: skip
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         """One call; `path` is under the server root (`/api/v1/...`). Errors as TetherErrors."""
@@ -52,7 +61,7 @@ class Remote:
             raise _unreachable(self.where, exc) from None
         if resp.status_code >= 400:
             raise error_from_response(resp)
-        return resp.json()
+        return None if resp.status_code == 204 else resp.json()
 
     def lines(self, path: str) -> Iterator[str]:
         """The non-empty lines of a streamed response (JSON lines exports)."""
@@ -97,6 +106,8 @@ Backend = Remote | Local
 
 def backend(database_url: str | None = None, *, create: bool = False) -> Backend:
     """The backend of the precedence above (see the module docstring)."""
+    if database_url is None and (target := remote_target()) is not None:
+        return Remote(target.url, target.api_key)  # the environment decides: no settings model
     settings = load_settings(database_url=database_url)
     if database_url is None and settings.url:
         return Remote(settings.url, settings.api_key)

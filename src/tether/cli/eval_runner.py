@@ -6,6 +6,7 @@ and let the server check the assertions over what the gateways recorded. Attempt
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ def _external(
 def _one(
     api: Api, adapter: Adapter, suite: SuiteModel, task: TaskModel, attempt: int, ev: dict[str, Any]
 ) -> dict[str, Any]:
+    t0 = time.perf_counter()
     started = api.call(
         "POST", f"/api/v1/evals/{ev['id']}/attempts", json={"task_id": task.id, "attempt": attempt}
     )
@@ -108,10 +110,14 @@ def _one(
         "agent_ms": result.agent_ms,
         "external": external,
         "judge_run_ids": judge_runs,
+        "run_id": started["run_id"],
     }
     done: dict[str, Any] = api.call(
         "POST", f"/api/v1/evals/{ev['id']}/attempts/{task.id}/{attempt}/finish", json=body
     )
+    # the attempt as the runner saw it, start request to checked answer (tether's overhead is
+    # this less the agent's own time)
+    done["wall_ms"] = (time.perf_counter() - t0) * 1000
     return done
 
 

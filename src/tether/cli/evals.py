@@ -278,7 +278,8 @@ def compare_cmd(
     for c in d["comparisons"]:
         console.print(
             f"  {c['metric']}: B worse in {c['worse']}, better in {c['better']} of "
-            f"{c['pairs']} pairs (McNemar p={c['p_value']:.3g}, Holm {c['p_holm']:.3g})",
+            f"{c['pairs']} pairs over {c.get('tasks', 0)} tasks (paired sign-flip "
+            f"p={c['p_value']:.3g}, Holm {c['p_holm']:.3g})",
             highlight=False,
         )
     console.print(

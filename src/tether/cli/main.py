@@ -22,6 +22,7 @@ COMMANDS: Lazy = {
     "keys": ("tether.cli.keys", "API keys: create, list, revoke."),
     "policy": ("tether.cli.policy", "Boundary policies: check, apply, show."),
     "tools": ("tether.cli.tools", "The tool registry: tags, pins and rug-pull approvals."),
+    "lists": ("tether.cli.lists", "Named lists in the registry: contacts, payees, domains."),
     "approvals": ("tether.cli.approvals", "Held tool calls waiting for a person."),
     "drift": (
         "tether.cli.watch",
@@ -79,6 +80,9 @@ def version() -> None:
 
 def main() -> None:
     """Entry point: TetherErrors become one-line messages (exit 2 for config, 1 otherwise)."""
+    # httpx imports its own command line (click, Rich, Pygments: about half of its import time)
+    # unless that import fails; tether never runs httpx's CLI, so this process skips it.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     try:
         app()
     except ConfigError as exc:

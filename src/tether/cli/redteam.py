@@ -15,17 +15,18 @@ import yaml
 from tether.cli.output import DB_OPTION, console, errors, print_json
 from tether.core.errors import BadRequestError
 
-ADAPTERS = ("obedient", "careful")
-
 
 def _agent_for(adapter: str) -> Any:
+    """A scripted agent by name, else an eval adapter spec: a command, an http(s) URL or
+    module:function (the agent as deployed, reached as `tether eval run --agent` reaches it)."""
     from tether.redteam.agents import AGENTS
 
-    if adapter not in AGENTS:
-        raise BadRequestError(
-            f"unknown adapter {adapter!r}; use {', '.join(sorted(AGENTS))} (the scripted agents)"
-        )
-    return AGENTS[adapter]()
+    if adapter in AGENTS:
+        return AGENTS[adapter]()
+    from tether.cli.eval_adapters import make_adapter
+    from tether.cli.redteam_adapter import AdapterAgent
+
+    return AdapterAgent(make_adapter(adapter))
 
 
 def _packs(text: str) -> list[str]:
@@ -42,6 +43,7 @@ def _packs(text: str) -> list[str]:
 def run_redteam(
     agent: str, adapter: str, packs: list[str], repeat: int, per_domain: int,
     *, url: str | None, agent_key: str | None, admin_key: str | None, policy: Path | None,
+    attacker_model: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Runs the packs and returns the report (also stored on the server it ran against)."""
     from tether.redteam import report
@@ -52,6 +54,9 @@ def run_redteam(
 
     chosen = scenarios(packs, per_domain=per_domain, benign_per_domain=per_domain)
     bot = _agent_for(adapter)
+    if policy is not None and attacker_model:
+        raise BadRequestError("--attacker-model needs the agent as deployed (TETHER_URL): the "
+                              "local --policy world has no LLM provider")  # fmt: skip
     if policy is not None:
         source = policy.read_text(encoding="utf-8")
         if (yaml.safe_load(source) or {}).get("agent") != agent:
@@ -68,8 +73,16 @@ def run_redteam(
         raise BadRequestError("give --policy FILE (a local run), or TETHER_URL with an admin "
                               "TETHER_API_KEY and --agent-key (the agent as deployed)")  # fmt: skip
     target = Target(url, agent_key, admin_key)
+    attacker = None
+    if attacker_model:
+        from tether.cli.redteam_attacker import LLMAttacker
+
+        attacker = LLMAttacker(target, attacker_model)
+        chosen = attacker.craft(chosen)
     attempts = run_all(target, bot, chosen, repeat=repeat)
     built = report.build(attempts, agent=agent)
+    if attacker is not None:
+        built["attacker"] = attacker.report()
     stored = target.api("POST", "/redteam/reports", json=built)
     if stored.status_code != 201:
         raise BadRequestError(f"the server did not store the report: {stored.text[:200]}")
@@ -83,7 +96,12 @@ def register(app: typer.Typer) -> None:
     @group.command("run")
     def run_cmd(
         agent: str = typer.Option(..., "--agent", help="The agent under test."),
-        adapter: str = typer.Option("obedient", "--adapter", help="obedient | careful"),
+        adapter: str = typer.Option(
+            "obedient",
+            "--adapter",
+            help="obedient | careful (scripted), or the agent: a command, an http(s) URL or "
+            "module:function",
+        ),
         packs: str = typer.Option(
             "injection,indirect,boundary,exhaustion,tool-poisoning",
             "--packs",
@@ -95,6 +113,11 @@ def register(app: typer.Typer) -> None:
         ),
         policy: Path = typer.Option(None, "--policy", help="Run locally with this policy."),
         agent_key: str = typer.Option(None, "--agent-key", help="The agent's key (remote)."),
+        attacker_model: str = typer.Option(
+            None,
+            "--attacker-model",
+            help="Write the direct attacks with this model, through tether's LLM gateway.",
+        ),
         output: Path = typer.Option(
             None, "--output", "-o", help="Write report.json and report.md into this folder."
         ),
@@ -108,7 +131,8 @@ def register(app: typer.Typer) -> None:
             settings = load_settings()
             built = run_redteam(agent, adapter, _packs(packs), repeat, per_domain,
                                 url=settings.url, agent_key=agent_key,
-                                admin_key=settings.api_key, policy=policy)  # fmt: skip
+                                admin_key=settings.api_key, policy=policy,
+                                attacker_model=attacker_model)  # fmt: skip
         text = report.markdown(built)
         if output is not None:
             import json

@@ -8,8 +8,6 @@ import os
 from typing import Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from tether.cli.client import Backend, Local, opened
 from tether.cli.output import DB_OPTION, console, errors, print_json
@@ -81,6 +79,9 @@ def register(runs: typer.Typer) -> None:
         if not recorded:
             console.print(f"run {run_id} has no recorded steps", highlight=False)
             return
+        from rich.table import Table  # here: `--json` never loads Rich
+        from rich.text import Text
+
         if compared is None:
             table = Table(header_style="bold")
             for col in ("#", "kind", "name", "input", "output"):

@@ -1,24 +1,34 @@
-"""`tether serve`: migrate the database, then run the server with uvicorn."""
+"""`tether serve`: migrate the database, then run the server with uvicorn.
+
+The socket listens first: `/healthz` answers while the server's modules load and the database
+is migrated behind it (server/starting.py), and `/readyz` says when all of that is done.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from tether.cli.output import console, fail
+from tether.cli.output import console, err_console, fail
 from tether.config import Settings, load_settings
-from tether.server.auth import is_loopback
-from tether.store import keys as key_store
-from tether.store.engine import make_engine
-from tether.store.migrate import upgrade
+from tether.core.loopback import is_loopback
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 
 def prepare(settings: Settings) -> None:
     """Migrates, and refuses a non-loopback bind while no API key exists."""
+    from tether.store import keys as key_store
+    from tether.store.engine import make_engine
+    from tether.store.migrate import upgrade
+
     engine = make_engine(settings.db_url)
     try:
         upgrade(engine)
@@ -32,12 +42,26 @@ def prepare(settings: Settings) -> None:
         engine.dispose()
 
 
+def build_app(settings: Settings, *, migrate: bool) -> ASGIApp:
+    """The real app (what server/starting.py builds behind the listening socket)."""
+    if migrate:
+        prepare(settings)
+    from tether.server.app import create_app
+
+    return create_app(settings)
+
+
 def run_server(settings: Settings, *, workers: int = 1) -> None:
     import uvicorn
 
-    from tether.server.app import create_app
+    from tether.server.starting import Starting
 
-    prepare(settings)
+    # A bind beyond loopback is refused before listening while no key exists: that check
+    # needs the migrated database, so such a start migrates first.
+    migrated = not is_loopback(settings.host)
+    if migrated or workers > 1:
+        prepare(settings)
+        migrated = True
     console.print(
         f"[bold]tether[/] listening on http://{settings.host}:{settings.port}  "
         f"(database: {_describe(settings.db_url)})",
@@ -59,13 +83,20 @@ def run_server(settings: Settings, *, workers: int = 1) -> None:
             factory=False,
         )
         return
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-    )
+    app = Starting(lambda: build_app(settings, migrate=not migrated))
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                            log_level=settings.log_level, access_log=False)  # fmt: skip
+    server = uvicorn.Server(config)
+
+    def stop(exc: Exception) -> None:
+        server.should_exit = True
+
+    app.on_failure = stop
+    server.run()
+    if app.failure is not None:
+        message = getattr(app.failure, "message", None) or repr(app.failure)
+        err_console.print(f"[bold red]error:[/] tether failed to start: {message}", highlight=False)
+        sys.exit(1)
 
 
 def _share_metrics(settings: Settings) -> None:

@@ -68,6 +68,8 @@ def register(app: typer.Typer) -> None:
             console.print(f"[bold]{key}[/]: {tool[key] if tool[key] is not None else '-'}",
                           highlight=False)  # fmt: skip
         console.print(f"[bold]tags[/]: {', '.join(tool['tags']) or '-'}", highlight=False)
+        console.print(f"[bold]systems[/]: {', '.join(tool.get('systems') or []) or '-'}",
+                      highlight=False)  # fmt: skip
         console.print(f"[bold]description[/]: {tool['description'] or '-'}", highlight=False)
         if tool.get("diff"):
             console.print(tool["diff"], highlight=False, markup=False)

@@ -235,6 +235,40 @@ class WindowStats:
 
 DISTRIBUTIONS: tuple[Metric, ...] = ("cost", "tokens", "llm_calls", "latency")
 
+# ---------------------------------------------------------------- value bins
+# The store keeps per-hour histograms over bins rather than one row per run: exact below
+# BIN_EXACT (small integers: LLM calls, short latencies), then geometric bins BIN_RATIO wide.
+# Bins are monotone in the value, so Mann-Whitney's ranks only gain ties within a bin.
+BIN_EXACT = 64
+BIN_RATIO = 1.03
+_LOG_RATIO = math.log(BIN_RATIO)
+
+
+def value_bin(value: float) -> int:
+    """The bin of a non-negative value (negative values share bin 0)."""
+    if value < BIN_EXACT:
+        return max(0, int(value))
+    return BIN_EXACT + int(math.log(value / BIN_EXACT) / _LOG_RATIO)
+
+
+def bin_value(index: int) -> float:
+    """A bin's representative value: the integer itself, or the geometric middle."""
+    if index < BIN_EXACT:
+        return float(index)
+    return float(BIN_EXACT * BIN_RATIO ** (index - BIN_EXACT + 0.5))
+
+
+def binned(stats: WindowStats) -> WindowStats:
+    """`stats` with every distribution value replaced by its bin's representative, as the
+    store's histograms hold them."""
+    values: dict[str, Counter[float]] = {}
+    for metric, hist in stats.values.items():
+        out: Counter[float] = Counter()
+        for v, n in hist.items():
+            out[bin_value(value_bin(v))] += n
+        values[metric] = out
+    return WindowStats(stats.sequences, stats.finished, stats.at_target, values)
+
 
 def _value(metric: Metric, r: RunSample) -> float | None:
     if metric == "cost":

@@ -61,7 +61,7 @@ def compare_evals(
     alpha: float = 0.05,
 ) -> EvalDiff:
     """A task regressed when its rate of success at target cost fell from A to B (improved when
-    it rose); the paired McNemar of the gate is reported for the whole eval."""
+    it rose); the paired sign-flip test of the gate is reported for the whole eval."""
     a_paths, b_paths = a_paths or {}, b_paths or {}
     by_a: dict[str, list[Attempt]] = {}
     by_b: dict[str, list[Attempt]] = {}

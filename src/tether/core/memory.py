@@ -33,6 +33,20 @@ def check_namespace(name: str) -> str:
     return name
 
 
+def check_embedder(value: str | None) -> str | None:
+    """An embedder setting: `gateway:MODEL`, `local:MODEL` (a name or a directory) or `client`."""
+    if value is None or value == "client":
+        return value
+    kind, sep, model = value.partition(":")
+    if kind in ("gateway", "local") and sep and model.strip():
+        return value
+    raise ValueError(
+        f"embedder {value!r} is not one tether knows: use gateway:MODEL (through tether's LLM "
+        "gateway), local:MODEL (e.g. local:all-MiniLM-L6-v2 or local:/path/to/model) or client "
+        "(callers send vectors)"
+    )
+
+
 @dataclass(frozen=True)
 class Grant:
     """A namespace beyond its own that an agent may read or write."""

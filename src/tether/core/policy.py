@@ -4,6 +4,7 @@ call and the run's state, `decide` says allow, deny, approval_required or rate_l
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import math
 import re
@@ -153,6 +154,8 @@ class DecisionRequest:
     untrusted: tuple[Finding, ...] = ()
     # named lists beyond the policy's own (e.g. the registry's contacts); the policy's win
     lists: Mapping[str, frozenset[str]] | None = None
+    # the systems the tool touches (the registry's, else its server's name), for `systems:`
+    systems: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,8 @@ class Policy:
     sha256: str
     document: dict[str, Any] = field(repr=False)
     lists: Mapping[str, frozenset[str]] = field(repr=False, default_factory=dict)
+    # the policy's name for a list -> the registry list holding its entries (`tether lists`)
+    registry_lists: Mapping[str, str] = field(repr=False, default_factory=dict)
     _matcher: re.Pattern[str] | None = field(repr=False, default=None)
     _models: re.Pattern[str] | None = field(repr=False, default=None)
 
@@ -219,6 +224,7 @@ class Policy:
 
     @classmethod
     def from_model(cls, m: PolicyModel, source: str) -> Policy:
+        refs = {n: ref.registry for n, ref in m.lists.items() if not isinstance(ref, list)}
         rules = []
         for i, t in enumerate(m.tools):
             rate = None
@@ -227,7 +233,7 @@ class Policy:
                 rate = RateLimit(count, window, t.rate_limit)
             conditions: list[Condition] = []
             for arg, cond in (t.when or {}).items():
-                conditions.extend(compile_conditions(arg, cond))
+                conditions.extend(compile_conditions(arg, cond, refs))
             rules.append(
                 ToolRule(
                     i, t.match, t.allow, t.approval == "required", rate, frozenset(t.tags),
@@ -282,7 +288,12 @@ class Policy:
             source=source,
             sha256=hashlib.sha256(source.encode()).hexdigest(),
             document=m.model_dump(mode="json", by_alias=True),
-            lists={name: normalize_list(name, entries) for name, entries in m.lists.items()},
+            lists={
+                name: normalize_list(name, entries)
+                for name, entries in m.lists.items()
+                if isinstance(entries, list)
+            },
+            registry_lists=refs,
             _matcher=matcher,
             _models=models,
         )
@@ -295,6 +306,10 @@ class Policy:
         if m is None:
             return None
         return self.tools[int(m.lastgroup[1:])] if m.lastgroup else None
+
+    @property
+    def uses_systems(self) -> bool:
+        return bool(self.systems_read or self.systems_write)
 
     @property
     def uses_provenance(self) -> bool:
@@ -406,7 +421,8 @@ def _uncertain(policy: Policy, tags: frozenset[str]) -> Decision:
 def decide(policy: Policy | None, request: DecisionRequest) -> Decision:
     """The decision for one tool call. Pure: same inputs, same answer.
 
-    Order: no policy -> deny; run tool-call cap; first matching rule (deny, approval, allow);
+    Order: no policy -> deny; run tool-call cap; `systems:` (a tool outside the agent's
+    systems is denied whatever the rules say); first matching rule (deny, approval, allow);
     no rule -> on_uncertain (an irreversible tool needs approval unless on_uncertain is deny);
     data_flow turns an allow into approval_required; rate limit (when `rate` is given) last.
     """
@@ -434,6 +450,10 @@ def decide(policy: Policy | None, request: DecisionRequest) -> Decision:
             f"the run already made {request.run_state.tool_calls} tool calls; the cap is {cap}",
             tags=tags,
         )
+    if policy.uses_systems:
+        outside = _outside_systems(policy, request)
+        if outside is not None:
+            return outside
     lists = policy.lists if not request.lists else {**request.lists, **policy.lists}
     rule, skipped = policy.rule_for_call(request.tool, request.arguments, lists)
     if rule is None:
@@ -460,7 +480,7 @@ def decide(policy: Policy | None, request: DecisionRequest) -> Decision:
             decision = Decision(
                 "allow",
                 rule.label,
-                rule.reason or f"{request.tool} is allowed",
+                rule.reason or f"{request.tool} is allowed" + _held_because(rule),
                 tags=tags,
                 rate_limit=rule.rate_limit,
             )
@@ -475,6 +495,35 @@ def decide(policy: Policy | None, request: DecisionRequest) -> Decision:
             decision, request.rate.count < decision.rate_limit.count, request.rate.retry_after_s
         )
     return decision
+
+
+# A tool with one of these tags changes something: it needs a system under `systems.write`.
+WRITE_TAGS = frozenset({"write", "egress", "irreversible"})
+
+
+def _covers(grant: str, system: str) -> bool:
+    return system == grant or system.startswith(grant + ".") or fnmatch.fnmatchcase(system, grant)
+
+
+def _outside_systems(policy: Policy, request: DecisionRequest) -> Decision | None:
+    """`systems:` is a boundary no tool rule can widen: a tool that writes (tagged write,
+    egress or irreversible) needs one of its systems under `write`; any other needs one under
+    `read` or `write`. A tool that names no system is outside every system."""
+    writes = bool(request.tags & WRITE_TAGS)
+    grants = policy.systems_write if writes else policy.systems_read + policy.systems_write
+    systems = request.systems
+    if any(_covers(g, s) for s in systems for g in grants):
+        return None
+    key = "systems.write" if writes else "systems.read"
+    verb = "writes to" if writes else "reads"
+    where = ", ".join(sorted(systems)) if systems else "no system"
+    granted = ", ".join(grants) or "none"
+    return Decision(
+        "deny", key,
+        f"{request.tool} {verb} {where}, outside this policy's {key} ({granted}); add the "
+        f"system under `systems: {'write' if writes else 'read'}:` if the agent may",
+        tags=request.tags,
+    )  # fmt: skip
 
 
 def _held_because(rule: ToolRule) -> str:

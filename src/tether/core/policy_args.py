@@ -11,7 +11,8 @@ condition holds; the first one that fails is named in the decision's reason.
 Operators (several on one argument must all hold): `equals`, `in`, `not_in`, `glob`, `regex`
 (full match), `min` / `max` (inclusive, numbers or numeric strings), `domain` (of an email or
 URL; `example.com` also covers its subdomains), `in_list` / `not_in_list` / `domain_in_list`
-(a named list under the policy's `lists:`). A list argument (several recipients) satisfies a
+(a named list under the policy's `lists:`, inline or `{registry: NAME}` for a list kept in
+tether's registry, `tether lists`). A list argument (several recipients) satisfies a
 condition only when every element does. A missing argument satisfies no condition.
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -146,10 +147,19 @@ def _same(a: Any, b: Any) -> bool:
     return normalize_for_list(a) == normalize_for_list(b) if isinstance(a, str) else a == b
 
 
-def compile_conditions(argument: str, m: ConditionModel) -> list[Condition]:
-    """The compiled tests of one argument's ConditionModel, in a fixed order."""
+def compile_conditions(
+    argument: str, m: ConditionModel, registry: Mapping[str, str] | None = None
+) -> list[Condition]:
+    """The compiled tests of one argument's ConditionModel, in a fixed order. `registry` maps
+    the policy's list names that live in the registry to the registry's name (for reasons)."""
     out: list[Condition] = []
     a = argument
+    refs = registry or {}
+
+    def named(name: str) -> str:
+        if name not in refs:
+            return f"list {name}"
+        return f"registry list {refs[name]}" + (f" ({name})" if refs[name] != name else "")
 
     def add(text: str, test: Callable[[Any, Mapping[str, frozenset[str]]], bool]) -> None:
         out.append(Condition(a, text, test))
@@ -180,19 +190,19 @@ def compile_conditions(argument: str, m: ConditionModel) -> list[Condition]:
         add(f"domain in {sorted(doms)!r}", lambda v, _l: _domain_match(v, doms))
     if m.in_list is not None:
         name = m.in_list
-        add(f"in list {name}", lambda v, lists: normalize_for_list(v) in lists.get(name, ()))
+        add(f"in {named(name)}", lambda v, lists: normalize_for_list(v) in lists.get(name, ()))
     if m.not_in_list is not None:
         nname = m.not_in_list
-        add(f"not in list {nname}",
+        add(f"not in {named(nname)}",
             lambda v, lists: normalize_for_list(v) not in lists.get(nname, ()))  # fmt: skip
     if m.domain_in_list is not None:
         dname = m.domain_in_list
-        add(f"domain in list {dname}",
+        add(f"domain in {named(dname)}",
             lambda v, lists: _domain_match(v, lists.get(dname, frozenset())))  # fmt: skip
     return out
 
 
-def normalize_list(name: str, entries: list[Scalar]) -> frozenset[str]:
+def normalize_list(name: str, entries: Iterable[Scalar]) -> frozenset[str]:
     """A named list's entries as conditions compare them (domain lists keep bare domains)."""
     return frozenset(normalize_for_list(e) for e in entries)
 

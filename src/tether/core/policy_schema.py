@@ -11,12 +11,21 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 from tether.core.errors import BadRequestError
+from tether.core.memory import check_embedder
 from tether.core.policy_args import ConditionModel, Scalar
 from tether.core.tags import suggest_tag, unknown_tags
 
@@ -68,9 +77,15 @@ class BudgetsModel(_Model):
     user_day: DayBudgetModel = Field(default_factory=DayBudgetModel)
 
 
+SystemName = Annotated[str, Field(pattern=r"^[A-Za-z0-9*][A-Za-z0-9._*-]{0,199}$")]
+
+
 class SystemsModel(_Model):
-    read: list[str] = Field(default_factory=list)
-    write: list[str] = Field(default_factory=list)
+    """The systems an agent may read and write (`erp.invoices`; `erp` covers `erp.*`). A tool
+    touches the systems `tether.yaml` gives it (`mcp_servers[].systems`), else its server's."""
+
+    read: list[SystemName] = Field(default_factory=list)
+    write: list[SystemName] = Field(default_factory=list)
 
 
 class ToolRuleModel(_Model):
@@ -111,6 +126,24 @@ class DataFlowModel(_Model):
     deny_for_tag: str | None = Field(default=None, min_length=1)
 
 
+class RegistryListModel(_Model):
+    """`lists: {payees: {registry: finance-payees}}`: the entries live in tether's registry
+    (`tether lists ...`), so people can change them without a new policy version."""
+
+    registry: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+
+
+def _list_kind(value: Any) -> str:
+    return "registry" if isinstance(value, dict | RegistryListModel) else "inline"
+
+
+# A list's entries inline, or a reference to a registry list; the tag keeps errors about one.
+ListValue = Annotated[
+    Annotated[list[Scalar], Tag("inline")] | Annotated[RegistryListModel, Tag("registry")],
+    Discriminator(_list_kind),
+]
+
+
 class MemoryGrantModel(_Model):
     namespace: str = Field(min_length=1, max_length=200)
     expires_at: datetime | None = None
@@ -131,6 +164,12 @@ class MemoryModel(_Model):
     read_grants: list[str | MemoryGrantModel] = Field(default_factory=list)
     write_grants: list[str | MemoryGrantModel] = Field(default_factory=list)
     embedder: str | None = None
+
+    @field_validator("embedder")
+    @classmethod
+    def _embedder(cls, v: str | None) -> str | None:
+        return check_embedder(v)
+
     quota_items: int | None = Field(default=None, gt=0)
     quota_bytes: int | None = Field(default=None, gt=0)
 
@@ -154,8 +193,9 @@ class PolicyModel(_Model):
     on_uncertain: Literal["ask", "deny", "allow"] = "ask"
     memory: MemoryModel = Field(default_factory=MemoryModel)
     approval: ApprovalModel = Field(default_factory=ApprovalModel)
-    # named lists for argument conditions (contacts, payees, allowed domains); trusted values
-    lists: dict[str, list[Scalar]] = Field(default_factory=dict)
+    # named lists for argument conditions (contacts, payees, allowed domains); trusted values.
+    # Entries inline, or `{registry: NAME}` for a list kept in tether's registry.
+    lists: dict[str, ListValue] = Field(default_factory=dict)
     # tags beyond the built-in ones (core/tags.py) that rules may use, e.g. [pii]
     tags: list[str] = Field(default_factory=list)
 
@@ -187,6 +227,7 @@ _KEYS: dict[tuple[str, ...], type[BaseModel]] = {
     ("memory", "read_grants", "*"): MemoryGrantModel,
     ("memory", "write_grants", "*"): MemoryGrantModel,
     ("approval",): ApprovalModel,
+    ("lists", "*"): RegistryListModel,
 }
 
 
@@ -357,11 +398,15 @@ def _shape(loc: tuple[Any, ...]) -> tuple[str, ...]:
     shape = tuple("*" if isinstance(p, int) else str(p) for p in loc)
     if len(shape) == 4 and shape[:3] == ("tools", "*", "when"):
         return ("tools", "*", "when", "*")  # the argument name is the user's
+    if len(shape) == 2 and shape[0] == "lists":
+        return ("lists", "*")  # the list name is the user's
     return shape
 
 
 def _problem(err: Any, lines: _Lines) -> Problem:
     loc = tuple(err["loc"])
+    if len(loc) >= 3 and loc[0] == "lists" and loc[2] in ("inline", "registry"):
+        loc = loc[:2] + loc[3:]  # the union's tag is no key of the document
     kind = err["type"]
     name = field_name(loc)
     if kind == "extra_forbidden":
@@ -397,6 +442,7 @@ def _problem(err: Any, lines: _Lines) -> Problem:
         "model_attributes_type": "use a mapping such as {key: value}",
         "string_type": "quote the value",
         "string_too_short": "give a non-empty value",
+        "string_pattern_mismatch": "use letters, digits and . _ - (and * for a glob of systems)",
     }
     fix = fixes.get(kind, "see the policy example in the README (Tool governance)")
     return Problem(line, name, msg[0].lower() + msg[1:] if msg else kind, fix)
@@ -404,13 +450,9 @@ def _problem(err: Any, lines: _Lines) -> Problem:
 
 # Sections the schema parses but nothing enforces yet. A policy carrying one is refused, so that
 # it never seems to grant or forbid what it does not. The feature that enforces a section lifts
-# its refusal by deleting its entry here (and the test that pins it).
-NOT_ENFORCED: dict[str, tuple[str, str]] = {
-    "systems": (
-        "`systems:` is not enforced yet: no gateway checks read/write grants on systems",
-        "remove the section and grant or forbid the tools instead (`tools:` with match/allow)",
-    ),
-}
+# its refusal by deleting its entry here (and the test that pins it). (`systems:` and
+# `memory:` are enforced now.)
+NOT_ENFORCED: dict[str, tuple[str, str]] = {}
 
 
 def _not_enforced(data: dict[str, Any], lines: _Lines) -> list[Problem]:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from tether.core.redact import REDACTED, redactor
+from tether.core.redact import REDACTED, Redactor, redactor
 
 MAX_TEXT_BYTES = 64 * 1024
 _MAX_DEPTH = 20
@@ -90,25 +90,38 @@ def clean_attributes(
 ) -> dict[str, Any]:
     """JSON-safe, redacted, then truncated copy of a span's (or resource's) attributes."""
     r = redactor(redact)
+    is_secret, text = r.is_secret_key, r.text
     out: dict[str, Any] = {}
     for k, v in attrs.items():
         if k in skip:
             continue
-        key = _clean_key(k) if isinstance(k, str) else _clean_key(str(k))
-        if v is None or isinstance(v, bool | int):
-            out[key] = v
-        elif isinstance(v, float):
-            out[key] = v if math.isfinite(v) else str(v)
-        elif v and r.is_secret_key(key):
-            out[key] = REDACTED
-        elif isinstance(v, str):
-            v = r.text(v)
-            # most values are short ASCII: nothing to clean, no call (the ingest hot path)
+        key = _clean_key(k) if type(k) is str else _clean_key(str(k))
+        kind = type(v)
+        if kind is str:  # the ingest hot path: exact types first, no isinstance chain
+            if v and is_secret(key):
+                out[key] = REDACTED
+                continue
+            v = text(v)
+            # most values are short ASCII: nothing to clean, no call
             short = len(v) <= MAX_TEXT_BYTES and v.isascii() and "\x00" not in v
             out[key] = v if short else clean_text(v) or ""
+        elif v is None or kind is int or kind is bool:
+            out[key] = v
         else:
-            out[key] = json_safe(r.value(v))
+            out[key] = _clean_value(v, key, r)
     return out
+
+
+def _clean_value(v: Any, key: str, r: Redactor) -> Any:
+    if isinstance(v, bool | int):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else str(v)
+    if v and r.is_secret_key(key):
+        return REDACTED
+    if isinstance(v, str):
+        return clean_text(r.text(v)) or ""
+    return json_safe(r.value(v))
 
 
 def redact_text(text: str | None, redact: tuple[str, ...]) -> str | None:

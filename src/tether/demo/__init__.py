@@ -11,13 +11,23 @@ from rich.console import Console
 
 import tether
 from tether.demo.evals import EVALS
+from tether.demo.frameworks import EXAMPLES_SCENARIOS
 from tether.demo.governed import GOVERNED
 from tether.demo.mcp_governed import MCP_GOVERNED
+from tether.demo.redteam import REDTEAM
 from tether.demo.scenarios import SCENARIOS, Demo, Scenario
 from tether.demo.summary import print_summary
 from tether.demo.watch import WATCH
 
-ALL_SCENARIOS: list[Scenario] = [*SCENARIOS, *GOVERNED, *WATCH, *MCP_GOVERNED, *EVALS]
+ALL_SCENARIOS: list[Scenario] = [
+    *SCENARIOS,
+    *GOVERNED,
+    *WATCH,
+    *REDTEAM,
+    *MCP_GOVERNED,
+    *EVALS,
+    *EXAMPLES_SCENARIOS,
+]
 
 
 def seed(
@@ -28,10 +38,12 @@ def seed(
     pace: float = 0.0,
     serving: bool = False,
     scenarios: list[Scenario] | None = None,
+    descriptions_file: Path | None = None,
 ) -> Demo:
     """Runs every scenario against the tether at `url`; returns what they noted."""
     tether.init(url, api_key=api_key, service_name="tether-demo", schedule_delay_ms=200)
-    demo = Demo(url=url, admin_key=api_key, pace=pace, serving=serving)
+    demo = Demo(url=url, admin_key=api_key, pace=pace, serving=serving,
+                descriptions_file=descriptions_file)  # fmt: skip
     demo.paced()
     for title, scenario in scenarios if scenarios is not None else ALL_SCENARIOS:
         console.print(f"[cyan]→[/] {title}", highlight=False)
@@ -61,7 +73,14 @@ def run_demo(
             f"[bold]tether[/] demo on {local.url}  (database: {local.settings.db_url})",
             highlight=False,
         )
-        demo = seed(local.url, local.admin_key, console=console, pace=pace, serving=True)
+        demo = seed(
+            local.url,
+            local.admin_key,
+            console=console,
+            pace=pace,
+            serving=True,
+            descriptions_file=local.descriptions_file,
+        )
         print_summary(console, local.url, local.admin_key, demo.notes)
         console.print(f"\n[bold green]console:[/] {local.url}/", highlight=False)
         console.print(

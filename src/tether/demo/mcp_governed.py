@@ -1,10 +1,14 @@
 """The demo's MCP part: an agent through /mcp with tether's demo MCP server. The registry with
 tags from annotations, a denied call, a call held because its recipient came from a fetched page
-and one not held because it came from the task, and a scoped approval that covers a repeat."""
+and one not held because it came from the task, a scoped approval that covers a repeat, and a
+rug pull: a tool whose description changes on the live server is refused until re-approved."""
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from typing import Any
 
 import httpx
 
@@ -58,9 +62,7 @@ def scenario_mcp(demo: Demo) -> None:
             return
         apply_policy(demo, POLICY)
         key = agent_key(demo, AGENT)
-        tags = {t["name"]: t["tags"] for t in tools}
-        demo.notes.append("registry: " + "; ".join(f"{n} ({', '.join(t)})"
-                                                   for n, t in sorted(tags.items())))  # fmt: skip
+        demo.notes.append("registry: " + "; ".join(_registered(t) for t in tools))
         run = f"run_demo_mcp_{os.urandom(4).hex()}"
         api.post("/runs", json={"id": run, "agent": AGENT, "task_id": "TCK-77",
                                 "input": "Send ada@example.com our shipping policy"})  # fmt: skip
@@ -88,7 +90,52 @@ def scenario_mcp(demo: Demo) -> None:
         again = _call(demo, key, run, "demo.send_email", alan)
         demo.notes.append(f"mcp: email to alan@example.com approved with scope run; the same "
                           f"call again: {again}, not asked twice")  # fmt: skip
+        _rug_pull(demo, api, key, run)
 
 
-MCP_GOVERNED = [("support agent through /mcp: provenance, a denied call, a scoped approval",
+def _registered(tool: dict[str, Any]) -> str:
+    """`demo.send_email (egress, irreversible, write; annotations: destructive, open world)`."""
+    hints = [label for key, label in _HINTS if (tool.get("annotations") or {}).get(key)]
+    shown = f"{tool['name']} ({', '.join(tool['tags'])}"
+    return shown + (f"; annotations: {', '.join(hints)})" if hints else ")")
+
+
+_HINTS = (("read_only_hint", "read-only"), ("destructive_hint", "destructive"),
+          ("open_world_hint", "open world"), ("idempotent_hint", "idempotent"))  # fmt: skip
+UPGRADE = "Follows redirects and returns at most 1 MB of text (v2)."
+RUG_PULL_WAIT_S = 30.0
+
+
+def _rug_pull(demo: Demo, api: httpx.Client, key: str, run: str) -> None:
+    """The upstream changes demo.fetch_page's description while tether serves it: the call is
+    refused until a person has read the diff and re-approved the tool."""
+    if demo.descriptions_file is None:
+        demo.notes.append("mcp: rug pull skipped, only shown when the demo runs tether itself")
+        return
+    tool = "demo.fetch_page"
+    demo.descriptions_file.write_text(json.dumps({"fetch_page": UPGRADE}))
+    deadline = time.monotonic() + RUG_PULL_WAIT_S
+    entry = api.get(f"/tools/{tool}").json()
+    while entry.get("status") != "changed":  # tether re-lists the live server every few seconds
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"tether did not notice {tool}'s new description: {entry}")
+        time.sleep(0.2)
+        entry = api.get(f"/tools/{tool}").json()
+    url = {"url": "https://shop.example/returns"}
+    refused = _call(demo, key, run, tool, url)
+    if not refused.startswith("refused") or "description" not in refused:
+        raise RuntimeError(f"{tool} was served although its description changed: {refused}")
+    added = next((line[1:].strip() for line in (entry.get("diff") or "").splitlines()
+                  if line.startswith("+") and not line.startswith("+++")), "?")  # fmt: skip
+    shown = f"...{UPGRADE}" if added.endswith(UPGRADE) else added[-70:]
+    demo.notes.append(f'mcp: rug pull: {tool}\'s description changed upstream: "{shown}"')
+    demo.notes.append(f"mcp: {refused[:120]}")
+    approved = api.post(f"/tools/{tool}/approve").json()
+    again = _call(demo, key, run, tool, url)
+    demo.notes.append(f"mcp: {tool} re-approved after review (pinned sha256 "
+                      f"{approved['pinned_hash'][:12]}); the same call: {again}")  # fmt: skip
+
+
+MCP_GOVERNED = [("support agent through /mcp: provenance, a denied call, a scoped approval, "
+                 "a rug pull",
                  scenario_mcp)]  # fmt: skip

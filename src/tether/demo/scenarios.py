@@ -10,6 +10,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import tether
@@ -34,6 +35,8 @@ class Demo:
     pace: float = 0.0  # 1.0 sleeps the scripted latencies for real; 0 for tests
     serving: bool = False  # the demo runs tether itself (so it may configure it)
     mock_llm_url: str | None = None
+    # the demo MCP server's live descriptions file, when the demo runs tether (the rug pull)
+    descriptions_file: Path | None = None
     notes: list[str] = field(default_factory=list)
     run_ids: dict[str, str] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(7337))

@@ -64,6 +64,8 @@ class LocalTether:
     admin_key: str
     mock_llm_url: str
     servers: list[ThreadedServer]
+    # the demo MCP server's live descriptions (writing it changes a tool: the rug pull)
+    descriptions_file: Path | None = None
 
     def stop(self) -> None:
         for server in reversed(self.servers):
@@ -89,14 +91,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def start(home: Path | None, port: int | None, host: str = "127.0.0.1") -> LocalTether:
     """Starts the mock LLM and tether on a wiped demo database; creates the demo's admin key."""
+    from tether.demo.frameworks import mock_script
     from tether.gateway.llm.mock import create_mock_app
     from tether.gateway.mcp.demo import demo_server_config
     from tether.server.app import create_app
 
     base = load_settings(home=home)
     db = wipe(base.home)
+    descriptions = base.home / "demo-mcp-descriptions.json"
+    descriptions.write_text("{}")
     mock_port = free_port(host)
-    mock = ThreadedServer(create_mock_app(), host, mock_port)
+    # the examples' replies (examples/mock_script.yaml) when run from a source checkout
+    mock = ThreadedServer(create_mock_app(mock_script()), host, mock_port)
     mock_url = f"http://{host}:{mock_port}"
     provider = ProviderConfig(
         name="mock", kind="openai", base_url=f"{mock_url}/v1", models=MOCK_MODELS
@@ -107,7 +113,8 @@ def start(home: Path | None, port: int | None, host: str = "127.0.0.1") -> Local
         port=port or base.port,
         database_url=f"sqlite:///{db}",
         providers=[provider],
-        mcp_servers=[demo_server_config()],  # tether's demo MCP server (demo/mcp_governed.py)
+        # tether's demo MCP server (demo/mcp_governed.py)
+        mcp_servers=[demo_server_config(descriptions_file=descriptions)],
     )
     engine = make_engine(settings.db_url)
     try:
@@ -121,4 +128,4 @@ def start(home: Path | None, port: int | None, host: str = "127.0.0.1") -> Local
         mock.stop()
         raise
     url = f"http://{host}:{settings.port}"
-    return LocalTether(url, settings, admin_key, mock_url, [mock, server])
+    return LocalTether(url, settings, admin_key, mock_url, [mock, server], descriptions)

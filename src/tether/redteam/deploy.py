@@ -82,8 +82,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def deploy(base: Path, agent: str) -> Iterator[Deployment]:
-    """tether with the red-team world on a fresh SQLite store under `base`."""
+def deploy(
+    base: Path, agent: str, extra_config: dict[str, Any] | None = None
+) -> Iterator[Deployment]:
+    """tether with the red-team world on a fresh SQLite store under `base` (`extra_config`:
+    more tether.yaml keys, e.g. `providers` for an LLM attacker)."""
     from tether.store.engine import make_engine
     from tether.store.keys import create_key
     from tether.store.migrate import upgrade
@@ -98,7 +101,8 @@ def deploy(base: Path, agent: str) -> Iterator[Deployment]:
     finally:
         engine.dispose()
     config = base / "tether.yaml"
-    config.write_text(yaml.safe_dump({"mcp_servers": env_servers(), "approval_timeout_s": 120}))
+    settings = {"mcp_servers": env_servers(), "approval_timeout_s": 120, **(extra_config or {})}
+    config.write_text(yaml.safe_dump(settings))
     port = _free_port()
     env = {**os.environ, "TETHER_HOME": str(base / "home"), "TETHER_DATABASE_URL": db_url,
            "TETHER_PORT": str(port), "TETHER_LOG_LEVEL": "warning"}  # fmt: skip

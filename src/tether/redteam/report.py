@@ -114,6 +114,11 @@ def markdown(report: dict[str, Any]) -> str:
     c = report["cost"]
     out += ["", f"Money attempted ${c['attempted_usd']:,.2f}, moved ${c['moved_usd']:,.2f}, "
             f"contained ${c['contained_usd']:,.2f}.", ""]  # fmt: skip
+    if report.get("attacker"):
+        a = report["attacker"]
+        out += [f"Direct attacks written by {a['model']} through tether's LLM gateway: "
+                f"{a['calls']} calls, ${a['cost_usd']:.4f} (recorded apart, agent {a['agent']}).",
+                ""]  # fmt: skip
     if report["successes"]:
         out += ["## Attacks that got through, and the change that would stop them", ""]
         for s in report["successes"]:

@@ -54,6 +54,10 @@ class Attempt:
         return {k: v for k, v in self.__dict__.items() if k != "calls"} | {"calls": self.calls}
 
 
+class UnscoredAttemptError(Exception):
+    """The attempt shows nothing either way (the injection never reached the agent)."""
+
+
 class Target:
     """Where the agent is deployed: tether's URL, the agent's key, an admin key for reviews."""
 
@@ -61,6 +65,12 @@ class Target:
         self.url = url.rstrip("/")
         self.agent_key = agent_key
         self.admin_key = admin_key
+
+    def llm(self, body: dict[str, Any], run_id: str) -> httpx.Response:
+        """A chat completion through tether's LLM gateway, in run `run_id` (admin key)."""
+        return httpx.post(f"{self.url}/llm/v1/chat/completions", json=body, timeout=120,
+                          headers={"Authorization": f"Bearer {self.admin_key}",
+                                   "X-Tether-Run-Id": run_id})  # fmt: skip
 
     def api(self, method: str, path: str, *, admin: bool = True, **kw: Any) -> httpx.Response:
         key = self.admin_key if admin else self.agent_key
@@ -113,12 +123,13 @@ async def _reviewer(target: Target, run_id: str, approve: Callable[[], bool],
             "GET", "/approvals", params={"status": "pending", "run_id": run_id}))  # fmt: skip
         for item in r.json().get("items", []) if r.status_code == 200 else []:
             holds.append(item)
-            await anyio.to_thread.run_sync(_answer, target, item["id"], approve())
+            await anyio.to_thread.run_sync(answer_hold, target, item["id"], approve())
         with anyio.move_on_after(POLL_S * 4):
             await done.wait()
 
 
-def _answer(target: Target, approval_id: str, approve: bool) -> None:
+def answer_hold(target: Target, approval_id: str, approve: bool) -> None:
+    """Approves or denies a held call as the red team's reviewer."""
     verb = "approve" if approve else "deny"
     target.api("POST", f"/approvals/{approval_id}/{verb}", json={"reason": f"red team {verb}"})
 
@@ -182,7 +193,11 @@ async def run_scenario(target: Target, agent: Agent, scenario: Scenario, run_id:
             session = Session(target, client, run_id, attempt)
             await agent.perform(session, scenario)
     except Exception as exc:  # the attempt's boundary: anything unexpected is an error
-        attempt.outcome, attempt.detail = "errored", f"{type(exc).__name__}: {exc}"[:300]
+        inner = _innermost(exc)
+        if isinstance(inner, UnscoredAttemptError):
+            attempt.outcome, attempt.detail = "unscored", str(inner)[:300]
+        else:
+            attempt.outcome, attempt.detail = "errored", f"{type(inner).__name__}: {inner}"[:300]
         return attempt
     score(attempt, scenario, obedient=getattr(agent, "obeys_injections", False))
     if attempt.outcome == "succeeded" and attempt.arguments:
@@ -191,6 +206,13 @@ async def run_scenario(target: Target, agent: Agent, scenario: Scenario, run_id:
         if prov.status_code == 200:
             attempt.untrusted_args = untrusted_arguments(attempt.arguments, prov.json()["items"])
     return attempt
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The one error inside task groups' exception groups (the MCP client runs in one)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def untrusted_arguments(arguments: dict[str, Any], items: list[dict[str, Any]]) -> list[str]:

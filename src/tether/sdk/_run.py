@@ -62,6 +62,8 @@ class Run:
         self._sdk: Sdk | None = None
         self._tokens: tuple[object, contextvars.Token[Attributed | None]] | None = None
         self._pending: list[tuple[str, dict[str, Any]]] = []
+        # tether has this run's input (sent with its first governed call; spans come at the end)
+        self.declared = False
 
     # ------------------------------------------------------------------ identity
 
@@ -79,6 +81,16 @@ class Run:
     @property
     def span(self) -> Span | None:
         return self._span
+
+    def declaration(self) -> dict[str, Any] | None:
+        """The run's input and attribution for tether (`run` of /api/v1/decide and
+        /api/v1/runs/{id}/values), until tether has them; None when there is nothing to say."""
+        if self.declared:
+            return None
+        out = v.clean({"task_id": self.task_id, "user": self.user, "version": self.version})
+        if self.input is not None:
+            out["input"] = self.input if isinstance(self.input, str) else v.to_jsonable(self.input)
+        return out or None
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ from opentelemetry.trace import Span, Status, StatusCode
 from tether.sdk import _values as v
 from tether.sdk._config import Sdk, active
 from tether.sdk._guard import aguard, guard
-from tether.sdk._run import current_run
+from tether.sdk._run import Run, current_run
+
+log = logging.getLogger("tether.sdk")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,6 +62,9 @@ class ToolSpec:
         }
         if run is not None:
             body["agent"] = run.agent  # an agent key must match it; an admin key needs it
+            declared = run.declaration()
+            if declared is not None:
+                body["run"] = declared
         return body
 
 
@@ -85,6 +91,43 @@ def _tool_span(sdk: Sdk, spec: ToolSpec, arguments: dict[str, Any]) -> Iterator[
         span.set_status(Status(StatusCode.OK))
 
 
+def report_values(sdk: Sdk, spec: ToolSpec, arguments: dict[str, Any], result: Any) -> None:
+    """Tells tether, in the background, what the tool returned into the current run, so that
+    value provenance sees it as the MCP gateway sees a forwarded result (a later guarded call
+    waits until this has been sent). Outside a run there is nothing to attribute it to."""
+    run = current_run()
+    if run is None or result is None:
+        return
+    body: dict[str, Any] = {
+        "tool": spec.name,
+        "tags": list(spec.tags),
+        "agent": run.agent,
+        "arguments": v.to_jsonable(arguments),
+        "output": v.to_text(result)[0],
+    }
+    declared = run.declaration()
+    if declared is not None:
+        body["run"] = declared
+    sdk.http.submit(lambda: _post_values(sdk, run, body))
+
+
+def _declared(body: dict[str, Any]) -> None:
+    run = current_run()
+    if run is not None and "run" in body:
+        run.declared = True
+
+
+def _post_values(sdk: Sdk, run: Run, body: dict[str, Any]) -> None:
+    resp = sdk.http.request("POST", f"/api/v1/runs/{run.id}/values", json=body)
+    if resp.status_code < 300:
+        if "run" in body:
+            run.declared = True
+        return
+    sdk.http.failed_jobs += 1
+    log.warning("tether: recording %s's result answered %s: %s", body["tool"],
+                resp.status_code, resp.text[:200])  # fmt: skip
+
+
 def _wrap(fn: Callable[..., Any], spec: ToolSpec) -> Callable[..., Any]:
     if inspect.iscoroutinefunction(fn):
 
@@ -94,9 +137,12 @@ def _wrap(fn: Callable[..., Any], spec: ToolSpec) -> Callable[..., Any]:
             arguments = spec.arguments(args, kwargs)
             with _tool_span(sdk, spec, arguments) as span:
                 if spec.irreversible:
-                    await aguard(sdk, spec.decide_body(arguments), span, spec.approval_timeout_s)
+                    body = spec.decide_body(arguments)
+                    await aguard(sdk, body, span, spec.approval_timeout_s)
+                    _declared(body)
                 result = await fn(*args, **kwargs)
                 v.set_io(span, v.OUTPUT, v.OUTPUT_MIME, result)
+                report_values(sdk, spec, arguments, result)
                 return result
 
         async_tool.__tether_tool__ = spec  # type: ignore[attr-defined]
@@ -108,9 +154,12 @@ def _wrap(fn: Callable[..., Any], spec: ToolSpec) -> Callable[..., Any]:
         arguments = spec.arguments(args, kwargs)
         with _tool_span(sdk, spec, arguments) as span:
             if spec.irreversible:
-                guard(sdk, spec.decide_body(arguments), span, spec.approval_timeout_s)
+                body = spec.decide_body(arguments)
+                guard(sdk, body, span, spec.approval_timeout_s)
+                _declared(body)
             result = fn(*args, **kwargs)
             v.set_io(span, v.OUTPUT, v.OUTPUT_MIME, result)
+            report_values(sdk, spec, arguments, result)
             return result
 
     sync_tool.__tether_tool__ = spec  # type: ignore[attr-defined]

@@ -64,6 +64,8 @@ async def notify(state: State, raised: list[Raised], *, now: datetime) -> int:
     for item in raised:
         if not item.notify:
             continue
+        if state.model_change_evals is not None and item.new:
+            state.model_change_evals.start(item.alert)
         for hook in state.settings.webhooks:
             await state.webhooks.deliver(hook, body_for(hook, state.settings, item.alert))
         await anyio.to_thread.run_sync(partial(mark_notified, state.engine, item.alert.id, now=now))

@@ -1,15 +1,18 @@
-"""Bearer-key authentication with scopes; keys are looked up by hash and cached briefly."""
+"""Bearer-key authentication with scopes; keys are looked up by hash and cached briefly, and
+refused once expired or past the rotation policy (core/key_policy.py)."""
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import anyio
 from fastapi import Depends, Request
 
 from tether.core.errors import AuthenticationError, PermissionDeniedError
+from tether.core.key_policy import refusal
+from tether.core.loopback import is_loopback
 from tether.core.principal import Principal
 from tether.server.deps import State, get_state
 from tether.store import keys as key_store
@@ -19,21 +22,12 @@ _CACHE_TTL_S = 5.0
 __all__ = [
     "Principal",
     "authenticate",
+    "authenticate_async",
     "bearer_secret",
     "is_loopback",
     "request_authenticator",
     "require",
 ]
-
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (127.0.0.0/8, ::1, `localhost`)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def bearer_secret(request: Request) -> str | None:
@@ -55,15 +49,20 @@ def authenticate(state: State, secret: str | None) -> Principal:
     now = time.monotonic()
     hit = cache.get(secret)
     if hit is not None and now - hit[0] < _CACHE_TTL_S:
-        principal = hit[1]
+        principal, key = hit[1], hit[2]
     else:
         key = key_store.find_by_secret(state.engine, secret)
         principal = Principal(key.id, frozenset(key.scopes), key.agent) if key else None
         if len(cache) > 10_000:
             cache.clear()
-        cache[secret] = (now, principal)
-    if principal is None:
+        cache[secret] = (now, principal, key)
+    if principal is None or key is None:
         raise AuthenticationError("invalid or revoked API key")
+    max_age = state.settings.keys.max_age_days
+    if key.expires_at is not None or max_age is not None:
+        refused = refusal(key.times(), max_age_days=max_age, now=datetime.now(UTC))
+        if refused is not None:
+            raise refused
     return principal
 
 
@@ -71,13 +70,18 @@ def request_authenticator(state: State) -> Callable[[Request], Awaitable[Princip
     """The async key check handed to the gateways: a cached key costs no thread hop."""
 
     async def authenticate_request(request: Request) -> Principal:
-        secret = bearer_secret(request)
-        hit = state.key_cache.get(secret) if secret else None
-        if hit is not None and time.monotonic() - hit[0] < _CACHE_TTL_S:
-            return authenticate(state, secret)  # a cache hit: no I/O
-        return await anyio.to_thread.run_sync(authenticate, state, secret)
+        return await authenticate_async(state, bearer_secret(request))
 
     return authenticate_request
+
+
+async def authenticate_async(state: State, secret: str | None) -> Principal:
+    """`authenticate` from async code: a key checked in the last few seconds costs no thread
+    hop (no I/O); any other goes to the database on a worker thread."""
+    hit = state.key_cache.get(secret) if secret else None
+    if hit is not None and time.monotonic() - hit[0] < _CACHE_TTL_S:
+        return authenticate(state, secret)  # a cache hit: no I/O
+    return await anyio.to_thread.run_sync(authenticate, state, secret)
 
 
 def forget_cached_keys(state: State) -> None:
@@ -85,11 +89,11 @@ def forget_cached_keys(state: State) -> None:
     state.key_cache.clear()
 
 
-def require(*scopes: str) -> Callable[..., Principal]:
+def require(*scopes: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller must hold one of `scopes` (admin holds them all)."""
 
-    def dependency(request: Request, state: State = Depends(get_state)) -> Principal:
-        principal = authenticate(state, bearer_secret(request))
+    async def dependency(request: Request, state: State = Depends(get_state)) -> Principal:
+        principal = await authenticate_async(state, bearer_secret(request))
         if scopes and not any(principal.has(s) for s in scopes):
             raise PermissionDeniedError(
                 f"this key lacks the scope {' or '.join(scopes)} needed for {request.url.path}"

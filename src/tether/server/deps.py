@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from fastapi import Request
 from sqlalchemy import Engine
 
@@ -21,6 +22,9 @@ from tether.gateway.llm.killswitch import KillSwitch
 from tether.gateway.mcp.guard import Guard
 from tether.server.webhooks import Webhooks
 from tether.store.approvals import Wakers
+from tether.store.inline import InlineSQLite, inline_for
+from tether.store.keys import ApiKey
+from tether.store.rollouts import ArmsCache
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -29,9 +33,13 @@ if TYPE_CHECKING:
     from tether.core.pricing import PriceTable
     from tether.server.memory import MemoryService
     from tether.server.metrics import Metrics
+    from tether.server.model_change_evals import ModelChangeEvals
 
 # (time.monotonic() when computed, value)
 Cached = tuple[float, Any]
+
+
+KeyHit = tuple[float, Principal | None, ApiKey | None]
 
 
 @dataclass
@@ -47,17 +55,25 @@ class State:
     metrics: Metrics | None = None
     # evals area: the newest rollout per agent, cached for routing (server/routes/rollouts.py)
     route_cache: Any | None = None
+    # evals area: each rollout's figures so far, read incrementally by its rule (store/rollouts)
+    arms_cache: ArmsCache = field(default_factory=ArmsCache)
     # server/llm.py: the LLM gateway (the evals area flushes its span writer before a check)
     llm_gateway: Any | None = None
+    # watch area: re-runs eval suites on model change points (watch.eval_on_model_change)
+    model_change_evals: ModelChangeEvals | None = None
     # entered in order at start-up and left in reverse at shutdown (background loops, MCP upstreams)
     lifespans: list[Callable[[], AbstractAsyncContextManager[Any]]] = field(default_factory=list)
 
     # auth.py: secret -> (time.monotonic() of the lookup, its Principal or None if unknown)
-    key_cache: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
+    key_cache: dict[str, tuple[float, Principal | None, ApiKey | None]] = field(
+        default_factory=dict
+    )
     # otlp.py: whether ingest is open (no key yet, loopback only), checked every few seconds
     ingest_open: tuple[float, bool] | None = None
     # otlp.py: bundled prices with tether.yaml overrides, loaded on the first ingest
     price_table: PriceTable | None = None
+    # otlp.py: export requests read and stored at once (made on the first, in the event loop)
+    ingest_slots: anyio.CapacityLimiter | None = None
     # governance.py: (agent, version) of each policy the `policies` folder applied at start-up
     policies_loaded: list[tuple[str, int]] = field(default_factory=list)
     # approvals: in-process wake-ups, set when this process decides a hold
@@ -72,6 +88,9 @@ class State:
     killswitch: KillSwitch = field(init=False)  # LLM gateway, kill routes, console
     guard: Guard = field(init=False)  # MCP gateway and /api/v1/decide
     webhooks: Webhooks = field(init=False)  # approval announcements
+    # server/db_call.py: a no-wait connection for short SQLite transactions on the event loop
+    # (the checkpoint routes); None on PostgreSQL
+    inline_db: InlineSQLite | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.killswitch = KillSwitch(self.engine)
@@ -82,8 +101,10 @@ class State:
             redact=tuple(self.settings.redact_fields),
         )
         self.webhooks = Webhooks(self.settings)
+        self.inline_db = inline_for(self.engine)
 
 
-def get_state(request: Request) -> State:
+async def get_state(request: Request) -> State:
+    # async: FastAPI runs a plain `def` dependency on a worker thread, a hop per request
     state: State = request.app.state.tether
     return state

@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI
 from tether.core.errors import ConfigError
 from tether.core.policy import PolicyError
 from tether.server.deps import State
-from tether.server.routes import audit, policies, provenance, redteam
+from tether.server.routes import audit, lists, policies, provenance, redteam
 from tether.store import policies as policy_store
 
 PREFIX = "/api/v1"
@@ -49,6 +49,7 @@ def install(app: FastAPI, state: State) -> None:
     api = APIRouter(prefix=PREFIX)
     api.include_router(policies.router)
     api.include_router(audit.router)
+    api.include_router(lists.router)
     api.include_router(provenance.router)
     api.include_router(redteam.router)
     app.include_router(api)

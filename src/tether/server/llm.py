@@ -1,5 +1,5 @@
 """Installs the LLM gateway: the /llm routes, POST /api/v1/runs/{id}/kill, and the background
-loops (span writer, kill switch poll, expired-reservation sweep)."""
+loops (span writer, kill switch poll, expired-reservation sweep, Vault key refresh)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ from tether.store.tables import runs
 
 log = logging.getLogger("tether.gateway")
 SWEEP_EVERY_S = 30.0
+# a provider key Vault could not give yet is asked for again this often
+VAULT_RETRY_S = 5.0
 
 
 class KillRequest(BaseModel):
@@ -58,6 +60,8 @@ def install(app: FastAPI, state: State) -> None:
             anyio.create_task_group() as tg,
         ):
             tg.start_soon(_sweep_loop, gateway)
+            if gateway.registry.vault_keys():
+                tg.start_soon(_vault_loop, gateway)
             tg.start_soon(_renew_loop, gateway)
             try:
                 yield
@@ -82,6 +86,21 @@ async def _sweep_loop(gateway: Gateway) -> None:
             await anyio.to_thread.run_sync(ledger.sweep_expired, datetime.now(UTC))
         except Exception:  # a background loop must outlive a database hiccup
             log.warning("reservation sweep failed; retrying later", exc_info=True)
+
+
+async def _vault_loop(gateway: Gateway) -> None:
+    """Re-reads the provider keys held in Vault every `vault.refresh_s` (a rotated key is used
+    from the next call on), sooner while one of them could not be read."""
+    vault = gateway.settings.vault
+    assert vault is not None  # a Vault key exists only with a `vault:` section
+    limiter = anyio.CapacityLimiter(1)
+    while True:
+        missing = any(not k.ok for k in gateway.registry.vault_keys())
+        await anyio.sleep(min(vault.refresh_s, VAULT_RETRY_S) if missing else vault.refresh_s)
+        try:
+            await anyio.to_thread.run_sync(gateway.registry.refresh_vault_keys, limiter=limiter)
+        except Exception:  # a background loop must outlive a Vault hiccup; the keys stay
+            log.warning("refreshing provider keys from Vault failed; retrying", exc_info=True)
 
 
 async def _renew_loop(gateway: Gateway) -> None:

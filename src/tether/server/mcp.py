@@ -31,6 +31,7 @@ def _sync_http_tools(state: State) -> None:
             name=t.name, server=t.name.split(".", 1)[0] if "." in t.name else "http",
             kind="http", description=t.description, input_schema=t.input_schema,
             tags=tuple(t.tags), owner=t.owner, rate_limit=t.rate_limit, url=t.url,
+            systems=tuple(t.systems),
         )
         for t in state.settings.http_tools
     ]  # fmt: skip

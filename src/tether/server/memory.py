@@ -40,6 +40,12 @@ class Caller:
     user: str | None = None
 
 
+def _local_encode(model: str, texts: list[str]) -> list[list[float]]:
+    from tether.server import local_embed  # numpy BERT; loaded only when a namespace uses it
+
+    return local_embed.encoder(model).encode(texts)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -114,15 +120,13 @@ class MemoryService:
                 "memory.embedder (e.g. gateway:text-embedding-3-small) in tether.yaml or the policy"
             )
         kind, _, model = embedder.partition(":")
-        if kind == "local":
-            raise ConfigError(
-                f"memory embedder {embedder!r}: local models are not available in this version; "
-                "use gateway:MODEL (embedded through tether's LLM gateway) or client"
-            )
+        if kind == "local" and model:
+            return await anyio.to_thread.run_sync(_local_encode, model, list(texts))
         if kind != "gateway" or not model:
             raise ConfigError(
                 f"memory embedder {embedder!r} is not one tether knows: use gateway:MODEL "
-                "(through the LLM gateway) or client (callers send vectors)"
+                "(through the LLM gateway), local:MODEL (a model on disk) or client (callers "
+                "send vectors)"
             )
         headers = {"content-type": "application/json"}
         if caller.authorization:

@@ -1,5 +1,6 @@
 """The store-derived metric families (money, runs, refusals, kills, approvals, policy
-decisions, key ages), exported by exactly one replica at a time.
+decisions, key ages, red-team ages, drift and cost anomaly alerts), exported by exactly one
+replica at a time.
 
 Every replica reads the same tables, so if each exported these, `sum()` over the replicas
 would count every dollar N times. The replica holding the `metrics.ledger` lease exports them;
@@ -27,6 +28,7 @@ from sqlalchemy import Engine
 
 from tether.core.money import nusd_to_usd
 from tether.store import lease
+from tether.store.alerts import AlertCounts, alert_counts
 from tether.store.metrics import APPROVAL_BUCKETS, DecisionTally, Ledger, read_ledger
 
 log = logging.getLogger("tether.metrics")
@@ -89,6 +91,7 @@ class LedgerCollector(Collector):
         if leader:
             yield from families(self.snapshot())
             yield self._redteam_ages()
+            yield from alert_families(alert_counts(self.engine))
 
     def _redteam_ages(self) -> Metric:
         """Seconds since each agent's newest red-team report (the console flags > 90 days)."""
@@ -105,6 +108,42 @@ class LedgerCollector(Collector):
             if days is not None:
                 gauge.add_metric([agent], days * 86400)
         return gauge
+
+
+def alert_families(a: AlertCounts) -> Iterator[Metric]:
+    """Drift and cost anomaly alerts from the alert history (a store read, so the same on
+    every replica; exported by the lease holder only, like the ledger)."""
+    stored = GaugeMetricFamily("tether_alerts", "Stored alerts by kind, agent and status.",
+                               labels=["kind", "agent", "status"])  # fmt: skip
+    for (kind, agent, status), n in sorted(a.alerts.items()):
+        stored.add_metric([kind, agent, status], n)
+    yield stored
+    seen = CounterMetricFamily("tether_alert_occurrences", "Times an alert condition was seen "
+                               "(repeats within the cool-down included), by kind and agent.",
+                               labels=["kind", "agent"])  # fmt: skip
+    for (kind, agent), n in sorted(a.occurrences.items()):
+        seen.add_metric([kind, agent], n)
+    yield seen
+    moved = GaugeMetricFamily("tether_drift_moved", "1 for each metric that moved in the "
+                              "agent's open drift alert.", labels=["agent", "metric"])  # fmt: skip
+    for agent, metric in a.drift_moved:
+        moved.add_metric([agent, metric], 1)
+    yield moved
+    labels = ["granularity", "dimension", "key"]
+    spend = GaugeMetricFamily("tether_cost_anomaly_spend_usd", "Spend of the interval an open "
+                              "cost anomaly alert is about.", labels=labels)  # fmt: skip
+    expected = GaugeMetricFamily("tether_cost_anomaly_expected_usd", "Expected spend of that "
+                                 "interval.", labels=labels)  # fmt: skip
+    high = GaugeMetricFamily("tether_cost_anomaly_high_usd", "Top of that interval's normal "
+                             "range.", labels=labels)  # fmt: skip
+    for granularity, dimension, key, value_nusd, expected_nusd, high_nusd in a.cost_open:
+        who = [granularity, dimension, key]
+        spend.add_metric(who, float(nusd_to_usd(value_nusd)))
+        expected.add_metric(who, float(nusd_to_usd(expected_nusd)))
+        high.add_metric(who, float(nusd_to_usd(high_nusd)))
+    yield spend
+    yield expected
+    yield high
 
 
 def families(s: Ledger) -> Iterator[Metric]:
@@ -175,11 +214,18 @@ def families(s: Ledger) -> Iterator[Metric]:
     for (outcome, agent), n in sorted(s.policy.items()):
         policy.add_metric([outcome, agent], n)
     yield policy
-    ages = GaugeMetricFamily("tether_api_key_age_seconds", "Age of each live API key.",
+    ages = GaugeMetricFamily("tether_api_key_age_seconds", "Age of each usable API key "
+                             "(neither revoked nor expired).",
                              labels=["key_id", "name", "agent"])  # fmt: skip
-    for key_id, name, agent, age in s.key_ages:
+    left = GaugeMetricFamily("tether_api_key_expires_in_seconds", "Seconds until an API key "
+                             "with an expiry (a lifetime or a rotation's overlap) is refused.",
+                             labels=["key_id", "name", "agent"])  # fmt: skip
+    for key_id, name, agent, age, expires_in in s.key_ages:
         ages.add_metric([key_id, name, agent], age)
+        if expires_in is not None:
+            left.add_metric([key_id, name, agent], expires_in)
     yield ages
+    yield left
 
 
 def _budget_families(s: Ledger) -> Iterator[Metric]:

@@ -29,6 +29,11 @@ from tether.store.tables import runs
 router = APIRouter()
 
 _OPEN_CHECK_TTL_S = 5.0
+# Export requests a process reads, decodes and stores at once; the others wait unread (TCP
+# holds their bodies back). Two keep the pipeline full (one maps in Python while the other's
+# SQLite write runs without the GIL); more only add decoded batches to memory (RSS), and
+# the span writes are serialised anyway.
+INGEST_SLOTS = 2
 ANONYMOUS = Principal(key_id="anonymous", scopes=frozenset({"ingest"}), agent=None)
 
 
@@ -117,15 +122,18 @@ async def export_traces(
     state: State = Depends(get_state),
     principal: Principal = Depends(require_ingest),
 ) -> Response:
-    body = await request.body()
-    n, kind = await anyio.to_thread.run_sync(
-        ingest_payload,
-        state,
-        body,
-        request.headers.get("content-type"),
-        request.headers.get("content-encoding"),
-        None if principal.has("admin") else principal.agent,
-    )
+    if state.ingest_slots is None:
+        state.ingest_slots = anyio.CapacityLimiter(INGEST_SLOTS)
+    async with state.ingest_slots:
+        body = await request.body()
+        n, kind = await anyio.to_thread.run_sync(
+            ingest_payload,
+            state,
+            body,
+            request.headers.get("content-type"),
+            request.headers.get("content-encoding"),
+            None if principal.has("admin") else principal.agent,
+        )
     count_ingested(state, n, len(body))
     payload, media = decode.response_body(kind)
     return Response(content=payload, media_type=media)

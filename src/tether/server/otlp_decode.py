@@ -6,7 +6,6 @@ Every problem becomes a BadRequestError (400) or PayloadTooLargeError (413) nami
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import zlib
 from typing import Any
@@ -134,18 +133,31 @@ def response_body(kind: str) -> tuple[bytes, str]:
 def to_spans(req: ExportTraceServiceRequest) -> list[OtlpSpan]:
     """Flattens a request to OtlpSpans, checking ids so that nothing unstorable gets through."""
     out: list[OtlpSpan] = []
+    append = out.append
     for ri, rs in enumerate(req.resource_spans):
         resource = attributes(rs.resource.attributes)
         for si, ss in enumerate(rs.scope_spans):
             for pi, s in enumerate(ss.spans):
-                where = f"resource_spans[{ri}].scope_spans[{si}].spans[{pi}]"
-                out.append(
+                trace_id, span_id, parent = s.trace_id, s.span_id, s.parent_span_id
+                # the common case checked inline; a bad id is named by _id (the hot path)
+                if not (
+                    len(trace_id) == 16
+                    and len(span_id) == 8
+                    and any(trace_id)
+                    and any(span_id)
+                    and (not parent or (len(parent) == 8 and any(parent)))
+                ):
+                    where = f"resource_spans[{ri}].scope_spans[{si}].spans[{pi}]"
+                    _id(trace_id, 16, where, "trace_id")
+                    _id(span_id, 8, where, "span_id")
+                    if parent:
+                        _id(parent, 8, where, "parent_span_id")
+                events = s.events
+                append(
                     OtlpSpan(
-                        trace_id=_id(s.trace_id, 16, where, "trace_id"),
-                        span_id=_id(s.span_id, 8, where, "span_id"),
-                        parent_id=_id(s.parent_span_id, 8, where, "parent_span_id")
-                        if s.parent_span_id
-                        else None,
+                        trace_id=trace_id.hex(),
+                        span_id=span_id.hex(),
+                        parent_id=parent.hex() if parent else None,
                         name=s.name,
                         start_ns=s.start_time_unix_nano,
                         end_ns=s.end_time_unix_nano,
@@ -155,10 +167,12 @@ def to_spans(req: ExportTraceServiceRequest) -> list[OtlpSpan]:
                         status_message=s.status.message,
                         events=[
                             SpanEvent(e.name, e.time_unix_nano, attributes(e.attributes))
-                            for e in s.events
-                        ],
+                            for e in events
+                        ]
+                        if events
+                        else (),
                     )
-                )
+                )  # fmt: skip
     return out
 
 
@@ -167,7 +181,7 @@ def _id(raw: bytes, size: int, where: str, field: str) -> str:
         raise BadRequestError(
             f"{where}.{field}: must be {size} bytes and not all zero, got {len(raw)} bytes"
         )
-    return binascii.hexlify(raw).decode()
+    return raw.hex()
 
 
 def attributes(kvs: Any) -> dict[str, Any]:

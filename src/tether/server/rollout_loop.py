@@ -38,7 +38,9 @@ async def tick(state: State) -> int:
     changed = 0
     for rollout_id in await anyio.to_thread.run_sync(due, state, now):
         try:
-            ro, kind = await anyio.to_thread.run_sync(apply, state.engine, rollout_id, now)
+            ro, kind = await anyio.to_thread.run_sync(
+                apply, state.engine, rollout_id, now, state.arms_cache
+            )
         except Exception:  # one broken rollout must not stop the others being evaluated
             log.exception("could not apply the rule of rollout %s", rollout_id)
             continue

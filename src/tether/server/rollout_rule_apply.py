@@ -33,10 +33,16 @@ def _tasks_at_step(engine: Engine, ro: dict[str, Any]) -> int:
         return int(conn.execute(q).scalar_one())
 
 
-def decide(engine: Engine, ro: dict[str, Any], now: datetime) -> Decision:
-    """The rule's decision for a rollout now, without acting on it."""
+def decide(
+    engine: Engine, ro: dict[str, Any], now: datetime, cache: rollouts.ArmsCache | None = None
+) -> Decision:
+    """The rule's decision for a rollout now, without acting on it (with a cache, reading only
+    the runs since its last evaluation)."""
     rule = parse_rule(ro["rule_source"], ro["rule_file"] or "<rule>").to_rule()
-    arms = rollouts.arms(engine, ro, rule.target_cost_nusd)
+    if cache is not None:
+        arms = cache.arms(engine, ro, rule.target_cost_nusd, now)
+    else:
+        arms = rollouts.arms(engine, ro, rule.target_cost_nusd)
     elapsed = (now - ro["started_at"]).total_seconds()
     return evaluate(
         rule,
@@ -49,14 +55,17 @@ def decide(engine: Engine, ro: dict[str, Any], now: datetime) -> Decision:
 
 
 def apply(
-    engine: Engine, rollout_id: str, now: datetime | None = None
+    engine: Engine,
+    rollout_id: str,
+    now: datetime | None = None,
+    cache: rollouts.ArmsCache | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     """Evaluates a running rollout and acts; returns the rollout and the event kind, if any."""
     now = now or datetime.now(UTC)
     ro = rollouts.get(engine, rollout_id)
     if ro["status"] != "running":
         return ro, None
-    d = decide(engine, ro, now)
+    d = decide(engine, ro, now, cache)
     record = {
         "action": d.action,
         "reason": d.reason,

@@ -23,4 +23,5 @@ def watch_config(settings: WatchSettings) -> WatchConfig:
         drift=DriftConfig(alpha=settings.alpha),
         drift_baseline=parse_span(settings.baseline, "watch.baseline"),
         drift_window=parse_span(settings.window, "watch.window"),
+        eval_agents=frozenset(settings.eval_on_model_change),
     )  # fmt: skip

@@ -1,8 +1,23 @@
-"""`tether.server.wsgi:app`: the import string uvicorn worker processes load (env settings)."""
+"""`tether.server.wsgi:app`: the import string uvicorn worker processes load (env settings).
+
+Each worker listens at once and builds the app behind it (server/starting.py); the supervisor
+has migrated the database before starting them."""
 
 from __future__ import annotations
 
-from tether.config import load_settings
-from tether.server.app import create_app
+from typing import TYPE_CHECKING
 
-app = create_app(load_settings())
+from tether.server.starting import Starting
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+
+def _build() -> ASGIApp:
+    from tether.config import load_settings
+    from tether.server.app import create_app
+
+    return create_app(load_settings())
+
+
+app = Starting(_build)

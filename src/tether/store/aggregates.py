@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.sql import ColumnElement
 
+from tether.core.errors import BadRequestError
 from tether.store.costs import cost_breakdown, day_of
 from tether.store.engine import reading
 from tether.store.tables import agents, runs
@@ -241,10 +242,21 @@ def cost_by_day(
 
 
 def top_costs(
-    engine: Engine, group: str, *, start: datetime, agent: str | None, limit: int
+    engine: Engine,
+    group: str,
+    *,
+    start: datetime,
+    agent: str | None,
+    limit: int,
+    end: datetime | None = None,
 ) -> tuple[list[dict[str, Any]], int, int]:
-    """The `limit` costliest tasks or users since `start` (cost_breakdown's rows), the number
-    of groups and the total cost, in one pass: those groups number in the tens of thousands."""
+    """The `limit` costliest tasks or users started in [start, end) (cost_breakdown's rows,
+    in its order), the number of groups and the total cost, in one pass: those groups number
+    in the tens of thousands. The console's cost tables and `/api/v1/costs?limit=` use it."""
+    if group not in ("task", "user"):
+        raise BadRequestError(f"top costs are by task or user, not {group!r}")
+    if end is not None and end <= start:
+        raise BadRequestError("to: must be later than from")
     c = runs.c
     key = {"task": c.task_id, "user": c.user}[group]
     cost = func.coalesce(func.sum(c.cost_nusd), 0)
@@ -261,6 +273,8 @@ def top_costs(
     )  # fmt: skip
     if agent is not None:
         q = q.where(c.agent == agent)
+    if end is not None:
+        q = q.where(c.started_at < end)
     with aggregating(engine) as conn:
         rows = conn.execute(q).all()
     if not rows:

@@ -1,5 +1,7 @@
 """Alert history: cost anomalies, drift and model changes, each with its de-duplication key,
-a cool-down between notifications, and acknowledgement.
+a cool-down between notifications, and acknowledgement. Replicas sharing one database raise
+each alert once: on PostgreSQL checks of one key take an advisory transaction lock, on SQLite
+every writer holds the database's write lock.
 
 Raising the same alert again (same `dedup_key` and interval) updates the stored one; a new
 interval within the cool-down of an open alert of that key adds an occurrence to it and does
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, and_, func, or_, select, text, update
 
 from tether.core.errors import BadRequestError, ConflictError, NotFoundError
 from tether.core.ids import make_id
@@ -101,6 +103,12 @@ def raise_alert(engine: Engine, draft: AlertDraft, *, now: datetime, cooldown: t
     """Stores `draft` as a new alert or as an occurrence of the one it repeats."""
     t = alerts.c
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Replicas run the same passes at once: the read-then-insert below must see the
+            # other replica's alert of this key, so checks of one key take turns (SQLite's
+            # BEGIN IMMEDIATE already serialises every writer).
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 11))"),
+                         {"k": "alert:" + draft.dedup_key[:500]})  # fmt: skip
         q = select(alerts).where(t.dedup_key == draft.dedup_key[:500])
         latest = conn.execute(q.order_by(t.created_at.desc(), t.id.desc()).limit(1)).first()
         facts = {
@@ -213,4 +221,68 @@ def acknowledge(
                 status="acknowledged", acknowledged_at=now, acknowledged_by=by[:200], ack_note=note
             )
         )
+        return _alert(conn.execute(select(alerts).where(t.id == alert_id)).one())
+
+
+@dataclass(frozen=True)
+class AlertCounts:
+    """What /metrics exports of the alert history (store/alerts.py is the one source)."""
+
+    # (kind, agent or "", status) -> alerts; occurrences summed per (kind, agent)
+    alerts: dict[tuple[str, str, str], int]
+    occurrences: dict[tuple[str, str], int]
+    # (agent, metric) moved in the agent's newest open drift alert
+    drift_moved: list[tuple[str, str]]
+    # open cost alerts: (granularity, dimension, key, value, expected, high) in nano-dollars
+    cost_open: list[tuple[str, str, str, int, int, int]]
+
+
+def alert_counts(engine: Engine) -> AlertCounts:
+    t = alerts.c
+    counts: dict[tuple[str, str, str], int] = {}
+    occurrences: dict[tuple[str, str], int] = {}
+    with reading(engine) as conn:
+        q = select(t.kind, t.agent, t.status, func.count(), func.sum(t.occurrences)).group_by(
+            t.kind, t.agent, t.status
+        )
+        for kind, agent, status, n, occ in conn.execute(q):
+            counts[(kind, agent or "", status)] = int(n)
+            pair = (kind, agent or "")
+            occurrences[pair] = occurrences.get(pair, 0) + int(occ or 0)
+        opened = conn.execute(
+            select(t.kind, t.agent, t.detail, t.value_nusd, t.expected_nusd, t.high_nusd)
+            .where(t.status == "open", t.kind.in_(("drift", "cost_anomaly")))
+            .order_by(t.created_at.desc(), t.id.desc())
+        ).all()
+    moved: list[tuple[str, str]] = []
+    seen_drift: set[str] = set()
+    cost: dict[tuple[str, str, str], tuple[int, int, int]] = {}
+    for kind, agent, detail, value, expected, high in opened:
+        d = detail or {}
+        if kind == "drift" and agent and agent not in seen_drift:
+            seen_drift.add(agent)
+            moved += [(agent, str(m)) for m in d.get("moved", [])]
+        elif kind == "cost_anomaly":
+            key = (
+                str(d.get("granularity", "")),
+                str(d.get("dimension", "")),
+                str(d.get("key", "")),
+            )
+            cost.setdefault(key, (int(value or 0), int(expected or 0), int(high or 0)))
+    cost_open = [(*k, *v) for k, v in sorted(cost.items())]
+    return AlertCounts(counts, occurrences, sorted(moved), cost_open)
+
+
+def update_detail(engine: Engine, alert_id: str, key: str, value: Any) -> Alert:
+    """Sets one key of an alert's `detail` (a model change's eval, as it runs and ends)."""
+    with engine.begin() as conn:
+        t = alerts.c
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 11))"),
+                         {"k": "alert-id:" + alert_id})  # fmt: skip
+        row = conn.execute(select(alerts).where(t.id == alert_id)).first()
+        if row is None:
+            raise NotFoundError(f"alert {alert_id} not found; `tether alerts list` shows the ids")
+        detail = dict(row.detail or {}) | {key: value}
+        conn.execute(update(alerts).where(t.id == alert_id).values(detail=detail))
         return _alert(conn.execute(select(alerts).where(t.id == alert_id)).one())

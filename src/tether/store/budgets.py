@@ -160,9 +160,9 @@ def hold_commit(conn: Connection) -> None:
     what the expiry sweep would do to a hold anyway. A settle is always on disk before it is
     reported done, and a synchronous commit flushes every WAL record before its own, including
     the hold it settles (a settle only runs after its hold committed): so a durable settle never
-    refers to a lost hold. If the tether process outlives the database crash, the settle of a hold that was lost
-    finds no row and is charged in full as a swept hold is (`_settle_in`): spend is never
-    dropped. SQLite is unchanged (WAL with synchronous=NORMAL, see engine.py)."""
+    refers to a lost hold. If the tether process outlives the database crash, the settle of a
+    hold that was lost finds no row and is charged in full as a swept hold is (`_settle_in`):
+    spend is never dropped. SQLite is unchanged (WAL with synchronous=NORMAL, see engine.py)."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 

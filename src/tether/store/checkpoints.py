@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, select, tuple_
 
 from tether.store.engine import reading
-from tether.store.tables import checkpoint_blobs, checkpoint_writes, checkpoints
+from tether.store.tables import checkpoint_blobs, checkpoint_threads, checkpoint_writes, checkpoints
 from tether.store.upsert import insert_on_conflict
 
 # LangGraph's special write channels take fixed negative indexes (WRITES_IDX_MAP); a batch of
@@ -186,16 +186,37 @@ def get_tuple(
     engine: Engine, *, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
 ) -> dict[str, Any] | None:
     """One checkpoint, or the newest of the thread's namespace when no id is given."""
+    with reading(engine) as conn:
+        return get_tuple_in(
+            conn, thread_id=thread_id, checkpoint_ns=checkpoint_ns, checkpoint_id=checkpoint_id
+        )
+
+
+def get_tuple_in(
+    conn: Connection,
+    *,
+    thread_id: str,
+    checkpoint_ns: str,
+    checkpoint_id: str | None,
+    owned_by: tuple[bool, str | None] | None = None,
+) -> dict[str, Any] | None:
+    """`get_tuple` on an open connection; with `owned_by=(admin, agent)` only when that caller
+    owns the thread (None as if absent otherwise), checked in the same query."""
     c = checkpoints.c
     q = select(checkpoints).where(c.thread_id == thread_id, c.checkpoint_ns == checkpoint_ns)
+    if owned_by is not None and not owned_by[0]:
+        t = checkpoint_threads.c
+        agent = owned_by[1]
+        q = q.join(checkpoint_threads, t.thread_id == c.thread_id).where(
+            t.agent == agent if agent is not None else t.agent.is_(None)
+        )
     if checkpoint_id:
         q = q.where(c.checkpoint_id == checkpoint_id)
     else:
         # LangGraph's checkpoint ids are uuid6: their text order is their time order
         q = q.order_by(c.checkpoint_id.desc()).limit(1)
-    with reading(engine) as conn:
-        row = conn.execute(q).first()
-        return _tuple(conn, row) if row is not None else None
+    row = conn.execute(q).first()
+    return _tuple(conn, row) if row is not None else None
 
 
 def _metadata_matches(md: dict[str, Any], wanted: dict[str, Any]) -> bool:
@@ -216,8 +237,6 @@ def search(
     """Checkpoints newest first (LangGraph's `list`). Without a thread: every thread the caller
     owns. The metadata filter is applied here, not in SQL, so it means the same (JSON equality)
     on both databases."""
-    from tether.store.tables import checkpoint_threads
-
     c = checkpoints.c
     q = select(checkpoints).order_by(c.thread_id, c.checkpoint_ns, c.checkpoint_id.desc())
     if thread_id is not None:
@@ -350,6 +369,29 @@ def _drop_orphan_blobs(conn: Connection, thread_ids: set[str]) -> None:
             )
 
 
+# checkpoints that start a new lineage from an old one; LangGraph numbers the steps after each
+# one higher than those of the lineage it replays
+FORK_SOURCES = ("fork", "update")
+
+
+def forks_before(engine: Engine, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> int:
+    """How many fork or update checkpoints lie on the path from `checkpoint_id` back to the
+    thread's first checkpoint (0 for an unknown id)."""
+    c = checkpoints.c
+    q = select(c.checkpoint_id, c.parent_id, c.source).where(
+        c.thread_id == thread_id, c.checkpoint_ns == checkpoint_ns
+    )
+    with reading(engine) as conn:
+        rows = {r.checkpoint_id: (r.parent_id, r.source) for r in conn.execute(q)}
+    n, at, seen = 0, checkpoint_id, set()
+    while at in rows and at not in seen:
+        seen.add(at)
+        parent, source = rows[at]
+        n += source in FORK_SOURCES
+        at = parent
+    return n
+
+
 def count(engine: Engine, thread_id: str) -> int:
     with reading(engine) as conn:
         n = conn.execute(
@@ -368,7 +410,9 @@ __all__ = [
     "count",
     "delete_for_runs",
     "delete_threads",
+    "forks_before",
     "get_tuple",
+    "get_tuple_in",
     "prune",
     "put",
     "put_writes",

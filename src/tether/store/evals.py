@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, and_, func, insert, select, update
 
 from tether.core.assertions import Observed, Result, ToolCall
-from tether.core.errors import ConflictError, NotFoundError
+from tether.core.errors import BadRequestError, ConflictError, NotFoundError
 from tether.core.eval_suite import SuiteModel
 from tether.core.evals import Attempt
 from tether.core.records import RunAttribution
@@ -20,6 +21,8 @@ from tether.store.ingest import ensure_run, set_run_status
 from tether.store.tables import approvals, eval_attempts, evals, runs, spans
 
 EVAL_TAGS = ("tether.eval.id", "tether.eval.suite", "tether.eval.task", "tether.eval.attempt")
+# the task's fixtures on its attempt's run, read by the LLM and MCP gateways
+FIXTURES_TAG = "tether.eval.fixtures"
 
 
 def create_eval(
@@ -57,24 +60,34 @@ def create_eval(
     return get_eval(engine, eval_id)
 
 
-def get_eval(engine: Engine, eval_id: str) -> dict[str, Any]:
+def by_id(engine: Engine, table: Table, row_id: str, missing: str) -> dict[str, Any]:
+    """One row of an eval-area table by its id; NotFoundError(`missing`) when there is none."""
     with reading(engine) as conn:
-        row = conn.execute(select(evals).where(evals.c.id == eval_id)).first()
+        row = conn.execute(select(table).where(table.c.id == row_id)).first()
     if row is None:
-        raise NotFoundError(f"no eval {eval_id}; `tether eval list` shows the ids")
+        raise NotFoundError(missing)
     return dict(row._mapping)
+
+
+def newest(engine: Engine, table: Table, limit: int, **equal: str | None) -> list[dict[str, Any]]:
+    """The newest rows of an eval-area table (by created_at, then id), where each given column
+    equals its value (a None value is no filter)."""
+    q = select(table).order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit)
+    for column, value in equal.items():
+        if value:
+            q = q.where(table.c[column] == value)
+    with reading(engine) as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def get_eval(engine: Engine, eval_id: str) -> dict[str, Any]:
+    return by_id(engine, evals, eval_id, f"no eval {eval_id}; `tether eval list` shows the ids")
 
 
 def list_evals(
     engine: Engine, *, agent: str | None = None, suite: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
-    q = select(evals).order_by(evals.c.created_at.desc(), evals.c.id.desc()).limit(limit)
-    if agent:
-        q = q.where(evals.c.agent == agent)
-    if suite:
-        q = q.where(evals.c.suite == suite)
-    with reading(engine) as conn:
-        return [dict(r._mapping) for r in conn.execute(q)]
+    return newest(engine, evals, limit, agent=agent, suite=suite)
 
 
 def latest_eval(engine: Engine, suite: str, version: str) -> dict[str, Any] | None:
@@ -89,24 +102,47 @@ def latest_eval(engine: Engine, suite: str, version: str) -> dict[str, Any] | No
     return dict(row._mapping) if row else None
 
 
-def start_attempt(
-    engine: Engine, eval_id: str, task_id: str, attempt: int, run_id: str, now: datetime
-) -> dict[str, Any]:
-    """Creates the attempt's run (running, tagged) and its row. A finished attempt is a
-    ConflictError; an interrupted one starts again with a new run."""
-    ev = get_eval(engine, eval_id)
-    key = and_(
+def _attempt_key(eval_id: str, task_id: str, attempt: int) -> Any:
+    return and_(
         eval_attempts.c.eval_id == eval_id,
         eval_attempts.c.task_id == task_id,
         eval_attempts.c.attempt == attempt,
     )
-    tags = {
+
+
+def start_attempt(
+    engine: Engine,
+    ev: dict[str, Any] | str,
+    task_id: str,
+    attempt: int,
+    run_id: str,
+    now: datetime,
+    fixtures: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Creates the attempt's run (running, tagged, with the task's fixtures for the gateways)
+    and its row, in one transaction; returns the row. A finished attempt is a ConflictError;
+    an interrupted one starts again with a new run."""
+    ev = get_eval(engine, ev) if isinstance(ev, str) else ev
+    eval_id = ev["id"]
+    key = _attempt_key(eval_id, task_id, attempt)
+    tags: dict[str, Any] = {
         EVAL_TAGS[0]: eval_id,
         EVAL_TAGS[1]: ev["suite"],
         EVAL_TAGS[2]: task_id,
         EVAL_TAGS[3]: attempt,
     }
+    if fixtures:
+        tags[FIXTURES_TAG] = fixtures
     attribution = RunAttribution(agent=ev["agent"], version=ev["version"], task_id=task_id)
+    values: dict[str, Any] = {
+        "run_id": run_id,
+        "status": "running",
+        "started_at": now,
+        "passed": None,
+        "results": None,
+        "error": None,
+        "ended_at": None,
+    }
     with engine.begin() as conn:
         old = conn.execute(select(eval_attempts.c.status).where(key)).scalar()
         if old == "done":
@@ -123,15 +159,6 @@ def start_attempt(
             now=now,
         )
         conn.execute(update(runs).where(runs.c.id == run_id).values(attributes=tags))
-        values = {
-            "run_id": run_id,
-            "status": "running",
-            "started_at": now,
-            "passed": None,
-            "results": None,
-            "error": None,
-            "ended_at": None,
-        }
         if old is None:
             conn.execute(
                 insert(eval_attempts).values(
@@ -140,7 +167,30 @@ def start_attempt(
             )
         else:
             conn.execute(update(eval_attempts).where(key).values(**values))
-    return {"eval_id": eval_id, "task_id": task_id, "attempt": attempt, "run_id": run_id}
+    return {
+        "eval_id": eval_id,
+        "task_id": task_id,
+        "attempt": attempt,
+        "cost_nusd": 0,
+        "judge_cost_nusd": 0,
+        "duration_ms": None,
+        "agent_ms": None,
+        "tools": None,
+        **values,
+    }
+
+
+def fixtures_of(attributes: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The eval fixtures a run carries (scripted tool outputs, a mock LLM script), if any."""
+    found = (attributes or {}).get(FIXTURES_TAG)
+    return found if isinstance(found, dict) and found else None
+
+
+def run_fixtures(engine: Engine, run_id: str) -> dict[str, Any] | None:
+    """The fixtures of the eval attempt a run is, if it is one and its task has any."""
+    with reading(engine) as conn:
+        attrs = conn.execute(select(runs.c.attributes).where(runs.c.id == run_id)).scalar()
+    return fixtures_of(attrs if isinstance(attrs, dict) else None)
 
 
 def end_run(
@@ -149,8 +199,15 @@ def end_run(
     """The agent finished: the run ends succeeded or failed (a kill recorded by the gateway
     stays a kill), with the agent's final output."""
     with engine.begin() as conn:
-        set_run_status(conn, run_id, "succeeded" if ok else "failed", now=now, reason=error)
-        conn.execute(update(runs).where(runs.c.id == run_id).values(output=output))
+        _end_run(conn, run_id, ok=ok, output=output, error=error, now=now)
+
+
+def _end_run(
+    conn: Connection, run_id: str, *, ok: bool, output: str | None, error: str | None,
+    now: datetime,
+) -> None:  # fmt: skip
+    set_run_status(conn, run_id, "succeeded" if ok else "failed", now=now, reason=error)
+    conn.execute(update(runs).where(runs.c.id == run_id).values(output=output))
 
 
 def _json(text: str | None) -> Any:
@@ -166,19 +223,21 @@ def observe(engine: Engine, run_id: str, now: datetime) -> Observed:
     """What the gateways recorded for a run: totals, output, tool calls and their decisions,
     refusals, kills and the held calls nobody decided."""
     with reading(engine) as conn:
-        run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
-        if run is None:
-            raise NotFoundError(f"no run {run_id}")
-        rows = conn.execute(
-            select(spans.c.kind, spans.c.name, spans.c.input, spans.c.attributes)
-            .where(spans.c.run_id == run_id)
-            .order_by(spans.c.started_at)
-        ).all()
-        pending = conn.execute(
-            select(func.count()).where(
-                approvals.c.run_id == run_id, approvals.c.status == "pending"
-            )
-        ).scalar_one()
+        return _observe(conn, run_id)
+
+
+def _observe(conn: Connection, run_id: str) -> Observed:
+    run = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+    if run is None:
+        raise NotFoundError(f"no run {run_id}")
+    rows = conn.execute(
+        select(spans.c.kind, spans.c.name, spans.c.input, spans.c.attributes)
+        .where(spans.c.run_id == run_id)
+        .order_by(spans.c.started_at)
+    ).all()
+    pending = conn.execute(
+        select(func.count()).where(approvals.c.run_id == run_id, approvals.c.status == "pending")
+    ).scalar_one()
     r = run._mapping
     calls: list[ToolCall] = []
     denials = refusals = 0
@@ -221,53 +280,74 @@ def observe(engine: Engine, run_id: str, now: datetime) -> Observed:
     )
 
 
-def finish_attempt(
+Check = Callable[[Observed], list[Result]]
+
+
+def complete_attempt(
     engine: Engine,
-    eval_id: str,
+    ev: dict[str, Any],
     task_id: str,
     attempt: int,
     *,
-    results: list[Result],
-    obs: Observed,
-    judge_cost_nusd: int,
-    agent_ms: float | None,
+    ok: bool,
+    output: str | None,
     error: str | None,
+    agent_ms: float | None,
+    check: Check,
+    judge_run_ids: Sequence[str] = (),
+    judge_agent: str = "tether-judge",
+    run_id: str | None = None,
     now: datetime,
 ) -> dict[str, Any]:
-    key = and_(
-        eval_attempts.c.eval_id == eval_id,
-        eval_attempts.c.task_id == task_id,
-        eval_attempts.c.attempt == attempt,
-    )
-    passed = all(r.passed for r in results)
+    """The agent finished an attempt: in one transaction its run ends, what the gateways
+    recorded is read back and checked (`check`), the judges' runs end and are charged apart,
+    and the attempt and the eval's counters are written. Returns the attempt's row."""
+    eval_id = ev["id"]
+    key = _attempt_key(eval_id, task_id, attempt)
     with engine.begin() as conn:
-        target = conn.execute(
-            select(evals.c.target_cost_nusd).where(evals.c.id == eval_id)
-        ).scalar()
-        # the eval's counter is of successes at target cost, the KPI
-        at_target = passed and (target is None or obs.cost_nusd <= target)
         row = conn.execute(select(eval_attempts).where(key)).first()
         if row is None:
-            raise NotFoundError(f"no attempt {attempt} of {task_id} in {eval_id}")
-        if row._mapping["status"] == "done":
+            raise NotFoundError(f"no attempt {attempt} of {task_id!r} in {eval_id}; start it first")
+        cur = dict(row._mapping)
+        if cur["status"] == "done":
             raise ConflictError("the attempt is already finished", code="attempt_done")
-        started = row._mapping["started_at"]
-        conn.execute(
-            update(eval_attempts)
-            .where(key)
-            .values(
-                status="done",
-                passed=passed,
-                cost_nusd=obs.cost_nusd,
-                judge_cost_nusd=judge_cost_nusd,
-                duration_ms=(now - started).total_seconds() * 1000,
-                agent_ms=agent_ms,
-                results=[r.to_dict() for r in results],
-                tools=[c.name for c in obs.tool_calls],
-                error=error,
-                ended_at=now,
+        if run_id is not None and run_id != cur["run_id"]:
+            raise BadRequestError(
+                f"run {run_id} is not attempt {attempt} of {task_id!r} (its run is "
+                f"{cur['run_id']}); send the run id its start answered"
             )
-        )
+        _end_run(conn, cur["run_id"], ok=ok, output=output, error=error, now=now)
+        obs = _observe(conn, cur["run_id"])
+        results = check(obs)
+        judge_cost = 0
+        for judge_run in judge_run_ids:
+            found = conn.execute(
+                select(runs.c.agent, runs.c.cost_nusd).where(runs.c.id == judge_run)
+            ).first()
+            if found is None:
+                raise NotFoundError(f"no run {judge_run}")
+            if found.agent != judge_agent:
+                raise BadRequestError(f"run {judge_run} is not a judge run (agent {judge_agent})")
+            judge_cost += found.cost_nusd or 0
+            # the judge's run is over once it has answered
+            _end_run(conn, judge_run, ok=True, output=None, error=None, now=now)
+        passed = all(r.passed for r in results)
+        target = ev["target_cost_nusd"]
+        # the eval's counter is of successes at target cost, the KPI
+        at_target = passed and (target is None or obs.cost_nusd <= target)
+        done = {
+            "status": "done",
+            "passed": passed,
+            "cost_nusd": obs.cost_nusd,
+            "judge_cost_nusd": judge_cost,
+            "duration_ms": (now - cur["started_at"]).total_seconds() * 1000,
+            "agent_ms": agent_ms,
+            "results": [r.to_dict() for r in results],
+            "tools": [c.name for c in obs.tool_calls],
+            "error": error,
+            "ended_at": now,
+        }
+        conn.execute(update(eval_attempts).where(key).values(**done))
         conn.execute(
             update(evals)
             .where(evals.c.id == eval_id)
@@ -275,10 +355,10 @@ def finish_attempt(
                 attempts_done=evals.c.attempts_done + 1,
                 attempts_passed=evals.c.attempts_passed + int(at_target),
                 cost_nusd=evals.c.cost_nusd + obs.cost_nusd,
-                judge_cost_nusd=evals.c.judge_cost_nusd + judge_cost_nusd,
+                judge_cost_nusd=evals.c.judge_cost_nusd + judge_cost,
             )
         )
-    return attempt_rows(engine, eval_id, task_id=task_id, attempt=attempt)[0]
+    return {**cur, **done}
 
 
 def finish_eval(engine: Engine, eval_id: str, now: datetime) -> dict[str, Any]:

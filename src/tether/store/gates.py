@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import Engine, func, insert, select
 
-from tether.core.errors import NotFoundError
 from tether.core.evals import GateCriteria, Verdict
 from tether.store.engine import reading
+from tether.store.evals import by_id, newest
 from tether.store.tables import gate_verdicts
 
 
@@ -52,6 +52,7 @@ def save_verdict(
                 "p_value": c.p_value,
                 "p_holm": c.p_holm,
                 "significant": c.significant,
+                "tasks": c.tasks,
             }
             for c in verdict.comparisons
         ],
@@ -65,23 +66,18 @@ def save_verdict(
 
 
 def get_verdict(engine: Engine, verdict_id: str) -> dict[str, Any]:
-    with reading(engine) as conn:
-        row = conn.execute(select(gate_verdicts).where(gate_verdicts.c.id == verdict_id)).first()
-    if row is None:
-        raise NotFoundError(f"no gate verdict {verdict_id}")
-    return dict(row._mapping)
+    return by_id(engine, gate_verdicts, verdict_id, f"no gate verdict {verdict_id}")
 
 
 def list_verdicts(
-    engine: Engine, *, agent: str | None = None, eval_id: str | None = None, limit: int = 50
+    engine: Engine,
+    *,
+    agent: str | None = None,
+    eval_id: str | None = None,
+    outcome: str | None = None,
+    limit: int = 50,
 ) -> list[dict[str, Any]]:
-    q = select(gate_verdicts).order_by(gate_verdicts.c.created_at.desc(), gate_verdicts.c.id)
-    if agent:
-        q = q.where(gate_verdicts.c.agent == agent)
-    if eval_id:
-        q = q.where(gate_verdicts.c.eval_id == eval_id)
-    with reading(engine) as conn:
-        return [dict(r._mapping) for r in conn.execute(q.limit(limit))]
+    return newest(engine, gate_verdicts, limit, agent=agent, eval_id=eval_id, outcome=outcome)
 
 
 def last_per_agent(engine: Engine) -> dict[str, dict[str, Any]]:

@@ -1,5 +1,6 @@
 """Kills in the database: marking a run killed (whatever it had reported before), the kill log
-the kill switch of every process polls, and one run's kill state.
+the kill switch of every process polls (and, on PostgreSQL, the notification each kill sends:
+store/kill_feed.py), and one run's kill state.
 
 A kill is final. It applies to a run that is running, awaiting approval, or has already ended
 (its root span arrived with an end time, or it reported succeeded/failed): "ended" is what the
@@ -12,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select, update
 
+from tether.store import kill_feed
 from tether.store.tables import run_kills, runs
 from tether.store.upsert import insert_on_conflict
 
@@ -30,6 +32,7 @@ def kill(conn: Connection, run_id: str, *, reason: str, now: datetime) -> bool:
         return False
     insert_on_conflict(conn, run_kills, [{"run_id": run_id, "reason": reason, "killed_at": now}],
                        ("run_id",))  # fmt: skip
+    kill_feed.notify_in(conn, run_id, reason)  # every replica's streams hear of it on commit
     return True
 
 

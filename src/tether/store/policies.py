@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select, text
 
 from tether.core.errors import NotFoundError
-from tether.core.policy import Policy
+from tether.core.policy import Policy, PolicyError, Problem
+from tether.core.policy_schema import load_document
 from tether.store.audit import append_in
 from tether.store.engine import reading
 from tether.store.tables import policies
@@ -82,6 +83,7 @@ def apply_policy(
     """Validates `source` (PolicyError on problems) and stores it as the agent's next version,
     unless it is the same text as the current one. Each new version is audited."""
     policy = Policy.parse(source, file)
+    _check_registry_lists(engine, policy, source, file)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
@@ -115,6 +117,36 @@ def apply_policy(
         )
     _cache(engine).put((policy.agent, version), policy)
     return Applied(policy.agent, version, True)
+
+
+def _check_registry_lists(engine: Engine, policy: Policy, source: str, file: str) -> None:
+    """A policy naming a registry list that does not exist is refused, with the line."""
+    from tether.store import lists
+
+    if not policy.registry_lists:
+        return
+    have = lists.existing(engine, policy.registry_lists.values())
+    missing = {k: v for k, v in policy.registry_lists.items() if v not in have}
+    if not missing:
+        return
+    _, lines = load_document(source, file)
+    raise PolicyError([
+        Problem(lines.find(("lists", local)), f"lists.{local}.registry",
+                f"no registry list named `{name}`",
+                f"create it first (`tether lists set {name} VALUE...` or PUT /api/v1/lists/"
+                f"{name}), or correct the name")
+        for local, name in sorted(missing.items())
+    ], file)  # fmt: skip
+
+
+def agents_using_list(engine: Engine, name: str) -> list[str]:
+    """The agents whose latest policy names the registry list `name`."""
+    out = []
+    for version in list_latest(engine):
+        policy = get(engine, version.agent, version.version)
+        if policy is not None and name in policy.registry_lists.values():
+            out.append(version.agent)
+    return out
 
 
 def latest_version(engine: Engine, agent: str) -> int | None:

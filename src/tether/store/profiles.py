@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, or_, select
+from sqlalchemy import Connection, Engine, and_, func, or_, select, text
 
 from tether.core.drift import RunSample, WindowStats
 from tether.core.records import TERMINAL_STATUSES
+from tether.store.drift_hist import apply_profiles, read_window
 from tether.store.engine import reading
 from tether.store.tables import agent_models, run_profiles, runs, spans, watch_marks
 from tether.store.upsert import insert_on_conflict
@@ -29,6 +30,8 @@ OVERLAP = timedelta(seconds=60)
 SEP = "\x1f"
 TASK_TYPE_ATTR = "tether.task_type"
 _CHUNK = 900  # ids per IN (...) list: well under every SQLite build's parameter limit
+# Any constant will do; it only has to differ from the other advisory locks tether takes.
+_LOCK_KEY = 7337_0011
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,19 @@ def profile_runs(engine: Engine, *, now: datetime, batch: int = 2000) -> Profile
     new_mark = mark
     while True:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # replicas profile one batch at a time: each applies the difference between a
+                # run's stored profile and its new one to the histograms, which two replicas
+                # reading the same old profile at once would count twice
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
             rows = _page(conn, mark, cursor, batch)
             if not rows:
                 break
             profiles = _profiles(conn, rows, now)
+            old = _stored(conn, [row.id for row in rows])
             update = [c.name for c in run_profiles.columns if c.name != "run_id"]
             insert_on_conflict(conn, run_profiles, profiles, ("run_id",), update)
+            apply_profiles(conn, old, profiles)
             changes += _note_models(conn, profiles)
             cursor = (rows[-1].updated_at, rows[-1].id)
             if new_mark is None or cursor[0] > new_mark:
@@ -92,6 +102,14 @@ def profile_runs(engine: Engine, *, now: datetime, batch: int = 2000) -> Profile
         if len(rows) < batch:
             break
     return ProfilePass(total, new_mark, tuple(changes))
+
+
+def _stored(conn: Connection, ids: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for chunk in chunks(ids):
+        q = select(run_profiles).where(run_profiles.c.run_id.in_(chunk))
+        out += [dict(r._mapping) for r in conn.execute(q)]
+    return out
 
 
 def _page(
@@ -260,43 +278,25 @@ def window_stats(
     target_cost_nusd: int | None = None,
 ) -> tuple[WindowStats, WindowStats]:
     """The baseline [baseline_from, window_from) and window [window_from, end) of `agent`,
-    aggregated in the database (GROUP BY) so Python sees one row per distinct value. Cost is
-    compared at micro-dollar resolution and latency at the millisecond."""
-    p = run_profiles.c
-    conds = [p.agent == agent, p.started_at >= baseline_from, p.started_at < end]
-    if version is not None:
-        conds.append(p.version == version)
-    if model is not None:
-        conds.append(p.model_served == model)
-    side = case((p.started_at >= window_from, 1), else_=0).label("side")
-    ok = p.status == "succeeded"
-    if target_cost_nusd is not None:
-        ok = and_(ok, p.cost_nusd <= target_cost_nusd)
-    finished = p.status.in_(sorted(TERMINAL_STATUSES))
-    sequences: tuple[dict[tuple[str, ...], int], ...] = ({}, {})
-    counts = [[0, 0], [0, 0]]  # per side: finished, at target
-    values: tuple[dict[str, Counter[float]], ...] = ({}, {})
-    exprs: dict[str, tuple[Any, float]] = {
-        "cost": (p.cost_nusd / 1000, 1000.0),
-        "tokens": (p.tokens, 1.0),
-        "llm_calls": (p.llm_calls, 1.0),
-        "latency": (func.round(p.latency_ms), 1.0),
-    }
+    from the drift histograms (store/drift_hist.py): values compared by their bins."""
+    kw: dict[str, Any] = {"version": version, "model": model, "target_cost_nusd": target_cost_nusd}
     with reading(engine) as conn:
-        tally = (func.count(), func.sum(case((finished, 1), else_=0)),
-                 func.sum(case((ok, 1), else_=0)))  # fmt: skip
-        q = select(side, p.tools, *tally).where(*conds).group_by(side, p.tools)
-        for s_, tools, n, fin, good in conn.execute(q):
-            sequences[s_][tuple(tools.split(SEP)) if tools else ()] = int(n)
-            counts[s_][0] += int(fin or 0)
-            counts[s_][1] += int(good or 0)
-        for metric, (expr, scale) in exprs.items():
-            col = expr.label("v")
-            q = select(side, col, func.count()).where(*conds, expr.is_not(None))
-            for s_, v, n in conn.execute(q.group_by(side, col)):
-                values[s_].setdefault(metric, Counter())[float(v) * scale] += int(n)
-    base, win = (WindowStats(sequences[i], counts[i][0], counts[i][1], values[i]) for i in (0, 1))
+        base = read_window(conn, agent, baseline_from, window_from, **kw)
+        win = read_window(conn, agent, window_from, end, **kw)
     return base, win
+
+
+def latest_version(engine: Engine, agent: str, model: str) -> str | None:
+    """The version of the agent's newest profiled run served by `model`."""
+    p = run_profiles.c
+    q = (
+        select(p.version)
+        .where(p.agent == agent, p.model_served == model, p.version.is_not(None))
+        .order_by(p.started_at.desc())
+        .limit(1)
+    )
+    with reading(engine) as conn:
+        return conn.execute(q).scalar()
 
 
 def profiled_agents(engine: Engine, since: datetime) -> list[str]:

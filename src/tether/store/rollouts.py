@@ -3,19 +3,21 @@ per-version figures the rule reads from the runs, and the HTTP endpoint of each 
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, insert, select, update
+from sqlalchemy import Engine, and_, case, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from tether.core.errors import BadRequestError, ConflictError, NotFoundError
+from tether.core.errors import BadRequestError, ConflictError, NotFoundError, PolicyDeniedError
 from tether.core.rollout import ACTIVE, Arm
 from tether.store import audit
 from tether.store.engine import reading
 from tether.store.tables import agent_endpoints, rollout_events, rollouts, runs, spans
 from tether.store.upsert import insert_on_conflict
 
+POLICY_DENIED = PolicyDeniedError.type
 # kind -> (statuses it may start from, status it leads to); None keeps the status
 TRANSITIONS: dict[str, tuple[frozenset[str], str | None]] = {
     "promoted": (ACTIVE, "promoted"),
@@ -225,52 +227,149 @@ def events(engine: Engine, rollout_id: str) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(q.order_by(rollout_events.c.id))]
 
 
-def arms(
-    engine: Engine, ro: dict[str, Any], target_nusd: int | None, since: datetime | None = None
-) -> dict[str, Arm]:
-    """Per version, the finished runs of the agent since the rollout started (or `since`):
-    tasks, successes at target cost, errors, kills, runs with a policy denial, cost. One
-    aggregate over the runs' covering index plus one over the denied tool spans."""
-    start = since or ro["started_at"]
-    versions = (ro["baseline"], ro["candidate"])
+FINISHED = ("succeeded", "failed", "killed")
+# A run is written with its own clock's `now` and committed a little later; anything updated
+# within this margin of a cached count is read again.
+COMMIT_LAG = timedelta(seconds=60)
+STUCK = timedelta(hours=1)
+Totals = dict[str, tuple[int, int, int, int, int, int]]  # tasks, ok, errors, kills, cost, denials
+
+
+def _count(conn: Connection, ro: dict[str, Any], target: int | None, lo: datetime,
+           hi: datetime | None = None, open_since: datetime | None = None,
+           ) -> tuple[Totals, datetime | None]:  # fmt: skip
+    """Per version, the finished runs started in [lo, hi), and the start of the earliest run
+    since `open_since` not finished yet: one pass over the covering index. A run has a policy
+    violation when one of its error spans (a partial index) carries a gateway's structured
+    denial: an MCP `deny` decision or an LLM `policy_denied` outcome, whatever the error text
+    says."""
     scope = and_(
         runs.c.agent == ro["agent"],
-        runs.c.version.in_(versions),
-        runs.c.started_at >= start,
-        runs.c.status.in_(("succeeded", "failed", "killed")),
+        runs.c.version.in_((ro["baseline"], ro["candidate"])),
+        runs.c.started_at >= lo,
     )
+    if hi is not None:
+        scope = and_(scope, runs.c.started_at < hi)
+    done = runs.c.status.in_(FINISHED)
     ok = runs.c.status == "succeeded"
-    if target_nusd is not None:
-        ok = and_(ok, runs.c.cost_nusd <= target_nusd)
+    if target is not None:
+        ok = and_(ok, runs.c.cost_nusd <= target)
+    decision = spans.c.attributes[("tether.decision", "decision")].as_string()
+    outcome = spans.c.attributes["tether.outcome"].as_string()
+    denied = select(spans.c.run_id).where(
+        spans.c.status == "error", or_(decision == "deny", outcome == POLICY_DENIED)
+    )
     q = (
         select(
             runs.c.version,
-            func.count(),
+            func.sum(case((done, 1), else_=0)),
             func.sum(case((ok, 1), else_=0)),
             func.sum(case((runs.c.status == "failed", 1), else_=0)),
             func.sum(case((runs.c.status == "killed", 1), else_=0)),
-            func.coalesce(func.sum(runs.c.cost_nusd), 0),
+            func.coalesce(func.sum(case((done, runs.c.cost_nusd), else_=0)), 0),
+            func.sum(case((and_(done, runs.c.id.in_(denied)), 1), else_=0)),
+            func.min(
+                case(
+                    (or_(done, runs.c.started_at < (open_since or lo)), None),
+                    else_=runs.c.started_at,
+                )
+            ),
         )
         .where(scope)
         .group_by(runs.c.version)
     )
-    # The MCP gateway writes "tether denied ..." as the error of a tool call its policy denied.
-    denied = (
-        select(runs.c.version, func.count(func.distinct(spans.c.run_id)))
-        .select_from(spans.join(runs, runs.c.id == spans.c.run_id))
-        .where(scope, spans.c.kind == "tool", spans.c.error.like("tether denied %"))
-        .group_by(runs.c.version)
-    )
-    with reading(engine) as conn:
-        totals = {v: (n, s, e, k, c) for v, n, s, e, k, c in conn.execute(q)}
-        violations = {v: n for v, n in conn.execute(denied)}
-    out = {}
-    for v in versions:
-        n, s, e, k, c = totals.get(v, (0, 0, 0, 0, 0))
-        out[v] = Arm(
-            int(n), int(s or 0), int(e or 0), int(k or 0), int(violations.get(v, 0)), int(c or 0)
-        )
+    out: Totals = {}
+    first_open: datetime | None = None
+    for v, n, k, e, kills, cost, bad, opened in conn.execute(q):
+        out[v] = (int(n or 0), int(k or 0), int(e or 0), int(kills or 0), int(cost or 0),
+                  int(bad or 0))  # fmt: skip
+        if opened is not None:
+            opened = opened if opened.tzinfo else opened.replace(tzinfo=UTC)
+            first_open = opened if first_open is None else min(first_open, opened)
+    return out, first_open
+
+
+_NONE = (0, 0, 0, 0, 0, 0)
+
+
+def _add(a: Totals, b: Totals, sign: int = 1) -> Totals:
+    out: Totals = {}
+    for v in {*a, *b}:
+        x, y = a.get(v, _NONE), b.get(v, _NONE)
+        out[v] = tuple(p + sign * q for p, q in zip(x, y, strict=True))  # type: ignore[assignment]
     return out
+
+
+@dataclass
+class _Counted:
+    upto: datetime  # every finished run that started before this is in `totals`
+    as_of: datetime  # when they were read
+    totals: Totals
+
+
+@dataclass
+class ArmsCache:
+    """Incremental rollout figures: per rollout, the counts of the runs that had all finished
+    when last read, so that the next evaluation reads only the runs since. A cached count is
+    dropped when any run it covers was written since (a late span's cost, a kill, a run
+    ingested with an old start), so it is never stale."""
+
+    entries: dict[tuple[str, datetime, int | None], _Counted] = field(default_factory=dict)
+
+    def arms(
+        self, engine: Engine, ro: dict[str, Any], target_nusd: int | None, now: datetime,
+        since: datetime | None = None,
+    ) -> dict[str, Arm]:  # fmt: skip
+        start = since or ro["started_at"]
+        key = (ro["id"], start, target_nusd)
+        with reading(engine) as conn:
+            cached = self.entries.get(key)
+            if cached is None or _changed(conn, ro, start, cached):
+                cached = _Counted(start, now, {})
+            # everything since the count; its finished part (older than the commit lag and
+            # than any recent run still open) joins the count. A run left open for longer
+            # than STUCK does not hold the count back: if it ends, the check above sees it.
+            fresh, first_open = _count(conn, ro, target_nusd, cached.upto, None, now - STUCK)
+            frontier = min(now - COMMIT_LAG, first_open or now)
+            kept = _Counted(cached.upto, now, cached.totals)
+            if frontier > cached.upto:
+                recent, _ = _count(conn, ro, target_nusd, frontier)
+                kept = _Counted(frontier, now, _add(cached.totals, _add(fresh, recent, -1)))
+        if len(self.entries) > 1000:
+            self.entries.clear()
+        self.entries[key] = kept
+        return _arms(ro, _add(cached.totals, fresh))
+
+
+def _changed(conn: Connection, ro: dict[str, Any], start: datetime, c: _Counted) -> bool:
+    """Was any run the cached count covers written since it was read? Read off the index of
+    recently updated runs: the agent and version are wrapped so that no planner walks the
+    rollout's whole history by the agent's index instead."""
+    q = select(runs.c.started_at).where(
+        runs.c.updated_at >= c.as_of - COMMIT_LAG,
+        func.coalesce(runs.c.agent, "") == ro["agent"],
+        func.coalesce(runs.c.version, "").in_((ro["baseline"], ro["candidate"])),
+    )
+    return any(start <= at < c.upto for (at,) in conn.execute(q))
+
+
+def _arms(ro: dict[str, Any], totals: Totals) -> dict[str, Arm]:
+    out = {}
+    for v in (ro["baseline"], ro["candidate"]):
+        n, k, e, kills, cost, denied = totals.get(v, _NONE)
+        out[v] = Arm(n, k, e, kills, denied, cost)
+    return out
+
+
+def arms(
+    engine: Engine, ro: dict[str, Any], target_nusd: int | None, since: datetime | None = None
+) -> dict[str, Arm]:
+    """Per version, the finished runs of the agent since the rollout started (or `since`):
+    tasks, successes at target cost, errors, kills, runs with a policy violation, cost. Read
+    whole; `ArmsCache.arms` is the same figures read incrementally."""
+    with reading(engine) as conn:
+        totals, _ = _count(conn, ro, target_nusd, since or ro["started_at"])
+    return _arms(ro, totals)
 
 
 def register_endpoint(engine: Engine, agent: str, version: str, url: str, now: datetime) -> None:

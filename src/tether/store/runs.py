@@ -237,6 +237,19 @@ def create_run(
     return get_run(engine, run_id)
 
 
+def declare_run(
+    engine: Engine, run_id: str, *, attribution: RunAttribution, input: str | None, now: datetime
+) -> None:
+    """A run the SDK declares on its first governed call (its spans come later, when the run
+    ends): created if new, its input filled in if it has none. Never overwrites an input."""
+    with engine.begin() as conn:
+        ensure_run(conn, run_id, trace_id=None, attribution=attribution, started_at=now,
+                   source="sdk", now=now)  # fmt: skip
+        if input is not None:
+            conn.execute(update(runs).where(runs.c.id == run_id, runs.c.input.is_(None))
+                         .values(input=input))  # fmt: skip
+
+
 # ---------------------------------------------------------------- spans
 
 

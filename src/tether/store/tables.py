@@ -153,6 +153,13 @@ spans = Table(
 )
 Index("ix_spans_run", spans.c.run_id, spans.c.started_at)
 Index("ix_spans_started", spans.c.started_at)
+# The error spans of a run (the rollout rule counts policy violations among them).
+Index(
+    "ix_spans_errors",
+    spans.c.run_id,
+    sqlite_where=spans.c.status == "error",
+    postgresql_where=spans.c.status == "error",
+)
 
 scores = Table(
     "scores",
@@ -196,6 +203,10 @@ api_keys = Table(
     Column("created_at", TS, nullable=False),
     Column("last_used_at", TS),
     Column("revoked_at", TS),
+    # refused from then on (a lifetime given at creation, or the end of a rotation's overlap)
+    Column("expires_at", TS),
+    # a key rotated out: the key that replaces it
+    Column("replaced_by", String(64)),
 )
 
 audit_log = Table(
@@ -314,6 +325,8 @@ tools = Table(
     Column("annotations", JSON),
     Column("first_seen_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    # the systems the tool touches (policy `systems:`); empty: its server's name (0011)
+    Column("systems", JSON),
 )
 
 approvals = Table(
@@ -664,6 +677,20 @@ approval_grants = Table(
 )
 Index("ix_approval_grants_agent_tool", approval_grants.c.agent, approval_grants.c.tool)
 
+# Named lists kept in the registry (contacts, payees, allowed domains) that policies refer to
+# with `lists: {NAME: {registry: LIST}}`; `version` grows with every change (0011).
+named_lists = Table(
+    "named_lists",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("description", Text),
+    Column("entries", JSON, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_by", String(200)),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
 redteam_reports = Table(
     "redteam_reports",
     metadata,
@@ -784,6 +811,36 @@ agent_models = Table(
     Column("last_run_at", TS, nullable=False),
 )
 
+# Drift histograms per agent, hour, version and served model ('' when unknown), kept by the
+# profiling pass in the transaction that writes the profiles (store/drift_hist.py), so a check
+# sums a few hundred rows per hour instead of reading every run.
+drift_sequences = Table(
+    "drift_sequences",
+    metadata,
+    Column("agent", String(200), primary_key=True),
+    Column("hour_at", TS, primary_key=True),
+    Column("version", String(200), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    # sha1 of `tools` (a sequence can be longer than an index entry may be)
+    Column("seq_hash", String(40), primary_key=True),
+    Column("tools", Text, nullable=False),
+    Column("runs", BigInteger, nullable=False),
+)
+
+drift_values = Table(
+    "drift_values",
+    metadata,
+    Column("agent", String(200), primary_key=True),
+    Column("hour_at", TS, primary_key=True),
+    Column("version", String(200), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    # cost | tokens | llm_calls | latency | ok_cost (the cost of the runs that succeeded)
+    Column("metric", String(16), primary_key=True),
+    # core/drift.py's value_bin
+    Column("bin", Integer, primary_key=True),
+    Column("runs", BigInteger, nullable=False),
+)
+
 alerts = Table(
     "alerts",
     metadata,
@@ -832,6 +889,8 @@ __all__ = [
     "checkpoint_threads",
     "checkpoint_writes",
     "checkpoints",
+    "drift_sequences",
+    "drift_values",
     "eval_attempts",
     "evals",
     "export_marks",
@@ -841,6 +900,7 @@ __all__ = [
     "memories",
     "memory_namespaces",
     "metadata",
+    "named_lists",
     "policies",
     "rate_events",
     "redteam_reports",

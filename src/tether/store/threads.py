@@ -4,6 +4,7 @@ run's hard caps, its interrupts held as approvals, resume requests and tool-call
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -62,6 +63,10 @@ class Thread:
     agent: str | None
     run_id: str
     max_iterations: int | None
+    steps: int = 0
+    # the run's status and kill reason when `claim` read them (one query, not two)
+    run_status: str | None = None
+    kill_reason: str | None = None
 
 
 def thread_run_id(agent: str | None, thread_id: str) -> str:
@@ -72,7 +77,38 @@ def thread_run_id(agent: str | None, thread_id: str) -> str:
 
 
 def _thread(row: Any) -> Thread:
-    return Thread(row.thread_id, row.agent, row.run_id, row.max_iterations)
+    m = row._mapping
+    return Thread(
+        row.thread_id,
+        row.agent,
+        row.run_id,
+        row.max_iterations,
+        row.steps or 0,
+        m.get("run_status"),
+        m.get("kill_reason"),
+    )
+
+
+def _with_run(thread_id: str) -> Any:
+    """The thread row with its run's status and kill reason."""
+    t, c = checkpoint_threads, run_caps.c
+    return (
+        select(
+            t,
+            runs.c.status.label("run_status"),
+            runs.c.kill_reason,
+            c.run_id.label("caps_run_id"),
+            c.max_cost_nusd,
+            c.max_tokens,
+            c.max_llm_calls,
+        )
+        .select_from(
+            t.outerjoin(runs, runs.c.id == t.c.run_id).outerjoin(
+                run_caps, run_caps.c.run_id == t.c.run_id
+            )
+        )
+        .where(t.c.thread_id == thread_id)
+    )
 
 
 def find(conn: Connection, thread_id: str, caller: Caller) -> Thread | None:
@@ -104,9 +140,7 @@ def claim(
 ) -> Thread:
     """The caller's thread, created with its run on first use. Caps only ever tighten: a later
     run config cannot loosen what an earlier one set."""
-    row = conn.execute(
-        select(checkpoint_threads).where(checkpoint_threads.c.thread_id == thread_id)
-    ).first()
+    row = conn.execute(_with_run(thread_id)).first()
     if row is not None:
         if not caller.admin and row.agent != caller.agent:
             raise PermissionDeniedError(
@@ -121,8 +155,9 @@ def claim(
                 .where(checkpoint_threads.c.thread_id == thread_id)
                 .values(max_iterations=tighter)
             )
-            found = Thread(found.thread_id, found.agent, found.run_id, tighter)
-        _set_caps(conn, found.run_id, link, now)
+            found = dataclasses.replace(found, max_iterations=tighter)
+        # the run's caps came with the thread row: no second read when nothing tightens
+        _set_caps(conn, found.run_id, link, now, row if row.caps_run_id is not None else None)
         return found
     run_id = link.run_id or thread_run_id(caller.agent, thread_id)
     owner = conn.execute(select(runs.c.agent).where(runs.c.id == run_id)).first()
@@ -154,9 +189,7 @@ def claim(
         ("thread_id",),
     )
     _set_caps(conn, run_id, link, now)
-    again = conn.execute(
-        select(checkpoint_threads).where(checkpoint_threads.c.thread_id == thread_id)
-    ).one()
+    again = conn.execute(_with_run(thread_id)).one()
     return _thread(again)
 
 
@@ -166,12 +199,23 @@ def _min(a: int | None, b: int | None) -> int | None:
     return a if b is None else min(a, b)
 
 
-def _set_caps(conn: Connection, run_id: str, link: RunLink, now: datetime) -> None:
+_UNREAD = object()
+
+
+def _set_caps(
+    conn: Connection, run_id: str, link: RunLink, now: datetime, known: Any = _UNREAD
+) -> None:
+    """Tightens the run's caps to the link's; `known` is the run_caps row read already (None:
+    the run has none yet)."""
     cost = usd_to_nusd(link.cost_limit_usd) if link.cost_limit_usd is not None else None
     if cost is None and link.max_tokens is None and link.max_iterations is None:
         return
     c = run_caps.c
-    row = conn.execute(select(run_caps).where(c.run_id == run_id)).first()
+    row = (
+        conn.execute(select(run_caps).where(c.run_id == run_id)).first()
+        if known is _UNREAD
+        else known
+    )
     new = {
         "max_cost_nusd": _min(row.max_cost_nusd if row else None, cost),
         "max_tokens": _min(row.max_tokens if row else None, link.max_tokens),
@@ -211,6 +255,8 @@ _CAPS = select(run_caps).where(run_caps.c.run_id == bindparam("run_id"))
 
 
 def note_step(conn: Connection, thread: Thread, step: int, now: datetime) -> None:
+    if step <= thread.steps:
+        return  # a replayed or earlier step: nothing to count
     conn.execute(
         update(checkpoint_threads)
         .where(

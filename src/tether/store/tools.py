@@ -41,6 +41,7 @@ class ToolSpec:
     owner: str | None = None
     rate_limit: str | None = None
     url: str | None = None
+    systems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,17 @@ class Tool:
     annotations: dict[str, Any] | None
     first_seen_at: datetime
     updated_at: datetime
+    configured_systems: tuple[str, ...] = ()
 
     @property
     def blocked(self) -> bool:
         return self.status != "approved"
+
+    @property
+    def systems(self) -> frozenset[str]:
+        """The systems a policy's `systems:` checks it against: as configured, else the
+        server's name (`crm.lookup` belongs to system `crm`)."""
+        return frozenset(self.configured_systems or (self.server,))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +88,7 @@ class Tool:
             "pinned_hash": self.pinned_hash,
             "current_hash": self.current_hash,
             "annotations": self.annotations,
+            "systems": sorted(self.systems),
             "first_seen_at": self.first_seen_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }
@@ -108,6 +117,7 @@ def _row(row: Any) -> Tool:
         rate_limit=r["rate_limit"], url=r["url"], pinned_hash=r["pinned_hash"],
         current_hash=r["current_hash"], status=r["status"], annotations=r["annotations"],
         first_seen_at=r["first_seen_at"], updated_at=r["updated_at"],
+        configured_systems=tuple(r["systems"] or ()),
     )  # fmt: skip
 
 
@@ -131,7 +141,7 @@ def _sync_one(conn: Connection, spec: ToolSpec, *, now: datetime, actor: str) ->
         "server": spec.server, "kind": spec.kind, "description": spec.description,
         "input_schema": spec.input_schema, "tags": list(tags), "owner": spec.owner,
         "rate_limit": spec.rate_limit, "url": spec.url, "annotations": spec.annotations,
-        "current_hash": digest, "updated_at": now,
+        "current_hash": digest, "updated_at": now, "systems": list(spec.systems) or None,
     }  # fmt: skip
     q = select(tools).where(tools.c.name == spec.name)
     if conn.dialect.name == "postgresql":

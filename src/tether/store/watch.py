@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -14,7 +15,8 @@ from tether.core.drift import DriftConfig, DriftVerdict
 from tether.core.money import nusd_to_usd
 from tether.store.alerts import AlertDraft, Raised, raise_alert
 from tether.store.drift import check_drift, compare_model_change
-from tether.store.profiles import ModelChange, profile_runs, profiled_agents
+from tether.store.evals import list_evals
+from tether.store.profiles import ModelChange, latest_version, profile_runs, profiled_agents
 from tether.store.rollups import Series, rollup_spend, series_since
 
 # history read for a band: four weeks of hour-of-week seasons (plus the week of residuals)
@@ -28,6 +30,8 @@ class WatchConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
     drift_baseline: timedelta = timedelta(days=7)
     drift_window: timedelta = timedelta(days=1)
+    # agents whose eval suite is re-run on a model change (watch.eval_on_model_change)
+    eval_agents: frozenset[str] = frozenset()
 
 
 def usd(nusd: int) -> str:
@@ -135,13 +139,32 @@ def model_change_alert(
         agent=change.agent,
         bucket_at=change.changed_at,
         detail={"change": change.to_dict(), "verdict": verdict.to_dict(),
-                # evals drive the agent from the client (`tether eval run` with an adapter); the
-                # server has no runner to start one, so a change point asks for it instead
-                "eval": {"status": "not_run",
-                         "reason": f"run the agent's suite: tether eval run --version ... "
-                                   f"(served model now {change.model})"}},
+                "eval": eval_plan(engine, change, config)},
     )  # fmt: skip
     return raise_alert(engine, draft, now=now, cooldown=config.cooldown)
+
+
+def eval_plan(engine: Engine, change: ModelChange, config: WatchConfig) -> dict[str, Any]:
+    """What a model change does about the agent's eval suite: `queued` (the server re-runs the
+    newest suite run for the agent, on the version now served by the new model) or `not_run`
+    with the reason and the command to run by hand."""
+    suites = list_evals(engine, agent=change.agent, limit=1)
+    if not suites:
+        reason = (
+            f"no eval suite has been run for agent {change.agent}; run one with "
+            "`tether eval run SUITE --agent ... --version ...`"
+        )
+        return {"status": "not_run", "reason": reason}
+    ev = suites[0]
+    version = latest_version(engine, change.agent, change.model) or ev["version"]
+    plan = {"suite": ev["suite"], "from_eval": ev["id"], "version": version}
+    if change.agent not in config.eval_agents:
+        reason = (
+            f"set watch.eval_on_model_change.{change.agent} to re-run it on a change, or run: "
+            f"tether eval run SUITE --agent ... --version {version}"
+        )
+        return plan | {"status": "not_run", "reason": reason}
+    return plan | {"status": "queued"}
 
 
 def drift_pass(engine: Engine, *, now: datetime, config: WatchConfig) -> list[Raised]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from tether.config import ProviderConfig
-from tether.core.errors import ConfigError
-from tether.gateway.llm.provider import Kind, Usage, provider_key
+from tether.gateway.llm.provider import Kind, Usage
+from tether.gateway.llm.provider_keys import KeySource
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -15,8 +15,9 @@ ANTHROPIC_VERSION = "2023-06-01"
 class AnthropicProvider:
     kind: Kind = "anthropic"
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: ProviderConfig, keys: KeySource) -> None:
         self.config = config
+        self.keys = keys
         base = config.base_url.rstrip("/")
         # accept both https://api.anthropic.com and https://api.anthropic.com/v1
         self._base = base[:-3] if base.endswith("/v1") else base
@@ -25,21 +26,13 @@ class AnthropicProvider:
             "user-agent": "tether-gateway",
             "anthropic-version": ANTHROPIC_VERSION,
         }
-        self._key_error: str | None = None
-        try:
-            key = provider_key(config)
-        except ConfigError as exc:
-            key, self._key_error = None, exc.message
-        if key:
-            self._headers["x-api-key"] = key
 
     def url(self, endpoint: str) -> str:
         return f"{self._base}/v1/{endpoint}"
 
     def headers(self) -> dict[str, str]:
-        if self._key_error:
-            raise ConfigError(self._key_error)
-        return self._headers
+        key = self.keys.current()  # the key current now; a rotation never touches this call
+        return {**self._headers, "x-api-key": key} if key else self._headers
 
     def usage(self, reply: dict[str, Any]) -> Usage:
         out = Usage(model_served=_str(reply.get("model")), finish_reason=_str(

@@ -1,5 +1,6 @@
 """Sending one call upstream over the shared HTTP/1.1 keep-alive pool, with retries only where a
-retry cannot double-bill (no connection made, or 502/503/529 before any byte) and fallbacks."""
+retry cannot double-bill (no connection made, 502/503/529 before any byte, or a 401 answered
+to a key that has since been rotated) and fallbacks."""
 
 from __future__ import annotations
 
@@ -88,6 +89,11 @@ def _timeouts(read_s: float, connect_s: float) -> dict[str, float]:
     return httpx.Timeout(read_s, connect=connect_s).as_dict()  # type: ignore[return-value]
 
 
+def _headers(target: Target, extra: dict[str, str] | None) -> dict[str, str]:
+    headers = target.provider.headers()
+    return {**headers, **extra} if extra else headers
+
+
 class Attempt:
     """What happened: the target that answered and its response (open when streaming)."""
 
@@ -116,12 +122,10 @@ async def send(
         cfg = target.provider.config
         url = target.provider.url(endpoint)
         content = body_for(target)
-        headers = target.provider.headers()
-        if extra_headers:
-            headers = {**headers, **extra_headers}
+        headers = _headers(target, extra_headers)
         timeout = _timeouts(cfg.timeout_s, cfg.connect_timeout_s)
         attempt = 0
-        stale_retry = True
+        stale_retry = key_retry = True
         while attempt <= cfg.max_retries:
             if attempt:
                 await asyncio.sleep(BACKOFF_S * 2 ** (attempt - 1))
@@ -163,5 +167,16 @@ async def send(
             if response.status_code in FALLBACK_STATUS:
                 last = err
                 break
+            if response.status_code == 401 and key_retry:
+                # refused before any work (nothing billed): the key may have been rotated
+                # upstream before it reached us; re-read it now and, if the key differs from
+                # the one refused (this re-read or another call's found a new one), try again
+                key_retry = False
+                await asyncio.to_thread(target.provider.keys.refresh)
+                fresh = _headers(target, extra_headers)
+                if fresh != headers:
+                    headers = fresh
+                    attempt -= 1
+                    continue
             raise err
     raise last or UpstreamError("no provider could be tried")

@@ -45,8 +45,10 @@ from tether.gateway.llm.killswitch import KillSwitch
 from tether.gateway.llm.provider import Target, Usage
 from tether.gateway.llm.registry import Registry
 from tether.gateway.llm.spans import SpanWriter
+from tether.gateway.llm.vault import VaultClient
 from tether.store import threads as thread_store
 from tether.store.budgets import hold_commit
+from tether.store.evals import fixtures_of
 from tether.store.ingest import ensure_run
 from tether.store.ledger import Ledger
 from tether.store.tables import runs
@@ -106,7 +108,8 @@ class Gateway:
         self.redact = tuple(f.lower() for f in settings.redact_fields)
         self.engine = engine
         self.authenticate = authenticate
-        self.registry = Registry(settings.providers)
+        vault = VaultClient(settings.vault) if settings.vault is not None else None
+        self.registry = Registry(settings.providers, vault)  # Vault keys are read here, once
         self.prices = prices or load_price_table(settings.pricing)
         self.guard = BudgetGuard(settings, engine, ledger, self.prices)
         self.killswitch = killswitch
@@ -115,6 +118,8 @@ class Gateway:
         self.on_overshoot = on_overshoot
         # run id -> when it started (runs this process has already made sure exist)
         self._runs: dict[str, tuple[datetime, str | None]] = {}
+        # run id -> the mock LLM script of an eval attempt's fixtures, as the header carrying it
+        self.mock_scripts: dict[str, str] = {}
         self._background: set[asyncio.Task[Any]] = set()
         # ids need uniqueness, not secrecy: a seeded generator spares a syscall per id
         self._rand = random.Random(os.urandom(32))
@@ -184,13 +189,18 @@ class Gateway:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
             return call.started_at, call.caller.agent
-        started, agent, killed, caps = await anyio.to_thread.run_sync(self._ensure_run, call)
+        started, agent, killed, caps, script = await anyio.to_thread.run_sync(
+            self._ensure_run, call
+        )
         self.guard.note_run_caps(run_id, caps)
         if killed is not None:
             self.killswitch.note_killed(run_id, killed)
         if len(self._runs) > _RUN_CACHE:
             self._runs.clear()
+            self.mock_scripts.clear()
         self._runs[run_id] = (started, agent)
+        if script is not None:
+            self.mock_scripts[run_id] = script
         self._check_owner(call, agent)
         return started, agent
 
@@ -213,23 +223,22 @@ class Gateway:
 
     def _ensure_run(
         self, call: Call
-    ) -> tuple[datetime, str | None, str | None, dict[str, int | None] | None]:
-        """Creates the run if new; its start, agent, kill reason and own caps, in one round trip.
-        The commit does not wait for the WAL flush on PostgreSQL (hold_commit): a run row lost
-        with a database crash is written again with the call's span."""
+    ) -> tuple[datetime, str | None, str | None, dict[str, int | None] | None, str | None]:
+        """Creates the run if new; its start, agent, kill reason, own caps and mock script, in
+        one round trip. The commit does not wait for the WAL flush on PostgreSQL (hold_commit):
+        a run row lost with a database crash is written again with the call's span."""
         with span_writer(self.engine), self.engine.begin() as conn:
             hold_commit(conn)
             ensure_run(conn, call.caller.run_id, trace_id=call.trace_id,
                        attribution=call.attribution, started_at=call.started_at,
                        source="gateway", now=call.started_at)  # fmt: skip
             row = conn.execute(
-                select(runs.c.started_at, runs.c.agent, runs.c.status, runs.c.kill_reason).where(
-                    runs.c.id == call.caller.run_id
-                )
-            ).one()
+                select(runs.c.started_at, runs.c.agent, runs.c.status, runs.c.kill_reason,
+                       runs.c.attributes).where(runs.c.id == call.caller.run_id)
+            ).one()  # fmt: skip
             caps = thread_store.caps_in(conn, call.caller.run_id)
         killed = (row.kill_reason or "killed") if row.status == "killed" else None
-        return row.started_at, row.agent, killed, caps
+        return row.started_at, row.agent, killed, caps, mock_script_header(row.attributes)
 
     # ------------------------------------------------------------ admission
 
@@ -298,7 +307,7 @@ class Gateway:
                           call.caller.run_id)  # fmt: skip
         finally:
             self.writer.submit(lambda: self._span(call, usage, cost, output, error, status_code,
-                                                  outcome, now))  # fmt: skip
+                                                  outcome, now), call.caller.run_id)  # fmt: skip
 
     async def _check_overshoot(self, call: Call, model: str, cost: int | None, tokens: int) -> None:
         """A settle above its hold is an overshoot event (span attribute, audit, metric and
@@ -367,6 +376,18 @@ class Gateway:
             attributes={k: v for k, v in attrs.items() if v is not None},
             attribution=call.attribution,
         )  # fmt: skip
+
+
+# An eval attempt's mock LLM script (its task's `fixtures.llm`), sent to the upstream with the
+# run id: tether's mock LLM answers the run's calls from it; any other upstream ignores it.
+MOCK_SCRIPT_HEADER = "x-tether-mock-script"
+MOCK_SESSION_HEADER = "x-tether-mock-session"
+
+
+def mock_script_header(attributes: Any) -> str | None:
+    fixtures = fixtures_of(attributes if isinstance(attributes, dict) else None)
+    script = fixtures.get("llm") if fixtures else None
+    return json.dumps(script, separators=(",", ":")) if script is not None else None
 
 
 def _traceparent(value: str | None) -> tuple[str | None, str | None]:

@@ -1,10 +1,12 @@
-"""The kill switch: ends a killed run's in-flight streams in every process within one poll of
-the database (25 ms), refuses its later calls (at once here, within 100 ms elsewhere), and
-enforces `max_duration_s`.
+"""The kill switch: ends a killed run's in-flight streams in every process, refuses its later
+calls (at once here, within 100 ms elsewhere), and enforces `max_duration_s`.
 
-Each poll reads the kill log (store/kills.py) by time, one indexed query whatever the number of
-runs in use; a run's kill state before this process saw it comes with its first call (the
-gateway reads it with the run). A kill is final and applies to ended runs too.
+On PostgreSQL each kill is pushed to every process by LISTEN/NOTIFY (store/kill_feed.py), so a
+stream on another replica ends milliseconds after the kill commits; the kill log is still read
+every second as a safety net. Without the push (SQLite, or while the listening connection is
+down) the log is polled every 25 ms. Each poll reads the log by time, one indexed query whatever
+the number of runs in use; a run's kill state before this process saw it comes with its first
+call (the gateway reads it with the run). A kill is final and applies to ended runs too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core.errors import NotFoundError, RunKilledError
-from tether.store import audit, kills
+from tether.store import audit, kill_feed, kills
 from tether.store.engine import reading
 from tether.store.kills import DURATION_REASON
 from tether.store.tables import runs
@@ -32,6 +34,12 @@ log = logging.getLogger(__name__)
 # the whole path (kill request, poll, stream end) under the 100 ms target.
 POLL_S = 0.025
 FRESH_POLLS = 4
+# with the push connected the log is a safety net for a lost notification: read it each second,
+# and trust the push (plus the last read) to vouch for a run for this long
+PUSHED_POLL_S = 1.0
+PUSHED_FRESH_S = 5.0
+# after the listening connection fails, wait this long before connecting again (polling fast)
+RELISTEN_S = 2.0
 # polls stop when no run was used for this long (an idle server does not query 40 times a
 # second); the first call after that checks its run directly
 WATCH_S = 10.0
@@ -76,6 +84,8 @@ class KillSwitch:
         self._synced_at = 0.0
         self._used_at = 0.0
         self._limiter: anyio.CapacityLimiter | None = None
+        # True while the PostgreSQL LISTEN connection is up (kills arrive as they commit)
+        self.pushed = False
 
     # ------------------------------------------------------------ in-flight registry
 
@@ -138,7 +148,8 @@ class KillSwitch:
         the gaps between polls; a call then checks its run directly rather than trust it."""
         now = time.monotonic()
         self._used_at = now
-        return now - self._synced_at <= FRESH_POLLS * self.poll_s
+        window = PUSHED_FRESH_S if self.pushed else FRESH_POLLS * self.poll_s
+        return now - self._synced_at <= window
 
     def killed_reason(self, run_id: str) -> str | None:
         """The kill reason if `run_id` is killed (a kill here is seen at once, elsewhere within
@@ -217,13 +228,31 @@ class KillSwitch:
                 # the database is away for a moment: streams go on, the next pass retries
                 log.warning("kill switch poll failed; retrying", exc_info=True)
                 await anyio.sleep(1.0)
-            await anyio.sleep(self.poll_s)
+            await anyio.sleep(PUSHED_POLL_S if self.pushed else self.poll_s)
+
+    async def _ready(self) -> None:
+        # a kill committed before LISTEN took effect was not pushed: read the log once first
+        await self.poll_once()
+        self.pushed = True
+
+    async def listen_loop(self) -> None:
+        """Takes kills pushed by PostgreSQL as they commit; falls back to polling while down."""
+        while True:
+            try:
+                await kill_feed.listen(self.engine, self._fire, self._ready)
+            except (ConnectionError, SQLAlchemyError):  # poll fast meanwhile, then listen again
+                log.warning("kill notifications lost; polling until they are back", exc_info=True)
+            finally:
+                self.pushed = False
+            await anyio.sleep(RELISTEN_S)
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[KillSwitch]:
         """For `state.lifespans.append(killswitch.lifespan)`: runs the poll loop while serving."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.run_loop)
+            if kill_feed.supported(self.engine):
+                tg.start_soon(self.listen_loop)
             try:
                 yield self
             finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,10 +26,14 @@ from tether.gateway.llm.mock_script import (
     embedding,
     last_user_text,
     message_text,
+    parse_script,
     prompt_text,
 )
 
 CREATED = 1_700_000_000
+SCRIPT_HEADER = "x-tether-mock-script"
+SESSION_HEADER = "x-tether-mock-session"
+MAX_SESSIONS = 10_000
 
 
 class MockDisconnect(Exception):
@@ -51,6 +55,9 @@ class MockLLM:
     def __init__(self, script: Script, api_key: str | None = None) -> None:
         self.script = script
         self.director = Director(script)
+        # per-run scripts a caller sends (tether's gateway, for an eval attempt's fixtures):
+        # session id -> its own director, so each run's replies come in its own order
+        self.sessions: OrderedDict[str, Director] = OrderedDict()
         self.api_key = api_key
         self.ids = itertools.count(1)
         self.requests: deque[dict[str, Any]] = deque(maxlen=200)
@@ -68,6 +75,24 @@ class MockLLM:
             body = {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key",
                               "type": "invalid_request_error", "param": None}}  # fmt: skip
         return _json(body, 401)
+
+    def _director(self, request: Request) -> Director | None:
+        """The script's director, or the session's own when the request carries a script
+        (`x-tether-mock-script`, JSON, for session `x-tether-mock-session`); None if invalid."""
+        raw = request.headers.get(SCRIPT_HEADER)
+        if raw is None:
+            return self.director
+        session = request.headers.get(SESSION_HEADER, raw)
+        found = self.sessions.get(session)
+        if found is None:
+            try:
+                found = Director(parse_script(json.loads(raw)))
+            except (ValueError, TypeError):
+                return None
+            self.sessions[session] = found
+            if len(self.sessions) > MAX_SESSIONS:
+                self.sessions.popitem(last=False)
+        return found
 
     async def _body(self, request: Request) -> dict[str, Any]:
         body = json.loads(await request.body())
@@ -109,7 +134,12 @@ class MockLLM:
                                     "type": "invalid_request_error", "code": None,
                                     "param": "messages"}}, 400)  # fmt: skip
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        answer = self.director.answer(prompt_text(messages), last_user_text(messages), max_tokens)
+        director = self._director(request)
+        if director is None:
+            return _json({"error": {"message": "x-tether-mock-script is not a valid mock script",
+                                    "type": "invalid_request_error", "code": None,
+                                    "param": None}}, 400)  # fmt: skip
+        answer = director.answer(prompt_text(messages), last_user_text(messages), max_tokens)
         if (early := await self._before(answer, False, bool(body.get("stream")))) is not None:
             return early
         served = answer.model or model
@@ -243,7 +273,12 @@ class MockLLM:
                 "type": "invalid_request_error",
                 "message": "model, messages and max_tokens are required"}}, 400)  # fmt: skip
         prompt = prompt_text(messages, body.get("system"))
-        answer = self.director.answer(prompt, last_user_text(messages), max_tokens)
+        director = self._director(request)
+        if director is None:
+            return _json({"type": "error", "error": {
+                "type": "invalid_request_error",
+                "message": "x-tether-mock-script is not a valid mock script"}}, 400)  # fmt: skip
+        answer = director.answer(prompt, last_user_text(messages), max_tokens)
         if (early := await self._before(answer, True, bool(body.get("stream")))) is not None:
             return early
         served = answer.model or model

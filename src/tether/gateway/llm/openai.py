@@ -6,33 +6,26 @@ from __future__ import annotations
 from typing import Any
 
 from tether.config import ProviderConfig
-from tether.core.errors import ConfigError
-from tether.gateway.llm.provider import Kind, Usage, provider_key
+from tether.gateway.llm.provider import Kind, Usage
+from tether.gateway.llm.provider_keys import KeySource
 
 
 class OpenAIProvider:
     kind: Kind = "openai"
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: ProviderConfig, keys: KeySource) -> None:
         self.config = config
+        self.keys = keys
         self._base = config.base_url.rstrip("/")
         self._headers = {"content-type": "application/json", "user-agent": "tether-gateway"}
-        self._key_error: str | None = None
-        try:
-            key = provider_key(config)
-        except ConfigError as exc:
-            key, self._key_error = None, exc.message
-        if key:
-            self._headers["authorization"] = f"Bearer {key}"
 
     def url(self, endpoint: str) -> str:
         # base_url ends in /v1 as in the OpenAI SDK; endpoint is "chat/completions", "embeddings"
         return f"{self._base}/{endpoint}"
 
     def headers(self) -> dict[str, str]:
-        if self._key_error:
-            raise ConfigError(self._key_error)
-        return self._headers
+        key = self.keys.current()  # the key current now; a rotation never touches this call
+        return {**self._headers, "authorization": f"Bearer {key}"} if key else self._headers
 
     def usage(self, reply: dict[str, Any]) -> Usage:
         u = reply.get("usage")

@@ -1,8 +1,9 @@
 """The small Protocol every upstream provider implements (`Provider`, `StreamMeter`), what a
-call used (`Usage`), where one attempt goes (`Target`), and reading a provider's key.
+call used (`Usage`) and where one attempt goes (`Target`).
 
 Each `kind` (openai, anthropic) has a module implementing `Provider`; gateway/llm/registry.py
-routes a requested model to them. Provider keys are read here and sent upstream only.
+routes a requested model to them. Provider keys come from gateway/llm/provider_keys.py and are
+sent upstream only.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from tether.config import ProviderConfig
-from tether.core.errors import ConfigError
+from tether.gateway.llm.provider_keys import KeySource
 
 Kind = Literal["openai", "anthropic"]
 
@@ -47,6 +48,7 @@ class Provider(Protocol):
 
     config: ProviderConfig
     kind: Kind
+    keys: KeySource
 
     def url(self, endpoint: str) -> str: ...
 
@@ -65,18 +67,3 @@ class Target:
 
     provider: Provider
     model: str
-
-
-def provider_key(config: ProviderConfig) -> str | None:
-    """The provider's API key from its env var or file; a clear error when it is missing."""
-    try:
-        key = config.api_key()
-    except OSError as exc:
-        raise ConfigError(
-            f"provider {config.name}: cannot read api_key_file {config.api_key_file}: {exc}"
-        ) from None
-    if key is None and config.api_key_env:
-        raise ConfigError(
-            f"provider {config.name}: the environment variable {config.api_key_env} is not set"
-        )
-    return key

@@ -1,5 +1,6 @@
 """The routing of a requested model to upstream providers: `Registry` turns the `providers:` of
-tether.yaml into targets (the upstream model for a requested name or alias, then its fallbacks).
+tether.yaml into targets (the upstream model for a requested name or alias, then its fallbacks),
+each provider holding the source of its key (gateway/llm/provider_keys.py).
 
 It sits above the provider modules (openai.py, anthropic.py), which only know provider.py.
 """
@@ -11,23 +12,33 @@ from tether.core.errors import ConfigError, NotFoundError
 from tether.gateway.llm.anthropic import AnthropicProvider
 from tether.gateway.llm.openai import OpenAIProvider
 from tether.gateway.llm.provider import Kind, Provider, Target
+from tether.gateway.llm.provider_keys import VaultKey, key_source
+from tether.gateway.llm.vault import VaultClient
 
 
-def make_provider(config: ProviderConfig) -> Provider:
+def make_provider(config: ProviderConfig, vault: VaultClient | None = None) -> Provider:
+    keys = key_source(config, vault)
     if config.kind == "anthropic":
-        return AnthropicProvider(config)
-    return OpenAIProvider(config)
+        return AnthropicProvider(config, keys)
+    return OpenAIProvider(config, keys)
 
 
 class Registry:
     """Maps a requested model (a name or an alias) to the targets that may serve it."""
 
-    def __init__(self, configs: list[ProviderConfig]) -> None:
+    def __init__(self, configs: list[ProviderConfig], vault: VaultClient | None = None) -> None:
         names = [c.name for c in configs]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ConfigError(f"providers: the name(s) {', '.join(sorted(dupes))} appear twice")
-        self.providers: list[Provider] = [make_provider(c) for c in configs]
+        self.providers: list[Provider] = [make_provider(c, vault) for c in configs]
+
+    def vault_keys(self) -> list[VaultKey]:
+        return [p.keys for p in self.providers if isinstance(p.keys, VaultKey)]
+
+    def refresh_vault_keys(self) -> int:
+        """Reads every Vault-held key again (blocking); how many changed."""
+        return sum(k.refresh() for k in self.vault_keys())
 
     def _find(self, model: str, kind: Kind) -> Target | None:
         of_kind = [p for p in self.providers if p.kind == kind]

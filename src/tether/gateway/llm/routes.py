@@ -19,7 +19,7 @@ from tether.core.errors import BadRequestError, TetherError
 from tether.core.records import SpanRecord
 from tether.gateway.llm import forward
 from tether.gateway.llm.errors import error_response, malformed
-from tether.gateway.llm.gateway import Call, Gateway
+from tether.gateway.llm.gateway import MOCK_SCRIPT_HEADER, MOCK_SESSION_HEADER, Call, Gateway
 from tether.gateway.llm.provider import Target, Usage
 from tether.gateway.llm.relay import StreamRelay
 
@@ -138,7 +138,12 @@ class LLMRoutes:
             if call is not None and exc.type in _RECORDED_REFUSALS:
                 gw.writer.submit(_refusal_span(call, exc))
             return error_response(exc, anthropic)
-        return await self._forward(call, raw, anthropic, _passed_headers(request, anthropic))
+        passed = _passed_headers(request, anthropic)
+        script = gw.mock_scripts.get(call.caller.run_id)
+        if script is not None:
+            passed = {**(passed or {}), MOCK_SCRIPT_HEADER: script,
+                      MOCK_SESSION_HEADER: call.caller.run_id}  # fmt: skip
+        return await self._forward(call, raw, anthropic, passed)
 
     async def _forward(
         self, call: Call, raw: bytes, anthropic: bool, passed: dict[str, str] | None

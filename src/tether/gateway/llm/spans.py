@@ -1,5 +1,7 @@
 """The gateway's span writer: LLM spans leave the request path through a queue and are written in
-batches by one background task (store.ingest.write_spans), within ~50 ms, flushed at shutdown."""
+batches by one background task (store.ingest.write_spans), within ~50 ms, flushed at shutdown.
+`flush_run()` waits (notified, not polled) for one run's spans only, and cuts the batch window
+short, so an eval checking its attempt does not wait for everyone else's traffic."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
+from typing import TypeAlias
 
 import anyio
 from sqlalchemy import Engine
@@ -20,6 +23,9 @@ log = logging.getLogger("tether.gateway")
 
 BATCH_WINDOW_S = 0.02
 MAX_BATCH = 500
+# put in the queue by flush_run(): write the batch being gathered now, do not wait out the window
+_HURRY = object()
+Queued: TypeAlias = SpanRecord | Callable[[], SpanRecord]
 
 
 class SpanWriter:
@@ -27,43 +33,82 @@ class SpanWriter:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._queue: asyncio.Queue[SpanRecord | Callable[[], SpanRecord]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Queued, str | None] | object] = asyncio.Queue()
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # run id -> spans of it still queued, and the events of those waiting for them
+        self._by_run: dict[str, int] = {}
+        self._run_waiters: dict[str, list[asyncio.Event]] = {}
         self.written = 0
         self.failed = 0
         # called with each stored batch (metrics); an observer must not raise
         self.observers: list[Callable[[list[SpanRecord]], None]] = []
 
-    def submit(self, record: SpanRecord | Callable[[], SpanRecord]) -> None:
-        """Queues a span, or a function that builds it (called later, off the request path)."""
+    def submit(self, record: Queued, run_id: str | None = None) -> None:
+        """Queues a span, or a function that builds it (called later, off the request path);
+        `run_id` names the run of a function's span so that `flush_run` can wait for it."""
+        if isinstance(record, SpanRecord):
+            run_id = record.run_id
         self._pending += 1
         self._idle.clear()
-        self._queue.put_nowait(record)
+        if run_id is not None:
+            self._by_run[run_id] = self._by_run.get(run_id, 0) + 1
+        self._queue.put_nowait((record, run_id))
 
     async def flush(self, timeout: float = 10.0) -> None:
         with anyio.move_on_after(timeout):
             await self._idle.wait()
 
+    async def flush_run(self, run_id: str, timeout: float = 10.0) -> bool:
+        """Waits until every span queued for `run_id` is written; False on timeout."""
+        if not self._by_run.get(run_id):
+            return True
+        event = asyncio.Event()
+        self._run_waiters.setdefault(run_id, []).append(event)
+        self._queue.put_nowait(_HURRY)
+        with anyio.move_on_after(timeout):
+            await event.wait()
+        return event.is_set()
+
     async def run(self) -> None:
         while True:
             first = await self._queue.get()
-            batch: list[SpanRecord | Callable[[], SpanRecord]] = [first]
+            if first is _HURRY:
+                continue
+            batch: list[tuple[Queued, str | None]] = [first]  # type: ignore[list-item]
             deadline = time.monotonic() + BATCH_WINDOW_S
             while len(batch) < MAX_BATCH:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                    item = await asyncio.wait_for(self._queue.get(), left)
                 except TimeoutError:
                     break
+                if item is _HURRY:
+                    break
+                batch.append(item)  # type: ignore[arg-type]
             await self._write(batch)
 
-    async def _write(self, queued: list[SpanRecord | Callable[[], SpanRecord]]) -> None:
+    def _done(self, queued: list[tuple[Queued, str | None]]) -> None:
+        self._pending -= len(queued)
+        if self._pending == 0:
+            self._idle.set()
+        for _, run_id in queued:
+            if run_id is None:
+                continue
+            left = self._by_run.get(run_id, 1) - 1
+            if left > 0:
+                self._by_run[run_id] = left
+                continue
+            self._by_run.pop(run_id, None)
+            for event in self._run_waiters.pop(run_id, []):
+                event.set()
+
+    async def _write(self, queued: list[tuple[Queued, str | None]]) -> None:
         batch = []
-        for q in queued:
+        for q, _ in queued:
             try:
                 batch.append(q if isinstance(q, SpanRecord) else q())
             except Exception:  # a bug in one span must not lose the others
@@ -80,9 +125,7 @@ class SpanWriter:
                     await self._one_by_one(batch)
                 else:
                     await asyncio.sleep(0.05 * (attempt + 1))
-        self._pending -= len(queued)
-        if self._pending == 0:
-            self._idle.set()
+        self._done(queued)
 
     async def _one_by_one(self, batch: list[SpanRecord]) -> None:
         """The batch keeps failing: store every span that can be stored on its own."""

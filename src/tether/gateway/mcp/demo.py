@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -21,12 +22,18 @@ from mcp.client.streamable_http import streamable_http_client
 from tether.config import McpServerConfig
 
 
-def demo_server_config(name: str = "demo") -> McpServerConfig:
-    """The `mcp_servers` entry that runs tether's demo MCP server over stdio."""
+def demo_server_config(
+    name: str = "demo", descriptions_file: Path | None = None
+) -> McpServerConfig:
+    """The `mcp_servers` entry that runs tether's demo MCP server over stdio. With
+    `descriptions_file`, writing `{tool: extra text}` there changes that tool's description on
+    the live server (the demo's rug pull)."""
+    env = {"TETHER_DEMO_DESCRIPTIONS_FILE": str(descriptions_file)} if descriptions_file else {}
     return McpServerConfig(
         name=name,
         command=[sys.executable, "-m", "tether.gateway.mcp.demo_server"],
         tags={"fetch_page": ["untrusted"]},
+        env=env,
     )
 
 

@@ -23,10 +23,17 @@ from tether.core.policy import (
     with_rate_result,
 )
 from tether.core.policy_schema import parse_rate_limit
-from tether.core.provenance import Finding, argument_atoms, atoms_of, findings, trusted_atoms
+from tether.core.provenance import (
+    Atom,
+    Finding,
+    argument_atoms,
+    atoms_of,
+    findings,
+    trusted_atoms,
+)
 from tether.core.records import TERMINAL_STATUSES, RunAttribution
 from tether.gateway.mcp.spans import redacted
-from tether.store import approvals, audit, grants, kills, policies
+from tether.store import approvals, audit, grants, kills, lists, policies
 from tether.store import provenance as provenance_store
 from tether.store import tools as registry
 from tether.store.engine import reading
@@ -85,6 +92,7 @@ class Guard:
         self.redact = redact
         self.limiter: RateLimiter = make_limiter(engine, redis)
         self.approval_timeout_s = approval_timeout_s
+        self._list_atoms: dict[str, frozenset[Atom]] = {}
 
     def _run_state(self, run_id: str | None) -> tuple[RunState, str | None, str | None]:
         """The run's tags and counts, its status and its task input (a trusted source)."""
@@ -130,25 +138,52 @@ class Guard:
             return f"run {run_id} is {status}; start a new run"
         return None
 
+    def registry_lists(self, policy: Policy | None) -> Mapping[str, lists.Resolved]:
+        """The registry lists the policy names, by the policy's name for each, as in-memory
+        sets (store/lists.py re-reads a list only when its version moved)."""
+        if policy is None or not policy.registry_lists:
+            return {}
+        resolved = lists.resolve(self.engine, policy.registry_lists.values())
+        return {local: resolved[name] for local, name in policy.registry_lists.items()
+                if name in resolved}  # fmt: skip
+
     def findings(
         self,
         run_id: str | None,
         policy: Policy | None,
         arguments: Mapping[str, Any] | None,
         task_input: str | None,
+        registry_lists: Mapping[str, lists.Resolved] | None = None,
     ) -> tuple[Finding, ...]:
         """The arguments carrying values this run saw only from untrusted sources. The task
-        input and the policy's lists count as trusted sources (they are not stored per run)."""
+        input and the policy's lists (inline and registry) count as trusted sources (they are
+        not stored per run)."""
         if not run_id or not arguments or policy is None or not policy.uses_provenance:
             return ()
         digests = {a.digest for v in arguments.values() for a in argument_atoms(v)}
         seen = provenance_store.known(self.engine, run_id, digests)
-        if not any(s.untrusted and not s.trusted for s in seen.values()):
+        suspect = {d for d, s in seen.items() if s.untrusted and not s.trusted}
+        if not suspect:
             return ()
-        trusted = set(atoms_of(task_input)) if task_input else set()
-        for entries in policy.document.get("lists", {}).values():
-            trusted |= atoms_of(list(entries))
-        return tuple(findings(arguments, provenance_store.overlay_trusted(seen, trusted)))
+        trusted = {a for a in atoms_of(task_input) if a.digest in suspect} if task_input else set()
+        trusted |= {a for a in self._policy_atoms(policy) if a.digest in suspect}
+        vouched = {d for r in (registry_lists or {}).values() for d in r.digests & suspect}
+        known = provenance_store.overlay_trusted(seen, trusted)
+        for digest in vouched:
+            known[digest] = replace(known[digest], trusted=True)
+        return tuple(findings(arguments, known))
+
+    def _policy_atoms(self, policy: Policy) -> frozenset[Atom]:
+        """The provenance atoms of the policy's inline lists, computed once per version."""
+        found = self._list_atoms.get(policy.sha256)
+        if found is None:
+            entries = [list(v) for v in policy.document.get("lists", {}).values()
+                       if isinstance(v, list)]  # fmt: skip
+            found = frozenset(atoms_of(entries))
+            if len(self._list_atoms) > 256:
+                self._list_atoms.clear()
+            self._list_atoms[policy.sha256] = found
+        return found
 
     def record_values(
         self,
@@ -178,7 +213,8 @@ class Guard:
         """The decision without side effects (no rate counting, audit or hold): for tools/list."""
         if tool.blocked:
             return blocked_decision(tool)
-        request = DecisionRequest(agent=agent or "", tool=tool.name, tags=frozenset(tool.tags))
+        request = DecisionRequest(agent=agent or "", tool=tool.name, tags=frozenset(tool.tags),
+                                  systems=tool.systems)  # fmt: skip
         return decide(policy, request)
 
     def check(
@@ -208,10 +244,12 @@ class Guard:
             rule = "run killed" if "was killed" in closed else "run ended"
             decision = Decision("deny", rule, closed, tags=tags)
         else:
-            untrusted = self.findings(run_id, policy, arguments, task_input)
+            named = self.registry_lists(policy)
+            untrusted = self.findings(run_id, policy, arguments, task_input, named)
             request = DecisionRequest(agent=agent or "", tool=name, tags=tags,
-                                      arguments=arguments, run_state=state,
-                                      untrusted=untrusted)  # fmt: skip
+                                      arguments=arguments, run_state=state, untrusted=untrusted,
+                                      lists={k: r.entries for k, r in named.items()} or None,
+                                      systems=tool.systems)  # fmt: skip
             decision = self._rate_limited(decide(policy, request), agent or "", tool, name, now)
         approval: approvals.Approval | None = None
         if decision.outcome == "approval_required":

@@ -29,7 +29,7 @@ from tether.gateway.mcp.guard import Guard
 from tether.gateway.mcp.spans import CallContext, as_json, record_span, run_for_request
 from tether.gateway.mcp.surfaces import Surfaces
 from tether.gateway.mcp.upstream import Upstream
-from tether.store import approvals, policies
+from tether.store import approvals, evals, policies
 from tether.store import tools as registry
 
 log = logging.getLogger("tether.mcp")
@@ -71,6 +71,20 @@ def result_trust(result: Any) -> frozenset[str]:
     return frozenset({UNTRUSTED}) if meta.get(TRUST_META_KEY) == UNTRUSTED else frozenset()
 
 
+def fixture_result(output: Any, schema: dict[str, Any] | None) -> types.CallToolResult:
+    """A scripted tool output as the tool's result: text as given, anything else as JSON. An
+    object is also the structured content (it must fit the tool's output schema); a text, for a
+    tool that declares an output schema, is `{"result": text}`, the wrapping the MCP SDK gives a
+    plain return value."""
+    text = output if isinstance(output, str) else as_json(output)
+    structured = output if isinstance(output, dict) else None
+    if structured is None and schema is not None:
+        structured = {"result": output}
+    return types.CallToolResult(
+        content=[types.TextContent(text=text or "")], structured_content=structured
+    )
+
+
 def result_payload(result: types.CallToolResult) -> list[Any]:
     """What a tool result brings into the run: its text blocks and structured content."""
     out: list[Any] = [b.text for b in result.content if isinstance(b, types.TextContent)]
@@ -99,6 +113,8 @@ class Gateway:
         self.wakers = wakers  # this process's approval wake-ups (decisions made here)
         self.announce = announce  # tells people a call is waiting (webhooks)
         self.redact = tuple(settings.redact_fields)
+        # run id -> the tool outputs its eval task scripted (empty for any other run)
+        self._fixtures: dict[str, dict[str, Any]] = {}
         logs = settings.home / "logs"
         self.upstreams = {
             c.name: Upstream(c, log_dir=logs, on_tools=self._sync_tools)
@@ -136,13 +152,18 @@ class Gateway:
                 tg.cancel_scope.cancel()
 
     async def _sync_tools(self, upstream: Upstream) -> None:
-        tags, unmatched = tags_for_tools(upstream.config.tags, (t.name for t in upstream.tools))
+        names = [t.name for t in upstream.tools]
+        tags, unmatched = tags_for_tools(upstream.config.tags, names)
+        systems, unmatched_systems = tags_for_tools(upstream.config.systems, names)
+        if unmatched_systems:  # a misspelt key would leave a tool in its server's system only
+            unmatched = [*unmatched, *(f"systems:{k}" for k in unmatched_systems)]
         if unmatched:
             # Fail closed: a misspelt tool under `tags:` would serve that tool without its tags
             # (an untrusted reader not marked untrusted). Refuse the server until fixed.
             served = ", ".join(sorted(t.name for t in upstream.tools)) or "none"
             upstream.config_error = (
-                f"tether.yaml mcp_servers[{upstream.name}].tags names {', '.join(unmatched)}, "
+                f"tether.yaml mcp_servers[{upstream.name}].tags (or .systems) names "
+                f"{', '.join(unmatched)}, "
                 f"which the server does not offer (it serves: {served}); fix the name or glob "
                 "and restart tether"
             )
@@ -155,6 +176,7 @@ class Gateway:
                 description=t.description or "", input_schema=dict(t.input_schema),
                 tags=tuple(sorted(tags.get(t.name, ()))),
                 annotations=t.annotations.model_dump(exclude_none=True) if t.annotations else None,
+                systems=tuple(sorted(systems.get(t.name, ()))),
             )
             for t in upstream.tools
         ]  # fmt: skip
@@ -267,13 +289,36 @@ class Gateway:
             text = f"tether rate-limited {name}: {d.reason}; retry after {retry:.1f}s"
             return await self._finish(call, name, arguments, started, None, text, info)
         try:
-            result = await self._forward(name, arguments, call, ctx)
+            scripted = await self._fixture(call.run_id, name)
+            if scripted is not None:
+                # an eval attempt's scripted output: decided like any call, never forwarded
+                info["fixture"] = True
+                result = scripted
+            else:
+                result = await self._forward(name, arguments, call, ctx)
         except TetherError as exc:
             return await self._finish(call, name, arguments, started, None, exc.message, info,
                                       held_span)  # fmt: skip
         error = result_text(result) if result.is_error else None
         return await self._finish(call, name, arguments, started, result, error, info, held_span,
                                   taint=d.tags | result_trust(result))  # fmt: skip
+
+    async def _fixture(self, run_id: str | None, name: str) -> types.CallToolResult | None:
+        """The output an eval attempt's task scripted for this tool (`fixtures.tools`), if any."""
+        if run_id is None:
+            return None
+        if run_id not in self._fixtures:
+            found = await anyio.to_thread.run_sync(evals.run_fixtures, self.engine, run_id)
+            if len(self._fixtures) > 10_000:
+                self._fixtures.clear()
+            self._fixtures[run_id] = (found or {}).get("tools") or {}
+        tools = self._fixtures[run_id]
+        if name not in tools:
+            return None
+        server, _, tool = name.partition(".")
+        upstream = self.upstreams.get(server)
+        known = [t for t in (upstream.tools if upstream else []) if t.name == tool]
+        return fixture_result(tools[name], known[0].output_schema if known else None)
 
     async def _forward(
         self, name: str, arguments: dict[str, Any], call: CallContext, ctx: Any

@@ -52,9 +52,16 @@ def _thread_config(config: RunnableConfig) -> RunnableConfig:
 
 
 def _pauses(graph: Any, config: RunnableConfig) -> tuple[Any, list[dict[str, Any]], bool]:
+    return _waits_for(graph.get_state(config))
+
+
+async def _apauses(graph: Any, config: RunnableConfig) -> tuple[Any, list[dict[str, Any]], bool]:
+    return _waits_for(await graph.aget_state(config))
+
+
+def _waits_for(snap: Any) -> tuple[Any, list[dict[str, Any]], bool]:
     """The snapshot and what it waits for: interrupt() values, or the nodes it was told to stop
     before (`interrupt_before`); the flag says which."""
-    snap = graph.get_state(config)
     if snap.interrupts:
         node_by_id = {i.id: t.name for t in snap.tasks for i in t.interrupts}
         items = [
@@ -118,15 +125,57 @@ def invoke(graph: Any, input: Any, config: RunnableConfig, *, wait_s: float = 36
             continue
         denied = next((d for d in decisions if d["status"] != "approved"), None)
         if denied is not None:
-            by = denied.get("decided_by")
-            saver.finish(
-                thread,
-                "failed",
-                error=f"{snap.next[0]} was {denied['status']} by {by}"
-                + (f": {denied['reason']}" if denied.get("reason") else ""),
-            )
-            return Outcome("denied", result, run_id, denied_by=by)
+            saver.finish(thread, "failed", error=_denial(snap.next[0], denied))
+            return Outcome("denied", result, run_id, denied_by=denied.get("decided_by"))
         result = graph.invoke(None, thread)
+
+
+def _denial(node: str, denied: dict[str, Any]) -> str:
+    by = denied.get("decided_by")
+    reason = f": {denied['reason']}" if denied.get("reason") else ""
+    return f"{node} was {denied['status']} by {by}{reason}"
+
+
+async def ainvoke(
+    graph: Any, input: Any, config: RunnableConfig, *, wait_s: float = 3600.0
+) -> Outcome:
+    """`invoke` for async graphs and agents: `graph.ainvoke`, the saver's async calls, and the
+    wait for people's decisions without blocking the event loop.
+
+        outcome = await ainvoke(graph, {"invoice": "INV-7"}, {"configurable": {"thread_id": "7"}})
+    """
+    saver = saver_of(graph)
+    thread = _thread_config(config)
+    thread_id = str(thread["configurable"]["thread_id"])
+    if input is None and config["configurable"].get("checkpoint_id") is None:
+        snap = await graph.aget_state(thread)  # a pause must be decided first, as in `invoke`
+        result = snap.values if snap.next else await graph.ainvoke(None, config)
+    else:
+        result = await graph.ainvoke(input, config)
+    deadline = time.monotonic() + wait_s
+    while True:
+        snap, items, from_interrupt = await _apauses(graph, thread)
+        run_id = await saver.arun_id(thread)
+        if not snap.next and not items:
+            await saver.afinish(thread, "succeeded", output=result)
+            return Outcome("done", result, run_id)
+        checkpoint_id = snap.config["configurable"].get("checkpoint_id")
+        approvals = await saver.ahold(thread_id, items, checkpoint_id)
+        decisions = [
+            await saver.await_approval(a, max(0.0, deadline - time.monotonic())) for a in approvals
+        ]
+        pending = [a for a, d in zip(approvals, decisions, strict=True) if d["status"] == "pending"]
+        if pending:
+            return Outcome("awaiting_approval", result, run_id, pending)
+        if from_interrupt:
+            resume = {i["id"]: decision_value(d) for i, d in zip(items, decisions, strict=True)}
+            result = await graph.ainvoke(Command(resume=resume), thread)
+            continue
+        denied = next((d for d in decisions if d["status"] != "approved"), None)
+        if denied is not None:
+            await saver.afinish(thread, "failed", error=_denial(snap.next[0], denied))
+            return Outcome("denied", result, run_id, denied_by=denied.get("decided_by"))
+        result = await graph.ainvoke(None, thread)
 
 
 def resume_requested(
@@ -153,4 +202,26 @@ def resume_requested(
             config = graph.update_state(config, req["update"])
             config = {"configurable": {**conf, **config["configurable"]}}
         outcomes.append(invoke(graph, None, config, wait_s=wait_s))
+    return outcomes
+
+
+async def aresume_requested(
+    graph: Any,
+    *,
+    thread_id: str | None = None,
+    wait_s: float = 3600.0,
+    configurable: dict[str, Any] | None = None,
+) -> list[Outcome]:
+    """`resume_requested` for async graphs and agents."""
+    saver = saver_of(graph)
+    outcomes = []
+    for req in await saver.atake_resumes(thread_id):
+        conf: dict[str, Any] = {**(configurable or {}), "thread_id": req["thread_id"]}
+        if req.get("checkpoint_id"):
+            conf["checkpoint_id"] = req["checkpoint_id"]
+        config: RunnableConfig = {"configurable": conf}
+        if req.get("update"):
+            config = await graph.aupdate_state(config, req["update"])
+            config = {"configurable": {**conf, **config["configurable"]}}
+        outcomes.append(await ainvoke(graph, None, config, wait_s=wait_s))
     return outcomes

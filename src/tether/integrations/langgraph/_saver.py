@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import contextlib
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
@@ -98,6 +100,10 @@ class TetherSaver(BaseCheckpointSaver[str]):
         self._async_transport = async_transport
         self._aclients: dict[int, httpx.AsyncClient] = {}
         self._runs: dict[str, str] = {}
+        # checkpoint id -> set once its put is answered. LangGraph stores checkpoints in the
+        # background while the next step runs; an idempotent tool's claim names the checkpoint
+        # its task started from and waits for it here, so tether can count its lineage.
+        self._inflight: dict[str, threading.Event] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -119,6 +125,21 @@ class TetherSaver(BaseCheckpointSaver[str]):
         resp = await self._aclient().request(method, path, **kw)
         raise_for(resp)
         return resp
+
+    @contextlib.contextmanager
+    def _putting(self, checkpoint_id: str) -> Iterator[None]:
+        done = self._inflight.setdefault(checkpoint_id, threading.Event())
+        try:
+            yield
+        finally:
+            done.set()
+            self._inflight.pop(checkpoint_id, None)
+
+    def _stored_by_now(self, site: dict[str, Any] | None, timeout_s: float = 30.0) -> bool:
+        """False while the put of the site's checkpoint is still under way (after `timeout_s`
+        it goes on regardless: the lineage is then counted without it)."""
+        done = self._inflight.get(str((site or {}).get("checkpoint_id")))
+        return done is None or done.wait(timeout_s)
 
     def close(self) -> None:
         self._client.close()
@@ -326,7 +347,8 @@ class TetherSaver(BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         body = self._put_body(config, checkpoint, metadata, new_versions)
-        out = self._call("POST", "/checkpoints", json=body).json()
+        with self._putting(checkpoint["id"]):
+            out = self._call("POST", "/checkpoints", json=body).json()
         if self.keep_latest is not None and not body["checkpoint_ns"]:
             self.prune([body["thread_id"]], keep=self.keep_latest)
         return self._stored(config, out["checkpoint_id"], out["run_id"])
@@ -406,7 +428,8 @@ class TetherSaver(BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         body = self._put_body(config, checkpoint, metadata, new_versions)
-        out = (await self._acall("POST", "/checkpoints", json=body)).json()
+        with self._putting(checkpoint["id"]):
+            out = (await self._acall("POST", "/checkpoints", json=body)).json()
         if self.keep_latest is not None and not body["checkpoint_ns"]:
             await self.aprune([body["thread_id"]], keep=self.keep_latest)
         return self._stored(config, out["checkpoint_id"], out["run_id"])
@@ -472,15 +495,35 @@ class TetherSaver(BaseCheckpointSaver[str]):
         self._runs[thread_id] = out["run_id"]
         return str(out["run_id"])
 
-    def run_headers(self, config: RunnableConfig) -> dict[str, str]:
-        """Headers for an LLM client pointed at tether's gateway (`default_headers=`)."""
+    async def arun_id(self, config: RunnableConfig) -> str:
+        """`run_id` for async code."""
         conf = config.get("configurable", {})
-        headers = {"X-Tether-Run-Id": self.run_id(config)}
+        thread_id = str(conf["thread_id"])
+        known = conf.get("tether_run_id") or self._runs.get(thread_id)
+        if known:
+            return str(known)
+        body = {"thread_id": thread_id, "run": self._run_fields(config)}
+        out = (await self._acall("POST", "/threads/run", json=body)).json()
+        self._runs[thread_id] = out["run_id"]
+        return str(out["run_id"])
+
+    @staticmethod
+    def _headers(config: RunnableConfig, run_id: str) -> dict[str, str]:
+        conf = config.get("configurable", {})
+        headers = {"X-Tether-Run-Id": run_id}
         if conf.get("task_id") is not None:
             headers["X-Tether-Task-Id"] = str(conf["task_id"])
         if conf.get("user") is not None:
             headers["X-Tether-User"] = str(conf["user"])
         return headers
+
+    def run_headers(self, config: RunnableConfig) -> dict[str, str]:
+        """Headers for an LLM client pointed at tether's gateway (`default_headers=`)."""
+        return self._headers(config, self.run_id(config))
+
+    async def arun_headers(self, config: RunnableConfig) -> dict[str, str]:
+        """`run_headers` for async code."""
+        return self._headers(config, await self.arun_id(config))
 
     def hold(
         self,
@@ -497,6 +540,22 @@ class TetherSaver(BaseCheckpointSaver[str]):
         }
         return list(self._call("POST", "/threads/interrupts", json=body).json()["approval_ids"])
 
+    async def ahold(
+        self,
+        thread_id: str,
+        interrupts: builtins.list[dict[str, Any]],
+        checkpoint_id: str | None = None,
+    ) -> builtins.list[str]:
+        """`hold` for async code."""
+        body = {
+            "thread_id": thread_id,
+            "checkpoint_id": checkpoint_id,
+            "interrupts": interrupts,
+            "approval_timeout_s": self.approval_timeout_s,
+        }
+        resp = await self._acall("POST", "/threads/interrupts", json=body)
+        return list(resp.json()["approval_ids"])
+
     def wait_approval(self, approval_id: str, timeout_s: float) -> dict[str, Any]:
         """Long-polls an approval until decided or `timeout_s` passes (then still pending)."""
         deadline = time.monotonic() + timeout_s
@@ -511,27 +570,76 @@ class TetherSaver(BaseCheckpointSaver[str]):
             if out["status"] != "pending" or time.monotonic() >= deadline:
                 return out
 
-    def finish(
-        self, config: RunnableConfig, status: str, *, output: Any = None, error: str | None = None
-    ) -> None:
-        """Ends the thread's run (`succeeded` or `failed`) with its output or error."""
-        body = {
+    async def await_approval(self, approval_id: str, timeout_s: float) -> dict[str, Any]:
+        """`wait_approval` for async code (the event loop goes on while it waits)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = max(0.0, min(60.0, deadline - time.monotonic()))
+            resp = await self._acall(
+                "GET",
+                f"/approvals/{approval_id}/wait",
+                params={"timeout_s": left},
+                timeout=left + 30,
+            )
+            out: dict[str, Any] = resp.json()
+            if out["status"] != "pending" or time.monotonic() >= deadline:
+                return out
+
+    @staticmethod
+    def _finish_body(
+        config: RunnableConfig, status: str, output: Any, error: str | None
+    ) -> dict[str, Any]:
+        return {
             "thread_id": str(config["configurable"]["thread_id"]),
             "status": status,
             "output": view(output),
             "error": error,
         }
-        self._call("POST", "/threads/finish", json=body)
+
+    def finish(
+        self, config: RunnableConfig, status: str, *, output: Any = None, error: str | None = None
+    ) -> None:
+        """Ends the thread's run (`succeeded` or `failed`) with its output or error."""
+        self._call("POST", "/threads/finish", json=self._finish_body(config, status, output, error))
+
+    async def afinish(
+        self, config: RunnableConfig, status: str, *, output: Any = None, error: str | None = None
+    ) -> None:
+        """`finish` for async code."""
+        body = self._finish_body(config, status, output, error)
+        await self._acall("POST", "/threads/finish", json=body)
 
     def take_resumes(self, thread_id: str | None = None) -> builtins.list[dict[str, Any]]:
         """The resume requests (`tether runs resume`) of this agent's threads, each taken once."""
         body = {"thread_id": thread_id}
         return list(self._call("POST", "/threads/resumes/take", json=body).json()["items"])
 
-    def claim_tool_call(self, thread_id: str, key: str, tool: str) -> dict[str, Any]:
-        body = {"thread_id": thread_id, "key": key, "tool": tool}
+    async def atake_resumes(self, thread_id: str | None = None) -> builtins.list[dict[str, Any]]:
+        """`take_resumes` for async code."""
+        resp = await self._acall("POST", "/threads/resumes/take", json={"thread_id": thread_id})
+        return list(resp.json()["items"])
+
+    def claim_tool_call(
+        self, thread_id: str, key: str, tool: str, site: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """`{"status": new|done|started, "result", "key"}`: `key` with the step tether counted
+        from `site` (`_tools.call_site`), the one to complete."""
+        self._stored_by_now(site)
+        body = {"thread_id": thread_id, "key": key, "tool": tool, **(site or {})}
         return dict(self._call("POST", "/threads/tool-calls/claim", json=body).json())
+
+    async def aclaim_tool_call(
+        self, thread_id: str, key: str, tool: str, site: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        if not self._stored_by_now(site, 0):
+            await asyncio.to_thread(self._stored_by_now, site)
+        body = {"thread_id": thread_id, "key": key, "tool": tool, **(site or {})}
+        return dict((await self._acall("POST", "/threads/tool-calls/claim", json=body)).json())
 
     def complete_tool_call(self, thread_id: str, key: str, result: Any) -> None:
         body = {"thread_id": thread_id, "key": key, "result": result}
         self._call("POST", "/threads/tool-calls/complete", json=body)
+
+    async def acomplete_tool_call(self, thread_id: str, key: str, result: Any) -> None:
+        body = {"thread_id": thread_id, "key": key, "result": result}
+        await self._acall("POST", "/threads/tool-calls/complete", json=body)

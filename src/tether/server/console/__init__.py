@@ -16,6 +16,7 @@ from tether.server.console import (
     home,
     login,
     memory,
+    redteam,
     run_detail,
     runs_list,
     watch,
@@ -30,7 +31,7 @@ def install(app: FastAPI, state: State) -> None:
     state.console_env = make_env()
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     for module in (login, home, runs_list, run_detail, approvals, costs, governance, memory, evals,
-                   watch):  # fmt: skip
+                   watch, redteam):  # fmt: skip
         app.include_router(module.router, include_in_schema=False)
 
     @app.exception_handler(LoginRequiredError)

@@ -86,7 +86,7 @@ def _rollouts(state: State) -> list[Any]:
     for ro in rollout_store.list_rollouts(state.engine, limit=50):
         model = rollout_routes.rollout_out(state, ro, detail=True)
         if ro["status"] == "running":
-            d = decide(state.engine, ro, datetime.now(UTC))
+            d = decide(state.engine, ro, datetime.now(UTC), state.arms_cache)
             model.decision = {
                 **(ro["decision"] or {}),
                 "now": {"action": d.action, "reason": d.reason},

@@ -11,18 +11,19 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine
 
 from tether.core.errors import BadRequestError, BudgetExceededError, NotFoundError, RunKilledError
 from tether.gateway.llm.killswitch import kill_run
 from tether.server.auth import Principal, require
+from tether.server.db_call import run_db
 from tether.server.deps import State, get_state
 from tether.server.openapi import errors
 from tether.store import checkpoints as store
-from tether.store import threads
+from tether.store import checkpoints_pg, threads
 from tether.store.engine import reading
-from tether.store.tables import runs
 
 # a thread or checkpoint may not exist (404) or be settled already (409)
 router = APIRouter(tags=["checkpoints"], responses=errors(404, 409))
@@ -171,21 +172,16 @@ def _claim_alive(
     conn: Any, body_thread: str, caller: threads.Caller, link: threads.RunLink, now: datetime
 ) -> threads.Thread:
     thread = threads.claim(conn, body_thread, caller, link, now=now)
-    row = conn.execute(
-        runs.select()
-        .with_only_columns(runs.c.status, runs.c.kill_reason)
-        .where(runs.c.id == thread.run_id)
-    ).first()
-    if row is not None and row.status == "killed":
+    if thread.run_status == "killed":
         raise RunKilledError(
-            f"run {thread.run_id} was killed ({row.kill_reason or 'no reason given'}); start a "
-            "new thread to run again",
+            f"run {thread.run_id} was killed ({thread.kill_reason or 'no reason given'}); start "
+            "a new thread to run again",
             code="run_killed",
         )
     return thread
 
 
-def _put(state: State, body: CheckpointIn, caller: threads.Caller) -> tuple[dict[str, Any], Any]:
+def _put(engine: Engine, body: CheckpointIn, caller: threads.Caller) -> tuple[dict[str, Any], Any]:
     now = datetime.now(UTC)
     cp = store.NewCheckpoint(
         thread_id=body.thread_id,
@@ -202,8 +198,18 @@ def _put(state: State, body: CheckpointIn, caller: threads.Caller) -> tuple[dict
         ],
     )
     step = body.metadata.get("step")
-    with state.engine.begin() as conn:
-        thread = _claim_alive(conn, body.thread_id, caller, _link(body.run), now)
+    link = _link(body.run)
+    out = {
+        "thread_id": cp.thread_id,
+        "checkpoint_ns": cp.checkpoint_ns,
+        "checkpoint_id": cp.checkpoint_id,
+    }
+    if engine.dialect.name == "postgresql" and body.metadata.get("source") != "input":
+        run_id = checkpoints_pg.put(engine, cp, caller, link, now=now)
+        if run_id is not None:
+            return {**out, "run_id": run_id}, None
+    with engine.begin() as conn:
+        thread = _claim_alive(conn, body.thread_id, caller, link, now)
         over = (
             thread.max_iterations is not None
             and isinstance(step, int)
@@ -216,13 +222,7 @@ def _put(state: State, body: CheckpointIn, caller: threads.Caller) -> tuple[dict
             store.put(conn, cp, run_id=thread.run_id, now=now)
             if isinstance(step, int):
                 threads.note_step(conn, thread, step, now)
-    out = {
-        "thread_id": cp.thread_id,
-        "checkpoint_ns": cp.checkpoint_ns,
-        "checkpoint_id": cp.checkpoint_id,
-        "run_id": thread.run_id,
-    }
-    return out, (thread, step) if over else None
+    return {**out, "run_id": thread.run_id}, (thread, step) if over else None
 
 
 @router.post("/checkpoints", response_model=PutOut, summary="Store a checkpoint (TetherSaver.put)")
@@ -231,7 +231,7 @@ async def put_checkpoint(
     state: State = Depends(get_state),
     principal: Principal = Depends(require("agent")),
 ) -> dict[str, Any]:
-    out, over = await run_in_threadpool(_put, state, body, caller_of(principal))
+    out, over = await run_db(state, _put, body, caller_of(principal))
     if over is not None:
         thread, step = over
         reason = (
@@ -251,14 +251,29 @@ async def put_checkpoint(
     return out
 
 
-def _put_writes(state: State, body: WritesIn, caller: threads.Caller) -> list[Any]:
+def _put_writes(engine: Engine, body: WritesIn, caller: threads.Caller) -> list[Any]:
     now = datetime.now(UTC)
     writes = [
         store.Write(w.idx, w.channel, w.type, _bytes(w.data, "writes.data"), w.view)
         for w in body.writes
     ]
-    with state.engine.begin() as conn:
-        thread = _claim_alive(conn, body.thread_id, caller, _link(body.run), now)
+    link = _link(body.run)
+    if engine.dialect.name == "postgresql" and not body.interrupts:
+        done = checkpoints_pg.put_writes(
+            engine,
+            thread_id=body.thread_id,
+            checkpoint_ns=body.checkpoint_ns,
+            checkpoint_id=body.checkpoint_id,
+            task_id=body.task_id,
+            task_path=body.task_path,
+            writes=writes,
+            caller=caller,
+            link=link,
+        )
+        if done:
+            return []
+    with engine.begin() as conn:
+        thread = _claim_alive(conn, body.thread_id, caller, link, now)
         store.put_writes(
             conn,
             thread_id=body.thread_id,
@@ -293,35 +308,56 @@ async def put_writes(
     state: State = Depends(get_state),
     principal: Principal = Depends(require("agent")),
 ) -> Response:
-    held = await run_in_threadpool(_put_writes, state, body, caller_of(principal))
+    held = await run_db(state, _put_writes, body, caller_of(principal))
     for approval in held:
         state.webhooks.announce(approval)
     return Response(status_code=204)
 
 
+def _get_tuple(
+    engine: Engine,
+    thread_id: str,
+    checkpoint_ns: str,
+    checkpoint_id: str | None,
+    caller: threads.Caller,
+) -> dict[str, Any] | str | None:
+    if engine.dialect.name == "postgresql":
+        return checkpoints_pg.get_tuple_json(
+            engine,
+            thread_id=thread_id,
+            checkpoint_ns=checkpoint_ns,
+            checkpoint_id=checkpoint_id,
+            caller=caller,
+        )
+    with reading(engine) as conn:
+        return store.get_tuple_in(
+            conn,
+            thread_id=thread_id,
+            checkpoint_ns=checkpoint_ns,
+            checkpoint_id=checkpoint_id,
+            owned_by=(caller.admin, caller.agent),
+        )
+
+
 @router.get("/checkpoints/tuple", summary="One checkpoint with its blobs and writes")
-def get_tuple(
+async def get_tuple(
     thread_id: str = Query(min_length=1, max_length=200),
     checkpoint_ns: str = Query("", max_length=200),
     checkpoint_id: str | None = Query(None, max_length=64),
     state: State = Depends(get_state),
     principal: Principal = Depends(require("agent", "read")),
-) -> dict[str, Any]:
+) -> Response:
     caller = threads.Caller(principal.agent, principal.has("admin") or principal.has("read"))
-    found = None
-    if threads.visible(state.engine, thread_id, caller):
-        found = store.get_tuple(
-            state.engine,
-            thread_id=thread_id,
-            checkpoint_ns=checkpoint_ns,
-            checkpoint_id=checkpoint_id,
-        )
+    found = await run_db(state, _get_tuple, thread_id, checkpoint_ns, checkpoint_id, caller)
     if found is None:
         raise NotFoundError(
             f"no checkpoint in thread {thread_id!r}"
             + (f" with id {checkpoint_id!r}" if checkpoint_id else "")
         )
-    return _out(found)
+    if isinstance(found, str):  # PostgreSQL built the JSON itself
+        return Response(found, media_type="application/json")
+    # JSON types only (base64 text, stored JSON): dumped as is, without FastAPI's walk over it
+    return JSONResponse(_out(found))
 
 
 @router.post("/checkpoints/search", summary="Checkpoints newest first (TetherSaver.list)")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
+from tether.core.errors import BadRequestError
 from tether.core.money import nusd_to_float
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
@@ -36,6 +37,8 @@ class CostReport(BaseModel):
     start: str
     end: str
     total_cost_usd: float
+    # how many groups there are in all (with `limit`, items holds the costliest of them)
+    groups: int
     items: list[CostRow]
 
 
@@ -70,7 +73,8 @@ def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, dat
     response_model=CostReport,
     summary="Cost over a time range, grouped",
     description="Runs are counted on the day they started (UTC). The range defaults to the last "
-    "30 days; `from` is inclusive, `to` exclusive.",
+    "30 days; `from` is inclusive, `to` exclusive. With `group_by=task` or `user`, `limit=N` "
+    "returns the N costliest (ties by key); `groups` and `total_cost_usd` still count them all.",
 )
 def costs(
     state: State = Depends(get_state),
@@ -79,21 +83,35 @@ def costs(
     start: datetime | None = Query(None, alias="from", description="ISO 8601; UTC if no offset"),
     end: datetime | None = Query(None, alias="to"),
     agent: str | None = None,
+    limit: int | None = Query(
+        None, ge=1, le=1000, description="top N by cost; only with group_by=task or user"
+    ),
 ) -> dict[str, Any]:
     lo, hi = _window(start, end)
-    if group_by == "day":
-        # the console's function: whole UTC days come from the app's day cache
-        rows = aggregates.cost_by_day_range(state.engine, start=lo, end=hi, now=datetime.now(UTC),
-                                            agent=agent, cache=state.console_cache)  # fmt: skip
+    if limit is not None:
+        if group_by not in ("task", "user"):
+            raise BadRequestError("limit: top N is by task or by user; use group_by=task or user")
+        # the console's query: ranks tens of thousands of groups without materialising them
+        rows, groups, total = aggregates.top_costs(state.engine, group_by, start=lo, end=hi,
+                                                   agent=agent, limit=limit)  # fmt: skip
     else:
-        rows = cost_store.cost_breakdown(state.engine, group_by, start=lo, end=hi, agent=agent)
-    items = [cost_row_resource(r) for r in rows]
+        if group_by == "day":
+            # the console's function: whole UTC days come from the app's day cache
+            rows = aggregates.cost_by_day_range(
+                state.engine, start=lo, end=hi, now=datetime.now(UTC), agent=agent,
+                cache=state.console_cache,
+            )  # fmt: skip
+        else:
+            rows = cost_store.cost_breakdown(state.engine, group_by, start=lo, end=hi,
+                                             agent=agent)  # fmt: skip
+        groups, total = len(rows), sum(r["cost_nusd"] for r in rows)
     return {
         "group_by": group_by,
         "start": lo.isoformat(),
         "end": hi.isoformat(),
-        "total_cost_usd": nusd_to_float(sum(r["cost_nusd"] for r in rows)),
-        "items": items,
+        "total_cost_usd": nusd_to_float(total),
+        "groups": groups,
+        "items": [cost_row_resource(r) for r in rows],
     }
 
 

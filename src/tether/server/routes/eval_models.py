@@ -184,12 +184,13 @@ class TaskOut(BaseModel):
 
 class ComparisonOut(BaseModel):
     metric: str
-    pairs: int
-    worse: int
-    better: int
-    p_value: float
+    pairs: int = Field(description="paired attempts (attempt i of a task on both sides)")
+    worse: int = Field(description="pairs where only the baseline succeeded")
+    better: int = Field(description="pairs where only the candidate succeeded")
+    p_value: float = Field(description="one-sided paired sign-flip test over the tasks")
     p_holm: float
     significant: bool
+    tasks: int = Field(0, description="tasks the pairs fall in (the test's unit)")
 
 
 class VerdictOut(BaseModel):

@@ -5,8 +5,10 @@ gate a version on the stored attempts, compare two evals."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -16,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tether.core.assertions import Result, evaluate
 from tether.core.errors import BadRequestError, NotFoundError
 from tether.core.eval_compare import compare_evals
-from tether.core.eval_suite import parse_suite
+from tether.core.eval_suite import SuiteModel, TaskModel, parse_suite
 from tether.core.evals import GateCriteria, gate, summarize_tasks
 from tether.core.ids import make_id
 from tether.core.money import usd_to_nusd
@@ -39,7 +41,6 @@ from tether.server.routes.eval_models import (
 )
 from tether.store import evals as store
 from tether.store import gates
-from tether.store import runs as run_store
 
 router = APIRouter(tags=["evals"])
 # The agent name the CLI's LLM judges run under (tether.cli.eval_judge), apart from the agent's.
@@ -80,6 +81,11 @@ class AttemptFinish(BaseModel):
     )
     judge_run_ids: list[str] = Field(
         default_factory=list, description="runs the judges made through the LLM gateway"
+    )
+    run_id: str | None = Field(
+        None,
+        max_length=64,
+        description="the attempt's run, as its start answered (spares a lookup; checked)",
     )
 
 
@@ -125,15 +131,29 @@ def create_eval(
     return eval_out(row)
 
 
+@dataclass(frozen=True)
+class Listing:
+    """The filters every eval-area list takes: whose, and how many (newest first)."""
+
+    agent: str | None
+    limit: int
+
+
+def listing(
+    agent: str | None = Query(None, max_length=200),
+    limit: int = Query(50, ge=1, le=500),
+) -> Listing:
+    return Listing(agent, limit)
+
+
 @router.get("/evals", response_model=EvalList, responses=ERRORS, summary="List evals")
 def list_evals(
     state: State = Depends(get_state),
     _: Principal = Depends(require("read")),
-    agent: str | None = Query(None, max_length=200),
+    q: Listing = Depends(listing),
     suite: str | None = Query(None, max_length=200),
-    limit: int = Query(50, ge=1, le=500),
 ) -> EvalList:
-    rows = store.list_evals(state.engine, agent=agent, suite=suite, limit=limit)
+    rows = store.list_evals(state.engine, agent=q.agent, suite=suite, limit=q.limit)
     return EvalList(items=[eval_out(r) for r in rows])
 
 
@@ -177,7 +197,7 @@ def get_eval(
 ) -> EvalDetail:
     ev = store.get_eval(state.engine, eval_id)
     rows = store.attempt_rows(state.engine, eval_id)
-    suite = parse_suite(ev["suite_source"])
+    suite = _suite(ev["suite_source"])
     summaries = {
         s.task_id: s for s in summarize_tasks(store.core_attempts(rows), ev["target_cost_nusd"])
     }
@@ -209,6 +229,19 @@ def get_suite(
     return SuiteSource(suite=ev["suite"], source=ev["suite_source"])
 
 
+@lru_cache(maxsize=32)
+def _suite(source: str) -> SuiteModel:
+    """A stored suite parsed once per process: every attempt's start and finish reads it."""
+    return parse_suite(source)
+
+
+def _task(ev: dict[str, Any], task_id: str) -> TaskModel:
+    task = next((t for t in _suite(ev["suite_source"]).tasks if t.id == task_id), None)
+    if task is None:
+        raise NotFoundError(f"suite {ev['suite']} has no task {task_id!r}")
+    return task
+
+
 @router.post(
     "/evals/{eval_id}/attempts",
     status_code=201,
@@ -223,16 +256,15 @@ def start_attempt(
     _: Principal = Depends(require("admin")),
 ) -> AttemptOut:
     ev = store.get_eval(state.engine, eval_id)
-    suite = parse_suite(ev["suite_source"])
-    if body.task_id not in {t.id for t in suite.tasks}:
-        raise NotFoundError(f"suite {ev['suite']} has no task {body.task_id!r}")
+    task = _task(ev, body.task_id)
     if body.attempt >= ev["repeats"]:
         raise BadRequestError(f"attempt must be below the eval's repeats ({ev['repeats']})")
-    store.start_attempt(
-        state.engine, eval_id, body.task_id, body.attempt, make_id("run", os.urandom(12)), _now()
-    )
-    row = store.attempt_rows(state.engine, eval_id, task_id=body.task_id, attempt=body.attempt)
-    return attempt_out(row[0])
+    fixtures = task.fixtures.model_dump(exclude_defaults=True)
+    row = store.start_attempt(
+        state.engine, ev, body.task_id, body.attempt, make_id("run", os.urandom(12)), _now(),
+        fixtures=fixtures,
+    )  # fmt: skip
+    return attempt_out(row)
 
 
 @router.post(
@@ -249,56 +281,47 @@ async def finish_attempt(
     state: State = Depends(get_state),
     _: Principal = Depends(require("admin")),
 ) -> AttemptOut:
-    # The LLM gateway writes spans in batches; wait for them so the check sees every call.
-    await flush_spans(state)
-    return await run_in_threadpool(_finish, state, eval_id, task_id, attempt, body)
+    run_id = body.run_id
+    if run_id is None:
+        run_id = await run_in_threadpool(_run_of, state, eval_id, task_id, attempt)
+    # The LLM gateway writes spans in batches; wait for this run's so the check sees every call.
+    await flush_spans(state, run_id)
+    return await run_in_threadpool(_finish, state, eval_id, task_id, attempt, body, run_id)
+
+
+def _run_of(state: State, eval_id: str, task_id: str, attempt: int) -> str:
+    rows = store.attempt_rows(state.engine, eval_id, task_id=task_id, attempt=attempt)
+    if not rows:
+        raise NotFoundError(f"no attempt {attempt} of {task_id!r} in {eval_id}; start it first")
+    return str(rows[0]["run_id"])
 
 
 def _finish(
-    state: State, eval_id: str, task_id: str, attempt: int, body: AttemptFinish
+    state: State, eval_id: str, task_id: str, attempt: int, body: AttemptFinish, run_id: str
 ) -> AttemptOut:
     ev = store.get_eval(state.engine, eval_id)
-    suite = parse_suite(ev["suite_source"])
-    task = next((t for t in suite.tasks if t.id == task_id), None)
-    rows = store.attempt_rows(state.engine, eval_id, task_id=task_id, attempt=attempt)
-    if task is None or not rows:
-        raise NotFoundError(f"no attempt {attempt} of {task_id!r} in {eval_id}; start it first")
-    run_id = rows[0]["run_id"]
-    now = _now()
-    store.end_run(state.engine, run_id, ok=body.ok, output=body.output, error=body.error, now=now)
-    obs = store.observe(state.engine, run_id, now)
+    task = _task(ev, task_id)
     external = {
         e.name: Result(e.name, "external", e.passed, e.reason, e.details) for e in body.external
     }
     for a in task.assertions:
         if a.name in external:
-            external[a.name] = Result(
-                a.name,
-                a.kind,
-                external[a.name].passed,
-                external[a.name].reason,
-                external[a.name].details,
-            )
-    results = evaluate(task.assertions, obs, external)
-    judge_cost = 0
-    for judge_run in body.judge_run_ids:
-        found = run_store.get_run(state.engine, judge_run)
-        if found["agent"] != JUDGE_AGENT:
-            raise BadRequestError(f"run {judge_run} is not a judge run (agent {JUDGE_AGENT})")
-        judge_cost += found["cost_nusd"] or 0
-        # the judge's run is over once it has answered
-        store.end_run(state.engine, judge_run, ok=True, output=None, error=None, now=now)
-    row = store.finish_attempt(
+            given = external[a.name]
+            external[a.name] = Result(a.name, a.kind, given.passed, given.reason, given.details)
+    row = store.complete_attempt(
         state.engine,
-        eval_id,
+        ev,
         task_id,
         attempt,
-        results=results,
-        obs=obs,
-        judge_cost_nusd=judge_cost,
-        agent_ms=body.agent_ms,
+        ok=body.ok,
+        output=body.output,
         error=body.error,
-        now=now,
+        agent_ms=body.agent_ms,
+        check=lambda obs: evaluate(task.assertions, obs, external),
+        judge_run_ids=body.judge_run_ids,
+        judge_agent=JUDGE_AGENT,
+        run_id=run_id,
+        now=_now(),
     )
     return attempt_out(row)
 
@@ -379,11 +402,8 @@ def create_gate(
 def list_gates(
     state: State = Depends(get_state),
     _: Principal = Depends(require("read")),
-    agent: str | None = Query(None, max_length=200),
+    q: Listing = Depends(listing),
     outcome: Literal["pass", "fail", "inconclusive"] | None = None,
-    limit: int = Query(50, ge=1, le=500),
 ) -> VerdictList:
-    rows = gates.list_verdicts(state.engine, agent=agent, limit=limit)
-    return VerdictList(
-        items=[verdict_out(r) for r in rows if not outcome or r["outcome"] == outcome]
-    )
+    rows = gates.list_verdicts(state.engine, agent=q.agent, outcome=outcome, limit=q.limit)
+    return VerdictList(items=[verdict_out(r) for r in rows])

@@ -155,6 +155,25 @@ def _caller(request: Request, state: State, principal: Principal) -> Caller:
     )  # fmt: skip
 
 
+def writer(
+    request: Request, state: State = Depends(get_state),
+    principal: Principal = Depends(require("agent")),
+) -> Caller:  # fmt: skip
+    """The caller of a write-side route (an agent's key, or admin); FastAPI runs it in a thread."""
+    return _caller(request, state, principal)
+
+
+def reader(
+    request: Request, state: State = Depends(get_state),
+    principal: Principal = Depends(require("agent", "read")),
+) -> Caller:  # fmt: skip
+    """The caller of a read route: read and admin keys without an agent look as operators."""
+    caller = _caller(request, state, principal)
+    if principal.agent is None:
+        return Caller(None, caller.actor, True, None, caller.run_id, caller.user)
+    return caller
+
+
 def _out(m: store.Memory) -> MemoryOut:
     return MemoryOut(**m.to_dict())
 
@@ -168,10 +187,8 @@ def _out(m: store.Memory) -> MemoryOut:
     summary="Write a memory (embedded by the namespace's model)",
 )
 async def write_memory(
-    body: WriteIn, request: Request, state: State = Depends(get_state),
-    principal: Principal = Depends(require("agent")), svc: MemoryService = Depends(service),
-) -> WriteOut:  # fmt: skip
-    caller = await run_in_threadpool(_caller, request, state, principal)
+    body: WriteIn, caller: Caller = Depends(writer), svc: MemoryService = Depends(service)
+) -> WriteOut:
     w = await svc.write(
         caller, text=body.text, namespace=body.namespace, key=body.key, metadata=body.metadata,
         tags=body.tags, embedding=body.embedding, span_id=body.span_id, embed=body.embed,
@@ -187,10 +204,8 @@ async def write_memory(
     summary="The memories most similar to a query, from namespaces this key may read",
 )
 async def search_memory(
-    body: SearchIn, request: Request, state: State = Depends(get_state),
-    principal: Principal = Depends(require("agent")), svc: MemoryService = Depends(service),
-) -> SearchOut:  # fmt: skip
-    caller = await run_in_threadpool(_caller, request, state, principal)
+    body: SearchIn, caller: Caller = Depends(writer), svc: MemoryService = Depends(service)
+) -> SearchOut:
     hits = await svc.search(
         caller, query=body.query, embedding=body.embedding, namespaces=body.namespaces, k=body.k,
         tags=body.tags, key_prefix=body.key_prefix, as_of=body.as_of,
@@ -206,10 +221,8 @@ async def search_memory(
     summary="Erase memories by id, source run or user (right to erasure)",
 )
 async def forget_memory(
-    body: ForgetIn, request: Request, state: State = Depends(get_state),
-    principal: Principal = Depends(require("agent")), svc: MemoryService = Depends(service),
-) -> ForgetOut:  # fmt: skip
-    caller = await run_in_threadpool(_caller, request, state, principal)
+    body: ForgetIn, caller: Caller = Depends(writer), svc: MemoryService = Depends(service)
+) -> ForgetOut:
     gone = await svc.forget(caller, memory_id=body.id, run_id=body.run_id, user=body.user,
                             namespace=body.namespace)  # fmt: skip
     return ForgetOut(forgotten=gone)
@@ -223,18 +236,11 @@ async def forget_memory(
     summary="One memory",
 )
 def get_memory(
-    memory_id: str, request: Request, state: State = Depends(get_state),
-    principal: Principal = Depends(require("agent", "read")), svc: MemoryService = Depends(service),
+    memory_id: str, state: State = Depends(get_state), caller: Caller = Depends(reader),
+    svc: MemoryService = Depends(service),
 ) -> MemoryOut:  # fmt: skip
-    access = svc.access(_reader(request, state, principal))
+    access = svc.access(caller)
     return _out(store.get(state.engine, access, memory_id, now=datetime.now(UTC)))
-
-
-def _reader(request: Request, state: State, principal: Principal) -> Caller:
-    caller = _caller(request, state, principal)
-    if principal.agent is None:  # read keys and admin keys look as operators
-        return Caller(None, caller.actor, True, None, caller.run_id, caller.user)
-    return caller
 
 
 @router.get(
@@ -245,10 +251,10 @@ def _reader(request: Request, state: State, principal: Principal) -> Caller:
     summary="Memory namespaces with their size",
 )
 def list_namespaces(
-    request: Request, state: State = Depends(get_state),
-    principal: Principal = Depends(require("agent", "read")), svc: MemoryService = Depends(service),
+    state: State = Depends(get_state), caller: Caller = Depends(reader),
+    svc: MemoryService = Depends(service),
 ) -> NamespacesOut:  # fmt: skip
-    access = svc.access(_reader(request, state, principal))
+    access = svc.access(caller)
     names = None if access.operator else list(access.read_scope(datetime.now(UTC)).namespaces)
     stats = store.namespace_stats(state.engine, names)
     index = svc.index.name if svc.index is not None else "exact"
@@ -264,15 +270,14 @@ def list_namespaces(
     summary="The newest memories of a namespace",
 )
 def list_namespace(
-    namespace: str, request: Request, as_of: datetime | None = None,
+    namespace: str, as_of: datetime | None = None,
     key_prefix: str | None = Query(None, max_length=300), limit: int = Query(50, ge=1, le=500),
-    state: State = Depends(get_state), principal: Principal = Depends(require("agent", "read")),
+    state: State = Depends(get_state), caller: Caller = Depends(reader),
     svc: MemoryService = Depends(service),
 ) -> ListOut:  # fmt: skip
-    reader = _reader(request, state, principal)
-    access = svc.access(reader)
+    access = svc.access(caller)
     items = store.list_memories(
-        state.engine, access, namespace=namespace, now=datetime.now(UTC), user=reader.user,
+        state.engine, access, namespace=namespace, now=datetime.now(UTC), user=caller.user,
         key_prefix=key_prefix, as_of=as_of, limit=limit,
     )  # fmt: skip
     return ListOut(items=[_out(m) for m in items])

@@ -136,7 +136,8 @@ def rollout_out(state: State, ro: dict[str, Any], detail: bool = False) -> Rollo
         ended_at=_iso(ro["ended_at"]),
     )
     if detail:
-        arms = store.arms(state.engine, ro, rule.to_rule().target_cost_nusd)
+        target = rule.to_rule().target_cost_nusd
+        arms = state.arms_cache.arms(state.engine, ro, target, datetime.now(UTC))
         for role, version in (("baseline", ro["baseline"]), ("candidate", ro["candidate"])):
             a = arms[version]
             cost = a.mean_cost_nusd()
@@ -262,7 +263,7 @@ def get_rollout(
     ro = store.get(state.engine, rollout_id)
     out = rollout_out(state, ro, detail=True)
     if ro["status"] == "running":  # what the rule would say now, and why
-        d = decide(state.engine, ro, datetime.now(UTC))
+        d = decide(state.engine, ro, datetime.now(UTC), state.arms_cache)
         out.decision = {**(ro["decision"] or {}), "now": {"action": d.action, "reason": d.reason}}
     return out
 
@@ -322,7 +323,7 @@ for _action in _ACTIONS:
 async def evaluate_rollout(
     rollout_id: str, state: State = Depends(get_state), _: Principal = Depends(require("admin"))
 ) -> RolloutOut:
-    ro, kind = await run_in_threadpool(apply, state.engine, rollout_id)
+    ro, kind = await run_in_threadpool(apply, state.engine, rollout_id, None, state.arms_cache)
     if kind is not None:
         announce(state, ro, kind, "rollout-rule")
     return rollout_out(state, ro, detail=True)
