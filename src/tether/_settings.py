@@ -173,6 +173,17 @@ class BudgetDefaults(BaseModel):
     margins: dict[str, ModelMargin] = Field(default_factory=dict)
 
 
+class KeyPolicy(BaseModel):
+    """Rules for tether's own API keys (`tether keys`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # keys older than this are refused (401 key_expired, code key_too_old) unless they are being
+    # rotated out (then their overlap end applies); None: no limit
+    max_age_days: Annotated[int, Field(ge=1, le=36500)] | None = None
+    # the console flags keys this close to their expiry or age limit as "rotate soon"
+    warn_days: Annotated[int, Field(ge=0, le=3650)] = 14
+
+
 class MemoryNamespaceConfig(BaseModel):
     """Settings of one memory namespace (an agent's own, or a shared one others are granted)."""
 
@@ -277,6 +288,7 @@ class Settings(BaseSettings):
     http_tools: list[HttpToolConfig] = Field(default_factory=list)
     budgets: BudgetDefaults = Field(default_factory=BudgetDefaults)
     approval_timeout_s: int = 3600
+    keys: KeyPolicy = Field(default_factory=KeyPolicy)
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     # ops: /metrics and replicas. `replica_id` names this replica in leases (default: host:pid);
     # `metrics_dir` holds prometheus_client's multiprocess files (`serve --workers N` sets it).

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:  # `X as X`: re-exported names, for the type checker
     from tether._settings import BudgetDefaults as BudgetDefaults
     from tether._settings import HttpToolConfig as HttpToolConfig
+    from tether._settings import KeyPolicy as KeyPolicy
     from tether._settings import McpServerConfig as McpServerConfig
     from tether._settings import MemoryConfig as MemoryConfig
     from tether._settings import MemoryNamespaceConfig as MemoryNamespaceConfig

@@ -78,3 +78,28 @@ def test_import_a_secret_from_a_file_once(tmp_path: Path) -> None:
     secret.write_text("short")
     bad = CliRunner().invoke(app, args, env=env)
     assert bad.exit_code == 2 and "at least 32 characters" in " ".join(bad.output.split())
+
+
+def test_create_with_a_lifetime_rotate_with_an_overlap_and_list_ages(
+    tmp_path: Path, db_url: str
+) -> None:
+    runner, env = CliRunner(), _env(tmp_path, db_url)
+    res = runner.invoke(app, ["keys", "create", "--scopes", "read", "--name", "grafana",
+                              "--expires-in", "30d", "--json"], env=env)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    made = json.loads(res.stdout)
+    res = runner.invoke(app, ["keys", "rotate", made["id"], "--overlap", "1h", "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    rotated = json.loads(res.stdout)
+    assert rotated["id"] != made["id"] and rotated["key"].startswith("tth_")
+    assert rotated["old"]["replaced_by"] == rotated["id"] and rotated["old"]["expires_at"]
+    listed = {k["id"]: k for k in json.loads(
+        runner.invoke(app, ["keys", "list", "--json"], env=env).stdout)["items"]}  # fmt: skip
+    assert listed[made["id"]]["status"] == "rotating"
+    assert listed[rotated["id"]]["status"] == "ok" and listed[rotated["id"]]["age_s"] >= 0
+    table = runner.invoke(app, ["keys", "list"], env=env).stdout
+    assert "rotating out" in table and "age" in table
+    again = runner.invoke(app, ["keys", "rotate", made["id"]], env=env)
+    assert again.exit_code != 0 and "already rotated" in again.output
+    bad = runner.invoke(app, ["keys", "rotate", rotated["id"], "--overlap", "soon"], env=env)
+    assert bad.exit_code != 0 and "--overlap" in bad.output

@@ -93,6 +93,20 @@ def test_a_rotated_token_file_is_read_again_when_vault_refuses_the_old_token(
     assert client.read(REF) == "sk-one"
 
 
+def test_a_renewable_token_is_renewed_before_its_ttl_ends(
+    vault: VaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault.add_token("periodic-token", ttl=3600)
+    client = token_client(vault, monkeypatch, "periodic-token")
+    assert client.read(REF) == "sk-one" and vault.renewals == 0
+    assert client._renew_at is not None  # half its TTL from now
+    client._renew_at = 0.0  # as when half the TTL has passed
+    assert client.read(REF) == "sk-one" and vault.renewals == 1
+    root = token_client(vault, monkeypatch, vault.root_token)
+    root.read(REF)
+    assert root._renew_at is None  # a token without a TTL is never renewed
+
+
 def test_kubernetes_auth_logs_in_with_the_service_account_token_and_again_on_expiry(
     vault: VaultServer, tmp_path: Path
 ) -> None:

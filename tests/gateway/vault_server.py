@@ -8,6 +8,8 @@ parts of Vault's documented HTTP API that tether uses through `hvac`.
 - Kubernetes auth: `POST /v1/auth/<mount>/login` with `{"role", "jwt"}` answers
   `{"auth": {"client_token", "lease_duration", "renewable", "policies", ...}}`; an unknown role
   is 400, a JWT the role does not accept 403.
+- Token auth: `GET /v1/auth/token/lookup-self` answers `{"data": {"ttl", "renewable", ...}}`;
+  `POST /v1/auth/token/renew-self` extends a renewable token by its TTL.
 - Tokens travel in `X-Vault-Token`; a missing, unknown, revoked or expired one is 403
   `{"errors": ["permission denied"]}`.
 """
@@ -36,6 +38,8 @@ class VaultServer:
     def __init__(self, *, root_token: str = "root-token", lease_duration: int = 3600) -> None:
         self.lock = threading.Lock()
         self.tokens: dict[str, float | None] = {root_token: None}  # token -> expiry (monotonic)
+        self.ttls: dict[str, int] = {}  # renewable tokens -> their TTL in seconds
+        self.renewals = 0
         self.roles: dict[tuple[str, str], str] = {}  # (auth mount, role) -> the JWT it accepts
         self.secrets: dict[tuple[str, str], _Secret] = {}
         self.lease_duration = lease_duration
@@ -65,9 +69,29 @@ class VaultServer:
     def add_role(self, role: str, jwt: str, mount: str = "kubernetes") -> None:
         self.roles[(mount, role)] = jwt
 
-    def add_token(self, token: str) -> None:
+    def add_token(self, token: str, ttl: int | None = None) -> None:
+        """A token that never expires, or a renewable one valid for `ttl` seconds."""
         with self.lock:
-            self.tokens[token] = None
+            self.tokens[token] = None if ttl is None else time.monotonic() + ttl
+            if ttl is not None:
+                self.ttls[token] = ttl
+
+    def lookup_self(self, token: str) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            expiry, ttl = self.tokens[token], self.ttls.get(token)
+        left = 0 if expiry is None else max(0, round(expiry - time.monotonic()))
+        return 200, {"data": {"id": token, "ttl": left, "renewable": ttl is not None,
+                              "policies": ["default", "tether"], "type": "service"}}  # fmt: skip
+
+    def renew_self(self, token: str) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            ttl = self.ttls.get(token)
+            if ttl is None:
+                return 400, {"errors": ["lease is not renewable"]}
+            self.tokens[token] = time.monotonic() + ttl
+            self.renewals += 1
+        return 200, {"auth": {"client_token": token, "lease_duration": ttl, "renewable": True,
+                              "policies": ["default", "tether"]}}  # fmt: skip
 
     def revoke(self, token: str) -> None:
         with self.lock:
@@ -150,13 +174,24 @@ class _Handler(BaseHTTPRequestHandler):
         """(kind, mount, path, query) of /v1/auth/<mount>/login or /v1/<mount>/data/<path>."""
         url = urlsplit(self.path)
         parts = url.path.removeprefix("/v1/")
+        if parts in ("auth/token/lookup-self", "auth/token/renew-self"):
+            return parts.rsplit("/", 1)[1], "token", "", {}
         if parts.startswith("auth/") and parts.endswith("/login"):
             return "login", parts[len("auth/") : -len("/login")], "", {}
         mount, sep, path = parts.partition("/data/")
         return ("data", mount, path, parse_qs(url.query)) if sep and path else None
 
+    def _token_call(self, kind: str) -> None:
+        token = self.headers.get("x-vault-token")
+        if token is None or not self.vault.valid(token):
+            return self._answer(403, {"errors": ["permission denied"]})
+        call = self.vault.lookup_self if kind == "lookup-self" else self.vault.renew_self
+        self._answer(*call(token))
+
     def do_GET(self) -> None:
         route = self._route()
+        if route is not None and route[0] == "lookup-self":
+            return self._token_call("lookup-self")
         if route is None or route[0] != "data":
             return self._answer(404, {"errors": []})
         if not self.vault.valid(self.headers.get("x-vault-token")):
@@ -170,6 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             return self._answer(404, {"errors": []})
         kind, mount, path, _ = route
+        if kind == "renew-self":
+            return self._token_call(kind)
         if kind == "login":
             return self._answer(*self.vault.login(mount, self._body()))
         if not self.vault.valid(self.headers.get("x-vault-token")):

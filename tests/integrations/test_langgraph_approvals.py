@@ -100,8 +100,14 @@ def test_an_interrupt_waits_as_an_approval_and_resumes_once_approved(tether_api:
                               json={"checkpoint_id": before_send})  # fmt: skip
     assert r.status_code == 202, r.text
     replayed = resume_requested(graph, wait_s=0)
-    assert [o.run_id for o in replayed] == [paused.run_id]
-    assert EFFECTS[f"send:{to}"] == 1
+    assert [(o.run_id, o.status) for o in replayed] == [(paused.run_id, "awaiting_approval")]
+    # the replay forked the thread (its steps numbered one higher) and asks again; approved,
+    # the charge before the pause and the email behind it still ran once each
+    again = replayed[0].pending
+    assert len(again) == 1 and again[0] != paused.pending[0]
+    tether_api.admin.post(f"/approvals/{again[0]}/approve", json={"reason": "again"})
+    assert invoke(graph, None, config, wait_s=10).status == "done"
+    assert EFFECTS[f"send:{to}"] == 1 and EFFECTS[f"charge:{to}"] == 1
 
 
 def test_a_denied_interrupt_resumes_with_the_denial(tether_api: Tether) -> None:

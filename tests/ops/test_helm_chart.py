@@ -95,6 +95,34 @@ def test_production_values_wire_monitoring_and_secrets(tmp_path: Path) -> None:
     assert rendered["Ingress/tether"]["spec"]["tls"][0]["secretName"] == "tether-tls"
 
 
+def test_production_values_read_provider_keys_from_vault_and_a_secret_volume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rendered tether.yaml is a valid tether config (Vault with Kubernetes auth, a key
+    file, an env key, the rotation policy), and the pod has what those need."""
+    from tether.config import load_settings
+
+    rendered = objects(CHART / "ci" / "external.yaml")
+    cfg = tmp_path / "tether.yaml"
+    cfg.write_text(rendered["ConfigMap/tether-config"]["data"]["tether.yaml"])
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(config=cfg)
+    assert settings.vault is not None and settings.vault.auth == "kubernetes"
+    assert settings.keys.max_age_days == 90
+    by_name = {p.name: p for p in settings.providers}
+    assert by_name["openai"].api_key_vault is not None
+    key_file = by_name["anthropic"].api_key_file
+    pod = rendered["Deployment/tether"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True  # Vault's Kubernetes login needs it
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert key_file is not None and str(key_file).startswith(mounts["anthropic-key"])
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["anthropic-key"]["secret"]["secretName"] == "tether-anthropic-key"
+    assert "sk-" not in json.dumps(rendered)  # no provider key in any object
+    minimal = objects(CHART / "ci" / "minimal.yaml")["Deployment/tether"]["spec"]["template"]
+    assert minimal["spec"]["automountServiceAccountToken"] is False
+
+
 def test_chart_copies_match_deploy_sources() -> None:
     rules = CHART / "files" / "tether.rules.yaml"
     assert rules.read_text() == (ROOT / "deploy" / "prometheus" / "tether.rules.yaml").read_text()

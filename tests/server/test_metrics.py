@@ -220,3 +220,23 @@ def test_drift_and_cost_alerts_are_exported_once_across_replicas(
     assert value(text_a, "tether_cost_anomaly_spend_usd", granularity="day", dimension="user",
                  key="bob") is None  # fmt: skip
     assert cost.notify
+
+
+def test_key_age_and_expiry_are_exported_for_usable_keys(
+    tmp_path: Path, db_url: str, db: Engine
+) -> None:
+    now = datetime.now(UTC)
+    _, secret = create_key(db, scopes="read", name="scraper")
+    create_key(db, scopes="read", name="monthly", expires_in=timedelta(days=30))
+    create_key(db, scopes="read", name="lapsed", now=now - timedelta(days=2),
+               expires_in=timedelta(days=1))  # fmt: skip
+    with _replica(tmp_path, db_url, db, "a") as a:
+        text = a.get("/metrics", headers={"authorization": f"Bearer {secret}"}).text
+    ages = [line for line in text.splitlines() if line.startswith("tether_api_key_age_seconds{")]
+    left = [line for line in text.splitlines()
+            if line.startswith("tether_api_key_expires_in_seconds{")]  # fmt: skip
+    assert any('name="monthly"' in x for x in ages) and any('name="scraper"' in x for x in ages)
+    assert not any('name="lapsed"' in x for x in ages)  # expired: no longer a usable key
+    [monthly] = left
+    assert 'name="monthly"' in monthly
+    assert 29 * 86400 < float(monthly.rsplit(" ", 1)[1]) <= 30 * 86400

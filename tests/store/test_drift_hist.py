@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -135,3 +136,47 @@ def test_two_profiling_passes_at_once_count_each_run_once(db_url: str) -> None:
     finally:
         for e in engines:
             e.dispose()
+
+
+def test_a_profiling_pass_waits_for_the_replica_holding_the_lock(db_url: str) -> None:
+    """On PostgreSQL the pass takes its advisory lock per batch: while another session holds
+    it, the pass waits (seen in pg_locks) and writes nothing; then it goes on."""
+    if not db_url.startswith("postgresql"):
+        return  # SQLite: BEGIN IMMEDIATE serialises every writer (tests/store/test_writelock.py)
+    from sqlalchemy import text
+
+    from tether.store.engine import make_engine
+    from tether.store.migrate import upgrade
+    from tether.store.profiles import _LOCK_KEY
+
+    engine = make_engine(db_url, pool_size=3)
+    upgrade(engine)
+    try:
+        _traffic(engine, seed=6)
+        with engine.connect() as holder:
+            holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
+            worker = threading.Thread(target=profile_runs, args=(engine,), kwargs={"now": NOW})
+            worker.start()
+            deadline = time.monotonic() + 60
+            waiting = 0
+            while time.monotonic() < deadline and not waiting:
+                with reading(engine) as conn:
+                    waiting = conn.execute(
+                        text(
+                            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                            "AND NOT granted AND objid = :k"
+                        ),
+                        {"k": _LOCK_KEY % 2**32},
+                    ).scalar_one()
+                time.sleep(0.05)
+            assert waiting == 1
+            with reading(engine) as conn:
+                assert conn.execute(select(func.count()).select_from(run_profiles)).scalar() == 0
+            holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+            holder.commit()
+        worker.join(timeout=120)
+        assert not worker.is_alive()
+        with reading(engine) as conn:
+            assert conn.execute(select(func.count()).select_from(run_profiles)).scalar() > 100
+    finally:
+        engine.dispose()

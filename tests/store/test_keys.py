@@ -54,3 +54,67 @@ def test_key_and_its_audit_entry_land_together_or_not_at_all(
     with pytest.raises(RuntimeError):
         keys.create_key(db, scopes="read", actor="cli:root")
     assert [k.id for k in keys.list_keys(db, include_revoked=True)] == [key.id]
+
+
+def test_a_key_made_with_a_lifetime_keeps_its_expiry(db: Engine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    key, secret = keys.create_key(db, scopes="read", now=now, expires_in=timedelta(days=30),
+                                  actor="cli:test")  # fmt: skip
+    found = keys.find_by_secret(db, secret)
+    assert found is not None and found.expires_at == now + timedelta(days=30)
+    assert key.to_dict()["expires_at"] == (now + timedelta(days=30)).isoformat()
+    with pytest.raises(BadRequestError, match="lifetime must be positive"):
+        keys.create_key(db, scopes="read", expires_in=timedelta(0))
+
+
+def test_rotation_makes_a_twin_and_ends_the_old_key_after_the_overlap(db: Engine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tether.core.errors import ConflictError
+
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    old, old_secret = keys.create_key(db, scopes="agent,ingest", agent="triage", name="bot",
+                                      now=t0, expires_in=timedelta(days=90))  # fmt: skip
+    t1 = t0 + timedelta(days=60)
+    new, secret, before = keys.rotate_key(db, old.id, overlap=timedelta(hours=1), now=t1,
+                                          actor="cli:ops")  # fmt: skip
+    assert secret != old_secret and new.id != old.id
+    assert (new.scopes, new.agent, new.name) == (old.scopes, old.agent, old.name)
+    assert new.expires_at == t1 + timedelta(days=90)  # the same lifetime as the old key
+    assert before.expires_at == t1 + timedelta(hours=1) and before.replaced_by == new.id
+    stored = keys.find_by_secret(db, old_secret)
+    assert stored is not None and stored.expires_at == before.expires_at  # live until then
+    with db.connect() as conn:
+        entries = conn.execute(select(audit_log.c.action, audit_log.c.subject)
+                               .order_by(audit_log.c.seq)).all()  # fmt: skip
+    assert [(e.action, e.subject) for e in entries] == [
+        ("key.rotated", old.id),
+        ("key.created", new.id),
+    ]
+    with pytest.raises(ConflictError, match="already rotated"):
+        keys.rotate_key(db, old.id, overlap=timedelta(hours=1), now=t1)
+    # an overlap never lengthens a key's life; 0s ends it at once
+    short, _ = keys.create_key(db, scopes="read", now=t0, expires_in=timedelta(minutes=5))
+    _, _, cut = keys.rotate_key(db, short.id, overlap=timedelta(days=7), now=t0)
+    assert cut.expires_at == t0 + timedelta(minutes=5)
+    plain, _ = keys.create_key(db, scopes="read", now=t0)
+    fresh, _, gone = keys.rotate_key(db, plain.id, overlap=timedelta(0), now=t0,
+                                     expires_in=timedelta(days=1))  # fmt: skip
+    assert gone.expires_at == t0 and fresh.expires_at == t0 + timedelta(days=1)
+    keys.revoke_key(db, fresh.id)
+    with pytest.raises(NotFoundError):
+        keys.rotate_key(db, fresh.id, overlap=timedelta(hours=1))
+    with pytest.raises(BadRequestError, match="negative"):
+        keys.rotate_key(db, new.id, overlap=timedelta(seconds=-1))
+
+
+def test_view_shows_age_and_status(db: Engine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    key, _ = keys.create_key(db, scopes="read", now=now - timedelta(days=85))
+    shown = keys.view(key, now=now, max_age_days=90, warn_days=14)
+    assert shown["age_s"] == 85 * 86400 and shown["status"] == "rotate_soon"
+    assert keys.view(key, now=now, max_age_days=None, warn_days=14)["status"] == "ok"

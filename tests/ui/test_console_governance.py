@@ -86,3 +86,46 @@ def test_home_flags_a_stale_red_team_and_metrics_export_its_age(
     line = next(x for x in metrics.splitlines()
                 if x.startswith('tether_redteam_age_seconds{agent="support"}'))  # fmt: skip
     assert 100 * 86400 - 60 <= float(line.split()[-1]) <= 100 * 86400 + 600
+
+
+def test_keys_page_shows_age_expiry_and_rotation_status(db: Engine, tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from tether.store.keys import rotate_key
+
+    settings = load_settings(home=tmp_path / "home", database_url=str(db.url))
+    settings = settings.model_copy(update={"keys": settings.keys.model_copy(
+        update={"max_age_days": 90})})  # fmt: skip
+    now = datetime.now(UTC)
+    admin = create_key(db, scopes="admin", name="admin")[1]
+    reader = create_key(db, scopes="read", name="viewer")[1]
+    create_key(db, scopes="read", name="aging", now=now - timedelta(days=85))
+    create_key(db, scopes="read", name="ancient", now=now - timedelta(days=120))
+    old, _ = create_key(db, scopes="ingest", name="exporter")
+    rotate_key(db, old.id, overlap=timedelta(hours=1))
+    with TestClient(create_app(settings, engine=db), follow_redirects=False) as c:
+        login(c, admin, "/keys")
+        page = c.get("/keys")
+        assert page.status_code == 200
+        for shown in (
+            "aging",
+            "ancient",
+            "exporter",
+            "rotate soon",
+            "too old",
+            "rotating",
+            "85 d",
+            "120 d",
+            "rotation required every 90 days",
+            "replaced by",
+        ):
+            assert shown in page.text, shown
+    with TestClient(create_app(settings, engine=db), follow_redirects=False) as c:
+        login(c, reader, "/")
+        assert c.get("/keys").status_code == 403
+    # a key past the rotation policy cannot open the console
+    stale = create_key(db, scopes="admin", name="stale", now=now - timedelta(days=91))[1]
+    with TestClient(create_app(settings, engine=db), follow_redirects=False) as c:
+        form = c.get("/login")
+        resp = c.post("/login", data={"api_key": stale, "csrf": csrf_of(form.text), "next": "/"})
+        assert resp.status_code == 401 and "keys.max_age_days" in resp.text

@@ -102,3 +102,23 @@ def test_drift_and_alert_pages(db: Engine, tmp_path: Path) -> None:
         assert alice.id in acked and "load test" in acked
         again = client.post(f"/alerts/{alice.id}/ack", data={"csrf": token})
         assert again.status_code == 409 and "already acknowledged" in again.text
+
+
+def test_drift_page_shows_a_model_changes_eval_re_run(db: Engine, tmp_path: Path) -> None:
+    from tether.store.alerts import AlertDraft, raise_alert, update_detail
+
+    settings = load_settings(home=tmp_path / "home", database_url=str(db.url))
+    _, reader = create_key(db, scopes="read", name="reader")
+    now = datetime.now(UTC)
+    raised = raise_alert(db, AlertDraft(
+        kind="model_change", dedup_key="model:support:gpt-4o-mini-2025-01-31",
+        subject="agent support", message="agent support is now served gpt-4o-mini-2025-01-31",
+        agent="support", bucket_at=now, detail={"eval": {"status": "queued"}}),
+        now=now, cooldown=timedelta(hours=1))  # fmt: skip
+    update_detail(db, raised.alert.id, "eval", {"status": "finished", "eval_id": "eval_abc",
+                                                "successes": 19, "total": 20})  # fmt: skip
+    with TestClient(create_app(settings, engine=db), follow_redirects=False) as client:
+        login(client, reader)
+        page = client.get("/drift").text
+    assert "eval re-run:" in page and ">finished</span>" in page
+    assert 'href="/evals/eval_abc"' in page and "19/20 at target" in page

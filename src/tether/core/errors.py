@@ -4,6 +4,7 @@
     ├── BadRequestError               400  invalid_request
     │   └── PayloadTooLargeError      413  payload_too_large
     ├── AuthenticationError           401  unauthenticated
+    │   └── KeyExpiredError           401  key_expired   (past its expiry or keys.max_age_days)
     ├── PermissionDeniedError         403  permission_denied
     │   └── PolicyDeniedError         403  policy_denied
     ├── BudgetExceededError           402  budget_exceeded
@@ -60,6 +61,14 @@ class PayloadTooLargeError(BadRequestError):
 
 class AuthenticationError(TetherError):
     type = "unauthenticated"
+    http_status = 401
+
+
+class KeyExpiredError(AuthenticationError):
+    """A known key past its `expires_at` (code `key_expired`) or older than the rotation policy
+    allows (code `key_too_old`): rotate it (`tether keys rotate KEY`)."""
+
+    type = "key_expired"
     http_status = 401
 
 
@@ -123,6 +132,7 @@ ERROR_TYPES: tuple[type[TetherError], ...] = (
     BadRequestError,
     PayloadTooLargeError,
     AuthenticationError,
+    KeyExpiredError,
     PermissionDeniedError,
     PolicyDeniedError,
     BudgetExceededError,

@@ -2,7 +2,7 @@
 API with the agent's key, so LangGraph memories are isolated per agent, granted by policy,
 embedded through tether's gateway (the run's budget pays) and audited.
 
-    from tether.integrations.langgraph import TetherStore
+    from tether.integrations.langgraph_store import TetherStore
     store = TetherStore("http://127.0.0.1:7337", api_key=AGENT_KEY)
     graph = builder.compile(checkpointer=saver, store=store)
 

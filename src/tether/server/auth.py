@@ -1,14 +1,17 @@
-"""Bearer-key authentication with scopes; keys are looked up by hash and cached briefly."""
+"""Bearer-key authentication with scopes; keys are looked up by hash and cached briefly, and
+refused once expired or past the rotation policy (core/key_policy.py)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import anyio
 from fastapi import Depends, Request
 
 from tether.core.errors import AuthenticationError, PermissionDeniedError
+from tether.core.key_policy import refusal
 from tether.core.loopback import is_loopback
 from tether.core.principal import Principal
 from tether.server.deps import State, get_state
@@ -46,15 +49,20 @@ def authenticate(state: State, secret: str | None) -> Principal:
     now = time.monotonic()
     hit = cache.get(secret)
     if hit is not None and now - hit[0] < _CACHE_TTL_S:
-        principal = hit[1]
+        principal, key = hit[1], hit[2]
     else:
         key = key_store.find_by_secret(state.engine, secret)
         principal = Principal(key.id, frozenset(key.scopes), key.agent) if key else None
         if len(cache) > 10_000:
             cache.clear()
-        cache[secret] = (now, principal)
-    if principal is None:
+        cache[secret] = (now, principal, key)
+    if principal is None or key is None:
         raise AuthenticationError("invalid or revoked API key")
+    max_age = state.settings.keys.max_age_days
+    if key.expires_at is not None or max_age is not None:
+        refused = refusal(key.times(), max_age_days=max_age, now=datetime.now(UTC))
+        if refused is not None:
+            raise refused
     return principal
 
 

@@ -23,6 +23,7 @@ from tether.gateway.mcp.guard import Guard
 from tether.server.webhooks import Webhooks
 from tether.store.approvals import Wakers
 from tether.store.inline import InlineSQLite, inline_for
+from tether.store.keys import ApiKey
 from tether.store.rollouts import ArmsCache
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 
 # (time.monotonic() when computed, value)
 Cached = tuple[float, Any]
+
+
+KeyHit = tuple[float, Principal | None, ApiKey | None]
 
 
 @dataclass
@@ -61,7 +65,9 @@ class State:
     lifespans: list[Callable[[], AbstractAsyncContextManager[Any]]] = field(default_factory=list)
 
     # auth.py: secret -> (time.monotonic() of the lookup, its Principal or None if unknown)
-    key_cache: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
+    key_cache: dict[str, tuple[float, Principal | None, ApiKey | None]] = field(
+        default_factory=dict
+    )
     # otlp.py: whether ingest is open (no key yet, loopback only), checked every few seconds
     ingest_open: tuple[float, bool] | None = None
     # otlp.py: bundled prices with tether.yaml overrides, loaded on the first ingest

@@ -214,11 +214,18 @@ def families(s: Ledger) -> Iterator[Metric]:
     for (outcome, agent), n in sorted(s.policy.items()):
         policy.add_metric([outcome, agent], n)
     yield policy
-    ages = GaugeMetricFamily("tether_api_key_age_seconds", "Age of each live API key.",
+    ages = GaugeMetricFamily("tether_api_key_age_seconds", "Age of each usable API key "
+                             "(neither revoked nor expired).",
                              labels=["key_id", "name", "agent"])  # fmt: skip
-    for key_id, name, agent, age in s.key_ages:
+    left = GaugeMetricFamily("tether_api_key_expires_in_seconds", "Seconds until an API key "
+                             "with an expiry (a lifetime or a rotation's overlap) is refused.",
+                             labels=["key_id", "name", "agent"])  # fmt: skip
+    for key_id, name, agent, age, expires_in in s.key_ages:
         ages.add_metric([key_id, name, agent], age)
+        if expires_in is not None:
+            left.add_metric([key_id, name, agent], expires_in)
     yield ages
+    yield left
 
 
 def _budget_families(s: Ledger) -> Iterator[Metric]:

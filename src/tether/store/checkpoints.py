@@ -369,6 +369,29 @@ def _drop_orphan_blobs(conn: Connection, thread_ids: set[str]) -> None:
             )
 
 
+# checkpoints that start a new lineage from an old one; LangGraph numbers the steps after each
+# one higher than those of the lineage it replays
+FORK_SOURCES = ("fork", "update")
+
+
+def forks_before(engine: Engine, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> int:
+    """How many fork or update checkpoints lie on the path from `checkpoint_id` back to the
+    thread's first checkpoint (0 for an unknown id)."""
+    c = checkpoints.c
+    q = select(c.checkpoint_id, c.parent_id, c.source).where(
+        c.thread_id == thread_id, c.checkpoint_ns == checkpoint_ns
+    )
+    with reading(engine) as conn:
+        rows = {r.checkpoint_id: (r.parent_id, r.source) for r in conn.execute(q)}
+    n, at, seen = 0, checkpoint_id, set()
+    while at in rows and at not in seen:
+        seen.add(at)
+        parent, source = rows[at]
+        n += source in FORK_SOURCES
+        at = parent
+    return n
+
+
 def count(engine: Engine, thread_id: str) -> int:
     with reading(engine) as conn:
         n = conn.execute(
@@ -387,6 +410,7 @@ __all__ = [
     "count",
     "delete_for_runs",
     "delete_threads",
+    "forks_before",
     "get_tuple",
     "get_tuple_in",
     "prune",

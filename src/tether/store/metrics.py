@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, or_, select
 
 from tether.store.costs import grouped, success_at_target
 from tether.store.engine import reading
@@ -40,7 +40,7 @@ class Ledger:
     oldest_waiting_s: float
     decisions: dict[str, tuple[list[int], float, int]]
     policy: dict[tuple[str, str], int]
-    key_ages: list[tuple[str, str, str, float]]
+    key_ages: list[tuple[str, str, str, float, float | None]]
     # today's capped day scopes: (kind, subject, spent_nusd, cap_nusd)
     budgets: list[tuple[str, str, int, int]] = field(default_factory=list)
 
@@ -142,10 +142,17 @@ def tally_decisions(conn: Connection, tally: DecisionTally) -> None:
         tally.seq = int(row.seq)
 
 
-def _key_ages(conn: Connection, now: datetime) -> list[tuple[str, str, str, float]]:
+def _key_ages(conn: Connection, now: datetime) -> list[tuple[str, str, str, float, float | None]]:
+    """Per usable key (not revoked, not expired): id, name, agent, age in seconds and seconds
+    until its expiry (None without one)."""
     k = api_keys.c
-    rows = conn.execute(select(k.id, k.name, k.agent, k.created_at).where(k.revoked_at.is_(None)))
-    return [(x.id, _label(x.name), _label(x.agent), (now - x.created_at).total_seconds())
+    rows = conn.execute(
+        select(k.id, k.name, k.agent, k.created_at, k.expires_at).where(
+            k.revoked_at.is_(None), or_(k.expires_at.is_(None), k.expires_at > now)
+        )
+    )
+    return [(x.id, _label(x.name), _label(x.agent), (now - x.created_at).total_seconds(),
+             (x.expires_at - now).total_seconds() if x.expires_at is not None else None)
             for x in rows]  # fmt: skip
 
 

@@ -203,6 +203,10 @@ api_keys = Table(
     Column("created_at", TS, nullable=False),
     Column("last_used_at", TS),
     Column("revoked_at", TS),
+    # refused from then on (a lifetime given at creation, or the end of a rotation's overlap)
+    Column("expires_at", TS),
+    # a key rotated out: the key that replaces it
+    Column("replaced_by", String(64)),
 )
 
 audit_log = Table(

@@ -1,6 +1,7 @@
 """Reading provider keys from HashiCorp Vault's KV v2 through `hvac`, logged in with a token
-(an environment variable or a Vault Agent token file) or with Kubernetes auth (the pod's
-ServiceAccount token), logging in again when the token nears its lease end or is refused.
+(an environment variable or a Vault Agent token file; a renewable one is renewed at half its
+TTL) or with Kubernetes auth (the pod's ServiceAccount token), logging in again when the token
+nears its lease end or is refused.
 
 Blocking (hvac is synchronous): the gateway calls it from a worker thread.
 """
@@ -16,6 +17,8 @@ from tether.core.errors import ConfigError
 
 # log in again when this share of a Kubernetes login's lease has passed
 RELOGIN_AT = 0.8
+# renew a renewable token (auth: token) when this share of its TTL has passed
+RENEW_AT = 0.5
 
 
 class VaultClient:
@@ -32,6 +35,7 @@ class VaultClient:
         self._lock = threading.Lock()
         self._logged_in = False
         self._relogin_at: float | None = None
+        self._renew_at: float | None = None
 
     def _login(self) -> None:
         from hvac.exceptions import VaultError
@@ -51,6 +55,10 @@ class VaultClient:
                 )
             self._client.token = token
             self._relogin_at = None
+            try:  # Vault's default policy lets a token look itself up; without it, no renewal
+                self._renew_at = self._token_renewal(self._client.auth.token.lookup_self())
+            except VaultError:
+                self._renew_at = None
         else:
             try:
                 jwt = cfg.jwt_file.read_text().strip()
@@ -71,6 +79,23 @@ class VaultClient:
             self._relogin_at = time.monotonic() + lease * RELOGIN_AT if lease > 0 else None
         self._logged_in = True
 
+    @staticmethod
+    def _token_renewal(reply: Any) -> float | None:
+        """When to renew a token, from its lookup or renewal (None: it does not expire)."""
+        data = (reply or {}).get("data") or (reply or {}).get("auth") or {}
+        ttl = int(data.get("ttl") or data.get("lease_duration") or 0)
+        if ttl <= 0 or not data.get("renewable"):
+            return None
+        return time.monotonic() + ttl * RENEW_AT
+
+    def _renew(self) -> None:
+        from hvac.exceptions import VaultError
+
+        try:
+            self._renew_at = self._token_renewal(self._client.auth.token.renew_self())
+        except VaultError:
+            self._renew_at = None  # past its max TTL, or revoked: a 403 re-reads the token
+
     def _must_login(self) -> bool:
         if not self._logged_in:
             return True
@@ -87,6 +112,8 @@ class VaultClient:
             try:
                 if self._must_login():
                     self._login()
+                elif self._renew_at is not None and time.monotonic() >= self._renew_at:
+                    self._renew()
                 try:
                     reply = self._read(ref, mount)
                 except Forbidden:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import contextlib
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
@@ -98,6 +100,10 @@ class TetherSaver(BaseCheckpointSaver[str]):
         self._async_transport = async_transport
         self._aclients: dict[int, httpx.AsyncClient] = {}
         self._runs: dict[str, str] = {}
+        # checkpoint id -> set once its put is answered. LangGraph stores checkpoints in the
+        # background while the next step runs; an idempotent tool's claim names the checkpoint
+        # its task started from and waits for it here, so tether can count its lineage.
+        self._inflight: dict[str, threading.Event] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -119,6 +125,21 @@ class TetherSaver(BaseCheckpointSaver[str]):
         resp = await self._aclient().request(method, path, **kw)
         raise_for(resp)
         return resp
+
+    @contextlib.contextmanager
+    def _putting(self, checkpoint_id: str) -> Iterator[None]:
+        done = self._inflight.setdefault(checkpoint_id, threading.Event())
+        try:
+            yield
+        finally:
+            done.set()
+            self._inflight.pop(checkpoint_id, None)
+
+    def _stored_by_now(self, site: dict[str, Any] | None, timeout_s: float = 30.0) -> bool:
+        """False while the put of the site's checkpoint is still under way (after `timeout_s`
+        it goes on regardless: the lineage is then counted without it)."""
+        done = self._inflight.get(str((site or {}).get("checkpoint_id")))
+        return done is None or done.wait(timeout_s)
 
     def close(self) -> None:
         self._client.close()
@@ -326,7 +347,8 @@ class TetherSaver(BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         body = self._put_body(config, checkpoint, metadata, new_versions)
-        out = self._call("POST", "/checkpoints", json=body).json()
+        with self._putting(checkpoint["id"]):
+            out = self._call("POST", "/checkpoints", json=body).json()
         if self.keep_latest is not None and not body["checkpoint_ns"]:
             self.prune([body["thread_id"]], keep=self.keep_latest)
         return self._stored(config, out["checkpoint_id"], out["run_id"])
@@ -406,7 +428,8 @@ class TetherSaver(BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         body = self._put_body(config, checkpoint, metadata, new_versions)
-        out = (await self._acall("POST", "/checkpoints", json=body)).json()
+        with self._putting(checkpoint["id"]):
+            out = (await self._acall("POST", "/checkpoints", json=body)).json()
         if self.keep_latest is not None and not body["checkpoint_ns"]:
             await self.aprune([body["thread_id"]], keep=self.keep_latest)
         return self._stored(config, out["checkpoint_id"], out["run_id"])
@@ -596,12 +619,21 @@ class TetherSaver(BaseCheckpointSaver[str]):
         resp = await self._acall("POST", "/threads/resumes/take", json={"thread_id": thread_id})
         return list(resp.json()["items"])
 
-    def claim_tool_call(self, thread_id: str, key: str, tool: str) -> dict[str, Any]:
-        body = {"thread_id": thread_id, "key": key, "tool": tool}
+    def claim_tool_call(
+        self, thread_id: str, key: str, tool: str, site: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """`{"status": new|done|started, "result", "key"}`: `key` with the step tether counted
+        from `site` (`_tools.call_site`), the one to complete."""
+        self._stored_by_now(site)
+        body = {"thread_id": thread_id, "key": key, "tool": tool, **(site or {})}
         return dict(self._call("POST", "/threads/tool-calls/claim", json=body).json())
 
-    async def aclaim_tool_call(self, thread_id: str, key: str, tool: str) -> dict[str, Any]:
-        body = {"thread_id": thread_id, "key": key, "tool": tool}
+    async def aclaim_tool_call(
+        self, thread_id: str, key: str, tool: str, site: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        if not self._stored_by_now(site, 0):
+            await asyncio.to_thread(self._stored_by_now, site)
+        body = {"thread_id": thread_id, "key": key, "tool": tool, **(site or {})}
         return dict((await self._acall("POST", "/threads/tool-calls/claim", json=body)).json())
 
     def complete_tool_call(self, thread_id: str, key: str, result: Any) -> None:

@@ -26,17 +26,31 @@ R = TypeVar("R")
 
 
 def call_key(config: Any, tool: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """The idempotency key of a tool call inside a running node."""
-    meta = config.get("metadata", {})
+    """The idempotency key of a tool call inside a running node, without its step (tether adds
+    the step, counted along the checkpoint lineage: see `call_site`)."""
     ns = str(config.get("configurable", {}).get("checkpoint_ns", ""))
     # the node path without task ids: a replayed step runs new task ids, the same nodes
     path = "|".join(part.split(":")[0] for part in ns.split("|"))
     ident = json.dumps(
-        [path, meta.get("langgraph_step"), tool, jsonable(list(args)), jsonable(kwargs)],
-        sort_keys=True,
-        default=str,
+        [path, tool, jsonable(list(args)), jsonable(kwargs)], sort_keys=True, default=str
     )
     return f"{tool[:200]}:{hashlib.sha256(ident.encode()).hexdigest()[:40]}"
+
+
+def call_site(config: Any) -> dict[str, Any]:
+    """Where the call runs: the super-step and the checkpoint the task started from. A replay
+    from an earlier checkpoint (`tether runs resume --checkpoint`, or with `--update`) forks the
+    thread and LangGraph numbers its steps one higher per fork; tether counts the forks along
+    that checkpoint's parents, so the replayed step has the key of the step it replays."""
+    conf = config.get("configurable", {})
+    ns = str(conf.get("checkpoint_ns", ""))
+    parent_ns = ns.rsplit("|", 1)[0] if "|" in ns else ""
+    step = config.get("metadata", {}).get("langgraph_step")
+    return {
+        "step": step if isinstance(step, int) else None,
+        "checkpoint_ns": parent_ns,
+        "checkpoint_id": (conf.get("checkpoint_map") or {}).get(parent_ns),
+    }
 
 
 def idempotent(
@@ -63,8 +77,10 @@ def idempotent(
             except RuntimeError:
                 return fn(*args, **kwargs)
             thread_id = str(config["configurable"]["thread_id"])
-            key = call_key(config, tool, args, dict(kwargs))
-            claim = saver.claim_tool_call(thread_id, key, tool)
+            claim = saver.claim_tool_call(
+                thread_id, call_key(config, tool, args, dict(kwargs)), tool, call_site(config)
+            )
+            key = claim["key"]
             if claim["status"] == "done":
                 result: R = claim["result"]
                 return result
@@ -99,8 +115,10 @@ def _wrap_async(
         except RuntimeError:
             return await fn(*args, **kwargs)
         thread_id = str(config["configurable"]["thread_id"])
-        key = call_key(config, tool, args, dict(kwargs))
-        claim = await saver.aclaim_tool_call(thread_id, key, tool)
+        claim = await saver.aclaim_tool_call(
+            thread_id, call_key(config, tool, args, dict(kwargs)), tool, call_site(config)
+        )
+        key = claim["key"]
         if claim["status"] == "done":
             return claim["result"]
         _in_doubt(claim, tool, key, thread_id)

@@ -1,5 +1,6 @@
 """Agents and their policies (current YAML, history, diff), the tool registry (pinned and
-changed tools, re-approval) and the audit log with its hash-chain verification."""
+changed tools, re-approval), API keys (age, expiry, rotation status) and the audit log with its
+hash-chain verification."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tether.server.console.session import Viewer, admin_viewer, viewer
 from tether.server.deps import State, get_state
 from tether.store import agents as agent_store
 from tether.store import audit as audit_store
+from tether.store import keys as key_store
 from tether.store import policies as policy_store
 from tether.store import tools as tool_store
 
@@ -106,6 +108,28 @@ async def approve_tool(
         return page(request, "error.html", status_code=exc.http_status, title="Tools",
                     message=exc.message)  # fmt: skip
     return RedirectResponse("/tools", status_code=303)
+
+
+def _keys(state: State) -> dict[str, Any]:
+    policy = state.settings.keys
+    now = datetime.now(UTC)
+    keys = [key_store.view(k, now=now, max_age_days=policy.max_age_days,
+                           warn_days=policy.warn_days)
+            for k in key_store.list_keys(state.engine, include_revoked=True)]  # fmt: skip
+    keys.sort(key=lambda k: (k["status"] == "revoked", str(k["created_at"])))
+    flagged = sum(k["status"] in ("rotate_soon", "expired", "too_old") for k in keys)
+    return {"keys": keys, "policy": policy, "flagged": flagged}
+
+
+@router.get("/keys", response_class=HTMLResponse)
+async def keys_page(
+    request: Request, who: Viewer = Depends(viewer), state: State = Depends(get_state)
+) -> HTMLResponse:
+    if not who.is_admin:
+        return page(request, "error.html", status_code=403, title="API keys",
+                    message="API keys are shown to admin keys only")  # fmt: skip
+    ctx = await run_in_threadpool(_keys, state)
+    return page(request, "keys.html", title="API keys", **ctx)
 
 
 @router.get("/audit", response_class=HTMLResponse)

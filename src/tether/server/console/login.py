@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from tether.core.key_policy import refusal
 from tether.server.console.render import page
 from tether.server.console.session import (
     COOKIE,
@@ -68,6 +70,10 @@ async def login_submit(
     key = await run_in_threadpool(key_store.find_by_secret, state.engine, secret)
     if key is None:
         return _login_form(request, error="That key is unknown or revoked.", status=401)
+    refused = refusal(key.times(), max_age_days=state.settings.keys.max_age_days,
+                      now=datetime.now(UTC))  # fmt: skip
+    if refused is not None:
+        return _login_form(request, error=refused.message, status=401)
     role = role_for_scopes(tuple(key.scopes))
     if role is None:
         return _login_form(

@@ -11,12 +11,14 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from fastapi import Depends, Form, Header, Request
 from sqlalchemy import select
 
+from tether.core.key_policy import KeyTimes, refusal
 from tether.server.deps import State, get_state
 from tether.store.engine import reading
 from tether.store.tables import api_keys
@@ -140,20 +142,28 @@ def new_viewer(key_id: str, role: Role, name: str | None) -> Viewer:
 
 
 def _key_still_live(state: State, key_id: str) -> bool:
-    """A revoked key's sessions end within a few seconds."""
+    """A revoked or expired key's sessions end within a few seconds."""
     cache = state.console_live_keys
     now = time.monotonic()
     hit = cache.get(key_id)
     if hit is not None and now - hit[0] < _LIVE_CACHE_S:
         return hit[1]
+    k = api_keys.c
     with reading(state.engine) as conn:
         row = conn.execute(
-            select(api_keys.c.id).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            select(k.created_at, k.expires_at, k.replaced_by).where(
+                k.id == key_id, k.revoked_at.is_(None)
+            )
         ).first()
+    # an expired key, or one past the rotation policy, ends its sessions too
+    live = row is not None and refusal(
+        KeyTimes(key_id, row.created_at, row.expires_at, row.replaced_by),
+        max_age_days=state.settings.keys.max_age_days, now=datetime.now(UTC),
+    ) is None  # fmt: skip
     if len(cache) > 10_000:
         cache.clear()
-    cache[key_id] = (now, row is not None)
-    return row is not None
+    cache[key_id] = (now, live)
+    return live
 
 
 def viewer(request: Request, state: State = Depends(get_state)) -> Viewer:

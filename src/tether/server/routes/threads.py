@@ -16,6 +16,7 @@ from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
 from tether.server.openapi import errors
 from tether.server.routes.checkpoints import NS, THREAD, InterruptIn, RunIn, caller_of
+from tether.store import checkpoints as store
 from tether.store import runs as run_store
 from tether.store import threads
 from tether.store.timeline import timeline
@@ -64,6 +65,10 @@ class ToolCallIn(BaseModel):
     key: str = Field(min_length=1, max_length=300)
     tool: str = Field("", max_length=300)
     result: Any = None
+    # claim only: where the call runs (the key gets the step counted along this lineage)
+    step: int | None = Field(None, ge=-1, le=10**9)
+    checkpoint_ns: str = Field("", max_length=200)
+    checkpoint_id: str | None = Field(None, max_length=64)
 
 
 @router.get("/runs/{run_id}/checkpoints", summary="A run's checkpoints as a timeline")
@@ -183,9 +188,17 @@ def claim_tool_call(
     principal: Principal = Depends(require("agent")),
 ) -> dict[str, Any]:
     _own(state, body.thread_id, principal)
-    return threads.claim_tool_call(
-        state.engine, body.thread_id, body.key, body.tool, now=datetime.now(UTC)
-    )
+    key = body.key
+    if body.step is not None:
+        step = body.step
+        if body.checkpoint_id:
+            step -= store.forks_before(
+                state.engine, body.thread_id, body.checkpoint_ns, body.checkpoint_id
+            )
+        key = f"{body.key[:280]}@{step}"
+    out = threads.claim_tool_call(state.engine, body.thread_id, key, body.tool,
+                                  now=datetime.now(UTC))  # fmt: skip
+    return {**out, "key": key}
 
 
 @router.post("/threads/tool-calls/complete", summary="Record a claimed tool call's result")
