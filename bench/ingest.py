@@ -4,7 +4,7 @@ stored per span; then the run list and cost-by-day queries at --stored spans, an
 same load into Phoenix.
 
     .venv/bin/python bench/ingest.py --spans 100000 --senders 4 --batch 500 [--pg] [--vs phoenix]
-Writes bench/results/ingest.json (one entry per database, merged with earlier runs).
+Writes bench/results/ingest.json (SQLite) or ingest_pg.json (--pg) with the README's row.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+from record import Row, load, write
 from sqlalchemy import create_engine, func, select, text
 
 from tether.core.records import RunAttribution, SpanRecord, run_id_for_trace
@@ -43,7 +44,6 @@ from tether.store.migrate import upgrade
 from tether.store.tables import spans
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "ingest.json"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SPANS_PER_TRACE = 10
 WORDS = (
@@ -550,12 +550,18 @@ def main() -> None:
     p.add_argument("--spans", type=int, default=100_000)
     p.add_argument("--senders", type=int, default=4)
     p.add_argument("--batch", type=int, default=500)
-    p.add_argument("--workers", type=int, default=2, help="tether serve --workers")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="tether serve --workers (1, its default, holds RSS under 200 MB)",
+    )
     p.add_argument("--pg", action="store_true", help="PostgreSQL instead of SQLite")
     p.add_argument("--vs", choices=["phoenix"], help="run the same load against Arize Phoenix")
     p.add_argument("--stored", type=int, default=0,
                    help="then bulk-load to N spans; time the run list and cost-by-day")  # fmt: skip
     args = p.parse_args()
+    load_before = load()
     t = time.perf_counter()
     batches = make_batches(args.spans, args.batch)
     print(f"made {len(batches)} batches of ~{args.batch} spans "
@@ -563,9 +569,7 @@ def main() -> None:
           flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         result = run_tether(args, batches, Path(tmp))
-    result["cpus"] = os.cpu_count()
-    result["load_avg_1m_at_end"] = os.getloadavg()[0]
-    save(result)
+    save(result, load_before)
     if args.vs == "phoenix":
         ph = run_phoenix(batches, result["spans"], args.senders)
         result["phoenix"] = ph
@@ -574,16 +578,23 @@ def main() -> None:
         print(f"phoenix {ph['version']}: {ph['accepted_spans_per_s']} spans/s accepted, "
               f"{ph['persisted_spans_per_s']} spans/s persisted; tether/phoenix persisted = "
               f"{result['persisted_ratio_vs_phoenix']}x", flush=True)  # fmt: skip
-        save(result)
+        save(result, load_before)
 
 
-def save(result: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    existing[result["database"]] = {**result, "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                                    "command": " ".join(sys.argv)}  # fmt: skip
-    RESULTS.write_text(json.dumps(existing, indent=2) + "\n")
-    print(f"wrote {RESULTS}", flush=True)
+def save(result: dict[str, Any], load_before: float) -> None:
+    """bench/results/ingest.json (SQLite) or ingest_pg.json, with the README's row."""
+    pg = result["database"] == "postgresql"
+    row = Row(
+        f"OTLP ingest on {'PostgreSQL' if pg else 'SQLite'}: {result['spans']:,} realistic spans "
+        f"in batches of {result['batch']}, {result['senders']} senders, "
+        f"`serve --workers {result['workers']}`",
+        f"{result['persisted_spans_per_s']:,} spans/s persisted, "
+        f"{result['server_cpu_us_per_span']} µs server CPU/span, peak RSS "
+        f"{result['server_peak_rss_mb']} MB, {result['bytes_per_span']:,} bytes/span",
+        "≥ 20,000 spans/s (SQLite), ≤ 200 MB RSS, ≤ 2.5 KB/span",
+    )
+    write("ingest_pg" if pg else "ingest", command="bench/ingest.py " + " ".join(sys.argv[1:]),
+          figures=result, rows=[row], load_before=load_before)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Benchmark: one policy decision for a 100-rule policy must take at most 50 microseconds p99.
 
-Run: `.venv/bin/python bench/policy.py` (prints p50/p99, writes bench/results/policy.json).
+Run: `.venv/bin/python bench/policy.py` (prints p50/p99, writes bench/results/policy.json with
+its README row, bench/record.py).
 Tool names cycle through every case: a match on the first rule, on the last, on a middle
 wildcard, no match at all (on_uncertain), irreversible, data-flow (egress after untrusted),
 argument conditions (an IBAN in a named list, an amount over a bound), a registry list of
@@ -11,11 +12,11 @@ provenance finding.
 from __future__ import annotations
 
 import gc
-import json
 import platform
 import statistics
 import time
-from pathlib import Path
+
+from record import Row, load, write
 
 from tether.core.policy import DecisionRequest, Policy, RunState, decide
 from tether.core.policy_args import normalize_list
@@ -108,9 +109,10 @@ def requests() -> list[DecisionRequest]:
 
 
 def main() -> dict[str, object]:
+    before = load()
     policy = build_policy(RULES)
     reqs = requests()
-    outcomes = {f"{r.tool} {sorted((r.arguments or {}).values())}"[:80]: decide(policy, r).outcome
+    outcomes = {f"{r.tool} {r.arguments or {}}"[:80]: decide(policy, r).outcome
                 for r in reqs}  # fmt: skip
     for _ in range(2000):  # warm-up
         for r in reqs:
@@ -147,9 +149,12 @@ def main() -> dict[str, object]:
         f"p50 {p50:.2f} us, p99 {p99:.2f} us (target p99 <= {TARGET_P99_US:.0f} us) "
         f"{'PASS' if result['pass'] else 'FAIL'}"
     )
-    out = Path(__file__).parent / "results" / "policy.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    rows = [
+        Row(f"policy `decide()`, {len(policy.tools)} rules (argument conditions, a 10,000-entry "
+            "registry list, provenance findings, data flow)",
+            f"p50 {p50:.1f} µs, p99 {p99:.1f} µs", f"p99 ≤ {TARGET_P99_US:.0f} µs"),
+    ]  # fmt: skip
+    write("policy", command="bench/policy.py", figures=result, rows=rows, load_before=before)
     return result
 
 
