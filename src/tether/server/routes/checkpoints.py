@@ -22,7 +22,7 @@ from tether.server.db_call import run_db
 from tether.server.deps import State, get_state
 from tether.server.openapi import errors
 from tether.store import checkpoints as store
-from tether.store import threads
+from tether.store import checkpoints_pg, threads
 from tether.store.engine import reading
 
 # a thread or checkpoint may not exist (404) or be settled already (409)
@@ -198,8 +198,18 @@ def _put(engine: Engine, body: CheckpointIn, caller: threads.Caller) -> tuple[di
         ],
     )
     step = body.metadata.get("step")
+    link = _link(body.run)
+    out = {
+        "thread_id": cp.thread_id,
+        "checkpoint_ns": cp.checkpoint_ns,
+        "checkpoint_id": cp.checkpoint_id,
+    }
+    if engine.dialect.name == "postgresql" and body.metadata.get("source") != "input":
+        run_id = checkpoints_pg.put(engine, cp, caller, link, now=now)
+        if run_id is not None:
+            return {**out, "run_id": run_id}, None
     with engine.begin() as conn:
-        thread = _claim_alive(conn, body.thread_id, caller, _link(body.run), now)
+        thread = _claim_alive(conn, body.thread_id, caller, link, now)
         over = (
             thread.max_iterations is not None
             and isinstance(step, int)
@@ -212,13 +222,7 @@ def _put(engine: Engine, body: CheckpointIn, caller: threads.Caller) -> tuple[di
             store.put(conn, cp, run_id=thread.run_id, now=now)
             if isinstance(step, int):
                 threads.note_step(conn, thread, step, now)
-    out = {
-        "thread_id": cp.thread_id,
-        "checkpoint_ns": cp.checkpoint_ns,
-        "checkpoint_id": cp.checkpoint_id,
-        "run_id": thread.run_id,
-    }
-    return out, (thread, step) if over else None
+    return {**out, "run_id": thread.run_id}, (thread, step) if over else None
 
 
 @router.post("/checkpoints", response_model=PutOut, summary="Store a checkpoint (TetherSaver.put)")
@@ -253,8 +257,23 @@ def _put_writes(engine: Engine, body: WritesIn, caller: threads.Caller) -> list[
         store.Write(w.idx, w.channel, w.type, _bytes(w.data, "writes.data"), w.view)
         for w in body.writes
     ]
+    link = _link(body.run)
+    if engine.dialect.name == "postgresql" and not body.interrupts:
+        done = checkpoints_pg.put_writes(
+            engine,
+            thread_id=body.thread_id,
+            checkpoint_ns=body.checkpoint_ns,
+            checkpoint_id=body.checkpoint_id,
+            task_id=body.task_id,
+            task_path=body.task_path,
+            writes=writes,
+            caller=caller,
+            link=link,
+        )
+        if done:
+            return []
     with engine.begin() as conn:
-        thread = _claim_alive(conn, body.thread_id, caller, _link(body.run), now)
+        thread = _claim_alive(conn, body.thread_id, caller, link, now)
         store.put_writes(
             conn,
             thread_id=body.thread_id,
@@ -301,7 +320,15 @@ def _get_tuple(
     checkpoint_ns: str,
     checkpoint_id: str | None,
     caller: threads.Caller,
-) -> dict[str, Any] | None:
+) -> dict[str, Any] | str | None:
+    if engine.dialect.name == "postgresql":
+        return checkpoints_pg.get_tuple_json(
+            engine,
+            thread_id=thread_id,
+            checkpoint_ns=checkpoint_ns,
+            checkpoint_id=checkpoint_id,
+            caller=caller,
+        )
     with reading(engine) as conn:
         return store.get_tuple_in(
             conn,
@@ -319,7 +346,7 @@ async def get_tuple(
     checkpoint_id: str | None = Query(None, max_length=64),
     state: State = Depends(get_state),
     principal: Principal = Depends(require("agent", "read")),
-) -> JSONResponse:
+) -> Response:
     caller = threads.Caller(principal.agent, principal.has("admin") or principal.has("read"))
     found = await run_db(state, _get_tuple, thread_id, checkpoint_ns, checkpoint_id, caller)
     if found is None:
@@ -327,6 +354,8 @@ async def get_tuple(
             f"no checkpoint in thread {thread_id!r}"
             + (f" with id {checkpoint_id!r}" if checkpoint_id else "")
         )
+    if isinstance(found, str):  # PostgreSQL built the JSON itself
+        return Response(found, media_type="application/json")
     # JSON types only (base64 text, stored JSON): dumped as is, without FastAPI's walk over it
     return JSONResponse(_out(found))
 
