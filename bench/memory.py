@@ -29,7 +29,7 @@ from sqlalchemy import Engine, insert
 
 from tether.core.memory import Access
 from tether.store import memory as mem
-from tether.store.engine import make_engine
+from tether.store.engine import make_engine, refresh_planner_stats
 from tether.store.memory_index import PgVectorIndex, SqliteVecIndex, VectorIndex, exact_top_k
 from tether.store.migrate import upgrade
 from tether.store.tables import memories, memory_namespaces
@@ -85,6 +85,11 @@ def measure(
     recalls: list[float] = []
     full_ms: list[float] = []
     index_ms: list[float] = []
+    cold_ms: list[float] = []
+    for qi, q in enumerate(queries):  # first touch of each graph: pages come from disk or OS cache
+        t = time.perf_counter()
+        index.knn([f"ns{qi % namespaces}"], q.tobytes(), k)
+        cold_ms.append((time.perf_counter() - t) * 1000)
     for qi, q in enumerate(queries):
         ns = qi % namespaces
         members = by_ns[ns]
@@ -107,10 +112,12 @@ def measure(
         "search_p95_ms": round(pct(full_ms, 95), 2),
         "index_p50_ms": round(pct(index_ms, 50), 2),
         "index_p95_ms": round(pct(index_ms, 95), 2),
+        "index_first_pass_p95_ms": round(pct(cold_ms, 95), 2),
     }
     print(f"{name:>10}: build {out['build_s']} s, recall@{k} {out['recall_at_10']}, search p50 "
           f"{out['search_p50_ms']} / p95 {out['search_p95_ms']} ms (index alone p50 "
-          f"{out['index_p50_ms']} / p95 {out['index_p95_ms']} ms)", flush=True)  # fmt: skip
+          f"{out['index_p50_ms']} / p95 {out['index_p95_ms']} ms; first pass p95 "
+          f"{out['index_first_pass_p95_ms']} ms)", flush=True)  # fmt: skip
     return out
 
 
@@ -125,10 +132,15 @@ def write_path(engine: Engine, index: VectorIndex, dim: int, rng: np.random.Gene
     return len(vecs) / (time.perf_counter() - t0)
 
 
-def start_pgvector(tmp: Path) -> tuple[Any, str]:
+def start_pgvector(tmp: Path, shared_buffers: str) -> tuple[Any, str]:
+    """A PostgreSQL 16 with pgvector from pgserver, with `shared_buffers` sized for the data
+    (the graphs then stay in PostgreSQL's cache, as on a server tuned for this)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
+    server = pgserver.get_server(tmp, cleanup_mode="stop")
+    server.psql(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}';")
+    server.cleanup()  # a restart applies it
     server = pgserver.get_server(tmp, cleanup_mode="stop")
     url = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
     return server, url
@@ -142,6 +154,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--backend", choices=["both", "pgvector", "sqlite-vec"], default="both")
+    ap.add_argument("--shared-buffers", default="4GB", help="PostgreSQL's cache (25%% of RAM here)")
     args = ap.parse_args()
     rng = np.random.default_rng(42)
     centres = rng.normal(0, 1, (max(10, args.n // 1000), args.dim)).astype(np.float32)
@@ -154,7 +167,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tether-bench-memory-"))
     try:
         if args.backend in ("both", "pgvector"):
-            server, url = start_pgvector(tmp / "pg")
+            server, url = start_pgvector(tmp / "pg", args.shared_buffers)
             try:
                 engine = make_engine(url)
                 upgrade(engine)
@@ -172,6 +185,7 @@ def main() -> None:
             engine = make_engine(f"sqlite:///{db}")
             upgrade(engine)
             loaded = load(engine, vectors, args.namespaces)
+            refresh_planner_stats(engine)  # as `tether serve` does on SQLite (store_upkeep)
             print(f"  sqlite-vec: rows loaded in {loaded:.1f} s", flush=True)
             sv = SqliteVecIndex(Path(f"{db}.vec"))
             r = measure("sqlite-vec", engine, sv, vectors, queries, args.namespaces, args.k)
@@ -183,7 +197,8 @@ def main() -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
         "benchmark": "memory", "n": args.n, "dim": args.dim, "namespaces": args.namespaces,
-        "queries": args.queries, "k": args.k, "results": results,
+        "queries": args.queries, "k": args.k, "shared_buffers": args.shared_buffers,
+        "results": results,
         "targets": {"pgvector_recall_at_10": 0.95, "pgvector_p95_ms": 20},
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "load_average": os.getloadavg(), "date": datetime.now(UTC).isoformat(timespec="seconds"),

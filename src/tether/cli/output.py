@@ -28,7 +28,9 @@ class _LazyConsole:
         if self._real is None:
             from rich.console import Console
 
-            self._real = Console(stderr=self._stderr)
+            # soft wrap: messages are not broken at the terminal's width (a path or a key id
+            # split over two lines cannot be copied); tables still fit the width
+            self._real = Console(stderr=self._stderr, soft_wrap=True)
         return self._real
 
     def __getattr__(self, name: str) -> Any:

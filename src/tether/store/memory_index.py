@@ -107,10 +107,14 @@ class SqliteVecIndex:
         return f"vec_{dim}"
 
     def add(self, items: Sequence[tuple[str, str, bytes]]) -> None:
+        self._insert(items, replace=True)
+
+    def _insert(self, items: Sequence[tuple[str, str, bytes]], *, replace: bool) -> None:
         with self._lock, self._conn:
             for mem_id, ns, blob in items:
                 table = self._table(len(blob) // 4)
-                self._conn.execute(f"DELETE FROM {table} WHERE memory_id = ?", (mem_id,))
+                if replace:  # vec0 has no upsert
+                    self._conn.execute(f"DELETE FROM {table} WHERE memory_id = ?", (mem_id,))
                 self._conn.execute(
                     f"INSERT INTO {table}(memory_id, namespace, embedding) VALUES (?, ?, ?)",
                     (mem_id, ns, blob),
@@ -147,7 +151,7 @@ class SqliteVecIndex:
             self._dims.clear()
         n = 0
         for batch in _live_rows(engine):
-            self.add(batch)
+            self._insert(batch, replace=False)  # the tables were just dropped: nothing to replace
             n += len(batch)
         return n
 
