@@ -219,7 +219,10 @@ def main() -> None:
             f"{profile_s:.0f} s"),
     ]  # fmt: skip
     name = "drift_pg" if args.pg else "drift"
-    write(name, command="bench/drift.py" + (" --pg" if args.pg else ""), figures=figures,
+    command = "bench/drift.py" + (" --pg" if args.pg else "")
+    if args.spans != 1_000_000:
+        command += f" --spans {args.spans}"
+    write(name, command=command, figures=figures,
           rows=rows, load_before=load_before)  # fmt: skip
 
 

@@ -29,7 +29,7 @@ from sqlalchemy import Engine, insert
 
 from tether.core.memory import Access
 from tether.store import memory as mem
-from tether.store.engine import make_engine
+from tether.store.engine import make_engine, refresh_planner_stats
 from tether.store.memory_index import PgVectorIndex, SqliteVecIndex, VectorIndex, exact_top_k
 from tether.store.migrate import upgrade
 from tether.store.tables import memories, memory_namespaces
@@ -185,6 +185,7 @@ def main() -> None:
             engine = make_engine(f"sqlite:///{db}")
             upgrade(engine)
             loaded = load(engine, vectors, args.namespaces)
+            refresh_planner_stats(engine)  # as `tether serve` does on SQLite (store_upkeep)
             print(f"  sqlite-vec: rows loaded in {loaded:.1f} s", flush=True)
             sv = SqliteVecIndex(Path(f"{db}.vec"))
             r = measure("sqlite-vec", engine, sv, vectors, queries, args.namespaces, args.k)

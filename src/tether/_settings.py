@@ -275,6 +275,8 @@ class Settings(BaseSettings):
     config: Path | None = None
     log_level: str = "info"
     max_request_bytes: int = 16 * 1024 * 1024
+    # SQLite only: how often the query planner's statistics are refreshed (ANALYZE, sampled)
+    store_stats_interval_s: Annotated[float, Field(gt=0)] = 3600.0
     public_url: str | None = None
     # for the CLI and SDK talking to a remote tether: TETHER_URL, TETHER_API_KEY
     url: str | None = None

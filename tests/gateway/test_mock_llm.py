@@ -126,3 +126,32 @@ def test_mock_llm_command(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "tether.cli.main", "mock-llm", "--script", missing],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "cannot load mock script" in bad.stderr
+
+
+async def test_a_request_may_bring_its_own_script_per_session() -> None:
+    script = json.dumps({"replies": ["one", "two"]})
+
+    def headers(session: str) -> dict[str, str]:
+        return {"x-tether-mock-script": script, "x-tether-mock-session": session}
+
+    def said(r: httpx.Response) -> str:
+        return str(r.json()["choices"][0]["message"]["content"])
+
+    async with mock(["global"]) as c:
+        a1 = said(await c.post("/v1/chat/completions", json=chat("x"), headers=headers("a")))
+        b1 = said(await c.post("/v1/chat/completions", json=chat("x"), headers=headers("b")))
+        a2 = said(await c.post("/v1/chat/completions", json=chat("x"), headers=headers("a")))
+        plain = said(await c.post("/v1/chat/completions", json=chat("x")))
+        bad = await c.post(
+            "/v1/chat/completions", json=chat("x"),
+            headers={"x-tether-mock-script": "{not json", "x-tether-mock-session": "c"},
+        )  # fmt: skip
+        anthropic = await c.post(
+            "/v1/messages",
+            json={"model": "mock-small", "max_tokens": 20,
+                  "messages": [{"role": "user", "content": "x"}]},
+            headers=headers("d"),
+        )  # fmt: skip
+    assert (a1, b1, a2, plain) == ("one", "one", "two", "global")
+    assert bad.status_code == 400
+    assert anthropic.json()["content"][0]["text"] == "one"

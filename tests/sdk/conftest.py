@@ -39,6 +39,7 @@ class FakeTether:
     scores: list[dict[str, Any]] = field(default_factory=list)
     decide_requests: list[dict[str, Any]] = field(default_factory=list)
     tool_results: list[dict[str, Any]] = field(default_factory=list)
+    values_status: int = 200  # answer this to POST /api/v1/runs/{id}/values
     auth: list[str | None] = field(default_factory=list)
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
     # approval id -> the statuses successive waits return (the last one repeats)
@@ -101,6 +102,8 @@ class FakeTether:
         async def values(request: Request) -> Response:
             body = await request.json()
             self.tool_results.append({"run_id": request.path_params["run_id"], **body})
+            if self.values_status != 200:
+                return JSONResponse({"error": {"type": "x"}}, status_code=self.values_status)
             return JSONResponse({"run_id": request.path_params["run_id"], "tags": [],
                                  "untrusted": False})  # fmt: skip
 

@@ -182,11 +182,12 @@ def _resolved(tool: str, approval_id: str, result: dict[str, Any], span: Span) -
     _after_wait(tool, approval_id, result)
 
 
-def _recorded(tool: str, drained: bool) -> None:
-    """What earlier tools returned must reach tether before it decides (value provenance)."""
-    if not drained:
+def require_delivered(tool: str, delivered: bool) -> None:
+    """What earlier tools returned must reach tether before it decides (value provenance):
+    if the SDK could not deliver all of it, the guarded call fails closed."""
+    if not delivered:
         raise ToolDeniedError(
-            f"tether has not yet received what earlier tools returned in this run, so it cannot "
+            f"tether did not receive all that earlier tools returned in this run, so it cannot "
             f"judge where {tool}'s arguments came from; the irreversible call was not made",
             tool=tool,
             decision="unreachable",
@@ -196,7 +197,6 @@ def _recorded(tool: str, drained: bool) -> None:
 def guard(sdk: Sdk, body: dict[str, Any], span: Span, timeout_s: float | None) -> None:
     """Blocks until tether allows the call described by `body`, or raises."""
     tool = body["tool"]
-    _recorded(tool, sdk.http.drain(sdk.http.timeout_s))
     try:
         resp = sdk.http.request("POST", "/api/v1/decide", json=body)
     except httpx.HTTPError as exc:
@@ -232,7 +232,6 @@ def guard(sdk: Sdk, body: dict[str, Any], span: Span, timeout_s: float | None) -
 async def aguard(sdk: Sdk, body: dict[str, Any], span: Span, timeout_s: float | None) -> None:
     """`guard` for async tools: waits without blocking the event loop."""
     tool = body["tool"]
-    _recorded(tool, await asyncio.to_thread(sdk.http.drain, sdk.http.timeout_s))
     try:
         resp = await sdk.http.arequest("POST", "/api/v1/decide", json=body)
     except httpx.HTTPError as exc:

@@ -44,6 +44,7 @@ class Http:
         self._lock = threading.Lock()
         self.dropped_jobs = 0
         self.failed_jobs = 0
+        self.values_warned = False  # a failed tool-result report was logged once
 
     # ------------------------------------------------------------------ direct requests
 

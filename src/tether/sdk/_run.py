@@ -64,6 +64,10 @@ class Run:
         self._pending: list[tuple[str, dict[str, Any]]] = []
         # tether has this run's input (sent with its first governed call; spans come at the end)
         self.declared = False
+        # tool results reported for value provenance, and those tether acknowledged (each
+        # counter written by one thread: the agent's, the SDK's REST thread)
+        self.values_reported = 0
+        self.values_delivered = 0
 
     # ------------------------------------------------------------------ identity
 

@@ -3,6 +3,7 @@ output, latency, error) and, for irreversible tools, asks tether for permission 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -16,7 +17,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from tether.sdk import _values as v
 from tether.sdk._config import Sdk, active
-from tether.sdk._guard import aguard, guard
+from tether.sdk._guard import aguard, guard, require_delivered
 from tether.sdk._run import Run, current_run
 
 log = logging.getLogger("tether.sdk")
@@ -108,7 +109,16 @@ def report_values(sdk: Sdk, spec: ToolSpec, arguments: dict[str, Any], result: A
     declared = run.declaration()
     if declared is not None:
         body["run"] = declared
+    run.values_reported += 1
     sdk.http.submit(lambda: _post_values(sdk, run, body))
+
+
+def _delivered(sdk: Sdk) -> bool:
+    """True once every result reported in the current run reached tether (waits for the
+    SDK's REST thread, bounded by its timeout); a dropped or refused one makes it False."""
+    drained = sdk.http.drain(sdk.http.timeout_s)
+    run = current_run()
+    return drained and (run is None or run.values_delivered >= run.values_reported)
 
 
 def _declared(body: dict[str, Any]) -> None:
@@ -120,12 +130,16 @@ def _declared(body: dict[str, Any]) -> None:
 def _post_values(sdk: Sdk, run: Run, body: dict[str, Any]) -> None:
     resp = sdk.http.request("POST", f"/api/v1/runs/{run.id}/values", json=body)
     if resp.status_code < 300:
+        run.values_delivered += 1
         if "run" in body:
             run.declared = True
         return
     sdk.http.failed_jobs += 1
-    log.warning("tether: recording %s's result answered %s: %s", body["tool"],
-                resp.status_code, resp.text[:200])  # fmt: skip
+    if not sdk.http.values_warned:  # once: an agent may make thousands of tool calls
+        sdk.http.values_warned = True
+        log.warning("tether: recording %s's result answered %s: %s (later failures are only "
+                    "counted, not logged)", body["tool"], resp.status_code,
+                    resp.text[:200])  # fmt: skip
 
 
 def _wrap(fn: Callable[..., Any], spec: ToolSpec) -> Callable[..., Any]:
@@ -137,6 +151,7 @@ def _wrap(fn: Callable[..., Any], spec: ToolSpec) -> Callable[..., Any]:
             arguments = spec.arguments(args, kwargs)
             with _tool_span(sdk, spec, arguments) as span:
                 if spec.irreversible:
+                    require_delivered(spec.name, await asyncio.to_thread(_delivered, sdk))
                     body = spec.decide_body(arguments)
                     await aguard(sdk, body, span, spec.approval_timeout_s)
                     _declared(body)
@@ -154,6 +169,7 @@ def _wrap(fn: Callable[..., Any], spec: ToolSpec) -> Callable[..., Any]:
         arguments = spec.arguments(args, kwargs)
         with _tool_span(sdk, spec, arguments) as span:
             if spec.irreversible:
+                require_delivered(spec.name, _delivered(sdk))
                 body = spec.decide_body(arguments)
                 guard(sdk, body, span, spec.approval_timeout_s)
                 _declared(body)

@@ -22,6 +22,7 @@ from tether.server import (
     mcp,
     memory_area,
     openapi,
+    store_upkeep,
     watch,
 )
 from tether.server.deps import State
@@ -68,6 +69,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     console.install(app, state)
     export_otlp.install(app, state)
     watch.install(app, state)
+    store_upkeep.install(state)
     openapi.install(app)  # after every route: ids and error responses of the whole API
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

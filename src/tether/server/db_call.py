@@ -3,7 +3,8 @@ SQLite's write lock is free right now (no thread hop), else on a worker thread a
 
 On a loaded machine a hop to the thread pool and back costs milliseconds of scheduling, more
 than the query; the checkpoint routes (LangGraph's saver calls them every super-step) take this
-path. PostgreSQL calls always go to a thread: their I/O must not block the loop.
+path. PostgreSQL calls go to a thread (their I/O must not block the loop), except the single
+statements of store/checkpoints_pg.py: `run_pg` awaits them on the loop (store/pg_async.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 
 from tether.server.deps import State
+from tether.store import checkpoints_pg
 from tether.store.inline import Busy, passive_checkpoint
 
 T = TypeVar("T")
@@ -43,3 +45,12 @@ async def run_db(state: State, fn: Callable[..., T], *args: Any) -> T:
                 asyncio.get_running_loop().run_in_executor(None, _checkpoint, state.engine)
             return out
     return await run_in_threadpool(fn, state.engine, *args)
+
+
+async def run_pg(state: State, stmt: checkpoints_pg.Statement) -> Any:
+    """One of checkpoints_pg's statements; its first row (None: no row)."""
+    pg = state.pg_async
+    engine = pg.engine if pg is not None else None
+    if pg is None or engine is None:  # no lifespan ran: the pool is not open
+        return await run_in_threadpool(checkpoints_pg.first, state.engine, stmt)
+    return await pg.first(engine, *stmt)

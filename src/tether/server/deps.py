@@ -24,6 +24,7 @@ from tether.server.webhooks import Webhooks
 from tether.store.approvals import Wakers
 from tether.store.inline import InlineSQLite, inline_for
 from tether.store.keys import ApiKey
+from tether.store.pg_async import AsyncPG
 from tether.store.rollouts import ArmsCache
 
 if TYPE_CHECKING:
@@ -91,6 +92,9 @@ class State:
     # server/db_call.py: a no-wait connection for short SQLite transactions on the event loop
     # (the checkpoint routes); None on PostgreSQL
     inline_db: InlineSQLite | None = field(init=False)
+    # server/db_call.py: an async pool for the checkpoint routes' single statements; None on
+    # SQLite
+    pg_async: AsyncPG | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.killswitch = KillSwitch(self.engine)
@@ -102,6 +106,10 @@ class State:
         )
         self.webhooks = Webhooks(self.settings)
         self.inline_db = inline_for(self.engine)
+        self.pg_async = None
+        if self.engine.dialect.name == "postgresql":
+            self.pg_async = AsyncPG(self.engine.url)
+            self.lifespans.append(self.pg_async.lifespan)
 
 
 async def get_state(request: Request) -> State:

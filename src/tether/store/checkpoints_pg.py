@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from tether.core.money import usd_to_nusd
 from tether.store.checkpoints import SPECIAL_WRITES, NewCheckpoint, Write
@@ -148,16 +148,20 @@ def _claim_params(
     }
 
 
-def _autocommit(engine: Engine) -> Connection:
-    # one statement is its own transaction: no BEGIN and COMMIT round trips around it
-    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+Statement = tuple[str, dict[str, Any]]
 
 
-def put(
-    engine: Engine, cp: NewCheckpoint, caller: Caller, link: RunLink, *, now: datetime
-) -> str | None:
-    """Stores the checkpoint and its blobs and counts its step; the thread's run id, or None
-    when the general path must run instead (nothing was written)."""
+def first(engine: Engine, stmt: Statement) -> tuple[Any, ...] | None:
+    """Runs one of the statements below on its own (autocommitted: no BEGIN and COMMIT round
+    trips around it); its first row."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        row = conn.exec_driver_sql(*stmt).first()
+    return None if row is None else tuple(row)
+
+
+def put(cp: NewCheckpoint, caller: Caller, link: RunLink, *, now: datetime) -> Statement:
+    """Stores the checkpoint and its blobs and counts its step. Its row: the thread's run id;
+    no row when the general path must run instead (nothing was written)."""
     md = cp.metadata
     step = int(md["step"]) if isinstance(md.get("step"), int) else None
     source = str(md["source"])[:16] if md.get("source") is not None else None
@@ -184,13 +188,10 @@ def put(
         b_blob=[b.data for b in blobs.values()],
         b_view=[json.dumps(b.view) for b in blobs.values()],
     )
-    with _autocommit(engine) as conn:
-        row = conn.exec_driver_sql(_PUT, params).first()
-    return None if row is None else str(row[0])
+    return _PUT, params
 
 
 def put_writes(
-    engine: Engine,
     *,
     thread_id: str,
     checkpoint_ns: str,
@@ -200,9 +201,9 @@ def put_writes(
     writes: Sequence[Write],
     caller: Caller,
     link: RunLink,
-) -> bool:
-    """A task's pending writes (as checkpoints.put_writes); False when the general path must
-    run instead (nothing was written)."""
+) -> Statement:
+    """A task's pending writes (as checkpoints.put_writes). Its row: a count, 0 when the general
+    path must run instead (nothing was written)."""
     replace = bool(writes) and all(w.channel in SPECIAL_WRITES for w in writes)
     rows: dict[int, Write] = {}
     for w in writes:
@@ -222,20 +223,13 @@ def put_writes(
         w_blob=[w.data for w in rows.values()],
         w_view=[json.dumps(w.view) for w in rows.values()],
     )
-    with _autocommit(engine) as conn:
-        n = conn.exec_driver_sql(_WRITES_REPLACE if replace else _WRITES_KEEP, params).scalar()
-    return bool(n)
+    return (_WRITES_REPLACE if replace else _WRITES_KEEP), params
 
 
-def get_tuple_json(
-    engine: Engine,
-    *,
-    thread_id: str,
-    checkpoint_ns: str,
-    checkpoint_id: str | None,
-    caller: Caller,
-) -> str | None:
-    """The API's tuple as JSON text, bytes in base64, built by the database; None when absent
+def get_tuple(
+    *, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None, caller: Caller
+) -> Statement:
+    """The API's tuple as JSON text, bytes in base64, built by the database. No row when absent
     or not the caller's."""
     params = {
         "thread_id": thread_id,
@@ -244,11 +238,7 @@ def get_tuple_json(
         "admin": caller.admin,
         "agent": caller.agent,
     }
-    with _autocommit(engine) as conn:
-        found = conn.exec_driver_sql(
-            _TUPLE_BY_ID if checkpoint_id else _TUPLE_LATEST, params
-        ).scalar()
-    return None if found is None else str(found)
+    return (_TUPLE_BY_ID if checkpoint_id else _TUPLE_LATEST), params
 
 
-__all__ = ["get_tuple_json", "put", "put_writes"]
+__all__ = ["Statement", "first", "get_tuple", "put", "put_writes"]

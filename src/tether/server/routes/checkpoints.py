@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from tether.core.errors import BadRequestError, BudgetExceededError, NotFoundError, RunKilledError
 from tether.gateway.llm.killswitch import kill_run
 from tether.server.auth import Principal, require
-from tether.server.db_call import run_db
+from tether.server.db_call import run_db, run_pg
 from tether.server.deps import State, get_state
 from tether.server.openapi import errors
 from tether.store import checkpoints as store
@@ -181,9 +181,8 @@ def _claim_alive(
     return thread
 
 
-def _put(engine: Engine, body: CheckpointIn, caller: threads.Caller) -> tuple[dict[str, Any], Any]:
-    now = datetime.now(UTC)
-    cp = store.NewCheckpoint(
+def _checkpoint_of(body: CheckpointIn) -> store.NewCheckpoint:
+    return store.NewCheckpoint(
         thread_id=body.thread_id,
         checkpoint_ns=body.checkpoint_ns,
         checkpoint_id=body.checkpoint_id,
@@ -197,6 +196,11 @@ def _put(engine: Engine, body: CheckpointIn, caller: threads.Caller) -> tuple[di
             for b in body.blobs
         ],
     )
+
+
+def _put(engine: Engine, body: CheckpointIn, caller: threads.Caller) -> tuple[dict[str, Any], Any]:
+    now = datetime.now(UTC)
+    cp = _checkpoint_of(body)
     step = body.metadata.get("step")
     link = _link(body.run)
     out = {
@@ -204,10 +208,6 @@ def _put(engine: Engine, body: CheckpointIn, caller: threads.Caller) -> tuple[di
         "checkpoint_ns": cp.checkpoint_ns,
         "checkpoint_id": cp.checkpoint_id,
     }
-    if engine.dialect.name == "postgresql" and body.metadata.get("source") != "input":
-        run_id = checkpoints_pg.put(engine, cp, caller, link, now=now)
-        if run_id is not None:
-            return {**out, "run_id": run_id}, None
     with engine.begin() as conn:
         thread = _claim_alive(conn, body.thread_id, caller, link, now)
         over = (
@@ -231,7 +231,22 @@ async def put_checkpoint(
     state: State = Depends(get_state),
     principal: Principal = Depends(require("agent")),
 ) -> dict[str, Any]:
-    out, over = await run_db(state, _put, body, caller_of(principal))
+    caller = caller_of(principal)
+    if state.pg_async is not None and body.metadata.get("source") != "input":
+        # one statement when the thread is the caller's, alive, under its caps; else the
+        # general path below (nothing was written)
+        stmt = checkpoints_pg.put(
+            _checkpoint_of(body), caller, _link(body.run), now=datetime.now(UTC)
+        )
+        row = await run_pg(state, stmt)
+        if row is not None:
+            return {
+                "thread_id": body.thread_id,
+                "checkpoint_ns": body.checkpoint_ns,
+                "checkpoint_id": body.checkpoint_id,
+                "run_id": row[0],
+            }
+    out, over = await run_db(state, _put, body, caller)
     if over is not None:
         thread, step = over
         reason = (
@@ -251,27 +266,17 @@ async def put_checkpoint(
     return out
 
 
-def _put_writes(engine: Engine, body: WritesIn, caller: threads.Caller) -> list[Any]:
-    now = datetime.now(UTC)
-    writes = [
+def _writes_of(body: WritesIn) -> list[store.Write]:
+    return [
         store.Write(w.idx, w.channel, w.type, _bytes(w.data, "writes.data"), w.view)
         for w in body.writes
     ]
+
+
+def _put_writes(engine: Engine, body: WritesIn, caller: threads.Caller) -> list[Any]:
+    now = datetime.now(UTC)
+    writes = _writes_of(body)
     link = _link(body.run)
-    if engine.dialect.name == "postgresql" and not body.interrupts:
-        done = checkpoints_pg.put_writes(
-            engine,
-            thread_id=body.thread_id,
-            checkpoint_ns=body.checkpoint_ns,
-            checkpoint_id=body.checkpoint_id,
-            task_id=body.task_id,
-            task_path=body.task_path,
-            writes=writes,
-            caller=caller,
-            link=link,
-        )
-        if done:
-            return []
     with engine.begin() as conn:
         thread = _claim_alive(conn, body.thread_id, caller, link, now)
         store.put_writes(
@@ -308,7 +313,22 @@ async def put_writes(
     state: State = Depends(get_state),
     principal: Principal = Depends(require("agent")),
 ) -> Response:
-    held = await run_db(state, _put_writes, body, caller_of(principal))
+    caller = caller_of(principal)
+    if state.pg_async is not None and not body.interrupts:
+        stmt = checkpoints_pg.put_writes(
+            thread_id=body.thread_id,
+            checkpoint_ns=body.checkpoint_ns,
+            checkpoint_id=body.checkpoint_id,
+            task_id=body.task_id,
+            task_path=body.task_path,
+            writes=_writes_of(body),
+            caller=caller,
+            link=_link(body.run),
+        )
+        row = await run_pg(state, stmt)
+        if row is not None and row[0]:
+            return Response(status_code=204)
+    held = await run_db(state, _put_writes, body, caller)
     for approval in held:
         state.webhooks.announce(approval)
     return Response(status_code=204)
@@ -320,15 +340,7 @@ def _get_tuple(
     checkpoint_ns: str,
     checkpoint_id: str | None,
     caller: threads.Caller,
-) -> dict[str, Any] | str | None:
-    if engine.dialect.name == "postgresql":
-        return checkpoints_pg.get_tuple_json(
-            engine,
-            thread_id=thread_id,
-            checkpoint_ns=checkpoint_ns,
-            checkpoint_id=checkpoint_id,
-            caller=caller,
-        )
+) -> dict[str, Any] | None:
     with reading(engine) as conn:
         return store.get_tuple_in(
             conn,
@@ -348,13 +360,25 @@ async def get_tuple(
     principal: Principal = Depends(require("agent", "read")),
 ) -> Response:
     caller = threads.Caller(principal.agent, principal.has("admin") or principal.has("read"))
-    found = await run_db(state, _get_tuple, thread_id, checkpoint_ns, checkpoint_id, caller)
+    found: dict[str, Any] | str | None
+    if state.pg_async is not None:
+        # PostgreSQL builds the JSON itself, base64 and all
+        stmt = checkpoints_pg.get_tuple(
+            thread_id=thread_id,
+            checkpoint_ns=checkpoint_ns,
+            checkpoint_id=checkpoint_id,
+            caller=caller,
+        )
+        row = await run_pg(state, stmt)
+        found = None if row is None else str(row[0])
+    else:
+        found = await run_db(state, _get_tuple, thread_id, checkpoint_ns, checkpoint_id, caller)
     if found is None:
         raise NotFoundError(
             f"no checkpoint in thread {thread_id!r}"
             + (f" with id {checkpoint_id!r}" if checkpoint_id else "")
         )
-    if isinstance(found, str):  # PostgreSQL built the JSON itself
+    if isinstance(found, str):
         return Response(found, media_type="application/json")
     # JSON types only (base64 text, stored JSON): dumped as is, without FastAPI's walk over it
     return JSONResponse(_out(found))
