@@ -8,6 +8,10 @@ with Redis.
     .venv/bin/python bench/gateway.py [--requests 2000] [--db all|sqlite|postgres|redis]
                                       [--vs litellm] [--stream]
 
+The ceiling is printed beside them: `echo`, a bare ASGI app under the same uvicorn that answers
+at once (bench/echo_app.py), so the throughput can be read against what any Python server here
+reaches (its "added" figures compare it with the mock, not a proxy with a direct call).
+
 Prints added p50/p99 latency at concurrency 1 and throughput at concurrency 32, not streaming
 (`--stream` adds streaming); writes bench/results/gateway.json. Targets on the budgeted path:
 added p50 <= 1 ms and p99 <= 5 ms at c=1, >= 1,500 req/s at c=32.
@@ -155,8 +159,17 @@ class Conn:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        self.writer.write(self.next_request())
-        head = (await self.reader.readuntil(b"\r\n\r\n")).lower()
+        request = self.next_request()
+        self.writer.write(request)
+        try:
+            head = (await self.reader.readuntil(b"\r\n\r\n")).lower()
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise
+            # the server had closed this idle keep-alive connection: once more on a new one
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.writer.write(request)
+            head = (await self.reader.readuntil(b"\r\n\r\n")).lower()
         if head[9:12] != b"200":
             raise RuntimeError(f"{self.host}:{self.port}: {head[:40]!r}")
         if b"transfer-encoding: chunked" in head:
@@ -326,6 +339,13 @@ def main() -> None:
                             str(mock_port)]))  # fmt: skip
         mock_url = f"http://127.0.0.1:{mock_port}"
         wait_http(mock_url + "/v1/models")
+        # the ceiling: a bare ASGI app under the same uvicorn, doing nothing (bench/echo_app.py)
+        echo_port = free_port()
+        procs.append(spawn([sys.executable, "-m", "uvicorn", "echo_app:app", "--app-dir",
+                            str(ROOT / "bench"), "--port", str(echo_port), "--log-level",
+                            "warning", "--no-access-log"]))  # fmt: skip
+        echo_url = f"http://127.0.0.1:{echo_port}/v1"
+        wait_http(echo_url + "/chat/completions", timeout=60)
         litellm = None
         if args.vs == "litellm":
             litellm = start_litellm(mock_url, tmp)
@@ -339,9 +359,11 @@ def main() -> None:
                     "direct": (mock_url + "/v1", "none", False),
                     "budgeted": (url, keys["budgeted"], True),
                     "no_policy": (url, keys["no_policy"], False),
+                    "echo": (echo_url, "none", False),
                 }
                 # the process whose CPU is counted: the mock itself for direct calls
-                pids = {"direct": procs[0].pid, "budgeted": proc.pid, "no_policy": proc.pid}
+                pids = {"direct": procs[0].pid, "budgeted": proc.pid, "no_policy": proc.pid,
+                        "echo": procs[1].pid}  # fmt: skip
                 if litellm is not None:
                     targets["litellm"] = (litellm[1], "sk-litellm-bench", False)
                     pids["litellm"] = litellm[0].pid
@@ -404,9 +426,11 @@ def readme_rows(results: dict[str, Any], dbs: list[str]) -> list[record.Row]:
             f"{names[db]} {b[0]['added_p50_ms']:.2f} / {b[0]['added_p99_ms']:.2f} ms "
             f"(no policy {free[0]['added_p50_ms']:.2f} / {free[0]['added_p99_ms']:.2f})"
         )
+        echo = cell(db, "echo")
         rps.append(
             f"{names[db]} {b[1]['throughput_rps']:,.0f} req/s "
-            f"(no policy {free[1]['throughput_rps']:,.0f})"
+            f"(no policy {free[1]['throughput_rps']:,.0f}"
+            + (f"; bare uvicorn echo app {echo[1]['throughput_rps']:,.0f})" if echo else ")")
         )
         cpu.append(
             f"{names[db]} {b[1]['server_cpu_ms_per_request']:.2f} ms "
