@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -18,11 +18,12 @@ from starlette.routing import Route
 
 import tether
 from tests.server.api_helpers import Api, make_api
+from tests.store.evals_seed import insert_runs
 from tether.config import Settings
 from tether.demo.server import ThreadedServer, free_port
 from tether.sdk._config import Sdk, new_provider, swap
 from tether.sdk._http import Http
-from tether.store.tables import audit_log, runs
+from tether.store.tables import audit_log
 
 
 @pytest.fixture
@@ -32,22 +33,12 @@ def api(settings: Settings, db: Engine) -> Api:
 
 def _runs(db: Engine, version: str, n: int, *, cost: int, status: str = "succeeded") -> None:
     now = datetime.now(UTC)
-    with db.begin() as conn:
-        conn.execute(
-            insert(runs),
-            [
-                {
-                    "id": f"run_{version}_{i}_{cost}",
-                    "agent": "bot",
-                    "version": version,
-                    "status": status,
-                    "started_at": now,
-                    "updated_at": now,
-                    "cost_nusd": cost,
-                }
-                for i in range(n)
-            ],
-        )
+    rows = (
+        {"id": f"run_{version}_{i}_{cost}", "agent": "bot", "version": version, "status": status,
+         "started_at": now, "cost_nusd": cost}
+        for i in range(n)
+    )  # fmt: skip
+    insert_runs(db, rows)
 
 
 def test_start_route_guardrail_and_transitions(api: Api) -> None:

@@ -93,6 +93,43 @@ def test_caps_are_refreshed_from_the_current_policy(db: Engine) -> None:
     _reserve(db, [ScopeCap("run:run_1", 2 * USD)], USD, rid="rsv_c")
 
 
+def test_on_postgresql_a_hold_commits_without_waiting_for_the_wal_flush(db: Engine) -> None:
+    if db.dialect.name != "postgresql":
+        pytest.skip("SQLite has no asynchronous commit (WAL with synchronous=NORMAL)")
+    with db.begin() as conn:
+        conn.execute(budgets._INSERT_HOLD_ASYNC, {
+            "id": "rsv_async", "run_id": "run_1", "scopes": ["run:run_1"], "amount_nusd": 5,
+            "tokens": 1, "status": "held", "created_at": NOW, "expires_at": NOW,
+        })  # fmt: skip
+        setting = conn.exec_driver_sql("SELECT current_setting('synchronous_commit')").scalar()
+    assert setting == "off"
+    with db.connect() as conn:  # local to that transaction only
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() != "off"
+        row = conn.execute(select(reservations).where(reservations.c.id == "rsv_async")).one()
+    assert row.scopes == ["run:run_1"] and row.amount_nusd == 5
+
+
+def test_a_hold_lost_with_the_database_crash_is_charged_in_full_by_its_settle(db: Engine) -> None:
+    """On PostgreSQL a hold commits asynchronously (budgets.hold_commit): a database crash may
+    drop the hold row and its counter increments together. The settle still charges the call,
+    once, so no spend goes unrecorded."""
+    caps = [ScopeCap("run:run_1", USD), ScopeCap("agent:a:2026-11-25", 10 * USD)]
+    lost = _reserve(db, caps, 800_000_000, rid="rsv_lost")
+    with db.begin() as conn:  # what the crash undoes: the whole reserve transaction
+        conn.execute(reservations.delete().where(reservations.c.id == "rsv_lost"))
+        conn.exec_driver_sql(
+            "UPDATE budget_counters SET reserved_nusd = reserved_nusd - 800000000, "
+            "calls = calls - 1"
+        )
+    s = budgets.settle(db, lost, actual_nusd=300, actual_tokens=3, now=NOW)
+    assert s.charged_nusd == 300 and not s.was_held
+    budgets.settle_many(db, [(lost, 300, 3)], now=NOW)  # a second settle charges nothing
+    for cap in caps:
+        snap = budgets.snapshot(db, cap.scope)
+        assert snap is not None
+        assert (snap[1].spent_nusd, snap[1].reserved_nusd, snap[1].calls) == (300, 0, 1)
+
+
 def test_sweep_releases_expired_holds_and_a_late_settle_is_still_charged(db: Engine) -> None:
     caps = [ScopeCap("run:run_1", USD)]
     old = _reserve(db, caps, 800_000_000, rid="rsv_old", ttl_s=10)

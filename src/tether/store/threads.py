@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from tether.core.errors import ConflictError, NotFoundError, PermissionDeniedError
 from tether.core.ids import make_id
@@ -236,7 +236,12 @@ def _set_caps(
 def caps(engine: Engine, run_id: str) -> dict[str, int | None] | None:
     """The caps a run set for itself (None: it set none)."""
     with reading(engine) as conn:
-        row = conn.execute(select(run_caps).where(run_caps.c.run_id == run_id)).first()
+        return caps_in(conn, run_id)
+
+
+def caps_in(conn: Connection, run_id: str) -> dict[str, int | None] | None:
+    """`caps` inside an open transaction (the gateway reads them with the run it creates)."""
+    row = conn.execute(_CAPS, {"run_id": run_id}).first()
     if row is None:
         return None
     return {
@@ -244,6 +249,9 @@ def caps(engine: Engine, run_id: str) -> dict[str, int | None] | None:
         "max_tokens": row.max_tokens,
         "max_llm_calls": row.max_llm_calls,
     }
+
+
+_CAPS = select(run_caps).where(run_caps.c.run_id == bindparam("run_id"))
 
 
 def note_step(conn: Connection, thread: Thread, step: int, now: datetime) -> None:

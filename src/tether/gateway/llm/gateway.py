@@ -46,10 +46,13 @@ from tether.gateway.llm.provider import Target, Usage
 from tether.gateway.llm.registry import Registry
 from tether.gateway.llm.spans import SpanWriter
 from tether.gateway.llm.vault import VaultClient
+from tether.store import threads as thread_store
+from tether.store.budgets import hold_commit
 from tether.store.evals import fixtures_of
 from tether.store.ingest import ensure_run
 from tether.store.ledger import Ledger
 from tether.store.tables import runs
+from tether.store.writelock import span_writer
 
 log = logging.getLogger("tether.gateway")
 Authenticate = Callable[[Request], Awaitable[Any]]
@@ -186,7 +189,10 @@ class Gateway:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
             return call.started_at, call.caller.agent
-        started, agent, killed, script = await anyio.to_thread.run_sync(self._ensure_run, call)
+        started, agent, killed, caps, script = await anyio.to_thread.run_sync(
+            self._ensure_run, call
+        )
+        self.guard.note_run_caps(run_id, caps)
         if killed is not None:
             self.killswitch.note_killed(run_id, killed)
         if len(self._runs) > _RUN_CACHE:
@@ -215,8 +221,14 @@ class Gateway:
             log.warning("could not create run %s ahead of its stream", call.caller.run_id,
                         exc_info=True)  # fmt: skip
 
-    def _ensure_run(self, call: Call) -> tuple[datetime, str | None, str | None, str | None]:
-        with self.engine.begin() as conn:
+    def _ensure_run(
+        self, call: Call
+    ) -> tuple[datetime, str | None, str | None, dict[str, int | None] | None, str | None]:
+        """Creates the run if new; its start, agent, kill reason, own caps and mock script, in
+        one round trip. The commit does not wait for the WAL flush on PostgreSQL (hold_commit):
+        a run row lost with a database crash is written again with the call's span."""
+        with span_writer(self.engine), self.engine.begin() as conn:
+            hold_commit(conn)
             ensure_run(conn, call.caller.run_id, trace_id=call.trace_id,
                        attribution=call.attribution, started_at=call.started_at,
                        source="gateway", now=call.started_at)  # fmt: skip
@@ -224,8 +236,9 @@ class Gateway:
                 select(runs.c.started_at, runs.c.agent, runs.c.status, runs.c.kill_reason,
                        runs.c.attributes).where(runs.c.id == call.caller.run_id)
             ).one()  # fmt: skip
+            caps = thread_store.caps_in(conn, call.caller.run_id)
         killed = (row.kill_reason or "killed") if row.status == "killed" else None
-        return row.started_at, row.agent, killed, mock_script_header(row.attributes)
+        return row.started_at, row.agent, killed, caps, mock_script_header(row.attributes)
 
     # ------------------------------------------------------------ admission
 

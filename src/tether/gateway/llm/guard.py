@@ -152,6 +152,13 @@ class BudgetGuard:
             global_day_usd=cfg.global_day_usd,
         )
 
+    def note_run_caps(self, run_id: str, caps: dict[str, int | None] | None) -> None:
+        """The run's own caps, read with the run when the gateway first saw it (one database
+        round trip fewer on a run's first call)."""
+        if len(self._run_caps) > 10_000:
+            self._run_caps.clear()
+        self._run_caps[run_id] = (time.monotonic(), caps)
+
     async def with_run_caps(self, limits: Limits, run_id: str) -> Limits:
         """`limits` tightened by the caps the run set for itself (a LangGraph run config's
         max_tokens, cost_limit_usd, max_iterations): on each measure the tighter one wins."""
