@@ -130,7 +130,7 @@ _TUPLE_BY_ID = _TUPLE + "  AND c.checkpoint_id = %(cid)s"
 _TUPLE_LATEST = _TUPLE + "ORDER BY c.checkpoint_id DESC LIMIT 1"
 
 
-def _claim_params(
+def claim_params(
     thread_id: str, caller: Caller, link: RunLink, loop_step: int | None
 ) -> dict[str, Any]:
     cost = usd_to_nusd(link.cost_limit_usd) if link.cost_limit_usd is not None else None
@@ -169,7 +169,7 @@ def put(cp: NewCheckpoint, caller: Caller, link: RunLink, *, now: datetime) -> S
     blobs: dict[tuple[str, str], Any] = {}
     for b in cp.blobs:  # the first of a repeated (channel, version) is kept, as row by row
         blobs.setdefault((b.channel, b.version), b)
-    params = _claim_params(cp.thread_id, caller, link, step if source == "loop" else None)
+    params = claim_params(cp.thread_id, caller, link, step if source == "loop" else None)
     params.update(
         ns=cp.checkpoint_ns,
         cid=cp.checkpoint_id,
@@ -211,7 +211,7 @@ def put_writes(
         # row by row, a later copy of an index replaced the first one or was dropped
         if replace or idx not in rows:
             rows[idx] = w
-    params = _claim_params(thread_id, caller, link, None)
+    params = claim_params(thread_id, caller, link, None)
     params.update(
         ns=checkpoint_ns,
         cid=checkpoint_id,
@@ -241,4 +241,4 @@ def get_tuple(
     return (_TUPLE_BY_ID if checkpoint_id else _TUPLE_LATEST), params
 
 
-__all__ = ["Statement", "first", "get_tuple", "put", "put_writes"]
+__all__ = ["Statement", "claim_params", "first", "get_tuple", "put", "put_writes"]

@@ -22,7 +22,7 @@ from tether.server.db_call import run_db, run_pg
 from tether.server.deps import State, get_state
 from tether.server.openapi import errors
 from tether.store import checkpoints as store
-from tether.store import checkpoints_pg, threads
+from tether.store import checkpoints_pg, checkpoints_sqlite, threads
 from tether.store.engine import reading
 
 # a thread or checkpoint may not exist (404) or be settled already (409)
@@ -208,6 +208,10 @@ def _put(engine: Engine, body: CheckpointIn, caller: threads.Caller) -> tuple[di
         "checkpoint_ns": cp.checkpoint_ns,
         "checkpoint_id": cp.checkpoint_id,
     }
+    if engine.dialect.name == "sqlite" and body.metadata.get("source") != "input":
+        run_id = checkpoints_sqlite.put(engine, cp, caller, link, now=now)
+        if run_id is not None:
+            return {**out, "run_id": run_id}, None
     with engine.begin() as conn:
         thread = _claim_alive(conn, body.thread_id, caller, link, now)
         over = (
@@ -342,6 +346,15 @@ def _get_tuple(
     caller: threads.Caller,
 ) -> dict[str, Any] | None:
     with reading(engine) as conn:
+        if conn.dialect.name == "sqlite":
+            return checkpoints_sqlite.get_tuple(
+                conn,
+                thread_id=thread_id,
+                checkpoint_ns=checkpoint_ns,
+                checkpoint_id=checkpoint_id,
+                admin=caller.admin,
+                agent=caller.agent,
+            )
         return store.get_tuple_in(
             conn,
             thread_id=thread_id,
