@@ -77,6 +77,7 @@ bench: $(TEST_STAMP) services ops-tools
 	$(BIN)/python bench/evals.py
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/replicas.py
 	# last: the README's table from bench/results/*.json
 	$(BIN)/python bench/report.py
