@@ -5,11 +5,10 @@ gathers them by itself, and its guesses without them pick the wrong index on lar
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
 
+from tether.server.background import background
 from tether.server.deps import State
 from tether.store.engine import refresh_planner_stats
 
@@ -35,11 +34,4 @@ def install(state: State) -> None:
             except Exception:
                 log.exception("refreshing SQLite's planner statistics failed; retrying later")
 
-    @asynccontextmanager
-    async def lifespan() -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(forever)
-            yield
-            tg.cancel_scope.cancel()
-
-    state.lifespans.append(lifespan)
+    state.lifespans.append(background(forever))

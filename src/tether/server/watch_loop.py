@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
 import anyio
 
 from tether.server.alert_notify import notify
+from tether.server.background import background
 from tether.server.deps import State
 from tether.store.alerts import Raised
 
@@ -43,11 +44,4 @@ def loop(
             except Exception:
                 log.exception("watch pass %s failed; retrying in %.0f s", name, interval_s)
 
-    @asynccontextmanager
-    async def lifespan() -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(forever)
-            yield
-            tg.cancel_scope.cancel()
-
-    return lifespan
+    return background(forever)
