@@ -19,7 +19,7 @@ COMMANDS: Lazy = {
     "serve": ("tether.cli.serve", "Run the tether server (API, OTLP ingest, gateways, console)."),
     "demo": ("tether.cli.demo", "A guided tour on a fresh demo database, then the console URL."),
     "runs": ("tether.cli.runs", "Agent runs: list, show, kill, replay, checkpoints, resume."),
-    "keys": ("tether.cli.keys", "API keys: create, list, revoke."),
+    "keys": ("tether.cli.keys", "API keys: create, list, rotate, revoke."),
     "policy": ("tether.cli.policy", "Boundary policies: check, apply, show."),
     "tools": ("tether.cli.tools", "The tool registry: tags, pins and rug-pull approvals."),
     "lists": ("tether.cli.lists", "Named lists in the registry: contacts, payees, domains."),
