@@ -11,6 +11,7 @@ bound are those SQLAlchemy would bind (the same type processors), so rows are st
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -107,6 +108,27 @@ def _sql(dialect_name: str, dialect: Dialect) -> _Sql:
     )  # fmt: skip
 
 
+class Busy(Exception):
+    """Another connection holds SQLite's write lock (only with `nowait`)."""
+
+
+# SQLite: one connection per engine for reserves that must not wait (the gateway's event loop
+# thread runs them when the writer lock is free): a busy database fails at once, and the
+# caller takes the waiting path on a worker thread instead
+_NOWAIT: weakref.WeakKeyDictionary[Engine, Any] = weakref.WeakKeyDictionary()
+
+
+def _nowait_connection(engine: Engine) -> Any:
+    raw = _NOWAIT.get(engine)
+    if raw is None:
+        raw = engine.raw_connection()  # kept out of the pool for good
+        cur = raw.cursor()
+        cur.execute("PRAGMA busy_timeout=0")
+        cur.close()
+        _NOWAIT[engine] = raw
+    return raw
+
+
 def reserve_raw(
     engine: Engine,
     ordered: Sequence[ScopeCap],
@@ -118,17 +140,24 @@ def reserve_raw(
     run_id: str | None,
     now: datetime,
     expires: datetime,
+    nowait: bool = False,
 ) -> Refused | None:
     """One transaction: upserts the `fresh` caps, takes the room on every scope of `ordered`
     (in that order: the lock order), and inserts the hold; or takes nothing and says which
-    scope had no room. The caller serialises SQLite writers (writelock.span_writer)."""
+    scope had no room. The caller serialises SQLite writers (writelock.span_writer). With
+    `nowait` (SQLite only) raises Busy instead of waiting for another writer."""
     sql = _sql(engine.dialect.name, engine.dialect)
     ts_now = sql.ts(now)
-    raw = engine.raw_connection()
+    raw = _nowait_connection(engine) if nowait else engine.raw_connection()
     try:
         cur = raw.cursor()
         if sql.begin is not None:
-            cur.execute(sql.begin)
+            try:
+                cur.execute(sql.begin)
+            except engine.dialect.dbapi.OperationalError as exc:  # type: ignore[union-attr]
+                if nowait and "locked" in str(exc):
+                    raise Busy from None
+                raise
         try:
             if fresh:
                 cur.executemany(sql.upsert_caps, [
@@ -160,7 +189,8 @@ def reserve_raw(
         finally:
             cur.close()
     finally:
-        raw.close()  # back to the pool
+        if not nowait:
+            raw.close()  # back to the pool
     return None
 
 

@@ -23,13 +23,13 @@ from tether.core.budget import (
 from tether.core.errors import BadRequestError, BudgetExceededError
 from tether.core.ids import make_id
 from tether.core.money import nusd_to_float
-from tether.store.budget_sql import reserve_raw
+from tether.store.budget_sql import Busy, reserve_raw
 from tether.store.engine import reading
 from tether.store.tables import TS
 from tether.store.tables import budget_counters as bc
 from tether.store.tables import reservations as rs
 from tether.store.upsert import insert_on_conflict
-from tether.store.writelock import span_writer
+from tether.store.writelock import span_writer, try_span_writer
 
 KEEP_FINISHED = timedelta(days=1)
 # how long a hold lives without being renewed (settings: budgets.reservation_ttl_s)
@@ -102,10 +102,13 @@ def reserve(
     run_id: str | None,
     now: datetime,
     ttl_s: int,
-) -> Reservation:
+    nowait: bool = False,
+) -> Reservation | None:
     """Holds `amount_nusd` and `tokens` (and one call) on every scope, or on none.
 
     Raises BudgetExceededError naming the first scope that has no room and what it has left.
+    With `nowait` (SQLite), None at once when another writer holds the database: the gateway's
+    event loop thread reserves this way and, when it cannot, waits on a worker thread.
     """
     _check(amount_nusd, tokens)
     ordered = merge_caps(caps)
@@ -114,11 +117,16 @@ def reserve(
     # caps come from the current policy: written when this process has not written these very
     # caps yet (a counter row exists from then on; counters are never deleted)
     fresh = [c for c in ordered if known.get(c.scope) != c]
-    with span_writer(engine):
-        refused = reserve_raw(
-            engine, ordered, fresh, reservation_id=reservation_id, amount_nusd=amount_nusd,
-            tokens=tokens, run_id=run_id, now=now, expires=expires,
-        )  # fmt: skip
+    with try_span_writer(engine) if nowait else span_writer(engine) as held:
+        if held is False:
+            return None
+        try:
+            refused = reserve_raw(
+                engine, ordered, fresh, reservation_id=reservation_id, amount_nusd=amount_nusd,
+                tokens=tokens, run_id=run_id, now=now, expires=expires, nowait=nowait,
+            )  # fmt: skip
+        except Busy:
+            return None
     if refused is not None:
         rem = remaining(refused.state, refused.cap)
         raise BudgetExceededError(

@@ -40,6 +40,19 @@ class Ledger(Protocol):
         now: datetime,
     ) -> Reservation: ...
 
+    def reserve_nowait(
+        self,
+        caps: Sequence[ScopeCap],
+        *,
+        amount_nusd: int,
+        tokens: int,
+        run_id: str | None,
+        now: datetime,
+    ) -> Reservation | None:
+        """reserve() if it can be done at once without waiting for a lock or the network
+        (SQLite with its writer lock free), so that an event loop may call it; else None."""
+        ...
+
     def settle(
         self, reservation: Reservation, *, actual_nusd: int, actual_tokens: int, now: datetime
     ) -> Settlement: ...
@@ -78,9 +91,29 @@ class SqlLedger:
     ) -> Reservation:
         if not caps:
             return unbound(run_id, amount_nusd, tokens, now)
-        return budgets.reserve(
+        held = budgets.reserve(
             self.engine, caps, reservation_id=new_reservation_id(), amount_nusd=amount_nusd,
             tokens=tokens, run_id=run_id, now=now, ttl_s=self.ttl_s,
+        )  # fmt: skip
+        assert held is not None  # only a `nowait` reserve gives up
+        return held
+
+    def reserve_nowait(
+        self,
+        caps: Sequence[ScopeCap],
+        *,
+        amount_nusd: int,
+        tokens: int,
+        run_id: str | None,
+        now: datetime,
+    ) -> Reservation | None:
+        if not caps:
+            return unbound(run_id, amount_nusd, tokens, now)
+        if self.engine.dialect.name != "sqlite":
+            return None
+        return budgets.reserve(
+            self.engine, caps, reservation_id=new_reservation_id(), amount_nusd=amount_nusd,
+            tokens=tokens, run_id=run_id, now=now, ttl_s=self.ttl_s, nowait=True,
         )  # fmt: skip
 
     def settle(

@@ -133,6 +133,18 @@ class RedisLedger:
     def _zkey(self) -> str:
         return f"{self.prefix}r:expiry"
 
+    def reserve_nowait(
+        self,
+        caps: Sequence[ScopeCap],
+        *,
+        amount_nusd: int,
+        tokens: int,
+        run_id: str | None,
+        now: datetime,
+    ) -> Reservation | None:
+        """A Redis reserve is a network round trip: never on the event loop (None)."""
+        return None
+
     def reserve(
         self,
         caps: Sequence[ScopeCap],

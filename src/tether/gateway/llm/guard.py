@@ -270,18 +270,26 @@ class BudgetGuard:
         bound_in = input_tokens_bound(request_bytes + extra, images=images,
                                       overhead_tokens=overhead)  # fmt: skip
 
-        def reserve(out_tokens: int) -> Reservation:
+        def reserve(out_tokens: int, wait: bool = True) -> Reservation | None:
             # every one of the `n` choices may use max_tokens
             amount, tokens = reservation_estimate(
                 request_bytes + extra, out_tokens * choices, price, images=images,
                 overhead_tokens=overhead, margin_percent=percent,
             )  # fmt: skip
-            return self.ledger.reserve(
-                scopes, amount_nusd=amount, tokens=tokens, run_id=caller.run_id, now=now
-            )
+            take = self.ledger.reserve if wait else self.ledger.reserve_nowait
+            return take(scopes, amount_nusd=amount, tokens=tokens, run_id=caller.run_id, now=now)
+
+        async def hold(out_tokens: int) -> Reservation:
+            # on this thread when it needs no waiting (SQLite's writer lock is free: a fraction
+            # of a millisecond), else on a worker thread: a thread hop costs more than that
+            held = reserve(out_tokens, wait=False)
+            if held is None:
+                held = await anyio.to_thread.run_sync(reserve, out_tokens)
+            assert held is not None
+            return held
 
         try:
-            reservation = await anyio.to_thread.run_sync(reserve, max_tokens)
+            reservation = await hold(max_tokens)
         except BudgetExceededError as exc:
             fit = _fit(exc, bound_in, price, choices, percent)
             if injected is None or fit < min(CLAMP_FLOOR_TOKENS, injected):
@@ -289,7 +297,7 @@ class BudgetGuard:
                 raise
             injected = fit
             try:
-                reservation = await anyio.to_thread.run_sync(reserve, fit)
+                reservation = await hold(fit)
             except BudgetExceededError as again:  # a concurrent call took the room meanwhile
                 _say_fit(again, _fit(again, bound_in, price, choices, percent))
                 raise
