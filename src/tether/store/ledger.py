@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
 from tether.core.budget import CounterState, ScopeCap
-from tether.store import budgets
+from tether.store import budgets, writelock
 from tether.store.budgets import (
     DEFAULT_TTL_S,
     Reservation,
@@ -51,6 +51,11 @@ class Ledger(Protocol):
     ) -> Reservation | None:
         """reserve() if it can be done at once without waiting for a lock or the network
         (SQLite with its writer lock free), so that an event loop may call it; else None."""
+        ...
+
+    def on_release(self, hook: Callable[[], object]) -> bool:
+        """Calls `hook` once (from any thread) when a reserve_nowait that gave up may succeed;
+        False when waiting can never help (it always gives up)."""
         ...
 
     def settle(
@@ -115,6 +120,9 @@ class SqlLedger:
             self.engine, caps, reservation_id=new_reservation_id(), amount_nusd=amount_nusd,
             tokens=tokens, run_id=run_id, now=now, ttl_s=self.ttl_s, nowait=True,
         )  # fmt: skip
+
+    def on_release(self, hook: Callable[[], object]) -> bool:
+        return writelock.on_release(self.engine, hook)
 
     def settle(
         self, reservation: Reservation, *, actual_nusd: int, actual_tokens: int, now: datetime

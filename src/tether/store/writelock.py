@@ -7,10 +7,11 @@ of up to 100 ms. Queuing span writers on a mutex (threads) and an flock (process
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -22,12 +23,17 @@ except ImportError:  # pragma: no cover - Windows: the thread mutex alone
     fcntl = None  # type: ignore[assignment]
 
 
+log = logging.getLogger(__name__)
+
+
 class _Writer:
     def __init__(self, lock_path: str | None) -> None:
         # re-entrant: the gateway's loop thread takes it without waiting (`try_span_writer`),
         # then runs a writer that takes it again
         self.mutex = threading.RLock()
         self.depth = 0  # guarded by the mutex
+        # called once, from whichever thread, when the lock is next let go (on_release)
+        self.hooks: list[Callable[[], object]] = []
         self.fd: int | None = None
         if lock_path is not None and fcntl is not None:
             self.fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -55,6 +61,13 @@ class _Writer:
                     fcntl.flock(self.fd, fcntl.LOCK_UN)
         finally:
             self.mutex.release()
+        if self.hooks and self.depth == 0:
+            hooks, self.hooks = self.hooks, []
+            for hook in hooks:
+                try:
+                    hook()
+                except Exception:  # a waiter gone (its loop closed) must not fail this writer
+                    log.debug("a writer-lock release hook failed", exc_info=True)
 
 
 _WRITERS: weakref.WeakKeyDictionary[Engine, _Writer] = weakref.WeakKeyDictionary()
@@ -74,6 +87,16 @@ def try_span_writer(engine: Engine) -> AbstractContextManager[bool]:
     if engine.dialect.name != "sqlite":
         return nullcontext(False)
     return _writer(engine).held(wait=False)
+
+
+def on_release(engine: Engine, hook: Callable[[], object]) -> bool:
+    """Calls `hook` once, from the releasing thread, when this process next lets the SQLite
+    writer lock go (a `try_span_writer` that failed may then succeed); False on PostgreSQL.
+    A release elsewhere (another process) calls nothing: waiters need a timeout."""
+    if engine.dialect.name != "sqlite":
+        return False
+    _writer(engine).hooks.append(hook)
+    return True
 
 
 def _writer(engine: Engine) -> _Writer:
