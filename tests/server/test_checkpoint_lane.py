@@ -97,8 +97,8 @@ def test_takes_put_writes_and_get_tuple_as_the_router_answers(state: State) -> N
     key = known_key(state, "agent", "a1")
     status, out = call(lane, "POST", "/checkpoints", key=key, body=checkpoint("t1", "0001"))
     assert status == 200 and out["checkpoint_id"] == "0001" and out["run_id"].startswith("run_")
-    writes = {"thread_id": "t1", "checkpoint_id": "0001", "task_id": "task",
-              "writes": [{"idx": 0, "channel": "step", "type": "msgpack", "data": B64}]}  # fmt: skip
+    write = {"idx": 0, "channel": "step", "type": "msgpack", "data": B64}
+    writes = {"thread_id": "t1", "checkpoint_id": "0001", "task_id": "task", "writes": [write]}
     assert call(lane, "POST", "/checkpoints/writes", key=key, body=writes) == (204, None)
     status, got = call(lane, "GET", "/checkpoints/tuple", key=key, query="thread_id=t1")
     assert status == 200 and got["checkpoint_id"] == "0001" and got["run_id"] == out["run_id"]
