@@ -1,0 +1,69 @@
+"""AutoGen (real `autogen-agentchat` 0.7 and `autogen-ext`, in the agent's venv .venv-agents)
+against a running tether (SQLite and PostgreSQL): examples/autogen_agent.py runs ten
+AssistantAgents at once in one event loop, each with its OpenAI client behind the LLM gateway
+and its tools behind the MCP gateway (send_email held until approved). Each is one tether run:
+AutoGen's own spans (create_agent, invoke_agent, execute_tool with the ToolCall event's
+arguments and result) beside the gateway's LLM and tool spans, attributed, counted once, no
+span of another run in it, and nothing sent anywhere but tether."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from tests.integrations.agents_venv import run_example, settled
+from tests.integrations.conftest import Tether
+
+AGENT = "collections-autogen"
+POLICY = f"""\
+agent: {AGENT}
+tools:
+  - {{match: "demo.lookup_customer", allow: true}}
+  - {{match: "demo.send_email", approval: required}}
+"""
+LLM_CALLS, TOOL_CALLS = 3, 2
+
+
+def test_importing_without_autogen_says_what_to_install() -> None:
+    from tether.integrations import autogen as integration
+
+    with pytest.raises(ImportError, match=r"pip install 'tether\[autogen\]'"):
+        integration.TetherAutoGen("x")
+
+
+def test_ten_concurrent_agents_are_ten_runs_counted_once(tether_api: Tether) -> None:
+    done = run_example(tether_api, "autogen_agent.py", AGENT, POLICY, runs=10, user="bob")
+    assert done.egress == [], f"AutoGen reached off the machine: {done.egress}"
+    assert len(done.runs) == 10 and len({r["run_id"] for r in done.runs}) == 10
+    assert len(done.approved) == 10
+    for line in done.runs:
+        assert line["output"] == "Reminder sent to ada@example.com for INV-1042."
+        run = settled(tether_api, line["run_id"], LLM_CALLS, TOOL_CALLS)
+        assert (run["agent"], run["version"], run["task_id"], run["user"], run["status"]) == (
+            AGENT, "v1", line["task_id"], "bob", "succeeded")  # fmt: skip
+        assert run["output"] == line["output"]
+        spans = run["spans"]
+        kinds = {k: sorted(s["name"] for s in spans if s["kind"] == k) for k in ("llm", "tool")}
+        assert kinds == {"llm": ["chat mock-small"] * LLM_CALLS,
+                         "tool": ["demo.lookup_customer", "demo.send_email"]}  # fmt: skip
+        assert (run["llm_calls"], run["tool_calls"]) == (LLM_CALLS, TOOL_CALLS)
+        llm_cost = sum(Decimal(str(s["cost_usd"])) for s in spans if s["kind"] == "llm")
+        assert llm_cost > 0 and Decimal(str(run["cost_usd"])) == llm_cost
+        names = [s["name"] for s in spans]
+        for name in (AGENT, "invoke_agent collections_autogen", "tool lookup_customer",
+                     "tool send_email"):  # fmt: skip
+            assert names.count(name) == 1, (name, names)
+        framework = [s for s in spans if "tether.task_id" in (s["attributes"] or {})]
+        assert {s["attributes"]["tether.task_id"] for s in framework} == {line["task_id"]}
+        assert {s["attributes"]["tether.run_id"] for s in framework} == {line["run_id"]}
+        invoke = next(s for s in spans if s["name"].startswith("invoke_agent"))
+        tools = {s["name"]: s for s in spans if s["name"].startswith("tool ")}
+        assert all(s["parent_id"] == invoke["span_id"] for s in tools.values())
+        # the ToolCall event's arguments and result, on AutoGen's own tool span
+        sent = tools["tool send_email"]
+        assert json.loads(sent["input"])["to"] == "ada@example.com"
+        assert sent["output"].startswith("sent email #")
+        holds = tether_api.admin.get("/approvals", params={"run_id": line["run_id"]}).json()
+        assert [h["status"] for h in holds["items"]] == ["approved"]

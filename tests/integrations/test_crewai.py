@@ -1,0 +1,71 @@
+"""CrewAI (real `crewai`, in the agent's venv .venv-agents) against a running tether (SQLite and
+PostgreSQL): examples/crewai_crew.py kicks off ten crews at once, each with its model behind
+the LLM gateway and its tools behind the MCP gateway (send_email held until approved). Each
+crew is one tether run: the TetherCrewListener's crew, task, agent and tool spans beside the
+gateway's LLM and tool spans, attributed to the agent, version, task and user, its LLM calls,
+tool calls and cost counted once, no span of another crew in it, and nothing sent anywhere
+but tether."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tests.integrations.agents_venv import run_example, settled
+from tests.integrations.conftest import Tether
+
+AGENT = "collections-crew"
+POLICY = f"""\
+agent: {AGENT}
+tools:
+  - {{match: "demo.lookup_customer", allow: true}}
+  - {{match: "demo.send_email", approval: required}}
+"""
+# the mock script's path: lookup_customer, send_email, then the answer
+LLM_CALLS, TOOL_CALLS = 3, 2
+
+
+def test_importing_without_crewai_says_what_to_install() -> None:
+    from tether.integrations import crewai as integration
+
+    with pytest.raises(ImportError, match=r"pip install 'tether\[crewai\]'"):
+        integration.TetherCrewListener("x")
+
+
+def test_ten_concurrent_crews_are_ten_runs_counted_once(tether_api: Tether) -> None:
+    done = run_example(tether_api, "crewai_crew.py", AGENT, POLICY, runs=10, user="alice")
+    assert done.egress == [], f"CrewAI reached off the machine: {done.egress}"
+    assert len(done.runs) == 10 and len({r["run_id"] for r in done.runs}) == 10
+    assert len(done.approved) == 10  # one held email per crew, each approved once
+    for line in done.runs:
+        assert line["output"] == "Reminder sent to ada@example.com for INV-1042."
+        run = settled(tether_api, line["run_id"], LLM_CALLS, TOOL_CALLS)
+        assert (run["agent"], run["version"], run["task_id"], run["user"], run["status"]) == (
+            AGENT, "v1", line["task_id"], "alice", "succeeded")  # fmt: skip
+        spans = run["spans"]
+        by_kind: dict[str, list[str]] = {}
+        for s in spans:
+            by_kind.setdefault(s["kind"], []).append(s["name"])
+        # the gateway's calls, once each: the crew's own tool spans are context (chain)
+        assert sorted(by_kind["llm"]) == ["chat mock-small"] * LLM_CALLS
+        assert sorted(by_kind["tool"]) == ["demo.lookup_customer", "demo.send_email"]
+        assert (run["llm_calls"], run["tool_calls"]) == (LLM_CALLS, TOOL_CALLS)
+        llm_cost = sum(Decimal(str(s["cost_usd"])) for s in spans if s["kind"] == "llm")
+        assert llm_cost > 0 and Decimal(str(run["cost_usd"])) == llm_cost
+        # the crew's own spans, one of each, in this run and no other
+        names = [s["name"] for s in spans]
+        assert names.count(AGENT) == 1 and names.count("Collections clerk") == 1
+        assert sum(1 for n in names if n.startswith("task [[remind-overdue]]")) == 1
+        assert names.count("tool lookup_customer") == names.count("tool send_email") == 1
+        framework = [s for s in spans if "tether.task_id" in (s["attributes"] or {})]
+        assert len(framework) == 5  # the crew (root), its task, its agent, two tools
+        assert {s["attributes"]["tether.task_id"] for s in framework} == {line["task_id"]}
+        root = next(s for s in spans if s["name"] == AGENT)
+        clerk = next(s for s in spans if s["name"] == "Collections clerk")
+        task = next(s for s in spans if s["name"].startswith("task "))
+        assert task["parent_id"] == root["span_id"] and clerk["parent_id"] == task["span_id"]
+        tools = [s for s in spans if s["name"].startswith("tool ")]
+        assert all(s["parent_id"] == clerk["span_id"] for s in tools)
+        holds = tether_api.admin.get("/approvals", params={"run_id": line["run_id"]}).json()
+        assert [h["status"] for h in holds["items"]] == ["approved"]
