@@ -45,6 +45,7 @@ except ImportError as exc:  # AutoGen lives in the agent's environment, not teth
     EVENT_LOGGER_NAME = "autogen_core.events"
     _MISSING = f"tether.integrations.autogen needs AutoGen: pip install 'tether[autogen]' ({exc})"
 
+log = logging.getLogger("tether.integrations")
 OPERATION = "gen_ai.operation.name"
 
 
@@ -181,7 +182,7 @@ class _Events(logging.Handler):
             elif kwargs.get("type") == "LLMCall" and not run.tree.llm_via_gateway:
                 self._llm(run, kwargs)
         except Exception:  # a tracing failure must never break the agent
-            return
+            log.warning("tether: could not trace this event", exc_info=True)
 
     def _tool(self, run: AutoGenRun, kwargs: dict[str, Any]) -> None:
         span_id = _last_tool.get()

@@ -18,6 +18,7 @@ vendor endpoint. CrewAI is the agent's dependency (`pip install 'tether[crewai]'
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -48,6 +49,8 @@ except ImportError as exc:  # CrewAI lives in the agent's environment, not tethe
     BaseEventListener = object
     _EVENT_MODULES: tuple[Any, ...] = ()  # type: ignore[no-redef]
     _MISSING = f"tether.integrations.crewai needs CrewAI: pip install 'tether[crewai]' ({exc})"
+
+log = logging.getLogger("tether.integrations")
 
 # event type -> (what it does to a span, tether kind); "crew" opens the run's root
 _STARTS = {
@@ -179,7 +182,7 @@ class TetherCrewListener(BaseEventListener):  # type: ignore[misc]
             else:
                 self._end(crew_run, event)
         except Exception:  # a tracing failure must never break the crew
-            return
+            log.warning("tether: could not trace this event", exc_info=True)
 
     def _run_of(self, source: Any, event: Any) -> CrewRun | None:
         found = self._current.get()
