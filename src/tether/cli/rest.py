@@ -19,7 +19,9 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
+
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"  # RFC 3986 path characters, and escapes already made
 
 
 class TransportError(Exception):
@@ -156,7 +158,10 @@ class Client:
         body: Any,
         headers: Mapping[str, str] | None,
     ) -> Streamed:
-        url = self.base_url + path
+        # a path carries ids as the user typed them: percent-encode what a request line cannot
+        # hold (spaces, non-ASCII), as httpx did, so the server answers `no run ...`
+        path, _, query = path.partition("?")
+        url = self.base_url + quote(path, safe=_PATH_SAFE) + ("?" + query if query else "")
         if params:
             url += ("&" if "?" in url else "?") + _query(params)
         scheme = urlsplit(url).scheme
