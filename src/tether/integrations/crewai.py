@@ -90,6 +90,7 @@ class CrewRun:
         self.tree = tree
         self.output: Any = None
         self.crew_event: str | None = None  # the kickoff that opened the root
+        self.crew_id: str | None = None  # and its crew
         # ("agent" | "task", CrewAI id) -> the event id of its span
         self.scopes: dict[tuple[str, str | None], str] = {}
 
@@ -180,13 +181,14 @@ class TetherCrewListener(BaseEventListener):  # type: ignore[misc]
             if event.type in _STARTS:
                 self._start(crew_run, source, event)
             else:
-                self._end(crew_run, event)
+                self._end(crew_run, source, event)
         except Exception:  # a tracing failure must never break the crew
             log.warning("tether: could not trace this event", exc_info=True)
 
     def _run_of(self, source: Any, event: Any) -> CrewRun | None:
         found = self._current.get()
         ids = [event.parent_event_id, event.started_event_id, event.agent_id, event.task_id]
+        ids += [str(getattr(getattr(event, attr, None), "id", "")) for attr in ("agent", "task")]
         if event.type == "crew_kickoff_started":
             crew = getattr(event, "crew", None) or source
             if found is None:  # a kickoff outside run(): a run of its own
@@ -204,6 +206,7 @@ class TetherCrewListener(BaseEventListener):  # type: ignore[misc]
         tree, kind, at = crew_run.tree, _STARTS[event.type], _ns(event)
         if kind == "crew" and crew_run.crew_event is None:
             crew_run.crew_event = event.event_id
+            crew_run.crew_id = str(getattr(getattr(event, "crew", None) or source, "id", ""))
             tree.root(input=view(getattr(event, "inputs", None)), start_time=at)
             return
         name, attrs, payload = _describe(source, event)
@@ -217,7 +220,9 @@ class TetherCrewListener(BaseEventListener):  # type: ignore[misc]
         )  # fmt: skip
         if scope is not None:
             crew_run.scopes[scope] = event.event_id  # LLM and tool events name them by id
-            with self._lock:
+        with self._lock:  # events under this one (and its end) find the run by its id
+            self._by_id[event.event_id] = crew_run
+            if scope is not None:
                 self._by_id.setdefault(str(scope[1]), crew_run)
 
     def _parent(self, crew_run: CrewRun, event: Any) -> Any:
@@ -233,11 +238,13 @@ class TetherCrewListener(BaseEventListener):  # type: ignore[misc]
                 return span_key
         return None
 
-    def _end(self, crew_run: CrewRun, event: Any) -> None:
+    def _end(self, crew_run: CrewRun, source: Any, event: Any) -> None:
         at, typ = _ns(event), event.type
         error = getattr(event, "error", None) if typ.endswith(("_failed", "_error")) else None
         output: Any = getattr(event, "output", None)
-        if typ.startswith("crew_kickoff") and event.started_event_id == crew_run.crew_event:
+        crew = getattr(event, "crew", None) or source
+        # by the crew, not the scope: on a failure CrewAI pairs the end with an inner start
+        if typ.startswith("crew_kickoff") and str(getattr(crew, "id", "")) == crew_run.crew_id:
             crew_run.output = view(getattr(output, "raw", output))
             if self._current.get() is not crew_run:  # a kickoff outside run() ends its run
                 self._finish(crew_run, output=crew_run.output, error=error, end=at)
@@ -252,9 +259,21 @@ class TetherCrewListener(BaseEventListener):  # type: ignore[misc]
             output = event.result
         elif typ == "task_completed":
             output = getattr(output, "raw", output)
-        crew_run.tree.end(event.started_event_id, output=view(output) if output is not None
+        crew_run.tree.end(self._started(crew_run, event), output=view(output) if output is not None
                           else None, error=str(error) if error else None, attributes=attrs,
                           end_time=at, early=True)  # fmt: skip
+
+    def _started(self, crew_run: CrewRun, event: Any) -> Any:
+        """The span an end event closes: its agent's or task's open span when it ends one
+        (CrewAI pairs the ends of a failing crew with the wrong starts), else its start's."""
+        key, tree = event.started_event_id, crew_run.tree
+        agent = getattr(event, "agent", None)
+        scope = (
+            ("agent", str(agent.id)) if event.type.startswith("agent_execution") and agent
+            else ("task", event.task_id) if event.type.startswith("task_") else None
+        )  # fmt: skip
+        alt = crew_run.scopes.get(scope) if scope is not None else None
+        return alt if alt is not None and tree.is_open(alt) else key
 
 
 def _crew_ids(crew: Any, event_id: str) -> list[str]:
