@@ -1,9 +1,10 @@
 """Keep-alive HTTP/1.1 connections to tether for the saver's per-super-step calls (`put`,
 `put_writes`, `get_tuple`): a request is one write of bytes built here and one read of the reply.
 
-httpx spends ~0.4 ms of CPU a request on its models, URL handling and connection pool
-(bench/checkpoints.py, against a bare uvicorn app: 0.57 ms a request with httpx, 0.15 ms with
-http.client), as much as tether's own work on a put. The sync side is the standard library's
+httpx spends ~0.4 ms of CPU a request on its models, URL handling and connection pool (posting
+1.5 KB to bench/echo_app.py under uvicorn on the 2-CPU bench machine: 0.57 ms of CPU and 0.65 ms
+p50 a request with httpx, 0.15 ms and 0.21 ms with http.client), as much as tether's own work
+on a put. The sync side is the standard library's
 http.client; the async side reads and writes asyncio streams itself. Idle connections are kept
 (one per concurrent caller) and reused; a reused one the server has closed in the meantime is
 dropped and the request sent once more on a new connection (the three calls are idempotent:
