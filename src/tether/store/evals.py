@@ -15,9 +15,9 @@ from tether.core.assertions import Observed, Result, ToolCall
 from tether.core.errors import BadRequestError, ConflictError, NotFoundError
 from tether.core.eval_suite import SuiteModel
 from tether.core.evals import Attempt
-from tether.core.records import RunAttribution
+from tether.core.records import RunAttribution, SpanRecord
 from tether.store.engine import reading
-from tether.store.ingest import ensure_run, set_run_status
+from tether.store.ingest import ensure_run, set_run_status, write_spans_in
 from tether.store.tables import approvals, eval_attempts, evals, runs, spans
 
 EVAL_TAGS = ("tether.eval.id", "tether.eval.suite", "tether.eval.task", "tether.eval.attempt")
@@ -297,11 +297,13 @@ def complete_attempt(
     judge_run_ids: Sequence[str] = (),
     judge_agent: str = "tether-judge",
     run_id: str | None = None,
+    spans: Sequence[SpanRecord] = (),
     now: datetime,
 ) -> dict[str, Any]:
-    """The agent finished an attempt: in one transaction its run ends, what the gateways
-    recorded is read back and checked (`check`), the judges' runs end and are charged apart,
-    and the attempt and the eval's counters are written. Returns the attempt's row."""
+    """The agent finished an attempt: in one transaction the gateway's `spans` of it not yet
+    stored are written, its run ends, what the gateways recorded is read back and checked
+    (`check`), the judges' runs end and are charged apart, and the attempt and the eval's
+    counters are written. Returns the attempt's row."""
     eval_id = ev["id"]
     key = _attempt_key(eval_id, task_id, attempt)
     with engine.begin() as conn:
@@ -316,6 +318,8 @@ def complete_attempt(
                 f"run {run_id} is not attempt {attempt} of {task_id!r} (its run is "
                 f"{cur['run_id']}); send the run id its start answered"
             )
+        if spans:
+            write_spans_in(conn, spans, now=now, source="gateway")
         _end_run(conn, cur["run_id"], ok=ok, output=output, error=error, now=now)
         obs = _observe(conn, cur["run_id"])
         results = check(obs)

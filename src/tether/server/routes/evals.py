@@ -14,6 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine
 
 from tether.core.assertions import Result, evaluate
 from tether.core.errors import BadRequestError, NotFoundError
@@ -24,7 +25,7 @@ from tether.core.ids import make_id
 from tether.core.money import usd_to_nusd
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
-from tether.server.evals_flush import flush_spans
+from tether.server.evals_flush import TakenSpans, take_spans, write_queued
 from tether.server.routes.eval_models import (
     ERRORS,
     AttemptOut,
@@ -249,19 +250,23 @@ def _task(ev: dict[str, Any], task_id: str) -> TaskModel:
     responses=ERRORS,
     summary="Start an attempt: creates its tagged run",
 )
-def start_attempt(
+async def start_attempt(
     eval_id: str,
     body: AttemptStart,
     state: State = Depends(get_state),
     _: Principal = Depends(require("admin")),
 ) -> AttemptOut:
-    ev = store.get_eval(state.engine, eval_id)
+    return await write_queued(state, _start, eval_id, body)
+
+
+def _start(engine: Engine, eval_id: str, body: AttemptStart) -> AttemptOut:
+    ev = store.get_eval(engine, eval_id)
     task = _task(ev, body.task_id)
     if body.attempt >= ev["repeats"]:
         raise BadRequestError(f"attempt must be below the eval's repeats ({ev['repeats']})")
     fixtures = task.fixtures.model_dump(exclude_defaults=True)
     row = store.start_attempt(
-        state.engine, ev, body.task_id, body.attempt, make_id("run", os.urandom(12)), _now(),
+        engine, ev, body.task_id, body.attempt, make_id("run", os.urandom(12)), _now(),
         fixtures=fixtures,
     )  # fmt: skip
     return attempt_out(row)
@@ -284,9 +289,17 @@ async def finish_attempt(
     run_id = body.run_id
     if run_id is None:
         run_id = await run_in_threadpool(_run_of, state, eval_id, task_id, attempt)
-    # The LLM gateway writes spans in batches; wait for this run's so the check sees every call.
-    await flush_spans(state, run_id)
-    return await run_in_threadpool(_finish, state, eval_id, task_id, attempt, body, run_id)
+    # The LLM gateway writes spans in batches: the check stores this run's (and its judges')
+    # that are still queued itself, so it sees every call.
+    taken = await take_spans(state, [run_id, *body.judge_run_ids])
+    try:
+        # one transaction: the spans and the check
+        out = await write_queued(state, _finish, eval_id, task_id, attempt, body, run_id, taken)
+    except BaseException:
+        taken.give_back()
+        raise
+    taken.stored()
+    return out
 
 
 def _run_of(state: State, eval_id: str, task_id: str, attempt: int) -> str:
@@ -297,9 +310,10 @@ def _run_of(state: State, eval_id: str, task_id: str, attempt: int) -> str:
 
 
 def _finish(
-    state: State, eval_id: str, task_id: str, attempt: int, body: AttemptFinish, run_id: str
-) -> AttemptOut:
-    ev = store.get_eval(state.engine, eval_id)
+    engine: Engine, eval_id: str, task_id: str, attempt: int, body: AttemptFinish, run_id: str,
+    taken: TakenSpans,
+) -> AttemptOut:  # fmt: skip
+    ev = store.get_eval(engine, eval_id)
     task = _task(ev, task_id)
     external = {
         e.name: Result(e.name, "external", e.passed, e.reason, e.details) for e in body.external
@@ -309,7 +323,7 @@ def _finish(
             given = external[a.name]
             external[a.name] = Result(a.name, a.kind, given.passed, given.reason, given.details)
     row = store.complete_attempt(
-        state.engine,
+        engine,
         ev,
         task_id,
         attempt,
@@ -321,6 +335,7 @@ def _finish(
         judge_run_ids=body.judge_run_ids,
         judge_agent=JUDGE_AGENT,
         run_id=run_id,
+        spans=taken.build(),
         now=_now(),
     )
     return attempt_out(row)
