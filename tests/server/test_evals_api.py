@@ -1,6 +1,7 @@
 """An eval attempt's finish over the API, on SQLite and PostgreSQL: it stores the gateway's spans
 of the attempt still queued in the LLM gateway's writer in its own transaction, so the check sees
-exactly what the gateway recorded (nothing stored twice, nothing lost when the finish fails)."""
+exactly what the gateway recorded (nothing stored twice, nothing lost when the finish fails), and
+it starts the runner's next attempt in the same request."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tether.demo.server import ThreadedServer, free_port
 from tether.gateway.llm.mock import create_mock_app
 from tether.server.app import create_app
 from tether.server.deps import State
-from tether.server.routes.evals import AttemptFinish, finish_attempt
+from tether.server.routes.evals import AttemptFinish, AttemptStart, finish_attempt
 from tether.store.keys import create_key
 from tether.store.tables import eval_attempts, runs, spans
 
@@ -96,7 +97,9 @@ def _tool_span(run_id: str) -> SpanRecord:
                       attribution=RunAttribution(agent="bot", version="v1"))  # fmt: skip
 
 
-def test_the_check_sees_the_calls_the_gateway_recorded(env: Env) -> None:
+def test_the_check_sees_the_calls_the_gateway_recorded_and_the_next_attempt_starts(
+    env: Env,
+) -> None:
     eval_id = _eval(env)
     started = env.post(f"/evals/{eval_id}/attempts", json={"task_id": "t1", "attempt": 0})
     assert started.status_code == 201
@@ -114,7 +117,8 @@ def test_the_check_sees_the_calls_the_gateway_recorded(env: Env) -> None:
     async def tool_then_finish() -> Any:
         # queued and finished in one turn of the loop: the writer has not seen the tool span
         writer.submit(_tool_span(run_id))
-        body = AttemptFinish(ok=True, output="ada is a customer", run_id=run_id)
+        body = AttemptFinish(ok=True, output="ada is a customer", run_id=run_id,
+                             next=AttemptStart(task_id="t2", attempt=0))  # fmt: skip
         return await finish_attempt(eval_id, "t1", 0, body, env.state, ADMIN)
 
     done = env.client.portal.call(tool_then_finish)  # type: ignore[union-attr]
@@ -134,8 +138,25 @@ def test_the_check_sees_the_calls_the_gateway_recorded(env: Env) -> None:
         "succeeded", 1, 1, llm_cost,
     )  # fmt: skip
 
+    nxt = done.next
+    assert nxt is not None and (nxt.task_id, nxt.attempt, nxt.status) == ("t2", 0, "running")
+    with env.db.connect() as conn:
+        tagged = conn.execute(select(runs.c.attributes, runs.c.status, runs.c.task_id)
+                              .where(runs.c.id == nxt.run_id)).one()  # fmt: skip
+    assert tagged.status == "running" and tagged.task_id == "t2"
+    assert tagged.attributes["tether.eval.id"] == eval_id
+    assert tagged.attributes["tether.eval.attempt"] == 0
+
+    # the next attempt finishes over HTTP; asking to start one that is done starts nothing
+    again = env.post(f"/evals/{eval_id}/attempts/t2/0/finish",
+                     json={"ok": True, "output": "the question", "run_id": nxt.run_id,
+                           "next": {"task_id": "t1", "attempt": 0}})  # fmt: skip
+    assert again.status_code == 200, again.text
+    assert again.json()["passed"] is True and again.json()["next"] is None
+    conflict = env.post(f"/evals/{eval_id}/attempts", json={"task_id": "t1", "attempt": 0})
+    assert conflict.status_code == 409
     ev = env.client.get(f"/api/v1/evals/{eval_id}", headers=env.admin).json()
-    assert (ev["attempts_done"], ev["attempts_passed"]) == (1, 1)
+    assert (ev["attempts_done"], ev["attempts_passed"]) == (2, 2)
 
 
 def test_a_finish_that_fails_changes_nothing_and_gives_the_spans_back(env: Env) -> None:
@@ -163,7 +184,14 @@ def test_a_finish_that_fails_changes_nothing_and_gives_the_spans_back(env: Env) 
                               .where(eval_attempts.c.run_id == run_id)).scalar_one()  # fmt: skip
         count = conn.execute(select(func.count()).select_from(eval_attempts)).scalar_one()
     assert (status, count) == ("running", 1)
+    # a `next` the eval cannot start is refused before anything is written
+    refused = [({"task_id": "t2", "attempt": 9}, "below the eval's repeats"),
+               ({"task_id": "nope", "attempt": 0}, "no task 'nope'")]  # fmt: skip
+    for nxt, why in refused:
+        bad = env.post(f"/evals/{eval_id}/attempts/t1/0/finish",
+                       json={"ok": True, "run_id": run_id, "next": nxt})  # fmt: skip
+        assert bad.status_code in (400, 404) and why in bad.text
     done = env.post(f"/evals/{eval_id}/attempts/t1/0/finish",
                     json={"ok": True, "output": "ada", "run_id": run_id})  # fmt: skip
     assert done.json()["passed"] is True  # the tool span the writer stored is seen
-    assert done.json()["tools"] == ["crm.lookup"]
+    assert done.json()["tools"] == ["crm.lookup"] and done.json()["next"] is None
