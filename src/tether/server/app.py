@@ -25,6 +25,7 @@ from tether.server import (
     store_upkeep,
     watch,
 )
+from tether.server.checkpoint_lane import CheckpointLane
 from tether.server.deps import State
 from tether.server.limits import BodySizeLimit
 from tether.store.engine import make_engine
@@ -71,5 +72,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     watch.install(app, state)
     store_upkeep.install(state)
     openapi.install(app)  # after every route: ids and error responses of the whole API
+    app.add_middleware(CheckpointLane, state=state)  # inside the size limit
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app
