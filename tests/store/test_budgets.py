@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 
 from tether.core.budget import ScopeCap
 from tether.core.errors import BadRequestError, BudgetExceededError
-from tether.store import budgets
+from tether.store import budget_sql, budgets
 from tether.store.tables import reservations
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
@@ -94,12 +94,19 @@ def test_caps_are_refreshed_from_the_current_policy(db: Engine) -> None:
 def test_on_postgresql_a_hold_commits_without_waiting_for_the_wal_flush(db: Engine) -> None:
     if db.dialect.name != "postgresql":
         pytest.skip("SQLite has no asynchronous commit (WAL with synchronous=NORMAL)")
-    with db.begin() as conn:
-        conn.execute(budgets._INSERT_HOLD_ASYNC, {
-            "id": "rsv_async", "run_id": "run_1", "scopes": ["run:run_1"], "amount_nusd": 5,
-            "tokens": 1, "status": "held", "created_at": NOW, "expires_at": NOW,
+    sql = budget_sql._sql(db.dialect.name, db.dialect)
+    raw = db.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute(sql.hold, {
+            "id": "rsv_async", "run_id": "run_1", "scopes": sql.json(["run:run_1"]),
+            "amount_nusd": 5, "tokens": 1, "now": NOW, "expires_at": NOW,
         })  # fmt: skip
-        setting = conn.exec_driver_sql("SELECT current_setting('synchronous_commit')").scalar()
+        cur.execute("SELECT current_setting('synchronous_commit')")
+        setting = cur.fetchone()[0]
+        raw.commit()
+    finally:
+        raw.close()
     assert setting == "off"
     with db.connect() as conn:  # local to that transaction only
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() != "off"
