@@ -133,6 +133,8 @@ def redact_text(text: str | None, redact: tuple[str, ...]) -> str | None:
 
 def json_obj(value: Any) -> dict[str, Any] | None:
     """A mapping given as a mapping or as JSON text (Langfuse's usage and cost details)."""
+    if value is None:  # the usual case, decided before an ABC isinstance check
+        return None
     if isinstance(value, Mapping):
         return {str(k): v for k, v in value.items()}
     if isinstance(value, str) and value.lstrip().startswith("{") and len(value) < 100_000:
