@@ -5,10 +5,11 @@ Pure: never raises on attribute content (a bad value is ignored, not fatal)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from tether.core.errors import BadRequestError
 from tether.core.money import usd_to_nusd
@@ -84,15 +85,18 @@ _ATTRIBUTION_KEYS: dict[str, tuple[str, ...]] = {
 _ATTRIBUTION_KEYSET = frozenset(k for keys in _ATTRIBUTION_KEYS.values() for k in keys)
 
 
-@dataclass(frozen=True)
-class SpanEvent:
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+
+
+# Named tuples rather than frozen dataclasses: decoding makes one per span and per event, and a
+# frozen dataclass pays an object.__setattr__ per field to be built; a tuple is immutable anyway.
+class SpanEvent(NamedTuple):
     name: str
     time_ns: int = 0
-    attributes: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = _NOTHING
 
 
-@dataclass(frozen=True)
-class OtlpSpan:
+class OtlpSpan(NamedTuple):
     """A span as decoded from OTLP: hex ids, nanosecond times, python attribute values."""
 
     trace_id: str
@@ -101,8 +105,8 @@ class OtlpSpan:
     start_ns: int
     end_ns: int = 0
     parent_id: str | None = None
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-    resource: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = _NOTHING
+    resource: Mapping[str, Any] = _NOTHING
     status_code: int = STATUS_UNSET
     status_message: str = ""
     events: Sequence[SpanEvent] = ()
@@ -363,9 +367,9 @@ def _cost(
         return None, kind in ("llm", "embedding")
     for m in (served, model):
         if m:
-            c = prices.cost(m, in_tok or 0, out_tok or 0, cached or 0)
+            c = prices.cost_nusd(m, in_tok or 0, out_tok or 0, cached or 0)
             if c is not None:
-                return usd_to_nusd(c), False
+                return c, False
     return None, True
 
 
