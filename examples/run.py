@@ -3,6 +3,8 @@
     python examples/run.py invoice-triage [--approve]
     python examples/run.py openai-agents --approve
     python examples/run.py plain-loop --approve
+    python examples/run.py crewai-crew --approve     # CrewAI, from .venv-agents
+    python examples/run.py autogen --approve         # AutoGen, from .venv-agents
 
 Without `--url` it starts a throwaway tether (the demo's: a new SQLite database in a temporary
 folder, the mock LLM with examples/mock_script.yaml, tether's demo MCP server), applies

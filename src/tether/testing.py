@@ -240,12 +240,14 @@ def capture(*, decide: Decide | None = None, approve: Approve | None = None) -> 
     """
     exporter = InMemorySpanExporter()
     provider = new_provider({"service.name": "tether-test"})
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
     cap = Capture(exporter)
     transport = httpx.MockTransport(_handler(cap, decide, approve))
     http = Http("http://tether.test", None, transport=transport)
     cap.http = http
-    previous = swap(Sdk("http://tether.test", None, provider, http))
+    # `processor` too: integrations that forward spans of another provider (AutoGen's) use it
+    previous = swap(Sdk("http://tether.test", None, provider, http, processor=processor))
     try:
         yield cap
         http.drain()

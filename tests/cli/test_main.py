@@ -18,7 +18,8 @@ from tether.cli.main import COMMANDS, app
 
 HEAVY = ("sqlalchemy", "fastapi", "starlette", "alembic", "opentelemetry", "tether.store",
          "tether.server", "tether.gateway", "tether.sdk", "tether.config", "tether._settings",
-         "pydantic_settings", "rich", "yaml", "pygments", "mcp", "uvicorn")  # fmt: skip
+         "pydantic", "rich", "yaml", "pygments", "mcp", "uvicorn", "httpx", "httpcore", "h11",
+         "anyio", "importlib.metadata")  # fmt: skip
 
 PROBE = """
 import contextlib, io, sys
@@ -28,7 +29,8 @@ out = io.StringIO()
 with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
     main()
 print(out.getvalue())
-print("LOADED", " ".join(sorted(m for m in sys.modules if m.startswith(HEAVY))))
+print("LOADED", " ".join(sorted(m for m, mod in sys.modules.items()
+                                if mod is not None and m.startswith(HEAVY))))
 """
 
 
@@ -96,8 +98,42 @@ def test_a_remote_json_read_loads_no_store_no_server_no_yaml() -> None:
         server.shutdown()
     assert json.loads(text) == {"items": [], "next_cursor": None}
     # TETHER_URL decides the backend: not even the settings model (pydantic-settings), nothing
-    # of the store or the server, no Rich for a `--json` read (nor httpx's own CLI)
+    # of the store or the server, no Rich for a `--json` read, no httpx (the standard library's
+    # HTTP client does), no pydantic (typer's own coercion of the options)
     assert loaded == {"tether.config"}
+
+
+RUN = {"id": "run_1", "agent": "triage", "version": "v2", "status": "failed", "task_id": "T-1",
+       "user": "alice", "cost_usd": 0.0123, "started_at": "2026-12-01T10:00:00+00:00",
+       "duration_ms": 1500.0, "input_tokens": 10, "output_tokens": 5}  # fmt: skip
+
+
+class _OneRun(_Runs):
+    def do_GET(self) -> None:
+        assert self.path.startswith("/api/v1/runs?"), self.path
+        assert "limit=5" in self.path and "sort=-cost" in self.path, self.path
+        body = json.dumps({"items": [RUN], "next_cursor": None}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_remote_table_loads_rich_and_nothing_else_heavy() -> None:
+    # the import budget of `tether runs list` on a server (<= 300 ms, bench/startup.py), kept
+    # structurally: options given on the command line still read without pydantic
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OneRun)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**os.environ, "TETHER_URL": f"http://127.0.0.1:{server.server_port}",
+               "TETHER_API_KEY": "k", "COLUMNS": "200"}  # fmt: skip
+        env.pop("TETHER_CONFIG", None)
+        text, loaded = _probe("runs", "list", "--limit", "5", "--sort", "-cost", env=env)
+    finally:
+        server.shutdown()
+    assert "run_1" in text and "triage" in text and "$0.0123" in text and "1.5s" in text
+    assert {m for m in loaded if m.split(".")[0] != "rich"} == {"tether.config"}, loaded
 
 
 def test_serve_listens_before_it_imports_the_server() -> None:

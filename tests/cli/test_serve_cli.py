@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from tests.conftest import ServerProcess
+from tether.server.starting import KEEP_ALIVE_S
 from tether.store.migrate import head_revision
 
 
@@ -38,3 +42,35 @@ def test_version_and_bad_config_exit_cleanly(tmp_path: Path) -> None:
     bad.write_text("port: [\n")
     res = _tether("serve", "--config", str(bad), home=tmp_path)
     assert res.returncode == 2 and "bad.yaml:" in res.stderr and "Traceback" not in res.stderr
+
+
+def _get_on(sock: socket.socket) -> bytes:
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: tether\r\n\r\n")
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return reply
+        reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))  # fmt: skip
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def test_serve_keeps_an_idle_connection_open_longer_than_clients_keep_theirs(
+    tmp_path: Path,
+) -> None:
+    # httpx and the SDK expire idle connections after 5 s; a server that closes at 5 s too
+    # resets requests sent on a connection it is closing at that moment.
+    assert KEEP_ALIVE_S > 60
+    server = ServerProcess(tmp_path / "home", f"sqlite:///{tmp_path / 'tether.db'}")
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            assert _get_on(sock).startswith(b"HTTP/1.1 200")
+            time.sleep(6.0)  # idle past uvicorn's default keep-alive of 5 s
+            assert _get_on(sock).startswith(b"HTTP/1.1 200")
+    finally:
+        server.stop()

@@ -1,8 +1,12 @@
+"""The budget ledgers behind one Protocol (store/ledger.py): the SQL ledger on SQLite and
+PostgreSQL, the Redis ledger with its spend durable in either. The no-overshoot properties are
+written once and run against every ledger (`new_ledger`); the Redis specifics follow."""
+
 from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +22,7 @@ from tether.core.budget import CounterState, ScopeCap, fits
 from tether.core.errors import BudgetExceededError
 from tether.store import budgets
 from tether.store.engine import make_engine
-from tether.store.ledger import SqlLedger, make_ledger
+from tether.store.ledger import Ledger, SqlLedger, make_ledger
 from tether.store.migrate import upgrade
 from tether.store.redis_ledger import RedisLedger
 
@@ -42,6 +46,104 @@ def rclient() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(REDIS_URL)
     yield client
     client.close()
+
+
+@pytest.fixture(params=["sql", "redis"])
+def new_ledger(
+    request: pytest.FixtureRequest, db: Engine, db_url: str, prefix: str
+) -> Iterator[Callable[[], Ledger]]:
+    """Makes ledgers over one set of books, each with connections of its own as two gateway
+    processes would have: a SqlLedger on its own engine (SQLite, PostgreSQL), or a RedisLedger
+    on its own Redis client, its spend durable in that database."""
+    engines: list[Engine] = []
+    clients: list[redis.Redis] = []
+
+    def make() -> Ledger:
+        if request.param == "sql":
+            engines.append(make_engine(db_url, pool_size=5))
+            return SqlLedger(engines[-1])
+        clients.append(redis.Redis.from_url(REDIS_URL))
+        return RedisLedger(clients[-1], db, prefix=prefix)
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def ledger(new_ledger: Callable[[], Ledger]) -> Ledger:
+    return new_ledger()
+
+
+def test_concurrent_reservations_from_two_ledgers_never_overshoot(
+    new_ledger: Callable[[], Ledger], db: Engine
+) -> None:
+    """200 requests of random worst cases against $1.00, from two ledgers (two processes)."""
+    ledgers = [new_ledger(), new_ledger()]
+    rng = random.Random(7)
+    sizes = [rng.randint(1_000_000, 80_000_000) for _ in range(200)]
+    caps = [ScopeCap("run:run_c", USD), ScopeCap("global_day:2026-11-25", 3 * USD),
+            ScopeCap("user_day:u:2026-11-25", 2 * USD)]  # fmt: skip
+
+    def one(i: int) -> tuple[int, bool]:
+        ledger = ledgers[i % 2]
+        try:
+            r = ledger.reserve(caps, amount_nusd=sizes[i], tokens=0, run_id="run_c", now=NOW)
+        except BudgetExceededError:
+            return sizes[i], False
+        ledger.settle(r, actual_nusd=sizes[i], actual_tokens=0, now=NOW)
+        return sizes[i], True
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(200)))
+    admitted = [s for s, ok in results if ok]
+    refused = [s for s, ok in results if not ok]
+    snap = new_ledger().snapshot("run:run_c")  # as a third process reads it
+    assert snap is not None
+    spent = snap[1].spent_nusd
+    assert spent == sum(admitted) <= USD
+    assert snap[1].reserved_nusd == 0 and snap[1].calls == len(admitted)
+    # as many as fit: every refused request would have overshot even the final spend
+    assert refused and all(spent + s > USD for s in refused)
+    # the settled spend is in the database, the durable truth, whichever ledger counted it
+    durable = budgets.snapshot(db, "run:run_c")
+    assert durable is not None and durable[1].spent_nusd == spent
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    cap=st.integers(0, 5_000),
+    steps=st.lists(st.tuples(st.integers(0, 1_500), st.floats(0, 1), st.booleans()), max_size=12),
+)
+def test_any_sequence_keeps_settled_spend_within_cap(
+    ledger: Ledger, cap: int, steps: list[tuple[int, float, bool]]
+) -> None:
+    scope = f"run:{uuid.uuid4().hex}"  # hypothesis seeds `random`; uuid4 is os.urandom
+    held: list[budgets.Reservation] = []
+    for size, frac, settle_one in steps:
+        before = ledger.snapshot(scope)
+        should_fit = fits(before[1] if before else CounterState(), ScopeCap(scope, cap), size, 0)
+        try:
+            held.append(ledger.reserve([ScopeCap(scope, cap)], amount_nusd=size, tokens=size,
+                                       run_id=None, now=NOW))  # fmt: skip
+            assert should_fit
+        except BudgetExceededError:
+            assert not should_fit
+        if settle_one and held:
+            r = held.pop(0)
+            ledger.settle(r, actual_nusd=int(r.amount_nusd * frac), actual_tokens=0, now=NOW)
+        snap = ledger.snapshot(scope)
+        if snap is not None:
+            state = snap[1]
+            assert state.spent_nusd + state.reserved_nusd <= cap
+            assert state.reserved_nusd == sum(r.amount_nusd for r in held)
+    for r in held:
+        ledger.release(r, now=NOW)
+    snap = ledger.snapshot(scope)
+    assert snap is None or snap[1].reserved_nusd == 0
 
 
 def test_factory_picks_redis_only_when_configured(db: Engine, rclient: redis.Redis) -> None:
@@ -112,45 +214,6 @@ def test_redis_sweep_releases_expired_holds(db: Engine, rclient: redis.Redis, pr
     assert snap is not None and (snap[1].spent_nusd, snap[1].calls) == (7, 1)
 
 
-def test_redis_concurrent_reservations_from_two_clients_never_overshoot(
-    db: Engine, prefix: str
-) -> None:
-    clients = [redis.Redis.from_url(REDIS_URL), redis.Redis.from_url(REDIS_URL)]
-    ledgers = [RedisLedger(c, db, prefix=prefix) for c in clients]
-    rng = random.Random(11)
-    sizes = [rng.randint(1_000_000, 80_000_000) for _ in range(200)]
-    caps = [ScopeCap("run:run_c", USD), ScopeCap("user_day:u:2026-11-25", 2 * USD)]
-
-    def one(i: int) -> tuple[int, bool]:
-        ledger = ledgers[i % 2]
-        try:
-            r = ledger.reserve(caps, amount_nusd=sizes[i], tokens=0, run_id="run_c", now=NOW)
-        except BudgetExceededError:
-            return sizes[i], False
-        ledger.settle(r, actual_nusd=sizes[i], actual_tokens=0, now=NOW)
-        return sizes[i], True
-
-    try:
-        with ThreadPoolExecutor(16) as pool:
-            results = list(pool.map(one, range(200)))
-    finally:
-        for c in clients:
-            c.close()
-    admitted = [s for s, ok in results if ok]
-    refused = [s for s, ok in results if not ok]
-    rc = redis.Redis.from_url(REDIS_URL)
-    try:
-        snap = RedisLedger(rc, db, prefix=prefix).snapshot("run:run_c")
-    finally:
-        rc.close()
-    assert snap is not None
-    spent = snap[1].spent_nusd
-    assert spent == sum(admitted) <= USD and snap[1].reserved_nusd == 0
-    assert refused and all(spent + s > USD for s in refused)
-    durable = budgets.snapshot(db, "run:run_c")
-    assert durable is not None and durable[1].spent_nusd == spent
-
-
 def test_default_namespace_is_per_database(db: Engine, tmp_path: Path) -> None:
     clients = [redis.Redis.from_url(REDIS_URL) for _ in range(3)]
     a, b = RedisLedger(clients[0], db), RedisLedger(clients[1], db)
@@ -173,34 +236,3 @@ def test_default_namespace_is_per_database(db: Engine, tmp_path: Path) -> None:
         for c in clients:
             c.close()
         second.dispose()
-
-
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(
-    cap=st.integers(0, 5_000),
-    steps=st.lists(st.tuples(st.integers(0, 1_500), st.floats(0, 1), st.booleans()), max_size=12),
-)
-def test_redis_any_sequence_keeps_settled_spend_within_cap(
-    sqlite_db: Engine, rclient: redis.Redis, prefix: str, cap: int,
-    steps: list[tuple[int, float, bool]],
-) -> None:  # fmt: skip
-    ledger = RedisLedger(rclient, sqlite_db, prefix=prefix)
-    scope = f"run:{uuid.uuid4().hex}"
-    held = []
-    for size, frac, settle_one in steps:
-        before = ledger.snapshot(scope)
-        should_fit = fits(before[1] if before else CounterState(), ScopeCap(scope, cap), size, 0)
-        try:
-            held.append(ledger.reserve([ScopeCap(scope, cap)], amount_nusd=size, tokens=size,
-                                       run_id=None, now=NOW))  # fmt: skip
-            assert should_fit
-        except BudgetExceededError:
-            assert not should_fit
-        if settle_one and held:
-            r = held.pop(0)
-            ledger.settle(r, actual_nusd=int(r.amount_nusd * frac), actual_tokens=0, now=NOW)
-        snap = ledger.snapshot(scope)
-        if snap is not None:
-            assert snap[1].spent_nusd + snap[1].reserved_nusd <= cap
-            assert snap[1].reserved_nusd == sum(r.amount_nusd for r in held)

@@ -13,6 +13,7 @@ import sys
 SERVER_PACKAGES = frozenset(
     {
         "alembic",
+        "certifi",
         "fastapi",
         "httpx2",
         "jinja2",

@@ -12,20 +12,18 @@ Read commands never create or migrate a database: a missing or unmigrated local 
 error naming the command to run. Only the writes that can come before the first `tether serve`
 (`keys create`, `policy apply`) create and migrate a local store (`create=True`).
 
-The remote path imports httpx alone (not even the settings model when TETHER_URL decides it);
-the store is imported when a local backend opens it.
+The remote path imports the standard library's HTTP client alone (cli/rest.py; not even the
+settings model when TETHER_URL decides it); the store is imported when a local backend opens it.
 """
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
-
+from tether.cli import rest
 from tether.config import load_settings, remote_target
 from tether.core.errors import ERROR_TYPES, AuthenticationError, TetherError, UpstreamError
 
@@ -38,27 +36,19 @@ _BY_TYPE = {cls.type: cls for cls in ERROR_TYPES}
 
 
 class Remote:
-    """A tether server's REST API, called with a bearer key."""
+    """A tether server's REST API, called with a bearer key (cli/rest.py, 30 s timeout)."""
 
-    def __init__(
-        self, url: str, api_key: str | None, transport: httpx.BaseTransport | None = None
-    ) -> None:
+    def __init__(self, url: str, api_key: str | None) -> None:
         self.where = url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        verify: ssl.SSLContext | bool = True
-        if self.where.startswith("http://"):
-            # Plain HTTP needs no CA bundle, and loading one costs more than the whole call. This
-            # context still verifies, trusting no CA: TLS could never pass here unchecked.
-            verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        self.http = httpx.Client(base_url=self.where, headers=headers, timeout=30.0,
-                                 transport=transport, verify=verify)  # fmt: skip
+        self.http = rest.Client(self.where, headers, timeout=30.0)
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         """One call; `path` is under the server root (`/api/v1/...`). Errors as TetherErrors."""
         try:
             resp = self.http.request(method, path, **kw)
-        except httpx.HTTPError as exc:
-            raise _unreachable(self.where, exc) from None
+        except rest.TransportError as exc:
+            raise _unreachable(self.where, exc.kind) from None
         if resp.status_code >= 400:
             raise error_from_response(resp)
         return None if resp.status_code == 204 else resp.json()
@@ -68,16 +58,15 @@ class Remote:
         try:
             with self.http.stream("GET", path) as resp:
                 if resp.status_code >= 400:
-                    resp.read()
-                    raise error_from_response(resp)
+                    raise error_from_response(resp.read())
                 for line in resp.iter_lines():
                     if line:
                         yield line
-        except httpx.HTTPError as exc:
-            raise _unreachable(self.where, exc) from None
+        except rest.TransportError as exc:
+            raise _unreachable(self.where, exc.kind) from None
 
     def close(self) -> None:
-        self.http.close()
+        """Nothing to release: each request has its own connection."""
 
 
 class Local:
@@ -124,7 +113,19 @@ def opened(database_url: str | None = None, *, create: bool = False) -> Iterator
         be.close()
 
 
-def error_from_response(resp: httpx.Response) -> TetherError:
+class Reply(Protocol):
+    """What error_from_response reads of a response (rest.Response, httpx.Response)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self) -> Any: ...
+
+
+def error_from_response(resp: Reply) -> TetherError:
     """The server's `{"error": {type, message}}` as the matching TetherError subclass."""
     try:
         err = resp.json()["error"]
@@ -137,9 +138,9 @@ def error_from_response(resp: httpx.Response) -> TetherError:
     return cls(message)
 
 
-def _unreachable(where: str, exc: Exception) -> UpstreamError:
+def _unreachable(where: str, kind: str) -> UpstreamError:
     return UpstreamError(
-        f"cannot reach tether at {where} ({exc.__class__.__name__}); start it with "
+        f"cannot reach tether at {where} ({kind}); start it with "
         "`tether serve`, or unset TETHER_URL to use the local store"
     )
 

@@ -13,6 +13,17 @@ from typer.core import TyperGroup
 
 from tether.cli import missing_server_extra, server_extra_message
 
+try:
+    from tether.cli.coercion import plain, plain_param
+except ImportError:  # a typer that coerces with click's own types: no pydantic to skip
+
+    def plain(command: Any) -> None:
+        """Nothing to do."""
+
+    def plain_param(param: Any) -> None:
+        """Nothing to do."""
+
+
 # command name -> (module whose `register(app)` adds it, its summary in `tether --help`)
 Lazy = dict[str, tuple[str, str]]
 
@@ -31,7 +42,9 @@ def load(name: str, module: str) -> Any:
     group = typer.main.get_group(holder)
     if name not in group.commands:
         raise LookupError(f"{module}.register() does not add a command named {name!r}")
-    return group.commands[name]
+    command = group.commands[name]
+    plain(command)  # its str/int options read without importing pydantic (cli/coercion.py)
+    return command
 
 
 class LazyGroup(TyperGroup):
@@ -46,6 +59,11 @@ class LazyGroup(TyperGroup):
         if cmd_name not in self.commands and cmd_name in self.lazy:
             self.commands[cmd_name] = load(cmd_name, self.lazy[cmd_name][0])
         return super().get_command(ctx, cmd_name)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        plain_param(option)  # `--help` read without pydantic (cli/coercion.py)
+        return option
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         rows = []

@@ -54,7 +54,7 @@ def build_app(settings: Settings, *, migrate: bool) -> ASGIApp:
 def run_server(settings: Settings, *, workers: int = 1) -> None:
     import uvicorn
 
-    from tether.server.starting import Starting
+    from tether.server.starting import KEEP_ALIVE_S, Starting
 
     # A bind beyond loopback is refused before listening while no key exists: that check
     # needs the migrated database, so such a start migrates first.
@@ -80,12 +80,15 @@ def run_server(settings: Settings, *, workers: int = 1) -> None:
             port=settings.port,
             workers=workers,
             log_level=settings.log_level,
+            access_log=False,
+            timeout_keep_alive=KEEP_ALIVE_S,
             factory=False,
         )
         return
     app = Starting(lambda: build_app(settings, migrate=not migrated))
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, access_log=False)  # fmt: skip
+                            log_level=settings.log_level, access_log=False,
+                            timeout_keep_alive=KEEP_ALIVE_S)  # fmt: skip
     server = uvicorn.Server(config)
 
     def stop(exc: Exception) -> None:

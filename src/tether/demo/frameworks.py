@@ -5,12 +5,19 @@ for a person to decide). `tether demo` runs the ones whose framework is installe
 
 An example module names `AGENT` and `POLICY` and has `run(url, key, *, task_id=None)`, which
 returns `{"run_id", "status", "output"}`; its run carries `task_id` from its first call on.
+
+CrewAI and AutoGen do not install beside tether[server]: when their framework is not importable
+here, their examples run in the agent's venv of the checkout (`.venv-agents`, `make
+agents-venv`) as a subprocess, `AGENT` and `POLICY` read from the file without importing it.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -30,7 +37,11 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "invoice-triage": ("invoice_triage.py", "langgraph"),
     "openai-agents": ("openai_agents_agent.py", "openai-agents"),
     "plain-loop": ("plain_loop.py", "nothing beyond tether[server]"),
+    "crewai-crew": ("crewai_crew.py", "crewai (.venv-agents: make agents-venv)"),
+    "autogen": ("autogen_agent.py", "autogen-agentchat (.venv-agents: make agents-venv)"),
 }
+# examples whose framework lives in the agent's venv: name -> the package they import
+AGENT_VENV = {"crewai-crew": "crewai", "autogen": "autogen_agentchat"}
 
 
 def examples_dir() -> Path | None:
@@ -54,6 +65,11 @@ def load(name: str) -> ModuleType:
     if where is None:
         raise ImportError("the examples live in examples/ of a source checkout of tether")
     path = where / EXAMPLES[name][0]
+    if name in AGENT_VENV and importlib.util.find_spec(AGENT_VENV[name]) is None:
+        python = where.parent / ".venv-agents" / "bin" / "python"
+        if not python.is_file():
+            raise ImportError(f"{AGENT_VENV[name]} is not installed here nor in {python}")
+        return _elsewhere(path, python)
     spec = importlib.util.spec_from_file_location(f"tether_example_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -63,6 +79,31 @@ def load(name: str) -> ModuleType:
     except ImportError:
         sys.modules.pop(spec.name, None)
         raise
+    return module
+
+
+def _elsewhere(path: Path, python: Path) -> ModuleType:
+    """The example as a module whose `run` starts it with `python` (the agent's venv)."""
+    names: dict[str, Any] = {}
+    tree = ast.parse(path.read_text())
+    wanted: list[ast.stmt] = [
+        n for n in tree.body if isinstance(n, ast.Assign)
+        and {getattr(t, "id", None) for t in n.targets} & {"AGENT", "POLICY"}]  # fmt: skip
+    exec(compile(ast.Module(body=wanted, type_ignores=[]), str(path), "exec"), names)
+    module = ModuleType(f"tether_example_{path.stem}", f"{path.name}, run by {python}")
+
+    def run(url: str, key: str, *, task_id: str | None = None) -> dict[str, Any]:
+        args = [str(python), str(path)] + (["--task-id", task_id] if task_id else [])
+        env = {**os.environ, "TETHER_URL": url, "TETHER_API_KEY": key}
+        done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+        if done.returncode != 0 or not lines:
+            raise RuntimeError(f"{path.name} exited {done.returncode}: {done.stderr[-1500:]}")
+        out: dict[str, Any] = json.loads(lines[-1])
+        return out
+
+    for attr, value in (("AGENT", names["AGENT"]), ("POLICY", names["POLICY"]), ("run", run)):
+        setattr(module, attr, value)
     return module
 
 
@@ -175,5 +216,6 @@ def scenario_examples(demo: Demo) -> None:
         )
 
 
-EXAMPLES_SCENARIOS = [("framework examples: LangGraph, OpenAI Agents SDK, a plain loop",
-                       scenario_examples)]  # fmt: skip
+EXAMPLES_SCENARIOS = [
+    ("framework examples: LangGraph, OpenAI Agents SDK, CrewAI, AutoGen, a plain loop",
+     scenario_examples)]  # fmt: skip

@@ -14,6 +14,7 @@ import uvicorn
 
 from tether.config import ProviderConfig, Settings, load_settings
 from tether.core.errors import ConfigError
+from tether.server.starting import KEEP_ALIVE_S
 from tether.store import keys as key_store
 from tether.store.engine import make_engine
 from tether.store.migrate import upgrade
@@ -33,6 +34,7 @@ class ThreadedServer:
             log_level="warning",
             access_log=False,
             ws="none",
+            timeout_keep_alive=KEEP_ALIVE_S,
             # a held approval's long poll must not hold up Ctrl-C
             timeout_graceful_shutdown=1,
         )

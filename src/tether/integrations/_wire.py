@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -76,11 +77,18 @@ def jsonable(value: Any) -> Any:
 def raise_for(resp: httpx.Response) -> None:
     """tether's `{"error": {...}}` reply as the TetherError of its type (402 is
     BudgetExceededError, 409 run_killed RunKilledError, ...)."""
-    if resp.status_code < 400:
+    if resp.status_code >= 400:
+        raise_for_reply(resp.status_code, resp.content)
+
+
+def raise_for_reply(status: int, content: bytes) -> None:
+    """`raise_for` of a reply read without httpx (its status and body)."""
+    if status < 400:
         return
     try:
-        err = resp.json()["error"]
+        err = json.loads(content)["error"]
         cls = _BY_TYPE.get(str(err.get("type")), TetherError)
         raise cls(str(err.get("message")), code=err.get("code"))
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise TetherError(f"tether answered HTTP {resp.status_code}: {resp.text[:200]}") from None
+        text = content.decode("utf-8", "replace")[:200]
+        raise TetherError(f"tether answered HTTP {status}: {text}") from None

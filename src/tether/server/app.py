@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -25,6 +27,7 @@ from tether.server import (
     store_upkeep,
     watch,
 )
+from tether.server.checkpoint_lane import CheckpointLane
 from tether.server.deps import State
 from tether.server.limits import BodySizeLimit
 from tether.store.engine import make_engine
@@ -48,6 +51,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             state.redis.close()
 
     app = FastAPI(
+        **_no_framework_telemetry(),
         title="tether",
         version=__version__,
         description="AgentOps control plane: runs, spans, costs, budgets, policies, approvals.",
@@ -71,5 +75,15 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     watch.install(app, state)
     store_upkeep.install(state)
     openapi.install(app)  # after every route: ids and error responses of the whole API
+    app.add_middleware(CheckpointLane, state=state)  # inside the size limit
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app
+
+
+def _no_framework_telemetry() -> dict[str, Any]:
+    """FastAPI's own OpenTelemetry instrumentation (recent versions) stays off: tether records
+    what it serves itself, and the check alone read os.environ three times per request (a few
+    per cent of the LLM gateway's CPU, issue 9)."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}

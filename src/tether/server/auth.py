@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import anyio
 from fastapi import Depends, Request
 
-from tether.core.errors import AuthenticationError, PermissionDeniedError
+from tether.core.errors import AuthenticationError, PermissionDeniedError, TetherError
 from tether.core.key_policy import refusal
 from tether.core.loopback import is_loopback
 from tether.core.principal import Principal
@@ -24,6 +24,7 @@ __all__ = [
     "authenticate",
     "authenticate_async",
     "bearer_secret",
+    "cached_principal",
     "is_loopback",
     "request_authenticator",
     "require",
@@ -82,6 +83,18 @@ async def authenticate_async(state: State, secret: str | None) -> Principal:
     if hit is not None and time.monotonic() - hit[0] < _CACHE_TTL_S:
         return authenticate(state, secret)  # a cache hit: no I/O
     return await anyio.to_thread.run_sync(authenticate, state, secret)
+
+
+def cached_principal(state: State, secret: str | None) -> Principal | None:
+    """The Principal behind `secret` if the key cache holds it and it is still valid, at no
+    I/O; None otherwise (then `require` looks it up, and words any refusal)."""
+    hit = state.key_cache.get(secret) if secret else None
+    if hit is None or time.monotonic() - hit[0] >= _CACHE_TTL_S:
+        return None
+    try:
+        return authenticate(state, secret)
+    except TetherError:
+        return None
 
 
 def forget_cached_keys(state: State) -> None:

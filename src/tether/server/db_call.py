@@ -50,7 +50,6 @@ async def run_db(state: State, fn: Callable[..., T], *args: Any) -> T:
 async def run_pg(state: State, stmt: checkpoints_pg.Statement) -> Any:
     """One of checkpoints_pg's statements; its first row (None: no row)."""
     pg = state.pg_async
-    engine = pg.engine if pg is not None else None
-    if pg is None or engine is None:  # no lifespan ran: the pool is not open
+    if pg is None or not pg.ready:  # no lifespan ran: the pool is not open
         return await run_in_threadpool(checkpoints_pg.first, state.engine, stmt)
-    return await pg.first(engine, *stmt)
+    return await pg.first(*stmt)

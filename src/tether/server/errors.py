@@ -13,7 +13,16 @@ from tether.core.errors import TetherError, error_body
 
 log = logging.getLogger("tether.server")
 
-__all__ = ["error_body", "install"]
+__all__ = ["error_body", "install", "tether_error_response"]
+
+
+def tether_error_response(exc: TetherError) -> JSONResponse:
+    """A TetherError as its HTTP answer (the checkpoint lane renders them without a router)."""
+    headers = {}
+    retry = exc.details.get("retry_after_s")
+    if retry is not None:
+        headers["Retry-After"] = str(max(1, int(retry)))
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status, headers=headers)
 
 
 def install(app: FastAPI) -> None:
@@ -21,11 +30,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(TetherError)
     async def _tether(request: Request, exc: TetherError) -> JSONResponse:
-        headers = {}
-        retry = exc.details.get("retry_after_s")
-        if retry is not None:
-            headers["Retry-After"] = str(max(1, int(retry)))
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status, headers=headers)
+        return tether_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

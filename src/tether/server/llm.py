@@ -18,7 +18,7 @@ from tether.core.errors import ConflictError
 from tether.gateway.llm.forward import Upstream
 from tether.gateway.llm.gateway import Gateway
 from tether.gateway.llm.killswitch import KillSwitch, kill_run
-from tether.gateway.llm.routes import LLMRoutes
+from tether.gateway.llm.routes import FastPath, LLMRoutes
 from tether.server import auth, overshoot
 from tether.server.auth import Principal, require
 from tether.server.deps import State
@@ -48,7 +48,11 @@ def install(app: FastAPI, state: State) -> None:
         gateway.writer.observers.append(state.metrics.observe_gateway)
     # first in the route table: the hot path should not be matched against every API route
     state.llm_gateway = gateway
-    app.router.routes[0:0] = LLMRoutes(gateway).routes()
+    routes = LLMRoutes(gateway)
+    app.router.routes[0:0] = routes.routes()
+    # and ahead of the framework's inner middleware (inside the body size limit, which
+    # create_app adds after this, and the outer error middleware)
+    app.add_middleware(FastPath, routes=routes)
     app.include_router(_kill_router(ks, state))
 
     @asynccontextmanager

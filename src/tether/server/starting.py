@@ -25,6 +25,12 @@ log = logging.getLogger("tether.serve")
 # How long a request that arrives during start-up waits for the app before a 503.
 WAIT_FOR_APP_S = 300.0
 
+# How long an idle keep-alive connection stays open. Longer than the idle expiry of the clients
+# that call tether (httpx and the SDK's pool: 5 s; load balancers: 60 s), so the client always
+# closes first: with uvicorn's default of 5 s a client reusing a connection the server is
+# closing at that moment gets "connection reset" on a request that never reached tether.
+KEEP_ALIVE_S = 75
+
 
 class Starting:
     """Wraps `build` (run in a thread at start-up; returns the real ASGI app)."""

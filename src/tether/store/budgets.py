@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, delete, select, text, update
 
 from tether.core.budget import (
     CounterState,
@@ -23,12 +23,13 @@ from tether.core.budget import (
 from tether.core.errors import BadRequestError, BudgetExceededError
 from tether.core.ids import make_id
 from tether.core.money import nusd_to_float
+from tether.store.budget_sql import Busy, reserve_raw
 from tether.store.engine import reading
 from tether.store.tables import TS
 from tether.store.tables import budget_counters as bc
 from tether.store.tables import reservations as rs
 from tether.store.upsert import insert_on_conflict
-from tether.store.writelock import span_writer
+from tether.store.writelock import span_writer, try_span_writer
 
 KEEP_FINISHED = timedelta(days=1)
 # how long a hold lives without being renewed (settings: budgets.reservation_ttl_s)
@@ -101,43 +102,41 @@ def reserve(
     run_id: str | None,
     now: datetime,
     ttl_s: int,
-) -> Reservation:
+    nowait: bool = False,
+) -> Reservation | None:
     """Holds `amount_nusd` and `tokens` (and one call) on every scope, or on none.
 
     Raises BudgetExceededError naming the first scope that has no room and what it has left.
+    With `nowait` (SQLite), None at once when another writer holds the database: the gateway's
+    event loop thread reserves this way and, when it cannot, waits on a worker thread.
     """
     _check(amount_nusd, tokens)
     ordered = merge_caps(caps)
     expires = now + timedelta(seconds=ttl_s)
     known = _known_caps(engine)
-    with span_writer(engine), engine.begin() as conn:
-        # caps come from the current policy: written when this process has not written these
-        # very caps yet (a counter row exists from then on; counters are never deleted)
-        fresh = [c for c in ordered if known.get(c.scope) != c]
-        if fresh:
-            _upsert_caps(conn, fresh, now)
-        for cap in ordered:
-            params = {"s": cap.scope, "a": amount_nusd, "t": tokens, "now": now}
-            if conn.execute(_TAKE, params).rowcount != 1:
-                row = conn.execute(select(bc).where(bc.c.scope == cap.scope)).one()
-                rem = remaining(_state(row), _cap(row))
-                # leaving the block by exception rolls back the scopes already taken
-                raise BudgetExceededError(
-                    refusal_message(rem, amount_nusd, tokens),
-                    scope=cap.scope,
-                    remaining_usd=nusd_to_float(rem.nusd),
-                    remaining_tokens=rem.tokens,
-                    remaining_calls=rem.calls,
-                    needed_usd=nusd_to_float(amount_nusd),
-                )
-        # on PostgreSQL the INSERT also turns off this transaction's commit wait (hold_commit),
-        # without a round trip of its own
-        insert = _INSERT_HOLD_ASYNC if conn.dialect.name == "postgresql" else _INSERT_HOLD
-        conn.execute(insert, {
-            "id": reservation_id, "run_id": run_id, "scopes": [c.scope for c in ordered],
-            "amount_nusd": amount_nusd, "tokens": tokens, "status": "held", "created_at": now,
-            "expires_at": expires,
-        })  # fmt: skip
+    # caps come from the current policy: written when this process has not written these very
+    # caps yet (a counter row exists from then on; counters are never deleted)
+    fresh = [c for c in ordered if known.get(c.scope) != c]
+    with try_span_writer(engine) if nowait else span_writer(engine) as held:
+        if held is False:
+            return None
+        try:
+            refused = reserve_raw(
+                engine, ordered, fresh, reservation_id=reservation_id, amount_nusd=amount_nusd,
+                tokens=tokens, run_id=run_id, now=now, expires=expires, nowait=nowait,
+            )  # fmt: skip
+        except Busy:
+            return None
+    if refused is not None:
+        rem = remaining(refused.state, refused.cap)
+        raise BudgetExceededError(
+            refusal_message(rem, amount_nusd, tokens),
+            scope=refused.cap.scope,
+            remaining_usd=nusd_to_float(rem.nusd),
+            remaining_tokens=rem.tokens,
+            remaining_calls=rem.calls,
+            needed_usd=nusd_to_float(amount_nusd),
+        )
     for c in fresh:  # only once committed: a rolled-back insert left no row behind
         known[c.scope] = c
     if len(known) > _KNOWN_CAPS_MAX:
@@ -170,14 +169,6 @@ def hold_commit(conn: Connection) -> None:
 # Statements built once: building a SQLAlchemy construct costs more than running it (issue 9:
 # 0.45 ms to build a conditional UPDATE, 0.16 ms to run it). Plain SQL with typed parameters.
 _TS_PARAMS = (bindparam("now", type_=TS),)
-_TAKE = text(
-    "UPDATE budget_counters SET reserved_nusd = reserved_nusd + :a, "
-    "reserved_tokens = reserved_tokens + :t, calls = calls + 1, updated_at = :now "
-    "WHERE scope = :s "
-    "AND (cap_nusd IS NULL OR spent_nusd + reserved_nusd + :a <= cap_nusd) "
-    "AND (cap_tokens IS NULL OR spent_tokens + reserved_tokens + :t <= cap_tokens) "
-    "AND (cap_calls IS NULL OR calls + 1 <= cap_calls)"
-).bindparams(*_TS_PARAMS)
 # settle (or a swept hold's late settle): spend the real cost, free the hold
 _CHARGE = text(
     "UPDATE budget_counters SET spent_nusd = spent_nusd + :spent, "
@@ -193,14 +184,6 @@ _MARK_SWEPT_SETTLED = text(
 )
 _HOLD_EXISTS = text("SELECT 1 FROM reservations WHERE id = :id")
 _INSERT_HOLD = rs.insert()
-_HOLD_COLUMNS = ("id", "run_id", "scopes", "amount_nusd", "tokens", "status", "created_at",
-                 "expires_at")  # fmt: skip
-_INSERT_HOLD_ASYNC = rs.insert().from_select(
-    list(_HOLD_COLUMNS),
-    select(*(bindparam(c, type_=rs.c[c].type) for c in _HOLD_COLUMNS)).select_from(
-        select(func.set_config("synchronous_commit", "off", True)).subquery("async_commit")
-    ),
-)
 _KNOWN_CAPS_MAX = 50_000
 _KNOWN: weakref.WeakKeyDictionary[Engine, dict[str, ScopeCap]] = weakref.WeakKeyDictionary()
 
@@ -211,18 +194,6 @@ def _known_caps(engine: Engine) -> dict[str, ScopeCap]:
     if known is None:
         known = _KNOWN[engine] = {}
     return known
-
-
-def _upsert_caps(conn: Connection, caps: Sequence[ScopeCap], now: datetime) -> None:
-    rows = [
-        {"scope": c.scope, "cap_nusd": c.cap_nusd, "cap_tokens": c.cap_tokens,
-         "cap_calls": c.cap_calls, "spent_nusd": 0, "reserved_nusd": 0, "spent_tokens": 0,
-         "reserved_tokens": 0, "calls": 0, "updated_at": now}
-        for c in caps
-    ]  # fmt: skip
-    insert_on_conflict(
-        conn, bc, rows, ("scope",), ("cap_nusd", "cap_tokens", "cap_calls", "updated_at")
-    )
 
 
 def _mark(conn: Connection, reservation_id: str, status: str) -> Any | None:

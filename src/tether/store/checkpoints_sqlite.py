@@ -1,23 +1,53 @@
-"""SQLite: `put` and `get_tuple` of a checkpoint in plain SQL handed to the driver.
+"""SQLite: `put`, `put_writes` and `get_tuple` of a checkpoint in plain SQL on the DB-API
+connection (sqlite3), in one transaction each.
 
 The routes call them every super-step on the event loop (store/inline.py); building, compiling
-and processing SQLAlchemy Core statements cost more than the lookups themselves. `get_tuple`:
-the same rows and ownership rule as checkpoints.get_tuple_in. `put`: writes only when the caller
-owns the thread, its run is not killed, no cap would tighten and no iteration cap is passed (the
-conditions of checkpoints_pg.py); otherwise it writes nothing and returns None, and the caller
-takes the general path (threads.claim), which raises the right error or does the rest.
+and processing SQLAlchemy Core statements, and SQLAlchemy's own connection and transaction
+machinery, cost more than the lookups themselves. `get_tuple`: the same rows and ownership rule
+as checkpoints.get_tuple_in. `put` and `put_writes`: write only when the caller owns the thread,
+its run is not killed, no cap would tighten and no iteration cap is passed (the conditions of
+checkpoints_pg.py); otherwise they write nothing and return None / False, and the caller takes
+the general path (threads.claim), which raises the right error or does the rest.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
-from tether.store.checkpoints import NewCheckpoint
+from tether.store.checkpoints import SPECIAL_WRITES, NewCheckpoint, Write
 from tether.store.threads import Caller, RunLink
+
+
+@contextmanager
+def driver_connection(engine: Engine) -> Iterator[sqlite3.Connection]:
+    """The engine's pooled sqlite3 connection (its PRAGMAs set, autocommit: transactions are
+    opened here explicitly), returned to the pool afterwards."""
+    fairy = engine.raw_connection()
+    try:
+        conn = fairy.driver_connection
+        assert isinstance(conn, sqlite3.Connection)
+        yield conn
+    finally:
+        fairy.close()
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Connection]:
+    conn.execute(begin)
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
 
 _CHECKPOINT = """
 SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_id, c.run_id, c.type,
@@ -41,7 +71,7 @@ ORDER BY task_path, task_id, idx"""
 
 
 def get_tuple(
-    conn: Connection,
+    conn: sqlite3.Connection,
     *,
     thread_id: str,
     checkpoint_ns: str,
@@ -50,7 +80,8 @@ def get_tuple(
     agent: str | None,
 ) -> dict[str, Any] | None:
     """One checkpoint (the newest of the namespace without an id) with its blobs and pending
-    writes, if the caller (admin, or the thread's agent) may see it; None otherwise."""
+    writes, if the caller (admin, or the thread's agent) may see it; None otherwise. One read
+    transaction (one snapshot; it never takes the write lock)."""
     params: dict[str, Any] = {
         "thread_id": thread_id,
         "ns": checkpoint_ns,
@@ -58,24 +89,25 @@ def get_tuple(
         "admin": admin,
         "agent": agent,
     }
-    row = conn.exec_driver_sql(_BY_ID if checkpoint_id else _LATEST, params).first()
-    if row is None:
-        return None
-    tid, ns, cid, parent, run_id, type_, data, metadata, versions = row
-    blobs: list[dict[str, Any]] = []
-    if versions and json.loads(versions):
-        blobs = [
-            {"channel": ch, "version": v, "type": t, "data": b}
-            for ch, v, t, b in conn.exec_driver_sql(
-                _BLOBS, {"thread_id": tid, "ns": ns, "versions": versions}
+    with _transaction(conn, "BEGIN"):
+        row = conn.execute(_BY_ID if checkpoint_id else _LATEST, params).fetchone()
+        if row is None:
+            return None
+        tid, ns, cid, parent, run_id, type_, data, metadata, versions = row
+        blobs: list[dict[str, Any]] = []
+        if versions and json.loads(versions):
+            blobs = [
+                {"channel": ch, "version": v, "type": t, "data": b}
+                for ch, v, t, b in conn.execute(
+                    _BLOBS, {"thread_id": tid, "ns": ns, "versions": versions}
+                )
+            ]
+        writes = [
+            {"task_id": task, "channel": ch, "type": t, "data": b, "task_path": path, "idx": idx}
+            for task, ch, t, b, path, idx in conn.execute(
+                _WRITES, {"thread_id": tid, "ns": ns, "cid": cid}
             )
         ]
-    writes = [
-        {"task_id": task, "channel": ch, "type": t, "data": b, "task_path": path, "idx": idx}
-        for task, ch, t, b, path, idx in conn.exec_driver_sql(
-            _WRITES, {"thread_id": tid, "ns": ns, "cid": cid}
-        )
-    ]
     return {
         "thread_id": tid,
         "checkpoint_ns": ns,
@@ -121,10 +153,25 @@ ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING"""
 _STEP = """
 UPDATE checkpoint_threads SET steps = :step, updated_at = :now
 WHERE thread_id = :thread_id AND steps < :step"""
+_WRITE = """
+INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel,
+                               type, blob, task_path, view)
+VALUES (:thread_id, :ns, :cid, :task_id, :idx, :channel, :type, :blob, :task_path, :view)
+ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) {conflict}"""
+_WRITE_KEEP = _WRITE.format(conflict="DO NOTHING")
+_WRITE_REPLACE = _WRITE.format(
+    conflict="DO UPDATE SET channel = excluded.channel, type = excluded.type, "
+    "blob = excluded.blob, task_path = excluded.task_path, view = excluded.view"
+)
+
+
+def _claimed(conn: sqlite3.Connection, params: dict[str, Any]) -> str | None:
+    found = conn.execute(_CLAIMED, params).fetchone()
+    return None if found is None else str(found[0])
 
 
 def put(
-    engine: Engine, cp: NewCheckpoint, caller: Caller, link: RunLink, *, now: datetime
+    conn: sqlite3.Connection, cp: NewCheckpoint, caller: Caller, link: RunLink, *, now: datetime
 ) -> str | None:
     """Stores the checkpoint and its blobs and counts its step in one transaction; the thread's
     run id, or None when the general path must run instead (nothing was written)."""
@@ -137,11 +184,10 @@ def put(
     params = claim_params(cp.thread_id, caller, link, step if source == "loop" else None)
     # as SQLAlchemy's DateTime stores it on SQLite (TS: UTC, text with microseconds)
     stamp = now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    with engine.begin() as conn:
-        found = conn.exec_driver_sql(_CLAIMED, params).first()
-        if found is None:
+    with _transaction(conn, "BEGIN IMMEDIATE"):
+        run_id = _claimed(conn, params)
+        if run_id is None:
             return None
-        run_id = str(found[0])
         row = {
             "thread_id": cp.thread_id,
             "ns": cp.checkpoint_ns,
@@ -157,7 +203,7 @@ def put(
             "metadata": json.dumps(md),
             "now": stamp,
         }
-        conn.exec_driver_sql(_PUT, row)
+        conn.execute(_PUT, row)
         if cp.blobs:
             blobs = [
                 {
@@ -171,10 +217,51 @@ def put(
                 }
                 for b in cp.blobs
             ]
-            conn.exec_driver_sql(_BLOB, blobs)
+            conn.executemany(_BLOB, blobs)
         if step is not None:
-            conn.exec_driver_sql(_STEP, {"thread_id": cp.thread_id, "step": step, "now": stamp})
+            conn.execute(_STEP, {"thread_id": cp.thread_id, "step": step, "now": stamp})
     return run_id
 
 
-__all__ = ["get_tuple", "put"]
+def put_writes(
+    conn: sqlite3.Connection,
+    *,
+    thread_id: str,
+    checkpoint_ns: str,
+    checkpoint_id: str,
+    task_id: str,
+    task_path: str,
+    writes: Sequence[Write],
+    caller: Caller,
+    link: RunLink,
+) -> bool:
+    """A task's pending writes (as checkpoints.put_writes: idempotent per (task_id, idx), the
+    special channels replaced) in one transaction; False when the general path must run instead
+    (nothing was written)."""
+    from tether.store.checkpoints_pg import claim_params
+
+    replace = bool(writes) and all(w.channel in SPECIAL_WRITES for w in writes)
+    with _transaction(conn, "BEGIN IMMEDIATE"):
+        if _claimed(conn, claim_params(thread_id, caller, link, None)) is None:
+            return False
+        rows = [
+            {
+                "thread_id": thread_id,
+                "ns": checkpoint_ns,
+                "cid": checkpoint_id,
+                "task_id": task_id,
+                "idx": SPECIAL_WRITES.get(w.channel, w.idx),
+                "channel": w.channel,
+                "type": w.type,
+                "blob": w.data,
+                "task_path": task_path,
+                "view": json.dumps(w.view),
+            }
+            for w in writes
+        ]
+        if rows:
+            conn.executemany(_WRITE_REPLACE if replace else _WRITE_KEEP, rows)
+    return True
+
+
+__all__ = ["driver_connection", "get_tuple", "put", "put_writes"]

@@ -10,6 +10,7 @@ the caller to run a passive checkpoint elsewhere (`checkpoint_due`).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -38,8 +39,8 @@ def _no_wait(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _locked(exc: OperationalError) -> bool:
-    text = str(exc.orig).lower()
+def _locked(exc: object) -> bool:
+    text = str(exc).lower()
     return "locked" in text or "busy" in text
 
 
@@ -56,9 +57,13 @@ class InlineSQLite:
         """`fn(engine, *args)` here and now, or `Busy` (nothing was changed)."""
         try:
             out = fn(self.engine, *args)
-        except OperationalError as exc:
-            if _locked(exc):
+        except OperationalError as exc:  # through SQLAlchemy
+            if _locked(exc.orig):
                 raise Busy(str(exc.orig)) from None
+            raise
+        except sqlite3.OperationalError as exc:  # on the driver's connection
+            if _locked(exc):
+                raise Busy(str(exc)) from None
             raise
         self.commits += 1
         return out

@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
 from tether.core.budget import CounterState, ScopeCap
-from tether.store import budgets
+from tether.store import budgets, writelock
 from tether.store.budgets import (
     DEFAULT_TTL_S,
     Reservation,
@@ -39,6 +39,24 @@ class Ledger(Protocol):
         run_id: str | None,
         now: datetime,
     ) -> Reservation: ...
+
+    def reserve_nowait(
+        self,
+        caps: Sequence[ScopeCap],
+        *,
+        amount_nusd: int,
+        tokens: int,
+        run_id: str | None,
+        now: datetime,
+    ) -> Reservation | None:
+        """reserve() if it can be done at once without waiting for a lock or the network
+        (SQLite with its writer lock free), so that an event loop may call it; else None."""
+        ...
+
+    def on_release(self, hook: Callable[[], object]) -> bool:
+        """Calls `hook` once (from any thread) when a reserve_nowait that gave up may succeed;
+        False when waiting can never help (it always gives up)."""
+        ...
 
     def settle(
         self, reservation: Reservation, *, actual_nusd: int, actual_tokens: int, now: datetime
@@ -78,10 +96,33 @@ class SqlLedger:
     ) -> Reservation:
         if not caps:
             return unbound(run_id, amount_nusd, tokens, now)
-        return budgets.reserve(
+        held = budgets.reserve(
             self.engine, caps, reservation_id=new_reservation_id(), amount_nusd=amount_nusd,
             tokens=tokens, run_id=run_id, now=now, ttl_s=self.ttl_s,
         )  # fmt: skip
+        assert held is not None  # only a `nowait` reserve gives up
+        return held
+
+    def reserve_nowait(
+        self,
+        caps: Sequence[ScopeCap],
+        *,
+        amount_nusd: int,
+        tokens: int,
+        run_id: str | None,
+        now: datetime,
+    ) -> Reservation | None:
+        if not caps:
+            return unbound(run_id, amount_nusd, tokens, now)
+        if self.engine.dialect.name != "sqlite":
+            return None
+        return budgets.reserve(
+            self.engine, caps, reservation_id=new_reservation_id(), amount_nusd=amount_nusd,
+            tokens=tokens, run_id=run_id, now=now, ttl_s=self.ttl_s, nowait=True,
+        )  # fmt: skip
+
+    def on_release(self, hook: Callable[[], object]) -> bool:
+        return writelock.on_release(self.engine, hook)
 
     def settle(
         self, reservation: Reservation, *, actual_nusd: int, actual_tokens: int, now: datetime

@@ -1,14 +1,15 @@
-"""Single PostgreSQL statements awaited on the event loop (psycopg's async driver), for the
-checkpoint routes that LangGraph's saver calls every super-step.
+"""Single PostgreSQL statements awaited on the event loop (psycopg's async connections, no
+SQLAlchemy in between), for the checkpoint routes that LangGraph's saver calls every super-step.
 
 A hop to the thread pool and back costs milliseconds of scheduling on a busy machine, more than
-the statement; so does the pool's ping before each checkout. Here each statement runs
-autocommitted on a connection of a small async pool without a ping: a connection found dead is
-dropped by the pool and the statement is sent once more on a fresh one (the statements given
-here are idempotent: upserts of the same values, a monotonic step, reads).
+the statement; so does a pool's ping before each checkout, and SQLAlchemy's async layer (a
+greenlet switch and its result machinery per call) costs more CPU than psycopg itself. Here each
+statement runs autocommitted, prepared once per connection, on one of a few connections kept
+open: a connection found dead is dropped and the statement sent once more on a fresh one (the
+statements given here are idempotent: upserts of the same values, a monotonic step, reads).
 
 `AsyncPG.lifespan` opens the pool on the server's own loop and closes it at shutdown; before
-that (or without a lifespan, as in some tests) `engine` is None and callers use a thread.
+that (or without a lifespan, as in some tests) `ready` is False and callers use a thread.
 """
 
 from __future__ import annotations
@@ -17,44 +18,61 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 from sqlalchemy import URL
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
 class AsyncPG:
     def __init__(self, url: URL, *, pool_size: int = 4) -> None:
-        self.url = url
+        # libpq's own URL (SQLAlchemy's names the driver: postgresql+psycopg://)
+        self.conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self.pool_size = pool_size
-        self.engine: AsyncEngine | None = None
+        self.ready = False
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        self.engine = create_async_engine(
-            self.url,
-            pool_size=self.pool_size,
-            max_overflow=self.pool_size * 2,
-            pool_recycle=1800,
-            isolation_level="AUTOCOMMIT",
-        )
+        self.ready = True
         try:
             yield
         finally:
-            engine, self.engine = self.engine, None
-            await engine.dispose()
+            self.ready = False
+            idle, self._idle = self._idle, []
+            for conn in idle:
+                await conn.close()
 
-    async def first(self, engine: AsyncEngine, sql: str, params: dict[str, Any]) -> Any:
+    async def first(self, sql: str, params: dict[str, Any]) -> Any:
         """The statement's first row (None: no row)."""
         for attempt in (1, 2):
+            reused = bool(self._idle) and attempt == 1
+            conn = self._idle.pop() if reused else await self._connect()
             try:
-                async with engine.connect() as conn:
-                    result = await conn.exec_driver_sql(sql, params)
-                    row = result.first()
-                return None if row is None else tuple(row)
-            except DBAPIError as exc:
-                if attempt == 2 or not exc.connection_invalidated:
-                    raise
+                cur = await conn.execute(sql, params, prepare=True)
+                row = await cur.fetchone()
+            except psycopg.OperationalError:
+                await conn.close()
+                if reused and conn.broken:
+                    continue  # it died while idle (a restart, an idle timeout): once more
+                raise
+            except psycopg.Error:
+                await self._keep(conn)  # a refused statement leaves it usable (autocommit)
+                raise
+            except BaseException:
+                await conn.close()  # cancelled: it may be mid-reply
+                raise
+            await self._keep(conn)
+            return None if row is None else tuple(row)
         raise AssertionError("unreachable")
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+
+    async def _keep(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if self.ready and idle and len(self._idle) < self.pool_size:
+            self._idle.append(conn)
+        else:  # more in flight than are kept, or shutting down
+            await conn.close()
 
 
 __all__ = ["AsyncPG"]

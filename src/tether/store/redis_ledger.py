@@ -4,7 +4,7 @@ spend is also written to the database, the durable truth that re-seeds lost coun
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -132,6 +132,21 @@ class RedisLedger:
     @property
     def _zkey(self) -> str:
         return f"{self.prefix}r:expiry"
+
+    def reserve_nowait(
+        self,
+        caps: Sequence[ScopeCap],
+        *,
+        amount_nusd: int,
+        tokens: int,
+        run_id: str | None,
+        now: datetime,
+    ) -> Reservation | None:
+        """A Redis reserve is a network round trip: never on the event loop (None)."""
+        return None
+
+    def on_release(self, hook: Callable[[], object]) -> bool:
+        return False
 
     def reserve(
         self,

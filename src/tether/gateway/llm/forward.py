@@ -13,6 +13,7 @@ import httpx
 from tether.core.errors import TetherError, UpstreamError
 from tether.gateway.llm.errors import from_status, from_transport
 from tether.gateway.llm.provider import Target
+from tether.gateway.llm.wire import LeanTransport
 
 RETRY_STATUS = frozenset({502, 503, 529})
 # a failed attempt that the next provider in the fallback list may take over
@@ -43,14 +44,11 @@ async def _read_body(response: httpx.Response, provider: str, url: str) -> bytes
         await response.aclose()
 
 
-def make_client(max_connections: int = 64) -> httpx.AsyncClient:
-    """An HTTP/1.1 client with keep-alive, no cookie jar; timeouts are set per request."""
+def make_client(max_connections: int = 256) -> httpx.AsyncClient:
+    """An HTTP/1.1 client with keep-alive (wire.py), no cookie jar; timeouts are set per
+    request."""
     client = httpx.AsyncClient(
-        limits=httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=30.0,
-        ),
+        transport=LeanTransport(max_keepalive=max_connections, keepalive_expiry=30.0),
         timeout=httpx.Timeout(60.0, connect=5.0),
         follow_redirects=False,
         trust_env=False,
@@ -60,23 +58,16 @@ def make_client(max_connections: int = 64) -> httpx.AsyncClient:
 
 
 class Upstream:
-    """The process's keep-alive pool, as a few httpx clients taken in turn.
+    """The process's keep-alive pool: one client over the lean transport (wire.py)."""
 
-    httpx's pool checks every pooled connection (a poll() each) on every request, so one big
-    pool costs O(connections) per call; shards of a few connections keep that small.
-    """
-
-    def __init__(self, shards: int = 8, per_shard: int = 64) -> None:
-        self.clients = [make_client(per_shard) for _ in range(shards)]
-        self._turn = 0
+    def __init__(self, max_connections: int = 256) -> None:
+        self.client = make_client(max_connections)
 
     def next(self) -> httpx.AsyncClient:
-        self._turn = (self._turn + 1) % len(self.clients)
-        return self.clients[self._turn]
+        return self.client
 
     async def aclose(self) -> None:
-        for c in self.clients:
-            await c.aclose()
+        await self.client.aclose()
 
 
 @functools.lru_cache(maxsize=256)

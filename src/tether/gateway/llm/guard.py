@@ -6,6 +6,8 @@ The arithmetic is core.budget's; the atomic counters are the ledger's (store/led
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -42,6 +44,10 @@ CLAMP_FLOOR_TOKENS = 256
 # a run sets its own caps before its first LLM call (the saver's first checkpoint) and can only
 # tighten them, so a short cache never lets a call through looser caps than the run had then
 _RUN_CAPS_TTL_S = 1.0
+# a hold waits on the event loop for SQLite's writer lock this many times, this long at most
+# each time, before it takes a worker thread
+_INLINE_TRIES = 4
+_INLINE_WAIT_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -270,18 +276,32 @@ class BudgetGuard:
         bound_in = input_tokens_bound(request_bytes + extra, images=images,
                                       overhead_tokens=overhead)  # fmt: skip
 
-        def reserve(out_tokens: int) -> Reservation:
+        def reserve(out_tokens: int, wait: bool = True) -> Reservation | None:
             # every one of the `n` choices may use max_tokens
             amount, tokens = reservation_estimate(
                 request_bytes + extra, out_tokens * choices, price, images=images,
                 overhead_tokens=overhead, margin_percent=percent,
             )  # fmt: skip
-            return self.ledger.reserve(
-                scopes, amount_nusd=amount, tokens=tokens, run_id=caller.run_id, now=now
-            )
+            take = self.ledger.reserve if wait else self.ledger.reserve_nowait
+            return take(scopes, amount_nusd=amount, tokens=tokens, run_id=caller.run_id, now=now)
+
+        async def hold(out_tokens: int) -> Reservation:
+            # on this thread when it needs no waiting (SQLite's writer lock is free: a fraction
+            # of a millisecond), waiting here for the lock a moment if another writer has it; a
+            # thread hop costs more than the reserve. Else (PostgreSQL, Redis, a lock that
+            # stays busy) on a worker thread.
+            for _ in range(_INLINE_TRIES):
+                held = reserve(out_tokens, wait=False)
+                if held is not None:
+                    return held
+                if not await self._writer_released():
+                    break
+            held = await anyio.to_thread.run_sync(reserve, out_tokens)
+            assert held is not None
+            return held
 
         try:
-            reservation = await anyio.to_thread.run_sync(reserve, max_tokens)
+            reservation = await hold(max_tokens)
         except BudgetExceededError as exc:
             fit = _fit(exc, bound_in, price, choices, percent)
             if injected is None or fit < min(CLAMP_FLOOR_TOKENS, injected):
@@ -289,13 +309,29 @@ class BudgetGuard:
                 raise
             injected = fit
             try:
-                reservation = await anyio.to_thread.run_sync(reserve, fit)
+                reservation = await hold(fit)
             except BudgetExceededError as again:  # a concurrent call took the room meanwhile
                 _say_fit(again, _fit(again, bound_in, price, choices, percent))
                 raise
         if reservation.scopes:
             self.live[reservation.id] = reservation
         return Admission(reservation, injected, deadline)
+
+    async def _writer_released(self) -> bool:
+        """Waits until the ledger's writer lock is let go (or a short timeout: a release in
+        another process is not signalled); False when there is nothing to wait for."""
+        loop = asyncio.get_running_loop()
+        released = loop.create_future()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(_resolve, released)
+
+        if not self.ledger.on_release(wake):
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_INLINE_WAIT_S):
+                await released
+        return True
 
     def renew_live(self, now: datetime) -> int:
         """Renews the hold of every call still in flight here, so that a stream (or a slow
@@ -329,6 +365,11 @@ class BudgetGuard:
         res = adm.reservation
         self.live.pop(res.id, None)
         await anyio.to_thread.run_sync(lambda: self.ledger.release(res, now=now))
+
+
+def _resolve(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _least(a: Any, b: Any) -> Any:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.core.errors import BadRequestError, TetherError
 from tether.core.records import SpanRecord
@@ -212,6 +212,31 @@ class LLMRoutes:
             if not finished:  # cancelled or an unexpected error: never keep the hold
                 await gw.finish(call, usage=None, output=None, error="the call was interrupted",
                                 status_code=500, outcome="interrupted")  # fmt: skip
+
+
+class FastPath:
+    """ASGI middleware that hands an /llm request straight to its handler: the framework's
+    exception middleware, exit stack, router and per-route wrappers (each wrapping every
+    `send`) cost the gateway's hot path more than its kill check (issue 9). The handlers turn
+    every TetherError into its JSON response themselves; an unexpected error still reaches the
+    app's outer error middleware. Anything else (another path, a wrong method) goes to `app`."""
+
+    def __init__(self, app: ASGIApp, routes: LLMRoutes) -> None:
+        self.app = app
+        self.table: dict[tuple[str, str], Any] = {}
+        for route in routes.routes():
+            assert isinstance(route, Route) and route.methods
+            for method in route.methods:
+                self.table[(route.path, method)] = route.endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self.table.get((scope["path"], scope["method"]))
+            if handler is not None:
+                response = await handler(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _reasoning(model: str) -> bool:

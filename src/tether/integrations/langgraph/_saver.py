@@ -12,11 +12,13 @@ import asyncio
 import base64
 import builtins
 import contextlib
+import json
 import random
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from langchain_core.runnables import RunnableConfig
@@ -33,7 +35,8 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.serde.types import INTERRUPT
 
 from tether.core.checkpoints import node_of
-from tether.integrations._wire import jsonable, raise_for, view
+from tether.integrations._wire import jsonable, raise_for, raise_for_reply, view
+from tether.integrations.langgraph._http import AsyncWire, Reply, SyncWire, Target
 from tether.sdk._config import _defaults
 
 # Keys of a run config's `configurable` that become the tether run's caps and attribution.
@@ -47,6 +50,11 @@ def _b64(data: bytes | None) -> str | None:
 
 def _unb64(text: str | None) -> bytes:
     return b"" if text is None else base64.b64decode(text)
+
+
+def _dumps(body: Any) -> bytes:
+    # as httpx encodes `json=`
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 class TetherSaver(BaseCheckpointSaver[str]):
@@ -99,6 +107,11 @@ class TetherSaver(BaseCheckpointSaver[str]):
         self._client = httpx.Client(transport=transport, **self._kwargs)
         self._async_transport = async_transport
         self._aclients: dict[int, httpx.AsyncClient] = {}
+        # put, put_writes and get_tuple (every super-step) go over lean keep-alive connections
+        # (_http.py); through httpx only when a transport was given
+        self._target = Target(url + "/api/v1", headers)
+        self._wire = SyncWire(self._target, timeout_s) if transport is None else None
+        self._awires: dict[int, AsyncWire] = {}
         self._runs: dict[str, str] = {}
         # checkpoint id -> set once its put is answered. LangGraph stores checkpoints in the
         # background while the next step runs; an idempotent tool's claim names the checkpoint
@@ -116,10 +129,46 @@ class TetherSaver(BaseCheckpointSaver[str]):
             self._aclients = {loop: client}
         return client
 
+    def _awire(self) -> AsyncWire | None:
+        if self._async_transport is not None:
+            return None
+        loop = id(asyncio.get_running_loop())  # a connection belongs to its event loop
+        wire = self._awires.get(loop)
+        if wire is None:
+            wire = AsyncWire(self._target, self._kwargs["timeout"])
+            self._awires = {loop: wire}
+        return wire
+
     def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
         resp = self._client.request(method, path, **kw)
         raise_for(resp)
         return resp
+
+    def _step_call(self, method: str, path: str, body: Any = None) -> Reply:
+        """A per-super-step call: its status and body (errors other than 404 raised)."""
+        data = None if body is None else _dumps(body)
+        if self._wire is not None:
+            status, content = self._wire.request(method, path, data)
+        else:
+            headers = {"Content-Type": "application/json"} if data is not None else None
+            resp = self._client.request(method, path, content=data, headers=headers)
+            status, content = resp.status_code, resp.content
+        if status != 404:
+            raise_for_reply(status, content)
+        return status, content
+
+    async def _astep_call(self, method: str, path: str, body: Any = None) -> Reply:
+        data = None if body is None else _dumps(body)
+        wire = self._awire()
+        if wire is not None:
+            status, content = await wire.request(method, path, data)
+        else:
+            headers = {"Content-Type": "application/json"} if data is not None else None
+            resp = await self._aclient().request(method, path, content=data, headers=headers)
+            status, content = resp.status_code, resp.content
+        if status != 404:
+            raise_for_reply(status, content)
+        return status, content
 
     async def _acall(self, method: str, path: str, **kw: Any) -> httpx.Response:
         resp = await self._aclient().request(method, path, **kw)
@@ -143,11 +192,16 @@ class TetherSaver(BaseCheckpointSaver[str]):
 
     def close(self) -> None:
         self._client.close()
+        if self._wire is not None:
+            self._wire.close()
 
     async def aclose(self) -> None:
         for client in self._aclients.values():
             await client.aclose()
         self._aclients = {}
+        for wire in self._awires.values():
+            await wire.close()
+        self._awires = {}
 
     def get_next_version(self, current: str | None, channel: None = None) -> str:
         """Versions that sort as text: a zero-padded counter and a random tie-breaker."""
@@ -280,7 +334,7 @@ class TetherSaver(BaseCheckpointSaver[str]):
         )
 
     @staticmethod
-    def _tuple_params(config: RunnableConfig) -> dict[str, str]:
+    def _tuple_path(config: RunnableConfig) -> str:
         conf = config["configurable"]
         params = {
             "thread_id": str(conf["thread_id"]),
@@ -288,7 +342,7 @@ class TetherSaver(BaseCheckpointSaver[str]):
         }
         if conf.get("checkpoint_id"):
             params["checkpoint_id"] = conf["checkpoint_id"]
-        return params
+        return "/checkpoints/tuple?" + urlencode(params)
 
     @staticmethod
     def _search_body(
@@ -321,11 +375,8 @@ class TetherSaver(BaseCheckpointSaver[str]):
     # ------------------------------------------------------------------ the saver, sync
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        resp = self._client.get("/checkpoints/tuple", params=self._tuple_params(config))
-        if resp.status_code == 404:
-            return None
-        raise_for(resp)
-        return self._tuple(resp.json())
+        status, content = self._step_call("GET", self._tuple_path(config))
+        return None if status == 404 else self._tuple(json.loads(content))
 
     def list(
         self,
@@ -348,7 +399,7 @@ class TetherSaver(BaseCheckpointSaver[str]):
     ) -> RunnableConfig:
         body = self._put_body(config, checkpoint, metadata, new_versions)
         with self._putting(checkpoint["id"]):
-            out = self._call("POST", "/checkpoints", json=body).json()
+            out = json.loads(self._step_call("POST", "/checkpoints", body)[1])
         if self.keep_latest is not None and not body["checkpoint_ns"]:
             self.prune([body["thread_id"]], keep=self.keep_latest)
         return self._stored(config, out["checkpoint_id"], out["run_id"])
@@ -360,10 +411,8 @@ class TetherSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        self._call(
-            "POST",
-            "/checkpoints/writes",
-            json=self._writes_body(config, writes, task_id, task_path),
+        self._step_call(
+            "POST", "/checkpoints/writes", self._writes_body(config, writes, task_id, task_path)
         )
 
     def delete_thread(self, thread_id: str) -> None:
@@ -401,11 +450,8 @@ class TetherSaver(BaseCheckpointSaver[str]):
     # ------------------------------------------------------------------ the saver, async
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        resp = await self._aclient().get("/checkpoints/tuple", params=self._tuple_params(config))
-        if resp.status_code == 404:
-            return None
-        raise_for(resp)
-        return self._tuple(resp.json())
+        status, content = await self._astep_call("GET", self._tuple_path(config))
+        return None if status == 404 else self._tuple(json.loads(content))
 
     async def alist(
         self,
@@ -429,7 +475,7 @@ class TetherSaver(BaseCheckpointSaver[str]):
     ) -> RunnableConfig:
         body = self._put_body(config, checkpoint, metadata, new_versions)
         with self._putting(checkpoint["id"]):
-            out = (await self._acall("POST", "/checkpoints", json=body)).json()
+            out = json.loads((await self._astep_call("POST", "/checkpoints", body))[1])
         if self.keep_latest is not None and not body["checkpoint_ns"]:
             await self.aprune([body["thread_id"]], keep=self.keep_latest)
         return self._stored(config, out["checkpoint_id"], out["run_id"])
@@ -441,11 +487,8 @@ class TetherSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        await self._acall(
-            "POST",
-            "/checkpoints/writes",
-            json=self._writes_body(config, writes, task_id, task_path),
-        )
+        body = self._writes_body(config, writes, task_id, task_path)
+        await self._astep_call("POST", "/checkpoints/writes", body)
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self._acall("POST", "/threads/delete", json={"thread_ids": [str(thread_id)]})

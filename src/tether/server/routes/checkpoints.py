@@ -209,7 +209,8 @@ def _put(engine: Engine, body: CheckpointIn, caller: threads.Caller) -> tuple[di
         "checkpoint_id": cp.checkpoint_id,
     }
     if engine.dialect.name == "sqlite" and body.metadata.get("source") != "input":
-        run_id = checkpoints_sqlite.put(engine, cp, caller, link, now=now)
+        with checkpoints_sqlite.driver_connection(engine) as raw:
+            run_id = checkpoints_sqlite.put(raw, cp, caller, link, now=now)
         if run_id is not None:
             return {**out, "run_id": run_id}, None
     with engine.begin() as conn:
@@ -281,6 +282,21 @@ def _put_writes(engine: Engine, body: WritesIn, caller: threads.Caller) -> list[
     now = datetime.now(UTC)
     writes = _writes_of(body)
     link = _link(body.run)
+    if engine.dialect.name == "sqlite" and not body.interrupts:
+        with checkpoints_sqlite.driver_connection(engine) as raw:
+            done = checkpoints_sqlite.put_writes(
+                raw,
+                thread_id=body.thread_id,
+                checkpoint_ns=body.checkpoint_ns,
+                checkpoint_id=body.checkpoint_id,
+                task_id=body.task_id,
+                task_path=body.task_path,
+                writes=writes,
+                caller=caller,
+                link=link,
+            )
+        if done:
+            return []
     with engine.begin() as conn:
         thread = _claim_alive(conn, body.thread_id, caller, link, now)
         store.put_writes(
@@ -345,16 +361,17 @@ def _get_tuple(
     checkpoint_id: str | None,
     caller: threads.Caller,
 ) -> dict[str, Any] | None:
-    with reading(engine) as conn:
-        if conn.dialect.name == "sqlite":
+    if engine.dialect.name == "sqlite":
+        with checkpoints_sqlite.driver_connection(engine) as raw:
             return checkpoints_sqlite.get_tuple(
-                conn,
+                raw,
                 thread_id=thread_id,
                 checkpoint_ns=checkpoint_ns,
                 checkpoint_id=checkpoint_id,
                 admin=caller.admin,
                 agent=caller.agent,
             )
+    with reading(engine) as conn:
         return store.get_tuple_in(
             conn,
             thread_id=thread_id,

@@ -1,0 +1,119 @@
+"""The saver's keep-alive HTTP/1.1 connections (integrations/langgraph/_http.py), sync and async,
+against a real HTTP/1.1 server of the standard library: one connection reused, a connection the
+server dropped while idle replaced without the caller noticing, chunked and empty replies."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tether.integrations.langgraph._http import AsyncWire, SyncWire, Target
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    peers: list[tuple[str, int]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.answer(b"")
+
+    def do_POST(self) -> None:
+        self.answer(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def answer(self, body: bytes) -> None:
+        self.peers.append(self.client_address)
+        path = self.path.removeprefix("/api/v1")
+        if path == "/empty":
+            self.send_response(204)
+            self.end_headers()
+            return
+        if path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (b'{"a":', b" 1}"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        reply = b"%s %s %s" % (self.command.encode(), path.encode(), body)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+        if path == "/drop":  # closed after the reply, without saying so: a stale keep-alive
+            self.close_connection = True
+
+
+@pytest.fixture
+def target() -> Iterator[Target]:
+    Handler.peers = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Target(f"http://127.0.0.1:{server.server_address[1]}/api/v1", {"X-Test": "1"})
+    server.shutdown()
+    server.server_close()
+
+
+def test_sync_reuses_one_connection_and_replaces_a_dropped_one(target: Target) -> None:
+    wire = SyncWire(target, timeout_s=10)
+    assert wire.request("POST", "/a", b'{"x":1}') == (200, b'POST /a {"x":1}')
+    assert wire.request("GET", "/b?q=1") == (200, b"GET /b?q=1 ")
+    assert len(set(Handler.peers)) == 1  # one keep-alive connection
+    assert wire.request("POST", "/drop", b"{}") == (200, b"POST /drop {}")
+    assert wire.request("POST", "/c", b"{}") == (200, b"POST /c {}")  # sent again, new socket
+    assert len(set(Handler.peers)) == 2
+    assert wire.request("GET", "/empty") == (204, b"")
+    assert wire.request("GET", "/chunked") == (200, b'{"a": 1}')
+    wire.close()
+
+
+def test_sync_is_shared_by_threads(target: Target) -> None:
+    wire = SyncWire(target, timeout_s=10)
+    out: list[tuple[int, bytes]] = []
+
+    def work(i: int) -> None:
+        for j in range(20):
+            out.append(wire.request("POST", f"/{i}", str(j).encode()))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(out) == sorted(
+        (200, f"POST /{i} {j}".encode()) for i in range(4) for j in range(20)
+    )
+    assert len(set(Handler.peers)) <= 4
+    wire.close()
+
+
+def test_async_reuses_one_connection_and_replaces_a_dropped_one(target: Target) -> None:
+    async def main() -> None:
+        wire = AsyncWire(target, timeout_s=10)
+        assert await wire.request("POST", "/a", b'{"x":1}') == (200, b'POST /a {"x":1}')
+        assert await wire.request("GET", "/b") == (200, b"GET /b ")
+        assert len(set(Handler.peers)) == 1
+        assert await wire.request("POST", "/drop", b"{}") == (200, b"POST /drop {}")
+        assert await wire.request("POST", "/c", b"{}") == (200, b"POST /c {}")
+        assert len(set(Handler.peers)) == 2
+        assert await wire.request("GET", "/empty") == (204, b"")
+        assert await wire.request("GET", "/chunked") == (200, b'{"a": 1}')
+        both = await asyncio.gather(wire.request("GET", "/x"), wire.request("GET", "/y"))
+        assert both == [(200, b"GET /x "), (200, b"GET /y ")]
+        await wire.close()
+
+    asyncio.run(main())
+
+
+def test_a_server_that_is_gone_raises(target: Target) -> None:
+    wire = SyncWire(Target("http://127.0.0.1:9/api/v1", {}), timeout_s=5)
+    with pytest.raises(ConnectionError):
+        wire.request("GET", "/a")
