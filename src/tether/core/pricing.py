@@ -121,7 +121,7 @@ class PriceTable:
         """`usd_to_nusd(self.cost(...))`, which OTLP ingest asks of every LLM span: in integers
         when the model's prices are whole nano-dollars per token (the sum is then exact, as the
         Decimal one is), with the model's lookup remembered; in Decimal otherwise."""
-        nano = self._nano.get(model, _UNSEEN)
+        nano: tuple[int, int, int] | ModelPrice | None = self._nano.get(model, _UNSEEN)
         if nano is _UNSEEN:
             if len(self._nano) >= _NANO_ENTRIES:  # names come from senders: keep it bounded
                 self._nano.clear()
