@@ -9,6 +9,7 @@ from sqlalchemy import Engine, func, select
 
 from tether.core.records import RunAttribution, SpanRecord
 from tether.gateway.llm.spans import SpanWriter
+from tether.store.ingest import write_spans
 from tether.store.tables import runs, spans
 
 
@@ -73,3 +74,20 @@ async def test_flush_run_waits_for_that_run_only_and_cuts_the_batch_window(db: E
         writer.submit(broken, "run_c")
         assert await writer.flush_run("run_c", timeout=30)
     assert count(db) == 2 and writer._by_run == {}
+
+
+async def test_take_runs_hands_over_the_spans_no_write_has_started_on(db: Engine) -> None:
+    writer = SpanWriter(db)
+    async with writer.running():
+        writer.submit(record(1, "run_t"))
+        writer.submit(lambda: record(2, "run_t"), "run_t")
+        writer.submit(record(3, "run_u"))
+        taken = await writer.take_runs(["run_t", "run_none"])
+        assert [run for _, run in taken] == ["run_t", "run_t"]
+        records = writer.build([item for item, _ in taken])
+        write_spans(db, records, now=datetime.now(UTC), source="gateway")
+        writer.stored(records)
+        assert await writer.take_runs(["run_t"]) == []  # nothing left to take, nothing to wait for
+    # run_u's span by the writer, run_t's once, by their taker; all counted
+    assert count(db) == 3 and writer.written == 3
+    assert writer._untaken == {} and writer._by_run == {} and writer._pending == 0

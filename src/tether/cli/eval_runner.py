@@ -1,12 +1,14 @@
 """Running an eval against a running tether: create (or resume) the eval, then for every task and
 attempt not yet done, start its run, hand the task to the agent, run its predicates and judges,
 and let the server check the assertions over what the gateways recorded. Attempts run
-`concurrency` at a time; nothing is shared between attempts."""
+`concurrency` at a time, each worker's finish request starting its next attempt (one round trip
+per attempt); nothing is shared between attempts."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -82,13 +84,24 @@ def _external(
     return results, judge_runs
 
 
+Item = tuple[TaskModel, int]
+
+
+def _start(item: Item) -> dict[str, Any]:
+    return {"task_id": item[0].id, "attempt": item[1]}
+
+
 def _one(
-    api: Api, adapter: Adapter, suite: SuiteModel, task: TaskModel, attempt: int, ev: dict[str, Any]
-) -> dict[str, Any]:
+    api: Api, adapter: Adapter, suite: SuiteModel, item: Item, started: dict[str, Any] | None,
+    take: Callable[[], Item | None], ev: dict[str, Any],
+) -> tuple[dict[str, Any], Item | None]:  # fmt: skip
+    """One attempt: its start (unless the finish before it started it), the agent, the external
+    checks, and the finish, which starts the next attempt `take()` gives in the same request.
+    Returns the finished attempt (with the next one's start under "next") and that next one."""
+    task, attempt = item
     t0 = time.perf_counter()
-    started = api.call(
-        "POST", f"/api/v1/evals/{ev['id']}/attempts", json={"task_id": task.id, "attempt": attempt}
-    )
+    if started is None:
+        started = api.call("POST", f"/api/v1/evals/{ev['id']}/attempts", json=_start(item))
     ctx = AttemptContext(
         tether_url=api.url,
         api_key=api.agent_key,
@@ -103,6 +116,7 @@ def _one(
     )
     result = adapter.run(ctx)
     external, judge_runs = _external(api, suite, task, result.output, ev["id"], attempt)
+    nxt = take()
     body = {
         "ok": result.ok,
         "output": result.output,
@@ -111,14 +125,50 @@ def _one(
         "external": external,
         "judge_run_ids": judge_runs,
         "run_id": started["run_id"],
+        "next": _start(nxt) if nxt is not None else None,
     }
     done: dict[str, Any] = api.call(
         "POST", f"/api/v1/evals/{ev['id']}/attempts/{task.id}/{attempt}/finish", json=body
     )
-    # the attempt as the runner saw it, start request to checked answer (tether's overhead is
-    # this less the agent's own time)
+    # the attempt as the runner saw it, from its start (its own request, or the finish before
+    # it that started it, counted there) to its checked answer, which includes starting the
+    # next one: tether's overhead is this less the agent's own time
     done["wall_ms"] = (time.perf_counter() - t0) * 1000
-    return done
+    return done, nxt
+
+
+class _Plan:
+    """The attempts still to run, handed out one at a time to the workers; after a failure,
+    none."""
+
+    def __init__(self, todo: list[Item]) -> None:
+        self.todo = deque(todo)
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def take(self) -> Item | None:
+        with self.lock:
+            if self.stopped.is_set() or not self.todo:
+                return None
+            return self.todo.popleft()
+
+
+def _worker(
+    api: Api, adapter: Adapter, suite: SuiteModel, ev: dict[str, Any], todo: _Plan,
+    report: Callable[[dict[str, Any]], None],
+) -> None:  # fmt: skip
+    """Runs attempts one after another, each finish starting the next (one round trip each)."""
+    item = todo.take()
+    started: dict[str, Any] | None = None
+    try:
+        while item is not None:
+            done, item = _one(api, adapter, suite, item, started, todo.take, ev)
+            # None when the next attempt was done meanwhile: its own start then says so
+            started = done.pop("next", None)
+            report(done)
+    except BaseException:
+        todo.stopped.set()
+        raise
 
 
 def plan(
@@ -157,13 +207,24 @@ def run_eval(
     if on_start:
         on_start(ev, len(todo))
     lock = threading.Lock()
+
+    def report(out: dict[str, Any]) -> None:
+        if progress:
+            with lock:
+                progress(out)
+
+    work = _Plan(todo)
     with ThreadPoolExecutor(max_workers=req.concurrency) as pool:
-        futures = [pool.submit(_one, api, adapter, suite, t, i, ev) for t, i in todo]
-        for fut in as_completed(futures):
-            out = fut.result()
-            if progress:
-                with lock:
-                    progress(out)
+        futures = [
+            pool.submit(_worker, api, adapter, suite, ev, work, report)
+            for _ in range(min(req.concurrency, len(todo)))
+        ]
+        try:
+            for fut in as_completed(futures):
+                fut.result()
+        except BaseException:
+            work.stopped.set()  # the workers end after their attempt in hand
+            raise
     api.call("POST", f"/api/v1/evals/{ev['id']}/finish")
     detail: dict[str, Any] = api.call("GET", f"/api/v1/evals/{ev['id']}")
     detail["_source"] = source

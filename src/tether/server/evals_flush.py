@@ -1,12 +1,63 @@
-"""Waiting for the LLM gateway's queued spans of one run before its attempt is checked, so its
-assertions see every call the gateway recorded (the writer batches spans for ~20 ms; a waiting
-check cuts the batch short and is woken when the run's spans are in)."""
+"""An eval attempt's gateway spans before its check: the LLM gateway's writer hands over the
+spans of the attempt's run (and its judges' runs) that it has not begun to write, and the finish
+stores them in the transaction that checks the attempt, so its assertions see every call the
+gateway recorded without waiting for the writer's next batch; spans a batch is already writing
+are waited for (notified). If the finish fails, the spans go back to the writer. The store calls
+of the eval routes queue for SQLite's write lock (`write_queued`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import Engine
+
+from tether.core.records import SpanRecord
+from tether.gateway.llm.spans import Queued, SpanWriter
 from tether.server.deps import State
+from tether.store.writelock import span_writer
+
+T = TypeVar("T")
 
 
-async def flush_spans(state: State, run_id: str, timeout_s: float = 10.0) -> None:
-    if state.llm_gateway is not None:
-        await state.llm_gateway.writer.flush_run(run_id, timeout_s)
+@dataclass
+class TakenSpans:
+    writer: SpanWriter | None
+    items: list[tuple[Queued, str | None]]
+    records: list[SpanRecord] = field(default_factory=list)
+
+    def build(self) -> list[SpanRecord]:
+        """The records to store (off the event loop: building one redacts its prompt)."""
+        self.records = SpanWriter.build([item for item, _ in self.items])
+        return self.records
+
+    def stored(self) -> None:
+        if self.writer is not None:
+            self.writer.stored(self.records)
+
+    def give_back(self) -> None:
+        if self.writer is not None:
+            for item, run_id in self.items:
+                self.writer.submit(item, run_id)
+
+
+async def take_spans(state: State, run_ids: list[str], timeout_s: float = 10.0) -> TakenSpans:
+    gateway = state.llm_gateway
+    if gateway is None:
+        return TakenSpans(None, [])
+    return TakenSpans(gateway.writer, await gateway.writer.take_runs(run_ids, timeout_s))
+
+
+async def write_queued(state: State, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(engine, *args)` on a worker thread, queued for SQLite's lock behind the process's other
+    writers (the span and settle writers, budget holds: store.writelock wakes the next at once)
+    rather than in SQLite's busy handler, which sleeps up to 100 ms between tries. Not on the
+    event loop: a finish is a dozen statements, and the agents' LLM calls would wait behind it."""
+    return await run_in_threadpool(_queued, fn, state.engine, *args)
+
+
+def _queued(fn: Callable[..., T], engine: Engine, *args: Any) -> T:
+    with span_writer(engine):
+        return fn(engine, *args)

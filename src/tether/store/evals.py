@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,9 +16,9 @@ from tether.core.assertions import Observed, Result, ToolCall
 from tether.core.errors import BadRequestError, ConflictError, NotFoundError
 from tether.core.eval_suite import SuiteModel
 from tether.core.evals import Attempt
-from tether.core.records import RunAttribution
+from tether.core.records import RunAttribution, SpanRecord
 from tether.store.engine import reading
-from tether.store.ingest import ensure_run, set_run_status
+from tether.store.ingest import ensure_run, set_run_status, write_spans_in
 from tether.store.tables import approvals, eval_attempts, evals, runs, spans
 
 EVAL_TAGS = ("tether.eval.id", "tether.eval.suite", "tether.eval.task", "tether.eval.attempt")
@@ -110,6 +111,16 @@ def _attempt_key(eval_id: str, task_id: str, attempt: int) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class NextAttempt:
+    """An attempt to start in the transaction that finishes another (one round trip a time)."""
+
+    task_id: str
+    attempt: int
+    run_id: str
+    fixtures: dict[str, Any] | None = None
+
+
 def start_attempt(
     engine: Engine,
     ev: dict[str, Any] | str,
@@ -123,19 +134,32 @@ def start_attempt(
     and its row, in one transaction; returns the row. A finished attempt is a ConflictError;
     an interrupted one starts again with a new run."""
     ev = get_eval(engine, ev) if isinstance(ev, str) else ev
+    with engine.begin() as conn:
+        row = _start_in(conn, ev, NextAttempt(task_id, attempt, run_id, fixtures), now)
+    if row is None:
+        raise ConflictError(
+            f"attempt {attempt} of {task_id} in {ev['id']} is already done", code="attempt_done"
+        )
+    return row
+
+
+def _start_in(
+    conn: Connection, ev: dict[str, Any], a: NextAttempt, now: datetime
+) -> dict[str, Any] | None:
+    """start_attempt's writes in the caller's transaction; None if the attempt is done."""
     eval_id = ev["id"]
-    key = _attempt_key(eval_id, task_id, attempt)
+    key = _attempt_key(eval_id, a.task_id, a.attempt)
     tags: dict[str, Any] = {
         EVAL_TAGS[0]: eval_id,
         EVAL_TAGS[1]: ev["suite"],
-        EVAL_TAGS[2]: task_id,
-        EVAL_TAGS[3]: attempt,
+        EVAL_TAGS[2]: a.task_id,
+        EVAL_TAGS[3]: a.attempt,
     }
-    if fixtures:
-        tags[FIXTURES_TAG] = fixtures
-    attribution = RunAttribution(agent=ev["agent"], version=ev["version"], task_id=task_id)
+    if a.fixtures:
+        tags[FIXTURES_TAG] = a.fixtures
+    attribution = RunAttribution(agent=ev["agent"], version=ev["version"], task_id=a.task_id)
     values: dict[str, Any] = {
-        "run_id": run_id,
+        "run_id": a.run_id,
         "status": "running",
         "started_at": now,
         "passed": None,
@@ -143,34 +167,26 @@ def start_attempt(
         "error": None,
         "ended_at": None,
     }
-    with engine.begin() as conn:
-        old = conn.execute(select(eval_attempts.c.status).where(key)).scalar()
-        if old == "done":
-            raise ConflictError(
-                f"attempt {attempt} of {task_id} in {eval_id} is already done", code="attempt_done"
+    old = conn.execute(select(eval_attempts.c.status).where(key)).scalar()
+    if old == "done":
+        return None
+    ensure_run(
+        conn, a.run_id, trace_id=None, attribution=attribution, started_at=now, source="eval",
+        now=now,
+    )  # fmt: skip
+    conn.execute(update(runs).where(runs.c.id == a.run_id).values(attributes=tags))
+    if old is None:
+        conn.execute(
+            insert(eval_attempts).values(
+                eval_id=eval_id, task_id=a.task_id, attempt=a.attempt, **values
             )
-        ensure_run(
-            conn,
-            run_id,
-            trace_id=None,
-            attribution=attribution,
-            started_at=now,
-            source="eval",
-            now=now,
         )
-        conn.execute(update(runs).where(runs.c.id == run_id).values(attributes=tags))
-        if old is None:
-            conn.execute(
-                insert(eval_attempts).values(
-                    eval_id=eval_id, task_id=task_id, attempt=attempt, **values
-                )
-            )
-        else:
-            conn.execute(update(eval_attempts).where(key).values(**values))
+    else:
+        conn.execute(update(eval_attempts).where(key).values(**values))
     return {
         "eval_id": eval_id,
-        "task_id": task_id,
-        "attempt": attempt,
+        "task_id": a.task_id,
+        "attempt": a.attempt,
         "cost_nusd": 0,
         "judge_cost_nusd": 0,
         "duration_ms": None,
@@ -297,11 +313,15 @@ def complete_attempt(
     judge_run_ids: Sequence[str] = (),
     judge_agent: str = "tether-judge",
     run_id: str | None = None,
+    spans: Sequence[SpanRecord] = (),
+    then: NextAttempt | None = None,
     now: datetime,
 ) -> dict[str, Any]:
-    """The agent finished an attempt: in one transaction its run ends, what the gateways
-    recorded is read back and checked (`check`), the judges' runs end and are charged apart,
-    and the attempt and the eval's counters are written. Returns the attempt's row."""
+    """The agent finished an attempt: in one transaction the gateway's `spans` of it not yet
+    stored are written, its run ends, what the gateways recorded is read back and checked
+    (`check`), the judges' runs end and are charged apart, and the attempt and the eval's
+    counters are written; then the attempt `then`, if given, starts. Returns the attempt's row,
+    with that next attempt's under "next" (None if it was already done)."""
     eval_id = ev["id"]
     key = _attempt_key(eval_id, task_id, attempt)
     with engine.begin() as conn:
@@ -316,6 +336,8 @@ def complete_attempt(
                 f"run {run_id} is not attempt {attempt} of {task_id!r} (its run is "
                 f"{cur['run_id']}); send the run id its start answered"
             )
+        if spans:
+            write_spans_in(conn, spans, now=now, source="gateway")
         _end_run(conn, cur["run_id"], ok=ok, output=output, error=error, now=now)
         obs = _observe(conn, cur["run_id"])
         results = check(obs)
@@ -358,7 +380,10 @@ def complete_attempt(
                 judge_cost_nusd=evals.c.judge_cost_nusd + judge_cost,
             )
         )
-    return {**cur, **done}
+        out = {**cur, **done}
+        if then is not None:
+            out["next"] = _start_in(conn, ev, then, now)
+    return out
 
 
 def finish_eval(engine: Engine, eval_id: str, now: datetime) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The gateway's span writer: LLM spans leave the request path through a queue and are written in
 batches by one background task (store.ingest.write_spans), within ~50 ms, flushed at shutdown.
-`flush_run()` waits (notified, not polled) for one run's spans only, and cuts the batch window
-short, so an eval checking its attempt does not wait for everyone else's traffic."""
+`take_runs()` hands the spans of a few runs not yet being written to a caller that stores them in
+its own transaction (an eval finishing its attempt), and waits (notified) for any already being
+written; `flush_run()` waits for one run's spans only and cuts the batch window short."""
 
 from __future__ import annotations
 
@@ -28,18 +29,31 @@ _HURRY = object()
 Queued: TypeAlias = SpanRecord | Callable[[], SpanRecord]
 
 
+class _Entry:
+    """A queued span; `taken` once a batch write starts with it or a caller took it."""
+
+    __slots__ = ("item", "run_id", "taken")
+
+    def __init__(self, item: Queued, run_id: str | None) -> None:
+        self.item = item
+        self.run_id = run_id
+        self.taken = False
+
+
 class SpanWriter:
     """`submit()` never blocks; `run()` drains the queue; `flush()` waits until all is written."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._queue: asyncio.Queue[tuple[Queued, str | None] | object] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Entry | object] = asyncio.Queue()
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        # run id -> spans of it still queued, and the events of those waiting for them
+        # run id -> spans of it not yet written, and the events of those waiting for them
         self._by_run: dict[str, int] = {}
         self._run_waiters: dict[str, list[asyncio.Event]] = {}
+        # run id -> its entries that no write has taken yet (what take_runs() can hand out)
+        self._untaken: dict[str, list[_Entry]] = {}
         self.written = 0
         self.failed = 0
         # called with each stored batch (metrics); an observer must not raise
@@ -52,16 +66,51 @@ class SpanWriter:
             run_id = record.run_id
         self._pending += 1
         self._idle.clear()
+        entry = _Entry(record, run_id)
         if run_id is not None:
             self._by_run[run_id] = self._by_run.get(run_id, 0) + 1
-        self._queue.put_nowait((record, run_id))
+            self._untaken.setdefault(run_id, []).append(entry)
+        self._queue.put_nowait(entry)
+
+    async def take_runs(
+        self, run_ids: list[str], timeout: float = 10.0
+    ) -> list[tuple[Queued, str | None]]:
+        """The spans of `run_ids` that no batch write has started on, taken out of the queue for
+        the caller to store in its own transaction (`build()`, then `stored()`; or `submit()`
+        each back if that transaction fails); waits for those a batch write has already taken."""
+        taken: list[_Entry] = []
+        for run_id in run_ids:
+            taken += self._untaken.pop(run_id, [])
+        for entry in taken:
+            entry.taken = True
+        self._done(taken)
+        for run_id in run_ids:
+            await self.flush_run(run_id, timeout)
+        return [(e.item, e.run_id) for e in taken]
+
+    @staticmethod
+    def build(items: list[Queued]) -> list[SpanRecord]:
+        """The records of taken spans (a span that cannot be built is logged and left out)."""
+        out = []
+        for q in items:
+            try:
+                out.append(q if isinstance(q, SpanRecord) else q())
+            except Exception:  # a bug in one span must not lose the others
+                log.exception("could not build a gateway span")
+        return out
+
+    def stored(self, batch: list[SpanRecord]) -> None:
+        """Taken spans were stored by their taker: counted and observed as the writer's own."""
+        self.written += len(batch)
+        self._observe(batch)
 
     async def flush(self, timeout: float = 10.0) -> None:
         with anyio.move_on_after(timeout):
             await self._idle.wait()
 
     async def flush_run(self, run_id: str, timeout: float = 10.0) -> bool:
-        """Waits until every span queued for `run_id` is written; False on timeout."""
+        """Waits until every span queued for `run_id` is written (or taken by take_runs());
+        False on timeout."""
         if not self._by_run.get(run_id):
             return True
         event = asyncio.Event()
@@ -74,9 +123,9 @@ class SpanWriter:
     async def run(self) -> None:
         while True:
             first = await self._queue.get()
-            if first is _HURRY:
+            if not isinstance(first, _Entry) or first.taken:
                 continue
-            batch: list[tuple[Queued, str | None]] = [first]  # type: ignore[list-item]
+            batch = [first]
             deadline = time.monotonic() + BATCH_WINDOW_S
             while len(batch) < MAX_BATCH:
                 left = deadline - time.monotonic()
@@ -88,14 +137,29 @@ class SpanWriter:
                     break
                 if item is _HURRY:
                     break
-                batch.append(item)  # type: ignore[arg-type]
-            await self._write(batch)
+                if isinstance(item, _Entry) and not item.taken:
+                    batch.append(item)
+            await self._write(self._take(batch))
 
-    def _done(self, queued: list[tuple[Queued, str | None]]) -> None:
+    def _take(self, batch: list[_Entry]) -> list[_Entry]:
+        """The batch less what take_runs() handed out while it gathered, now the writer's."""
+        mine = [e for e in batch if not e.taken]
+        for e in mine:
+            e.taken = True
+        for run_id in {e.run_id for e in mine if e.run_id is not None}:
+            left = [x for x in self._untaken.get(run_id, ()) if not x.taken]
+            if left:
+                self._untaken[run_id] = left
+            else:
+                self._untaken.pop(run_id, None)
+        return mine
+
+    def _done(self, queued: list[_Entry]) -> None:
         self._pending -= len(queued)
         if self._pending == 0:
             self._idle.set()
-        for _, run_id in queued:
+        for e in queued:
+            run_id = e.run_id
             if run_id is None:
                 continue
             left = self._by_run.get(run_id, 1) - 1
@@ -106,13 +170,10 @@ class SpanWriter:
             for event in self._run_waiters.pop(run_id, []):
                 event.set()
 
-    async def _write(self, queued: list[tuple[Queued, str | None]]) -> None:
-        batch = []
-        for q, _ in queued:
-            try:
-                batch.append(q if isinstance(q, SpanRecord) else q())
-            except Exception:  # a bug in one span must not lose the others
-                log.exception("could not build a gateway span")
+    async def _write(self, queued: list[_Entry]) -> None:
+        if not queued:
+            return
+        batch = self.build([e.item for e in queued])
         for attempt in range(3):
             try:
                 with anyio.CancelScope(shield=True):

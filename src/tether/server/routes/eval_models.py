@@ -130,6 +130,13 @@ class AttemptOut(BaseModel):
     ended_at: str | None
 
 
+class AttemptFinished(AttemptOut):
+    next: AttemptOut | None = Field(
+        None, description="the attempt the finish was asked to start, with its run (null if none "
+        "was asked for, or it was already done)",
+    )  # fmt: skip
+
+
 def attempt_out(r: dict[str, Any]) -> AttemptOut:
     return AttemptOut(
         eval_id=r["eval_id"],

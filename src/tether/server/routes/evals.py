@@ -14,6 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine
 
 from tether.core.assertions import Result, evaluate
 from tether.core.errors import BadRequestError, NotFoundError
@@ -24,9 +25,10 @@ from tether.core.ids import make_id
 from tether.core.money import usd_to_nusd
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
-from tether.server.evals_flush import flush_spans
+from tether.server.evals_flush import TakenSpans, take_spans, write_queued
 from tether.server.routes.eval_models import (
     ERRORS,
+    AttemptFinished,
     AttemptOut,
     CompareOut,
     EvalDetail,
@@ -86,6 +88,11 @@ class AttemptFinish(BaseModel):
         None,
         max_length=64,
         description="the attempt's run, as its start answered (spares a lookup; checked)",
+    )
+    next: AttemptStart | None = Field(
+        None,
+        description="an attempt to start in the same request once this one is checked, so that "
+        "a runner makes one round trip per attempt; its run comes back in `next`",
     )
 
 
@@ -249,29 +256,37 @@ def _task(ev: dict[str, Any], task_id: str) -> TaskModel:
     responses=ERRORS,
     summary="Start an attempt: creates its tagged run",
 )
-def start_attempt(
+async def start_attempt(
     eval_id: str,
     body: AttemptStart,
     state: State = Depends(get_state),
     _: Principal = Depends(require("admin")),
 ) -> AttemptOut:
-    ev = store.get_eval(state.engine, eval_id)
+    return await write_queued(state, _start, eval_id, body)
+
+
+def _start(engine: Engine, eval_id: str, body: AttemptStart) -> AttemptOut:
+    ev = store.get_eval(engine, eval_id)
+    a = _to_start(ev, body)
+    row = store.start_attempt(engine, ev, a.task_id, a.attempt, a.run_id, _now(),
+                              fixtures=a.fixtures)  # fmt: skip
+    return attempt_out(row)
+
+
+def _to_start(ev: dict[str, Any], body: AttemptStart) -> store.NextAttempt:
+    """The attempt `body` names, checked against the eval's suite, with a new run id."""
     task = _task(ev, body.task_id)
     if body.attempt >= ev["repeats"]:
         raise BadRequestError(f"attempt must be below the eval's repeats ({ev['repeats']})")
     fixtures = task.fixtures.model_dump(exclude_defaults=True)
-    row = store.start_attempt(
-        state.engine, ev, body.task_id, body.attempt, make_id("run", os.urandom(12)), _now(),
-        fixtures=fixtures,
-    )  # fmt: skip
-    return attempt_out(row)
+    return store.NextAttempt(body.task_id, body.attempt, make_id("run", os.urandom(12)), fixtures)
 
 
 @router.post(
     "/evals/{eval_id}/attempts/{task_id}/{attempt}/finish",
-    response_model=AttemptOut,
+    response_model=AttemptFinished,
     responses=ERRORS,
-    summary="Finish an attempt: check its assertions",
+    summary="Finish an attempt: check its assertions (and start another, if asked)",
 )
 async def finish_attempt(
     eval_id: str,
@@ -280,13 +295,21 @@ async def finish_attempt(
     body: AttemptFinish,
     state: State = Depends(get_state),
     _: Principal = Depends(require("admin")),
-) -> AttemptOut:
+) -> AttemptFinished:
     run_id = body.run_id
     if run_id is None:
         run_id = await run_in_threadpool(_run_of, state, eval_id, task_id, attempt)
-    # The LLM gateway writes spans in batches; wait for this run's so the check sees every call.
-    await flush_spans(state, run_id)
-    return await run_in_threadpool(_finish, state, eval_id, task_id, attempt, body, run_id)
+    # The LLM gateway writes spans in batches: the check stores this run's (and its judges')
+    # that are still queued itself, so it sees every call.
+    taken = await take_spans(state, [run_id, *body.judge_run_ids])
+    try:
+        # one transaction: the spans, the check, the next attempt's start
+        out = await write_queued(state, _finish, eval_id, task_id, attempt, body, run_id, taken)
+    except BaseException:
+        taken.give_back()
+        raise
+    taken.stored()
+    return out
 
 
 def _run_of(state: State, eval_id: str, task_id: str, attempt: int) -> str:
@@ -297,10 +320,12 @@ def _run_of(state: State, eval_id: str, task_id: str, attempt: int) -> str:
 
 
 def _finish(
-    state: State, eval_id: str, task_id: str, attempt: int, body: AttemptFinish, run_id: str
-) -> AttemptOut:
-    ev = store.get_eval(state.engine, eval_id)
+    engine: Engine, eval_id: str, task_id: str, attempt: int, body: AttemptFinish, run_id: str,
+    taken: TakenSpans,
+) -> AttemptFinished:  # fmt: skip
+    ev = store.get_eval(engine, eval_id)
     task = _task(ev, task_id)
+    then = _to_start(ev, body.next) if body.next is not None else None
     external = {
         e.name: Result(e.name, "external", e.passed, e.reason, e.details) for e in body.external
     }
@@ -309,7 +334,7 @@ def _finish(
             given = external[a.name]
             external[a.name] = Result(a.name, a.kind, given.passed, given.reason, given.details)
     row = store.complete_attempt(
-        state.engine,
+        engine,
         ev,
         task_id,
         attempt,
@@ -321,9 +346,14 @@ def _finish(
         judge_run_ids=body.judge_run_ids,
         judge_agent=JUDGE_AGENT,
         run_id=run_id,
+        spans=taken.build(),
+        then=then,
         now=_now(),
     )
-    return attempt_out(row)
+    started = row.get("next")
+    return AttemptFinished(
+        **attempt_out(row).model_dump(), next=attempt_out(started) if started else None
+    )
 
 
 @router.post(
