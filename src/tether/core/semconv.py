@@ -5,20 +5,28 @@ Pure: never raises on attribute content (a bad value is ignored, not fatal)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from tether.core.errors import BadRequestError
 from tether.core.money import usd_to_nusd
 from tether.core.pricing import PriceTable
-from tether.core.records import RunAttribution, SpanRecord, run_id_for_trace, valid_run_id
+from tether.core.records import (
+    RunAttribution,
+    SpanRecord,
+    run_id_for_trace,
+    span_record,
+    valid_run_id,
+)
 from tether.core.redact import redactor
-from tether.core.semtext import as_text, clean_attributes, clean_text, json_obj, redact_text
+from tether.core.semtext import as_text, clean_attributes, clean_text, json_obj
 
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)  # a timedelta times an int: half timedelta(...)'s cost
 # 2^63 - 1 ns (2262-04-11): what a signed 64-bit nanosecond time holds, as most OTLP consumers
 # (collectors, ClickHouse, Go) store it. 2^64 - 1, the unsigned sentinel some senders use for
 # "unknown", is refused rather than stored as the year 2554.
@@ -74,17 +82,21 @@ _ATTRIBUTION_KEYS: dict[str, tuple[str, ...]] = {
                 "langfuse.session.id", "gen_ai.conversation.id"),
     "user": ("tether.user", "user.id", "langfuse.user.id", "enduser.id"),
 }  # fmt: skip
+_ATTRIBUTION_KEYSET = frozenset(k for keys in _ATTRIBUTION_KEYS.values() for k in keys)
 
 
-@dataclass(frozen=True)
-class SpanEvent:
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+
+
+# Named tuples rather than frozen dataclasses: decoding makes one per span and per event, and a
+# frozen dataclass pays an object.__setattr__ per field to be built; a tuple is immutable anyway.
+class SpanEvent(NamedTuple):
     name: str
     time_ns: int = 0
-    attributes: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = _NOTHING
 
 
-@dataclass(frozen=True)
-class OtlpSpan:
+class OtlpSpan(NamedTuple):
     """A span as decoded from OTLP: hex ids, nanosecond times, python attribute values."""
 
     trace_id: str
@@ -93,8 +105,8 @@ class OtlpSpan:
     start_ns: int
     end_ns: int = 0
     parent_id: str | None = None
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-    resource: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = _NOTHING
+    resource: Mapping[str, Any] = _NOTHING
     status_code: int = STATUS_UNSET
     status_message: str = ""
     events: Sequence[SpanEvent] = ()
@@ -112,84 +124,132 @@ class MapOptions:
 
 def map_spans(spans: Sequence[OtlpSpan], opts: MapOptions) -> list[SpanRecord]:
     """Maps a batch; spans with no run id of their own join the run named in their trace."""
-    records = [map_span(s, opts) for s in spans]
+    mapper = _Mapper(opts)
+    records: list[SpanRecord] = []
+    explicit: list[bool] = []
     named: dict[str, str] = {}
-    for s, r in zip(spans, records, strict=True):
-        if _explicit_run_id(s) is not None:
-            named.setdefault(r.trace_id, r.run_id)
+    for s in spans:
+        rec, has_run_id = mapper.map(s)
+        records.append(rec)
+        explicit.append(has_run_id)
+        if has_run_id:
+            named.setdefault(rec.trace_id, rec.run_id)
     if not named:
         return records
     return [
-        replace(r, run_id=named[r.trace_id])
-        if r.trace_id in named and _explicit_run_id(s) is None
-        else r
-        for s, r in zip(spans, records, strict=True)
+        replace(r, run_id=named[r.trace_id]) if not e and r.trace_id in named else r
+        for r, e in zip(records, explicit, strict=True)
     ]
 
 
 def map_span(span: OtlpSpan, opts: MapOptions) -> SpanRecord:
     """One span -> SpanRecord. Raises BadRequestError only for times no datetime can hold."""
-    a, res = span.attributes, span.resource
-    kind = _kind(span)
-    is_root = not span.parent_id or _truthy(a.get("tether.run.root"))
-    if kind == "other" and is_root and not span.parent_id:
-        kind = "agent"
-    model = _first_str(a, _MODEL_KEYS)
-    served = _first_str(a, _SERVED_KEYS)
-    in_tok, out_tok, cached = _tokens(a)
-    cost_nusd, unknown = _cost(a, kind, model, served, in_tok, out_tok, cached, opts.prices)
-    status, error = _status(span)
-    name = span.name
-    if kind == "tool":
-        name = _first_str(a, ("gen_ai.tool.name", "tool.name")) or name
-    redact = opts.redact_fields
-    in_key, in_text = _input(span, kind)
-    out_key, out_text = _output(span, kind)
-    # the text lifted into input/output is not stored twice
-    attrs: dict[str, Any] = clean_attributes(a, redact, (in_key, out_key))
-    if is_root and res:
-        attrs["resource"] = clean_attributes(res, redact)
-    started = _time(span.start_ns, span, "start")
-    ended = _time(span.end_ns, span, "end") if span.end_ns else None
-    if span.end_ns and span.end_ns < span.start_ns:
-        raise BadRequestError(
-            f"span {span.span_id} of trace {span.trace_id}: end time {span.end_ns} is before its "
-            f"start time {span.start_ns}; send end_time_unix_nano >= start_time_unix_nano (or 0 "
-            "for a span still running)"
+    return _Mapper(opts).map(span)[0]
+
+
+class _Mapper:
+    """Maps the spans of one batch. What depends on a span's resource alone (its attribution
+    fallbacks, its run id, its cleaned attributes) is worked out once per resource: the spans
+    of an export request share a handful of resources."""
+
+    def __init__(self, opts: MapOptions) -> None:
+        self.prices = opts.prices
+        self.redact = opts.redact_fields
+        self.text = redactor(opts.redact_fields).text
+        self._resources: dict[int, tuple[Mapping[str, Any], _Resource]] = {}
+
+    def resource(self, res: Mapping[str, Any]) -> _Resource:
+        hit = self._resources.get(id(res))
+        if hit is not None and hit[0] is res:
+            return hit[1]
+        info = _Resource(res, self.redact)
+        self._resources[id(res)] = (res, info)
+        return info
+
+    def map(self, span: OtlpSpan) -> tuple[SpanRecord, bool]:
+        """(the record, whether the span names its run itself)."""
+        a, res = span.attributes, span.resource
+        rinfo = self.resource(res)
+        kind = _kind(span)
+        parent = span.parent_id
+        is_root = not parent or _truthy(a.get("tether.run.root"))
+        if kind == "other" and is_root and not parent:
+            kind = "agent"
+        model = _first_str(a, _MODEL_KEYS)
+        served = _first_str(a, _SERVED_KEYS)
+        in_tok, out_tok, cached = _tokens(a)
+        cost_nusd, unknown = _cost(a, kind, model, served, in_tok, out_tok, cached, self.prices)
+        status, error = _status(span)
+        name = span.name
+        if kind == "tool":
+            name = _first_str(a, ("gen_ai.tool.name", "tool.name")) or name
+        redact = self.redact
+        in_key, in_text = _input(span, kind)
+        out_key, out_text = _output(span, kind)
+        # the text lifted into input/output is not stored twice
+        attrs: dict[str, Any] = clean_attributes(a, redact, (in_key, out_key))
+        if is_root and res:
+            attrs["resource"] = rinfo.cleaned()
+        started = _time(span.start_ns, span, "start")
+        ended = _time(span.end_ns, span, "end") if span.end_ns else None
+        if span.end_ns and span.end_ns < span.start_ns:
+            raise BadRequestError(
+                f"span {span.span_id} of trace {span.trace_id}: end time {span.end_ns} is before "
+                f"its start time {span.start_ns}; send end_time_unix_nano >= start_time_unix_nano "
+                "(or 0 for a span still running)"
+            )
+        run_id = _run_id_in(a) or rinfo.run_id
+        attribution = (
+            _attribution(a, res) if not _ATTRIBUTION_KEYSET.isdisjoint(a) else rinfo.attribution
         )
-    return SpanRecord(
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-        run_id=_explicit_run_id(span) or run_id_for_trace(span.trace_id),
-        kind=kind,
-        name=clean_text(redactor(redact).text(name), 500) or "(unnamed)",
-        started_at=started,
-        ended_at=ended,
-        parent_id=span.parent_id or None,
-        is_root=is_root,
-        input=redact_text(in_text, redact),
-        output=redact_text(out_text, redact),
-        model=clean_text(model, 200),
-        model_served=clean_text(served, 200),
-        input_tokens=in_tok,
-        output_tokens=out_tok,
-        cached_tokens=cached,
-        cost_nusd=cost_nusd,
-        cost_unknown=unknown,
-        ttft_ms=_ttft(a),
-        status=status,
-        error=redact_text(error, redact),
-        attributes=attrs,
-        attribution=_attribution(a, res),
-    )
+        text = self.text
+        record = span_record(
+            trace_id=span.trace_id,
+            span_id=span.span_id,
+            run_id=run_id or run_id_for_trace(span.trace_id),
+            kind=kind,
+            name=clean_text(text(name), 500) or "(unnamed)",
+            started_at=started,
+            ended_at=ended,
+            parent_id=parent or None,
+            is_root=is_root,
+            input=clean_text(text(in_text)) if in_text else None,
+            output=clean_text(text(out_text)) if out_text else None,
+            model=clean_text(model, 200),
+            model_served=clean_text(served, 200),
+            input_tokens=in_tok,
+            output_tokens=out_tok,
+            cached_tokens=cached,
+            cost_nusd=cost_nusd,
+            cost_unknown=unknown,
+            ttft_ms=_ttft(a),
+            status=status,
+            error=clean_text(text(error)) if error else None,
+            attributes=attrs,
+            attribution=attribution,
+        )
+        return record, run_id is not None
 
 
-def _explicit_run_id(span: OtlpSpan) -> str | None:
-    for source in (span.attributes, span.resource):
-        v = source.get("tether.run_id")
-        if isinstance(v, str) and valid_run_id(v):
-            return v
-    return None
+class _Resource:
+    """What a resource contributes to each of its spans."""
+
+    def __init__(self, res: Mapping[str, Any], redact: tuple[str, ...]) -> None:
+        self._res, self._redact = res, redact
+        self.run_id = _run_id_in(res)
+        self.attribution = _attribution({}, res)
+        self._cleaned: dict[str, Any] | None = None
+
+    def cleaned(self) -> dict[str, Any]:
+        """The resource's attributes as a root span stores them (one copy per root)."""
+        if self._cleaned is None:
+            self._cleaned = clean_attributes(self._res, self._redact)
+        return dict(self._cleaned)
+
+
+def _run_id_in(attrs: Mapping[str, Any]) -> str | None:
+    v = attrs.get("tether.run_id")
+    return v if isinstance(v, str) and valid_run_id(v) else None
 
 
 def _kind(span: OtlpSpan) -> str:
@@ -307,9 +367,9 @@ def _cost(
         return None, kind in ("llm", "embedding")
     for m in (served, model):
         if m:
-            c = prices.cost(m, in_tok or 0, out_tok or 0, cached or 0)
+            c = prices.cost_nusd(m, in_tok or 0, out_tok or 0, cached or 0)
             if c is not None:
-                return usd_to_nusd(c), False
+                return c, False
     return None, True
 
 
@@ -335,7 +395,7 @@ def _time(ns: int, span: OtlpSpan, which: str) -> datetime:
             f"span {span.span_id} of trace {span.trace_id}: {which} time {ns!r} is not a "
             "Unix time in nanoseconds"
         )
-    return _EPOCH + timedelta(microseconds=ns // 1000)
+    return _EPOCH + _MICROSECOND * (ns // 1000)
 
 
 def _ttft(a: Mapping[str, Any]) -> float | None:

@@ -91,6 +91,9 @@ def clean_attributes(
     """JSON-safe, redacted, then truncated copy of a span's (or resource's) attributes."""
     r = redactor(redact)
     is_secret, text = r.is_secret_key, r.text
+    # the redactor's memory of names and short values, read before calling it (a method call
+    # costs more than the lookup it makes)
+    verdicts, short_texts = r.key_verdicts, r.short_texts
     out: dict[str, Any] = {}
     for k, v in attrs.items():
         if k in skip:
@@ -98,10 +101,13 @@ def clean_attributes(
         key = _clean_key(k) if type(k) is str else _clean_key(str(k))
         kind = type(v)
         if kind is str:  # the ingest hot path: exact types first, no isinstance chain
-            if v and is_secret(key):
-                out[key] = REDACTED
-                continue
-            v = text(v)
+            if v:
+                secret = verdicts.get(key)
+                if secret or (secret is None and is_secret(key)):
+                    out[key] = REDACTED
+                    continue
+            known = short_texts.get(v)
+            v = text(v) if known is None else known
             # most values are short ASCII: nothing to clean, no call
             short = len(v) <= MAX_TEXT_BYTES and v.isascii() and "\x00" not in v
             out[key] = v if short else clean_text(v) or ""
@@ -133,6 +139,8 @@ def redact_text(text: str | None, redact: tuple[str, ...]) -> str | None:
 
 def json_obj(value: Any) -> dict[str, Any] | None:
     """A mapping given as a mapping or as JSON text (Langfuse's usage and cost details)."""
+    if value is None:  # the usual case, decided before an ABC isinstance check
+        return None
     if isinstance(value, Mapping):
         return {str(k): v for k, v in value.items()}
     if isinstance(value, str) and value.lstrip().startswith("{") and len(value) < 100_000:
