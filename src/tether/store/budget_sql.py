@@ -149,6 +149,13 @@ def reserve_raw(
     sql = _sql(engine.dialect.name, engine.dialect)
     ts_now = sql.ts(now)
     raw = _nowait_connection(engine) if nowait else engine.raw_connection()
+    if sql.begin is None:  # PostgreSQL
+        try:
+            return _reserve_pipelined(raw, sql, ordered, fresh, reservation_id=reservation_id,
+                                      amount_nusd=amount_nusd, tokens=tokens, run_id=run_id,
+                                      now=ts_now, expires=sql.ts(expires))  # fmt: skip
+        finally:
+            raw.close()
     try:
         cur = raw.cursor()
         if sql.begin is not None:
@@ -192,6 +199,53 @@ def reserve_raw(
         if not nowait:
             raw.close()  # back to the pool
     return None
+
+
+def _reserve_pipelined(
+    raw: Any, sql: _Sql, ordered: Sequence[ScopeCap], fresh: Sequence[ScopeCap], *,
+    reservation_id: str, amount_nusd: int, tokens: int, run_id: str | None, now: Any,
+    expires: Any,
+) -> Refused | None:  # fmt: skip
+    """PostgreSQL: the whole transaction in one round trip (psycopg's pipeline mode), then its
+    commit, or its rollback when a take found no room. Every take runs, in scope order (the lock
+    order), before the outcome is known; a refusal rolls all of them back, the hold's INSERT
+    with them, and the refusing counter is read after that."""
+    conn = raw.driver_connection
+    try:
+        with conn.pipeline():
+            if fresh:
+                conn.cursor().executemany(sql.upsert_caps, [
+                    {"scope": c.scope, "cap_nusd": c.cap_nusd, "cap_tokens": c.cap_tokens,
+                     "cap_calls": c.cap_calls, "now": now} for c in fresh
+                ])  # fmt: skip
+            takes = []
+            for cap in ordered:
+                cur = conn.cursor()
+                cur.execute(sql.take, {"s": cap.scope, "a": amount_nusd, "t": tokens, "now": now})
+                takes.append((cap, cur))
+            conn.cursor().execute(sql.hold, {
+                "id": reservation_id, "run_id": run_id,
+                "scopes": sql.json([c.scope for c in ordered]), "amount_nusd": amount_nusd,
+                "tokens": tokens, "now": now, "expires_at": expires,
+            })  # fmt: skip
+        failed = next((cap for cap, cur in takes if cur.rowcount != 1), None)
+        if failed is None:
+            conn.commit()
+            return None
+        conn.rollback()
+    except BaseException:
+        conn.rollback()
+        raise
+    cur = conn.cursor()
+    cur.execute(sql.counter, {"s": failed.scope})
+    r: Any = cur.fetchone()
+    conn.rollback()
+    # the caps the take was checked against: the ones upserted with it (rolled back since),
+    # else the stored ones; no row: the counter was new in the refused transaction
+    if r is None:
+        return Refused(failed, CounterState())
+    cap = failed if failed in fresh else ScopeCap(failed.scope, r[0], r[1], r[2])
+    return Refused(cap, CounterState(r[3], r[4], r[5], r[6], r[7]))
 
 
 def _rollback(raw: Any, cur: Any, sql: _Sql) -> None:
