@@ -13,14 +13,15 @@ import httpx
 from tether.core.errors import TetherError, UpstreamError
 from tether.gateway.llm.errors import from_status, from_transport
 from tether.gateway.llm.provider import Target
-from tether.gateway.llm.wire import LeanTransport
+from tether.gateway.llm.wire import LeanTransport, StaleConnection
 
 RETRY_STATUS = frozenset({502, 503, 529})
 # a failed attempt that the next provider in the fallback list may take over
 FALLBACK_STATUS = RETRY_STATUS | {500, 504}
 BACKOFF_S = 0.05
-# raised by send() before any byte of a response: the server closed a pooled connection
-STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+# raised by send() only for a pooled connection the server closed before any byte of the reply;
+# a fresh connection dropped, or one whose reply had begun, may have reached the provider
+STALE_CONNECTION = (StaleConnection,)
 
 
 class _NoCookies(httpx.Cookies):
@@ -48,7 +49,9 @@ def make_client(max_connections: int = 256) -> httpx.AsyncClient:
     """An HTTP/1.1 client with keep-alive (wire.py), no cookie jar; timeouts are set per
     request."""
     client = httpx.AsyncClient(
-        transport=LeanTransport(max_keepalive=max_connections, keepalive_expiry=30.0),
+        transport=LeanTransport(
+            max_connections=max_connections, max_keepalive=max_connections, keepalive_expiry=30.0
+        ),
         timeout=httpx.Timeout(60.0, connect=5.0),
         follow_redirects=False,
         trust_env=False,

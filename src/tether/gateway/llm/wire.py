@@ -7,7 +7,13 @@ each request went out in two sends and every pooled connection was polled on eve
 request is one write, the reply is parsed in C as it arrives, and a pooled connection closed by
 the server is known from its `connection_lost`, with no poll. Errors are httpx's own types
 (ConnectError, ConnectTimeout, ReadTimeout, RemoteProtocolError, ReadError), so the retry rules
-and messages of forward.py and relay.py are unchanged.
+and messages of forward.py and relay.py are unchanged, but for one: a pooled connection the
+server closed before any byte of the reply is a `StaleConnection`, the only disconnect that
+forward.py sends again (any other may have reached the provider, and been billed).
+
+At most `max_connections` connections per origin are open (busy or idle); a call waits for one
+up to its `pool` timeout, then fails with httpx.PoolTimeout. A connection is busy from the request
+to the close of its response (read to the end, closed early, failed or cancelled).
 """
 
 from __future__ import annotations
@@ -28,6 +34,55 @@ _Key = tuple[bytes, str, int]
 _FRAMING = (b"content-length", b"transfer-encoding")
 
 
+class StaleConnection(httpx.RemoteProtocolError):
+    """A keep-alive connection taken from the pool that the server closed before sending any
+    byte of the reply (the race with its idle timeout): the call may be sent again. Never raised
+    for a fresh connection, nor once a byte came back: then the provider may have the call."""
+
+
+class _Slots:
+    """The open connections one origin may still have; callers beyond wait in line (FIFO)."""
+
+    def __init__(self, limit: int) -> None:
+        self.free = limit
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def take(self, timeout: float | None, request: httpx.Request) -> None:
+        if self.free > 0:
+            self.free -= 1
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self.waiters.append(fut)
+        timer = None if timeout is None else loop.call_later(timeout, _no_slot, fut, timeout)
+        try:
+            await fut
+        except BaseException:
+            if fut.cancelled():  # cancelled in line
+                self.waiters.remove(fut)
+            elif (exc := fut.exception()) is None:
+                self.give()  # handed a slot, then cancelled before it could be used
+            else:  # the PoolTimeout, already out of line
+                cast(httpx.PoolTimeout, exc).request = request
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def give(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot passes straight to the first in line
+                return
+        self.free += 1
+
+
+def _no_slot(fut: asyncio.Future[None], timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(httpx.PoolTimeout(f"no free upstream connection in {timeout} s"))
+
+
 class _Conn(asyncio.Protocol):
     """One connection to an upstream; one exchange at a time, then back to the pool."""
 
@@ -39,9 +94,14 @@ class _Conn(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.active = False
+        self.reused = False  # taken from the pool (else opened for this exchange)
+        self.dirty = False  # the parser is mid-message (a HEAD reply's announced body)
         self._reset()
 
     def _reset(self) -> None:
+        if self.dirty:
+            self.parser = httptools.HttpResponseParser(self)
+            self.dirty = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: deque[bytes] = deque()
@@ -50,6 +110,9 @@ class _Conn(asyncio.Protocol):
         self.until_eof = False
         self.complete = False
         self.keep = False
+        self.head_only = False  # a reply to HEAD: no body, whatever its head announces
+        self.got_bytes = False
+        self.extra = False  # bytes after the complete reply: the connection is unusable
         self.error: Exception | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.paused = False
@@ -61,13 +124,20 @@ class _Conn(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if not self.active:  # bytes nobody asked for: the connection cannot be trusted
+        if not self.active or self.complete:
+            # bytes nobody asked for: the connection cannot be trusted (they are not parsed)
+            self.keep = False
             self.close()
             return
+        self.got_bytes = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"malformed HTTP reply: {exc}"))
+            if not self.complete:
+                self._fail(httpx.RemoteProtocolError(f"malformed HTTP reply: {exc}"))
+            self.extra = True
+        if self.extra:
+            self.keep = False
             self.close()
 
     def eof_received(self) -> bool | None:
@@ -81,6 +151,9 @@ class _Conn(asyncio.Protocol):
         if self.head_done and self.until_eof and exc is None:
             self.complete = True  # a body delimited by the end of the connection
             self._wake()
+        elif self.reused and not self.got_bytes:
+            why = "" if exc is None else f" ({exc or type(exc).__name__})"
+            self._fail(StaleConnection(f"Server disconnected without sending a response{why}."))
         elif exc is not None:
             self._fail(httpx.ReadError(str(exc) or type(exc).__name__))
         elif self.head_done:
@@ -91,21 +164,38 @@ class _Conn(asyncio.Protocol):
 
     # ------------------------------------------------------------ httptools callbacks
 
+    # once the reply is complete, whatever the parser still reports is extra bytes
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.extra = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.complete:
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.complete:
+            return
         status = self.parser.get_status_code()
         if 100 <= status < 200:  # informational: the real head follows
             self.headers = []
             return
         self.status = status
-        framed = any(n.lower() in _FRAMING for n, _ in self.headers)
-        self.until_eof = not framed and status not in (204, 304)
         self.head_done = True
+        if self.head_only:  # complete now; the parser would wait for the announced body
+            self.complete = True
+            self.keep = self.parser.should_keep_alive()
+            self.dirty = True
+        else:
+            framed = any(n.lower() in _FRAMING for n, _ in self.headers)
+            self.until_eof = not framed and status not in (204, 304)
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self.complete:
+            self.extra = True
+            return
         self.chunks.append(body)
         self.buffered += len(body)
         if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
@@ -115,6 +205,10 @@ class _Conn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if not self.head_done:  # the end of an informational reply
+            return
+        if self.complete:
+            if self.head_only and not self.extra:
+                self.dirty = False  # the parser agreed: no body (content-length: 0)
             return
         self.complete = True
         self.keep = self.parser.should_keep_alive()
@@ -170,9 +264,10 @@ def _expire(fut: asyncio.Future[None], timeout: float) -> None:
 class _Body(httpx.AsyncByteStream):
     """A reply's body as it arrives; the connection goes back to the pool once it is read."""
 
-    def __init__(self, conn: _Conn, read_timeout: float | None) -> None:
+    def __init__(self, conn: _Conn, read_timeout: float | None, slots: _Slots) -> None:
         self.conn = conn
         self.read_timeout = read_timeout
+        self.slots = slots
         self.done = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -203,12 +298,17 @@ class _Body(httpx.AsyncByteStream):
             conn.pool.put(conn)
         else:
             conn.close()
+        self.slots.give()  # after put: the next in line finds the connection idle
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
-    """HTTP/1.1 with keep-alive (up to `max_keepalive` idle connections per host)."""
+    """HTTP/1.1 with keep-alive: up to `max_connections` open connections per origin, of which
+    up to `max_keepalive` idle ones."""
 
-    def __init__(self, *, max_keepalive: int = 256, keepalive_expiry: float = 30.0) -> None:
+    def __init__(self, *, max_connections: int = 256, max_keepalive: int = 256,
+                 keepalive_expiry: float = 30.0) -> None:  # fmt: skip
+        self.max_connections = max_connections
+        self._slots: dict[_Key, _Slots] = {}
         self.max_keepalive = max_keepalive
         self.keepalive_expiry = keepalive_expiry
         self._idle: dict[_Key, list[_Conn]] = {}
@@ -229,19 +329,28 @@ class LeanTransport(httpx.AsyncBaseTransport):
             headers.append((b"Content-Length", str(len(body)).encode()))
         head = b"".join([request.method.encode(), b" ", url.raw_path, b" HTTP/1.1\r\n",
                          *(k + b": " + v + b"\r\n" for k, v in headers), b"\r\n"])  # fmt: skip
-        conn = await self._acquire(key, timeouts.get("connect"), request)
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = _Slots(self.max_connections)
+        await slots.take(timeouts.get("pool"), request)
         read_timeout = timeouts.get("read")
-        conn.active = True
+        conn: _Conn | None = None
         try:
+            conn = await self._acquire(key, timeouts.get("connect"), request)
+            conn.active = True
+            conn.head_only = request.method == "HEAD"
             assert conn.transport is not None
             conn.transport.write(head + body)
             while not conn.head_done:
                 await conn.wait(read_timeout)
         except BaseException:
-            conn.active = False
-            conn.close()
+            if conn is not None:
+                conn.active = False
+                conn.close()
+            slots.give()
             raise
-        return httpx.Response(conn.status, headers=conn.headers, stream=_Body(conn, read_timeout),
+        stream = _Body(conn, read_timeout, slots)
+        return httpx.Response(conn.status, headers=conn.headers, stream=stream,
                               extensions={"http_version": b"HTTP/1.1"})  # fmt: skip
 
     async def _acquire(self, key: _Key, connect_timeout: float | None,
@@ -255,6 +364,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             if now - conn.idle_since > self.keepalive_expiry:
                 conn.close()
                 continue
+            conn.reused = True
             return conn
         return await self._connect(key, connect_timeout, request)
 
