@@ -3,8 +3,10 @@ span that cannot be built or stored does not take the others down with it."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import Engine, func, select
 
 from tether.core.records import RunAttribution, SpanRecord
@@ -74,6 +76,26 @@ async def test_flush_run_waits_for_that_run_only_and_cuts_the_batch_window(db: E
         writer.submit(broken, "run_c")
         assert await writer.flush_run("run_c", timeout=30)
     assert count(db) == 2 and writer._by_run == {}
+
+
+async def test_a_take_cancelled_while_it_waits_gives_its_spans_back(db: Engine) -> None:
+    writer = SpanWriter(db)
+    writer.submit(record(1, "run_t"))
+    writing = writer._take(list(writer._untaken["run_t"]))  # a batch write has begun on span 1
+    writer.submit(record(2, "run_t"))
+    take = asyncio.create_task(writer.take_runs(["run_t"], timeout=30))
+    while not writer._run_waiters.get("run_t"):  # taken span 2, now waiting for span 1
+        await asyncio.sleep(0)
+    take.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await take
+    assert [e.item.span_id for e in writer._untaken["run_t"]] == [f"{2:016x}"]
+    writer._done(writing)  # the batch write of span 1 ends (it stored nothing here)
+    async with writer.running():
+        pass
+    with db.connect() as conn:
+        assert conn.execute(select(spans.c.span_id)).scalars().all() == [f"{2:016x}"]
+    assert writer._by_run == {} and writer._pending == 0
 
 
 async def test_take_runs_hands_over_the_spans_no_write_has_started_on(db: Engine) -> None:

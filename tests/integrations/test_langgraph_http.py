@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tether.integrations.langgraph import TetherSaver
 from tether.integrations.langgraph._http import AsyncWire, SyncWire, Target
 
 
@@ -34,6 +35,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(204)
             self.end_headers()
             return
+        if path == "/early":  # an interim reply before the real one
+            self.send_response_only(103)
+            self.send_header("Link", "</style.css>; rel=preload")
+            self.end_headers()
         if path == "/chunked":
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
@@ -117,3 +122,34 @@ def test_a_server_that_is_gone_raises(target: Target) -> None:
     wire = SyncWire(Target("http://127.0.0.1:9/api/v1", {}), timeout_s=5)
     with pytest.raises(ConnectionError):
         wire.request("GET", "/a")
+
+
+def test_an_interim_reply_is_skipped_for_the_real_one(target: Target) -> None:
+    async def main() -> None:
+        wire = AsyncWire(target, timeout_s=10)
+        assert await wire.request("GET", "/early") == (200, b"GET /early ")
+        assert await wire.request("GET", "/next") == (200, b"GET /next ")  # not the 103's reply
+        await wire.close()
+
+    asyncio.run(main())
+    assert SyncWire(target, timeout_s=10).request("GET", "/early") == (200, b"GET /early ")
+
+
+def test_through_a_proxy_the_step_calls_go_where_the_others_go(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the fixture's server stands in for the proxy: a proxied request names the whole URL
+    monkeypatch.setenv("HTTP_PROXY", f"http://{target.host}:{target.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    saver = TetherSaver("http://tether.invalid:8080", api_key="k")
+    try:
+        status, body = saver._step_call("GET", "/threads/t/checkpoint")
+        assert (status, body) == (
+            200,
+            b"GET http://tether.invalid:8080/api/v1/threads/t/checkpoint ",
+        )
+    finally:
+        saver.close()
+    monkeypatch.setenv("NO_PROXY", "tether.invalid")
+    assert TetherSaver("http://tether.invalid:8080")._wire is not None  # bypassed: direct

@@ -209,3 +209,53 @@ def test_a_batch_settle_keeps_the_same_books_as_one_by_one(db: Engine) -> None:
         assert st_.spent_nusd == 1 + 40_000_001 + 40_000_002 + 40_000_003 + 7
         assert st_.spent_tokens == 1 + 21 + 22 + 23 + 3
         assert (st_.reserved_nusd, st_.reserved_tokens, st_.calls) == (0, 0, 5)
+
+
+def test_a_fresh_cap_is_locked_in_scope_order_with_the_takes(db: Engine) -> None:
+    """A cap upserted by the reserve (a policy change, or a process that has not written it
+    yet) locks its counter in the same order as the takes: another transaction holding the
+    first scope and then updating the last must not deadlock with it (PostgreSQL aborts one
+    of the two after deadlock_timeout)."""
+    if db.dialect.name != "postgresql":
+        pytest.skip("row locks in a chosen order: PostgreSQL (SQLite has one writer)")
+    first, last = ScopeCap("agent:a", 10 * USD), ScopeCap("run:run_1", USD)
+    _reserve(db, [first, last], 1, rid="rsv_seed")
+    other = db.raw_connection()
+    cur = other.cursor()
+    try:
+        cur.execute("UPDATE budget_counters SET calls = calls WHERE scope = 'agent:a'")
+        cur.execute("SELECT pg_backend_pid()")
+        blocker = cur.fetchone()[0]
+        with ThreadPoolExecutor(1) as pool:
+            changed = ScopeCap("run:run_1", 2 * USD)  # fresh: its upsert precedes its take
+            held = pool.submit(
+                budget_sql.reserve_raw, db, [first, changed], [changed], reservation_id="rsv_2",
+                amount_nusd=1, tokens=0, run_id="run_1", now=NOW,
+                expires=NOW + timedelta(seconds=60),
+            )  # fmt: skip
+            _wait_until_blocked_by(db, blocker)
+            # with the fresh cap locked before the takes, this update would wait on the
+            # reserve while the reserve waits on this transaction's lock of agent:a
+            cur.execute("UPDATE budget_counters SET calls = calls WHERE scope = 'run:run_1'")
+            other.commit()
+            assert held.result(timeout=30) is None
+    finally:
+        cur.close()
+        other.close()
+    snap = budgets.snapshot(db, "run:run_1")
+    assert snap is not None and snap[0].cap_nusd == 2 * USD
+
+
+def _wait_until_blocked_by(db: Engine, blocker: int) -> None:
+    deadline = time.monotonic() + 30
+    with db.connect() as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity"
+                f" WHERE {int(blocker)} = ANY(pg_blocking_pids(pid))"
+            ).scalar()
+            conn.rollback()
+            if waiting:
+                return
+            time.sleep(0.01)
+    raise AssertionError("the reserve never waited for the other transaction's lock")

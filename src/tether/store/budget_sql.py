@@ -142,9 +142,9 @@ def reserve_raw(
     expires: datetime,
     nowait: bool = False,
 ) -> Refused | None:
-    """One transaction: upserts the `fresh` caps, takes the room on every scope of `ordered`
-    (in that order: the lock order), and inserts the hold; or takes nothing and says which
-    scope had no room. The caller serialises SQLite writers (writelock.span_writer). With
+    """One transaction: takes the room on every scope of `ordered` (in that order: the lock
+    order; a `fresh` cap is upserted just before its own take, so its row lock comes in the same
+    order), and inserts the hold; or takes nothing and says which scope had no room. The caller serialises SQLite writers (writelock.span_writer). With
     `nowait` (SQLite only) raises Busy instead of waiting for another writer."""
     sql = _sql(engine.dialect.name, engine.dialect)
     ts_now = sql.ts(now)
@@ -166,12 +166,9 @@ def reserve_raw(
                     raise Busy from None
                 raise
         try:
-            if fresh:
-                cur.executemany(sql.upsert_caps, [
-                    {"scope": c.scope, "cap_nusd": c.cap_nusd, "cap_tokens": c.cap_tokens,
-                     "cap_calls": c.cap_calls, "now": ts_now} for c in fresh
-                ])  # fmt: skip
             for cap in ordered:
+                if cap in fresh:  # upserted just before its take: one lock order for both
+                    cur.execute(sql.upsert_caps, _cap_params(cap, ts_now))
                 cur.execute(sql.take, {"s": cap.scope, "a": amount_nusd, "t": tokens,
                                        "now": ts_now})  # fmt: skip
                 if cur.rowcount != 1:
@@ -213,13 +210,10 @@ def _reserve_pipelined(
     conn = raw.driver_connection
     try:
         with conn.pipeline():
-            if fresh:
-                conn.cursor().executemany(sql.upsert_caps, [
-                    {"scope": c.scope, "cap_nusd": c.cap_nusd, "cap_tokens": c.cap_tokens,
-                     "cap_calls": c.cap_calls, "now": now} for c in fresh
-                ])  # fmt: skip
             takes = []
             for cap in ordered:
+                if cap in fresh:  # upserted just before its take: one lock order for both
+                    conn.cursor().execute(sql.upsert_caps, _cap_params(cap, now))
                 cur = conn.cursor()
                 cur.execute(sql.take, {"s": cap.scope, "a": amount_nusd, "t": tokens, "now": now})
                 takes.append((cap, cur))
@@ -246,6 +240,11 @@ def _reserve_pipelined(
         return Refused(failed, CounterState())
     cap = failed if failed in fresh else ScopeCap(failed.scope, r[0], r[1], r[2])
     return Refused(cap, CounterState(r[3], r[4], r[5], r[6], r[7]))
+
+
+def _cap_params(cap: ScopeCap, now: Any) -> dict[str, Any]:
+    return {"scope": cap.scope, "cap_nusd": cap.cap_nusd, "cap_tokens": cap.cap_tokens,
+            "cap_calls": cap.cap_calls, "now": now}  # fmt: skip
 
 
 def _rollback(raw: Any, cur: Any, sql: _Sql) -> None:

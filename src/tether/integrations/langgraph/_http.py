@@ -9,6 +9,11 @@ http.client; the async side reads and writes asyncio streams itself. Idle connec
 (one per concurrent caller) and reused; a reused one the server has closed in the meantime is
 dropped and the request sent once more on a new connection (the three calls are idempotent:
 upserts of the same values and a read).
+
+The connections go straight to tether: when a proxy applies to tether's URL (`HTTP(S)_PROXY`,
+`ALL_PROXY`, not bypassed by `NO_PROXY`) the saver sends these calls through httpx like the
+others (`Target.direct`). TLS verifies as httpx does (`httpx.create_ssl_context()`: certifi's
+bundle, or `SSL_CERT_FILE`/`SSL_CERT_DIR`), one context for every connection.
 """
 
 from __future__ import annotations
@@ -17,7 +22,11 @@ import asyncio
 import http.client
 import ssl
 import threading
+import urllib.request
+from functools import cached_property
 from urllib.parse import urlsplit
+
+import httpx
 
 Reply = tuple[int, bytes]
 
@@ -37,6 +46,18 @@ class Target:
         self.prefix = parts.path.rstrip("/")
         netloc = self.host if parts.port is None else f"{self.host}:{parts.port}"
         self.headers = {"Host": netloc, **headers, "Accept": "application/json"}
+
+    @property
+    def direct(self) -> bool:
+        """No proxy applies to tether's URL (read from the environment as httpx reads it)."""
+        proxies = urllib.request.getproxies_environment()
+        if not (proxies.get("https" if self.tls else "http") or proxies.get("all")):
+            return True
+        return bool(urllib.request.proxy_bypass(self.host))  # NO_PROXY
+
+    @cached_property
+    def tls_context(self) -> ssl.SSLContext | None:
+        return httpx.create_ssl_context() if self.tls else None
 
     def head(self, method: str, path: str, body: bytes | None) -> bytes:
         """The request line and headers, ready to write."""
@@ -59,7 +80,8 @@ class SyncWire:
     def _connect(self) -> http.client.HTTPConnection:
         t = self.target
         if t.tls:
-            return http.client.HTTPSConnection(t.host, t.port, timeout=self.timeout_s)
+            return http.client.HTTPSConnection(t.host, t.port, timeout=self.timeout_s,
+                                               context=t.tls_context)  # fmt: skip
         return http.client.HTTPConnection(t.host, t.port, timeout=self.timeout_s)
 
     def request(self, method: str, path: str, body: bytes | None = None) -> Reply:
@@ -79,6 +101,9 @@ class SyncWire:
                     conn.putheader("Content-Length", str(len(body)))
                 conn.endheaders(body)
                 resp = conn.getresponse()
+                while 100 <= resp.status < 200:  # an interim reply (103 Early Hints; http.client
+                    resp.headers = None  # type: ignore[assignment]  # skips only 100): begin()
+                    resp.begin()  # again reads the real reply from the same buffered stream
                 data = resp.read()
             except _STALE:
                 conn.close()
@@ -119,9 +144,8 @@ class AsyncWire:
                 if reused:
                     reader, writer = self._idle.pop()
                 else:
-                    ctx = ssl.create_default_context() if self.target.tls else None
                     reader, writer = await asyncio.open_connection(
-                        self.target.host, self.target.port, ssl=ctx
+                        self.target.host, self.target.port, ssl=self.target.tls_context
                     )
                 try:
                     writer.write(payload)
@@ -149,16 +173,18 @@ class AsyncWire:
 
 async def _read_reply(reader: asyncio.StreamReader, method: str) -> tuple[int, bytes, bool]:
     """Status, body and whether the connection stays open, of one HTTP/1.1 reply."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
-    version, code, *_ = status_line.split(" ", 2)
-    status = int(code)
+    status = 100
+    while 100 <= status < 200:  # an interim reply (100 Continue, 103 Early Hints): the next
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
+        version, code, *_ = status_line.split(" ", 2)
+        status = int(code)
     fields: dict[str, str] = {}
     for line in lines:
         name, _, value = line.partition(":")
         fields[name.strip().lower()] = value.strip()
     keep = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
-    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+    if method == "HEAD" or status in (204, 304):
         return status, b"", keep
     if fields.get("transfer-encoding", "").lower() == "chunked":
         parts: list[bytes] = []

@@ -108,9 +108,13 @@ class TetherSaver(BaseCheckpointSaver[str]):
         self._async_transport = async_transport
         self._aclients: dict[int, httpx.AsyncClient] = {}
         # put, put_writes and get_tuple (every super-step) go over lean keep-alive connections
-        # (_http.py); through httpx only when a transport was given
+        # (_http.py); through httpx when a transport was given or a proxy applies
         self._target = Target(url + "/api/v1", headers)
-        self._wire = SyncWire(self._target, timeout_s) if transport is None else None
+        # read once, as httpx reads the proxy settings when its client is made
+        self._direct = self._target.direct
+        self._wire = (
+            SyncWire(self._target, timeout_s) if transport is None and self._direct else None
+        )
         self._awires: dict[int, AsyncWire] = {}
         self._runs: dict[str, str] = {}
         # checkpoint id -> set once its put is answered. LangGraph stores checkpoints in the
@@ -130,7 +134,7 @@ class TetherSaver(BaseCheckpointSaver[str]):
         return client
 
     def _awire(self) -> AsyncWire | None:
-        if self._async_transport is not None:
+        if self._async_transport is not None or not self._direct:
             return None
         loop = id(asyncio.get_running_loop())  # a connection belongs to its event loop
         wire = self._awires.get(loop)
