@@ -3,10 +3,16 @@ spans of the attempt's run (and its judges' runs) that it has not begun to write
 stores them in the transaction that checks the attempt, so its assertions see every call the
 gateway recorded without waiting for the writer's next batch; spans a batch is already writing
 are waited for (notified). If the finish fails, the spans go back to the writer. The store calls
-of the eval routes queue for SQLite's write lock (`write_queued`)."""
+of the eval routes queue for SQLite's write lock (`write_queued`).
+
+Calls another worker or replica served are not in this process's writer: when the finish finds
+admitted calls with no span stored (store.eval_spans), it waits for that process's batch
+(`wait_stored`, polled, bounded by SPANS_WAIT_S), then checks with what is there and says so."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -17,9 +23,14 @@ from sqlalchemy import Engine
 from tether.core.records import SpanRecord
 from tether.gateway.llm.spans import Queued, SpanWriter
 from tether.server.deps import State
+from tether.store.eval_spans import gap
 from tether.store.writelock import span_writer
 
 T = TypeVar("T")
+# how long a finish waits for the spans of calls another process served (its writer's batch
+# window is 20 ms; a loaded or stalled one takes longer), and how often it looks
+SPANS_WAIT_S = 3.0
+SPANS_POLL_S = 0.005
 
 
 @dataclass
@@ -36,6 +47,9 @@ class TakenSpans:
     def stored(self) -> None:
         if self.writer is not None:
             self.writer.stored(self.records)
+
+    def add(self, more: TakenSpans) -> None:
+        self.items.extend(more.items)
 
     def give_back(self) -> None:
         if self.writer is not None:
@@ -61,3 +75,16 @@ async def write_queued(state: State, fn: Callable[..., T], *args: Any) -> T:
 def _queued(fn: Callable[..., T], engine: Engine, *args: Any) -> T:
     with span_writer(engine):
         return fn(engine, *args)
+
+
+async def wait_stored(state: State, run_ids: list[str], taken: TakenSpans, deadline: float) -> bool:
+    """Waits until every admitted LLM call of `run_ids` has a span stored or in `taken` (which
+    takes any this process queued meanwhile). True if so, False once `deadline` has passed."""
+    while True:
+        taken.add(await take_spans(state, run_ids))
+        missing = await run_in_threadpool(gap, state.engine, run_ids, len(taken.items))
+        if not missing:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(SPANS_POLL_S)

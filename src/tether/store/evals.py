@@ -18,6 +18,7 @@ from tether.core.eval_suite import SuiteModel
 from tether.core.evals import Attempt
 from tether.core.records import RunAttribution, SpanRecord
 from tether.store.engine import reading
+from tether.store.eval_spans import SpansMissing, gap_in
 from tether.store.ingest import ensure_run, set_run_status, write_spans_in
 from tether.store.tables import approvals, eval_attempts, evals, runs, spans
 
@@ -316,12 +317,15 @@ def complete_attempt(
     spans: Sequence[SpanRecord] = (),
     then: NextAttempt | None = None,
     now: datetime,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """The agent finished an attempt: in one transaction the gateway's `spans` of it not yet
     stored are written, its run ends, what the gateways recorded is read back and checked
     (`check`), the judges' runs end and are charged apart, and the attempt and the eval's
     counters are written; then the attempt `then`, if given, starts. Returns the attempt's row,
-    with that next attempt's under "next" (None if it was already done)."""
+    with that next attempt's under "next" (None if it was already done), and under
+    "missing_spans" the admitted LLM calls with no span stored (another process's writer has not
+    written them yet: store.eval_spans); `strict` raises SpansMissing then, writing nothing."""
     eval_id = ev["id"]
     key = _attempt_key(eval_id, task_id, attempt)
     with engine.begin() as conn:
@@ -338,6 +342,9 @@ def complete_attempt(
             )
         if spans:
             write_spans_in(conn, spans, now=now, source="gateway")
+        missing = gap_in(conn, [cur["run_id"], *judge_run_ids])
+        if missing and strict:
+            raise SpansMissing(missing)
         _end_run(conn, cur["run_id"], ok=ok, output=output, error=error, now=now)
         obs = _observe(conn, cur["run_id"])
         results = check(obs)
@@ -380,7 +387,7 @@ def complete_attempt(
                 judge_cost_nusd=evals.c.judge_cost_nusd + judge_cost,
             )
         )
-        out = {**cur, **done}
+        out = {**cur, **done, "missing_spans": missing}
         if then is not None:
             out["next"] = _start_in(conn, ev, then, now)
     return out

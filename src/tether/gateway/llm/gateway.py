@@ -49,7 +49,7 @@ from tether.gateway.llm.vault import VaultClient
 from tether.store import threads as thread_store
 from tether.store.budgets import hold_commit
 from tether.store.evals import fixtures_of
-from tether.store.ingest import ensure_run
+from tether.store.ingest import ensure_run, write_spans
 from tether.store.ledger import Ledger
 from tether.store.tables import runs
 from tether.store.writelock import span_writer
@@ -270,6 +270,21 @@ class Gateway:
             messages=len(messages) if isinstance(messages, list) else 0,
             tools=len(tools) if isinstance(tools, list) else 0,
         )  # fmt: skip
+
+    async def record_refusal(self, span: SpanRecord) -> None:
+        """Stores a refused call's span before the agent has its answer (a refusal is rare, and
+        an eval attempt's check on another worker or replica must see it: it has no budget hold
+        to count, store.eval_spans); queued for the writer if that fails."""
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: write_spans(self.engine, [span], now=datetime.now(UTC), source="gateway")
+            )
+        except Exception:
+            log.warning("could not store the refusal span of run %s; queued", span.run_id,
+                        exc_info=True)  # fmt: skip
+            self.writer.submit(span)
+            return
+        self.writer.stored([span])
 
     # ------------------------------------------------------------ the end of a call
 

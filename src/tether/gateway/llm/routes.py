@@ -136,7 +136,7 @@ class LLMRoutes:
             await gw.admit(call, max_tokens, choices=choices)
         except TetherError as exc:
             if call is not None and exc.type in _RECORDED_REFUSALS:
-                gw.writer.submit(_refusal_span(call, exc))
+                await gw.record_refusal(_refusal_span(call, exc))
             return error_response(exc, anthropic)
         passed = _passed_headers(request, anthropic)
         script = gw.mock_scripts.get(call.caller.run_id)

@@ -135,6 +135,10 @@ class AttemptFinished(AttemptOut):
         None, description="the attempt the finish was asked to start, with its run (null if none "
         "was asked for, or it was already done)",
     )  # fmt: skip
+    missing_spans: int = Field(
+        0, description="LLM calls the gateways admitted for the run (or its judges') whose spans "
+        "were still not stored when the check gave up waiting for them (0: it saw every call)",
+    )  # fmt: skip
 
 
 def attempt_out(r: dict[str, Any]) -> AttemptOut:

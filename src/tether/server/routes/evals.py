@@ -4,7 +4,9 @@ gate a version on the stored attempts, compare two evals."""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,7 +27,13 @@ from tether.core.ids import make_id
 from tether.core.money import usd_to_nusd
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
-from tether.server.evals_flush import TakenSpans, take_spans, write_queued
+from tether.server.evals_flush import (
+    SPANS_WAIT_S,
+    TakenSpans,
+    take_spans,
+    wait_stored,
+    write_queued,
+)
 from tether.server.routes.eval_models import (
     ERRORS,
     AttemptFinished,
@@ -43,7 +51,9 @@ from tether.server.routes.eval_models import (
 )
 from tether.store import evals as store
 from tether.store import gates
+from tether.store.eval_spans import SpansMissing
 
+log = logging.getLogger("tether.evals")
 router = APIRouter(tags=["evals"])
 # The agent name the CLI's LLM judges run under (tether.cli.eval_judge), apart from the agent's.
 JUDGE_AGENT = "tether-judge"
@@ -301,14 +311,28 @@ async def finish_attempt(
         run_id = await run_in_threadpool(_run_of, state, eval_id, task_id, attempt)
     # The LLM gateway writes spans in batches: the check stores this run's (and its judges')
     # that are still queued itself, so it sees every call.
-    taken = await take_spans(state, [run_id, *body.judge_run_ids])
+    ids = [run_id, *body.judge_run_ids]
+    taken = await take_spans(state, ids)
+    deadline = time.monotonic() + SPANS_WAIT_S
+    strict = True
     try:
-        # one transaction: the spans, the check, the next attempt's start
-        out = await write_queued(state, _finish, eval_id, task_id, attempt, body, run_id, taken)
+        while True:
+            # one transaction: the spans, the check, the next attempt's start; `strict`, it
+            # writes nothing while calls another process served have no span stored yet
+            try:
+                out = await write_queued(
+                    state, _finish, eval_id, task_id, attempt, body, run_id, taken, strict
+                )
+                break
+            except SpansMissing:
+                strict = await wait_stored(state, ids, taken, deadline)
     except BaseException:
         taken.give_back()
         raise
     taken.stored()
+    if out.missing_spans:
+        log.warning("attempt %d of %r in %s checked with %d gateway span(s) of run %s missing",
+                    attempt, task_id, eval_id, out.missing_spans, run_id)  # fmt: skip
     return out
 
 
@@ -321,7 +345,7 @@ def _run_of(state: State, eval_id: str, task_id: str, attempt: int) -> str:
 
 def _finish(
     engine: Engine, eval_id: str, task_id: str, attempt: int, body: AttemptFinish, run_id: str,
-    taken: TakenSpans,
+    taken: TakenSpans, strict: bool = False,
 ) -> AttemptFinished:  # fmt: skip
     ev = store.get_eval(engine, eval_id)
     task = _task(ev, task_id)
@@ -349,10 +373,13 @@ def _finish(
         spans=taken.build(),
         then=then,
         now=_now(),
+        strict=strict,
     )
     started = row.get("next")
     return AttemptFinished(
-        **attempt_out(row).model_dump(), next=attempt_out(started) if started else None
+        **attempt_out(row).model_dump(),
+        next=attempt_out(started) if started else None,
+        missing_spans=row.get("missing_spans", 0),
     )
 
 
