@@ -144,8 +144,9 @@ def reserve_raw(
 ) -> Refused | None:
     """One transaction: takes the room on every scope of `ordered` (in that order: the lock
     order; a `fresh` cap is upserted just before its own take, so its row lock comes in the same
-    order), and inserts the hold; or takes nothing and says which scope had no room. The caller serialises SQLite writers (writelock.span_writer). With
-    `nowait` (SQLite only) raises Busy instead of waiting for another writer."""
+    order), and inserts the hold; or takes nothing and says which scope had no room. The caller
+    serialises SQLite writers (writelock.span_writer). With `nowait` (SQLite only) raises Busy
+    instead of waiting for another writer."""
     sql = _sql(engine.dialect.name, engine.dialect)
     ts_now = sql.ts(now)
     raw = _nowait_connection(engine) if nowait else engine.raw_connection()

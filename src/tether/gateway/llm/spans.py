@@ -84,8 +84,13 @@ class SpanWriter:
         for entry in taken:
             entry.taken = True
         self._done(taken)
-        for run_id in run_ids:
-            await self.flush_run(run_id, timeout)
+        try:
+            for run_id in run_ids:
+                await self.flush_run(run_id, timeout)
+        except BaseException:  # cancelled while waiting: the taken spans go back to the queue
+            for entry in taken:
+                self.submit(entry.item, entry.run_id)
+            raise
         return [(e.item, e.run_id) for e in taken]
 
     @staticmethod
