@@ -211,6 +211,25 @@ def test_a_batch_settle_keeps_the_same_books_as_one_by_one(db: Engine) -> None:
         assert (st_.reserved_nusd, st_.reserved_tokens, st_.calls) == (0, 0, 5)
 
 
+def test_concurrent_reserves_with_different_fresh_caps_do_not_deadlock(db: Engine) -> None:
+    """Each counter's caps are upserted right before its take: a reserve whose agent caps are
+    known (it upserts its new run's only) and one that must write its agent's too (a cold cache,
+    a policy change, another process) take the counter rows in the same order."""
+    known = budgets._known_caps(db)
+
+    def one(i: int) -> None:
+        if i % 3 == 0:
+            known.clear()  # as a process that has not written these caps yet
+        caps = [ScopeCap("agent_day:a:2026-11-25", 100 * USD), ScopeCap(f"run:r{i // 4}", USD)]
+        budgets.reserve(db, caps, reservation_id=f"rsv_{i}", amount_nusd=1, tokens=0,
+                        run_id=f"r{i // 4}", now=NOW, ttl_s=60)  # fmt: skip
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(240)))
+    snap = budgets.snapshot(db, "agent_day:a:2026-11-25")
+    assert snap is not None and (snap[1].reserved_nusd, snap[1].calls) == (240, 240)
+
+
 def test_a_fresh_cap_is_locked_in_scope_order_with_the_takes(db: Engine) -> None:
     """A cap upserted by the reserve (a policy change, or a process that has not written it
     yet) locks its counter in the same order as the takes: another transaction holding the

@@ -38,7 +38,8 @@ class KillRequest(BaseModel):
 
 def install(app: FastAPI, state: State) -> None:
     ks = state.killswitch
-    ledger = make_ledger(state.engine, state.redis, ttl_s=state.settings.budgets.reservation_ttl_s)
+    ledger = make_ledger(state.engine, state.redis, pg=state.pg_async,
+                         ttl_s=state.settings.budgets.reservation_ttl_s)  # fmt: skip
     upstream = Upstream()
     gateway = Gateway(
         state.settings, state.engine, authenticate=auth.request_authenticator(state), ledger=ledger,

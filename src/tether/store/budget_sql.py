@@ -18,10 +18,12 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.engine import Dialect
 
 from tether.core.budget import CounterState, ScopeCap
+from tether.store.pg_async import AsyncPG, NotCommitted
 from tether.store.tables import TS
 from tether.store.tables import reservations as rs
 
@@ -235,6 +237,15 @@ def _reserve_pipelined(
     cur.execute(sql.counter, {"s": failed.scope})
     r: Any = cur.fetchone()
     conn.rollback()
+    return _refused(failed, fresh, r)
+
+
+def _cap_params(cap: ScopeCap, now: Any) -> dict[str, Any]:
+    return {"scope": cap.scope, "cap_nusd": cap.cap_nusd, "cap_tokens": cap.cap_tokens,
+            "cap_calls": cap.cap_calls, "now": now}  # fmt: skip
+
+
+def _refused(failed: ScopeCap, fresh: Sequence[ScopeCap], r: Any) -> Refused:
     # the caps the take was checked against: the ones upserted with it (rolled back since),
     # else the stored ones; no row: the counter was new in the refused transaction
     if r is None:
@@ -243,9 +254,58 @@ def _reserve_pipelined(
     return Refused(cap, CounterState(r[3], r[4], r[5], r[6], r[7]))
 
 
-def _cap_params(cap: ScopeCap, now: Any) -> dict[str, Any]:
-    return {"scope": cap.scope, "cap_nusd": cap.cap_nusd, "cap_tokens": cap.cap_tokens,
-            "cap_calls": cap.cap_calls, "now": now}  # fmt: skip
+async def reserve_pg_async(
+    pg: AsyncPG, engine: Engine, ordered: Sequence[ScopeCap], fresh: Sequence[ScopeCap], *,
+    reservation_id: str, amount_nusd: int, tokens: int, run_id: str | None, now: datetime,
+    expires: datetime,
+) -> Refused | None:  # fmt: skip
+    """reserve_raw's PostgreSQL transaction awaited on the event loop, on one of `pg`'s kept
+    connections (no thread hop, no pool ping): the same statements, prepared, in the same
+    order, in one pipelined round trip, then COMMIT, or ROLLBACK when a take found no room.
+
+    A connection error before the COMMIT is sent cannot have committed anything, so the pool
+    may send it all again on a fresh connection (NotCommitted); an error during the COMMIT is
+    raised as it is: the hold may exist, and the expiry sweep frees it if so."""
+    sql = _sql(engine.dialect.name, engine.dialect)
+    ts_now, ts_expires = sql.ts(now), sql.ts(expires)
+    hold = {
+        "id": reservation_id, "run_id": run_id, "scopes": sql.json([c.scope for c in ordered]),
+        "amount_nusd": amount_nusd, "tokens": tokens, "now": ts_now, "expires_at": ts_expires,
+    }  # fmt: skip
+
+    async def work(conn: Any) -> Refused | None:
+        committing = False
+        try:
+            async with conn.pipeline():
+                takes = []
+                for cap in ordered:
+                    if cap in fresh:  # upserted just before its take: one lock order for both
+                        await conn.cursor().execute(sql.upsert_caps, _cap_params(cap, ts_now),
+                                                    prepare=True)  # fmt: skip
+                    cur = conn.cursor()
+                    take = {"s": cap.scope, "a": amount_nusd, "t": tokens, "now": ts_now}
+                    await cur.execute(sql.take, take, prepare=True)
+                    takes.append((cap, cur))
+                await conn.cursor().execute(sql.hold, hold, prepare=True)
+            failed = next((cap for cap, cur in takes if cur.rowcount != 1), None)
+            if failed is None:
+                committing = True
+                await conn.commit()
+                return None
+            await conn.rollback()
+            cur = await conn.execute(sql.counter, {"s": failed.scope}, prepare=True)
+            r: Any = await cur.fetchone()
+            await conn.rollback()
+        except psycopg.OperationalError as exc:
+            if committing:
+                raise
+            raise NotCommitted from exc
+        except psycopg.Error:
+            await conn.rollback()  # e.g. a refused statement: the connection stays usable
+            raise
+        return _refused(failed, fresh, r)
+
+    return await pg.transaction(work)
 
 
 def _rollback(raw: Any, cur: Any, sql: _Sql) -> None:

@@ -23,8 +23,9 @@ from tether.core.budget import (
 from tether.core.errors import BadRequestError, BudgetExceededError
 from tether.core.ids import make_id
 from tether.core.money import nusd_to_float
-from tether.store.budget_sql import Busy, reserve_raw
+from tether.store.budget_sql import Busy, Refused, reserve_pg_async, reserve_raw
 from tether.store.engine import reading
+from tether.store.pg_async import AsyncPG
 from tether.store.tables import TS
 from tether.store.tables import budget_counters as bc
 from tether.store.tables import reservations as rs
@@ -127,6 +128,41 @@ def reserve(
             )  # fmt: skip
         except Busy:
             return None
+    return _outcome(engine, refused, ordered, fresh, reservation_id, amount_nusd, tokens,
+                    run_id, expires)  # fmt: skip
+
+
+async def reserve_async(
+    pg: AsyncPG,
+    engine: Engine,
+    caps: Sequence[ScopeCap],
+    *,
+    reservation_id: str,
+    amount_nusd: int,
+    tokens: int,
+    run_id: str | None,
+    now: datetime,
+    ttl_s: int,
+) -> Reservation:
+    """reserve() on PostgreSQL, awaited on the event loop (budget_sql.reserve_pg_async)."""
+    _check(amount_nusd, tokens)
+    ordered = merge_caps(caps)
+    expires = now + timedelta(seconds=ttl_s)
+    known = _known_caps(engine)
+    fresh = [c for c in ordered if known.get(c.scope) != c]
+    refused = await reserve_pg_async(
+        pg, engine, ordered, fresh, reservation_id=reservation_id, amount_nusd=amount_nusd,
+        tokens=tokens, run_id=run_id, now=now, expires=expires,
+    )  # fmt: skip
+    return _outcome(engine, refused, ordered, fresh, reservation_id, amount_nusd, tokens,
+                    run_id, expires)  # fmt: skip
+
+
+def _outcome(
+    engine: Engine, refused: Refused | None, ordered: Sequence[ScopeCap],
+    fresh: Sequence[ScopeCap], reservation_id: str, amount_nusd: int, tokens: int,
+    run_id: str | None, expires: datetime,
+) -> Reservation:  # fmt: skip
     if refused is not None:
         rem = remaining(refused.state, refused.cap)
         raise BudgetExceededError(
@@ -137,6 +173,7 @@ def reserve(
             remaining_calls=rem.calls,
             needed_usd=nusd_to_float(amount_nusd),
         )
+    known = _known_caps(engine)
     for c in fresh:  # only once committed: a rolled-back insert left no row behind
         known[c.scope] = c
     if len(known) > _KNOWN_CAPS_MAX:
@@ -479,6 +516,7 @@ __all__ = [
     "release",
     "renew",
     "reserve",
+    "reserve_async",
     "settle",
     "settle_many",
     "snapshot",

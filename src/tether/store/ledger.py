@@ -19,6 +19,7 @@ from tether.store.budgets import (
     unbound,
     unbound_settlement,
 )
+from tether.store.pg_async import AsyncPG
 
 
 class Ledger(Protocol):
@@ -53,6 +54,20 @@ class Ledger(Protocol):
         (SQLite with its writer lock free), so that an event loop may call it; else None."""
         ...
 
+    async def reserve_async(
+        self,
+        caps: Sequence[ScopeCap],
+        *,
+        amount_nusd: int,
+        tokens: int,
+        run_id: str | None,
+        now: datetime,
+    ) -> Reservation | None:
+        """reserve() awaited on the event loop when the ledger can do so without blocking it
+        (PostgreSQL with its async connections open); else None (reserve_nowait, or reserve on
+        a worker thread)."""
+        ...
+
     def on_release(self, hook: Callable[[], object]) -> bool:
         """Calls `hook` once (from any thread) when a reserve_nowait that gave up may succeed;
         False when waiting can never help (it always gives up)."""
@@ -81,9 +96,13 @@ class Ledger(Protocol):
 class SqlLedger:
     """Counters in `budget_counters`, holds in `reservations` (SQLite or PostgreSQL)."""
 
-    def __init__(self, engine: Engine, *, ttl_s: int = DEFAULT_TTL_S) -> None:
+    def __init__(
+        self, engine: Engine, *, ttl_s: int = DEFAULT_TTL_S, pg: AsyncPG | None = None
+    ) -> None:
         self.engine = engine
         self.ttl_s = ttl_s
+        # PostgreSQL: async connections for reserve_async (the server's, opened by its lifespan)
+        self.pg = pg if engine.dialect.name == "postgresql" else None
 
     def reserve(
         self,
@@ -121,6 +140,24 @@ class SqlLedger:
             tokens=tokens, run_id=run_id, now=now, ttl_s=self.ttl_s, nowait=True,
         )  # fmt: skip
 
+    async def reserve_async(
+        self,
+        caps: Sequence[ScopeCap],
+        *,
+        amount_nusd: int,
+        tokens: int,
+        run_id: str | None,
+        now: datetime,
+    ) -> Reservation | None:
+        if not caps:
+            return unbound(run_id, amount_nusd, tokens, now)
+        if self.pg is None or not self.pg.ready:
+            return None
+        return await budgets.reserve_async(
+            self.pg, self.engine, caps, reservation_id=new_reservation_id(),
+            amount_nusd=amount_nusd, tokens=tokens, run_id=run_id, now=now, ttl_s=self.ttl_s,
+        )  # fmt: skip
+
     def on_release(self, hook: Callable[[], object]) -> bool:
         return writelock.on_release(self.engine, hook)
 
@@ -155,13 +192,20 @@ class SqlLedger:
         return budgets.sweep_expired(self.engine, now)
 
 
-def make_ledger(engine: Engine, redis: Any | None = None, *, ttl_s: int = DEFAULT_TTL_S) -> Ledger:
-    """The Redis ledger when a (sync) `redis.Redis` client is given, else the SQL ledger."""
+def make_ledger(
+    engine: Engine,
+    redis: Any | None = None,
+    *,
+    ttl_s: int = DEFAULT_TTL_S,
+    pg: AsyncPG | None = None,
+) -> Ledger:
+    """The Redis ledger when a (sync) `redis.Redis` client is given, else the SQL ledger (which
+    reserves on the event loop through `pg` on PostgreSQL once its lifespan opened it)."""
     if redis is not None:
         from tether.store.redis_ledger import RedisLedger
 
         return RedisLedger(redis, engine, ttl_s=ttl_s)
-    return SqlLedger(engine, ttl_s=ttl_s)
+    return SqlLedger(engine, ttl_s=ttl_s, pg=pg)
 
 
 def expiry(now: datetime, ttl_s: int) -> datetime:

@@ -8,38 +8,95 @@ statement runs autocommitted, prepared once per connection, on one of a few conn
 open: a connection found dead is dropped and the statement sent once more on a fresh one (the
 statements given here are idempotent: upserts of the same values, a monotonic step, reads).
 
+`transaction(work)` runs a short transaction (the gateway's budget reserve) on a second set of
+connections, not autocommitted. A transaction is not idempotent: it is sent again on a fresh
+connection only when `work` says, by raising NotCommitted, that its connection failed before any
+COMMIT was sent (the server rolls back an open transaction with its connection), and only when
+that connection was a kept one found broken.
+
 `AsyncPG.lifespan` opens the pool on the server's own loop and closes it at shutdown; before
 that (or without a lifespan, as in some tests) `ready` is False and callers use a thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import URL
 
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[Any]
+
+
+class NotCommitted(Exception):
+    """Raised by a transaction's `work` (from the connection error, its __cause__) when the
+    connection failed before a COMMIT was sent: nothing of it can have committed."""
+
 
 class AsyncPG:
-    def __init__(self, url: URL, *, pool_size: int = 4) -> None:
+    def __init__(self, url: URL, *, pool_size: int = 4, tx_size: int = 8) -> None:
         # libpq's own URL (SQLAlchemy's names the driver: postgresql+psycopg://)
         self.conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self.pool_size = pool_size
+        self.tx_size = tx_size
         self.ready = False
-        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._idle: list[Conn] = []
+        # transactions: at most tx_size connections at once (more would only queue on the same
+        # counter rows' locks), kept open while idle
+        self._idle_tx: list[Conn] = []
+        self._tx_slots: asyncio.Semaphore | None = None
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         self.ready = True
+        self._tx_slots = asyncio.Semaphore(self.tx_size)  # on the serving loop
         try:
             yield
         finally:
             self.ready = False
-            idle, self._idle = self._idle, []
+            idle, self._idle, self._idle_tx = self._idle + self._idle_tx, [], []
             for conn in idle:
                 await conn.close()
+
+    async def transaction(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        """`work(conn)` on a kept connection (not autocommitted): it begins, commits or rolls
+        back its own transaction, leaving none open when it returns or raises a psycopg.Error
+        (else the connection is dropped)."""
+        assert self._tx_slots is not None, "transaction() before lifespan()"
+        async with self._tx_slots:
+            for attempt in (1, 2):
+                reused = bool(self._idle_tx) and attempt == 1
+                conn = self._idle_tx.pop() if reused else await self._connect(autocommit=False)
+                try:
+                    out = await work(conn)
+                except NotCommitted as exc:
+                    await conn.close()
+                    if reused and conn.broken:
+                        continue  # it died while idle, and nothing was committed: once more
+                    raise exc.__cause__ or exc from None
+                except psycopg.OperationalError:
+                    await conn.close()  # maybe committed: never sent again
+                    raise
+                except psycopg.Error:
+                    await self._keep_tx(conn)  # work rolled back: the connection is usable
+                    raise
+                except BaseException:
+                    await conn.close()  # cancelled: it may be mid-reply or mid-transaction
+                    raise
+                await self._keep_tx(conn)
+                return out
+        raise AssertionError("unreachable")
+
+    async def _keep_tx(self, conn: Conn) -> None:
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if self.ready and idle and len(self._idle_tx) < self.tx_size:
+            self._idle_tx.append(conn)
+        else:  # a transaction left open, or shutting down: closing it rolls that back
+            await conn.close()
 
     async def first(self, sql: str, params: dict[str, Any]) -> Any:
         """The statement's first row (None: no row)."""
@@ -64,10 +121,10 @@ class AsyncPG:
             return None if row is None else tuple(row)
         raise AssertionError("unreachable")
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        return await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+    async def _connect(self, *, autocommit: bool = True) -> Conn:
+        return await psycopg.AsyncConnection.connect(self.conninfo, autocommit=autocommit)
 
-    async def _keep(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _keep(self, conn: Conn) -> None:
         idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         if self.ready and idle and len(self._idle) < self.pool_size:
             self._idle.append(conn)
@@ -75,4 +132,4 @@ class AsyncPG:
             await conn.close()
 
 
-__all__ = ["AsyncPG"]
+__all__ = ["AsyncPG", "NotCommitted"]

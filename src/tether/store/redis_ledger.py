@@ -145,6 +145,18 @@ class RedisLedger:
         """A Redis reserve is a network round trip: never on the event loop (None)."""
         return None
 
+    async def reserve_async(
+        self,
+        caps: Sequence[ScopeCap],
+        *,
+        amount_nusd: int,
+        tokens: int,
+        run_id: str | None,
+        now: datetime,
+    ) -> Reservation | None:
+        """Redis is reserved with the sync client, on a worker thread (None)."""
+        return None
+
     def on_release(self, hook: Callable[[], object]) -> bool:
         return False
 

@@ -276,20 +276,29 @@ class BudgetGuard:
         bound_in = input_tokens_bound(request_bytes + extra, images=images,
                                       overhead_tokens=overhead)  # fmt: skip
 
-        def reserve(out_tokens: int, wait: bool = True) -> Reservation | None:
+        def estimate(out_tokens: int) -> tuple[int, int]:
             # every one of the `n` choices may use max_tokens
-            amount, tokens = reservation_estimate(
+            return reservation_estimate(
                 request_bytes + extra, out_tokens * choices, price, images=images,
                 overhead_tokens=overhead, margin_percent=percent,
             )  # fmt: skip
+
+        def reserve(out_tokens: int, wait: bool = True) -> Reservation | None:
+            amount, tokens = estimate(out_tokens)
             take = self.ledger.reserve if wait else self.ledger.reserve_nowait
             return take(scopes, amount_nusd=amount, tokens=tokens, run_id=caller.run_id, now=now)
 
         async def hold(out_tokens: int) -> Reservation:
-            # on this thread when it needs no waiting (SQLite's writer lock is free: a fraction
-            # of a millisecond), waiting here for the lock a moment if another writer has it; a
-            # thread hop costs more than the reserve. Else (PostgreSQL, Redis, a lock that
-            # stays busy) on a worker thread.
+            # PostgreSQL: awaited on the event loop. SQLite: on this thread when it needs no
+            # waiting (the writer lock is free: a fraction of a millisecond), waiting here for
+            # the lock a moment if another writer has it; a thread hop costs more than the
+            # reserve. Else (Redis, a lock that stays busy, no async pool) on a worker thread.
+            amount, tokens = estimate(out_tokens)
+            awaited = await self.ledger.reserve_async(
+                scopes, amount_nusd=amount, tokens=tokens, run_id=caller.run_id, now=now
+            )
+            if awaited is not None:
+                return awaited
             for _ in range(_INLINE_TRIES):
                 held = reserve(out_tokens, wait=False)
                 if held is not None:
