@@ -133,11 +133,14 @@ def _worker(
 
 
 def ledger_run(db_url: str, redis_url: str | None, n: int, tight: bool) -> dict[str, Any]:
+    from tether.store.engine import make_engine
     from tether.store.migrate import upgrade
 
     run_id = "run_stress_" + uuid.uuid4().hex[:8]
+    fresh = make_engine(db_url)
+    upgrade(fresh)  # before any ledger: the Redis ledger reads its namespace from the database
+    fresh.dispose()
     caller = _Caller(db_url, redis_url, n, tight, run_id)
-    upgrade(caller.engine)
     ctx = mp.get_context("spawn")
     barrier = ctx.Manager().Barrier(2)
     halves = [list(range(0, n, 2)), list(range(1, n, 2))]
