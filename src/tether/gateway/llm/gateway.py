@@ -52,6 +52,7 @@ from tether.store.eval_spans import is_eval_run, note_admitted
 from tether.store.evals import fixtures_of
 from tether.store.ingest import ensure_run, write_spans
 from tether.store.ledger import Ledger, SqlLedger
+from tether.store.pg_async import AsyncPG
 from tether.store.tables import runs
 from tether.store.writelock import span_writer
 
@@ -103,6 +104,7 @@ class Gateway:
         upstream: Upstream,
         prices: PriceTable | None = None,
         on_overshoot: OnOvershoot | None = None,
+        pg: AsyncPG | None = None,
     ) -> None:
         self.settings = settings
         # secret-named keys in prompts (e.g. a tool result carrying an api_key) are not stored
@@ -115,7 +117,7 @@ class Gateway:
         self.guard = BudgetGuard(settings, engine, ledger, self.prices)
         self.killswitch = killswitch
         self.upstream = upstream
-        self.writer = SpanWriter(engine)
+        self.writer = SpanWriter(engine, pg)
         self.on_overshoot = on_overshoot
         # run id -> when it started (runs this process has already made sure exist)
         self._runs: dict[str, tuple[datetime, str | None]] = {}
