@@ -30,7 +30,7 @@ T = TypeVar("T")
 @pytest.fixture
 def pg(db: Engine) -> AsyncPG:
     if db.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite reserves inline (reserve_nowait)")
+        pytest.skip("PostgreSQL only: SQLite reserves on the loop's thread (nowait)")
     return AsyncPG(db.url, tx_size=4)
 
 
@@ -97,19 +97,19 @@ def test_async_and_thread_reserves_together_never_overshoot(pg: AsyncPG, db: Eng
     sizes = [rng.randint(1_000_000, 80_000_000) for _ in range(200)]
     caps = [ScopeCap("run:run_c", USD), ScopeCap("global_day:2026-11-25", 3 * USD)]
     ledger = SqlLedger(db, pg=pg)
-    other = SqlLedger(db)
 
     def on_thread(i: int) -> tuple[int, bool]:
         try:
-            other.reserve(caps, amount_nusd=sizes[i], tokens=0, run_id="run_c", now=NOW)
+            budgets.reserve(db, caps, reservation_id=f"rsv_t{i}", amount_nusd=sizes[i],
+                            tokens=0, run_id="run_c", now=NOW, ttl_s=60)  # fmt: skip
         except BudgetExceededError:
             return sizes[i], False
         return sizes[i], True
 
     async def on_loop(i: int) -> tuple[int, bool]:
         try:
-            r = await ledger.reserve_async(caps, amount_nusd=sizes[i], tokens=0, run_id="run_c",
-                                           now=NOW)  # fmt: skip
+            r = await ledger.reserve(caps, amount_nusd=sizes[i], tokens=0, run_id="run_c",
+                                     now=NOW)  # fmt: skip
         except BudgetExceededError:
             return sizes[i], False
         assert r is not None
@@ -138,7 +138,7 @@ def test_a_connection_dead_while_idle_is_replaced_and_the_hold_taken_once(
     ledger = SqlLedger(db, pg=pg)
 
     async def main() -> None:
-        assert await ledger.reserve_async([], amount_nusd=5, tokens=0, run_id="r", now=NOW)
+        assert await ledger.reserve([], amount_nusd=5, tokens=0, run_id="r", now=NOW)
         await _reserve(pg, db, caps, 100, "rsv_a")
         [conn] = pg._idle_tx
         with db.connect() as c:  # a restart, an idle timeout
@@ -151,6 +151,6 @@ def test_a_connection_dead_while_idle_is_replaced_and_the_hold_taken_once(
     snap = budgets.snapshot(db, "run:run_1")
     assert snap is not None and (snap[1].reserved_nusd, snap[1].calls) == (200, 2)
     assert _held(db) == {"rsv_a": "held", "rsv_b": "held"}
-    # without the pool open (no lifespan) the ledger says so, and the caller takes a thread
-    assert asyncio.run(ledger.reserve_async(caps, amount_nusd=1, tokens=0, run_id="r",
-                                            now=NOW)) is None  # fmt: skip
+    # without the pool open (no lifespan) the ledger reserves on a worker thread
+    held = asyncio.run(ledger.reserve(caps, amount_nusd=1, tokens=0, run_id="r", now=NOW))
+    assert held.scopes == ("run:run_1",) and _held(db)[held.id] == "held"
