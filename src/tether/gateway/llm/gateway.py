@@ -51,6 +51,7 @@ from tether.store.budgets import hold_commit
 from tether.store.evals import fixtures_of
 from tether.store.ingest import ensure_run, write_spans
 from tether.store.ledger import Ledger
+from tether.store.pg_async import AsyncPG
 from tether.store.tables import runs
 from tether.store.writelock import span_writer
 
@@ -102,6 +103,7 @@ class Gateway:
         upstream: Upstream,
         prices: PriceTable | None = None,
         on_overshoot: OnOvershoot | None = None,
+        pg: AsyncPG | None = None,
     ) -> None:
         self.settings = settings
         # secret-named keys in prompts (e.g. a tool result carrying an api_key) are not stored
@@ -114,7 +116,7 @@ class Gateway:
         self.guard = BudgetGuard(settings, engine, ledger, self.prices)
         self.killswitch = killswitch
         self.upstream = upstream
-        self.writer = SpanWriter(engine)
+        self.writer = SpanWriter(engine, pg)
         self.on_overshoot = on_overshoot
         # run id -> when it started (runs this process has already made sure exist)
         self._runs: dict[str, tuple[datetime, str | None]] = {}
