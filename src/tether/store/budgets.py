@@ -27,6 +27,7 @@ from tether.store.budget_pg import reserve_pg, reserve_pg_async
 from tether.store.budget_sql import Busy, Refused, reserve_raw
 from tether.store.engine import reading
 from tether.store.pg_async import AsyncPG
+from tether.store.settle_sql import settle_held
 from tether.store.tables import TS
 from tether.store.tables import budget_counters as bc
 from tether.store.tables import reservations as rs
@@ -281,13 +282,29 @@ def settle(
 
 
 def settle_many(
-    engine: Engine, items: Sequence[tuple[Reservation, int, int]], *, now: datetime
-) -> list[bool | None]:
+    engine: Engine, items: Sequence[tuple[Reservation, int, int]], *, now: datetime,
+    nowait: bool = False,
+) -> list[bool | None] | None:  # fmt: skip
     """Settles a batch (reservation, actual_nusd, actual_tokens) in one transaction, with one
     UPDATE per scope for the whole batch. For each: True (settled its hold), False (its hold
-    had been swept: charged anyway), None (already settled). The gateway's settle writer."""
+    had been swept: charged anyway), None (already settled). The gateway's settle writer.
+
+    On SQLite a batch whose holds are all still held goes through settle_sql (plain SQL). With
+    `nowait` (SQLite only), None at once when that cannot be done without waiting (another
+    writer holds the database) or when the batch needs the general path: the caller's event
+    loop then hands the batch to a worker thread."""
     for _, nusd, tokens in items:
         _check(nusd, tokens)
+    if engine.dialect.name == "sqlite":
+        with try_span_writer(engine) if nowait else span_writer(engine) as free:
+            try:
+                done = free is not False and settle_held(engine, items, now, nowait=nowait)
+            except Busy:
+                done = False
+        if done:
+            return [True] * len(items)
+        if nowait:
+            return None
     out: list[bool | None] = []
     deltas: dict[str, list[int]] = {}
     with span_writer(engine), engine.begin() as conn:

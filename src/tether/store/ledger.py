@@ -161,6 +161,9 @@ class SqlLedger:
         bound = [i for i in items if i[0].scopes]
         if not bound:
             return
+        # SQLite: on the loop's thread when the writer lock is free and every hold still held
+        if self.sqlite and budgets.settle_many(self.engine, bound, now=now, nowait=True):
+            return
         if self._settle_limiter is None:
             self._settle_limiter = anyio.CapacityLimiter(1)
         await anyio.to_thread.run_sync(lambda: budgets.settle_many(self.engine, bound, now=now),
