@@ -23,7 +23,8 @@ from tether.core.budget import (
 from tether.core.errors import BadRequestError, BudgetExceededError
 from tether.core.ids import make_id
 from tether.core.money import nusd_to_float
-from tether.store.budget_sql import Busy, Refused, reserve_pg_async, reserve_raw
+from tether.store.budget_pg import reserve_pg, reserve_pg_async
+from tether.store.budget_sql import Busy, Refused, reserve_raw
 from tether.store.engine import reading
 from tether.store.pg_async import AsyncPG
 from tether.store.reserve_sqlite import Want, reserve_many
@@ -120,6 +121,13 @@ def reserve(
     # caps come from the current policy: written when this process has not written these very
     # caps yet (a counter row exists from then on; counters are never deleted)
     fresh = [c for c in ordered if known.get(c.scope) != c]
+    if engine.dialect.name == "postgresql":
+        refused = reserve_pg(
+            engine, ordered, fresh, reservation_id=reservation_id, amount_nusd=amount_nusd,
+            tokens=tokens, run_id=run_id, now=now, expires=expires,
+        )  # fmt: skip
+        return _outcome(engine, refused, ordered, fresh, reservation_id, amount_nusd, tokens,
+                        run_id, expires)  # fmt: skip
     with try_span_writer(engine) if nowait else span_writer(engine) as held:
         if held is False:
             return None
