@@ -98,15 +98,16 @@ def test_on_postgresql_a_hold_commits_without_waiting_for_the_wal_flush(db: Engi
     if db.dialect.name != "postgresql":
         pytest.skip("SQLite has no asynchronous commit (WAL with synchronous=NORMAL)")
     _reserve(db, [ScopeCap("run:run_1", USD)], 1, rid="rsv_seed")
-    _, main = budget_pg._params(db, [ScopeCap("run:run_1", USD)], [], reservation_id="rsv_async",
-                                amount_nusd=5, tokens=1, run_id="run_1", now=NOW,
-                                expires=NOW)  # fmt: skip
+    _, stmt, values = budget_pg._params(
+        db, [ScopeCap("run:run_1", USD)], [], reservation_id="rsv_async", amount_nusd=5,
+        tokens=1, run_id="run_1", now=NOW, expires=NOW,
+    )  # fmt: skip
     raw = db.raw_connection()
     try:
         conn: Any = raw.driver_connection
         conn.autocommit = True
         with conn.pipeline():
-            conn.cursor().execute(budget_pg._RESERVE_PG, main)
+            conn.cursor().execute(stmt, values)
             inside = conn.cursor()
             inside.execute("SELECT current_setting('synchronous_commit')")
         setting = inside.fetchone()[0]

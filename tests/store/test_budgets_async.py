@@ -164,11 +164,13 @@ def test_a_reserve_sent_again_after_it_committed_holds_once(pg: AsyncPG, db: Eng
     caps = [ScopeCap("agent_day:a:2026-11-25", 5 * USD), ScopeCap("run:run_r", USD, None, 2)]
 
     async def send(rid: str, resent: bool) -> object:
-        pre, main = budget_pg._params(db, caps, caps, reservation_id=rid, amount_nusd=USD // 4,
-                                      tokens=0, run_id="run_r", now=NOW, expires=NOW)  # fmt: skip
+        pre, stmt, values = budget_pg._params(
+            db, caps, caps, reservation_id=rid, amount_nusd=USD // 4, tokens=0, run_id="run_r",
+            now=NOW, expires=NOW,
+        )  # fmt: skip
         conn = await psycopg.AsyncConnection.connect(pg.conninfo, autocommit=True)
         try:
-            return await budget_pg._send(conn, pre, main, caps, resent=resent)
+            return await budget_pg._send(conn, pre, stmt, values, caps, resent=resent)
         finally:
             await conn.close()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import psycopg
@@ -32,18 +33,18 @@ def reserve_pg(
     sorted: the lock order) or on none, saying then which scope had no room; `fresh` caps are
     written with the take. From a worker thread: the statement and its COMMIT in one round trip
     (psycopg's pipeline mode), on a connection of the engine's pool."""
-    pre, main = _params(engine, ordered, fresh, reservation_id=reservation_id,
-                        amount_nusd=amount_nusd, tokens=tokens, run_id=run_id, now=now,
-                        expires=expires)  # fmt: skip
+    pre, stmt, values = _params(engine, ordered, fresh, reservation_id=reservation_id,
+                                amount_nusd=amount_nusd, tokens=tokens, run_id=run_id,
+                                now=now, expires=expires)  # fmt: skip
     raw = engine.raw_connection()
     try:
         conn: Any = raw.driver_connection
         try:
             with conn.pipeline():
                 if pre is not None:
-                    conn.cursor().execute(_INSERT_FRESH, pre)
+                    conn.cursor().execute(pre, values)
                 cur = conn.cursor()
-                cur.execute(_RESERVE_PG, main)
+                cur.execute(stmt, values)
                 conn.commit()
             rows = cur.fetchall()
         except BaseException:
@@ -64,38 +65,41 @@ async def reserve_pg_async(
 
     It may be sent twice (pg.resendable: a kept connection found dead), and the first may have
     committed: see _send."""
-    pre, main = _params(engine, ordered, fresh, reservation_id=reservation_id,
-                        amount_nusd=amount_nusd, tokens=tokens, run_id=run_id, now=now,
-                        expires=expires)  # fmt: skip
+    pre, stmt, values = _params(engine, ordered, fresh, reservation_id=reservation_id,
+                                amount_nusd=amount_nusd, tokens=tokens, run_id=run_id,
+                                now=now, expires=expires)  # fmt: skip
 
     async def work(conn: Any, resent: bool) -> Refused | None:
-        return await _send(conn, pre, main, ordered, resent=resent)
+        return await _send(conn, pre, stmt, values, ordered, resent=resent)
 
     return await pg.resendable(work)
 
 
 async def _send(
-    conn: Any, pre: dict[str, Any] | None, main: dict[str, Any], ordered: Sequence[ScopeCap], *,
-    resent: bool,
+    conn: Any, pre: str | None, stmt: str, values: dict[str, Any], ordered: Sequence[ScopeCap],
+    *, resent: bool,
 ) -> Refused | None:  # fmt: skip
-    """The reserve on an autocommitted connection. Sent again after a first try whose
-    connection died (`resent`), it recognises a hold that first try committed: its INSERT fails
-    on the hold's primary key (the whole statement with it, the second take too), or, when the
-    first took the last of the room, it finds no room and then the hold, committed."""
+    """The reserve on an autocommitted connection (one statement, or the insert of fresh
+    counter rows and the reserve pipelined in one implicit transaction). Sent again after a
+    first try whose connection died (`resent`), it recognises a hold that first try committed:
+    its INSERT fails on the hold's primary key (the whole statement with it, the second take
+    too), or, when the first took the last of the room, it finds no room and then the hold."""
     try:
-        async with conn.pipeline():
-            if pre is not None:
-                await conn.cursor().execute(_INSERT_FRESH, pre, prepare=True)
-            cur = conn.cursor()
-            await cur.execute(_RESERVE_PG, main, prepare=True)
+        if pre is None:
+            cur = await conn.execute(stmt, values, prepare=True)
+        else:
+            async with conn.pipeline():
+                await conn.cursor().execute(pre, values, prepare=True)
+                cur = conn.cursor()
+                await cur.execute(stmt, values, prepare=True)
         rows = await cur.fetchall()
     except psycopg.errors.UniqueViolation:
         if resent:
             return None
         raise
-    refused = _outcome(ordered, rows, main["a"], main["t"])
+    refused = _outcome(ordered, rows, values["a"], values["t"])
     if refused is not None and resent:
-        held = await conn.execute(_HELD, {"id": main["id"]}, prepare=True)
+        held = await conn.execute(_HELD, {"id": values["id"]}, prepare=True)
         if await held.fetchone() is not None:
             return None
     return refused
@@ -109,15 +113,13 @@ _HELD = "SELECT 1 FROM reservations WHERE id = %(id)s"
 # only if all of them hold takes the room on each and inserts the hold; when refused, it returns
 # the counters it read. A fresh cap (the policy changed, or this process has not written it) is
 # written with the take; a counter row that does not exist yet is inserted just before, in the
-# same transaction, by _INSERT_FRESH: a separate statement, so that a row another transaction
+# same transaction, by _INSERT: a separate statement, so that a row another transaction
 # is inserting at the same time is waited for there and then visible to the reserve (which
 # would otherwise not see it and refuse). The commit does not wait for the WAL flush: see
 # budgets.hold_commit for why that loses no acknowledged settle.
-_RESERVE_PG = """\
+_RESERVE = """\
 WITH w AS (
-  SELECT * FROM unnest(%(scopes)s::text[], %(fresh)s::bool[], %(cap_nusd)s::int8[],
-    %(cap_tokens)s::int8[], %(cap_calls)s::int8[]) WITH ORDINALITY
-    AS w(scope, fresh, cap_nusd, cap_tokens, cap_calls, ord)
+  SELECT * FROM (VALUES {scopes}) AS w(scope, fresh, cap_nusd, cap_tokens, cap_calls, ord)
   CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
 ), l AS (
   SELECT c.scope, w.ord, w.fresh, w.cap_nusd AS new_nusd, w.cap_tokens AS new_tokens,
@@ -132,7 +134,7 @@ WITH w AS (
     CASE WHEN fresh THEN new_calls ELSE cap_calls END AS cap_calls
   FROM l
 ), ok AS (
-  SELECT count(*) = %(n)s AND bool_and(
+  SELECT count(*) = {n} AND bool_and(
     (cap_nusd IS NULL OR spent_nusd + reserved_nusd + %(a)s::int8 <= cap_nusd)
     AND (cap_tokens IS NULL OR spent_tokens + reserved_tokens + %(t)s::int8 <= cap_tokens)
     AND (cap_calls IS NULL OR calls + 1 <= cap_calls)) AS fits
@@ -156,40 +158,53 @@ SELECT ok.fits, r.scope, r.cap_nusd, r.cap_tokens, r.cap_calls, r.spent_nusd,
   r.reserved_nusd, r.spent_tokens, r.reserved_tokens, r.calls
 FROM ok LEFT JOIN r ON ok.fits IS NOT TRUE ORDER BY r.ord"""
 # the counter rows of fresh caps that do not exist yet, in scope order, counts at zero
-_INSERT_FRESH = (
+_INSERT = (
     "INSERT INTO budget_counters (scope, cap_nusd, cap_tokens, cap_calls, spent_nusd, "
-    "reserved_nusd, spent_tokens, reserved_tokens, calls, updated_at) "
-    "SELECT scope, cap_nusd, cap_tokens, cap_calls, 0, 0, 0, 0, 0, %(now)s "
-    "FROM unnest(%(scopes)s::text[], %(cap_nusd)s::int8[], %(cap_tokens)s::int8[], "
-    "%(cap_calls)s::int8[]) AS f(scope, cap_nusd, cap_tokens, cap_calls) "
+    "reserved_nusd, spent_tokens, reserved_tokens, calls, updated_at) VALUES {rows} "
     "ON CONFLICT (scope) DO NOTHING"
 )
+
+
+@cache
+def _reserve_sql(n: int) -> str:
+    """_RESERVE for `n` scopes: each scope's values bound one by one (psycopg dumps a few
+    scalars for less than one array, and the reserve runs on every budgeted call)."""
+    rows = ", ".join(
+        f"(%(s{i})s::text, %(f{i})s::bool, %(n{i})s::int8, %(t{i})s::int8, %(c{i})s::int8, {i})"
+        for i in range(n)
+    )
+    return _RESERVE.format(scopes=rows, n=n)
+
+
+@cache
+def _insert_sql(picked: tuple[int, ...]) -> str:
+    """_INSERT for the fresh scopes among the reserve's (their indexes, in scope order)."""
+    rows = ", ".join(f"(%(s{i})s, %(n{i})s, %(t{i})s, %(c{i})s, 0, 0, 0, 0, 0, %(now)s)"
+                     for i in picked)  # fmt: skip
+    return _INSERT.format(rows=rows)
 
 
 def _params(
     engine: Engine, ordered: Sequence[ScopeCap], fresh: Sequence[ScopeCap], *,
     reservation_id: str, amount_nusd: int, tokens: int, run_id: str | None, now: datetime,
     expires: datetime,
-) -> tuple[dict[str, Any] | None, dict[str, Any]]:  # fmt: skip
-    """The parameters of _INSERT_FRESH (None: no fresh cap) and of _RESERVE_PG, bound as
-    SQLAlchemy would bind them (its type processors)."""
+) -> tuple[str | None, str, dict[str, Any]]:  # fmt: skip
+    """The statements (the insert of fresh counter rows, None without fresh caps; the reserve)
+    and their parameters, bound as SQLAlchemy would bind them (its type processors)."""
     ts, json = bind_processors(engine.dialect)
-    now, expires = ts(now), ts(expires)
-    scopes = [c.scope for c in ordered]
-    main = {
-        "scopes": scopes, "fresh": [c in fresh for c in ordered],
-        "cap_nusd": [c.cap_nusd for c in ordered], "cap_tokens": [c.cap_tokens for c in ordered],
-        "cap_calls": [c.cap_calls for c in ordered], "n": len(ordered), "a": amount_nusd,
-        "t": tokens, "now": now, "id": reservation_id, "run_id": run_id,
-        "scopes_json": json(scopes), "expires_at": expires,
+    values: dict[str, Any] = {
+        "a": amount_nusd, "t": tokens, "now": ts(now), "id": reservation_id, "run_id": run_id,
+        "scopes_json": json([c.scope for c in ordered]), "expires_at": ts(expires),
     }  # fmt: skip
-    if not fresh:
-        return None, main
-    new = [c for c in ordered if c in fresh]  # in scope order
-    pre = {"scopes": [c.scope for c in new], "cap_nusd": [c.cap_nusd for c in new],
-           "cap_tokens": [c.cap_tokens for c in new], "cap_calls": [c.cap_calls for c in new],
-           "now": now}  # fmt: skip
-    return pre, main
+    picked = []
+    for i, c in enumerate(ordered):
+        is_fresh = c in fresh
+        values[f"s{i}"], values[f"f{i}"] = c.scope, is_fresh
+        values[f"n{i}"], values[f"t{i}"], values[f"c{i}"] = c.cap_nusd, c.cap_tokens, c.cap_calls
+        if is_fresh:
+            picked.append(i)
+    pre = _insert_sql(tuple(picked)) if picked else None
+    return pre, _reserve_sql(len(ordered)), values
 
 
 def _outcome(
