@@ -69,9 +69,13 @@ services:
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 
 # Lint and the layers contract first: a broken layer fails in seconds, not after the suite.
-# TETHER_AGENTS_PYTHON: the CrewAI/AutoGen tests fail (rather than skip) if that venv is missing
+# TETHER_AGENTS_PYTHON: the CrewAI/AutoGen tests fail (rather than skip) if that venv is missing.
+# Two xdist workers, one per core; --dist loadgroup keeps the files sharing a running tether on
+# one worker (tests/conftest.py). The slowest tests are listed at the end for the next change.
+PYTEST_WORKERS ?= 2
 test: lint chromium ops-tools helm services $(AGENTS_STAMP)
-	TETHER_AGENTS_PYTHON=$(CURDIR)/$(AGENTS_VENV)/bin/python $(BIN)/python -m pytest -q -p no:cacheprovider
+	TETHER_AGENTS_PYTHON=$(CURDIR)/$(AGENTS_VENV)/bin/python $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
 
 # Each benchmark prints its figures and writes bench/results/<name>.json. The peer comparisons
 # (Phoenix, LiteLLM) install the peer into a throwaway venv under /tmp: `make bench-peers`.

@@ -155,6 +155,39 @@ def server(tmp_path: Path, db_url: str) -> Iterator[ServerProcess]:
     proc.stop()
 
 
+# `make test` runs the suite on two xdist workers with `--dist loadgroup`: a group runs whole on
+# one worker. Each test file is a group (its module-scoped fixtures start once), and the files
+# that use a conftest holding session- or package-scoped fixtures (a running `tether serve`: the
+# LLM gateway's environments, tests/integrations' server per database) are one group, named for
+# that conftest's folder, so those fixtures start once and not once per worker. Any fixture of
+# that conftest counts: one (tests/gateway's ledger_env) may ask for the others by name.
+def _fixtures(item: pytest.Item) -> list[pytest.FixtureDef[object]]:
+    info = getattr(item, "_fixtureinfo", None)
+    return [defs[-1] for defs in info.name2fixturedefs.values()] if info is not None else []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shared = {
+        f.baseid
+        for item in items
+        for f in _fixtures(item)
+        if f.scope in ("session", "package")
+        and f.baseid.startswith("tests/")  # a conftest below tests/ (not a plugin's, not the top)
+        and not f.baseid.endswith(".py")  # not a test module's own (its file is a group anyway)
+    }
+    groups: dict[Path, str] = {}
+    for item in items:
+        homes = {f.baseid for f in _fixtures(item)} & shared
+        if homes:
+            groups[item.path] = min(homes)
+        else:
+            groups.setdefault(item.path, str(item.path.relative_to(config.rootpath)))
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(groups[item.path]))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # whatever a failing test left running (servers, mock LLMs, MCP upstreams) ends with the run
     stop_all()
