@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from tests import xdist_units
 from tests.processes import READY_TIMEOUT_S, Spawned, stop_all
 from tether.config import Settings, load_settings
 from tether.store.engine import make_engine
@@ -155,37 +156,26 @@ def server(tmp_path: Path, db_url: str) -> Iterator[ServerProcess]:
     proc.stop()
 
 
-# `make test` runs the suite on two xdist workers with `--dist loadgroup`: a group runs whole on
-# one worker. Each test file is a group (its module-scoped fixtures start once), and the files
-# that use a conftest holding session- or package-scoped fixtures (a running `tether serve`: the
-# LLM gateway's environments, tests/integrations' server per database) are one group, named for
-# that conftest's folder, so those fixtures start once and not once per worker. Any fixture of
-# that conftest counts: one (tests/gateway's ledger_env) may ask for the others by name.
-def _fixtures(item: pytest.Item) -> list[pytest.FixtureDef[object]]:
-    info = getattr(item, "_fixtureinfo", None)
-    return [defs[-1] for defs in info.name2fixturedefs.values()] if info is not None else []
+@pytest.fixture(autouse=True)
+def _fresh_cli_consoles() -> Iterator[None]:
+    """The CLI's Rich consoles are made on first use and keep the width COLUMNS gave then: each
+    test's in-process commands (CliRunner, with its own environment) get consoles of their own,
+    not those of whichever test ran before on this worker (xdist workers have COLUMNS=80)."""
+    yield
+    output = sys.modules.get("tether.cli.output")
+    if output is not None:
+        output.console._real = output.err_console._real = None
 
 
-@pytest.hookimpl(tryfirst=True)
+# `make test` runs on two xdist workers: tests/xdist_units.py says how the work is split
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    return xdist_units.Units(config, log) if config.getoption("dist") == "loadfile" else None
+
+
+@pytest.hookimpl(trylast=True)  # after the fixtures' own reordering
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    shared = {
-        f.baseid
-        for item in items
-        for f in _fixtures(item)
-        if f.scope in ("session", "package")
-        and f.baseid.startswith("tests/")  # a conftest below tests/ (not a plugin's, not the top)
-        and not f.baseid.endswith(".py")  # not a test module's own (its file is a group anyway)
-    }
-    groups: dict[Path, str] = {}
-    for item in items:
-        homes = {f.baseid for f in _fixtures(item)} & shared
-        if homes:
-            groups[item.path] = min(homes)
-        else:
-            groups.setdefault(item.path, str(item.path.relative_to(config.rootpath)))
-    for item in items:
-        if not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(groups[item.path]))
+    xdist_units.check_shared(items)
+    xdist_units.order(items)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
