@@ -25,7 +25,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -86,9 +85,9 @@ class _Caller:
         self.engine = make_engine(db_url, pool_size=5)  # the test PostgreSQL is shared
         client = None
         if redis_url:
-            import redis
+            import redis.asyncio
 
-            client = redis.Redis.from_url(redis_url, max_connections=300)
+            client = redis.asyncio.Redis.from_url(redis_url, max_connections=300)
         self.ledger = make_ledger(self.engine, client)
         self.prices = load_price_table()
         self.reqs = _requests(n, 5)
@@ -97,24 +96,24 @@ class _Caller:
         self.caps = scopes_for(limits, run_id=run_id, agent=None, user=None, key_id=None,
                                day=date(2026, 11, 25))  # fmt: skip
 
-    def one(self, i: int, upstream_s: float = 0.01) -> dict[str, Any]:
+    async def one(self, i: int, upstream_s: float = 0.01) -> dict[str, Any]:
         size, max_tokens, model, fin, fout = self.reqs[i]
         price = self.prices.price(model)
         assert price is not None
         amount, tokens = reservation_estimate(size, max_tokens, price)
         now = datetime.now(UTC)
         try:
-            r = self.ledger.reserve(self.caps, amount_nusd=amount, tokens=tokens,
-                                    run_id=self.run_id, now=now)  # fmt: skip
+            r = await self.ledger.reserve(self.caps, amount_nusd=amount, tokens=tokens,
+                                          run_id=self.run_id, now=now)  # fmt: skip
         except BudgetExceededError:
             return {"i": i, "ok": False, "reserved": amount, "actual": 0}
-        time.sleep(upstream_s * fin)  # the upstream call
+        await asyncio.sleep(upstream_s * fin)  # the upstream call
         if self.tight:
             actual = amount
         else:  # real usage: within the bounds, usually well below them
             tin, tout = int(size / 4 * (0.5 + fin / 2)), int(max_tokens * fout)
             actual = cost_nusd(tin, tout, price)
-        self.ledger.settle(r, actual_nusd=actual, actual_tokens=0, now=datetime.now(UTC))
+        await self.ledger.settle(r, actual_nusd=actual, actual_tokens=0, now=datetime.now(UTC))
         return {"i": i, "ok": True, "reserved": amount, "actual": actual}
 
 
@@ -124,18 +123,24 @@ def _worker(
     db_url, redis_url, indices, n, tight, run_id, barrier = args
     caller = _Caller(db_url, redis_url, n, tight, run_id)
     barrier.wait()
-    with ThreadPoolExecutor(len(indices)) as pool:
-        out = list(pool.map(caller.one, indices))
+
+    async def calls() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(caller.one(i) for i in indices)))
+
+    out = asyncio.run(calls())
     caller.engine.dispose()
     return out
 
 
 def ledger_run(db_url: str, redis_url: str | None, n: int, tight: bool) -> dict[str, Any]:
+    from tether.store.engine import make_engine
     from tether.store.migrate import upgrade
 
     run_id = "run_stress_" + uuid.uuid4().hex[:8]
+    fresh = make_engine(db_url)
+    upgrade(fresh)  # before any ledger: the Redis ledger reads its namespace from the database
+    fresh.dispose()
     caller = _Caller(db_url, redis_url, n, tight, run_id)
-    upgrade(caller.engine)
     ctx = mp.get_context("spawn")
     barrier = ctx.Manager().Barrier(2)
     halves = [list(range(0, n, 2)), list(range(1, n, 2))]
@@ -147,8 +152,12 @@ def ledger_run(db_url: str, redis_url: str | None, n: int, tight: bool) -> dict[
     elapsed = time.perf_counter() - t0
     burst = [r for part in parts for r in part]
     # the refused ones again, one at a time: whatever still fits gets in
-    retried = [caller.one(r["i"], 0.0) for r in burst if not r["ok"]]
-    snap = caller.ledger.snapshot(f"run:{run_id}")
+
+    async def after() -> tuple[list[dict[str, Any]], Any]:
+        again = [await caller.one(r["i"], 0.0) for r in burst if not r["ok"]]
+        return again, await caller.ledger.snapshot(f"run:{run_id}")
+
+    retried, snap = asyncio.run(after())
     spent = snap[1].spent_nusd if snap else 0
     assert spent == sum(r["actual"] for r in burst + retried), "ledger and callers disagree"
     refused = [r["reserved"] for r in retried if not r["ok"]]

@@ -3,17 +3,21 @@ applying a rollout rule to a large history.
 
     .venv/bin/python bench/evals.py [--tasks 20] [--repeats 5] [--concurrency 8] [--runs 100000]
 
-1. `tether eval run`'s runner, 20 tasks x 5 repeats at concurrency 8 (and 20 x 1 at concurrency
-   1), against `tether serve` with the mock LLM behind the gateway and a policy with run budgets
-   for the agent (the production path: every attempt a run, every LLM call reserved and
-   settled), once per adapter kind: a callable, an HTTP endpoint, a command (a Python process
-   per attempt). Each agent makes one LLM call per attempt. Tether's overhead per attempt = the
-   runner's wall time from the attempt's start to its checked answer, less the agent's own time.
+1. `tether eval run`'s runner, 20 tasks x 5 repeats at concurrency 8 and the same at
+   concurrency 1, against `tether serve` with the mock LLM behind the gateway and a policy
+   with run budgets for the agent (the production path: every attempt a run, every LLM call
+   reserved and settled), once per adapter kind: a callable, an HTTP endpoint, a command (a
+   Python process per attempt). Each agent makes one LLM call per attempt.
+   Tether's overhead per attempt = the runner's wall time from the attempt's start to its
+   checked answer, less the agent's own time (its LLM call through the gateway included).
    An attempt costs one API round trip: its finish stores the run's queued gateway spans,
    checks, records, and starts the worker's next attempt (whose run it answers); so an
    attempt's wall time runs from the finish before it (a worker's first attempt: from its own
-   start request) and includes starting the next. The server's view (run created to checked)
-   beside it. Target: <= 5 ms median.
+   start request) and includes starting the next. Beside it: the server's view (run created to
+   checked), the server process's CPU per attempt, and the agent's LLM call made alone (its
+   latency and server CPU). Target: <= 5 ms median. `--kinds callable` runs one kind;
+   `--profile PREFIX` records the server with py-spy (`PREFIX.c8.callable.txt`, raw collapsed
+   stacks) and writes no results.
 2. Route decision: `choose()` as GET /api/v1/route runs it (cache warm), and core `route()` alone,
    p50/p99 over 100,000 decisions. Target: p99 <= 200 us. The HTTP round trip is printed beside.
 3. Canary evaluation over `--runs` stored runs of two versions (SQLite, 1 % with a denied tool
@@ -157,8 +161,11 @@ def _endpoint() -> ThreadedServer:
     return ThreadedServer(app, "127.0.0.1", free_port())
 
 
-def _one_kind(api: Api, adapter: Adapter, tasks: int, repeats: int, conc: int) -> dict[str, Any]:
+def _one_kind(
+    api: Api, adapter: Adapter, tasks: int, repeats: int, conc: int, server_pid: int
+) -> dict[str, Any]:
     seen: list[dict[str, Any]] = []
+    cpu0 = cpu_seconds(server_pid)
     started = time.perf_counter()
     ev = run_eval(
         api,
@@ -169,6 +176,7 @@ def _one_kind(api: Api, adapter: Adapter, tasks: int, repeats: int, conc: int) -
         progress=seen.append,
     )
     wall = time.perf_counter() - started
+    cpu = cpu_seconds(server_pid) - cpu0
     return {
         "attempts": len(seen),
         "passed": sum(bool(a["passed"]) for a in seen),
@@ -179,6 +187,9 @@ def _one_kind(api: Api, adapter: Adapter, tasks: int, repeats: int, conc: int) -
         "overhead_ms": _pcts([a["wall_ms"] - a["agent_ms"] for a in seen]),
         # the server's view: run created to attempt checked, less the agent's own time
         "server_overhead_ms": _pcts([a["duration_ms"] - a["agent_ms"] for a in seen]),
+        # the server process's CPU (user + system) over the whole eval, per attempt: its start,
+        # the agent's LLM call through the gateway, its finish
+        "server_cpu_ms_per_attempt": round(cpu * 1000 / max(1, len(seen)), 3),
         "eval_id": ev["id"],
     }
 
@@ -193,7 +204,54 @@ def _spawn_ms(n: int = 20) -> dict[str, float]:
     return _pcts(out)
 
 
-def bench_eval(tmp: Path, tasks: int, repeats: int, concurrency: int) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` so far (Linux /proc; `tether serve --workers 1` is one
+    process)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _llm_only(http: httpx.Client, n: int, server_pid: int) -> dict[str, Any]:
+    """The agent's one LLM call alone, outside any eval (each in a run of its own, created by
+    the gateway): its latency and the server CPU it costs. An attempt's server CPU less this is
+    what the eval's start and finish cost."""
+    lat = []
+    cpu0 = cpu_seconds(server_pid)
+    for i in range(n):
+        run_id = f"run_llmonly{os.getpid():x}{i:08d}"
+        t0 = time.perf_counter()
+        _ask(http, run_id, f"question {i}")
+        lat.append((time.perf_counter() - t0) * 1000)
+    cpu = cpu_seconds(server_pid) - cpu0
+    return {"calls": n, "ms": _pcts(lat), "server_cpu_ms_per_call": round(cpu * 1000 / n, 3)}
+
+
+class _Profile:
+    """py-spy recording the server (raw collapsed stacks) while a block runs, if asked."""
+
+    def __init__(self, path: Path | None, pid: int) -> None:
+        self.path, self.pid, self.proc = path, pid, None
+
+    def __enter__(self) -> None:
+        if self.path is not None:
+            spy = Path(sys.executable).with_name("py-spy")
+            self.proc = subprocess.Popen(
+                [str(spy), "record", "-p", str(self.pid), "-r", "250", "-f", "raw", "-o",
+                 str(self.path), "--nonblocking"],
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(1.0)  # py-spy attaches
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(2)  # SIGINT: py-spy writes its file and exits
+            self.proc.wait(timeout=60)
+
+
+def bench_eval(
+    tmp: Path, tasks: int, repeats: int, concurrency: int, kinds: list[str],
+    profile: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
     tmp.mkdir(parents=True, exist_ok=True)
     mock = ThreadedServer(create_mock_app(), "127.0.0.1", free_port())
     config = tmp / "tether.yaml"
@@ -228,7 +286,8 @@ def bench_eval(tmp: Path, tasks: int, repeats: int, concurrency: int) -> dict[st
             "http": HttpAdapter(f"http://127.0.0.1:{endpoint.server.config.port}/task"),
             "command": CommandAdapter([sys.executable, str(script)]),
         }
-        _one_kind(api, callable_adapter, 4, 1, 2)  # warm-up: imports, caches, connections
+        pid = proc.proc.pid
+        _one_kind(api, callable_adapter, 4, 1, 2, pid)  # warm-up: imports, caches, connections
         floor = []
         for _ in range(200):
             t0 = time.perf_counter()
@@ -236,10 +295,13 @@ def bench_eval(tmp: Path, tasks: int, repeats: int, concurrency: int) -> dict[st
             floor.append((time.perf_counter() - t0) * 1000)
         # an attempt makes one API round trip: this is what one costs doing nothing
         out["round_trip_ms"] = _pcts(floor)
-        for kind, adapter in adapters.items():
-            out[kind] = _one_kind(api, adapter, tasks, repeats, concurrency)
+        out["llm_only"] = _llm_only(_AGENT["http"], 100, pid)
+        for kind in kinds:
+            with _Profile(Path(f"{profile}.{kind}.txt") if profile else None, pid):
+                out[kind] = _one_kind(api, adapters[kind], tasks, repeats, concurrency, pid)
             out[kind]["load_avg"] = os.getloadavg()
-        out["python_spawn_ms"] = _spawn_ms()
+        if "command" in kinds:
+            out["python_spawn_ms"] = _spawn_ms()
         rt = []
         for _ in range(200):
             t0 = time.perf_counter()
@@ -358,20 +420,26 @@ def bench_canary(tmp: Path, n: int) -> dict[str, Any]:
     }
 
 
+KINDS = ("callable", "http", "command")
+
+
+def _overhead(k: dict[str, Any]) -> str:
+    o = k["overhead_ms"]
+    return f"p50 {o['p50']:.1f} ms, p99 {o['p99']:.1f} ms"
+
+
 def _rows(out: dict[str, Any], conc: int) -> list[Row]:
     e, r, c = out["eval"], out["route"], out["canary"]
     rows = []
-    for kind in ("callable", "http", "command"):
-        k = e[kind]
+    for kind in (k for k in KINDS if k in e):
+        k, s = e[kind], e["serial"][kind]
         rows.append(
             Row(
-                f"eval attempt overhead, {kind} adapter ({k['attempts']} attempts, "
-                f"concurrency {conc})",
-                f"p50 {k['overhead_ms']['p50']:.1f} ms (server side "
-                f"{k['server_overhead_ms']['p50']:.1f} ms) over the agent's own p50 "
-                f"{k['agent_ms']['p50']:.1f} ms; at concurrency 1 p50 "
-                f"{e['serial'][kind]['overhead_ms']['p50']:.1f} ms (a bare round trip "
-                f"{e['serial']['round_trip_ms']['p50']:.1f} ms)",
+                f"eval attempt overhead, {kind} adapter ({k['attempts']} attempts)",
+                f"concurrency 1: {_overhead(s)} over the agent's own p50 "
+                f"{s['agent_ms']['p50']:.1f} ms; concurrency {conc}: {_overhead(k)}; server "
+                f"CPU {s['server_cpu_ms_per_attempt']:.1f} ms per attempt (the agent's LLM "
+                f"call alone {e['serial']['llm_only']['server_cpu_ms_per_call']:.1f} ms)",
                 "<= 5 ms",
             )
         )
@@ -388,6 +456,35 @@ def _rows(out: dict[str, Any], conc: int) -> list[Row]:
     return rows
 
 
+def _print_eval(e: dict[str, Any], conc: int) -> None:
+    print(
+        "tether's overhead per eval attempt = the runner's wall time from the attempt's start to "
+        "its checked answer,\nless the agent's own time (its one LLM call through the gateway); "
+        "target <= 5 ms"
+    )
+    head = (f"{'adapter':<9} {'conc':>4} {'n':>4} {'pass':>4} {'wall s':>6} {'agent p50':>9} "
+            f"{'ovh p50':>8} {'ovh p99':>8} {'srv p50':>8} {'cpu/att':>8} {'load':>5}")  # fmt: skip
+    print(head)
+    for kind in (k for k in KINDS if k in e):
+        for c, k in ((1, e["serial"][kind]), (conc, e[kind])):
+            print(
+                f"{kind:<9} {c:>4} {k['attempts']:>4} {k['passed']:>4} {k['wall_s']:>6.2f} "
+                f"{k['agent_ms']['p50']:>9.2f} {k['overhead_ms']['p50']:>8.2f} "
+                f"{k['overhead_ms']['p99']:>8.2f} {k['server_overhead_ms']['p50']:>8.2f} "
+                f"{k['server_cpu_ms_per_attempt']:>8.2f} {k['load_avg'][0]:>5.1f}"
+            )  # fmt: skip
+    print("  (ms; srv = the server's view, run created to checked, less the agent's time; cpu/att "
+          "= server CPU per attempt)")  # fmt: skip
+    for label, x in (("concurrency 1", e["serial"]), (f"concurrency {conc}", e)):
+        lo = x["llm_only"]
+        print(f"  {label}: the agent's LLM call alone p50 {lo['ms']['p50']} ms, server CPU "
+              f"{lo['server_cpu_ms_per_call']} ms per call; a bare API round trip (GET /healthz) "
+              f"p50 {x['round_trip_ms']['p50']} ms")  # fmt: skip
+    if "python_spawn_ms" in e:
+        print(f"  a Python process start costs p50 {e['python_spawn_ms']['p50']} ms (the command "
+              "adapter's agent pays it; counted as the agent's time)")  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--tasks", type=int, default=20)
@@ -395,14 +492,25 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--runs", type=int, default=100_000)
     p.add_argument("--decisions", type=int, default=100_000)
+    p.add_argument("--kinds", default=",".join(KINDS), help="adapter kinds to run, comma-separated")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="py-spy the server during each kind's run: PROFILE.<conc>.<kind>.txt "
+                   "(raw collapsed stacks); do not record such a run")  # fmt: skip
+    p.add_argument("--no-write", action="store_true", help="print only; leave results/ alone")
     args = p.parse_args()
+    kinds = [k for k in args.kinds.split(",") if k]
+    if bad := [k for k in kinds if k not in KINDS]:
+        p.error(f"unknown adapter kind(s) {bad}; choose from {list(KINDS)}")
     before = load()
     started = uptime()
+    prof = args.profile
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        ev = bench_eval(tmp / "c", args.tasks, args.repeats, args.concurrency)
-        # the same at concurrency 1: tether's own cost per attempt without queueing
-        ev["serial"] = bench_eval(tmp / "s", args.tasks, 1, 1)
+        ev = bench_eval(tmp / "c", args.tasks, args.repeats, args.concurrency, kinds,
+                        Path(f"{prof}.c{args.concurrency}") if prof else None)  # fmt: skip
+        # the same attempts at concurrency 1: tether's own cost per attempt without queueing
+        ev["serial"] = bench_eval(tmp / "s", args.tasks, args.repeats, 1, kinds,
+                                  Path(f"{prof}.c1") if prof else None)  # fmt: skip
         out: dict[str, Any] = {
             "eval": ev,
             "route": bench_route(tmp, args.decisions),
@@ -411,22 +519,7 @@ def main() -> None:
             "uptime_after": uptime(),
         }
     e, r, c = out["eval"], out["route"], out["canary"]
-    for kind in ("callable", "http", "command"):
-        for label, k in (
-            (f"concurrency {args.concurrency}", e[kind]),
-            ("concurrency 1", e["serial"][kind]),
-        ):
-            print(
-                f"eval ({kind} adapter, {label}): {k['attempts']} attempts ({k['passed']} "
-                f"passed) in {k['wall_s']} s, load {k['load_avg'][0]:.1f}: agent's own time p50 "
-                f"{k['agent_ms']['p50']} ms; tether overhead p50 {k['overhead_ms']['p50']} ms, "
-                f"p95 {k['overhead_ms']['p95']} ms (server side p50 "
-                f"{k['server_overhead_ms']['p50']} ms; target <= 5 ms)"
-            )  # fmt: skip
-    print(f"  a bare API round trip (GET /healthz) costs p50 {e['round_trip_ms']['p50']} ms "
-          f"(concurrency 1: {e['serial']['round_trip_ms']['p50']} ms)")  # fmt: skip
-    print(f"  a Python process start costs p50 {e['python_spawn_ms']['p50']} ms (the command "
-          "adapter's agent pays it; counted as the agent's time)")  # fmt: skip
+    _print_eval(e, args.concurrency)
     print(
         f"route: choose() p50 {r['choose_us']['p50']} us, p99 {r['choose_us']['p99']} us "
         f"(target <= 200 us); core route() p99 {r['core_route_us']['p99']} us; over HTTP p50 "
@@ -438,9 +531,12 @@ def main() -> None:
         f"{c['decision']}"
     )
     print(f"uptime before: {started}\nuptime after:  {out['uptime_after']}")
+    if args.no_write or args.profile:
+        return
     command = "bench/evals.py" + "".join(
-        f" --{k} {v}" for k, v in vars(args).items() if v != p.get_default(k)
-    )
+        f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+        if v != p.get_default(k)
+    )  # fmt: skip
     write("evals", command=command, figures=out, rows=_rows(out, args.concurrency),
           load_before=before)  # fmt: skip
 

@@ -254,3 +254,25 @@ def test_mapping_never_raises_on_arbitrary_attributes(
     assert rec.cost_nusd is None or rec.cost_nusd >= 0
     for text in (rec.input, rec.output, rec.name, rec.error, rec.model):
         assert text is None or ("\x00" not in text and len(text.encode()) <= MAX_TEXT_BYTES)
+
+
+def test_spans_sharing_attribute_names_are_each_mapped_from_their_own_values() -> None:
+    """The mapping plans its lookups once per set of names; the values stay each span's own."""
+    llm = {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini", "input.value": "q1",
+           "gen_ai.usage.input_tokens": 1000, "api_key": "sk-never-stored-at-all"}  # fmt: skip
+    tool = {"openinference.span.kind": "TOOL", "llm.model_name": "", "input.value": "",
+            "gen_ai.usage.input_tokens": "n/a", "api_key": ""}  # fmt: skip
+    reordered = dict(reversed(llm.items()))
+    a, b, c = map_spans([span(llm), span(tool), span(reordered)], OPTS)
+    assert (a.kind, a.model, a.input, a.input_tokens) == ("llm", "gpt-4o-mini", "q1", 1000)
+    assert a.attributes["api_key"] == REDACTED and "input.value" not in a.attributes
+    assert (b.kind, b.model, b.input, b.input_tokens) == ("tool", None, None, None)
+    assert b.attributes["api_key"] == "" and b.attributes["input.value"] == ""
+    assert c == a
+
+
+def test_a_new_set_of_attribute_names_every_span_still_maps_each_span() -> None:
+    batch = [span({f"custom.{i}": i, "llm.model_name": f"m-{i}"}) for i in range(1500)]
+    records = map_spans(batch, OPTS)
+    assert [r.model for r in records] == [f"m-{i}" for i in range(1500)]
+    assert records[1499].attributes["custom.1499"] == 1499

@@ -1,6 +1,7 @@
 """An eval attempt whose agent's LLM calls one `tether serve` serves while its finish lands on
 another (two workers or replicas on one database): the check waits for the other process's
-span batch, so its verdict sees every call (SQLite file and PostgreSQL)."""
+span batch, so its verdict sees every call (SQLite file and PostgreSQL), whether the calls took
+a budget hold in the database, took none (no cap at all), or took it in Redis."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import REDIS_URL, ServerProcess
 from tests.e2e.mock_upstream import mock_provider
 from tether.demo.server import ThreadedServer, free_port
 from tether.gateway.llm.mock import create_mock_app
@@ -27,6 +28,13 @@ agent: support
 budgets:
   run: {max_llm_calls: 50}
 """
+# no cap at all: nothing is held, in the database or in Redis
+UNCAPPED = "agent: support\n"
+MODES = {
+    "sql-ledger": (POLICY, False),
+    "no-cap": (UNCAPPED, False),
+    "redis-ledger": (POLICY, True),
+}
 SUITE = f"""\
 suite: two-servers
 agent: support
@@ -41,7 +49,11 @@ tasks:
 
 
 @pytest.fixture
-def servers(tmp_path: Path, db_url: str) -> Iterator[tuple[ServerProcess, ServerProcess, str, str]]:
+def servers(
+    tmp_path: Path, db_url: str, request: pytest.FixtureRequest
+) -> Iterator[tuple[ServerProcess, ServerProcess, str, str]]:
+    # the Redis ledger where a test asks for it (indirect `servers` parameter)
+    env = {"TETHER_REDIS_URL": REDIS_URL} if getattr(request, "param", False) else None
     mock = ThreadedServer(create_mock_app(None), "127.0.0.1", free_port())
     config = tmp_path / "tether.yaml"
     pricing = {"mock-small": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}}
@@ -51,9 +63,9 @@ def servers(tmp_path: Path, db_url: str) -> Iterator[tuple[ServerProcess, Server
     _, admin = create_key(engine, scopes="admin", name="admin")
     _, agent_key = create_key(engine, scopes="agent,ingest", agent="support", name="support")
     engine.dispose()
-    a = ServerProcess(tmp_path / "a", db_url, config=config)
+    a = ServerProcess(tmp_path / "a", db_url, extra_env=env, config=config)
     try:
-        b = ServerProcess(tmp_path / "b", db_url, config=config)
+        b = ServerProcess(tmp_path / "b", db_url, extra_env=env, config=config)
     except BaseException:
         a.stop()
         raise
@@ -63,8 +75,14 @@ def servers(tmp_path: Path, db_url: str) -> Iterator[tuple[ServerProcess, Server
     mock.stop()
 
 
+@pytest.mark.parametrize(
+    ("servers", "policy"),
+    [(redis, policy) for policy, redis in MODES.values()],
+    ids=list(MODES),
+    indirect=["servers"],
+)
 def test_a_finish_on_another_server_sees_every_call(
-    servers: tuple[ServerProcess, ServerProcess, str, str],
+    servers: tuple[ServerProcess, ServerProcess, str, str], policy: str
 ) -> None:
     a, b, admin, agent_key = servers
     auth = {"Authorization": f"Bearer {admin}"}
@@ -72,7 +90,7 @@ def test_a_finish_on_another_server_sees_every_call(
         httpx.Client(base_url=b.url + "/api/v1", headers=auth, timeout=30) as api,
         httpx.Client(base_url=a.url + "/llm/v1", timeout=30) as llm,
     ):
-        assert api.post("/policies", json={"source": POLICY}).status_code == 201
+        assert api.post("/policies", json={"source": policy}).status_code == 201
         ev = api.post("/evals", json={"source": SUITE, "version": "v1"})
         assert ev.status_code == 201, ev.text
         eval_id = ev.json()["id"]

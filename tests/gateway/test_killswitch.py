@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -241,11 +242,48 @@ async def test_a_poll_is_one_query_however_many_runs_are_in_use(db: Engine, db_u
         with ks.track(f"run_many{i}"):
             pass
     with ks.track("run_many_live"):
-        event.listen(db, "before_cursor_execute", count)
-        await ks.poll_once()
-        event.remove(db, "before_cursor_execute", count)
+        # every engine: on SQLite the poll reads through a no-wait engine of its own
+        event.listen(Engine, "before_cursor_execute", count)
+        try:
+            await ks.poll_once()
+        finally:
+            event.remove(Engine, "before_cursor_execute", count)
     reads = [q for q in queries if "run_kills" in q]
     assert len(reads) == 1 and " IN " not in reads[0].upper()
+
+
+async def test_on_sqlite_polls_and_checks_read_on_the_event_loop_thread(
+    db: Engine, db_url: str
+) -> None:
+    """No thread hop per check: a poll and a call's own check (its last poll too old) query on
+    the loop's thread, and see a kill made by another process."""
+    if db.dialect.name != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL reads on a worker thread, kills are pushed")
+    reads: list[int] = []
+
+    def seen(conn: object, cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "run_kills" in statement:
+            reads.append(threading.get_ident())
+
+    other = make_engine(db_url, pool_size=2)
+    ks = KillSwitch(db)
+    _run(db, "run_t1")
+    _run(db, "run_t2")
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        await ks.ensure_alive("run_t1", now=datetime.now(UTC))  # never polled: reads the run
+        assert await KillSwitch(other).kill("run_t1", "stop", now=datetime.now(UTC))
+        await ks.poll_once()
+        assert ks._killed == {"run_t1": "stop"}
+        assert await KillSwitch(other).kill("run_t2", "halt", now=datetime.now(UTC))
+        ks._synced_at = 0.0  # the last poll is too old to vouch for run_t2
+        with pytest.raises(RunKilledError, match="halt"):
+            await ks.ensure_alive("run_t2", now=datetime.now(UTC))
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+        other.dispose()
+    # the run read, the poll, the run read again: all on this (the loop's) thread
+    assert reads == [threading.get_ident()] * 3
 
 
 async def test_a_kill_made_before_this_process_started_is_seen(db: Engine, db_url: str) -> None:

@@ -4,6 +4,7 @@ span that cannot be built or stored does not take the others down with it."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -11,7 +12,8 @@ from sqlalchemy import Engine, func, select
 
 from tether.core.records import RunAttribution, SpanRecord
 from tether.gateway.llm.spans import SpanWriter
-from tether.store.ingest import write_spans
+from tether.store.ingest import ensure_run, write_spans
+from tether.store.pg_async import AsyncPG
 from tether.store.tables import runs, spans
 
 
@@ -113,3 +115,37 @@ async def test_take_runs_hands_over_the_spans_no_write_has_started_on(db: Engine
     # run_u's span by the writer, run_t's once, by their taker; all counted
     assert count(db) == 3 and writer.written == 3
     assert writer._untaken == {} and writer._by_run == {} and writer._pending == 0
+
+
+async def test_on_postgresql_known_runs_take_the_fast_path_and_the_rest_the_general_one(
+    db: Engine,
+) -> None:
+    """With the server's async connections, spans of runs that exist go through
+    store.gateway_spans; a batch with a run not created yet, or a root span, is still stored
+    whole (ingest.write_spans creates the run), and a batch sent again is not counted twice."""
+    if db.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite's gateway spans go through ingest.write_spans")
+    now = datetime.now(UTC)
+    with db.begin() as conn:
+        ensure_run(conn, "run_known", trace_id=None, attribution=RunAttribution(),
+                   started_at=now, source="gateway", now=now)  # fmt: skip
+    pg = AsyncPG(db.url)
+    async with pg.lifespan():
+        writer = SpanWriter(db, pg)
+        async with writer.running():
+            for i in range(50):
+                writer.submit(record(i, "run_known"))
+            assert await writer.flush_run("run_known", timeout=30)
+            assert writer.written_fast == 50
+            writer.submit(record(100, "run_new"))
+            writer.submit(replace(record(101, "run_root"), is_root=True))
+            writer.submit(record(102, "run_known"))
+        # the second batch again, as after a COMMIT whose reply was lost
+        await writer._store([record(100, "run_new"), record(102, "run_known")])
+    assert count(db) == 53 and writer.written == 53
+    with db.connect() as conn:
+        got = {r.id: r for r in conn.execute(select(runs))}
+    assert (got["run_known"].llm_calls, got["run_known"].cost_nusd) == (51, 255)
+    assert got["run_known"].agent == "writer"  # filled in from the spans
+    assert (got["run_new"].span_count, got["run_new"].agent) == (1, "writer")
+    assert got["run_root"].status == "succeeded"

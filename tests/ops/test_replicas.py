@@ -7,6 +7,7 @@ calls are freed by the survivors once their TTL passes."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
@@ -221,15 +222,20 @@ def test_an_approval_decided_on_one_replica_releases_a_wait_on_another(c: Cluste
 
 def _holds(c: Cluster, runs_: list[str]) -> int:
     """The budget still held (nano-dollars) on these runs' counters in the shared Redis."""
-    import redis
+    import redis.asyncio
 
     assert c.engine is not None
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        ledger = RedisLedger(client, c.engine)
-        snaps = [ledger.snapshot(f"run:{r}") for r in runs_]
-    finally:
-        client.close()
+    engine = c.engine
+
+    async def read() -> list[Any]:
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        try:
+            ledger = RedisLedger(client, engine)
+            return [await ledger.snapshot(f"run:{r}") for r in runs_]
+        finally:
+            await client.aclose()
+
+    snaps = asyncio.run(read())
     return sum(s[1].reserved_nusd for s in snaps if s is not None)
 
 

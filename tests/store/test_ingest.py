@@ -183,3 +183,30 @@ def test_root_attribution_replaces_what_earlier_children_implied(db: Engine) -> 
     run = _run(db)
     assert (run["agent"], run["version"], run["task_id"], run["user"]) == (
         "triage", "v3", "T-1", "alice")  # fmt: skip
+
+
+def test_a_batch_of_many_runs_and_agents_is_stored_whole_with_each_runs_totals(db: Engine) -> None:
+    """301 runs of two spans (602 rows: SQLite writes them as statements of 256, 256, 64, 16, 8
+    and 2 rows; the runs as 256, 32, 8, 4 and 1), 7 agents in 3 versions each."""
+    batch: list[SpanRecord] = []
+    for i in range(301):
+        trace = f"{i:032x}"
+        who = RunAttribution(agent=f"agent-{i % 7}", version=f"v{i % 3}", task_id=f"T-{i}",
+                             user="bob")  # fmt: skip
+        root = replace(_root(), trace_id=trace, run_id=run_id_for_trace(trace), attribution=who,
+                       started_at=T0 + timedelta(seconds=i), input=f"q{i}")  # fmt: skip
+        batch += [root, replace(_llm("b" * 16, i, 10), trace_id=trace, run_id=root.run_id,
+                                started_at=root.started_at, ended_at=root.ended_at)]  # fmt: skip
+    write_spans(db, batch, now=T0, source="otlp")
+    with reading(db) as conn:
+        stored = {(r.trace_id, r.span_id) for r in conn.execute(select(spans))}
+        got = {r.id: r for r in conn.execute(select(runs))}
+        versions = set(conn.execute(select(agent_versions.c.agent, agent_versions.c.version)))
+    assert stored == {(r.trace_id, r.span_id) for r in batch}
+    assert len(got) == 301 and len(versions) == 21
+    for i in (0, 255, 256, 300):
+        run = got[run_id_for_trace(f"{i:032x}")]
+        assert (run.cost_nusd, run.span_count, run.llm_calls, run.status) == (i, 2, 1, "succeeded")
+        assert (run.agent, run.version, run.task_id, run.input) == (
+            f"agent-{i % 7}", f"v{i % 3}", f"T-{i}", f"q{i}")  # fmt: skip
+        assert run.started_at == T0 + timedelta(seconds=i) and run.cost_unknown is False

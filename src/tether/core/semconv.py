@@ -4,7 +4,7 @@ Pure: never raises on attribute content (a bad value is ignored, not fatal)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,7 +22,14 @@ from tether.core.records import (
     valid_run_id,
 )
 from tether.core.redact import redactor
-from tether.core.semtext import as_text, clean_attributes, clean_text, json_obj
+from tether.core.semtext import (
+    as_text,
+    clean_attributes,
+    clean_attributes_as,
+    clean_text,
+    json_obj,
+    key_plan,
+)
 
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -83,6 +90,16 @@ _ATTRIBUTION_KEYS: dict[str, tuple[str, ...]] = {
     "user": ("tether.user", "user.id", "langfuse.user.id", "enduser.id"),
 }  # fmt: skip
 _ATTRIBUTION_KEYSET = frozenset(k for keys in _ATTRIBUTION_KEYS.values() for k in keys)
+_TOOL_NAME_KEYS = ("gen_ai.tool.name", "tool.name")
+_TOTAL_TOKEN_KEYS = ("llm.token_count.total", "gen_ai.usage.total_tokens")
+_KIND_TABLES: tuple[tuple[str, Mapping[str, str], Callable[[str], str]], ...] = (
+    ("openinference.span.kind", _OPENINFERENCE_KIND, str.upper),
+    ("langfuse.observation.type", _LANGFUSE_KIND, str.lower),
+    ("gen_ai.operation.name", _GENAI_OPERATION_KIND, str.lower),
+)
+_INDEXED_IN = ("gen_ai.prompt.", "llm.input_messages.")
+_INDEXED_OUT = ("gen_ai.completion.", "llm.output_messages.")
+_MAX_PLANS = 512
 
 
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
@@ -147,6 +164,48 @@ def map_span(span: OtlpSpan, opts: MapOptions) -> SpanRecord:
     return _Mapper(opts).map(span)[0]
 
 
+class _Keys:
+    """What the mapping reads among one set of attribute names, worked out once per set: the
+    spans of an instrumentation carry the same few sets, and the lookup lists cut to the names
+    present read each value once instead of probing some forty absent keys per span."""
+
+    __slots__ = ("attribution", "cached", "clean", "cost", "cost_details", "explicit_kind",
+                 "in_tokens", "indexed_in", "indexed_out", "inputs", "kind_tables", "model",
+                 "out_tokens", "outputs", "run_id", "run_root", "served", "tool_names",
+                 "tool_parameters", "totals", "ttft", "usage")  # fmt: skip
+
+    def __init__(self, names: tuple[Any, ...], redact: tuple[str, ...]) -> None:
+        has = set(names)
+
+        def present(keys: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(k for k in keys if k in has)
+
+        def prefixed(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(p for p in prefixes
+                         if any(isinstance(n, str) and n.startswith(p) for n in names))  # fmt: skip
+
+        self.explicit_kind = "tether.span.kind" in has
+        self.kind_tables = tuple(t for t in _KIND_TABLES if t[0] in has)
+        self.model, self.served = present(_MODEL_KEYS), present(_SERVED_KEYS)
+        self.tool_names, self.totals = present(_TOOL_NAME_KEYS), present(_TOTAL_TOKEN_KEYS)
+        self.in_tokens, self.out_tokens = present(_INPUT_TOKEN_KEYS), present(_OUTPUT_TOKEN_KEYS)
+        self.cached, self.cost = present(_CACHED_TOKEN_KEYS), present(_COST_KEYS)
+        self.usage = "langfuse.observation.usage_details" in has
+        self.cost_details = "langfuse.observation.cost_details" in has
+        self.inputs, self.outputs = present(_INPUT_KEYS), present(_OUTPUT_KEYS)
+        self.indexed_in, self.indexed_out = prefixed(_INDEXED_IN), prefixed(_INDEXED_OUT)
+        self.tool_parameters = "tool.parameters" in has
+        self.run_root, self.run_id = "tether.run.root" in has, "tether.run_id" in has
+        self.ttft = "tether.ttft_ms" in has
+        self.attribution = not _ATTRIBUTION_KEYSET.isdisjoint(has)
+        self.clean = key_plan(names, redact)
+
+
+# per set of redacted field names: attribute names -> their _Keys (shared by every batch; a
+# sender inventing new names each span costs a plan per span, and the cache a bounded size)
+_PLANS: dict[tuple[str, ...], dict[tuple[Any, ...], _Keys]] = {}
+
+
 class _Mapper:
     """Maps the spans of one batch. What depends on a span's resource alone (its attribution
     fallbacks, its run id, its cleaned attributes) is worked out once per resource: the spans
@@ -157,6 +216,14 @@ class _Mapper:
         self.redact = opts.redact_fields
         self.text = redactor(opts.redact_fields).text
         self._resources: dict[int, tuple[Mapping[str, Any], _Resource]] = {}
+        self._plans = _PLANS.setdefault(self.redact, {})
+
+    def keys(self, names: tuple[Any, ...]) -> _Keys:
+        plans = self._plans
+        if len(plans) >= _MAX_PLANS:
+            plans.clear()
+        plan = plans[names] = _Keys(names, self.redact)
+        return plan
 
     def resource(self, res: Mapping[str, Any]) -> _Resource:
         hit = self._resources.get(id(res))
@@ -169,25 +236,27 @@ class _Mapper:
     def map(self, span: OtlpSpan) -> tuple[SpanRecord, bool]:
         """(the record, whether the span names its run itself)."""
         a, res = span.attributes, span.resource
+        names = tuple(a)
+        p = self._plans.get(names) or self.keys(names)
         rinfo = self.resource(res)
-        kind = _kind(span)
+        kind = _kind(a, p)
         parent = span.parent_id
-        is_root = not parent or _truthy(a.get("tether.run.root"))
+        is_root = not parent or (p.run_root and _truthy(a.get("tether.run.root")))
         if kind == "other" and is_root and not parent:
             kind = "agent"
-        model = _first_str(a, _MODEL_KEYS)
-        served = _first_str(a, _SERVED_KEYS)
-        in_tok, out_tok, cached = _tokens(a)
-        cost_nusd, unknown = _cost(a, kind, model, served, in_tok, out_tok, cached, self.prices)
+        model = _first_str(a, p.model) if p.model else None
+        served = _first_str(a, p.served) if p.served else None
+        in_tok, out_tok, cached = _tokens(a, p)
+        cost_nusd, unknown = _cost(a, p, kind, model, served, in_tok, out_tok, cached,
+                                   self.prices)  # fmt: skip
         status, error = _status(span)
         name = span.name
-        if kind == "tool":
-            name = _first_str(a, ("gen_ai.tool.name", "tool.name")) or name
-        redact = self.redact
-        in_key, in_text = _input(span, kind)
-        out_key, out_text = _output(span, kind)
+        if kind == "tool" and p.tool_names:
+            name = _first_str(a, p.tool_names) or name
+        in_key, in_text = _input(span, kind, p)
+        out_key, out_text = _output(span, kind, p)
         # the text lifted into input/output is not stored twice
-        attrs: dict[str, Any] = clean_attributes(a, redact, (in_key, out_key))
+        attrs: dict[str, Any] = clean_attributes_as(a, p.clean, self.redact, (in_key, out_key))
         if is_root and res:
             attrs["resource"] = rinfo.cleaned()
         started = _time(span.start_ns, span, "start")
@@ -198,10 +267,8 @@ class _Mapper:
                 f"its start time {span.start_ns}; send end_time_unix_nano >= start_time_unix_nano "
                 "(or 0 for a span still running)"
             )
-        run_id = _run_id_in(a) or rinfo.run_id
-        attribution = (
-            _attribution(a, res) if not _ATTRIBUTION_KEYSET.isdisjoint(a) else rinfo.attribution
-        )
+        run_id = (_run_id_in(a) if p.run_id else None) or rinfo.run_id
+        attribution = _attribution(a, res) if p.attribution else rinfo.attribution
         text = self.text
         record = span_record(
             trace_id=span.trace_id,
@@ -222,7 +289,7 @@ class _Mapper:
             cached_tokens=cached,
             cost_nusd=cost_nusd,
             cost_unknown=unknown,
-            ttft_ms=_ttft(a),
+            ttft_ms=_ttft(a) if p.ttft else None,
             status=status,
             error=clean_text(text(error)) if error else None,
             attributes=attrs,
@@ -252,22 +319,18 @@ def _run_id_in(attrs: Mapping[str, Any]) -> str | None:
     return v if isinstance(v, str) and valid_run_id(v) else None
 
 
-def _kind(span: OtlpSpan) -> str:
-    a = span.attributes
-    explicit = a.get("tether.span.kind")
-    if isinstance(explicit, str) and explicit.lower() in _TETHER_KINDS:
-        return explicit.lower()
-    for key, table, norm in (
-        ("openinference.span.kind", _OPENINFERENCE_KIND, str.upper),
-        ("langfuse.observation.type", _LANGFUSE_KIND, str.lower),
-        ("gen_ai.operation.name", _GENAI_OPERATION_KIND, str.lower),
-    ):
+def _kind(a: Mapping[str, Any], p: _Keys) -> str:
+    if p.explicit_kind:
+        explicit = a.get("tether.span.kind")
+        if isinstance(explicit, str) and explicit.lower() in _TETHER_KINDS:
+            return explicit.lower()
+    for key, table, norm in p.kind_tables:
         v = a.get(key)
         if isinstance(v, str) and norm(v) in table:
             return table[norm(v)]
-    if _first_str(a, _MODEL_KEYS) or any(k in a for k in _INPUT_TOKEN_KEYS):
+    if (p.model and _first_str(a, p.model)) or p.in_tokens:
         return "llm"
-    if _first_str(a, ("gen_ai.tool.name", "tool.name")):
+    if p.tool_names and _first_str(a, p.tool_names):
         return "tool"
     return "other"
 
@@ -306,12 +369,12 @@ def _first_int(attrs: Mapping[str, Any], keys: Sequence[str]) -> int | None:
     return None
 
 
-def _tokens(a: Mapping[str, Any]) -> tuple[int | None, int | None, int | None]:
+def _tokens(a: Mapping[str, Any], p: _Keys) -> tuple[int | None, int | None, int | None]:
     """(input incl. cached, output, cached). Langfuse's `input` excludes cached: they are added."""
-    in_tok = _first_int(a, _INPUT_TOKEN_KEYS)
-    out_tok = _first_int(a, _OUTPUT_TOKEN_KEYS)
-    cached = _first_int(a, _CACHED_TOKEN_KEYS)
-    usage = json_obj(a.get("langfuse.observation.usage_details"))
+    in_tok = _first_int(a, p.in_tokens) if p.in_tokens else None
+    out_tok = _first_int(a, p.out_tokens) if p.out_tokens else None
+    cached = _first_int(a, p.cached) if p.cached else None
+    usage = json_obj(a.get("langfuse.observation.usage_details")) if p.usage else None
     if usage is not None:
         if in_tok is None:
             in_tok = _first_int(usage, ("prompt_tokens", "input_tokens"))
@@ -323,8 +386,8 @@ def _tokens(a: Mapping[str, Any]) -> tuple[int | None, int | None, int | None]:
         if out_tok is None:
             out_tok = _first_int(usage, ("output", "completion_tokens", "output_tokens"))
         cached = cached if cached is not None else lf_cached
-    if in_tok is None and out_tok is not None:
-        total = _first_int(a, ("llm.token_count.total", "gen_ai.usage.total_tokens"))
+    if in_tok is None and out_tok is not None and p.totals:
+        total = _first_int(a, p.totals)
         if total is not None and total >= out_tok:
             in_tok = total - out_tok
     if cached is not None and in_tok is not None:
@@ -332,12 +395,12 @@ def _tokens(a: Mapping[str, Any]) -> tuple[int | None, int | None, int | None]:
     return in_tok, out_tok, cached
 
 
-def _explicit_cost(a: Mapping[str, Any]) -> Decimal | None:
-    for k in _COST_KEYS:
+def _explicit_cost(a: Mapping[str, Any], p: _Keys) -> Decimal | None:
+    for k in p.cost:
         v = a.get(k)
         if v is not None and (d := _decimal(v)) is not None:
             return d
-    raw = a.get("langfuse.observation.cost_details")
+    raw = a.get("langfuse.observation.cost_details") if p.cost_details else None
     details = json_obj(raw) if raw is not None else None
     return _decimal(details.get("total")) if details is not None else None
 
@@ -355,11 +418,11 @@ def _decimal(v: Any) -> Decimal | None:
 
 
 def _cost(
-    a: Mapping[str, Any], kind: str, model: str | None, served: str | None,
+    a: Mapping[str, Any], p: _Keys, kind: str, model: str | None, served: str | None,
     in_tok: int | None, out_tok: int | None, cached: int | None, prices: PriceTable,
 ) -> tuple[int | None, bool]:  # fmt: skip
     """(cost in nano-USD, cost_unknown). An explicit cost attribute wins over the table."""
-    explicit = _explicit_cost(a)
+    explicit = _explicit_cost(a, p) if p.cost or p.cost_details else None
     if explicit is not None:
         return usd_to_nusd(explicit), False
     if in_tok is None and out_tok is None:
@@ -405,33 +468,34 @@ def _ttft(a: Mapping[str, Any]) -> float | None:
     return None
 
 
-def _input(span: OtlpSpan, kind: str) -> tuple[str | None, str | None]:
+def _input(span: OtlpSpan, kind: str, p: _Keys) -> tuple[str | None, str | None]:
     """(the attribute it came from, the text) of a span's input."""
     a = span.attributes
-    for k in _INPUT_KEYS:
-        if k in a and (text := as_text(a[k])):
+    for k in p.inputs:
+        if text := as_text(a[k]):
             return k, text
-    text = _indexed_messages(a, "gen_ai.prompt.") or _indexed_messages(a, "llm.input_messages.")
-    if text:
-        return None, text
-    text = _event_messages(span, ("gen_ai.content.prompt",), "gen_ai.prompt", input_side=True)
-    if text:
-        return None, text
-    if kind == "tool" and (text := as_text(a.get("tool.parameters"))):
+    for prefix in p.indexed_in:
+        if text := _indexed_messages(a, prefix):
+            return None, text
+    if span.events:
+        text = _event_messages(span, ("gen_ai.content.prompt",), "gen_ai.prompt", input_side=True)
+        if text:
+            return None, text
+    if kind == "tool" and p.tool_parameters and (text := as_text(a.get("tool.parameters"))):
         return "tool.parameters", text
     return None, None
 
 
-def _output(span: OtlpSpan, kind: str) -> tuple[str | None, str | None]:
+def _output(span: OtlpSpan, kind: str, p: _Keys) -> tuple[str | None, str | None]:
     a = span.attributes
-    for k in _OUTPUT_KEYS:
-        if k in a and (text := as_text(a[k])):
+    for k in p.outputs:
+        if text := as_text(a[k]):
             return k, text
-    text = _indexed_messages(a, "gen_ai.completion.") or _indexed_messages(
-        a, "llm.output_messages."
-    )
-    if text:
-        return None, text
+    for prefix in p.indexed_out:
+        if text := _indexed_messages(a, prefix):
+            return None, text
+    if not span.events:
+        return None, None
     text = _event_messages(span, ("gen_ai.content.completion",), "gen_ai.completion",
                            input_side=False)  # fmt: skip
     return None, text

@@ -89,23 +89,38 @@ def clean_attributes(
     attrs: Mapping[str, Any], redact: tuple[str, ...], skip: tuple[str | None, ...] = ()
 ) -> dict[str, Any]:
     """JSON-safe, redacted, then truncated copy of a span's (or resource's) attributes."""
+    return clean_attributes_as(attrs, key_plan(tuple(attrs), redact), redact, skip)
+
+
+def key_plan(names: tuple[Any, ...], redact: tuple[str, ...]) -> tuple[tuple[str, bool], ...]:
+    """Each attribute name as stored, and whether it names a secret (`clean_attributes_as`)."""
+    is_secret = redactor(redact).is_secret_key
+    keys = [_clean_key(k) if type(k) is str else _clean_key(str(k)) for k in names]
+    return tuple((key, is_secret(key)) for key in keys)
+
+
+def clean_attributes_as(
+    attrs: Mapping[str, Any],
+    plan: tuple[tuple[str, bool], ...],
+    redact: tuple[str, ...],
+    skip: tuple[str | None, ...] = (),
+) -> dict[str, Any]:
+    """`clean_attributes` with the names' part done: `plan` is `key_plan` of `attrs`' names in
+    their order (OTLP ingest keeps one per set of names)."""
     r = redactor(redact)
-    is_secret, text = r.is_secret_key, r.text
-    # the redactor's memory of names and short values, read before calling it (a method call
-    # costs more than the lookup it makes)
-    verdicts, short_texts = r.key_verdicts, r.short_texts
+    text = r.text
+    # the redactor's memory of short values, read before calling it (a method call costs more
+    # than the lookup it makes)
+    short_texts = r.short_texts
     out: dict[str, Any] = {}
-    for k, v in attrs.items():
+    for (k, v), (key, secret) in zip(attrs.items(), plan, strict=True):
         if k in skip:
             continue
-        key = _clean_key(k) if type(k) is str else _clean_key(str(k))
         kind = type(v)
         if kind is str:  # the ingest hot path: exact types first, no isinstance chain
-            if v:
-                secret = verdicts.get(key)
-                if secret or (secret is None and is_secret(key)):
-                    out[key] = REDACTED
-                    continue
+            if v and secret:
+                out[key] = REDACTED
+                continue
             known = short_texts.get(v)
             v = text(v) if known is None else known
             # most values are short ASCII: nothing to clean, no call

@@ -38,12 +38,19 @@ class KillRequest(BaseModel):
 
 def install(app: FastAPI, state: State) -> None:
     ks = state.killswitch
-    ledger = make_ledger(state.engine, state.redis, pg=state.pg_async,
+    rclient = None
+    if state.settings.redis_url:
+        from redis.asyncio import Redis
+
+        # the ledger's own async client: its connections are made on the serving loop
+        rclient = Redis.from_url(state.settings.redis_url)
+    ledger = make_ledger(state.engine, rclient, pg=state.pg_async,
                          ttl_s=state.settings.budgets.reservation_ttl_s)  # fmt: skip
     upstream = Upstream()
     gateway = Gateway(
         state.settings, state.engine, authenticate=auth.request_authenticator(state), ledger=ledger,
         killswitch=ks, upstream=upstream, on_overshoot=overshoot.handler(state),
+        pg=state.pg_async,
     )  # fmt: skip
     if state.metrics is not None:
         gateway.writer.observers.append(state.metrics.observe_gateway)
@@ -73,6 +80,8 @@ def install(app: FastAPI, state: State) -> None:
             finally:
                 tg.cancel_scope.cancel()
         await upstream.aclose()
+        if rclient is not None:
+            await rclient.aclose()
 
     state.lifespans.append(lifespan)
 
@@ -88,7 +97,7 @@ async def _sweep_loop(gateway: Gateway) -> None:
     while True:
         await anyio.sleep(_sweep_every_s(gateway))
         try:
-            await anyio.to_thread.run_sync(ledger.sweep_expired, datetime.now(UTC))
+            await ledger.sweep_expired(datetime.now(UTC))
         except Exception:  # a background loop must outlive a database hiccup
             log.warning("reservation sweep failed; retrying later", exc_info=True)
 
@@ -112,12 +121,10 @@ async def _renew_loop(gateway: Gateway) -> None:
     """Renews the holds of this process's calls in flight four times per TTL: three renewals
     may be late (a busy machine) before a sweep elsewhere could free a live hold."""
     every = gateway.settings.budgets.reservation_ttl_s / 4
-    limiter = anyio.CapacityLimiter(1)  # its own thread: never queued behind request work
     while True:
         await anyio.sleep(every)
         try:
-            await anyio.to_thread.run_sync(gateway.guard.renew_live, datetime.now(UTC),
-                                           limiter=limiter)  # fmt: skip
+            await gateway.guard.renew_live(datetime.now(UTC))
         except Exception:  # a background loop must outlive a database hiccup
             log.warning("renewing in-flight budget holds failed; retrying", exc_info=True)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 from collections.abc import Callable
@@ -106,6 +107,7 @@ class Starting:
             self._fail(RuntimeError(f"tether failed to start: {started.get('message', '')}"))
             inner.cancel()
             return
+        _freeze_heap()
         self.app = app
         self._settled.set()
         log.info("tether is ready")
@@ -121,6 +123,15 @@ class Starting:
         self._settled.set()
         if self.on_failure is not None:
             self.on_failure(exc)
+
+
+def _freeze_heap() -> None:
+    """Moves what start-up allocated (modules, routes, schemas, SQLAlchemy metadata: about a
+    million objects that live as long as the process) out of the garbage collector's sight.
+    Otherwise each full collection walks all of it again: with ingest allocating a dict or two
+    per span, one every second or two, 150 ms of CPU each."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _next(outbox: asyncio.Queue[Message], inner: asyncio.Task[Any]) -> Message:

@@ -23,9 +23,12 @@ from tether.core.budget import (
 from tether.core.errors import BadRequestError, BudgetExceededError
 from tether.core.ids import make_id
 from tether.core.money import nusd_to_float
-from tether.store.budget_sql import Busy, Refused, reserve_pg_async, reserve_raw
+from tether.store.budget_pg import reserve_pg, reserve_pg_async
+from tether.store.budget_sql import Busy, Refused, reserve_raw
 from tether.store.engine import reading
 from tether.store.pg_async import AsyncPG
+from tether.store.reserve_sqlite import Want, reserve_many
+from tether.store.settle_sql import settle_held
 from tether.store.tables import TS
 from tether.store.tables import budget_counters as bc
 from tether.store.tables import reservations as rs
@@ -118,6 +121,13 @@ def reserve(
     # caps come from the current policy: written when this process has not written these very
     # caps yet (a counter row exists from then on; counters are never deleted)
     fresh = [c for c in ordered if known.get(c.scope) != c]
+    if engine.dialect.name == "postgresql":
+        refused = reserve_pg(
+            engine, ordered, fresh, reservation_id=reservation_id, amount_nusd=amount_nusd,
+            tokens=tokens, run_id=run_id, now=now, expires=expires,
+        )  # fmt: skip
+        return _outcome(engine, refused, ordered, fresh, reservation_id, amount_nusd, tokens,
+                        run_id, expires)  # fmt: skip
     with try_span_writer(engine) if nowait else span_writer(engine) as held:
         if held is False:
             return None
@@ -130,6 +140,45 @@ def reserve(
             return None
     return _outcome(engine, refused, ordered, fresh, reservation_id, amount_nusd, tokens,
                     run_id, expires)  # fmt: skip
+
+
+def want(
+    engine: Engine, caps: Sequence[ScopeCap], *, reservation_id: str, amount_nusd: int,
+    tokens: int, run_id: str | None, now: datetime, ttl_s: int,
+) -> Want:  # fmt: skip
+    """One reserve for reserve_batch (its caps merged and put in lock order)."""
+    _check(amount_nusd, tokens)
+    ordered = merge_caps(caps)
+    known = _known_caps(engine)
+    fresh = tuple(c for c in ordered if known.get(c.scope) != c)
+    return Want(tuple(ordered), fresh, reservation_id, amount_nusd, tokens, run_id, now,
+                now + timedelta(seconds=ttl_s))  # fmt: skip
+
+
+def reserve_batch(
+    engine: Engine, wants: Sequence[Want], *, nowait: bool = False
+) -> list[Reservation | Exception] | None:
+    """SQLite: the reserves of `wants` in one transaction (reserve_sqlite), each held or
+    refused as if alone, in order: for each its Reservation, or the BudgetExceededError (or
+    other error) it got. With `nowait`, None at once when another writer holds the database."""
+    with try_span_writer(engine) if nowait else span_writer(engine) as held:
+        if held is False:
+            return None
+        try:
+            outs = reserve_many(engine, wants, nowait=nowait)
+        except Busy:
+            return None
+    results: list[Reservation | Exception] = []
+    for w, out in zip(wants, outs, strict=True):
+        if isinstance(out, Exception):
+            results.append(out)
+            continue
+        try:
+            results.append(_outcome(engine, out, w.ordered, w.fresh, w.reservation_id,
+                                    w.amount_nusd, w.tokens, w.run_id, w.expires))  # fmt: skip
+        except BudgetExceededError as exc:
+            results.append(exc)
+    return results
 
 
 async def reserve_async(
@@ -273,13 +322,29 @@ def settle(
 
 
 def settle_many(
-    engine: Engine, items: Sequence[tuple[Reservation, int, int]], *, now: datetime
-) -> list[bool | None]:
+    engine: Engine, items: Sequence[tuple[Reservation, int, int]], *, now: datetime,
+    nowait: bool = False,
+) -> list[bool | None] | None:  # fmt: skip
     """Settles a batch (reservation, actual_nusd, actual_tokens) in one transaction, with one
     UPDATE per scope for the whole batch. For each: True (settled its hold), False (its hold
-    had been swept: charged anyway), None (already settled). The gateway's settle writer."""
+    had been swept: charged anyway), None (already settled). The gateway's settle writer.
+
+    On SQLite a batch whose holds are all still held goes through settle_sql (plain SQL). With
+    `nowait` (SQLite only), None at once when that cannot be done without waiting (another
+    writer holds the database) or when the batch needs the general path: the caller's event
+    loop then hands the batch to a worker thread."""
     for _, nusd, tokens in items:
         _check(nusd, tokens)
+    if engine.dialect.name == "sqlite":
+        with try_span_writer(engine) if nowait else span_writer(engine) as free:
+            try:
+                done = free is not False and settle_held(engine, items, now, nowait=nowait)
+            except Busy:
+                done = False
+        if done:
+            return [True] * len(items)
+        if nowait:
+            return None
     out: list[bool | None] = []
     deltas: dict[str, list[int]] = {}
     with span_writer(engine), engine.begin() as conn:
@@ -517,6 +582,7 @@ __all__ = [
     "renew",
     "reserve",
     "reserve_async",
+    "reserve_batch",
     "settle",
     "settle_many",
     "snapshot",

@@ -4,18 +4,48 @@ naming the run) before it goes upstream, so before the agent has its answer; its
 later, by the span writer of the process that served it, in a batch. Under several workers or
 replicas the attempt's finish can land on another process than the calls: it compares the holds
 with the spans stored (and those it took from its own writer) and waits for the difference.
-The MCP gateway writes its tool spans before it answers, so they need no such wait."""
+A call of an eval run that took no hold in the database (no cap applies to it, or the holds are
+in Redis) is recorded the same way by the gateway before it goes upstream (`note_admitted`: a
+row holding nothing, already settled). The MCP gateway writes its tool spans before it answers,
+so they need no such wait."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, insert, select
 
+from tether.store.budgets import hold_commit, new_reservation_id
 from tether.store.engine import reading
 from tether.store.tables import reservations, spans
+from tether.store.writelock import span_writer
 
 LLM_KINDS = ("llm", "embedding")
+EVAL_ID_TAG = "tether.eval.id"
+# The agent the CLI's LLM judges run under (tether.cli.eval_judge); its runs are an attempt's too.
+JUDGE_AGENT = "tether-judge"
+
+
+def is_eval_run(attributes: Any, agent: str | None) -> bool:
+    """Whether a run is an eval attempt's (tagged by its start) or one of its judges'."""
+    return agent == JUDGE_AGENT or (isinstance(attributes, dict) and EVAL_ID_TAG in attributes)
+
+
+def note_admitted(engine: Engine, run_id: str, now: datetime) -> None:
+    """Records an admitted LLM call of an eval run that took no hold in the database: a
+    reservations row naming the run that holds nothing (settled from the start, so no settle,
+    renewal or sweep touches it), committed before the call goes upstream (so before any other
+    process's finish of the attempt could look), which `gap_in` counts like a hold."""
+    with span_writer(engine), engine.begin() as conn:
+        hold_commit(conn)
+        conn.execute(
+            insert(reservations).values(
+                id=new_reservation_id(), run_id=run_id, scopes=[], amount_nusd=0, tokens=0,
+                status="settled", created_at=now, expires_at=now,
+            )
+        )  # fmt: skip
 
 
 class SpansMissing(Exception):

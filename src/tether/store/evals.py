@@ -18,11 +18,11 @@ from tether.core.eval_suite import SuiteModel
 from tether.core.evals import Attempt
 from tether.core.records import RunAttribution, SpanRecord
 from tether.store.engine import reading
-from tether.store.eval_spans import SpansMissing, gap_in
+from tether.store.eval_spans import EVAL_ID_TAG, JUDGE_AGENT, SpansMissing, gap_in
 from tether.store.ingest import ensure_run, set_run_status, write_spans_in
 from tether.store.tables import approvals, eval_attempts, evals, runs, spans
 
-EVAL_TAGS = ("tether.eval.id", "tether.eval.suite", "tether.eval.task", "tether.eval.attempt")
+EVAL_TAGS = (EVAL_ID_TAG, "tether.eval.suite", "tether.eval.task", "tether.eval.attempt")
 # the task's fixtures on its attempt's run, read by the LLM and MCP gateways
 FIXTURES_TAG = "tether.eval.fixtures"
 
@@ -312,7 +312,7 @@ def complete_attempt(
     agent_ms: float | None,
     check: Check,
     judge_run_ids: Sequence[str] = (),
-    judge_agent: str = "tether-judge",
+    judge_agent: str = JUDGE_AGENT,
     run_id: str | None = None,
     spans: Sequence[SpanRecord] = (),
     then: NextAttempt | None = None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from tether.core.records import TERMINAL_STATUSES, RunAttribution, SpanRecord, run_id_for_trace
+from tether.store import sqlite_rows
 from tether.store.tables import agent_versions, agents, runs, spans
 from tether.store.writelock import span_writer
 
@@ -160,34 +161,13 @@ def _span_upsert_sql(dialect: Dialect) -> tuple[str, bool]:
     return compiled.string, bool(compiled.positional)
 
 
-_TWO = tuple(f"{i:02d}" for i in range(100))
-_THREE = tuple(f"{i:03d}" for i in range(1000))
-
-
-def _sqlite_ts(value: datetime | None) -> str | None:
-    """The text SQLAlchemy's SQLite DATETIME stores: "YYYY-MM-DD HH:MM:SS.ffffff" in UTC, built
-    from digit tables (isoformat with its offset cut off costs twice as much; strftime more)."""
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given; tether stores UTC-aware timestamps")
-        value = value.astimezone(UTC)
-    two, us, year = _TWO, value.microsecond, value.year
-    return (
-        f"{year if year >= 1000 else f'{year:04d}'}-{two[value.month]}-{two[value.day]} "
-        f"{two[value.hour]}:{two[value.minute]}:{two[value.second]}."
-        f"{_THREE[us // 1000]}{_THREE[us % 1000]}"
-    )
-
-
 def _insert_spans(conn: Connection, recs: Sequence[SpanRecord]) -> None:
-    """One executemany of rows built here: SQLAlchemy's per-row parameter processing costs more
-    than the database's own work, and span ingest is the hot path. Values are exactly what
-    the column types would bind (tests/store/test_ingest.py reads them back through them)."""
+    """Rows built here, not by SQLAlchemy (its per-row parameter processing costs more than the
+    database's own work, and span ingest is the hot path). Values are exactly what the column
+    types would bind (tests/store/test_ingest.py reads them back through them)."""
     sql, positional = _span_upsert_sql(conn.dialect)
     is_sqlite = conn.dialect.name == "sqlite"
-    ts: Any = _sqlite_ts if is_sqlite else _pg_ts
+    ts: Any = sqlite_rows.timestamp if is_sqlite else _pg_ts
     rows: list[Any] = []
     for r in recs:
         values = (
@@ -198,7 +178,10 @@ def _insert_spans(conn: Connection, recs: Sequence[SpanRecord]) -> None:
             r.error, _json(r.attributes) if r.attributes else None,
         )  # fmt: skip
         rows.append(values if positional else dict(zip(_SPAN_COLS, values, strict=True)))
-    conn.exec_driver_sql(sql, rows)
+    if not is_sqlite:
+        conn.exec_driver_sql(sql, rows)  # psycopg pipelines an executemany
+        return
+    sqlite_rows.execute(conn, sql, rows)
 
 
 def _pg_ts(value: datetime | None) -> datetime | None:
@@ -231,12 +214,26 @@ def _upsert(dialect: str, table: Table, keys: tuple[str, ...], update_cols: tupl
     return stmt.on_conflict_do_nothing(index_elements=list(keys))
 
 
+_AGENT_COLS = ("name", "created_at", "last_seen_at")
+_VERSION_COLS = ("agent", "version", "created_at", "last_seen_at")
+
+
 def _note_agents(conn: Connection, attrs: Iterable[RunAttribution], now: datetime) -> None:
     seen = sorted({(a.agent, a.version or "") for a in attrs if a.agent})
     if not seen:
         return
     dialect = conn.dialect.name
     names = sorted({a for a, _ in seen})
+    if dialect == "sqlite":
+        ts = sqlite_rows.timestamp(now)
+        named = [(a, ts, ts) for a in names]
+        sqlite_rows.upsert(conn, agents, ("name",), ("last_seen_at",), _AGENT_COLS, named)
+        versions_rows = [(a, v, ts, ts) for a, v in seen if v]
+        if versions_rows:
+            keys = ("agent", "version")
+            sqlite_rows.upsert(conn, agent_versions, keys, ("last_seen_at",), _VERSION_COLS,
+                           versions_rows)  # fmt: skip
+        return
     conn.execute(
         _upsert(dialect, agents, ("name",), ("last_seen_at",)),
         [{"name": a, "created_at": now, "last_seen_at": now} for a in names],
@@ -325,10 +322,22 @@ def _merge_runs(
             row.update(_root_values(root, "running"))
         row.update(_batch_totals(grouped[rid]))
         rows.append(row)
-    created = set(conn.execute(_insert_runs_returning(conn.dialect.name), rows).scalars())
+    if conn.dialect.name == "sqlite":
+        values = [tuple(sqlite_rows.bound(row[c]) for c in _RUN_COLS) for row in rows]
+        created = set(sqlite_rows.upsert(conn, runs, ("id",), (), _RUN_COLS, values, "id"))
+    else:
+        created = set(conn.execute(_insert_runs_returning(conn.dialect.name), rows).scalars())
     existing = [rid for rid in run_ids if rid not in created or rid in recompute]
     if existing:
         _update_existing(conn, existing, grouped, firsts, attributions, now)
+
+
+# the columns of a new run's row (_new_run_row and the root span's fields), in table order
+_RUN_COLS = tuple(c.name for c in runs.c if c.name in {
+    "id", "trace_id", "agent", "version", "task_id", "user", "status", "started_at",
+    "input_tokens", "output_tokens", "cached_tokens", "cost_nusd", "cost_unknown", "llm_calls",
+    "tool_calls", "span_count", "source", "updated_at", "input", "output", "ended_at", "error",
+})  # fmt: skip
 
 
 @lru_cache(maxsize=4)

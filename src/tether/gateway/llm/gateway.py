@@ -48,9 +48,11 @@ from tether.gateway.llm.spans import SpanWriter
 from tether.gateway.llm.vault import VaultClient
 from tether.store import threads as thread_store
 from tether.store.budgets import hold_commit
+from tether.store.eval_spans import is_eval_run, note_admitted
 from tether.store.evals import fixtures_of
 from tether.store.ingest import ensure_run, write_spans
-from tether.store.ledger import Ledger
+from tether.store.ledger import Ledger, SqlLedger
+from tether.store.pg_async import AsyncPG
 from tether.store.tables import runs
 from tether.store.writelock import span_writer
 
@@ -102,6 +104,7 @@ class Gateway:
         upstream: Upstream,
         prices: PriceTable | None = None,
         on_overshoot: OnOvershoot | None = None,
+        pg: AsyncPG | None = None,
     ) -> None:
         self.settings = settings
         # secret-named keys in prompts (e.g. a tool result carrying an api_key) are not stored
@@ -114,12 +117,15 @@ class Gateway:
         self.guard = BudgetGuard(settings, engine, ledger, self.prices)
         self.killswitch = killswitch
         self.upstream = upstream
-        self.writer = SpanWriter(engine)
+        self.writer = SpanWriter(engine, pg)
         self.on_overshoot = on_overshoot
         # run id -> when it started (runs this process has already made sure exist)
         self._runs: dict[str, tuple[datetime, str | None]] = {}
         # run id -> the mock LLM script of an eval attempt's fixtures, as the header carrying it
         self.mock_scripts: dict[str, str] = {}
+        # runs of eval attempts (and their judges): their calls must be countable by a finish on
+        # another process before they go upstream (store.eval_spans)
+        self.eval_runs: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
         # ids need uniqueness, not secrecy: a seeded generator spares a syscall per id
         self._rand = random.Random(os.urandom(32))
@@ -189,7 +195,7 @@ class Gateway:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
             return call.started_at, call.caller.agent
-        started, agent, killed, caps, script = await anyio.to_thread.run_sync(
+        started, agent, killed, caps, script, of_eval = await anyio.to_thread.run_sync(
             self._ensure_run, call
         )
         self.guard.note_run_caps(run_id, caps)
@@ -198,9 +204,12 @@ class Gateway:
         if len(self._runs) > _RUN_CACHE:
             self._runs.clear()
             self.mock_scripts.clear()
+            self.eval_runs.clear()
         self._runs[run_id] = (started, agent)
         if script is not None:
             self.mock_scripts[run_id] = script
+        if of_eval:
+            self.eval_runs.add(run_id)
         self._check_owner(call, agent)
         return started, agent
 
@@ -223,10 +232,11 @@ class Gateway:
 
     def _ensure_run(
         self, call: Call
-    ) -> tuple[datetime, str | None, str | None, dict[str, int | None] | None, str | None]:
-        """Creates the run if new; its start, agent, kill reason, own caps and mock script, in
-        one round trip. The commit does not wait for the WAL flush on PostgreSQL (hold_commit):
-        a run row lost with a database crash is written again with the call's span."""
+    ) -> tuple[datetime, str | None, str | None, dict[str, int | None] | None, str | None, bool]:
+        """Creates the run if new; its start, agent, kill reason, own caps, mock script and
+        whether it is an eval attempt's, in one round trip. The commit does not wait for the WAL
+        flush on PostgreSQL (hold_commit): a run row lost with a database crash is written again
+        with the call's span."""
         with span_writer(self.engine), self.engine.begin() as conn:
             hold_commit(conn)
             ensure_run(conn, call.caller.run_id, trace_id=call.trace_id,
@@ -238,7 +248,8 @@ class Gateway:
             ).one()  # fmt: skip
             caps = thread_store.caps_in(conn, call.caller.run_id)
         killed = (row.kill_reason or "killed") if row.status == "killed" else None
-        return row.started_at, row.agent, killed, caps, mock_script_header(row.attributes)
+        return (row.started_at, row.agent, killed, caps, mock_script_header(row.attributes),
+                is_eval_run(row.attributes, row.agent))  # fmt: skip
 
     # ------------------------------------------------------------ admission
 
@@ -270,6 +281,13 @@ class Gateway:
             messages=len(messages) if isinstance(messages, list) else 0,
             tools=len(tools) if isinstance(tools, list) else 0,
         )  # fmt: skip
+        if call.caller.run_id in self.eval_runs and not self._held_in_db(call):
+            await anyio.to_thread.run_sync(note_admitted, self.engine, call.caller.run_id, now)
+
+    def _held_in_db(self, call: Call) -> bool:
+        """Whether the call's admission left a hold naming its run in the database."""
+        res = call.admission.reservation
+        return res is not None and bool(res.scopes) and isinstance(self.guard.ledger, SqlLedger)
 
     async def record_refusal(self, span: SpanRecord) -> None:
         """Stores a refused call's span before the agent has its answer (a refusal is rare, and

@@ -6,8 +6,6 @@ The arithmetic is core.budget's; the atomic counters are the ledger's (store/led
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -44,10 +42,6 @@ CLAMP_FLOOR_TOKENS = 256
 # a run sets its own caps before its first LLM call (the saver's first checkpoint) and can only
 # tighten them, so a short cache never lets a call through looser caps than the run had then
 _RUN_CAPS_TTL_S = 1.0
-# a hold waits on the event loop for SQLite's writer lock this many times, this long at most
-# each time, before it takes a worker thread
-_INLINE_TRIES = 4
-_INLINE_WAIT_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -283,31 +277,10 @@ class BudgetGuard:
                 overhead_tokens=overhead, margin_percent=percent,
             )  # fmt: skip
 
-        def reserve(out_tokens: int, wait: bool = True) -> Reservation | None:
-            amount, tokens = estimate(out_tokens)
-            take = self.ledger.reserve if wait else self.ledger.reserve_nowait
-            return take(scopes, amount_nusd=amount, tokens=tokens, run_id=caller.run_id, now=now)
-
         async def hold(out_tokens: int) -> Reservation:
-            # PostgreSQL: awaited on the event loop. SQLite: on this thread when it needs no
-            # waiting (the writer lock is free: a fraction of a millisecond), waiting here for
-            # the lock a moment if another writer has it; a thread hop costs more than the
-            # reserve. Else (Redis, a lock that stays busy, no async pool) on a worker thread.
             amount, tokens = estimate(out_tokens)
-            awaited = await self.ledger.reserve_async(
-                scopes, amount_nusd=amount, tokens=tokens, run_id=caller.run_id, now=now
-            )
-            if awaited is not None:
-                return awaited
-            for _ in range(_INLINE_TRIES):
-                held = reserve(out_tokens, wait=False)
-                if held is not None:
-                    return held
-                if not await self._writer_released():
-                    break
-            held = await anyio.to_thread.run_sync(reserve, out_tokens)
-            assert held is not None
-            return held
+            return await self.ledger.reserve(scopes, amount_nusd=amount, tokens=tokens,
+                                             run_id=caller.run_id, now=now)  # fmt: skip
 
         try:
             reservation = await hold(max_tokens)
@@ -326,27 +299,10 @@ class BudgetGuard:
             self.live[reservation.id] = reservation
         return Admission(reservation, injected, deadline)
 
-    async def _writer_released(self) -> bool:
-        """Waits until the ledger's writer lock is let go (or a short timeout: a release in
-        another process is not signalled); False when there is nothing to wait for."""
-        loop = asyncio.get_running_loop()
-        released = loop.create_future()
-
-        def wake() -> None:
-            loop.call_soon_threadsafe(_resolve, released)
-
-        if not self.ledger.on_release(wake):
-            return False
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_INLINE_WAIT_S):
-                await released
-        return True
-
-    def renew_live(self, now: datetime) -> int:
+    async def renew_live(self, now: datetime) -> int:
         """Renews the hold of every call still in flight here, so that a stream (or a slow
-        upstream) outliving `reservation_ttl_s` is never swept while it can still spend.
-        Blocking: run it in a thread."""
-        return self.ledger.renew(list(self.live), now=now)
+        upstream) outliving `reservation_ttl_s` is never swept while it can still spend."""
+        return await self.ledger.renew(list(self.live), now=now)
 
     def cost_nusd(self, model: str | None, fallback: str, usage: Any) -> int | None:
         """Cost at `model`'s price, else `fallback`'s; None when neither is priced."""
@@ -373,12 +329,7 @@ class BudgetGuard:
         adm.settled = True
         res = adm.reservation
         self.live.pop(res.id, None)
-        await anyio.to_thread.run_sync(lambda: self.ledger.release(res, now=now))
-
-
-def _resolve(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+        await self.ledger.release(res, now=now)
 
 
 def _least(a: Any, b: Any) -> Any:

@@ -35,7 +35,6 @@ class SettleWriter:
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._limiter: anyio.CapacityLimiter | None = None
         self.settled = 0
         self.failed = 0
 
@@ -56,20 +55,13 @@ class SettleWriter:
                 batch.append(self._queue.get_nowait())
             await self._write(batch)
 
-    def _limit(self) -> anyio.CapacityLimiter:
-        if self._limiter is None:  # its own thread: never queued behind request work
-            self._limiter = anyio.CapacityLimiter(1)
-        return self._limiter
-
     async def _write(self, batch: list[Item]) -> None:
         now = datetime.now(UTC)
         try:
             for attempt in range(3):
                 try:
                     with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(
-                            lambda: self.ledger.settle_many(batch, now=now), limiter=self._limit()
-                        )
+                        await self.ledger.settle_many(batch, now=now)
                     self.settled += len(batch)
                     return
                 except Exception:  # retried, then call by call: never the request's fault
@@ -87,16 +79,12 @@ class SettleWriter:
         for r, nusd, tokens in batch:
             try:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._settle_one, r, nusd, tokens, now,
-                                                   limiter=self._limit())  # fmt: skip
+                    await self.ledger.settle(r, actual_nusd=nusd, actual_tokens=tokens, now=now)
                 self.settled += 1
             except Exception:
                 self.failed += 1
                 log.exception("could not settle hold %s of run %s; it stays held until swept",
                               r.id, r.run_id)  # fmt: skip
-
-    def _settle_one(self, r: Reservation, nusd: int, tokens: int, now: datetime) -> None:
-        self.ledger.settle(r, actual_nusd=nusd, actual_tokens=tokens, now=now)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[SettleWriter]:

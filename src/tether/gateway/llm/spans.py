@@ -1,5 +1,6 @@
 """The gateway's span writer: LLM spans leave the request path through a queue and are written in
-batches by one background task (store.ingest.write_spans), within ~50 ms, flushed at shutdown.
+batches by one background task, within ~50 ms, flushed at shutdown: on PostgreSQL through
+store.gateway_spans on the event loop, else (or when a batch needs it) store.ingest.write_spans.
 `take_runs()` hands the spans of a few runs not yet being written to a caller that stores them in
 its own transaction (an eval finishing its attempt), and waits (notified) for any already being
 written; `flush_run()` waits for one run's spans only and cuts the batch window short."""
@@ -18,7 +19,9 @@ import anyio
 from sqlalchemy import Engine
 
 from tether.core.records import SpanRecord
+from tether.store.gateway_spans import fast_path_ok, write_gateway_spans
 from tether.store.ingest import write_spans
+from tether.store.pg_async import AsyncPG
 
 log = logging.getLogger("tether.gateway")
 
@@ -43,8 +46,9 @@ class _Entry:
 class SpanWriter:
     """`submit()` never blocks; `run()` drains the queue; `flush()` waits until all is written."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, pg: AsyncPG | None = None) -> None:
         self.engine = engine
+        self.pg = pg  # PostgreSQL: the server's async connections (ready once its lifespan runs)
         self._queue: asyncio.Queue[_Entry | object] = asyncio.Queue()
         self._pending = 0
         self._idle = asyncio.Event()
@@ -55,6 +59,7 @@ class SpanWriter:
         # run id -> its entries that no write has taken yet (what take_runs() can hand out)
         self._untaken: dict[str, list[_Entry]] = {}
         self.written = 0
+        self.written_fast = 0  # of which by store.gateway_spans
         self.failed = 0
         # called with each stored batch (metrics); an observer must not raise
         self.observers: list[Callable[[list[SpanRecord]], None]] = []
@@ -182,7 +187,7 @@ class SpanWriter:
         for attempt in range(3):
             try:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._write_sync, batch)
+                    await self._store(batch)
                 self.written += len(batch)
                 self._observe(batch)
                 break
@@ -198,7 +203,7 @@ class SpanWriter:
         for record in batch:
             try:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._write_sync, [record])
+                    await self._store([record])
                 self.written += 1
             except Exception:
                 self.failed += 1
@@ -211,6 +216,18 @@ class SpanWriter:
                 observer(batch)
             except Exception:  # metrics are never worth losing the writer loop over
                 log.exception("a span observer failed")
+
+    async def _store(self, batch: list[SpanRecord]) -> None:
+        """The batch in one transaction (two when part of it needs the general path); a batch
+        sent again after an error finds what was stored and takes the general path for it."""
+        slow = batch
+        if self.pg is not None and self.pg.ready:
+            fast = [r for r in batch if fast_path_ok(r)]
+            if fast and await write_gateway_spans(self.pg, fast, datetime.now(UTC)):
+                self.written_fast += len(fast)
+                slow = [r for r in batch if not fast_path_ok(r)]
+        if slow:
+            await anyio.to_thread.run_sync(self._write_sync, slow)
 
     def _write_sync(self, batch: list[SpanRecord]) -> None:
         write_spans(self.engine, batch, now=datetime.now(UTC), source="gateway")

@@ -11,9 +11,10 @@ and messages of forward.py and relay.py are unchanged, but for one: a pooled con
 server closed before any byte of the reply is a `StaleConnection`, the only disconnect that
 forward.py sends again (any other may have reached the provider, and been billed).
 
-At most `max_connections` connections per origin are open (busy or idle); a call waits for one
-up to its `pool` timeout, then fails with httpx.PoolTimeout. A connection is busy from the request
-to the close of its response (read to the end, closed early, failed or cancelled).
+At most `max_connections` connections per origin are open (busy or idle; slots.py counts them);
+a call waits for one up to its `pool` timeout, then fails with httpx.PoolTimeout. A connection is
+busy from the request to the close of its response (read to the end, closed early, failed or
+cancelled).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Any, cast
 import httptools
 import httpx
 
+from tether.gateway.llm.slots import Slots
+
 # reply bytes buffered before reading pauses (a stream relayed to a slow client)
 HIGH_WATER = 1 << 20
 _Key = tuple[bytes, str, int]
@@ -38,49 +41,6 @@ class StaleConnection(httpx.RemoteProtocolError):
     """A keep-alive connection taken from the pool that the server closed before sending any
     byte of the reply (the race with its idle timeout): the call may be sent again. Never raised
     for a fresh connection, nor once a byte came back: then the provider may have the call."""
-
-
-class _Slots:
-    """The open connections one origin may still have; callers beyond wait in line (FIFO)."""
-
-    def __init__(self, limit: int) -> None:
-        self.free = limit
-        self.waiters: deque[asyncio.Future[None]] = deque()
-
-    async def take(self, timeout: float | None, request: httpx.Request) -> None:
-        if self.free > 0:
-            self.free -= 1
-            return
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self.waiters.append(fut)
-        timer = None if timeout is None else loop.call_later(timeout, _no_slot, fut, timeout)
-        try:
-            await fut
-        except BaseException:
-            if fut.cancelled():  # cancelled in line
-                self.waiters.remove(fut)
-            elif (exc := fut.exception()) is None:
-                self.give()  # handed a slot, then cancelled before it could be used
-            else:  # the PoolTimeout, already out of line
-                cast(httpx.PoolTimeout, exc).request = request
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    def give(self) -> None:
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)  # the slot passes straight to the first in line
-                return
-        self.free += 1
-
-
-def _no_slot(fut: asyncio.Future[None], timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(httpx.PoolTimeout(f"no free upstream connection in {timeout} s"))
 
 
 class _Conn(asyncio.Protocol):
@@ -264,7 +224,7 @@ def _expire(fut: asyncio.Future[None], timeout: float) -> None:
 class _Body(httpx.AsyncByteStream):
     """A reply's body as it arrives; the connection goes back to the pool once it is read."""
 
-    def __init__(self, conn: _Conn, read_timeout: float | None, slots: _Slots) -> None:
+    def __init__(self, conn: _Conn, read_timeout: float | None, slots: Slots) -> None:
         self.conn = conn
         self.read_timeout = read_timeout
         self.slots = slots
@@ -308,7 +268,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
     def __init__(self, *, max_connections: int = 256, max_keepalive: int = 256,
                  keepalive_expiry: float = 30.0) -> None:  # fmt: skip
         self.max_connections = max_connections
-        self._slots: dict[_Key, _Slots] = {}
+        self._slots: dict[_Key, Slots] = {}
         self.max_keepalive = max_keepalive
         self.keepalive_expiry = keepalive_expiry
         self._idle: dict[_Key, list[_Conn]] = {}
@@ -331,7 +291,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                          *(k + b": " + v + b"\r\n" for k, v in headers), b"\r\n"])  # fmt: skip
         slots = self._slots.get(key)
         if slots is None:
-            slots = self._slots[key] = _Slots(self.max_connections)
+            slots = self._slots[key] = Slots(self.max_connections)
         await slots.take(timeouts.get("pool"), request)
         read_timeout = timeouts.get("read")
         conn: _Conn | None = None

@@ -51,12 +51,10 @@ from tether.server.routes.eval_models import (
 )
 from tether.store import evals as store
 from tether.store import gates
-from tether.store.eval_spans import SpansMissing
+from tether.store.eval_spans import JUDGE_AGENT, SpansMissing
 
 log = logging.getLogger("tether.evals")
 router = APIRouter(tags=["evals"])
-# The agent name the CLI's LLM judges run under (tether.cli.eval_judge), apart from the agent's.
-JUDGE_AGENT = "tether-judge"
 
 
 class EvalCreate(BaseModel):
