@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
@@ -321,7 +321,8 @@ def _to_start(ev: dict[str, Any], body: AttemptStart) -> attempts.NextAttempt:
 async def finish_attempt(
     eval_id: str,
     task_id: str,
-    attempt: int,
+    # bounded as AttemptStart's: a number past what the store holds is a 422, not a 500
+    attempt: Annotated[int, Path(ge=0, le=10_000)],
     body: AttemptFinish,
     state: State = Depends(get_state),
     _: Principal = Depends(require("admin")),
