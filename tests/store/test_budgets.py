@@ -7,13 +7,14 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
 
 from tether.core.budget import ScopeCap
 from tether.core.errors import BadRequestError, BudgetExceededError
-from tether.store import budget_sql, budgets
+from tether.store import budget_pg, budgets
 from tether.store.tables import reservations
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
@@ -92,25 +93,31 @@ def test_caps_are_refreshed_from_the_current_policy(db: Engine) -> None:
 
 
 def test_on_postgresql_a_hold_commits_without_waiting_for_the_wal_flush(db: Engine) -> None:
+    """The reserve statement turns synchronous_commit off for its own transaction only (sent as
+    the server sends it: autocommitted, in a pipeline, its transaction ending at the sync)."""
     if db.dialect.name != "postgresql":
         pytest.skip("SQLite has no asynchronous commit (WAL with synchronous=NORMAL)")
-    sql = budget_sql._sql(db.dialect.name, db.dialect)
+    _reserve(db, [ScopeCap("run:run_1", USD)], 1, rid="rsv_seed")
+    _, stmt, values = budget_pg._params(
+        db, [ScopeCap("run:run_1", USD)], [], reservation_id="rsv_async", amount_nusd=5,
+        tokens=1, run_id="run_1", now=NOW, expires=NOW,
+    )  # fmt: skip
     raw = db.raw_connection()
     try:
-        cur = raw.cursor()
-        cur.execute(sql.hold, {
-            "id": "rsv_async", "run_id": "run_1", "scopes": sql.json(["run:run_1"]),
-            "amount_nusd": 5, "tokens": 1, "now": NOW, "expires_at": NOW,
-        })  # fmt: skip
-        cur.execute("SELECT current_setting('synchronous_commit')")
-        setting = cur.fetchone()[0]
-        raw.commit()
+        conn: Any = raw.driver_connection
+        conn.autocommit = True
+        with conn.pipeline():
+            conn.cursor().execute(stmt, values)
+            inside = conn.cursor()
+            inside.execute("SELECT current_setting('synchronous_commit')")
+        setting = inside.fetchone()[0]
+        after = conn.execute("SHOW synchronous_commit").fetchone()[0]
+        conn.autocommit = False
     finally:
         raw.close()
-    assert setting == "off"
-    with db.connect() as conn:  # local to that transaction only
-        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() != "off"
-        row = conn.execute(select(reservations).where(reservations.c.id == "rsv_async")).one()
+    assert setting == "off" and after != "off"  # local to that transaction only
+    with db.connect() as c:
+        row = c.execute(select(reservations).where(reservations.c.id == "rsv_async")).one()
     assert row.scopes == ["run:run_1"] and row.amount_nusd == 5
 
 
@@ -248,7 +255,7 @@ def test_a_fresh_cap_is_locked_in_scope_order_with_the_takes(db: Engine) -> None
         with ThreadPoolExecutor(1) as pool:
             changed = ScopeCap("run:run_1", 2 * USD)  # fresh: its upsert precedes its take
             held = pool.submit(
-                budget_sql.reserve_raw, db, [first, changed], [changed], reservation_id="rsv_2",
+                budget_pg.reserve_pg, db, [first, changed], [changed], reservation_id="rsv_2",
                 amount_nusd=1, tokens=0, run_id="run_1", now=NOW,
                 expires=NOW + timedelta(seconds=60),
             )  # fmt: skip

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select, text
 
 from tether.core.budget import ScopeCap
 from tether.core.errors import BudgetExceededError
-from tether.store import budgets
+from tether.store import budget_pg, budget_sql, budgets
 from tether.store.ledger import SqlLedger
 from tether.store.pg_async import AsyncPG
 from tether.store.tables import reservations
@@ -73,9 +73,9 @@ def test_reserve_async_keeps_the_same_books_and_refuses_alike(pg: AsyncPG, db: E
         assert snap is not None and (snap[1].reserved_nusd, snap[1].calls) == (700_000_000, 1)
         assert _held(db) == {"rsv_a": "held"}
         budgets.settle(db, r, actual_nusd=700_000_000, actual_tokens=400, now=NOW)
+        with pytest.raises(psycopg.errors.UniqueViolation):  # a refused statement, with room
+            await _reserve(pg, db, caps, 0, "rsv_a")
         await _reserve(pg, db, caps, 300_000_000, "rsv_c")  # exactly what is left fits
-        with pytest.raises(psycopg.errors.UniqueViolation):  # a refused statement
-            await _reserve(pg, db, caps, 0, "rsv_c")
         with pytest.raises(BudgetExceededError, match="no LLM calls left"):
             await _reserve(pg, db, caps, 0, "rsv_d")
 
@@ -140,12 +140,12 @@ def test_a_connection_dead_while_idle_is_replaced_and_the_hold_taken_once(
     async def main() -> None:
         assert await ledger.reserve([], amount_nusd=5, tokens=0, run_id="r", now=NOW)
         await _reserve(pg, db, caps, 100, "rsv_a")
-        [conn] = pg._idle_tx
+        [conn] = pg._idle_auto
         with db.connect() as c:  # a restart, an idle timeout
             c.execute(text("SELECT pg_terminate_backend(:p)"), {"p": conn.info.backend_pid})
         await asyncio.sleep(0.2)
         await _reserve(pg, db, caps, 100, "rsv_b")
-        assert pg._idle_tx and pg._idle_tx[0] is not conn
+        assert pg._idle_auto and pg._idle_auto[0] is not conn
 
     _run(pg, main)
     snap = budgets.snapshot(db, "run:run_1")
@@ -154,3 +154,37 @@ def test_a_connection_dead_while_idle_is_replaced_and_the_hold_taken_once(
     # without the pool open (no lifespan) the ledger reserves on a worker thread
     held = asyncio.run(ledger.reserve(caps, amount_nusd=1, tokens=0, run_id="r", now=NOW))
     assert held.scopes == ("run:run_1",) and _held(db)[held.id] == "held"
+
+
+def test_a_reserve_sent_again_after_it_committed_holds_once(pg: AsyncPG, db: Engine) -> None:
+    """budget_pg._send as pg.resendable sends it a second time (`resent`) after a connection
+    died, when the first try may have committed: the hold it finds is the same hold, taken once,
+    whether the room is still there (the INSERT fails on the hold's id) or the first try took
+    the last of it (no room, but the hold exists). Not resent, the same id is refused."""
+    caps = [ScopeCap("agent_day:a:2026-11-25", 5 * USD), ScopeCap("run:run_r", USD, None, 2)]
+
+    async def send(rid: str, resent: bool) -> object:
+        pre, stmt, values = budget_pg._params(
+            db, caps, caps, reservation_id=rid, amount_nusd=USD // 4, tokens=0, run_id="run_r",
+            now=NOW, expires=NOW,
+        )  # fmt: skip
+        conn = await psycopg.AsyncConnection.connect(pg.conninfo, autocommit=True)
+        try:
+            return await budget_pg._send(conn, pre, stmt, values, caps, resent=resent)
+        finally:
+            await conn.close()
+
+    async def main() -> None:
+        assert await send("rsv_1", False) is None
+        assert await send("rsv_1", True) is None  # room left: the INSERT's conflict says held
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            await send("rsv_1", False)
+        assert await send("rsv_2", False) is None  # the run's last call
+        assert await send("rsv_2", True) is None  # no room left, and the hold is there
+        refused = await send("rsv_3", True)  # no room, no hold of that id: refused
+        assert isinstance(refused, budget_sql.Refused) and refused.cap.scope == "run:run_r"
+
+    asyncio.run(main())
+    snap = budgets.snapshot(db, "run:run_r")
+    assert snap is not None and (snap[1].reserved_nusd, snap[1].calls) == (USD // 2, 2)
+    assert _held(db) == {"rsv_1": "held", "rsv_2": "held"}

@@ -6,25 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from tests.conftest import REDIS_URL
 from tether.core.budget import CounterState, ScopeCap, fits
 from tether.core.errors import BudgetExceededError
-from tether.store import budgets
+from tether.store import budget_sql, budgets, writelock
 from tether.store.engine import make_engine
 from tether.store.ledger import Ledger, SqlLedger, make_ledger
 from tether.store.migrate import upgrade
+from tether.store.pg_async import AsyncPG
 from tether.store.redis_ledger import RedisLedger
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
@@ -296,3 +299,101 @@ async def test_a_batch_of_held_holds_settles_on_shared_scopes(
         sum(500 + i for i in range(9)), 0, 0, 9)  # fmt: skip
     durable = budgets.snapshot(db, day.scope)
     assert durable is not None and durable[1].spent_nusd == sum(500 + i for i in range(9))
+
+
+async def test_sqlite_reserves_waiting_for_the_writer_lock_are_held_in_one_transaction(
+    db: Engine,
+) -> None:
+    """20 reserves arrive while another thread writes (the span writer); when it lets the lock
+    go they are held together (one BEGIN) in arrival order: exactly the 12 that fit, each
+    refusal naming what was left after the ones before it, nothing held for the refused."""
+    if db.dialect.name != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL reserves run concurrently on row locks")
+    ledger = SqlLedger(db)
+    begins: list[str] = []
+
+    def trace(statement: str) -> None:
+        if statement.startswith("BEGIN"):
+            begins.append(statement)
+
+    def traced(dbapi_conn: Any, *_: Any) -> None:  # every connection a reserve may use
+        dbapi_conn.set_trace_callback(trace)
+
+    raw = budget_sql._nowait_connection(db)
+    traced(raw.driver_connection)
+    event.listen(db.pool, "checkout", traced)
+    caps = [ScopeCap("run:run_g", 12 * 1000), ScopeCap("agent_day:a:2026-11-25", USD)]
+    locked, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with writelock.span_writer(db):
+            locked.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    locked.wait(5)
+
+    async def one(i: int) -> budgets.Reservation | BudgetExceededError:
+        try:
+            return await ledger.reserve(caps, amount_nusd=1000, tokens=1, run_id="run_g", now=NOW)
+        except BudgetExceededError as exc:
+            return exc
+
+    tasks = [asyncio.create_task(one(i)) for i in range(20)]
+    await asyncio.sleep(0.05)  # all of them in line
+    assert not any(t.done() for t in tasks)
+    release.set()
+    results = await asyncio.gather(*tasks)
+    await asyncio.to_thread(thread.join)
+    event.remove(db.pool, "checkout", traced)
+    raw.driver_connection.set_trace_callback(None)
+    held = [r for r in results if isinstance(r, budgets.Reservation)]
+    refused = [r for r in results if isinstance(r, BudgetExceededError)]
+    assert results[:12] == held and len(refused) == 8  # first come, first held
+    assert all(e.details["scope"] == "run:run_g" and e.details["remaining_usd"] == 0
+               for e in refused)  # fmt: skip
+    assert 1 <= len(begins) <= 2  # one batch (two if the lock came free mid-way)
+    for scope in ("run:run_g", "agent_day:a:2026-11-25"):
+        snap = await ledger.snapshot(scope)
+        assert snap is not None and (snap[1].reserved_nusd, snap[1].calls) == (12_000, 12)
+    with db.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT id FROM reservations WHERE status = 'held'").all()
+    assert {r[0] for r in rows} == {r.id for r in held}
+
+
+async def test_redis_ledger_on_postgresql_keeps_its_durable_side_on_the_event_loop(
+    db: Engine, rclient: redis.asyncio.Redis, prefix: str
+) -> None:
+    """With the server's async pool open, a settle batch's spend reaches the database in one
+    statement awaited on the loop, and a counter lost from Redis is seeded from it there."""
+    if db.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: the async pool is PostgreSQL's")
+    pg = AsyncPG(db.url)
+    threads: set[int] = set()
+
+    def seen(*_: object) -> None:
+        threads.add(threading.get_ident())
+
+    async with pg.lifespan():
+        ledger = RedisLedger(rclient, db, prefix=prefix, pg=pg)
+        caps = [ScopeCap("run:run_p", USD), ScopeCap("agent_day:a:2026-11-25", 5 * USD)]
+        held = [await ledger.reserve(caps, amount_nusd=300_000_000, tokens=10, run_id="run_p",
+                                     now=NOW) for _ in range(3)]  # fmt: skip
+        event.listen(Engine, "before_cursor_execute", seen)  # SQLAlchemy: worker threads
+        try:
+            await ledger.settle_many([(r, 250_000_000, 8) for r in held], now=NOW)
+            await rclient.delete(prefix + "b:run:run_p")  # Redis lost the run's counter
+            with pytest.raises(BudgetExceededError) as exc:
+                await ledger.reserve(caps, amount_nusd=250_000_001, tokens=0, run_id="run_p",
+                                     now=NOW)  # fmt: skip
+            await ledger.reserve(caps, amount_nusd=250_000_000, tokens=0, run_id="run_p", now=NOW)
+        finally:
+            event.remove(Engine, "before_cursor_execute", seen)
+    assert threads == set()  # nothing went through SQLAlchemy
+    assert exc.value.details["scope"] == "run:run_p"
+    for scope in ("run:run_p", "agent_day:a:2026-11-25"):
+        durable = budgets.snapshot(db, scope)
+        assert durable is not None
+        assert (durable[1].spent_nusd, durable[1].spent_tokens, durable[1].calls) == (
+            750_000_000, 24, 3)  # fmt: skip

@@ -23,9 +23,11 @@ from tether.core.budget import (
 from tether.core.errors import BadRequestError, BudgetExceededError
 from tether.core.ids import make_id
 from tether.core.money import nusd_to_float
-from tether.store.budget_sql import Busy, Refused, reserve_pg_async, reserve_raw
+from tether.store.budget_pg import reserve_pg, reserve_pg_async
+from tether.store.budget_sql import Busy, Refused, reserve_raw
 from tether.store.engine import reading
 from tether.store.pg_async import AsyncPG
+from tether.store.reserve_sqlite import Want, reserve_many
 from tether.store.settle_sql import settle_held
 from tether.store.tables import TS
 from tether.store.tables import budget_counters as bc
@@ -119,6 +121,13 @@ def reserve(
     # caps come from the current policy: written when this process has not written these very
     # caps yet (a counter row exists from then on; counters are never deleted)
     fresh = [c for c in ordered if known.get(c.scope) != c]
+    if engine.dialect.name == "postgresql":
+        refused = reserve_pg(
+            engine, ordered, fresh, reservation_id=reservation_id, amount_nusd=amount_nusd,
+            tokens=tokens, run_id=run_id, now=now, expires=expires,
+        )  # fmt: skip
+        return _outcome(engine, refused, ordered, fresh, reservation_id, amount_nusd, tokens,
+                        run_id, expires)  # fmt: skip
     with try_span_writer(engine) if nowait else span_writer(engine) as held:
         if held is False:
             return None
@@ -131,6 +140,45 @@ def reserve(
             return None
     return _outcome(engine, refused, ordered, fresh, reservation_id, amount_nusd, tokens,
                     run_id, expires)  # fmt: skip
+
+
+def want(
+    engine: Engine, caps: Sequence[ScopeCap], *, reservation_id: str, amount_nusd: int,
+    tokens: int, run_id: str | None, now: datetime, ttl_s: int,
+) -> Want:  # fmt: skip
+    """One reserve for reserve_batch (its caps merged and put in lock order)."""
+    _check(amount_nusd, tokens)
+    ordered = merge_caps(caps)
+    known = _known_caps(engine)
+    fresh = tuple(c for c in ordered if known.get(c.scope) != c)
+    return Want(tuple(ordered), fresh, reservation_id, amount_nusd, tokens, run_id, now,
+                now + timedelta(seconds=ttl_s))  # fmt: skip
+
+
+def reserve_batch(
+    engine: Engine, wants: Sequence[Want], *, nowait: bool = False
+) -> list[Reservation | Exception] | None:
+    """SQLite: the reserves of `wants` in one transaction (reserve_sqlite), each held or
+    refused as if alone, in order: for each its Reservation, or the BudgetExceededError (or
+    other error) it got. With `nowait`, None at once when another writer holds the database."""
+    with try_span_writer(engine) if nowait else span_writer(engine) as held:
+        if held is False:
+            return None
+        try:
+            outs = reserve_many(engine, wants, nowait=nowait)
+        except Busy:
+            return None
+    results: list[Reservation | Exception] = []
+    for w, out in zip(wants, outs, strict=True):
+        if isinstance(out, Exception):
+            results.append(out)
+            continue
+        try:
+            results.append(_outcome(engine, out, w.ordered, w.fresh, w.reservation_id,
+                                    w.amount_nusd, w.tokens, w.run_id, w.expires))  # fmt: skip
+        except BudgetExceededError as exc:
+            results.append(exc)
+    return results
 
 
 async def reserve_async(
@@ -534,6 +582,7 @@ __all__ = [
     "renew",
     "reserve",
     "reserve_async",
+    "reserve_batch",
     "settle",
     "settle_many",
     "snapshot",

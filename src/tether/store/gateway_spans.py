@@ -38,17 +38,18 @@ _TYPES = (
     "text", "text", "text", "text", "int8", "int8", "int8", "int8", "bool", "float8", "text",
     "text", "text",
 )  # fmt: skip
-# one row per array element; attributes travel as JSON text
+# one row per array element; attributes travel as JSON text. The arrays are bound in binary
+# (%b): psycopg dumps them five times faster than as text
 _INSERT = (
     f"INSERT INTO spans ({', '.join(_COLS)}) "
     f"SELECT {', '.join(c if c != 'attributes' else 'c.attributes::json' for c in _COLS)} "
-    f"FROM unnest({', '.join(f'%({c})s::{t}[]' for c, t in zip(_COLS, _TYPES, strict=True))}) "
+    f"FROM unnest({', '.join(f'%({c})b::{t}[]' for c, t in zip(_COLS, _TYPES, strict=True))}) "
     f"AS c({', '.join(_COLS)}) ON CONFLICT (trace_id, span_id) DO NOTHING"
 )
 # a stored span that write_spans_in's reconcile would move or adopt: a named run's trace has
 # spans of the trace's own default run, or a default run's trace has spans of another run
 _FOREIGN = (
-    "SELECT 1 FROM spans s JOIN unnest(%(traces)s::text[], %(runs)s::text[]) AS b(trace_id, "
+    "SELECT 1 FROM spans s JOIN unnest(%(traces)b::text[], %(runs)b::text[]) AS b(trace_id, "
     "run_id) ON s.trace_id = b.trace_id WHERE CASE WHEN b.run_id = 'run_' || b.trace_id "
     "THEN s.run_id <> b.run_id ELSE s.run_id = 'run_' || b.trace_id END LIMIT 1"
 )

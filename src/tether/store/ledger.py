@@ -23,11 +23,14 @@ from tether.store.budgets import (
     unbound_settlement,
 )
 from tether.store.pg_async import AsyncPG
+from tether.store.reserve_sqlite import Want
 
 # SQLite: a reserve waits on the event loop for this process's writer lock this many times,
 # this long at most each time, before it takes a worker thread
 _INLINE_TRIES = 4
 _INLINE_WAIT_S = 0.005
+# at most this many reserves in one transaction
+_BATCH = 64
 
 
 class Ledger(Protocol):
@@ -89,6 +92,9 @@ class SqlLedger:
         self.pg = pg if engine.dialect.name == "postgresql" else None
         # settle batches on a thread of their own: never queued behind request work
         self._settle_limiter: anyio.CapacityLimiter | None = None
+        # SQLite: reserves waiting for the writer lock, and the task that holds them in batches
+        self._waiting: list[tuple[Want, asyncio.Future[Reservation]]] = []
+        self._leader: asyncio.Task[None] | None = None
 
     async def reserve(
         self,
@@ -99,10 +105,12 @@ class SqlLedger:
         run_id: str | None,
         now: datetime,
     ) -> Reservation:
-        """PostgreSQL: awaited on the event loop (once the pool is open). SQLite: on the loop's
-        thread when it needs no waiting (the writer lock is free: a fraction of a millisecond;
-        a thread hop costs more than the reserve), waiting here a moment for the lock if
-        another writer of this process has it. Else on a worker thread, which may wait."""
+        """PostgreSQL: awaited on the event loop (once the pool is open), else on a worker
+        thread. SQLite: on the loop's thread when it needs no waiting (the writer lock is free:
+        a fraction of a millisecond; a thread hop costs more than the reserve); else in line on
+        the loop with the other reserves waiting for the lock, held together in one
+        transaction when it comes free (reserve_sqlite.py), on a worker thread if it stays
+        busy (another process writing)."""
         if not caps:
             return unbound(run_id, amount_nusd, tokens, now)
         rid = new_reservation_id()
@@ -112,23 +120,67 @@ class SqlLedger:
                 tokens=tokens, run_id=run_id, now=now, ttl_s=self.ttl_s,
             )  # fmt: skip
 
-        def take(nowait: bool) -> Reservation | None:
-            return budgets.reserve(
-                self.engine, caps, reservation_id=rid, amount_nusd=amount_nusd, tokens=tokens,
-                run_id=run_id, now=now, ttl_s=self.ttl_s, nowait=nowait,
-            )  # fmt: skip
-
         if self.sqlite:
-            # a nowait reserve that gave up wrote nothing: the same id is tried again
-            for _ in range(_INLINE_TRIES):
-                held = take(True)
-                if held is not None:
-                    return held
-                if not await self._writer_released():
-                    break
-        held = await anyio.to_thread.run_sync(take, False)
+            w = budgets.want(self.engine, caps, reservation_id=rid, amount_nusd=amount_nusd,
+                             tokens=tokens, run_id=run_id, now=now, ttl_s=self.ttl_s)  # fmt: skip
+            return await self._reserve_sqlite(w)
+        held = await anyio.to_thread.run_sync(lambda: budgets.reserve(
+            self.engine, caps, reservation_id=rid, amount_nusd=amount_nusd, tokens=tokens,
+            run_id=run_id, now=now, ttl_s=self.ttl_s))  # fmt: skip
         assert held is not None  # only a `nowait` reserve gives up
         return held
+
+    async def _reserve_sqlite(self, w: Want) -> Reservation:
+        """Alone and at once when nobody waits and the writer lock is free; else in line for
+        the next batch (group commit), which one leader task holds in one transaction."""
+        if not self._waiting:
+            done = budgets.reserve_batch(self.engine, [w], nowait=True)
+            if done is not None:
+                return _result(done[0])
+        fut: asyncio.Future[Reservation] = asyncio.get_running_loop().create_future()
+        self._waiting.append((w, fut))
+        if self._leader is None:
+            self._leader = asyncio.create_task(self._lead())
+        # a caller cancelled while in line leaves it; once its batch is taken, its hold (if
+        # made) is freed by the expiry sweep, as a hold of a process that died would be
+        return await fut
+
+    async def _lead(self) -> None:
+        """Holds the waiting reserves in batches until none is left: on the loop's thread
+        while the writer lock comes free within a few tries, else on a worker thread."""
+        tries = 0
+        try:
+            while self._waiting:
+                batch = [(w, f) for w, f in self._waiting[:_BATCH] if not f.done()]
+                del self._waiting[:_BATCH]
+                if not batch:
+                    continue
+                wants = [w for w, _ in batch]
+                try:
+                    if tries < _INLINE_TRIES:
+                        done = budgets.reserve_batch(self.engine, wants, nowait=True)
+                        if done is None:  # busy: wait for the lock, the batch first in line
+                            self._waiting[:0] = batch
+                            tries += 1
+                            if not await self._writer_released():
+                                tries = _INLINE_TRIES
+                            continue
+                    else:
+                        done = await anyio.to_thread.run_sync(
+                            budgets.reserve_batch, self.engine, wants
+                        )
+                    assert done is not None  # only a `nowait` batch gives up
+                except Exception as exc:  # the batch failed as a whole (its transaction)
+                    done = [exc] * len(batch)
+                tries = 0
+                for (_, fut), out in zip(batch, done, strict=True):
+                    if not fut.done():
+                        if isinstance(out, Exception):
+                            fut.set_exception(out)
+                        else:
+                            fut.set_result(out)
+        finally:
+            self._leader = None
 
     async def _writer_released(self) -> bool:
         """Waits until this process lets SQLite's writer lock go (or a short timeout: a
@@ -190,6 +242,12 @@ class SqlLedger:
         return await anyio.to_thread.run_sync(budgets.sweep_expired, self.engine, now)
 
 
+def _result(out: Reservation | Exception) -> Reservation:
+    if isinstance(out, Exception):
+        raise out
+    return out
+
+
 def _resolve(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -207,7 +265,7 @@ def make_ledger(
     if redis is not None:
         from tether.store.redis_ledger import RedisLedger
 
-        return RedisLedger(redis, engine, ttl_s=ttl_s)
+        return RedisLedger(redis, engine, ttl_s=ttl_s, pg=pg)
     return SqlLedger(engine, ttl_s=ttl_s, pg=pg)
 
 

@@ -8,11 +8,14 @@ statement runs autocommitted, prepared once per connection, on one of a few conn
 open: a connection found dead is dropped and the statement sent once more on a fresh one (the
 statements given here are idempotent: upserts of the same values, a monotonic step, reads).
 
-`transaction(work)` runs a short transaction (the gateway's budget reserve) on a second set of
+`transaction(work)` runs a short transaction (the gateway's span batches) on a second set of
 connections, not autocommitted. A transaction is not idempotent: it is sent again on a fresh
 connection only when `work` says, by raising NotCommitted, that its connection failed before any
 COMMIT was sent (the server rolls back an open transaction with its connection), and only when
-that connection was a kept one found broken.
+that connection was a kept one found broken. `resendable(work)` runs statements that commit on
+their own (the gateway's budget reserve) on a third set, autocommitted: sent again after a kept
+connection was found broken, even though the first try may have committed, so `work` is told it
+is the second try and must recognise what a first one did.
 
 `AsyncPG.lifespan` opens the pool on the server's own loop and closes it at shutdown; before
 that (or without a lifespan, as in some tests) `ready` is False and callers use a thread.
@@ -48,6 +51,7 @@ class AsyncPG:
         # transactions: at most tx_size connections at once (more would only queue on the same
         # counter rows' locks), kept open while idle
         self._idle_tx: list[Conn] = []
+        self._idle_auto: list[Conn] = []  # resendable(): autocommitted, same slots
         self._tx_slots: asyncio.Semaphore | None = None
 
     @asynccontextmanager
@@ -58,7 +62,8 @@ class AsyncPG:
             yield
         finally:
             self.ready = False
-            idle, self._idle, self._idle_tx = self._idle + self._idle_tx, [], []
+            idle = self._idle + self._idle_tx + self._idle_auto
+            self._idle, self._idle_tx, self._idle_auto = [], [], []
             for conn in idle:
                 await conn.close()
 
@@ -90,6 +95,40 @@ class AsyncPG:
                 await self._keep_tx(conn)
                 return out
         raise AssertionError("unreachable")
+
+    async def resendable(self, work: Callable[[Conn, bool], Awaitable[T]]) -> T:
+        """`work(conn, resent)` on a kept autocommitted connection, as many at once as
+        transactions. A kept connection found dead (a restart, an idle timeout) is dropped and
+        work run once more on a fresh one with `resent` True: the first try may have committed
+        before the connection died, so work must then recognise its own effect."""
+        assert self._tx_slots is not None, "resendable() before lifespan()"
+        async with self._tx_slots:
+            for attempt in (1, 2):
+                reused = bool(self._idle_auto) and attempt == 1
+                conn = self._idle_auto.pop() if reused else await self._connect()
+                try:
+                    out = await work(conn, attempt == 2)
+                except psycopg.OperationalError:
+                    await conn.close()
+                    if reused and conn.broken:
+                        continue
+                    raise
+                except psycopg.Error:
+                    await self._keep_auto(conn)  # a refused statement leaves it usable
+                    raise
+                except BaseException:
+                    await conn.close()  # cancelled: it may be mid-reply
+                    raise
+                await self._keep_auto(conn)
+                return out
+        raise AssertionError("unreachable")
+
+    async def _keep_auto(self, conn: Conn) -> None:
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if self.ready and idle and len(self._idle_auto) < self.tx_size:
+            self._idle_auto.append(conn)
+        else:
+            await conn.close()
 
     async def _keep_tx(self, conn: Conn) -> None:
         idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
