@@ -27,6 +27,7 @@ from tether.store import budget_sql, budgets, writelock
 from tether.store.engine import make_engine
 from tether.store.ledger import Ledger, SqlLedger, make_ledger
 from tether.store.migrate import upgrade
+from tether.store.pg_async import AsyncPG
 from tether.store.redis_ledger import RedisLedger
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
@@ -359,3 +360,40 @@ async def test_sqlite_reserves_waiting_for_the_writer_lock_are_held_in_one_trans
     with db.connect() as conn:
         rows = conn.exec_driver_sql("SELECT id FROM reservations WHERE status = 'held'").all()
     assert {r[0] for r in rows} == {r.id for r in held}
+
+
+async def test_redis_ledger_on_postgresql_keeps_its_durable_side_on_the_event_loop(
+    db: Engine, rclient: redis.asyncio.Redis, prefix: str
+) -> None:
+    """With the server's async pool open, a settle batch's spend reaches the database in one
+    statement awaited on the loop, and a counter lost from Redis is seeded from it there."""
+    if db.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: the async pool is PostgreSQL's")
+    pg = AsyncPG(db.url)
+    threads: set[int] = set()
+
+    def seen(*_: object) -> None:
+        threads.add(threading.get_ident())
+
+    async with pg.lifespan():
+        ledger = RedisLedger(rclient, db, prefix=prefix, pg=pg)
+        caps = [ScopeCap("run:run_p", USD), ScopeCap("agent_day:a:2026-11-25", 5 * USD)]
+        held = [await ledger.reserve(caps, amount_nusd=300_000_000, tokens=10, run_id="run_p",
+                                     now=NOW) for _ in range(3)]  # fmt: skip
+        event.listen(Engine, "before_cursor_execute", seen)  # SQLAlchemy: worker threads
+        try:
+            await ledger.settle_many([(r, 250_000_000, 8) for r in held], now=NOW)
+            await rclient.delete(prefix + "b:run:run_p")  # Redis lost the run's counter
+            with pytest.raises(BudgetExceededError) as exc:
+                await ledger.reserve(caps, amount_nusd=250_000_001, tokens=0, run_id="run_p",
+                                     now=NOW)  # fmt: skip
+            await ledger.reserve(caps, amount_nusd=250_000_000, tokens=0, run_id="run_p", now=NOW)
+        finally:
+            event.remove(Engine, "before_cursor_execute", seen)
+    assert threads == set()  # nothing went through SQLAlchemy
+    assert exc.value.details["scope"] == "run:run_p"
+    for scope in ("run:run_p", "agent_day:a:2026-11-25"):
+        durable = budgets.snapshot(db, scope)
+        assert durable is not None
+        assert (durable[1].spent_nusd, durable[1].spent_tokens, durable[1].calls) == (
+            750_000_000, 24, 3)  # fmt: skip

@@ -265,7 +265,7 @@ def make_ledger(
     if redis is not None:
         from tether.store.redis_ledger import RedisLedger
 
-        return RedisLedger(redis, engine, ttl_s=ttl_s)
+        return RedisLedger(redis, engine, ttl_s=ttl_s, pg=pg)
     return SqlLedger(engine, ttl_s=ttl_s, pg=pg)
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
+import psycopg
 from sqlalchemy import Engine
 
 from tether.core.budget import CounterState, ScopeCap, merge_caps, refusal_message, remaining
@@ -23,6 +24,7 @@ from tether.store.budgets import (
     unbound,
     unbound_settlement,
 )
+from tether.store.pg_async import AsyncPG, NotCommitted
 
 # Counters outlive a day so that day scopes are still visible the next morning; a counter that
 # expired is re-seeded from the database, which has every settled cost.
@@ -135,11 +137,14 @@ class RedisLedger:
     (one EVALSHA per reserve, one per settle batch), the database's on a worker thread."""
 
     def __init__(
-        self, redis: Any, engine: Engine, *, ttl_s: int = DEFAULT_TTL_S, prefix: str | None = None
-    ) -> None:
+        self, redis: Any, engine: Engine, *, ttl_s: int = DEFAULT_TTL_S, prefix: str | None = None,
+        pg: AsyncPG | None = None,
+    ) -> None:  # fmt: skip
         self.redis = redis
         self.engine = engine
         self.ttl_s = ttl_s
+        # PostgreSQL: the durable side (seeds, the spend of settle batches) awaited on the loop
+        self.pg = pg if engine.dialect.name == "postgresql" else None
         if prefix is None:
             # one namespace per database: processes sharing it share counters, nobody else
             candidate = int.from_bytes(os.urandom(8), "big") >> 2
@@ -193,10 +198,16 @@ class RedisLedger:
             if int(out[0]) == 0:
                 await self._refuse(ordered[int(out[1]) - 1], amount_nusd, tokens)
             for i in out[1:]:
-                scope = ordered[int(i) - 1].scope
-                snap = await anyio.to_thread.run_sync(budgets.snapshot, self.engine, scope)
-                seeds[int(i)] = snap[1] if snap else CounterState()
+                seeds[int(i)] = await self._durable(ordered[int(i) - 1].scope)
         raise RuntimeError("budget counters kept disappearing from Redis while being seeded")
+
+    async def _durable(self, scope: str) -> CounterState:
+        """The scope's settled spend in the database (a counter lost from Redis, or new)."""
+        if self.pg is not None and self.pg.ready:
+            row = await self.pg.first(_SEED, {"s": scope})
+            return CounterState() if row is None else CounterState(row[0], 0, row[1], 0, row[2])
+        snap = await anyio.to_thread.run_sync(budgets.snapshot, self.engine, scope)
+        return snap[1] if snap else CounterState()
 
     async def _refuse(self, cap: ScopeCap, amount_nusd: int, tokens: int) -> None:
         state = await self._state(cap.scope) or CounterState()
@@ -264,7 +275,11 @@ class RedisLedger:
                 d[0] += nusd
                 d[1] += tokens
                 d[2] += 1
-        if spent:
+        if not spent:
+            return
+        if self.pg is not None and self.pg.ready:
+            await self.pg.transaction(lambda conn: _add_spent_pg(conn, spent, now))
+        else:
             await anyio.to_thread.run_sync(
                 lambda: budgets.add_spent_by_scope(self.engine, spent, now=now)
             )
@@ -314,6 +329,39 @@ class RedisLedger:
             names = tuple((scopes.decode() if isinstance(scopes, bytes) else scopes).split("\n"))
             holds.append((Reservation(rid, None, names, 0, 0, now), 0, 0))
         return sum(done for done, _ in await self._finish_calls(holds, "release"))
+
+
+_SEED = "SELECT spent_nusd, spent_tokens, calls FROM budget_counters WHERE scope = %(s)s"
+# the batch's spend per scope in one statement, rows taken in scope order (as reserve locks them)
+_ADD_SPENT = (
+    "INSERT INTO budget_counters (scope, spent_nusd, reserved_nusd, spent_tokens, "
+    "reserved_tokens, calls, updated_at) "
+    "SELECT v.s, v.n, 0, v.t, 0, v.c, %(now)s FROM unnest(%(s)s::varchar[], %(n)s::bigint[], "
+    "%(t)s::bigint[], %(c)s::int[]) AS v(s, n, t, c) ORDER BY v.s "
+    "ON CONFLICT (scope) DO UPDATE SET spent_nusd = budget_counters.spent_nusd + "
+    "excluded.spent_nusd, spent_tokens = budget_counters.spent_tokens + excluded.spent_tokens, "
+    "calls = budget_counters.calls + excluded.calls, updated_at = excluded.updated_at"
+)
+
+
+async def _add_spent_pg(conn: Any, spent: dict[str, list[int]], now: datetime) -> None:
+    """add_spent_by_scope on one of AsyncPG's transaction connections: not idempotent, so it is
+    sent again only when its connection failed before the COMMIT (NotCommitted)."""
+    scopes = sorted(spent)
+    params = {"s": scopes, "n": [spent[x][0] for x in scopes], "t": [spent[x][1] for x in scopes],
+              "c": [spent[x][2] for x in scopes], "now": now}  # fmt: skip
+    committing = False
+    try:
+        await conn.execute(_ADD_SPENT, params, prepare=True)
+        committing = True
+        await conn.commit()
+    except psycopg.OperationalError as exc:
+        if committing:
+            raise
+        raise NotCommitted from exc
+    except psycopg.Error:
+        await conn.rollback()
+        raise
 
 
 def _counter(g: dict[str, int]) -> CounterState:
