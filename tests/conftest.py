@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from tests import xdist_units
 from tests.processes import READY_TIMEOUT_S, Spawned, stop_all
 from tether.config import Settings, load_settings
 from tether.store.engine import make_engine
@@ -153,6 +154,28 @@ def server(tmp_path: Path, db_url: str) -> Iterator[ServerProcess]:
     proc = ServerProcess(tmp_path / "home", db_url)
     yield proc
     proc.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cli_consoles() -> Iterator[None]:
+    """The CLI's Rich consoles are made on first use and keep the width COLUMNS gave then: each
+    test's in-process commands (CliRunner, with its own environment) get consoles of their own,
+    not those of whichever test ran before on this worker (xdist workers have COLUMNS=80)."""
+    yield
+    output = sys.modules.get("tether.cli.output")
+    if output is not None:
+        output.console._real = output.err_console._real = None
+
+
+# `make test` runs on two xdist workers: tests/xdist_units.py says how the work is split
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    return xdist_units.Units(config, log) if config.getoption("dist") == "loadfile" else None
+
+
+@pytest.hookimpl(trylast=True)  # after the fixtures' own reordering
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    xdist_units.check_shared(items)
+    xdist_units.order(items)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

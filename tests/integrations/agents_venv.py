@@ -1,7 +1,8 @@
 """The agent's own virtualenv (.venv-agents: CrewAI and AutoGen beside the SDK alone, which
 cannot install beside tether[server]) and a runner that starts an example there against a
 running tether, approves the calls tether holds for the example's runs, and returns what the
-example printed and what left the machine."""
+example printed and what left the machine; the checks the CrewAI and AutoGen tests share on
+concurrent runs of their example."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +95,41 @@ def settled(api: Tether, run_id: str, llm_calls: int, tool_calls: int) -> dict[s
         if done or time.monotonic() > deadline:
             return run
         time.sleep(0.1)
+
+
+def concurrent_runs(api: Tether) -> int:
+    """Ten at once on SQLite; three on PostgreSQL, where a run costs the suite most."""
+    return 10 if api.db_url.startswith("sqlite") else 3
+
+
+def run_concurrently(api: Tether, example: str, agent: str, policy: str, *,
+                     user: str) -> AgentRuns:  # fmt: skip
+    """`run_example` with `concurrent_runs(api)` runs at once: nothing reached off the machine,
+    each run printed its own tether run, and each run's held email was approved once."""
+    n = concurrent_runs(api)
+    done = run_example(api, example, agent, policy, runs=n, user=user)
+    assert done.egress == [], f"{example} reached off the machine: {done.egress}"
+    assert len(done.runs) == n and len({r["run_id"] for r in done.runs}) == n, done.runs
+    assert len(done.approved) == n, done.approved  # one held email per run, approved once
+    return done
+
+
+def counted_once(api: Tether, line: dict[str, Any], agent: str, user: str, *,
+                 llm_calls: int, tool_calls: int) -> dict[str, Any]:  # fmt: skip
+    """The run of one printed `line` (with its spans) once settled: attributed to the agent,
+    version v1, the line's task and `user`; the gateway's LLM and tool calls counted once, its
+    cost theirs alone, its one hold approved."""
+    run = settled(api, line["run_id"], llm_calls, tool_calls)
+    assert (run["agent"], run["version"], run["task_id"], run["user"], run["status"]) == (
+        agent, "v1", line["task_id"], user, "succeeded")  # fmt: skip
+    spans = run["spans"]
+    kinds = {k: sorted(s["name"] for s in spans if s["kind"] == k) for k in ("llm", "tool")}
+    # the gateway's calls, once each: the framework's own tool spans are context (chain)
+    assert kinds == {"llm": ["chat mock-small"] * llm_calls,
+                     "tool": ["demo.lookup_customer", "demo.send_email"]}  # fmt: skip
+    assert (run["llm_calls"], run["tool_calls"]) == (llm_calls, tool_calls)
+    llm_cost = sum(Decimal(str(s["cost_usd"])) for s in spans if s["kind"] == "llm")
+    assert llm_cost > 0 and Decimal(str(run["cost_usd"])) == llm_cost
+    holds = api.admin.get("/approvals", params={"run_id": line["run_id"]}).json()
+    assert [h["status"] for h in holds["items"]] == ["approved"]
+    return run

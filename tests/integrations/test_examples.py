@@ -59,6 +59,9 @@ def _complete(run: dict[str, Any], name: str) -> bool:
 def test_each_example_is_one_run_with_its_email_held_until_approved(api: Tether, name: str) -> None:
     if name in AGENT_VENV:
         agents_python()  # skips without .venv-agents (fails under make test)
+        if api.db_url.startswith("postgresql"):
+            pytest.skip("on PostgreSQL test_crewai.py / test_autogen.py run this example against "
+                        "this server, three runs at once, with more checks")  # fmt: skip
     module = load(name)
     held: list[dict[str, Any]] = []
     done = run_example(name, module, api.url, api.admin_key, approve=True, on_hold=held.append)

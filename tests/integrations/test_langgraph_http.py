@@ -1,12 +1,14 @@
 """The saver's keep-alive HTTP/1.1 connections (integrations/langgraph/_http.py), sync and async,
 against a real HTTP/1.1 server of the standard library: one connection reused, a connection the
-server dropped while idle replaced without the caller noticing, chunked and empty replies."""
+server dropped while idle replaced without the caller noticing, chunked and empty replies; the
+async saver's connections closed with the event loop that opened them."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,9 +20,14 @@ from tether.integrations.langgraph._http import AsyncWire, SyncWire, Target
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     peers: list[tuple[str, int]] = []
+    closed: list[tuple[str, int]] = []  # connections the client ended
 
     def log_message(self, *args: object) -> None:
         pass
+
+    def finish(self) -> None:
+        super().finish()
+        self.closed.append(self.client_address)
 
     def do_GET(self) -> None:
         self.answer(b"")
@@ -58,7 +65,7 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def target() -> Iterator[Target]:
-    Handler.peers = []
+    Handler.peers, Handler.closed = [], []
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -153,3 +160,49 @@ def test_through_a_proxy_the_step_calls_go_where_the_others_go(
         saver.close()
     monkeypatch.setenv("NO_PROXY", "tether.invalid")
     assert TetherSaver("http://tether.invalid:8080")._wire is not None  # bypassed: direct
+
+
+def _eventually(check: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "not within the bound"
+        time.sleep(0.02)
+
+
+def test_each_event_loops_connections_are_closed_as_that_loop_ends(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lean wire's connection and httpx's belong to the loop that opened them: when
+    asyncio.run() ends that loop they are closed there, not left open for the next loop to drop."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    saver = TetherSaver(f"http://{target.host}:{target.port}", api_key="k")
+
+    async def calls() -> None:
+        assert await saver._astep_call("GET", "/a") == (200, b"GET /a ")  # the lean wire
+        assert (await saver._acall("GET", "/b")).status_code == 200  # httpx
+        assert len(set(Handler.peers) - set(Handler.closed)) == 2  # both open meanwhile
+
+    try:
+        asyncio.run(calls())
+        first = set(Handler.peers)
+        assert len(first) == 2
+        _eventually(lambda: first <= set(Handler.closed))
+        asyncio.run(calls())  # a new loop: new connections, closed in turn
+        _eventually(lambda: set(Handler.peers) <= set(Handler.closed))
+        assert len(set(Handler.peers)) == 4
+
+        async def closed_by_aclose() -> None:
+            await saver._astep_call("GET", "/c")
+            await saver.aclose()
+            deadline = time.monotonic() + 30
+            while not set(Handler.peers) <= set(Handler.closed):  # closed while the loop runs
+                assert time.monotonic() < deadline, "aclose() left a connection open"
+                await asyncio.sleep(0.02)
+            await saver._astep_call("GET", "/d")  # usable again: a new connection
+
+        asyncio.run(closed_by_aclose())
+        _eventually(lambda: set(Handler.peers) <= set(Handler.closed))
+        assert len(set(Handler.peers)) == 6
+    finally:
+        saver.close()

@@ -104,6 +104,8 @@ def test_the_check_sees_the_calls_the_gateway_recorded_and_the_next_attempt_star
     started = env.post(f"/evals/{eval_id}/attempts", json={"task_id": "t1", "attempt": 0})
     assert started.status_code == 201
     run_id = started.json()["run_id"]
+    gateway = env.state.llm_gateway
+    assert gateway is not None and run_id in gateway.eval_runs  # known to it from the start
     call = env.client.post(
         "/llm/v1/chat/completions",
         headers={**env.agent, "X-Tether-Run-Id": run_id},
@@ -195,3 +197,11 @@ def test_a_finish_that_fails_changes_nothing_and_gives_the_spans_back(env: Env) 
                     json={"ok": True, "output": "ada", "run_id": run_id})  # fmt: skip
     assert done.json()["passed"] is True  # the tool span the writer stored is seen
     assert done.json()["tools"] == ["crm.lookup"] and done.json()["next"] is None
+
+
+def test_an_attempt_number_past_what_the_store_holds_is_a_400(env: Env) -> None:
+    eval_id = _eval(env)  # the fuzzer's find: 2**70 reached SQLite and came back a 500
+    for attempt in (2**70, -1):
+        done = env.post(f"/evals/{eval_id}/attempts/t1/{attempt}/finish", json={"ok": True})
+        assert done.status_code == 400, done.text
+        assert done.json()["error"]["message"].startswith("path.attempt: Input should be")

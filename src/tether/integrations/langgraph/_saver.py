@@ -37,6 +37,7 @@ from langgraph.checkpoint.serde.types import INTERRUPT
 from tether.core.checkpoints import node_of
 from tether.integrations._wire import jsonable, raise_for, raise_for_reply, view
 from tether.integrations.langgraph._http import AsyncWire, Reply, SyncWire, Target
+from tether.integrations.langgraph._loops import PerLoop
 from tether.sdk._config import _defaults
 
 # Keys of a run config's `configurable` that become the tether run's caps and attribution.
@@ -105,8 +106,6 @@ class TetherSaver(BaseCheckpointSaver[str]):
             "timeout": timeout_s,
         }
         self._client = httpx.Client(transport=transport, **self._kwargs)
-        self._async_transport = async_transport
-        self._aclients: dict[int, httpx.AsyncClient] = {}
         # put, put_writes and get_tuple (every super-step) go over lean keep-alive connections
         # (_http.py); through httpx when a transport was given or a proxy applies
         self._target = Target(url + "/api/v1", headers)
@@ -115,7 +114,13 @@ class TetherSaver(BaseCheckpointSaver[str]):
         self._wire = (
             SyncWire(self._target, timeout_s) if transport is None and self._direct else None
         )
-        self._awires: dict[int, AsyncWire] = {}
+        # the async calls' client and wire, per event loop and closed as that loop ends
+        self._aconns = PerLoop(
+            lambda: httpx.AsyncClient(transport=async_transport, **self._kwargs),
+            None
+            if async_transport is not None or not self._direct
+            else lambda: AsyncWire(self._target, timeout_s),
+        )
         self._runs: dict[str, str] = {}
         # checkpoint id -> set once its put is answered. LangGraph stores checkpoints in the
         # background while the next step runs; an idempotent tool's claim names the checkpoint
@@ -123,25 +128,6 @@ class TetherSaver(BaseCheckpointSaver[str]):
         self._inflight: dict[str, threading.Event] = {}
 
     # ------------------------------------------------------------------ plumbing
-
-    def _aclient(self) -> httpx.AsyncClient:
-        # an AsyncClient's pool belongs to the event loop that opened it
-        loop = id(asyncio.get_running_loop())
-        client = self._aclients.get(loop)
-        if client is None:
-            client = httpx.AsyncClient(transport=self._async_transport, **self._kwargs)
-            self._aclients = {loop: client}
-        return client
-
-    def _awire(self) -> AsyncWire | None:
-        if self._async_transport is not None or not self._direct:
-            return None
-        loop = id(asyncio.get_running_loop())  # a connection belongs to its event loop
-        wire = self._awires.get(loop)
-        if wire is None:
-            wire = AsyncWire(self._target, self._kwargs["timeout"])
-            self._awires = {loop: wire}
-        return wire
 
     def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
         resp = self._client.request(method, path, **kw)
@@ -163,19 +149,21 @@ class TetherSaver(BaseCheckpointSaver[str]):
 
     async def _astep_call(self, method: str, path: str, body: Any = None) -> Reply:
         data = None if body is None else _dumps(body)
-        wire = self._awire()
+        wire = await self._aconns.wire()
         if wire is not None:
             status, content = await wire.request(method, path, data)
         else:
             headers = {"Content-Type": "application/json"} if data is not None else None
-            resp = await self._aclient().request(method, path, content=data, headers=headers)
+            client = await self._aconns.client()
+            resp = await client.request(method, path, content=data, headers=headers)
             status, content = resp.status_code, resp.content
         if status != 404:
             raise_for_reply(status, content)
         return status, content
 
     async def _acall(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        resp = await self._aclient().request(method, path, **kw)
+        client = await self._aconns.client()
+        resp = await client.request(method, path, **kw)
         raise_for(resp)
         return resp
 
@@ -200,12 +188,8 @@ class TetherSaver(BaseCheckpointSaver[str]):
             self._wire.close()
 
     async def aclose(self) -> None:
-        for client in self._aclients.values():
-            await client.aclose()
-        self._aclients = {}
-        for wire in self._awires.values():
-            await wire.close()
-        self._awires = {}
+        """Closes this event loop's connections; another loop's close as that loop ends."""
+        await self._aconns.aclose()
 
     def get_next_version(self, current: str | None, channel: None = None) -> str:
         """Versions that sort as text: a zero-padded counter and a random tie-breaker."""
