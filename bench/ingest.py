@@ -593,7 +593,7 @@ def save(result: dict[str, Any], load_before: float) -> None:
         f"{result['server_peak_rss_mb']} MB, {result['bytes_per_span']:,} bytes/span",
         "≥ 20,000 spans/s (SQLite), ≤ 200 MB RSS, ≤ 2.5 KB/span",
     )
-    write("ingest_pg" if pg else "ingest", command="bench/ingest.py " + " ".join(sys.argv[1:]),
+    write("ingest_pg" if pg else "ingest", command=" ".join(["bench/ingest.py", *sys.argv[1:]]),
           figures=result, rows=[row], load_before=load_before)  # fmt: skip
 
 

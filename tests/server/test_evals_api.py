@@ -104,6 +104,8 @@ def test_the_check_sees_the_calls_the_gateway_recorded_and_the_next_attempt_star
     started = env.post(f"/evals/{eval_id}/attempts", json={"task_id": "t1", "attempt": 0})
     assert started.status_code == 201
     run_id = started.json()["run_id"]
+    gateway = env.state.llm_gateway
+    assert gateway is not None and run_id in gateway.eval_runs  # known to it from the start
     call = env.client.post(
         "/llm/v1/chat/completions",
         headers={**env.agent, "X-Tether-Run-Id": run_id},

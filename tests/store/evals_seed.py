@@ -11,8 +11,8 @@ from sqlalchemy import Engine, insert
 
 from tether.core.assertions import Result
 from tether.core.eval_suite import parse_suite
+from tether.store import eval_attempts, rollouts
 from tether.store import evals as eval_store
-from tether.store import rollouts
 from tether.store.tables import runs
 
 BATCH = 5000
@@ -87,8 +87,8 @@ def record_eval(
         name = task.assertions[0].name
         out = outputs[task.id]
         for i in range(suite.repeats):
-            eval_store.start_attempt(db, ev, task.id, i, f"run_{eval_id}_{task.id}_{i}", now)
-            eval_store.complete_attempt(
+            eval_attempts.start_attempt(db, ev, task.id, i, f"run_{eval_id}_{task.id}_{i}", now)
+            eval_attempts.complete_attempt(
                 db,
                 ev,
                 task.id,

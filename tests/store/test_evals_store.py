@@ -16,8 +16,8 @@ from tether.core.errors import BadRequestError, ConflictError
 from tether.core.eval_suite import parse_suite
 from tether.core.evals import GateCriteria, gate
 from tether.core.records import SpanRecord
+from tether.store import eval_attempts, gates, rollouts
 from tether.store import evals as store
-from tether.store import gates, rollouts
 from tether.store.ingest import set_run_status, write_spans
 from tether.store.tables import approvals, audit_log, runs
 
@@ -60,7 +60,7 @@ def test_an_attempt_is_a_tagged_run_observed_from_its_spans(db: Engine) -> None:
         actor="t",
         now=NOW,
     )
-    store.start_attempt(db, "eval_1", "t1", 0, "run_e1", NOW)
+    eval_attempts.start_attempt(db, store.get_eval(db, "eval_1"), "t1", 0, "run_e1", NOW)
     with db.connect() as conn:
         run = conn.execute(select(runs).where(runs.c.id == "run_e1")).one()._mapping
     assert (run["agent"], run["version"], run["task_id"], run["status"]) == (
@@ -120,17 +120,17 @@ def test_an_attempt_is_a_tagged_run_observed_from_its_spans(db: Engine) -> None:
 
     ev = store.get_eval(db, "eval_1")
     with pytest.raises(BadRequestError):  # a run id that is not the attempt's
-        store.complete_attempt(
+        eval_attempts.complete_attempt(
             db, ev, "t1", 0, ok=True, output="done", error=None, agent_ms=1.0, check=check,
             run_id="run_other", now=NOW,
         )  # fmt: skip
     with pytest.raises(BadRequestError):  # a "judge" run of the agent itself
-        store.complete_attempt(
+        eval_attempts.complete_attempt(
             db, ev, "t1", 0, ok=True, output="done", error=None, agent_ms=1.0, check=check,
             judge_run_ids=["run_e1"], now=NOW,
         )  # fmt: skip
     seen.clear()
-    row = store.complete_attempt(
+    row = eval_attempts.complete_attempt(
         db,
         ev,
         "t1",
@@ -150,7 +150,7 @@ def test_an_attempt_is_a_tagged_run_observed_from_its_spans(db: Engine) -> None:
     assert obs.status == "succeeded" and obs.output == "done" and obs.duration_s == 4.0
     assert row["passed"] is True and row["tools"] == ["crm.lookup", "mail.send"]
     with pytest.raises(ConflictError):
-        store.start_attempt(db, "eval_1", "t1", 0, "run_e2", NOW)
+        eval_attempts.start_attempt(db, store.get_eval(db, "eval_1"), "t1", 0, "run_e2", NOW)
     ev = store.get_eval(db, "eval_1")
     assert (ev["attempts_done"], ev["attempts_passed"], ev["judge_cost_nusd"]) == (1, 1, 0)
     (att,) = store.core_attempts(store.attempt_rows(db, "eval_1"))

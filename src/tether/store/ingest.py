@@ -99,6 +99,12 @@ def write_spans_in(
     return tuple(grouped)
 
 
+def upsert_spans(conn: Connection, records: Sequence[SpanRecord]) -> None:
+    """The spans alone, in key order, without their runs' bookkeeping (which the caller does:
+    store.eval_attempts ends the runs of an eval attempt and sums their totals itself)."""
+    _insert_spans(conn, records)
+
+
 def _reconcile_run_ids(
     conn: Connection, recs: list[SpanRecord]
 ) -> tuple[list[SpanRecord], set[str]]:

@@ -48,6 +48,7 @@ from tether.gateway.llm.spans import SpanWriter
 from tether.gateway.llm.vault import VaultClient
 from tether.store import threads as thread_store
 from tether.store.budgets import hold_commit
+from tether.store.eval_attempts import FIXTURES_TAG
 from tether.store.eval_spans import is_eval_run, note_admitted
 from tether.store.evals import fixtures_of
 from tether.store.ingest import ensure_run, write_spans
@@ -212,6 +213,23 @@ class Gateway:
             self.eval_runs.add(run_id)
         self._check_owner(call, agent)
         return started, agent
+
+    def note_eval_run(
+        self, run_id: str, started_at: datetime, agent: str, fixtures: dict[str, Any] | None
+    ) -> None:
+        """An eval attempt's run that this process has just created (its start committed): the
+        first call in it reads nothing (it is new, so no kill, no caps of its own yet; a kill
+        after this comes through the kill switch's feed like any run's)."""
+        if len(self._runs) > _RUN_CACHE:
+            self._runs.clear()
+            self.mock_scripts.clear()
+            self.eval_runs.clear()
+        self._runs[run_id] = (started_at, agent)
+        script = mock_script_header({FIXTURES_TAG: fixtures}) if fixtures else None
+        if script is not None:
+            self.mock_scripts[run_id] = script
+        self.eval_runs.add(run_id)
+        self.guard.note_run_caps(run_id, None)
 
     @staticmethod
     def _check_owner(call: Call, agent: str | None) -> None:

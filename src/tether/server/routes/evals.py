@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine
+from sqlalchemy import Connection
 
 from tether.core.assertions import Result, evaluate
 from tether.core.errors import BadRequestError, NotFoundError
@@ -27,13 +27,8 @@ from tether.core.ids import make_id
 from tether.core.money import usd_to_nusd
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
-from tether.server.evals_flush import (
-    SPANS_WAIT_S,
-    TakenSpans,
-    take_spans,
-    wait_stored,
-    write_queued,
-)
+from tether.server.eval_batch import write_attempt
+from tether.server.evals_flush import SPANS_WAIT_S, TakenSpans, take_spans, wait_stored
 from tether.server.routes.eval_models import (
     ERRORS,
     AttemptFinished,
@@ -49,6 +44,7 @@ from tether.server.routes.eval_models import (
     eval_out,
     verdict_out,
 )
+from tether.store import eval_attempts as attempts
 from tether.store import evals as store
 from tether.store import gates
 from tether.store.eval_spans import JUDGE_AGENT, SpansMissing
@@ -270,24 +266,44 @@ async def start_attempt(
     state: State = Depends(get_state),
     _: Principal = Depends(require("admin")),
 ) -> AttemptOut:
-    return await write_queued(state, _start, eval_id, body)
+    out, started = await write_attempt(state, _start, eval_id, body)
+    _seed(state, started)
+    return out
 
 
-def _start(engine: Engine, eval_id: str, body: AttemptStart) -> AttemptOut:
-    ev = store.get_eval(engine, eval_id)
+@dataclass(frozen=True)
+class Started:
+    """An attempt's run this process created, for the LLM gateway's run cache."""
+
+    attempt: attempts.NextAttempt
+    agent: str
+    started_at: datetime
+
+
+def _start(conn: Connection, eval_id: str, body: AttemptStart) -> tuple[AttemptOut, Started]:
+    ev = store.fixed_eval(conn.engine, eval_id)
     a = _to_start(ev, body)
-    row = store.start_attempt(engine, ev, a.task_id, a.attempt, a.run_id, _now(),
-                              fixtures=a.fixtures)  # fmt: skip
-    return attempt_out(row)
+    now = _now()
+    row = attempts.start_attempt_in(conn, ev, a, now)
+    return attempt_out(row), Started(a, ev["agent"], now)
 
 
-def _to_start(ev: dict[str, Any], body: AttemptStart) -> store.NextAttempt:
+def _seed(state: State, started: Started | None) -> None:
+    """The LLM gateway of this process learns the new run (its first call reads nothing)."""
+    if started is not None and state.llm_gateway is not None:
+        a = started.attempt
+        state.llm_gateway.note_eval_run(a.run_id, started.started_at, started.agent, a.fixtures)
+
+
+def _to_start(ev: dict[str, Any], body: AttemptStart) -> attempts.NextAttempt:
     """The attempt `body` names, checked against the eval's suite, with a new run id."""
     task = _task(ev, body.task_id)
     if body.attempt >= ev["repeats"]:
         raise BadRequestError(f"attempt must be below the eval's repeats ({ev['repeats']})")
     fixtures = task.fixtures.model_dump(exclude_defaults=True)
-    return store.NextAttempt(body.task_id, body.attempt, make_id("run", os.urandom(12)), fixtures)
+    return attempts.NextAttempt(
+        body.task_id, body.attempt, make_id("run", os.urandom(12)), fixtures
+    )
 
 
 @router.post(
@@ -319,7 +335,7 @@ async def finish_attempt(
             # one transaction: the spans, the check, the next attempt's start; `strict`, it
             # writes nothing while calls another process served have no span stored yet
             try:
-                out = await write_queued(
+                out, started = await write_attempt(
                     state, _finish, eval_id, task_id, attempt, body, run_id, taken, strict
                 )
                 break
@@ -329,6 +345,7 @@ async def finish_attempt(
         taken.give_back()
         raise
     taken.stored()
+    _seed(state, started)
     if out.missing_spans:
         log.warning("attempt %d of %r in %s checked with %d gateway span(s) of run %s missing",
                     attempt, task_id, eval_id, out.missing_spans, run_id)  # fmt: skip
@@ -343,10 +360,10 @@ def _run_of(state: State, eval_id: str, task_id: str, attempt: int) -> str:
 
 
 def _finish(
-    engine: Engine, eval_id: str, task_id: str, attempt: int, body: AttemptFinish, run_id: str,
-    taken: TakenSpans, strict: bool = False,
-) -> AttemptFinished:  # fmt: skip
-    ev = store.get_eval(engine, eval_id)
+    conn: Connection, eval_id: str, task_id: str, attempt: int, body: AttemptFinish,
+    run_id: str, taken: TakenSpans, strict: bool = False,
+) -> tuple[AttemptFinished, Started | None]:  # fmt: skip
+    ev = store.fixed_eval(conn.engine, eval_id)
     task = _task(ev, task_id)
     then = _to_start(ev, body.next) if body.next is not None else None
     external = {
@@ -356,8 +373,9 @@ def _finish(
         if a.name in external:
             given = external[a.name]
             external[a.name] = Result(a.name, a.kind, given.passed, given.reason, given.details)
-    row = store.complete_attempt(
-        engine,
+    now = _now()
+    row = attempts.complete_in(
+        conn,
         ev,
         task_id,
         attempt,
@@ -371,15 +389,16 @@ def _finish(
         run_id=run_id,
         spans=taken.build(),
         then=then,
-        now=_now(),
+        now=now,
         strict=strict,
     )
     started = row.get("next")
-    return AttemptFinished(
+    out = AttemptFinished(
         **attempt_out(row).model_dump(),
         next=attempt_out(started) if started else None,
         missing_spans=row.get("missing_spans", 0),
     )
+    return out, Started(then, ev["agent"], now) if then is not None and started else None
 
 
 @router.post(
