@@ -173,10 +173,18 @@ def start_attempt(
     and its row, in one transaction; returns the row. A finished attempt is a ConflictError;
     an interrupted one starts again with a new run."""
     with engine.begin() as conn:
-        row = start_in(conn, ev, NextAttempt(task_id, attempt, run_id, fixtures), now)
+        return start_attempt_in(conn, ev, NextAttempt(task_id, attempt, run_id, fixtures), now)
+
+
+def start_attempt_in(
+    conn: Connection, ev: dict[str, Any], a: NextAttempt, now: datetime
+) -> dict[str, Any]:
+    """start_attempt in the caller's transaction."""
+    row = start_in(conn, ev, a, now)
     if row is None:
         raise ConflictError(
-            f"attempt {attempt} of {task_id} in {ev['id']} is already done", code="attempt_done"
+            f"attempt {a.attempt} of {a.task_id} in {ev['id']} is already done",
+            code="attempt_done",
         )
     return row
 
@@ -235,7 +243,15 @@ class _Ended:
 
 
 def complete_attempt(
-    engine: Engine,
+    engine: Engine, ev: dict[str, Any], task_id: str, attempt: int, **kw: Any
+) -> dict[str, Any]:
+    """complete_in in a transaction of its own."""
+    with engine.begin() as conn:
+        return complete_in(conn, ev, task_id, attempt, **kw)
+
+
+def complete_in(
+    conn: Connection,
     ev: dict[str, Any],
     task_id: str,
     attempt: int,
@@ -253,48 +269,47 @@ def complete_attempt(
     now: datetime,
     strict: bool = False,
 ) -> dict[str, Any]:
-    """The agent finished an attempt: in one transaction the gateway's `spans` of it not yet
-    stored are written, its run ends, what the gateways recorded is checked (`check`), the
+    """The agent finished an attempt: in the caller's transaction the gateway's `spans` of it not
+    yet stored are written, its run ends, what the gateways recorded is checked (`check`), the
     judges' runs end and are charged apart, and the attempt and the eval's counters are
     written; then the attempt `then`, if given, starts. Returns the attempt's row, with that
     next attempt's under "next" (None if it was already done), and under "missing_spans" the
     admitted LLM calls with no span stored (another process's writer has not written them yet:
     store.eval_spans); `strict` raises SpansMissing then, writing nothing."""
     key = {"e": ev["id"], "t": task_id, "a": attempt}
-    with engine.begin() as conn:
-        if then is not None:
-            note_agent(conn, ev, now)
-        cur, sql = _cursor(conn)
-        own_run, started_at = _running(cur, sql, key, run_id)
-        by_run = _store_spans(conn, cur, sql, spans, [own_run, *judge_run_ids], now)
-        own = _end_run(cur, sql, own_run, by_run.get(own_run, ()), now=now, ok=ok, output=output,
-                       reason=None if ok else error)  # fmt: skip
-        judges = {rid: _end_run(cur, sql, rid, by_run.get(rid, ()), now=now, ok=True,
-                                output=None, reason=None)
-                  for rid in judge_run_ids if rid != own_run}  # fmt: skip
-        ended = [own, *judges.values()]
-        missing = max(0, sum(e.held for e in ended) - sum(e.llm_spans for e in ended))
-        if missing and strict:
-            raise SpansMissing(missing)
-        judge_cost = 0
-        for rid in judge_run_ids:
-            if rid == own_run or judges[rid].agent != judge_agent:
-                raise BadRequestError(f"run {rid} is not a judge run (agent {judge_agent})")
-            judge_cost += judges[rid].observed.cost_nusd
-        obs = _with_spans(cur, sql, own, own_run, by_run.get(own_run, ()))
-        results = check(obs)
-        done = {
-            "status": "done", "passed": all(r.passed for r in results), "cost_nusd": obs.cost_nusd,
-            "judge_cost_nusd": judge_cost,
-            "duration_ms": (now - started_at).total_seconds() * 1000 if started_at else None,
-            "agent_ms": agent_ms, "results": [r.to_dict() for r in results],
-            "tools": [c.name for c in obs.tool_calls], "error": error, "ended_at": now,
-        }  # fmt: skip
-        _record(cur, sql, key, done, ev["target_cost_nusd"])
-        out = {"eval_id": ev["id"], "task_id": task_id, "attempt": attempt, "run_id": own_run,
-               "started_at": started_at, **done, "missing_spans": missing}  # fmt: skip
-        if then is not None:
-            out["next"] = start_in(conn, ev, then, now, noted=True)
+    if then is not None:
+        note_agent(conn, ev, now)
+    cur, sql = _cursor(conn)
+    own_run, started_at = _running(cur, sql, key, run_id)
+    by_run = _store_spans(conn, cur, sql, spans, [own_run, *judge_run_ids], now)
+    own = _end_run(cur, sql, own_run, by_run.get(own_run, ()), now=now, ok=ok, output=output,
+                   reason=None if ok else error)  # fmt: skip
+    judges = {rid: _end_run(cur, sql, rid, by_run.get(rid, ()), now=now, ok=True,
+                            output=None, reason=None)
+              for rid in judge_run_ids if rid != own_run}  # fmt: skip
+    ended = [own, *judges.values()]
+    missing = max(0, sum(e.held for e in ended) - sum(e.llm_spans for e in ended))
+    if missing and strict:
+        raise SpansMissing(missing)
+    judge_cost = 0
+    for rid in judge_run_ids:
+        if rid == own_run or judges[rid].agent != judge_agent:
+            raise BadRequestError(f"run {rid} is not a judge run (agent {judge_agent})")
+        judge_cost += judges[rid].observed.cost_nusd
+    obs = _with_spans(cur, sql, own, own_run, by_run.get(own_run, ()))
+    results = check(obs)
+    done = {
+        "status": "done", "passed": all(r.passed for r in results), "cost_nusd": obs.cost_nusd,
+        "judge_cost_nusd": judge_cost,
+        "duration_ms": (now - started_at).total_seconds() * 1000 if started_at else None,
+        "agent_ms": agent_ms, "results": [r.to_dict() for r in results],
+        "tools": [c.name for c in obs.tool_calls], "error": error, "ended_at": now,
+    }  # fmt: skip
+    _record(cur, sql, key, done, ev["target_cost_nusd"])
+    out = {"eval_id": ev["id"], "task_id": task_id, "attempt": attempt, "run_id": own_run,
+           "started_at": started_at, **done, "missing_spans": missing}  # fmt: skip
+    if then is not None:
+        out["next"] = start_in(conn, ev, then, now, noted=True)
     return out
 
 

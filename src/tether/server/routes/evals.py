@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine
+from sqlalchemy import Connection
 
 from tether.core.assertions import Result, evaluate
 from tether.core.errors import BadRequestError, NotFoundError
@@ -27,13 +27,8 @@ from tether.core.ids import make_id
 from tether.core.money import usd_to_nusd
 from tether.server.auth import Principal, require
 from tether.server.deps import State, get_state
-from tether.server.evals_flush import (
-    SPANS_WAIT_S,
-    TakenSpans,
-    take_spans,
-    wait_stored,
-    write_queued,
-)
+from tether.server.eval_batch import write_attempt
+from tether.server.evals_flush import SPANS_WAIT_S, TakenSpans, take_spans, wait_stored
 from tether.server.routes.eval_models import (
     ERRORS,
     AttemptFinished,
@@ -271,7 +266,7 @@ async def start_attempt(
     state: State = Depends(get_state),
     _: Principal = Depends(require("admin")),
 ) -> AttemptOut:
-    out, started = await write_queued(state, _start, eval_id, body)
+    out, started = await write_attempt(state, _start, eval_id, body)
     _seed(state, started)
     return out
 
@@ -285,12 +280,11 @@ class Started:
     started_at: datetime
 
 
-def _start(engine: Engine, eval_id: str, body: AttemptStart) -> tuple[AttemptOut, Started]:
-    ev = store.fixed_eval(engine, eval_id)
+def _start(conn: Connection, eval_id: str, body: AttemptStart) -> tuple[AttemptOut, Started]:
+    ev = store.fixed_eval(conn.engine, eval_id)
     a = _to_start(ev, body)
     now = _now()
-    row = attempts.start_attempt(engine, ev, a.task_id, a.attempt, a.run_id, now,
-                                 fixtures=a.fixtures)  # fmt: skip
+    row = attempts.start_attempt_in(conn, ev, a, now)
     return attempt_out(row), Started(a, ev["agent"], now)
 
 
@@ -341,7 +335,7 @@ async def finish_attempt(
             # one transaction: the spans, the check, the next attempt's start; `strict`, it
             # writes nothing while calls another process served have no span stored yet
             try:
-                out, started = await write_queued(
+                out, started = await write_attempt(
                     state, _finish, eval_id, task_id, attempt, body, run_id, taken, strict
                 )
                 break
@@ -366,10 +360,10 @@ def _run_of(state: State, eval_id: str, task_id: str, attempt: int) -> str:
 
 
 def _finish(
-    engine: Engine, eval_id: str, task_id: str, attempt: int, body: AttemptFinish, run_id: str,
-    taken: TakenSpans, strict: bool = False,
+    conn: Connection, eval_id: str, task_id: str, attempt: int, body: AttemptFinish,
+    run_id: str, taken: TakenSpans, strict: bool = False,
 ) -> tuple[AttemptFinished, Started | None]:  # fmt: skip
-    ev = store.fixed_eval(engine, eval_id)
+    ev = store.fixed_eval(conn.engine, eval_id)
     task = _task(ev, task_id)
     then = _to_start(ev, body.next) if body.next is not None else None
     external = {
@@ -380,8 +374,8 @@ def _finish(
             given = external[a.name]
             external[a.name] = Result(a.name, a.kind, given.passed, given.reason, given.details)
     now = _now()
-    row = attempts.complete_attempt(
-        engine,
+    row = attempts.complete_in(
+        conn,
         ev,
         task_id,
         attempt,
