@@ -129,15 +129,15 @@ class Spawned:
             f"it printed:\n{self.output()}"
         )
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM to the group (a graceful shutdown stops its own children), then SIGKILL to
-        whatever of the tree is left after `STOP_TIMEOUT_S`. Safe to call twice."""
+        whatever of the tree is left after `grace_s`. Safe to call twice."""
         _live.discard(self)
         tree = descendants(self.proc.pid) if self.proc.poll() is None else set()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            self.proc.wait(STOP_TIMEOUT_S)
+            self.proc.wait(grace_s)
         except subprocess.TimeoutExpired:
             tree |= descendants(self.proc.pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):

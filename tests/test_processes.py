@@ -49,7 +49,7 @@ def test_stop_ends_the_tree_even_children_in_their_own_session(tmp_path: Path) -
     child = _child_pid(proc)
     assert child in {pid for pid, _ in descendants(proc.pid)}
     assert os.getpgid(child) != os.getpgid(proc.pid)  # out of reach of a group kill
-    proc.stop()
+    proc.stop(grace_s=1)  # it ignores SIGTERM: the default 15 s of grace would only be waited
     assert proc.proc.returncode is not None
     deadline = time.monotonic() + 30
     while not _gone(child):

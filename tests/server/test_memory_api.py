@@ -60,6 +60,41 @@ def test_write_then_search_finds_the_related_fact(api: Api) -> None:
     assert r.json()["items"][0]["memory"]["text"] == facts[0]
 
 
+def test_a_store_without_memory_opens_its_vector_index_at_first_use(api: Api) -> None:
+    """A SQLite store with no memory yet starts without its vector index (sqlite-vec, ~26 MB
+    of RSS a server that never uses memory would keep); the first memory call opens it and
+    the index then works. PostgreSQL opens it at start-up as before."""
+    service = api.client.app.state.tether.memory  # type: ignore[attr-defined]
+    database = api.db.url.database
+    sqlite = api.db.dialect.name == "sqlite"
+    assert service._index_ready is not sqlite
+    support = api.key("agent", agent="support")
+    for text in ("customer 42 prefers email contact", "the refund window is 30 days"):
+        r = api.client.post("/api/v1/memory/memories", json={"text": text}, headers=support)
+        assert r.status_code == 201, r.text
+    assert service._index_ready
+    if sqlite:
+        assert service.index is not None and service.index.name == "sqlite-vec"
+        assert Path(f"{database}.vec").exists()
+    r = api.client.post("/api/v1/memory/search", json={"query": "refund window", "k": 1},
+                        headers=support)  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["items"][0]["memory"]["text"] == "the refund window is 30 days"
+
+
+def test_a_store_with_memory_opens_its_vector_index_at_start(db: Engine) -> None:
+    """Once a memory exists (or the index file does), start-up opens the index again, so a
+    lagging index is rebuilt before the first search."""
+    from tether.core.memory import Access
+    from tether.store import memory as mem
+
+    sqlite = db.dialect.name == "sqlite"
+    assert mem.index_needed_at_start(db) is not sqlite
+    mem.write(db, Access(None, None), namespace="ops", text="a fact", embedding=[1.0, 0.0],
+              now=datetime.now(UTC), actor="test")  # fmt: skip
+    assert mem.index_needed_at_start(db)
+
+
 def test_embedding_is_an_llm_call_of_the_callers_run(api: Api) -> None:
     support = {**api.key("agent", agent="support"), "X-Tether-Run-Id": "run_memory_paid_000001"}
     r = api.client.post("/api/v1/memory/memories", json={"text": "a fact"}, headers=support)

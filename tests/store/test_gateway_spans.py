@@ -175,3 +175,33 @@ def test_writers_of_the_same_runs_in_parallel(pg: AsyncPG, db: Engine) -> None:
 
     _run_async(pg, main)
     assert _row(db)["span_count"] == 200 and _row(db, "run_b")["cost_nusd"] == 400
+
+
+def test_a_run_of_its_own_is_created_whole_as_write_spans_would(pg: AsyncPG, db: Engine) -> None:
+    """The gateway's root span (a request with no run id is a run of its own) creates its run with
+    the root's status, input, output and error; a root whose run exists already (a stream's run,
+    created ahead) is left to write_spans."""
+    ok = replace(_span(1, "run_own", trace="1" * 32), is_root=True,
+                 attribution=RunAttribution(agent="gw", user="u1"))  # fmt: skip
+    failed = replace(_span(2, "run_bad", trace="2" * 32), is_root=True, status="error",
+                     error="upstream 500")  # fmt: skip
+    child = replace(_span(3, "run_bad", trace="2" * 32), started_at=T0 - timedelta(seconds=1))
+    _ensure(db, "run_streamed")
+    streamed = replace(_span(4, "run_streamed", trace="4" * 32), is_root=True)
+
+    async def main() -> list[bool]:
+        return [await write_gateway_spans(pg, [ok, failed, child], T0),
+                await write_gateway_spans(pg, [streamed], T0)]  # fmt: skip
+
+    assert _run_async(pg, main) == [True, False]
+    twins = [replace(r, run_id=r.run_id + "_twin", trace_id=r.trace_id.replace("1", "a")
+                     .replace("2", "b")) for r in (ok, failed, child)]  # fmt: skip
+    write_spans(db, twins, now=T0, source="gateway")
+    for run_id in ("run_own", "run_bad"):
+        mine, twin = _row(db, run_id), _row(db, run_id + "_twin")
+        for name in set(mine) - {"id", "trace_id"}:
+            assert mine[name] == twin[name], (run_id, name)
+    assert _row(db, "run_own")["status"] == "succeeded" and _row(db, "run_own")["user"] == "u1"
+    bad = _row(db, "run_bad")
+    assert (bad["status"], bad["error"], bad["span_count"]) == ("failed", "upstream 500", 2)
+    assert bad["started_at"] == T0 - timedelta(seconds=1)

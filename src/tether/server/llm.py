@@ -50,7 +50,7 @@ def install(app: FastAPI, state: State) -> None:
     gateway = Gateway(
         state.settings, state.engine, authenticate=auth.request_authenticator(state), ledger=ledger,
         killswitch=ks, upstream=upstream, on_overshoot=overshoot.handler(state),
-        pg=state.pg_async,
+        pg=state.pg_async, inline=state.inline_db,
     )  # fmt: skip
     if state.metrics is not None:
         gateway.writer.observers.append(state.metrics.observe_gateway)

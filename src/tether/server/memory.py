@@ -6,6 +6,7 @@ traced), and the store calls. The REST routes and the MCP tools `memory.*` both 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,15 +58,28 @@ class MemoryService:
         self.app = app
         self.index: VectorIndex | None = None
         self._index_ready = False
+        self._index_lock = threading.Lock()
 
     # ------------------------------------------------------------ set-up
 
     def open_index(self) -> None:
         """Opens (and if it lags the store, rebuilds) the vector index; called at start-up."""
-        self.index = make_index(self.engine, self.settings.memory.index)
-        self._index_ready = True
+        with self._index_lock:
+            if self._index_ready:
+                return
+            self.index = make_index(self.engine, self.settings.memory.index)
+            self._index_ready = True
         if self.index is not None:
             log.info("memory index: %s", self.index.name)
+
+    def open_index_at_start(self) -> bool:
+        """Opens the index now unless the store says it can wait (store.index_needed_at_start:
+        a SQLite store with no memory yet); then the first memory call opens it. True if it
+        opened."""
+        if not store.index_needed_at_start(self.engine):
+            return False
+        self.open_index()
+        return True
 
     def _idx(self) -> VectorIndex | None:
         if not self._index_ready:

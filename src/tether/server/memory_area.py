@@ -23,7 +23,7 @@ def install(app: FastAPI, state: State) -> None:
     @asynccontextmanager
     async def index() -> AsyncIterator[None]:
         assert state.memory is not None
-        await anyio.to_thread.run_sync(state.memory.open_index)
+        await anyio.to_thread.run_sync(state.memory.open_index_at_start)
         yield
 
     state.lifespans.append(index)

@@ -6,8 +6,9 @@ server's CPU on the budgeted path, issue 9).
 
 What makes that equivalent to write_spans_in, checked in the same transaction: no span of the
 batch is stored yet (else an upsert must replace it and recompute its run), every run of the
-batch exists (the gateway created it; a run of its own is a root span, never sent here), and no
-stored span of the batch's traces belongs to another run (else spans would move between runs).
+batch exists (the gateway created it) unless the batch brings its root span (a run of its own:
+it must not exist yet, and is created whole), and no stored span of the batch's traces belongs
+to another run (else spans would move between runs).
 When any of these fails the transaction is rolled back and the caller writes the batch through
 write_spans_in, which handles every case. Adding a batch's sums to the run rows stays right with
 concurrent writers of the same run: every writer updates the run row (a row lock) after its
@@ -18,7 +19,7 @@ sees this batch's committed spans or this batch's increment lands on its result.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -64,6 +65,17 @@ _RUN = (
     "started_at = LEAST(started_at, %(started_at)s), "
     "trace_id = COALESCE(trace_id, %(trace_id)s), updated_at = %(now)s WHERE id = %(id)s"
 )
+# a run of its own (the gateway's root span names it): created whole, as write_spans_in creates
+# a run that a batch brings with its root; ON CONFLICT: it exists already, write_spans_in decides
+_NEW_RUN = (
+    'INSERT INTO runs (id, trace_id, agent, version, task_id, "user", status, started_at, '
+    "ended_at, input, output, input_tokens, output_tokens, cached_tokens, cost_nusd, "
+    "cost_unknown, llm_calls, tool_calls, span_count, error, source, updated_at) VALUES "
+    "(%(id)s, %(trace_id)s, %(agent)s, %(version)s, %(task_id)s, %(user)s, %(status)s, "
+    "%(started_at)s, %(ended_at)s, %(input)s, %(output)s, %(it)s, %(ot)s, %(ct)s, %(cost)s, "
+    "%(unknown)s, %(llm)s, %(tool)s, %(n)s, %(error)s, 'gateway', %(now)s) "
+    "ON CONFLICT (id) DO NOTHING"
+)
 _AGENTS = (
     "INSERT INTO agents (name, created_at, last_seen_at) VALUES (%(a)s, %(now)s, %(now)s) "
     "ON CONFLICT (name) DO UPDATE SET last_seen_at = excluded.last_seen_at"
@@ -73,12 +85,6 @@ _VERSIONS = (
     "VALUES (%(a)s, %(v)s, %(now)s, %(now)s) "
     "ON CONFLICT (agent, version) DO UPDATE SET last_seen_at = excluded.last_seen_at"
 )
-
-
-def fast_path_ok(record: SpanRecord) -> bool:
-    """A span this module may write: one that is not its run's root (a root span sets the run's
-    status, input and output, and the gateway's own runs are created by theirs)."""
-    return not record.is_root
 
 
 @dataclass
@@ -96,6 +102,7 @@ class _Run:
     version: str | None = None
     task_id: str | None = None
     user: str | None = None
+    roots: list[SpanRecord] = field(default_factory=list)
 
     def add(self, r: SpanRecord) -> None:
         self.it += r.input_tokens or 0
@@ -106,6 +113,8 @@ class _Run:
         self.llm += r.kind == "llm"
         self.tool += r.kind == "tool"
         self.n += 1
+        if r.is_root:
+            self.roots.append(r)
         if self.first is None or r.started_at < self.first.started_at:
             self.first = r
         # the first span that says each (write_spans_in's _best_attribution without a root)
@@ -122,6 +131,19 @@ class _Run:
                 "agent": self.agent, "version": self.version, "task_id": self.task_id,
                 "user": self.user, "started_at": self.first.started_at,
                 "trace_id": self.first.trace_id, "now": now}  # fmt: skip
+
+    def new_run(self, run_id: str, now: datetime) -> dict[str, Any]:
+        """The row write_spans_in's _merge_runs creates for a run that comes with its root."""
+        root = self.roots[0]
+        values = self.params(run_id, now)
+        for name in ("agent", "version", "task_id", "user"):  # the root speaks first
+            values[name] = getattr(root.attribution, name) or values[name]
+        status = "running"
+        if root.ended_at is not None:
+            status = "failed" if root.status == "error" else "succeeded"
+        values.update(status=status, ended_at=root.ended_at, input=root.input,
+                      output=root.output, error=root.error or None)  # fmt: skip
+        return values
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -146,9 +168,9 @@ def _columns(recs: Sequence[SpanRecord]) -> dict[str, list[Any]]:
 
 
 async def write_gateway_spans(pg: AsyncPG, records: Sequence[SpanRecord], now: datetime) -> bool:
-    """Stores `records` (fast_path_ok ones) in one transaction; False, with nothing stored,
-    when the batch needs write_spans_in (a span stored already, a run missing, spans of its
-    traces in other runs). Raises on a database error, storing nothing."""
+    """Stores `records` in one transaction; False, with nothing stored, when the batch needs
+    write_spans_in (a span stored already; a run missing, or the run of a root span existing;
+    spans of its traces in other runs). Raises on a database error, storing nothing."""
     if not records:
         return True
     by_key = {(r.trace_id, r.span_id): r for r in records}  # the last of a duplicate wins
@@ -156,7 +178,11 @@ async def write_gateway_spans(pg: AsyncPG, records: Sequence[SpanRecord], now: d
     grouped: dict[str, _Run] = {}
     for r in recs:
         grouped.setdefault(r.run_id, _Run()).add(r)
-    run_params = [grouped[rid].params(rid, now) for rid in sorted(grouped)]
+    if any(len(g.roots) > 1 for g in grouped.values()):
+        return False  # which root speaks for the run: write_spans_in's choice
+    new_runs = [grouped[rid].new_run(rid, now) for rid in sorted(grouped) if grouped[rid].roots]
+    run_params = [grouped[rid].params(rid, now) for rid in sorted(grouped)
+                  if not grouped[rid].roots]  # fmt: skip
     traces = sorted({(r.trace_id, r.run_id) for r in recs})
     probe = {"traces": [t for t, _ in traces], "runs": [rid for _, rid in traces]}
     cols = _columns(recs)
@@ -176,12 +202,17 @@ async def write_gateway_spans(pg: AsyncPG, records: Sequence[SpanRecord], now: d
                     await conn.cursor().executemany(_AGENTS, agents)
                 if versions:
                     await conn.cursor().executemany(_VERSIONS, versions)
+                created = conn.cursor()
+                if new_runs:
+                    await created.executemany(_NEW_RUN, new_runs)
                 totals = conn.cursor()
-                await totals.executemany(_RUN, run_params)
+                if run_params:
+                    await totals.executemany(_RUN, run_params)
             clean = (
                 await foreign.fetchone() is None
                 and spans.rowcount == len(recs)
-                and totals.rowcount == len(run_params)
+                and (not new_runs or created.rowcount == len(new_runs))
+                and (not run_params or totals.rowcount == len(run_params))
             )
             if not clean:
                 await conn.rollback()

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -479,6 +480,19 @@ class NamespaceStats:
         out = dict(self.__dict__)
         out["last_write_at"] = self.last_write_at.isoformat() if self.last_write_at else None
         return out
+
+
+def index_needed_at_start(engine: Engine) -> bool:
+    """False for a SQLite file with no memory and no vector index file beside it: nothing to
+    search or rebuild, so the index (sqlite-vec: apsw, a second SQLite library, and the numpy it
+    imports, ~26 MB of RSS) can wait for the first memory call. True otherwise."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return True
+    if Path(f"{database}.vec").exists():
+        return True
+    with reading(engine) as conn:
+        return conn.execute(select(memories.c.id).limit(1)).first() is not None
 
 
 def namespace_stats(engine: Engine, names: Sequence[str] | None = None) -> list[NamespaceStats]:

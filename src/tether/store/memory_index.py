@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import numpy as np
 from sqlalchemy import Engine, select, text
 
 from tether.core.errors import ConfigError
@@ -42,6 +41,8 @@ def exact_top_k(query: bytes, rows: Sequence[tuple[str, bytes]], k: int) -> list
     """Cosine top-k over unit vectors (a dot product); rows of another dimension are skipped."""
     if not rows:
         return []
+    import numpy as np  # here, not at import: numpy costs a server that never searches ~15 MB
+
     q = np.frombuffer(query, dtype="<f4")
     width = q.nbytes
     usable = [(i, b) for i, b in rows if len(b) == width]
@@ -185,6 +186,8 @@ class PgVectorIndex:
 
     @staticmethod
     def _vec(blob: bytes) -> str:
+        import numpy as np
+
         return "[" + ",".join(f"{v:.7g}" for v in np.frombuffer(blob, dtype="<f4")) + "]"
 
     def _table(self, conn: Any, dim: int) -> str:

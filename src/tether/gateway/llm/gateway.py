@@ -52,10 +52,11 @@ from tether.store.eval_attempts import FIXTURES_TAG
 from tether.store.eval_spans import is_eval_run, note_admitted
 from tether.store.evals import fixtures_of
 from tether.store.ingest import ensure_run, write_spans
+from tether.store.inline import Busy, InlineSQLite
 from tether.store.ledger import Ledger, SqlLedger
 from tether.store.pg_async import AsyncPG
 from tether.store.tables import runs
-from tether.store.writelock import span_writer
+from tether.store.writelock import span_writer, try_span_writer
 
 log = logging.getLogger("tether.gateway")
 Authenticate = Callable[[Request], Awaitable[Any]]
@@ -63,6 +64,8 @@ OnOvershoot = Callable[[Overshoot], Awaitable[None]]
 MAX_STORED_CHARS = 32_000
 _RUN_CACHE = 20_000
 _TRACEPARENT_LEN = 55
+# a run's start, agent, kill reason, own caps, mock script, whether an eval attempt's
+_RunRow = tuple[datetime, str | None, str | None, dict[str, int | None] | None, str | None, bool]
 
 
 @dataclass
@@ -106,8 +109,11 @@ class Gateway:
         prices: PriceTable | None = None,
         on_overshoot: OnOvershoot | None = None,
         pg: AsyncPG | None = None,
+        inline: InlineSQLite | None = None,
     ) -> None:
         self.settings = settings
+        # SQLite: a no-wait connection, for a new run's row written on the event loop
+        self.inline = inline
         # secret-named keys in prompts (e.g. a tool result carrying an api_key) are not stored
         self.redact = tuple(f.lower() for f in settings.redact_fields)
         self.engine = engine
@@ -196,9 +202,7 @@ class Gateway:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
             return call.started_at, call.caller.agent
-        started, agent, killed, caps, script, of_eval = await anyio.to_thread.run_sync(
-            self._ensure_run, call
-        )
+        started, agent, killed, caps, script, of_eval = await self._ensure_run_now(call)
         self.guard.note_run_caps(run_id, caps)
         if killed is not None:
             self.killswitch.note_killed(run_id, killed)
@@ -248,14 +252,28 @@ class Gateway:
             log.warning("could not create run %s ahead of its stream", call.caller.run_id,
                         exc_info=True)  # fmt: skip
 
-    def _ensure_run(
-        self, call: Call
-    ) -> tuple[datetime, str | None, str | None, dict[str, int | None] | None, str | None, bool]:
+    async def _ensure_run_now(self, call: Call) -> _RunRow:
+        """_ensure_run on the loop's thread on SQLite when the writer lock is free (a thread
+        hop costs more than the transaction); else, or when it would wait, on a worker thread."""
+        if self.inline is not None:
+            with try_span_writer(self.engine) as free:
+                if free:
+                    try:
+                        return self.inline.run(self._ensure_run_in, call)
+                    except Busy:
+                        pass  # nothing was written: the thread below waits for the lock
+        return await anyio.to_thread.run_sync(self._ensure_run, call)
+
+    def _ensure_run(self, call: Call) -> _RunRow:
+        with span_writer(self.engine):
+            return self._ensure_run_in(self.engine, call)
+
+    def _ensure_run_in(self, engine: Engine, call: Call) -> _RunRow:
         """Creates the run if new; its start, agent, kill reason, own caps, mock script and
         whether it is an eval attempt's, in one round trip. The commit does not wait for the WAL
         flush on PostgreSQL (hold_commit): a run row lost with a database crash is written again
         with the call's span."""
-        with span_writer(self.engine), self.engine.begin() as conn:
+        with engine.begin() as conn:
             hold_commit(conn)
             ensure_run(conn, call.caller.run_id, trace_id=call.trace_id,
                        attribution=call.attribution, started_at=call.started_at,

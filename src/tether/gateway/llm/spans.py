@@ -19,7 +19,7 @@ import anyio
 from sqlalchemy import Engine
 
 from tether.core.records import SpanRecord
-from tether.store.gateway_spans import fast_path_ok, write_gateway_spans
+from tether.store.gateway_spans import write_gateway_spans
 from tether.store.ingest import write_spans
 from tether.store.pg_async import AsyncPG
 
@@ -218,16 +218,13 @@ class SpanWriter:
                 log.exception("a span observer failed")
 
     async def _store(self, batch: list[SpanRecord]) -> None:
-        """The batch in one transaction (two when part of it needs the general path); a batch
-        sent again after an error finds what was stored and takes the general path for it."""
-        slow = batch
-        if self.pg is not None and self.pg.ready:
-            fast = [r for r in batch if fast_path_ok(r)]
-            if fast and await write_gateway_spans(self.pg, fast, datetime.now(UTC)):
-                self.written_fast += len(fast)
-                slow = [r for r in batch if not fast_path_ok(r)]
-        if slow:
-            await anyio.to_thread.run_sync(self._write_sync, slow)
+        """The batch in one transaction; a batch sent again after an error finds what was stored
+        and takes the general path."""
+        pg = self.pg
+        if pg is not None and pg.ready and await write_gateway_spans(pg, batch, datetime.now(UTC)):
+            self.written_fast += len(batch)
+            return
+        await anyio.to_thread.run_sync(self._write_sync, batch)
 
     def _write_sync(self, batch: list[SpanRecord]) -> None:
         write_spans(self.engine, batch, now=datetime.now(UTC), source="gateway")
