@@ -4,16 +4,22 @@ wait on) and rate_limited; unknown tools registered as kind sdk; scopes; every d
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import Engine
 
+from tests.conftest import REDIS_URL
 from tests.server.api_helpers import Api, make_api
 from tether.config import Settings
 from tether.core.records import RunAttribution
 from tether.store import audit, policies
 from tether.store import tools as registry
+from tether.store.budgets import ledger_id
+from tether.store.engine import make_engine
 from tether.store.ingest import ensure_run, set_run_status
+from tether.store.migrate import upgrade
 
 POLICY = """\
 agent: triage
@@ -127,3 +133,29 @@ def test_an_agent_cannot_hold_or_taint_another_agents_run(api: Api) -> None:
     assert r.status_code == 403 and "belongs to agent bob" in r.json()["error"]["message"]
     assert api.client.get("/api/v1/runs/run_bob", headers=api.admin).json()["status"] == "running"
     assert registry.run_tags(api.db, "run_bob") == frozenset()
+
+
+def test_a_server_with_redis_keeps_its_rate_windows_there_in_its_database_namespace(
+    settings: Settings, db: Engine, tmp_path: Path
+) -> None:
+    """The MCP guard (and /decide) count rate limits in Redis when the server has one, so
+    replicas share windows at Redis speed; two databases sharing that Redis never share one."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        with_redis = settings.model_copy(update={"redis_url": REDIS_URL})
+        api = make_api(with_redis, db)
+        policies.apply_policy(db, POLICY, "test", datetime.now(UTC))
+        assert [decide(api, "billing.lookup")["decision"] for _ in range(3)] == [
+            "allow", "allow", "rate_limited"]  # fmt: skip
+        keys = [k.decode() for k in client.scan_iter("tether:*:rl:tool:triage:billing.lookup")]
+        mine = f"tether:{ledger_id(db, candidate=1)}:rl:tool:triage:billing.lookup"
+        assert mine in keys and client.zcard(mine) == 2
+        # another database on the same Redis starts with its own, empty window
+        other_db = make_engine(f"sqlite:///{tmp_path / 'other.db'}")
+        upgrade(other_db)
+        other = make_api(with_redis, other_db)
+        policies.apply_policy(other_db, POLICY, "test", datetime.now(UTC))
+        assert decide(other, "billing.lookup")["decision"] == "allow"
+        other_db.dispose()
+    finally:
+        client.close()

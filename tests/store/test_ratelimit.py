@@ -52,7 +52,7 @@ def test_store_window(db: Engine) -> None:
 
 
 def test_redis_window(redis_client: redis.Redis) -> None:
-    window_semantics(RedisRateLimiter(redis_client), f"test:{uuid.uuid4().hex}")
+    window_semantics(RedisRateLimiter(redis_client, prefix="test:rl:"), f"test:{uuid.uuid4().hex}")
 
 
 def hammer(limiters: list[RateLimiter], key: str, per_worker: int) -> int:
@@ -87,7 +87,17 @@ def test_two_redis_clients_never_admit_more_than_the_limit(redis_client: redis.R
     second = redis.Redis.from_url(REDIS_URL)
     try:
         key = f"test:{uuid.uuid4().hex}"
-        assert hammer([RedisRateLimiter(redis_client), RedisRateLimiter(second)], key, 5) == 10
+        assert (
+            hammer(
+                [
+                    RedisRateLimiter(redis_client, prefix="test:rl:"),
+                    RedisRateLimiter(second, prefix="test:rl:"),
+                ],
+                key,
+                5,
+            )
+            == 10
+        )
     finally:
         second.close()
 
@@ -119,7 +129,7 @@ from tether.store.ratelimit import RedisRateLimiter, StoreRateLimiter
 db_url, redis_url, key = sys.argv[1:4]
 now = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 for limiter in (StoreRateLimiter(make_engine(db_url)),
-                RedisRateLimiter(redis.Redis.from_url(redis_url))):
+                RedisRateLimiter(redis.Redis.from_url(redis_url), prefix="test:rl:")):
     print(sum(limiter.check_and_record(key, 7, 3600, now)[0] for _ in range(10)))
 """
 

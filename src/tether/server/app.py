@@ -35,11 +35,13 @@ from tether.store.engine import make_engine
 
 def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     """The whole of tether as one ASGI app. The database must already be migrated."""
-    state = State(settings=settings, engine=engine or make_engine(settings.db_url))
+    client = None
     if settings.redis_url:
         import redis
 
-        state.redis = redis.Redis.from_url(settings.redis_url)
+        client = redis.Redis.from_url(settings.redis_url)
+    # the MCP guard's rate limiter is built with the State: it must see the Redis client
+    state = State(settings=settings, engine=engine or make_engine(settings.db_url), redis=client)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

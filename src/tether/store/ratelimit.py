@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, delete, func, insert, select, text
 
 from tether.core.policy import Decision, rate_key, with_rate_result
+from tether.store.budgets import ledger_id
 from tether.store.tables import rate_events
 
 # Removes what left the window, counts, and records the call only if it fits; returns
@@ -78,10 +79,25 @@ class StoreRateLimiter:
 class RedisRateLimiter:
     """Windows in Redis sorted sets (scores in milliseconds), one Lua script per check."""
 
-    def __init__(self, redis: Any, prefix: str = "tether:rl:") -> None:
+    def __init__(
+        self, redis: Any, *, engine: Engine | None = None, prefix: str | None = None
+    ) -> None:
+        if prefix is None and engine is None:
+            raise ValueError("RedisRateLimiter needs a prefix or the engine to take one from")
         self.redis = redis
-        self.prefix = prefix
+        self.engine = engine
+        self._prefix = prefix
         self._script = redis.register_script(_LUA)
+
+    @property
+    def prefix(self) -> str:
+        """`tether:<ledger id>:rl:`: the database's namespace, as the Redis budget ledger's, so
+        two deployments (or test databases) sharing one Redis never share a window."""
+        if self._prefix is None:
+            assert self.engine is not None
+            candidate = int.from_bytes(os.urandom(8), "big") >> 2
+            self._prefix = f"tether:{ledger_id(self.engine, candidate=candidate)}:rl:"
+        return self._prefix
 
     def check_and_record(
         self, key: str, limit: int, window_s: float, now: datetime
@@ -96,7 +112,7 @@ class RedisRateLimiter:
 
 def make_limiter(engine: Engine, redis: Any | None = None) -> RateLimiter:
     """Redis when the server has one (shared by every replica), else the database."""
-    return RedisRateLimiter(redis) if redis is not None else StoreRateLimiter(engine)
+    return RedisRateLimiter(redis, engine=engine) if redis is not None else StoreRateLimiter(engine)
 
 
 def enforce(
