@@ -285,3 +285,23 @@ def _wait_until_blocked_by(db: Engine, blocker: int) -> None:
                 return
             time.sleep(0.01)
     raise AssertionError("the reserve never waited for the other transaction's lock")
+
+
+def test_plain_sql_reserve_and_settle_store_timestamps_as_sqlalchemy_does(db: Engine) -> None:
+    """budget_sql/settle_sql bind through the dialect's DATETIME: on SQLite the same text as
+    every other write ("YYYY-MM-DD HH:MM:SS.ffffff"), so range and order comparisons hold."""
+    caps = [ScopeCap("run:run_1", USD)]
+    r = _reserve(db, caps, 100_000_000, rid="rsv_ts")
+    assert budgets.settle_many(db, [(r, 50_000_000, 10)], now=NOW) == [True]
+    with db.connect() as conn:
+        if db.dialect.name != "sqlite":  # timestamptz: the values, whatever the session's zone
+            got = conn.execute(select(reservations.c.created_at, reservations.c.expires_at)
+                               .where(reservations.c.id == "rsv_ts")).one()  # fmt: skip
+            assert tuple(got) == (NOW, NOW + timedelta(seconds=60))
+            return
+        stored = conn.exec_driver_sql(
+            "SELECT r.created_at, r.expires_at, c.updated_at FROM reservations r, "
+            "budget_counters c WHERE r.id = 'rsv_ts' AND c.scope = 'run:run_1'"
+        ).one()
+    assert tuple(stored) == ("2026-11-25 12:00:00.000000", "2026-11-25 12:01:00.000000",
+                             "2026-11-25 12:00:00.000000")  # fmt: skip

@@ -85,7 +85,9 @@ def _identity(value: Any) -> Any:
 
 def bind_processors(dialect: Dialect) -> tuple[Callable[[datetime], Any], Callable[[Any], Any]]:
     """What SQLAlchemy binds for a timestamp and for the reservations' JSON scopes."""
-    ts = TS.bind_processor(dialect) or _identity
+    # the dialect's own DATETIME: on SQLite the text SQLAlchemy stores (a bare datetime would be
+    # left to sqlite3's default adapter, "...+00:00", deprecated since Python 3.12)
+    ts = TS.dialect_impl(dialect).bind_processor(dialect) or _identity
     json = rs.c.scopes.type.dialect_impl(dialect).bind_processor(dialect) or _identity
     return ts, json
 

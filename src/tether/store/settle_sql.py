@@ -32,7 +32,7 @@ _CHARGE = (
 
 @cache
 def _ts(dialect: Dialect) -> Callable[[datetime], Any]:
-    return TS.bind_processor(dialect) or (lambda v: v)
+    return TS.dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)  # as budget_sql
 
 
 def settle_held(
