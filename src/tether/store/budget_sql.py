@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -123,69 +124,84 @@ def _nowait_connection(engine: Engine) -> Any:
     return raw
 
 
-def reserve_raw(
-    engine: Engine,
-    ordered: Sequence[ScopeCap],
-    fresh: Sequence[ScopeCap],
-    *,
-    reservation_id: str,
-    amount_nusd: int,
-    tokens: int,
-    run_id: str | None,
-    now: datetime,
-    expires: datetime,
-    nowait: bool = False,
-) -> Refused | None:
-    """SQLite, one transaction: takes the room on every scope of `ordered` (in that order; a
-    `fresh` cap is upserted just before its own take), and inserts the hold; or takes nothing
-    and says which scope had no room. The caller serialises SQLite writers
-    (writelock.span_writer). With `nowait` raises Busy instead of waiting for another writer."""
-    sql = _sql(engine.dialect.name, engine.dialect)
-    ts_now = sql.ts(now)
-    raw = _nowait_connection(engine) if nowait else engine.raw_connection()
+@dataclass(frozen=True)
+class Want:
+    """One reserve: its caps in lock order, the ones to upsert first, its hold."""
+
+    ordered: tuple[ScopeCap, ...]
+    fresh: tuple[ScopeCap, ...]
+    reservation_id: str
+    amount_nusd: int
+    tokens: int
+    run_id: str | None
+    now: datetime
+    expires: datetime
+
+
+@contextmanager
+def immediate(engine: Engine, *, nowait: bool) -> Iterator[Any]:
+    """A DBAPI cursor in a BEGIN IMMEDIATE transaction on SQLite, committed when the block ends
+    (unless the block rolled it back itself) and rolled back if it raises. The caller holds the
+    writer lock (writelock); with `nowait` the engine's no-wait connection, and Busy at once
+    when another process's writer holds the database."""
+    raw: Any = _nowait_connection(engine) if nowait else engine.raw_connection()
     try:
         cur = raw.cursor()
         try:
-            cur.execute("BEGIN IMMEDIATE")
-        except engine.dialect.dbapi.OperationalError as exc:  # type: ignore[union-attr]
-            if nowait and "locked" in str(exc):
-                raise Busy from None
-            raise
-        try:
-            for cap in ordered:
-                if cap in fresh:  # upserted just before its take: one lock order for both
-                    cur.execute(sql.upsert_caps, _cap_params(cap, ts_now))
-                cur.execute(sql.take, {"s": cap.scope, "a": amount_nusd, "t": tokens,
-                                       "now": ts_now})  # fmt: skip
-                if cur.rowcount != 1:
-                    cur.execute(sql.counter, {"s": cap.scope})
-                    r: Any = cur.fetchone()
-                    refused = Refused(ScopeCap(cap.scope, r[0], r[1], r[2]),
-                                      CounterState(r[3], r[4], r[5], r[6], r[7]))  # fmt: skip
-                    _rollback(raw, cur)
-                    return refused
-            cur.execute(sql.hold, {
-                "id": reservation_id, "run_id": run_id,
-                "scopes": sql.json([c.scope for c in ordered]), "amount_nusd": amount_nusd,
-                "tokens": tokens, "now": ts_now, "expires_at": sql.ts(expires),
-            })  # fmt: skip
-            cur.execute("COMMIT")
-        except BaseException:
-            _rollback(raw, cur)
-            raise
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            except engine.dialect.dbapi.OperationalError as exc:  # type: ignore[union-attr]
+                if nowait and "locked" in str(exc):
+                    raise Busy from None
+                raise
+            try:
+                yield cur
+                if raw.driver_connection.in_transaction:
+                    cur.execute("COMMIT")
+            except BaseException:
+                if raw.driver_connection.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
         finally:
             cur.close()
     finally:
         if not nowait:
             raw.close()  # back to the pool
+
+
+def take_and_hold(cur: Any, sql: _Sql, w: Want) -> Refused | None:
+    """In the caller's transaction: takes the room on every scope of `w.ordered` (in that order;
+    a `fresh` cap is upserted just before its own take) and inserts the hold (None); or stops at
+    the first scope with no room (Refused: the caller rolls back what was taken)."""
+    ts_now = sql.ts(w.now)
+    for cap in w.ordered:
+        if cap in w.fresh:  # upserted just before its take: one lock order for both
+            cur.execute(sql.upsert_caps, _cap_params(cap, ts_now))
+        cur.execute(sql.take, {"s": cap.scope, "a": w.amount_nusd, "t": w.tokens, "now": ts_now})
+        if cur.rowcount != 1:
+            cur.execute(sql.counter, {"s": cap.scope})
+            r: Any = cur.fetchone()
+            return Refused(ScopeCap(cap.scope, r[0], r[1], r[2]),
+                           CounterState(r[3], r[4], r[5], r[6], r[7]))  # fmt: skip
+    cur.execute(sql.hold, {
+        "id": w.reservation_id, "run_id": w.run_id,
+        "scopes": sql.json([c.scope for c in w.ordered]), "amount_nusd": w.amount_nusd,
+        "tokens": w.tokens, "now": ts_now, "expires_at": sql.ts(w.expires),
+    })  # fmt: skip
     return None
+
+
+def reserve_raw(engine: Engine, w: Want, *, nowait: bool = False) -> Refused | None:
+    """SQLite, one transaction: take_and_hold, or nothing taken and the scope that had no room.
+    The caller serialises SQLite writers (writelock.span_writer). With `nowait` raises Busy
+    instead of waiting for another writer."""
+    with immediate(engine, nowait=nowait) as cur:
+        refused = take_and_hold(cur, _sql(engine.dialect.name, engine.dialect), w)
+        if refused is not None:
+            cur.execute("ROLLBACK")
+        return refused
 
 
 def _cap_params(cap: ScopeCap, now: Any) -> dict[str, Any]:
     return {"scope": cap.scope, "cap_nusd": cap.cap_nusd, "cap_tokens": cap.cap_tokens,
             "cap_calls": cap.cap_calls, "now": now}  # fmt: skip
-
-
-def _rollback(raw: Any, cur: Any) -> None:
-    if raw.driver_connection.in_transaction:
-        cur.execute("ROLLBACK")

@@ -24,10 +24,10 @@ from tether.core.errors import BadRequestError, BudgetExceededError
 from tether.core.ids import make_id
 from tether.core.money import nusd_to_float
 from tether.store.budget_pg import reserve_pg, reserve_pg_async
-from tether.store.budget_sql import Busy, Refused, reserve_raw
+from tether.store.budget_sql import Busy, Refused, Want, reserve_raw
 from tether.store.engine import reading
 from tether.store.pg_async import AsyncPG
-from tether.store.reserve_sqlite import Want, reserve_many
+from tether.store.reserve_sqlite import reserve_many
 from tether.store.settle_sql import settle_held
 from tether.store.tables import TS
 from tether.store.tables import budget_counters as bc
@@ -114,32 +114,25 @@ def reserve(
     With `nowait` (SQLite), None at once when another writer holds the database: the gateway's
     event loop thread reserves this way and, when it cannot, waits on a worker thread.
     """
-    _check(amount_nusd, tokens)
-    ordered = merge_caps(caps)
-    expires = now + timedelta(seconds=ttl_s)
-    known = _known_caps(engine)
     # caps come from the current policy: written when this process has not written these very
-    # caps yet (a counter row exists from then on; counters are never deleted)
-    fresh = [c for c in ordered if known.get(c.scope) != c]
+    # caps yet (a counter row exists from then on; counters are never deleted): want's `fresh`
+    w = want(engine, caps, reservation_id=reservation_id, amount_nusd=amount_nusd, tokens=tokens,
+             run_id=run_id, now=now, ttl_s=ttl_s)  # fmt: skip
     if engine.dialect.name == "postgresql":
         refused = reserve_pg(
-            engine, ordered, fresh, reservation_id=reservation_id, amount_nusd=amount_nusd,
-            tokens=tokens, run_id=run_id, now=now, expires=expires,
+            engine, w.ordered, w.fresh, reservation_id=reservation_id, amount_nusd=amount_nusd,
+            tokens=tokens, run_id=run_id, now=now, expires=w.expires,
         )  # fmt: skip
-        return _outcome(engine, refused, ordered, fresh, reservation_id, amount_nusd, tokens,
-                        run_id, expires)  # fmt: skip
-    with try_span_writer(engine) if nowait else span_writer(engine) as held:
-        if held is False:
-            return None
-        try:
-            refused = reserve_raw(
-                engine, ordered, fresh, reservation_id=reservation_id, amount_nusd=amount_nusd,
-                tokens=tokens, run_id=run_id, now=now, expires=expires, nowait=nowait,
-            )  # fmt: skip
-        except Busy:
-            return None
-    return _outcome(engine, refused, ordered, fresh, reservation_id, amount_nusd, tokens,
-                    run_id, expires)  # fmt: skip
+    else:
+        with try_span_writer(engine) if nowait else span_writer(engine) as held:
+            if held is False:
+                return None
+            try:
+                refused = reserve_raw(engine, w, nowait=nowait)
+            except Busy:
+                return None
+    return _outcome(engine, refused, w.ordered, w.fresh, reservation_id, amount_nusd, tokens,
+                    run_id, w.expires)  # fmt: skip
 
 
 def want(

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from tether.core.budget import CounterState, ScopeCap
 from tether.store import budgets, writelock
+from tether.store.budget_sql import Want
 from tether.store.budgets import (
     DEFAULT_TTL_S,
     Reservation,
@@ -23,7 +24,6 @@ from tether.store.budgets import (
     unbound_settlement,
 )
 from tether.store.pg_async import AsyncPG
-from tether.store.reserve_sqlite import Want
 
 # SQLite: a reserve waits on the event loop for this process's writer lock this many times,
 # this long at most each time, before it takes a worker thread

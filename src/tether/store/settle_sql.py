@@ -8,16 +8,13 @@ lost) is left to budgets.settle_many's general path: nothing is written here the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.engine import Dialect
 
-from tether.store.budget_sql import Busy, _nowait_connection
-from tether.store.tables import TS
+from tether.store.budget_sql import _sql, immediate
 
 _MARK = (
     "UPDATE reservations SET status = 'settled' WHERE status = 'held' AND id IN ({ids}) "
@@ -30,11 +27,6 @@ _CHARGE = (
 )
 
 
-@cache
-def _ts(dialect: Dialect) -> Callable[[datetime], Any]:
-    return TS.dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)  # as budget_sql
-
-
 def settle_held(
     engine: Engine, items: Sequence[tuple[Any, int, int]], now: datetime, *, nowait: bool
 ) -> bool:
@@ -44,41 +36,22 @@ def settle_held(
     ids = [r.id for r, _, _ in items]
     if len(set(ids)) != len(ids):
         return False
-    raw: Any = _nowait_connection(engine) if nowait else engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        try:
-            cur.execute("BEGIN IMMEDIATE")
-        except engine.dialect.dbapi.OperationalError as exc:  # type: ignore[union-attr]
-            if nowait and "locked" in str(exc):
-                raise Busy from None
-            raise
-        try:
-            cur.execute(_MARK.format(ids=",".join("?" * len(ids))), ids)
-            if len(cur.fetchall()) != len(ids):
-                cur.execute("ROLLBACK")
-                return False
-            deltas: dict[str, list[int]] = {}
-            for r, nusd, tokens in items:
-                for scope in r.scopes:
-                    d = deltas.setdefault(scope, [0, 0, 0, 0])
-                    d[0] += nusd
-                    d[1] += r.amount_nusd
-                    d[2] += tokens
-                    d[3] += r.tokens
-            ts = _ts(engine.dialect)(now)
-            # in scope order, as reserve takes its locks
-            cur.executemany(_CHARGE, [(*deltas[s], ts, s) for s in sorted(deltas)])
-            cur.execute("COMMIT")
-        except BaseException:
-            if raw.driver_connection.in_transaction:
-                cur.execute("ROLLBACK")
-            raise
-        finally:
-            cur.close()
-    finally:
-        if not nowait:
-            raw.close()  # back to the pool
+    with immediate(engine, nowait=nowait) as cur:
+        cur.execute(_MARK.format(ids=",".join("?" * len(ids))), ids)
+        if len(cur.fetchall()) != len(ids):
+            cur.execute("ROLLBACK")
+            return False
+        deltas: dict[str, list[int]] = {}
+        for r, nusd, tokens in items:
+            for scope in r.scopes:
+                d = deltas.setdefault(scope, [0, 0, 0, 0])
+                d[0] += nusd
+                d[1] += r.amount_nusd
+                d[2] += tokens
+                d[3] += r.tokens
+        ts = _sql(engine.dialect.name, engine.dialect).ts(now)
+        # in scope order, as reserve takes its locks
+        cur.executemany(_CHARGE, [(*deltas[s], ts, s) for s in sorted(deltas)])
     return True
 
 
