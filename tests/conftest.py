@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from tests import xdist_units
-from tests.processes import READY_TIMEOUT_S, Spawned, stop_all
+from tests.processes import READY_TIMEOUT_S, Spawned, live_logs, stop_all
 from tether.config import Settings, load_settings
 from tether.store.engine import make_engine
 from tether.store.keys import create_key
@@ -176,6 +176,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     xdist_units.check_shared(items)
     xdist_units.order(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """A failing test's report carries what its servers printed (their tracebacks: a 500 the
+    test saw says only "see the server log"); its fixtures stop them right after."""
+    report = yield
+    if call.when == "call" and report.failed:  # type: ignore[attr-defined]
+        for command, tail in live_logs():
+            report.sections.append((f"output of {command}", tail))  # type: ignore[attr-defined]
+    return report
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -149,6 +149,11 @@ class Spawned:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+def live_logs() -> list[tuple[str, str]]:
+    """(command, tail of its output) of every process still running: what a failing test shows."""
+    return [(" ".join(s.args), s.output()) for s in list(_live) if s.proc.poll() is None]
+
+
 def stop_all() -> None:
     """Stops every process a test started and did not stop (called at the end of the session)."""
     for spawned in list(_live):

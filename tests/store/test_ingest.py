@@ -210,3 +210,48 @@ def test_a_batch_of_many_runs_and_agents_is_stored_whole_with_each_runs_totals(d
         assert (run.agent, run.version, run.task_id, run.input) == (
             f"agent-{i % 7}", f"v{i % 3}", f"T-{i}", f"q{i}")  # fmt: skip
         assert run.started_at == T0 + timedelta(seconds=i) and run.cost_unknown is False
+
+
+def test_a_run_created_by_a_tool_result_and_by_its_spans_at_once_never_deadlocks(
+    db: Engine,
+) -> None:
+    """The SDK records a tool's result (ensure_run, then the run's tags) while its spans arrive
+    (agents, then runs): both take the agent's row and the run's row, in the same order, so
+    PostgreSQL never aborts one of them as a deadlock (it did: a 500 on /runs/{id}/values)."""
+    import threading
+
+    from tether.store.ingest import ensure_run
+    from tether.store.tools import add_run_tags
+
+    errors: list[BaseException] = []
+
+    def tagged(run_id: str, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        try:
+            with db.begin() as conn:
+                ensure_run(conn, run_id, trace_id=None, attribution=RunAttribution(agent="triage"),
+                           started_at=T0, source="gateway", now=T0)  # fmt: skip
+                add_run_tags(conn, run_id, {"read"}, now=T0)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def ingested(run_id: str, barrier: threading.Barrier) -> None:
+        root = replace(_root(), trace_id=f"{int(run_id.rsplit('_', 1)[1]) + 1:032x}", run_id=run_id)
+        barrier.wait()
+        try:
+            write_spans(db, [root], now=T0, source="otlp")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    for i in range(40):
+        run_id = f"run_race_{i}"
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=f, args=(run_id, barrier)) for f in (tagged, ingested)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors[0]
+    with reading(db) as conn:
+        stored = conn.execute(select(runs.c.id).where(runs.c.id.like("run_race_%"))).all()
+    assert len(stored) == 40

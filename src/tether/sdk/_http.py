@@ -113,7 +113,7 @@ class Http:
                 if time.monotonic() < down_until:  # tether was unreachable a moment ago
                     self.dropped_jobs += 1
                     continue
-                job()
+                _once_more_if_stale(job)
             except httpx.TransportError as exc:
                 self.failed_jobs += 1
                 if down_until == 0.0 or time.monotonic() - down_until > _DOWN_S:
@@ -129,3 +129,18 @@ class Http:
                 log.warning("tether: background REST call failed", exc_info=True)
             finally:
                 self._jobs.task_done()
+
+
+# what a kept-alive connection gives when the server closed it first (its idle timeout, or
+# uvicorn after an unhandled error); the pool drops that connection, so a retry opens a new one
+_STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+def _once_more_if_stale(job: Callable[[], None]) -> None:
+    """Runs `job`; if its connection turned out closed, once more before tether counts as down
+    (which drops every job for `_DOWN_S`: one stale connection must not lose feedback)."""
+    try:
+        job()
+    except _STALE as exc:
+        log.debug("tether: REST connection closed under a call (%s); retrying it once", exc)
+        job()

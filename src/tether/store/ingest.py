@@ -288,11 +288,13 @@ def ensure_run(
     source: str,
     now: datetime,
 ) -> None:
-    """Creates the run if it does not exist yet (status `running`); never overwrites one."""
-    row = _new_run_row(run_id, trace_id, attribution, started_at, source, now)
-    conn.execute(_upsert(conn.dialect.name, runs, ("id",), ()), [row])
+    """Creates the run if it does not exist yet (status `running`); never overwrites one.
+    The agent's row first, then the run's: every writer of both takes them in that order
+    (write_spans_in, gateway_spans), else PostgreSQL aborts one of two as a deadlock."""
     if attribution.agent:
         _note_agents(conn, [attribution], now)
+    row = _new_run_row(run_id, trace_id, attribution, started_at, source, now)
+    conn.execute(_upsert(conn.dialect.name, runs, ("id",), ()), [row])
 
 
 _MERGED = ("agent", "version", "task_id", "user", "started_at", "trace_id", "status", "input",
