@@ -75,6 +75,8 @@ class State:
     price_table: PriceTable | None = None
     # otlp.py: export requests read and stored at once (made on the first, in the event loop)
     ingest_slots: anyio.CapacityLimiter | None = None
+    # otlp.py, SQLite: export requests decoded or waiting for their group commit
+    ingest_in_flight: anyio.CapacityLimiter | None = None
     # governance.py: (agent, version) of each policy the `policies` folder applied at start-up
     policies_loaded: list[tuple[str, int]] = field(default_factory=list)
     # approvals: in-process wake-ups, set when this process decides a hold
