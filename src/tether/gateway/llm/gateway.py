@@ -55,6 +55,7 @@ from tether.store.ingest import ensure_run, write_spans
 from tether.store.inline import Busy, InlineSQLite
 from tether.store.ledger import Ledger, SqlLedger
 from tether.store.pg_async import AsyncPG
+from tether.store.runs_pg import ensure_run_pg
 from tether.store.tables import runs
 from tether.store.writelock import span_writer, try_span_writer
 
@@ -125,6 +126,7 @@ class Gateway:
         self.killswitch = killswitch
         self.upstream = upstream
         self.writer = SpanWriter(engine, pg)
+        self.pg = pg  # PostgreSQL: new runs' rows on the event loop once its lifespan opened it
         self.on_overshoot = on_overshoot
         # run id -> when it started (runs this process has already made sure exist)
         self._runs: dict[str, tuple[datetime, str | None]] = {}
@@ -247,14 +249,20 @@ class Gateway:
 
     async def _ensure_run_later(self, call: Call) -> None:
         try:
-            await anyio.to_thread.run_sync(self._ensure_run, call)
+            if self.pg is not None and self.pg.ready:
+                await self._ensure_run_pg(self.pg, call)
+            else:
+                await anyio.to_thread.run_sync(self._ensure_run, call)
         except Exception:  # the span writer creates the run anyway; only an early kill misses it
             log.warning("could not create run %s ahead of its stream", call.caller.run_id,
                         exc_info=True)  # fmt: skip
 
     async def _ensure_run_now(self, call: Call) -> _RunRow:
         """_ensure_run on the loop's thread on SQLite when the writer lock is free (a thread
-        hop costs more than the transaction); else, or when it would wait, on a worker thread."""
+        hop costs more than the transaction); else, or when it would wait, on a worker thread.
+        PostgreSQL: plain SQL awaited on the loop (store/runs_pg.py) once the pool is open."""
+        if self.pg is not None and self.pg.ready:
+            return await self._ensure_run_pg(self.pg, call)
         if self.inline is not None:
             with try_span_writer(self.engine) as free:
                 if free:
@@ -263,6 +271,14 @@ class Gateway:
                     except Busy:
                         pass  # nothing was written: the thread below waits for the lock
         return await anyio.to_thread.run_sync(self._ensure_run, call)
+
+    @staticmethod
+    async def _ensure_run_pg(pg: AsyncPG, call: Call) -> _RunRow:
+        seen = await ensure_run_pg(pg, call.caller.run_id, trace_id=call.trace_id,
+                                   attribution=call.attribution, started_at=call.started_at,
+                                   source="gateway", now=call.started_at)  # fmt: skip
+        return _run_row(seen.started_at, seen.agent, seen.status, seen.kill_reason,
+                        seen.attributes, seen.caps)  # fmt: skip
 
     def _ensure_run(self, call: Call) -> _RunRow:
         with span_writer(self.engine):
@@ -283,9 +299,8 @@ class Gateway:
                        runs.c.attributes).where(runs.c.id == call.caller.run_id)
             ).one()  # fmt: skip
             caps = thread_store.caps_in(conn, call.caller.run_id)
-        killed = (row.kill_reason or "killed") if row.status == "killed" else None
-        return (row.started_at, row.agent, killed, caps, mock_script_header(row.attributes),
-                is_eval_run(row.attributes, row.agent))  # fmt: skip
+        return _run_row(row.started_at, row.agent, row.status, row.kill_reason, row.attributes,
+                        caps)  # fmt: skip
 
     # ------------------------------------------------------------ admission
 
@@ -457,6 +472,15 @@ def mock_script_header(attributes: Any) -> str | None:
     fixtures = fixtures_of(attributes if isinstance(attributes, dict) else None)
     script = fixtures.get("llm") if fixtures else None
     return json.dumps(script, separators=(",", ":")) if script is not None else None
+
+
+def _run_row(
+    started_at: datetime, agent: str | None, status: str, kill_reason: str | None,
+    attributes: Any, caps: dict[str, int | None] | None,
+) -> _RunRow:  # fmt: skip
+    killed = (kill_reason or "killed") if status == "killed" else None
+    return (started_at, agent, killed, caps, mock_script_header(attributes),
+            is_eval_run(attributes, agent))  # fmt: skip
 
 
 def _traceparent(value: str | None) -> tuple[str | None, str | None]:
