@@ -76,11 +76,11 @@ _NEW_RUN = (
     "%(unknown)s, %(llm)s, %(tool)s, %(n)s, %(error)s, 'gateway', %(now)s) "
     "ON CONFLICT (id) DO NOTHING"
 )
-AGENTS_SQL = (
+_AGENTS = (
     "INSERT INTO agents (name, created_at, last_seen_at) VALUES (%(a)s, %(now)s, %(now)s) "
     "ON CONFLICT (name) DO UPDATE SET last_seen_at = excluded.last_seen_at"
 )
-VERSIONS_SQL = (
+_VERSIONS = (
     "INSERT INTO agent_versions (agent, version, created_at, last_seen_at) "
     "VALUES (%(a)s, %(v)s, %(now)s, %(now)s) "
     "ON CONFLICT (agent, version) DO UPDATE SET last_seen_at = excluded.last_seen_at"
@@ -199,9 +199,9 @@ async def write_gateway_spans(pg: AsyncPG, records: Sequence[SpanRecord], now: d
                 spans = conn.cursor()
                 await spans.execute(_INSERT, cols, prepare=True)
                 if agents:
-                    await conn.cursor().executemany(AGENTS_SQL, agents)
+                    await conn.cursor().executemany(_AGENTS, agents)
                 if versions:
-                    await conn.cursor().executemany(VERSIONS_SQL, versions)
+                    await conn.cursor().executemany(_VERSIONS, versions)
                 created = conn.cursor()
                 if new_runs:
                     await created.executemany(_NEW_RUN, new_runs)
