@@ -12,11 +12,10 @@ reads), so the statement may be sent again after a lost connection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from tether.core.records import RunAttribution
+from tether.store.gateway_run_sqlite import RunState
 from tether.store.pg_async import AsyncPG
 
 # One statement, autocommitted: the agent's row is upserted first (the run's insert reads from
@@ -65,23 +64,10 @@ _READ = (
 )
 
 
-@dataclass(frozen=True)
-class RunSeen:
-    """A run as the gateway reads it with its creation: its start, agent, status, kill reason,
-    attributes and own caps (None: it set none)."""
-
-    started_at: datetime
-    agent: str | None
-    status: str
-    kill_reason: str | None
-    attributes: Any
-    caps: dict[str, int | None] | None
-
-
 async def ensure_run_pg(
     pg: AsyncPG, run_id: str, *, trace_id: str | None, attribution: RunAttribution,
     started_at: datetime, source: str, now: datetime,
-) -> RunSeen:  # fmt: skip
+) -> RunState:  # fmt: skip
     """Creates the run if it does not exist yet (ingest.ensure_run) and reads it back. The
     commit does not wait for the WAL flush (budgets.hold_commit): a run row lost with a
     database crash is written again with the call's span."""
@@ -95,7 +81,7 @@ async def ensure_run_pg(
     assert row is not None  # inserted, or there already
     caps = None if row[5:] == (None, None, None) else {
         "max_cost_nusd": row[5], "max_tokens": row[6], "max_llm_calls": row[7]}  # fmt: skip
-    return RunSeen(row[0].astimezone(UTC), row[1], row[2], row[3], row[4], caps)
+    return RunState(row[0].astimezone(UTC), row[1], row[2], row[3], row[4], caps)
 
 
-__all__ = ["RunSeen", "ensure_run_pg"]
+__all__ = ["ensure_run_pg"]
