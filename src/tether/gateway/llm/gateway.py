@@ -51,12 +51,13 @@ from tether.store.budgets import hold_commit
 from tether.store.eval_attempts import FIXTURES_TAG
 from tether.store.eval_spans import is_eval_run, note_admitted
 from tether.store.evals import fixtures_of
+from tether.store.gateway_run_sqlite import RunState, ensure_run_sqlite
 from tether.store.ingest import ensure_run, write_spans
-from tether.store.inline import Busy, InlineSQLite
+from tether.store.inline import InlineSQLite
 from tether.store.ledger import Ledger, SqlLedger
 from tether.store.pg_async import AsyncPG
 from tether.store.tables import runs
-from tether.store.writelock import span_writer, try_span_writer
+from tether.store.writelock import span_writer
 
 log = logging.getLogger("tether.gateway")
 Authenticate = Callable[[Request], Awaitable[Any]]
@@ -112,7 +113,7 @@ class Gateway:
         inline: InlineSQLite | None = None,
     ) -> None:
         self.settings = settings
-        # SQLite: a no-wait connection, for a new run's row written on the event loop
+        # set on a SQLite file: a new run's row is written on the event loop when it can be
         self.inline = inline
         # secret-named keys in prompts (e.g. a tool result carrying an api_key) are not stored
         self.redact = tuple(f.lower() for f in settings.redact_fields)
@@ -253,16 +254,26 @@ class Gateway:
                         exc_info=True)  # fmt: skip
 
     async def _ensure_run_now(self, call: Call) -> _RunRow:
-        """_ensure_run on the loop's thread on SQLite when the writer lock is free (a thread
-        hop costs more than the transaction); else, or when it would wait, on a worker thread."""
+        """On SQLite in plain SQL (store.gateway_run_sqlite), on the loop's thread when the
+        writer lock is free (a thread hop costs more than the transaction), else on a worker
+        thread that waits for it; on PostgreSQL _ensure_run on a worker thread."""
         if self.inline is not None:
-            with try_span_writer(self.engine) as free:
-                if free:
-                    try:
-                        return self.inline.run(self._ensure_run_in, call)
-                    except Busy:
-                        pass  # nothing was written: the thread below waits for the lock
+            state = self._ensure_run_sqlite(call, True)
+            if state is None:  # nothing was written: the thread waits for the lock
+                state = await anyio.to_thread.run_sync(self._ensure_run_sqlite, call, False)
+            assert state is not None  # only a `nowait` one gives up
+            killed = (state.kill_reason or "killed") if state.status == "killed" else None
+            return (state.started_at, state.agent, killed, state.caps,
+                    mock_script_header(state.attributes),
+                    is_eval_run(state.attributes, state.agent))  # fmt: skip
         return await anyio.to_thread.run_sync(self._ensure_run, call)
+
+    def _ensure_run_sqlite(self, call: Call, nowait: bool) -> RunState | None:
+        return ensure_run_sqlite(
+            self.engine, call.caller.run_id, trace_id=call.trace_id,
+            attribution=call.attribution, started_at=call.started_at, source="gateway",
+            now=call.started_at, nowait=nowait,
+        )  # fmt: skip
 
     def _ensure_run(self, call: Call) -> _RunRow:
         with span_writer(self.engine):
