@@ -4,20 +4,29 @@ applying a rollout rule to a large history.
     .venv/bin/python bench/evals.py [--tasks 20] [--repeats 5] [--concurrency 8] [--runs 100000]
 
 1. `tether eval run`'s runner, 20 tasks x 5 repeats at concurrency 8 and the same at
-   concurrency 1, against `tether serve` with the mock LLM behind the gateway and a policy
-   with run budgets for the agent (the production path: every attempt a run, every LLM call
-   reserved and settled), once per adapter kind: a callable, an HTTP endpoint, a command (a
-   Python process per attempt). Each agent makes one LLM call per attempt.
-   Tether's overhead per attempt = the runner's wall time from the attempt's start to its
-   checked answer, less the agent's own time (its LLM call through the gateway included).
-   An attempt costs one API round trip: its finish stores the run's queued gateway spans,
-   checks, records, and starts the worker's next attempt (whose run it answers); so an
-   attempt's wall time runs from the finish before it (a worker's first attempt: from its own
-   start request) and includes starting the next. Beside it: the server's view (run created to
-   checked), the server process's CPU per attempt, and the agent's LLM call made alone (its
-   latency and server CPU). Target: <= 5 ms median. `--kinds callable` runs one kind;
-   `--profile PREFIX` records the server with py-spy (`PREFIX.c8.callable.txt`, raw collapsed
-   stacks) and writes no results.
+   concurrency 1, against `tether serve` with the mock LLM behind the gateway (`tether mock-llm`,
+   a process of its own, as a provider is) and a policy with run budgets for the agent (the
+   production path: every attempt a run, every LLM call reserved and settled), once per adapter
+   kind: a callable, an HTTP endpoint, a command (a Python process per attempt), each making one
+   LLM call per attempt; and `noop`, a callable that answers at once with no LLM call, whose
+   attempts are tether's part alone.
+   Overhead per attempt = the runner's wall time from the attempt's start to its checked answer,
+   less the agent's own time (its LLM call through the gateway included), both measured inside
+   the same concurrency. An attempt costs one API round trip: its finish stores the run's queued
+   gateway spans, checks, records, and starts the worker's next attempt (whose run it answers);
+   so an attempt's wall time runs from the finish before it (a worker's first attempt: from its
+   own start request) and includes starting the next.
+   On this 2-core machine, shared, concurrency 8 saturates the CPU: an attempt's wall time is
+   then mostly waiting for a CPU, and where the wait falls (in the agent's LLM call or in the
+   finish) decides the split between "agent" and "overhead". So beside it, free of waiting:
+   tether's CPU per attempt = the server's CPU per attempt less the agent's LLM call made alone
+   at the same concurrency (`llm_only`; each in a run the gateway creates) and less the idle
+   server's CPU over the same time, plus the runner's own CPU (its thread's, less the adapter's
+   run). `mean_attempt_ms` is concurrency x wall / attempts (Little's law). And the callable at
+   concurrency 8 once more with the mock LLM answering after `--slow-llm-ms` (50): the machine
+   is no longer saturated by the benchmark itself. Target: <= 5 ms median. `--kinds callable`
+   runs one kind; `--profile PREFIX` records the server with py-spy (`PREFIX.c8.callable.txt`,
+   raw collapsed stacks) and writes no results.
 2. Route decision: `choose()` as GET /api/v1/route runs it (cache warm), and core `route()` alone,
    p50/p99 over 100,000 decisions. Target: p99 <= 200 us. The HTTP round trip is printed beside.
 3. Canary evaluation over `--runs` stored runs of two versions (SQLite, 1 % with a denied tool
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -38,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,7 +67,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from record import Row, load, write  # noqa: E402  (bench/record.py)
 from tests.conftest import ServerProcess  # noqa: E402
-from tests.e2e.mock_upstream import mock_provider  # noqa: E402
+from tests.processes import Spawned  # noqa: E402
 from tests.store.evals_seed import insert_runs, start_rollout  # noqa: E402
 
 from tether.cli.eval_adapters import (  # noqa: E402
@@ -70,7 +81,6 @@ from tether.cli.eval_runner import Api, EvalRequest, run_eval  # noqa: E402
 from tether.config import Settings  # noqa: E402
 from tether.core.rollout import route  # noqa: E402
 from tether.demo.server import ThreadedServer, free_port  # noqa: E402
-from tether.gateway.llm.mock import create_mock_app  # noqa: E402
 from tether.server.deps import State  # noqa: E402
 from tether.server.rollout_rule_apply import decide  # noqa: E402
 from tether.server.routes.rollouts import choose  # noqa: E402
@@ -136,6 +146,11 @@ def agent(task: dict[str, Any], ctx: AttemptContext) -> str:
     return _ask(_AGENT["http"], ctx.run_id, task["input"])
 
 
+def noop_agent(task: dict[str, Any], ctx: AttemptContext) -> str:
+    """An agent that answers at once with no LLM call: its attempts cost only tether's part."""
+    return str(task["input"])
+
+
 def suite_text(tasks: int, repeats: int) -> str:
     lines = [f"suite: bench\nagent: bench\nrepeats: {repeats}\ntarget_cost_usd: 0.5\ntasks:"]
     for i in range(tasks):
@@ -162,10 +177,11 @@ def _endpoint() -> ThreadedServer:
 
 
 def _one_kind(
-    api: Api, adapter: Adapter, tasks: int, repeats: int, conc: int, server_pid: int
-) -> dict[str, Any]:
+    api: Api, adapter: Adapter, tasks: int, repeats: int, conc: int, server_pid: int,
+    idle_cpu_ms_per_s: float, llm_cpu_ms: float,
+) -> dict[str, Any]:  # fmt: skip
     seen: list[dict[str, Any]] = []
-    cpu0 = cpu_seconds(server_pid)
+    cpu0, own0 = cpu_seconds(server_pid), _own_cpu_s()
     started = time.perf_counter()
     ev = run_eval(
         api,
@@ -176,22 +192,50 @@ def _one_kind(
         progress=seen.append,
     )
     wall = time.perf_counter() - started
-    cpu = cpu_seconds(server_pid) - cpu0
+    cpu, own = cpu_seconds(server_pid) - cpu0, _own_cpu_s() - own0
+    n = max(1, len(seen))
+    server_cpu = cpu * 1000 / n
+    # what the eval's start and finish cost the server: its CPU per attempt less the agent's
+    # LLM call (measured alone) and less what the idle server spends meanwhile (its loops)
+    eval_server_cpu = server_cpu - llm_cpu_ms - idle_cpu_ms_per_s * wall / n
+    runner_cpu = statistics.fmean(a.get("runner_cpu_ms", math.nan) for a in seen)
     return {
         "attempts": len(seen),
         "passed": sum(bool(a["passed"]) for a in seen),
         "wall_s": round(wall, 2),
         "attempts_per_s": round(len(seen) / wall, 1),
+        # Little's law: the mean time an attempt is in the system at this concurrency
+        "mean_attempt_ms": round(conc * wall * 1000 / n, 1),
         "agent_ms": _pcts([a["agent_ms"] for a in seen]),
-        # the runner's view: start request to checked answer, less the agent's own time
+        # the runner's view: start request to checked answer, less the agent's own time (both
+        # measured inside the same concurrency, so both include waiting for a CPU)
         "overhead_ms": _pcts([a["wall_ms"] - a["agent_ms"] for a in seen]),
         # the server's view: run created to attempt checked, less the agent's own time
         "server_overhead_ms": _pcts([a["duration_ms"] - a["agent_ms"] for a in seen]),
         # the server process's CPU (user + system) over the whole eval, per attempt: its start,
         # the agent's LLM call through the gateway, its finish
-        "server_cpu_ms_per_attempt": round(cpu * 1000 / max(1, len(seen)), 3),
+        "server_cpu_ms_per_attempt": round(server_cpu, 3),
+        "eval_server_cpu_ms_per_attempt": round(eval_server_cpu, 3),
+        # the runner's own CPU per attempt (its threads, less the adapter's run)
+        "runner_cpu_ms_per_attempt": round(runner_cpu, 3),
+        # tether's own work per attempt, free of waiting: the server's eval part and the runner
+        "tether_cpu_ms_per_attempt": round(eval_server_cpu + runner_cpu, 3),
+        # this process's CPU per attempt: the runner, and the callable's / endpoint's agent
+        "bench_process_cpu_ms_per_attempt": round(own * 1000 / n, 3),
         "eval_id": ev["id"],
     }
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _idle_cpu_ms_per_s(pid: int, seconds: float = 2.0) -> float:
+    """The server's CPU while nobody calls it (its background loops), per second."""
+    cpu0 = cpu_seconds(pid)
+    time.sleep(seconds)
+    return round((cpu_seconds(pid) - cpu0) * 1000 / seconds, 3)
 
 
 def _spawn_ms(n: int = 20) -> dict[str, float]:
@@ -204,6 +248,17 @@ def _spawn_ms(n: int = 20) -> dict[str, float]:
     return _pcts(out)
 
 
+def _adapter_spawn_ms(n: int = 50) -> dict[str, float]:
+    """The command adapter's own part of an attempt: running a program that does nothing
+    (`true`) with the attempt's environment, the task on stdin, stdout and stderr captured.
+    Counted in the agent's time with the agent's start-up (it is the agent's process)."""
+    adapter = CommandAdapter(["true"])
+    ctx = AttemptContext(tether_url="http://127.0.0.1:1", api_key="k", run_id="run_x",
+                         eval_id="eval_x", suite="bench", task_id="t0", attempt=0,
+                         input="question 0")  # fmt: skip
+    return _pcts([adapter.run(ctx).agent_ms for _ in range(n)])
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of process `pid` so far (Linux /proc; `tether serve --workers 1` is one
     process)."""
@@ -211,19 +266,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _llm_only(http: httpx.Client, n: int, server_pid: int) -> dict[str, Any]:
+def _llm_only(
+    http: httpx.Client, n: int, server_pid: int, idle: float, conc: int = 1
+) -> dict[str, Any]:
     """The agent's one LLM call alone, outside any eval (each in a run of its own, created by
-    the gateway): its latency and the server CPU it costs. An attempt's server CPU less this is
-    what the eval's start and finish cost."""
-    lat = []
-    cpu0 = cpu_seconds(server_pid)
-    for i in range(n):
-        run_id = f"run_llmonly{os.getpid():x}{i:08d}"
+    the gateway), `conc` at a time as the eval's attempts run: its latency and the server CPU
+    it costs (less the idle server's). An attempt's server CPU less this is what the eval adds:
+    its start and finish, less creating the run (the gateway does that here)."""
+    tag = f"{os.getpid():x}{conc}{time.monotonic_ns() % 10**6:06d}"
+
+    def one(i: int) -> float:
         t0 = time.perf_counter()
-        _ask(http, run_id, f"question {i}")
-        lat.append((time.perf_counter() - t0) * 1000)
-    cpu = cpu_seconds(server_pid) - cpu0
-    return {"calls": n, "ms": _pcts(lat), "server_cpu_ms_per_call": round(cpu * 1000 / n, 3)}
+        _ask(http, f"run_llmonly{tag}{i:06d}", f"question {i}")
+        return (time.perf_counter() - t0) * 1000
+
+    cpu0, own0 = cpu_seconds(server_pid), _own_cpu_s()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=conc) as pool:
+        lat = list(pool.map(one, range(n)))
+    wall = time.perf_counter() - started
+    cpu = cpu_seconds(server_pid) - cpu0 - idle * wall / 1000
+    return {
+        "calls": n,
+        "concurrency": conc,
+        "calls_per_s": round(n / wall, 1),
+        "ms": _pcts(lat),
+        "server_cpu_ms_per_call": round(cpu * 1000 / n, 3),
+        "bench_process_cpu_ms_per_call": round((_own_cpu_s() - own0) * 1000 / n, 3),
+    }
 
 
 class _Profile:
@@ -248,14 +318,28 @@ class _Profile:
             self.proc.wait(timeout=60)
 
 
+def _mock_llm(tmp: Path, latency_ms: float) -> tuple[Spawned, int]:
+    """The mock LLM in a process of its own, as a provider is: not sharing the runner's CPU
+    (its interpreter lock) with the runner and the agents."""
+    port = free_port()
+    args = [sys.executable, "-m", "tether.cli.main", "mock-llm", "--port", str(port)]
+    if latency_ms:
+        args += ["--latency-ms", str(latency_ms)]
+    mock = Spawned(args, log_path=tmp / "mock-llm.log")
+    mock.wait_ready(f"http://127.0.0.1:{port}/v1/models")
+    return mock, port
+
+
 def bench_eval(
     tmp: Path, tasks: int, repeats: int, concurrency: int, kinds: list[str],
-    profile: Path | None = None,
+    profile: Path | None = None, llm_latency_ms: float = 0.0,
 ) -> dict[str, Any]:  # fmt: skip
     tmp.mkdir(parents=True, exist_ok=True)
-    mock = ThreadedServer(create_mock_app(), "127.0.0.1", free_port())
+    mock, mock_port = _mock_llm(tmp, llm_latency_ms)
     config = tmp / "tether.yaml"
-    config.write_text(json.dumps({"providers": [mock_provider(mock)]}))
+    provider = {"name": "mock", "kind": "openai", "models": ["mock-small"],
+                "base_url": f"http://127.0.0.1:{mock_port}/v1"}  # fmt: skip
+    config.write_text(json.dumps({"providers": [provider]}))
     db_url = f"sqlite:///{tmp / 'eval.db'}"
     engine = make_engine(db_url)
     upgrade(engine)
@@ -281,13 +365,18 @@ def bench_eval(
         endpoint = _endpoint()
         callable_adapter = CallableAdapter("bench.evals:agent")
         callable_adapter.fn = agent  # the same function, not re-imported under another name
+        noop = CallableAdapter("bench.evals:noop_agent")
+        noop.fn = noop_agent
         adapters: dict[str, Adapter] = {
+            "noop": noop,
             "callable": callable_adapter,
             "http": HttpAdapter(f"http://127.0.0.1:{endpoint.server.config.port}/task"),
             "command": CommandAdapter([sys.executable, str(script)]),
         }
         pid = proc.proc.pid
-        _one_kind(api, callable_adapter, 4, 1, 2, pid)  # warm-up: imports, caches, connections
+        _one_kind(api, callable_adapter, 4, 1, 2, pid, 0.0, 0.0)  # warm-up: imports, caches
+        out["llm_latency_ms"] = llm_latency_ms
+        out["server_idle_cpu_ms_per_s"] = idle = _idle_cpu_ms_per_s(pid)
         floor = []
         for _ in range(200):
             t0 = time.perf_counter()
@@ -295,13 +384,17 @@ def bench_eval(
             floor.append((time.perf_counter() - t0) * 1000)
         # an attempt makes one API round trip: this is what one costs doing nothing
         out["round_trip_ms"] = _pcts(floor)
-        out["llm_only"] = _llm_only(_AGENT["http"], 100, pid)
+        # the agent's call alone at the eval's concurrency: the baseline of the eval's CPU
+        out["llm_only"] = lo = _llm_only(_AGENT["http"], tasks * repeats, pid, idle, concurrency)
         for kind in kinds:
             with _Profile(Path(f"{profile}.{kind}.txt") if profile else None, pid):
-                out[kind] = _one_kind(api, adapters[kind], tasks, repeats, concurrency, pid)
+                llm_cpu = 0.0 if kind == "noop" else lo["server_cpu_ms_per_call"]
+                out[kind] = _one_kind(api, adapters[kind], tasks, repeats, concurrency, pid,
+                                      idle, llm_cpu)  # fmt: skip
             out[kind]["load_avg"] = os.getloadavg()
         if "command" in kinds:
             out["python_spawn_ms"] = _spawn_ms()
+            out["adapter_spawn_ms"] = _adapter_spawn_ms()
         rt = []
         for _ in range(200):
             t0 = time.perf_counter()
@@ -420,7 +513,7 @@ def bench_canary(tmp: Path, n: int) -> dict[str, Any]:
     }
 
 
-KINDS = ("callable", "http", "command")
+KINDS = ("noop", "callable", "http", "command")
 
 
 def _overhead(k: dict[str, Any]) -> str:
@@ -428,21 +521,47 @@ def _overhead(k: dict[str, Any]) -> str:
     return f"p50 {o['p50']:.1f} ms, p99 {o['p99']:.1f} ms"
 
 
+def _tether_cpu(k: dict[str, Any]) -> str:
+    return (f"{k['tether_cpu_ms_per_attempt']:.1f} ms (server "
+            f"{k['eval_server_cpu_ms_per_attempt']:.1f} + runner "
+            f"{k['runner_cpu_ms_per_attempt']:.1f})")  # fmt: skip
+
+
 def _rows(out: dict[str, Any], conc: int) -> list[Row]:
     e, r, c = out["eval"], out["route"], out["canary"]
     rows = []
-    for kind in (k for k in KINDS if k in e):
+    if "noop" in e:
+        k, s = e["noop"], e["serial"]["noop"]
+        rows.append(Row(
+            f"eval attempt, tether's part alone (an agent that answers at once; {k['attempts']} "
+            "attempts)",
+            f"concurrency 1: wall p50 {s['overhead_ms']['p50']:.1f} ms, p99 "
+            f"{s['overhead_ms']['p99']:.1f} ms; tether's CPU per attempt {_tether_cpu(s)}; "
+            f"concurrency {conc}: wall p50 {k['overhead_ms']['p50']:.1f} ms, "
+            f"{k['attempts_per_s']:.0f} attempts/s",
+            "<= 5 ms",
+        ))  # fmt: skip
+    for kind in (k for k in KINDS if k in e and k != "noop"):
         k, s = e[kind], e["serial"][kind]
         rows.append(
             Row(
                 f"eval attempt overhead, {kind} adapter ({k['attempts']} attempts)",
                 f"concurrency 1: {_overhead(s)} over the agent's own p50 "
-                f"{s['agent_ms']['p50']:.1f} ms; concurrency {conc}: {_overhead(k)}; server "
-                f"CPU {s['server_cpu_ms_per_attempt']:.1f} ms per attempt (the agent's LLM "
-                f"call alone {e['serial']['llm_only']['server_cpu_ms_per_call']:.1f} ms)",
+                f"{s['agent_ms']['p50']:.1f} ms, tether's CPU {_tether_cpu(s)}; concurrency "
+                f"{conc}: {_overhead(k)} over the agent's own p50 {k['agent_ms']['p50']:.1f} ms "
+                f"(both waiting for a CPU), tether's CPU {k['tether_cpu_ms_per_attempt']:.1f} ms",
                 "<= 5 ms",
             )
         )
+    if "slow_llm" in e:
+        k = e["slow_llm"]["callable"]
+        rows.append(Row(
+            f"eval attempt overhead, callable adapter, LLM answering in "
+            f"{e['slow_llm']['llm_latency_ms']:g} ms, concurrency {conc}",
+            f"{_overhead(k)} over the agent's own p50 {k['agent_ms']['p50']:.1f} ms; tether's "
+            f"CPU {k['tether_cpu_ms_per_attempt']:.1f} ms",
+            "<= 5 ms",
+        ))  # fmt: skip
     rows.append(Row("route decision `choose()`", f"p99 {r['choose_us']['p99']:.1f} us",
                     "<= 200 us"))  # fmt: skip
     rows.append(
@@ -459,30 +578,48 @@ def _rows(out: dict[str, Any], conc: int) -> list[Row]:
 def _print_eval(e: dict[str, Any], conc: int) -> None:
     print(
         "tether's overhead per eval attempt = the runner's wall time from the attempt's start to "
-        "its checked answer,\nless the agent's own time (its one LLM call through the gateway); "
-        "target <= 5 ms"
+        "its checked answer,\nless the agent's own time (its one LLM call through the gateway), "
+        "both measured inside the same concurrency;\ntether's CPU per attempt = the server's for "
+        "the eval (its CPU per attempt less the LLM call alone, less its idle rate)\n+ the "
+        "runner's own (its thread's, less the adapter's run); target <= 5 ms"
     )
-    head = (f"{'adapter':<9} {'conc':>4} {'n':>4} {'pass':>4} {'wall s':>6} {'agent p50':>9} "
-            f"{'ovh p50':>8} {'ovh p99':>8} {'srv p50':>8} {'cpu/att':>8} {'load':>5}")  # fmt: skip
+    head = (f"{'adapter':<9} {'conc':>4} {'n':>4} {'pass':>4} {'wall s':>6} {'att/s':>6} "
+            f"{'in sys':>6} {'agent p50':>9} {'ovh p50':>8} {'ovh p99':>8} {'srv p50':>8} "
+            f"{'cpu/att':>8} {'eval srv':>8} {'runner':>6} {'tether':>6} {'bench':>6} "
+            f"{'load':>5}")  # fmt: skip
     print(head)
-    for kind in (k for k in KINDS if k in e):
-        for c, k in ((1, e["serial"][kind]), (conc, e[kind])):
-            print(
-                f"{kind:<9} {c:>4} {k['attempts']:>4} {k['passed']:>4} {k['wall_s']:>6.2f} "
-                f"{k['agent_ms']['p50']:>9.2f} {k['overhead_ms']['p50']:>8.2f} "
-                f"{k['overhead_ms']['p99']:>8.2f} {k['server_overhead_ms']['p50']:>8.2f} "
-                f"{k['server_cpu_ms_per_attempt']:>8.2f} {k['load_avg'][0]:>5.1f}"
-            )  # fmt: skip
-    print("  (ms; srv = the server's view, run created to checked, less the agent's time; cpu/att "
-          "= server CPU per attempt)")  # fmt: skip
+    runs = [(kind, c, k) for kind in KINDS if kind in e
+            for c, k in ((1, e["serial"][kind]), (conc, e[kind]))]  # fmt: skip
+    if "slow_llm" in e:
+        runs.append((f"cal+{e['slow_llm']['llm_latency_ms']:g}ms", conc, e["slow_llm"]["callable"]))
+    for kind, c, k in runs:
+        print(
+            f"{kind:<9} {c:>4} {k['attempts']:>4} {k['passed']:>4} {k['wall_s']:>6.2f} "
+            f"{k['attempts_per_s']:>6.1f} {k['mean_attempt_ms']:>6.1f} "
+            f"{k['agent_ms']['p50']:>9.2f} {k['overhead_ms']['p50']:>8.2f} "
+            f"{k['overhead_ms']['p99']:>8.2f} {k['server_overhead_ms']['p50']:>8.2f} "
+            f"{k['server_cpu_ms_per_attempt']:>8.2f} {k['eval_server_cpu_ms_per_attempt']:>8.2f} "
+            f"{k['runner_cpu_ms_per_attempt']:>6.2f} {k['tether_cpu_ms_per_attempt']:>6.2f} "
+            f"{k['bench_process_cpu_ms_per_attempt']:>6.2f} {k['load_avg'][0]:>5.1f}"
+        )  # fmt: skip
+    print(
+        "  (ms; in sys = conc x wall / n, the mean attempt by Little's law; srv = the server's "
+        "view, run created to checked, less the agent's time;\n   cpu/att = server CPU per "
+        "attempt; eval srv = its eval part; runner = the runner's CPU; tether = eval srv + "
+        "runner;\n   bench = this process's CPU per attempt: runner, callable agent, endpoint)"
+    )
     for label, x in (("concurrency 1", e["serial"]), (f"concurrency {conc}", e)):
         lo = x["llm_only"]
-        print(f"  {label}: the agent's LLM call alone p50 {lo['ms']['p50']} ms, server CPU "
-              f"{lo['server_cpu_ms_per_call']} ms per call; a bare API round trip (GET /healthz) "
-              f"p50 {x['round_trip_ms']['p50']} ms")  # fmt: skip
+        print(f"  {label}: the agent's LLM call alone p50 {lo['ms']['p50']} ms "
+              f"({lo['calls_per_s']}/s), server CPU {lo['server_cpu_ms_per_call']} ms per call, "
+              f"this process {lo['bench_process_cpu_ms_per_call']} ms; a bare API round trip "
+              "(GET /healthz) "
+              f"p50 {x['round_trip_ms']['p50']} ms; idle server "
+              f"{x['server_idle_cpu_ms_per_s']} ms CPU/s")  # fmt: skip
     if "python_spawn_ms" in e:
-        print(f"  a Python process start costs p50 {e['python_spawn_ms']['p50']} ms (the command "
-              "adapter's agent pays it; counted as the agent's time)")  # fmt: skip
+        print(f"  a Python process start costs p50 {e['python_spawn_ms']['p50']} ms, the command "
+              f"adapter running `true` p50 {e['adapter_spawn_ms']['p50']} ms (both in the agent's "
+              "time: it is the agent's process)")  # fmt: skip
 
 
 def main() -> None:
@@ -492,6 +629,13 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--runs", type=int, default=100_000)
     p.add_argument("--decisions", type=int, default=100_000)
+    p.add_argument(
+        "--slow-llm-ms",
+        type=float,
+        default=50.0,
+        help="also run the callable at --concurrency with the mock LLM answering "
+        "after this many ms (0: not)",
+    )
     p.add_argument("--kinds", default=",".join(KINDS), help="adapter kinds to run, comma-separated")
     p.add_argument("--profile", type=Path, default=None,
                    help="py-spy the server during each kind's run: PROFILE.<conc>.<kind>.txt "
@@ -511,6 +655,17 @@ def main() -> None:
         # the same attempts at concurrency 1: tether's own cost per attempt without queueing
         ev["serial"] = bench_eval(tmp / "s", args.tasks, args.repeats, 1, kinds,
                                   Path(f"{prof}.c1") if prof else None)  # fmt: skip
+        if args.slow_llm_ms and "callable" in kinds:
+            # the same at concurrency 8 with an LLM that takes as long as a fast real one: the
+            # machine is no longer saturated, so the overhead is tether's and not the queue's
+            ev["slow_llm"] = bench_eval(
+                tmp / "l",
+                args.tasks,
+                args.repeats,
+                args.concurrency,
+                ["callable"],
+                llm_latency_ms=args.slow_llm_ms,
+            )
         out: dict[str, Any] = {
             "eval": ev,
             "route": bench_route(tmp, args.decisions),

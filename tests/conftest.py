@@ -132,6 +132,8 @@ class ServerProcess:
             "TETHER_DATABASE_URL": database_url,
             "TETHER_PORT": str(self.port),
             "TETHER_LOG_LEVEL": "warning",
+            # two workers' servers share PostgreSQL's 100 connections with everyone's tests
+            "TETHER_DB_POOL_SIZE": "4",
             **(extra_env or {}),
         }
         args = [sys.executable, "-m", "tether.cli.main", "serve", "--workers", str(workers)]

@@ -88,3 +88,17 @@ def test_remote_target_is_what_the_settings_say_when_the_environment_decides(
     monkeypatch.setenv("TETHER_CONFIG", str(config))
     assert remote_target() is None
     assert load_settings().api_key == "tth_from_yaml"
+
+
+def test_the_servers_postgresql_pool_is_the_size_the_settings_say(tmp_path: Path) -> None:
+    from tests.conftest import PG_URL
+    from tether.server.app import create_app
+
+    settings = load_settings(home=tmp_path, database_url=PG_URL, db_pool_size=3)
+    state = create_app(settings).state.tether
+    try:
+        assert (state.engine.pool.size(), state.engine.pool._max_overflow) == (3, 6)
+    finally:
+        state.engine.dispose()
+    with pytest.raises(ConfigError, match="db_pool_size"):
+        load_settings(home=tmp_path, database_url=PG_URL, db_pool_size=0)

@@ -270,6 +270,9 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path.home() / ".tether")
     database_url: str | None = None
     redis_url: str | None = None
+    # PostgreSQL only: connections each process keeps for its synchronous work (twice as many
+    # more open under load); size replicas x (3 x this + 13) against max_connections
+    db_pool_size: Annotated[int, Field(ge=1, le=500)] = 10
     host: str = "127.0.0.1"
     port: int = 7337
     config: Path | None = None

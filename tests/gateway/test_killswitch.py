@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
 import pytest
 from sqlalchemy import Engine, event, select
+from sqlalchemy.pool import Pool
 
 from tether.core.errors import NotFoundError, RunKilledError
 from tether.core.records import RunAttribution
@@ -23,6 +28,29 @@ def _run(engine: Engine, run_id: str) -> None:
     with engine.begin() as conn:
         ensure_run(conn, run_id, trace_id=None, attribution=RunAttribution(agent="a"),
                    started_at=now, source="gateway", now=now)  # fmt: skip
+
+
+@contextmanager
+def _statements() -> Iterator[list[tuple[int, str]]]:
+    """Every statement run meanwhile, with its thread: through SQLAlchemy on PostgreSQL, and on
+    the SQLite connections opened from now on (the kill switch reads them in plain SQL)."""
+    out: list[tuple[int, str]] = []
+
+    def through(conn: Any, cursor: object, statement: str, *_: object) -> None:
+        if conn.dialect.name != "sqlite":
+            out.append((threading.get_ident(), statement))
+
+    def traced(dbapi_conn: Any, _record: object) -> None:
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            dbapi_conn.set_trace_callback(lambda s: out.append((threading.get_ident(), s)))
+
+    event.listen(Engine, "before_cursor_execute", through)
+    event.listen(Pool, "connect", traced)
+    try:
+        yield out
+    finally:
+        event.remove(Engine, "before_cursor_execute", through)
+        event.remove(Pool, "connect", traced)
 
 
 def _status(engine: Engine, run_id: str) -> tuple[str, str | None]:
@@ -232,23 +260,14 @@ async def test_an_ended_run_past_its_deadline_is_killed_by_its_next_call(db: Eng
 
 async def test_a_poll_is_one_query_however_many_runs_are_in_use(db: Engine, db_url: str) -> None:
     """The poll reads the kill log by time, not every watched run by an IN-list."""
-    queries: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        queries.append(statement)
-
     ks = KillSwitch(db)
     for i in range(300):
         with ks.track(f"run_many{i}"):
             pass
-    with ks.track("run_many_live"):
-        # every engine: on SQLite the poll reads through a no-wait engine of its own
-        event.listen(Engine, "before_cursor_execute", count)
-        try:
-            await ks.poll_once()
-        finally:
-            event.remove(Engine, "before_cursor_execute", count)
-    reads = [q for q in queries if "run_kills" in q]
+    # every engine: on SQLite the poll reads through a no-wait engine of its own
+    with ks.track("run_many_live"), _statements() as queries:
+        await ks.poll_once()
+    reads = [q for _, q in queries if "run_kills" in q]
     assert len(reads) == 1 and " IN " not in reads[0].upper()
 
 
@@ -259,18 +278,11 @@ async def test_on_sqlite_polls_and_checks_read_on_the_event_loop_thread(
     the loop's thread, and see a kill made by another process."""
     if db.dialect.name != "sqlite":
         pytest.skip("SQLite only: PostgreSQL reads on a worker thread, kills are pushed")
-    reads: list[int] = []
-
-    def seen(conn: object, cursor: object, statement: str, *_: object) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "run_kills" in statement:
-            reads.append(threading.get_ident())
-
     other = make_engine(db_url, pool_size=2)
     ks = KillSwitch(db)
     _run(db, "run_t1")
     _run(db, "run_t2")
-    event.listen(Engine, "before_cursor_execute", seen)
-    try:
+    with _statements() as seen:
         await ks.ensure_alive("run_t1", now=datetime.now(UTC))  # never polled: reads the run
         assert await KillSwitch(other).kill("run_t1", "stop", now=datetime.now(UTC))
         await ks.poll_once()
@@ -279,9 +291,9 @@ async def test_on_sqlite_polls_and_checks_read_on_the_event_loop_thread(
         ks._synced_at = 0.0  # the last poll is too old to vouch for run_t2
         with pytest.raises(RunKilledError, match="halt"):
             await ks.ensure_alive("run_t2", now=datetime.now(UTC))
-    finally:
-        event.remove(Engine, "before_cursor_execute", seen)
-        other.dispose()
+    other.dispose()
+    reads = [thread for thread, q in seen
+             if q.lstrip().upper().startswith("SELECT") and "run_kills" in q]  # fmt: skip
     # the run read, the poll, the run read again: all on this (the loop's) thread
     assert reads == [threading.get_ident()] * 3
 

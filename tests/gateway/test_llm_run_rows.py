@@ -8,6 +8,7 @@ import asyncio
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, event, select
 
@@ -47,9 +48,12 @@ async def test_a_named_runs_row_is_written_on_the_loop_unless_the_lock_is_busy(
                  upstream=upstream, inline=inline)  # fmt: skip
     writers: list[int] = []
 
-    def seen(conn: object, cursor: object, statement: str, *_: object) -> None:
+    def seen(statement: str) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO RUNS"):
             writers.append(threading.get_ident())
+
+    def traced(dbapi_conn: Any, _record: object) -> None:
+        dbapi_conn.set_trace_callback(seen)  # plain SQL on the driver's connections too
 
     locked, release = threading.Event(), threading.Event()
 
@@ -58,7 +62,8 @@ async def test_a_named_runs_row_is_written_on_the_loop_unless_the_lock_is_busy(
             locked.set()
             release.wait(5)
 
-    event.listen(Engine, "before_cursor_execute", seen)
+    db.dispose()  # every connection from now on is traced
+    event.listen(db, "connect", traced)
     try:
         started, agent = await gw.run_started_at(_call("run_loop"))
         thread = threading.Thread(target=other_writer)
@@ -71,7 +76,7 @@ async def test_a_named_runs_row_is_written_on_the_loop_unless_the_lock_is_busy(
         await pending
         thread.join(5)
     finally:
-        event.remove(Engine, "before_cursor_execute", seen)
+        event.remove(db, "connect", traced)
         await upstream.aclose()
         inline.dispose()
     assert agent == "bot" and started.tzinfo is not None

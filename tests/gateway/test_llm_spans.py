@@ -4,6 +4,7 @@ span that cannot be built or stored does not take the others down with it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -117,20 +118,17 @@ async def test_take_runs_hands_over_the_spans_no_write_has_started_on(db: Engine
     assert writer._untaken == {} and writer._by_run == {} and writer._pending == 0
 
 
-async def test_on_postgresql_known_runs_take_the_fast_path_and_the_rest_the_general_one(
-    db: Engine,
-) -> None:
-    """With the server's async connections, spans of runs that exist go through
-    store.gateway_spans; a batch with a run not created yet, or a root span, is still stored
-    whole (ingest.write_spans creates the run), and a batch sent again is not counted twice."""
-    if db.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite's gateway spans go through ingest.write_spans")
+async def test_known_runs_take_the_fast_path_and_the_rest_the_general_one(db: Engine) -> None:
+    """Spans of runs that exist go through store.gateway_spans (PostgreSQL, the server's async
+    connections) or store.gateway_spans_sqlite; a batch with a run not created yet is still
+    stored whole (ingest.write_spans creates the run), and a batch sent again is not counted
+    twice."""
     now = datetime.now(UTC)
     with db.begin() as conn:
         ensure_run(conn, "run_known", trace_id=None, attribution=RunAttribution(),
                    started_at=now, source="gateway", now=now)  # fmt: skip
-    pg = AsyncPG(db.url)
-    async with pg.lifespan():
+    pg = AsyncPG(db.url) if db.dialect.name == "postgresql" else None
+    async with pg.lifespan() if pg is not None else contextlib.nullcontext():
         writer = SpanWriter(db, pg)
         async with writer.running():
             for i in range(50):

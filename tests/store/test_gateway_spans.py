@@ -28,7 +28,7 @@ T = TypeVar("T")
 @pytest.fixture
 def pg(db: Engine) -> AsyncPG:
     if db.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite's gateway spans go through ingest.write_spans")
+        pytest.skip("PostgreSQL only: SQLite has store.gateway_spans_sqlite (its own tests)")
     return AsyncPG(db.url)
 
 

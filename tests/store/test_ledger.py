@@ -362,6 +362,48 @@ async def test_sqlite_reserves_waiting_for_the_writer_lock_are_held_in_one_trans
     assert {r[0] for r in rows} == {r.id for r in held}
 
 
+async def test_sqlite_reserves_of_one_loop_turn_share_a_commit_while_calls_are_in_flight(
+    db: Engine,
+) -> None:
+    """With a call of this process in flight, the reserves that arrive in the same turn of the
+    event loop are held in one transaction (fails before: one BEGIN each); with none in flight
+    a reserve is held alone at once."""
+    if db.dialect.name != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL reserves run concurrently on row locks")
+    ledger = SqlLedger(db)
+    caps = [ScopeCap("run:run_t", 100 * 1000), ScopeCap("agent_day:a:2026-11-25", USD)]
+    begins: list[str] = []
+
+    def trace(statement: str) -> None:
+        if statement.startswith("BEGIN"):
+            begins.append(statement)
+
+    def traced(dbapi_conn: Any, *_: Any) -> None:
+        dbapi_conn.set_trace_callback(trace)
+
+    raw = budget_sql._nowait_connection(db)
+    traced(raw.driver_connection)
+    event.listen(db.pool, "checkout", traced)
+    try:
+        first = await ledger.reserve(caps, amount_nusd=1000, tokens=1, run_id="run_t", now=NOW)
+        assert len(begins) == 1  # alone, nothing else in flight
+        held = await asyncio.gather(*(
+            ledger.reserve(caps, amount_nusd=1000, tokens=1, run_id="run_t", now=NOW)
+            for _ in range(10)))  # fmt: skip
+        assert len(begins) == 2  # the ten together
+        await ledger.settle_many([(r, 500, 1) for r in (first, *held)], now=NOW)
+        begins.clear()
+        alone = await ledger.reserve(caps, amount_nusd=1000, tokens=1, run_id="run_t", now=NOW)
+        assert len(begins) == 1
+    finally:
+        event.remove(db.pool, "checkout", traced)
+        raw.driver_connection.set_trace_callback(None)
+    snap = await ledger.snapshot("run:run_t")
+    assert snap is not None
+    assert (snap[1].spent_nusd, snap[1].reserved_nusd, snap[1].calls) == (5500, 1000, 12)
+    assert len({r.id for r in (first, *held, alone)}) == 12
+
+
 async def test_redis_ledger_on_postgresql_keeps_its_durable_side_on_the_event_loop(
     db: Engine, rclient: redis.asyncio.Redis, prefix: str
 ) -> None:

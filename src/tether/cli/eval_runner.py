@@ -99,7 +99,7 @@ def _one(
     checks, and the finish, which starts the next attempt `take()` gives in the same request.
     Returns the finished attempt (with the next one's start under "next") and that next one."""
     task, attempt = item
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.thread_time()
     if started is None:
         started = api.call("POST", f"/api/v1/evals/{ev['id']}/attempts", json=_start(item))
     ctx = AttemptContext(
@@ -114,7 +114,9 @@ def _one(
         fixtures=task.fixtures.model_dump(),
         timeout_s=suite.timeout_s,
     )
+    agent_cpu = time.thread_time()
     result = adapter.run(ctx)
+    agent_cpu = time.thread_time() - agent_cpu
     external, judge_runs = _external(api, suite, task, result.output, ev["id"], attempt)
     nxt = take()
     body = {
@@ -134,6 +136,9 @@ def _one(
     # it that started it, counted there) to its checked answer, which includes starting the
     # next one: tether's overhead is this less the agent's own time
     done["wall_ms"] = (time.perf_counter() - t0) * 1000
+    # the runner's own CPU for it (this thread's, less what the adapter's run took here: a
+    # callable agent runs in this thread), for the benchmark's account of tether's cost
+    done["runner_cpu_ms"] = (time.thread_time() - cpu0 - agent_cpu) * 1000
     return done, nxt
 
 

@@ -41,7 +41,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
 
         client = redis.Redis.from_url(settings.redis_url)
     # the MCP guard's rate limiter is built with the State: it must see the Redis client
-    state = State(settings=settings, engine=engine or make_engine(settings.db_url), redis=client)
+    if engine is None:
+        engine = make_engine(settings.db_url, pool_size=settings.db_pool_size)
+    state = State(settings=settings, engine=engine, redis=client)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from tether.store import kill_feed
+from tether.store.sqlite_rows import timestamp
 from tether.store.tables import run_kills, runs
 from tether.store.upsert import insert_on_conflict
 
@@ -48,3 +49,30 @@ def kill_reason(conn: Connection, run_id: str) -> str | None:
     """Why `run_id` was killed, or None if it was not."""
     row = conn.execute(select(run_kills.c.reason).where(run_kills.c.run_id == run_id)).one_or_none()
     return None if row is None else (row.reason or "killed")
+
+
+# SQLite, in plain SQL on the driver's connection: the kill switch reads these on the event
+# loop's thread (a poll every 25 ms, and a call's own check when the last poll is too old),
+# where SQLAlchemy's connection, statement and result cost several times the indexed read
+_SINCE_SQLITE = "SELECT run_id, reason FROM run_kills WHERE killed_at >= ?"
+_REASON_SQLITE = "SELECT reason FROM run_kills WHERE run_id = ?"
+
+
+def kills_since_sqlite(engine: Engine, since: datetime) -> dict[str, str]:
+    """kills_since on a SQLite engine, outside any transaction."""
+    raw = engine.raw_connection()
+    try:
+        rows = raw.cursor().execute(_SINCE_SQLITE, (timestamp(since),)).fetchall()
+    finally:
+        raw.close()
+    return {run_id: reason or "killed" for run_id, reason in rows}
+
+
+def kill_reason_sqlite(engine: Engine, run_id: str) -> str | None:
+    """kill_reason on a SQLite engine, outside any transaction."""
+    raw = engine.raw_connection()
+    try:
+        row = raw.cursor().execute(_REASON_SQLITE, (run_id,)).fetchone()
+    finally:
+        raw.close()
+    return None if row is None else (row[0] or "killed")

@@ -95,6 +95,8 @@ class SqlLedger:
         # SQLite: reserves waiting for the writer lock, and the task that holds them in batches
         self._waiting: list[tuple[Want, asyncio.Future[Reservation]]] = []
         self._leader: asyncio.Task[None] | None = None
+        # SQLite: holds made here and not yet settled or released (calls in flight)
+        self._open = 0
 
     async def reserve(
         self,
@@ -106,11 +108,11 @@ class SqlLedger:
         now: datetime,
     ) -> Reservation:
         """PostgreSQL: awaited on the event loop (once the pool is open), else on a worker
-        thread. SQLite: on the loop's thread when it needs no waiting (the writer lock is free:
-        a fraction of a millisecond; a thread hop costs more than the reserve); else in line on
-        the loop with the other reserves waiting for the lock, held together in one
-        transaction when it comes free (reserve_sqlite.py), on a worker thread if it stays
-        busy (another process writing)."""
+        thread. SQLite: on the loop's thread when it needs no waiting (nothing else in flight
+        and the writer lock free: a fraction of a millisecond; a thread hop costs more than the
+        reserve); else in line on the loop with the other reserves of this turn of the loop or
+        waiting for the lock, held together in one transaction (reserve_sqlite.py), on a
+        worker thread if the lock stays busy (another process writing)."""
         if not caps:
             return unbound(run_id, amount_nusd, tokens, now)
         rid = new_reservation_id()
@@ -131,12 +133,14 @@ class SqlLedger:
         return held
 
     async def _reserve_sqlite(self, w: Want) -> Reservation:
-        """Alone and at once when nobody waits and the writer lock is free; else in line for
-        the next batch (group commit), which one leader task holds in one transaction."""
-        if not self._waiting:
+        """Alone and at once when no other call is in flight here and the writer lock is free;
+        else in line for the next batch (group commit), which one leader task holds in one
+        transaction: with calls in flight, the reserves that arrive in the same turn of the
+        event loop share one commit (a commit costs more than the reserve's statements)."""
+        if not self._waiting and not self._open:
             done = budgets.reserve_batch(self.engine, [w], nowait=True)
             if done is not None:
-                return _result(done[0])
+                return self._opened(_result(done[0]))
         fut: asyncio.Future[Reservation] = asyncio.get_running_loop().create_future()
         self._waiting.append((w, fut))
         if self._leader is None:
@@ -178,9 +182,17 @@ class SqlLedger:
                         if isinstance(out, Exception):
                             fut.set_exception(out)
                         else:
-                            fut.set_result(out)
+                            fut.set_result(self._opened(out))
         finally:
             self._leader = None
+
+    def _opened(self, held: Reservation) -> Reservation:
+        if held.scopes:
+            self._open += 1
+        return held
+
+    def _closed(self, n: int) -> None:
+        self._open = max(0, self._open - n)
 
     async def _writer_released(self) -> bool:
         """Waits until this process lets SQLite's writer lock go (or a short timeout: a
@@ -203,6 +215,7 @@ class SqlLedger:
     ) -> Settlement:
         if not reservation.scopes:
             return unbound_settlement(reservation, actual_nusd, actual_tokens)
+        self._closed(1)
         return await anyio.to_thread.run_sync(lambda: budgets.settle(
             self.engine, reservation, actual_nusd=actual_nusd, actual_tokens=actual_tokens,
             now=now))  # fmt: skip
@@ -214,16 +227,19 @@ class SqlLedger:
         if not bound:
             return
         # SQLite: on the loop's thread when the writer lock is free and every hold still held
-        if self.sqlite and budgets.settle_many(self.engine, bound, now=now, nowait=True):
-            return
-        if self._settle_limiter is None:
-            self._settle_limiter = anyio.CapacityLimiter(1)
-        await anyio.to_thread.run_sync(lambda: budgets.settle_many(self.engine, bound, now=now),
-                                       limiter=self._settle_limiter)  # fmt: skip
+        if not (self.sqlite and budgets.settle_many(self.engine, bound, now=now, nowait=True)):
+            if self._settle_limiter is None:
+                self._settle_limiter = anyio.CapacityLimiter(1)
+            await anyio.to_thread.run_sync(
+                lambda: budgets.settle_many(self.engine, bound, now=now),
+                limiter=self._settle_limiter,
+            )
+        self._closed(len(bound))
 
     async def release(self, reservation: Reservation, *, now: datetime) -> bool:
         if not reservation.scopes:
             return True
+        self._closed(1)
         return await anyio.to_thread.run_sync(
             lambda: budgets.release(self.engine, reservation, now=now)
         )

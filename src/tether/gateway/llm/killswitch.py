@@ -301,11 +301,15 @@ async def kill_run(ks: KillSwitch, run_id: str, *, actor: str, reason: str, now:
 
 
 def _kill_reason(engine: Engine, run_id: str) -> str | None:
+    if engine.dialect.name == "sqlite":
+        return kills.kill_reason_sqlite(engine, run_id)
     with reading(engine) as conn:
         return kills.kill_reason(conn, run_id)
 
 
 def _kills_since(engine: Engine, since: datetime) -> dict[str, str]:
+    if engine.dialect.name == "sqlite":
+        return kills.kills_since_sqlite(engine, since)
     with reading(engine) as conn:
         return kills.kills_since(conn, since)
 

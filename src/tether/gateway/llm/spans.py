@@ -1,6 +1,7 @@
 """The gateway's span writer: LLM spans leave the request path through a queue and are written in
 batches by one background task, within ~50 ms, flushed at shutdown: on PostgreSQL through
-store.gateway_spans on the event loop, else (or when a batch needs it) store.ingest.write_spans.
+store.gateway_spans on the event loop, on SQLite through store.gateway_spans_sqlite (on the loop
+when the writer lock is free), and store.ingest.write_spans when a batch needs it.
 `take_runs()` hands the spans of a few runs not yet being written to a caller that stores them in
 its own transaction (an eval finishing its attempt), and waits (notified) for any already being
 written; `flush_run()` waits for one run's spans only and cuts the batch window short."""
@@ -20,6 +21,7 @@ from sqlalchemy import Engine
 
 from tether.core.records import SpanRecord
 from tether.store.gateway_spans import write_gateway_spans
+from tether.store.gateway_spans_sqlite import store_gateway_spans
 from tether.store.ingest import write_spans
 from tether.store.pg_async import AsyncPG
 
@@ -49,6 +51,7 @@ class SpanWriter:
     def __init__(self, engine: Engine, pg: AsyncPG | None = None) -> None:
         self.engine = engine
         self.pg = pg  # PostgreSQL: the server's async connections (ready once its lifespan runs)
+        self.sqlite = engine.dialect.name == "sqlite"
         self._queue: asyncio.Queue[_Entry | object] = asyncio.Queue()
         self._pending = 0
         self._idle = asyncio.Event()
@@ -224,7 +227,25 @@ class SpanWriter:
         if pg is not None and pg.ready and await write_gateway_spans(pg, batch, datetime.now(UTC)):
             self.written_fast += len(batch)
             return
+        if self.sqlite:
+            # on the loop's thread when the writer lock is free (a thread hop costs more than
+            # the transaction), else on a worker thread that waits for it
+            fast = store_gateway_spans(self.engine, batch, datetime.now(UTC), nowait=True)
+            if fast is None:
+                fast = await anyio.to_thread.run_sync(self._write_sqlite, batch)
+            elif not fast:
+                await anyio.to_thread.run_sync(self._write_sync, batch)
+            if fast:
+                self.written_fast += len(batch)
+            return
         await anyio.to_thread.run_sync(self._write_sync, batch)
+
+    def _write_sqlite(self, batch: list[SpanRecord]) -> bool:
+        """SQLite's fast path, waiting for the writer lock; else write_spans (False)."""
+        if store_gateway_spans(self.engine, batch, datetime.now(UTC), nowait=False):
+            return True
+        self._write_sync(batch)
+        return False
 
     def _write_sync(self, batch: list[SpanRecord]) -> None:
         write_spans(self.engine, batch, now=datetime.now(UTC), source="gateway")
