@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
-import psycopg
 from sqlalchemy import Engine
 
 from tether.core.budget import CounterState, ScopeCap, merge_caps, refusal_message, remaining
@@ -363,6 +362,8 @@ _ADD_SPENT = (
 async def _add_spent_pg(conn: Any, spent: dict[str, list[int]], now: datetime) -> None:
     """add_spent_by_scope on one of AsyncPG's transaction connections: not idempotent, so it is
     sent again only when its connection failed before the COMMIT (NotCommitted)."""
+    import psycopg  # here, not at the top: a SQLite server with Redis never loads it
+
     scopes = sorted(spent)
     params = {"s": scopes, "n": [spent[x][0] for x in scopes], "t": [spent[x][1] for x in scopes],
               "c": [spent[x][2] for x in scopes], "now": now}  # fmt: skip
