@@ -261,6 +261,8 @@ async def settle_held_pg(pg: AsyncPG, items: Sequence[tuple[Any, int, int]], now
                 "s": s} for s, d in sorted(deltas.items())]  # fmt: skip
 
     async def work(conn: Any) -> bool:
+        import psycopg  # here, not at the top: a SQLite server never loads it
+
         try:
             async with conn.pipeline():
                 await conn.execute("SET LOCAL synchronous_commit = off")
