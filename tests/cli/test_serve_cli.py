@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ServerProcess
 from tether.server.starting import KEEP_ALIVE_S
 from tether.store.migrate import head_revision
@@ -74,3 +76,19 @@ def test_serve_keeps_an_idle_connection_open_longer_than_clients_keep_theirs(
             assert _get_on(sock).startswith(b"HTTP/1.1 200")
     finally:
         server.stop()
+
+
+def test_serve_caps_glibc_malloc_arenas_unless_the_operator_set_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tether.cli.serve import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # glibc's own variable wins
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=3")
+    assert limit_malloc_arenas() is False
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    if not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None:
+        pytest.skip("glibc only")
+    assert limit_malloc_arenas() is True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
@@ -101,3 +103,33 @@ def test_data_written_at_0001_survives_every_later_migration(db_url: str) -> Non
             assert conn.execute(text("SELECT source FROM policies")).scalar() == "agent: triage\n"
     finally:
         engine.dispose()
+
+
+def test_head_revision_is_alembics_head() -> None:
+    """head_revision reads the migration files itself (no Alembic at start-up): same answer."""
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_current_revision_of_an_empty_database_is_none(db_url: str) -> None:
+    engine = create_engine(db_url)
+    try:
+        assert current_revision(engine) is None
+    finally:
+        engine.dispose()
+
+
+def test_a_database_at_head_is_checked_without_loading_alembic(db: Engine) -> None:
+    """A restart reads the revision with a plain query: Alembic (~5 MB of server RSS) loads
+    only when there is something to upgrade."""
+    script = (
+        "import sys\n"
+        "from tether.store.engine import make_engine\n"
+        "from tether.store.migrate import head_revision, upgrade\n"
+        f"assert upgrade(make_engine({db.url.render_as_string(hide_password=False)!r})) "
+        "== head_revision()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

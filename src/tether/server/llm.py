@@ -81,6 +81,10 @@ def install(app: FastAPI, state: State) -> None:
                 tg.cancel_scope.cancel()
         await upstream.aclose()
         if rclient is not None:
+            from tether.store.redis_ledger import RedisLedger
+
+            if isinstance(ledger, RedisLedger):
+                await ledger.aclose()
             await rclient.aclose()
 
     state.lifespans.append(lifespan)

@@ -16,7 +16,6 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-import psycopg
 from sqlalchemy import Engine
 
 from tether.core.budget import CounterState, ScopeCap, fits
@@ -84,6 +83,8 @@ async def _send(
     first try whose connection died (`resent`), it recognises a hold that first try committed:
     its INSERT fails on the hold's primary key (the whole statement with it, the second take
     too), or, when the first took the last of the room, it finds no room and then the hold."""
+    import psycopg  # here, not at the top: a SQLite server never loads it
+
     try:
         if pre is None:
             cur = await conn.execute(stmt, values, prepare=True)

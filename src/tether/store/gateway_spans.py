@@ -24,7 +24,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import psycopg
 
 from tether.core.records import SpanRecord
 from tether.store.pg_async import AsyncPG, NotCommitted
@@ -192,6 +191,8 @@ async def write_gateway_spans(pg: AsyncPG, records: Sequence[SpanRecord], now: d
     versions = [{"a": a, "v": v, "now": now} for a, v in seen if v]
 
     async def work(conn: Any) -> bool:
+        import psycopg  # here, not at the top: a SQLite server never loads it
+
         try:
             async with conn.pipeline():
                 foreign = conn.cursor()

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
-import psycopg
 from sqlalchemy import Engine
 
 from tether.core.budget import CounterState, ScopeCap, merge_caps, refusal_message, remaining
@@ -25,6 +24,7 @@ from tether.store.budgets import (
     unbound_settlement,
 )
 from tether.store.pg_async import AsyncPG, NotCommitted
+from tether.store.redis_wire import LeanRedis
 
 # Counters outlive a day so that day scopes are still visible the next morning; a counter that
 # expired is re-seeded from the database, which has every settled cost.
@@ -32,6 +32,8 @@ COUNTER_TTL_S = 3 * 86400
 
 _RESERVE = """
 local n = tonumber(ARGV[1])
+-- a second delivery of a reserve that held (its connection was lost before the reply)
+if redis.call('EXISTS', KEYS[n + 1]) == 1 then return {1} end
 local amount, tokens = tonumber(ARGV[2]), tonumber(ARGV[3])
 local missing = {}
 for i = 1, n do
@@ -134,7 +136,10 @@ class RedisLedger:
     """Ledger on Redis (shared by every tether process), with durable spend in the database.
 
     `redis` is a `redis.asyncio.Redis` client; every Redis call is awaited on the event loop
-    (one EVALSHA per reserve, one per settle batch), the database's on a worker thread."""
+    (one EVALSHA per reserve, one per settle batch: those two through redis_wire's lean client
+    to the same server when it can reach it, everything else through `redis`), the database's
+    on psycopg's async connections on PostgreSQL, else on a worker thread. `aclose()` closes
+    the lean client's connection (the caller closes `redis`)."""
 
     def __init__(
         self, redis: Any, engine: Engine, *, ttl_s: int = DEFAULT_TTL_S, prefix: str | None = None,
@@ -152,6 +157,16 @@ class RedisLedger:
         self.prefix = prefix
         self._reserve = redis.register_script(_RESERVE)
         self._finish = redis.register_script(_FINISH)
+        self._lean = LeanRedis.of(redis)
+
+    async def _script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        if self._lean is not None:
+            return await self._lean.evalsha(script.sha, script.script, keys, args)
+        return await script(keys=keys, args=args)
+
+    async def aclose(self) -> None:
+        if self._lean is not None:
+            await self._lean.aclose()
 
     def _ckey(self, scope: str) -> str:
         return f"{self.prefix}b:{scope}"
@@ -190,7 +205,7 @@ class RedisLedger:
                 args += [_opt(c.cap_nusd), _opt(c.cap_tokens), _opt(c.cap_calls)]
                 args += ["", "", ""] if seed is None else [
                     seed.spent_nusd, seed.spent_tokens, seed.calls]  # fmt: skip
-            out = await self._reserve(keys=keys, args=args)
+            out = await self._script(self._reserve, keys, args)
             if int(out[0]) == 1:
                 return Reservation(
                     rid, run_id, tuple(c.scope for c in ordered), amount_nusd, tokens, expires
@@ -234,7 +249,7 @@ class RedisLedger:
                 keys += [self._ckey(s) for s in sorted(r.scopes)] + [self._rkey(r.id)]
                 args += [len(r.scopes), actual, atokens, r.id, mode]
                 args[0] += 1
-            out = await self._finish(keys=[*keys, self._zkey], args=args)
+            out = await self._script(self._finish, [*keys, self._zkey], args)
             done += [(int(out[i]), int(out[i + 1])) for i in range(0, len(out), 2)]
         return done
 
@@ -347,6 +362,8 @@ _ADD_SPENT = (
 async def _add_spent_pg(conn: Any, spent: dict[str, list[int]], now: datetime) -> None:
     """add_spent_by_scope on one of AsyncPG's transaction connections: not idempotent, so it is
     sent again only when its connection failed before the COMMIT (NotCommitted)."""
+    import psycopg  # here, not at the top: a SQLite server with Redis never loads it
+
     scopes = sorted(spent)
     params = {"s": scopes, "n": [spent[x][0] for x in scopes], "t": [spent[x][1] for x in scopes],
               "c": [spent[x][2] for x in scopes], "now": now}  # fmt: skip

@@ -56,6 +56,7 @@ from tether.store.ingest import ensure_run, write_spans
 from tether.store.inline import InlineSQLite
 from tether.store.ledger import Ledger, SqlLedger
 from tether.store.pg_async import AsyncPG
+from tether.store.runs_pg import ensure_run_pg
 from tether.store.tables import runs
 from tether.store.writelock import span_writer
 
@@ -126,6 +127,7 @@ class Gateway:
         self.killswitch = killswitch
         self.upstream = upstream
         self.writer = SpanWriter(engine, pg)
+        self.pg = pg  # PostgreSQL: new runs' rows on the event loop once its lifespan opened it
         self.on_overshoot = on_overshoot
         # run id -> when it started (runs this process has already made sure exist)
         self._runs: dict[str, tuple[datetime, str | None]] = {}
@@ -248,7 +250,10 @@ class Gateway:
 
     async def _ensure_run_later(self, call: Call) -> None:
         try:
-            await anyio.to_thread.run_sync(self._ensure_run, call)
+            if self.pg is not None and self.pg.ready:
+                await self._ensure_run_pg(self.pg, call)
+            else:
+                await anyio.to_thread.run_sync(self._ensure_run, call)
         except Exception:  # the span writer creates the run anyway; only an early kill misses it
             log.warning("could not create run %s ahead of its stream", call.caller.run_id,
                         exc_info=True)  # fmt: skip
@@ -256,17 +261,23 @@ class Gateway:
     async def _ensure_run_now(self, call: Call) -> _RunRow:
         """On SQLite in plain SQL (store.gateway_run_sqlite), on the loop's thread when the
         writer lock is free (a thread hop costs more than the transaction), else on a worker
-        thread that waits for it; on PostgreSQL _ensure_run on a worker thread."""
+        thread that waits for it; on PostgreSQL in plain SQL awaited on the loop
+        (store.runs_pg) once the pool is open, else _ensure_run on a worker thread."""
+        if self.pg is not None and self.pg.ready:
+            return _run_row(await self._ensure_run_pg(self.pg, call))
         if self.inline is not None:
             state = self._ensure_run_sqlite(call, True)
             if state is None:  # nothing was written: the thread waits for the lock
                 state = await anyio.to_thread.run_sync(self._ensure_run_sqlite, call, False)
             assert state is not None  # only a `nowait` one gives up
-            killed = (state.kill_reason or "killed") if state.status == "killed" else None
-            return (state.started_at, state.agent, killed, state.caps,
-                    mock_script_header(state.attributes),
-                    is_eval_run(state.attributes, state.agent))  # fmt: skip
+            return _run_row(state)
         return await anyio.to_thread.run_sync(self._ensure_run, call)
+
+    @staticmethod
+    async def _ensure_run_pg(pg: AsyncPG, call: Call) -> RunState:
+        return await ensure_run_pg(pg, call.caller.run_id, trace_id=call.trace_id,
+                                   attribution=call.attribution, started_at=call.started_at,
+                                   source="gateway", now=call.started_at)  # fmt: skip
 
     def _ensure_run_sqlite(self, call: Call, nowait: bool) -> RunState | None:
         return ensure_run_sqlite(
@@ -294,9 +305,8 @@ class Gateway:
                        runs.c.attributes).where(runs.c.id == call.caller.run_id)
             ).one()  # fmt: skip
             caps = thread_store.caps_in(conn, call.caller.run_id)
-        killed = (row.kill_reason or "killed") if row.status == "killed" else None
-        return (row.started_at, row.agent, killed, caps, mock_script_header(row.attributes),
-                is_eval_run(row.attributes, row.agent))  # fmt: skip
+        return _run_row(RunState(row.started_at, row.agent, row.status, row.kill_reason,
+                                 row.attributes, caps))  # fmt: skip
 
     # ------------------------------------------------------------ admission
 
@@ -468,6 +478,13 @@ def mock_script_header(attributes: Any) -> str | None:
     fixtures = fixtures_of(attributes if isinstance(attributes, dict) else None)
     script = fixtures.get("llm") if fixtures else None
     return json.dumps(script, separators=(",", ":")) if script is not None else None
+
+
+def _run_row(state: RunState) -> _RunRow:
+    killed = (state.kill_reason or "killed") if state.status == "killed" else None
+    return (state.started_at, state.agent, killed, state.caps,
+            mock_script_header(state.attributes),
+            is_eval_run(state.attributes, state.agent))  # fmt: skip
 
 
 def _traceparent(value: str | None) -> tuple[str | None, str | None]:

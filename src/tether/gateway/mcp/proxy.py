@@ -26,7 +26,13 @@ from tether.core.principal import Principal
 from tether.core.tags import tags_for_tools
 from tether.gateway.mcp.builtin import BuiltinServer
 from tether.gateway.mcp.guard import Guard
-from tether.gateway.mcp.spans import CallContext, as_json, record_span, run_for_request
+from tether.gateway.mcp.spans import (
+    PRINCIPAL_KEY,
+    CallContext,
+    as_json,
+    record_span,
+    run_for_request,
+)
 from tether.gateway.mcp.surfaces import Surfaces
 from tether.gateway.mcp.upstream import Upstream
 from tether.store import approvals, evals, policies
@@ -38,7 +44,6 @@ CALL_TIMEOUT_S = 120.0
 LIST_TIMEOUT_S = 10.0
 PROGRESS_EVERY_S = 1.0
 STARTUP_WAIT_S = 15.0
-PRINCIPAL_KEY = "tether.principal"
 
 
 def _now() -> datetime:
@@ -137,9 +142,8 @@ class Gateway:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Starts every upstream's supervisor; waits (bounded) for their first connection."""
-        if self.builtins:
-            await self._sync_builtins()
+        """Starts every upstream's supervisor; waits (bounded) for their first connection. (The
+        built-in servers' tools are registered at start-up: builtin.sync_builtins.)"""
         async with anyio.create_task_group() as tg:
             for upstream in self.upstreams.values():
                 tg.start_soon(upstream.run)
@@ -183,21 +187,6 @@ class Gateway:
         actor = f"mcp:{upstream.name}"
         await anyio.to_thread.run_sync(
             lambda: registry.sync_tools(self.engine, specs, now=_now(), actor=actor)
-        )
-
-    async def _sync_builtins(self) -> None:
-        specs = [
-            registry.ToolSpec(
-                name=f"{b.name}.{t.name}", server=b.name, kind="mcp",
-                description=t.description or "", input_schema=dict(t.input_schema),
-                tags=tuple(b.tags.get(t.name, ())),
-                annotations=t.annotations.model_dump(exclude_none=True) if t.annotations else None,
-            )
-            for b in self.builtins.values()
-            for t in b.tools()
-        ]  # fmt: skip
-        await anyio.to_thread.run_sync(
-            lambda: registry.sync_tools(self.engine, specs, now=_now(), actor="tether")
         )
 
     # ------------------------------------------------------------ identity

@@ -19,6 +19,9 @@ from tether.store.engine import reading
 from tether.store.ingest import write_spans
 from tether.store.tables import runs
 
+# The ASGI scope key under which /mcp hands the request's Principal to the gateway.
+PRINCIPAL_KEY = "tether.principal"
+
 
 @dataclass(frozen=True)
 class CallContext:
