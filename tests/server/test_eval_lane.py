@@ -93,7 +93,7 @@ def test_the_lane_answers_a_finish_as_the_router_does(app: TestClient) -> None:
     # the endpoint's errors, worded as the router words them
     for path, bad in [
         (f"{fin}/1/finish", {"ok": True, "run_id": run1}),  # done already
-        (f"/evals/ev_nope/attempts/t1/0/finish", {"ok": True}),
+        ("/evals/ev_nope/attempts/t1/0/finish", {"ok": True}),
         (f"{fin}/0/finish", {"ok": True, "run_id": run0, "next": {"task_id": "t9", "attempt": 0}}),
         (f"{fin}/0/finish", {"ok": True, "run_id": run0, "next": {"task_id": "t1", "attempt": 3}}),
     ]:
