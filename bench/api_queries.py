@@ -30,10 +30,10 @@ from sqlalchemy import Engine, create_engine, insert, text
 
 from tether.config import load_settings
 from tether.server.app import create_app
-from tether.server.metrics import run_aggregates
 from tether.store.costs import cost_breakdown, success_at_target
 from tether.store.engine import make_engine
 from tether.store.keys import create_key
+from tether.store.metrics import DecisionTally, read_ledger
 from tether.store.migrate import upgrade
 from tether.store.runs import RunFilters, list_runs, list_spans, span_tree
 from tether.store.tables import runs, spans
@@ -138,7 +138,7 @@ def measure(engine: Engine, db_url: str, tmp: Path) -> dict[str, dict[str, float
         "cost_by_day_30d": lambda: cost_breakdown(engine, "day", start=T0, end=end),
         "cost_by_agent_30d": lambda: cost_breakdown(engine, "agent", start=T0, end=end),
         "kpi_30d": lambda: success_at_target(engine, start=T0, end=end),
-        "metrics_aggregate": lambda: run_aggregates(engine),
+        "metrics_aggregate": lambda: read_ledger(engine, DecisionTally(), now=end),
     }  # fmt: skip
     out = {}
     for name, fn in cases.items():
