@@ -34,7 +34,10 @@ def test_every_benchmark_imports_what_exists() -> None:
     """`make bench` must not stop at an import of something renamed (lint does not run bench/
     through mypy): each script is imported, without running its main, in one fresh interpreter."""
     names = sorted(p.stem for p in (ROOT / "bench").glob("*.py"))
-    code = "import importlib, sys; sys.path[:0] = ['bench', '.']\nfor n in sys.argv[1:]: importlib.import_module(n)"
+    code = (
+        "import importlib, sys; sys.path[:0] = ['bench', '.']\n"
+        "for n in sys.argv[1:]: importlib.import_module(n)"
+    )
     done = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

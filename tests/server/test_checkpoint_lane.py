@@ -1,6 +1,7 @@
-"""The checkpoint lane (server/checkpoint_lane.py) answers put, put_writes and get_tuple itself
-when it takes them as they are, with the router's answers; everything else reaches the app
-behind it unchanged, body and all, on SQLite and PostgreSQL."""
+"""The API lane (server/lane.py) with the checkpoint routes (server/checkpoint_lane.py)
+answers put, put_writes and get_tuple itself when it takes them as they are, with the router's
+answers; everything else reaches the app behind it unchanged, body and all, on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from sqlalchemy import Engine
 from tether.config import Settings
 from tether.server.app import create_app
 from tether.server.auth import authenticate
-from tether.server.checkpoint_lane import CheckpointLane
+from tether.server.checkpoint_lane import ROUTES
 from tether.server.deps import State
+from tether.server.lane import Lane
 from tether.store.keys import create_key
 
 B64 = base64.b64encode(b"\x80").decode()
@@ -41,7 +43,7 @@ class Behind:
 
 
 def call(
-    lane: CheckpointLane,
+    lane: Lane,
     method: str,
     path: str,
     *,
@@ -93,7 +95,7 @@ def known_key(state: State, scopes: str, agent: str | None) -> str:
 
 def test_takes_put_writes_and_get_tuple_as_the_router_answers(state: State) -> None:
     behind = Behind()
-    lane = CheckpointLane(behind, state)
+    lane = Lane(behind, state, ROUTES)
     key = known_key(state, "agent", "a1")
     status, out = call(lane, "POST", "/checkpoints", key=key, body=checkpoint("t1", "0001"))
     assert status == 200 and out["checkpoint_id"] == "0001" and out["run_id"].startswith("run_")
@@ -114,7 +116,7 @@ def test_takes_put_writes_and_get_tuple_as_the_router_answers(state: State) -> N
 
 def test_leaves_the_rest_to_the_app_unchanged(state: State) -> None:
     behind = Behind()
-    lane = CheckpointLane(behind, state)
+    lane = Lane(behind, state, ROUTES)
     key = known_key(state, "agent", "a1")
     reader = known_key(state, "read", None)
     _, unknown = create_key(state.engine, scopes="agent", agent="a1")  # not looked up yet

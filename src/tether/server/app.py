@@ -14,8 +14,10 @@ from tether._version import __version__
 from tether.config import Settings
 from tether.server import (
     api,
+    checkpoint_lane,
     console,
     errors,
+    eval_lane,
     evals,
     export_otlp,
     governance,
@@ -27,8 +29,8 @@ from tether.server import (
     store_upkeep,
     watch,
 )
-from tether.server.checkpoint_lane import CheckpointLane
 from tether.server.deps import State
+from tether.server.lane import Lane
 from tether.server.limits import BodySizeLimit
 from tether.store.engine import make_engine
 
@@ -79,7 +81,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     watch.install(app, state)
     store_upkeep.install(state)
     openapi.install(app)  # after every route: ids and error responses of the whole API
-    app.add_middleware(CheckpointLane, state=state)  # inside the size limit
+    # the hot API routes straight to their endpoints, inside the size limit
+    lane_routes = {**checkpoint_lane.ROUTES, **eval_lane.ROUTES}
+    app.add_middleware(Lane, state=state, routes=lane_routes)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app
 

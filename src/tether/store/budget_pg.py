@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from tether.core.budget import CounterState, ScopeCap, fits
 from tether.store.budget_sql import Refused, bind_processors
-from tether.store.pg_async import AsyncPG
+from tether.store.pg_async import AsyncPG, NotCommitted
 
 
 def reserve_pg(
@@ -224,3 +224,64 @@ def _outcome(
         if not fits(state, seen, amount_nusd, tokens):
             return Refused(seen, state)
     raise AssertionError("a refused reserve with room on every scope")
+
+
+# The settle writer's batch (budgets.settle_many's common case: every hold still held) awaited
+# on the event loop: the holds marked settled, then the counters charged one UPDATE per scope in
+# scope order (the reserve's lock order), pipelined in one transaction whose commit does not
+# wait for the WAL flush (its counter locks go at once, budgets.hold_commit); then a lock-free
+# synchronous commit waits for the flush (budgets._flush_wal) before the batch counts as done.
+_MARK_HELD = (
+    "UPDATE reservations SET status = 'settled' WHERE status = 'held' AND id = ANY(%(ids)s) "
+    "RETURNING id"
+)
+_CHARGE_HELD = (
+    "UPDATE budget_counters SET spent_nusd = spent_nusd + %(spent)s, "
+    "reserved_nusd = reserved_nusd - %(held)s, spent_tokens = spent_tokens + %(stokens)s, "
+    "reserved_tokens = reserved_tokens - %(htokens)s, updated_at = %(now)s WHERE scope = %(s)s"
+)
+_FLUSH = "SELECT pg_current_xact_id()"
+
+
+async def settle_held_pg(pg: AsyncPG, items: Sequence[tuple[Any, int, int]], now: datetime) -> bool:
+    """Settles (reservation, actual_nusd, actual_tokens) items if every one is still held
+    (True, on disk); else writes nothing (False: budgets.settle_many's general path decides)."""
+    ids = [r.id for r, _, _ in items]
+    if len(set(ids)) != len(ids):
+        return False
+    deltas: dict[str, list[int]] = {}
+    for r, nusd, tokens in items:
+        for scope in r.scopes:
+            d = deltas.setdefault(scope, [0, 0, 0, 0])
+            d[0] += nusd
+            d[1] += r.amount_nusd
+            d[2] += tokens
+            d[3] += r.tokens
+    charges = [{"spent": d[0], "held": d[1], "stokens": d[2], "htokens": d[3], "now": now,
+                "s": s} for s, d in sorted(deltas.items())]  # fmt: skip
+
+    async def work(conn: Any) -> bool:
+        import psycopg  # here, not at the top: a SQLite server never loads it
+
+        try:
+            async with conn.pipeline():
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                marked = await conn.execute(_MARK_HELD, {"ids": ids}, prepare=True)
+                await conn.cursor().executemany(_CHARGE_HELD, charges)
+            if len(await marked.fetchall()) != len(ids):
+                await conn.rollback()
+                return False
+        except psycopg.OperationalError as exc:
+            raise NotCommitted from exc  # before the COMMIT: nothing of it can have committed
+        except psycopg.Error:
+            await conn.rollback()
+            raise
+        # a connection lost during the COMMIT is raised as it is: the settle writer sends the
+        # batch again, and holds found settled then go to the general path, which skips them
+        await conn.commit()
+        return True
+
+    if not await pg.transaction(work):
+        return False
+    await pg.first(_FLUSH, {})
+    return True

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from tether.core.budget import CounterState, ScopeCap
 from tether.store import budgets, writelock
+from tether.store.budget_pg import settle_held_pg
 from tether.store.budget_sql import Want
 from tether.store.budgets import (
     DEFAULT_TTL_S,
@@ -226,8 +227,15 @@ class SqlLedger:
         bound = [i for i in items if i[0].scopes]
         if not bound:
             return
-        # SQLite: on the loop's thread when the writer lock is free and every hold still held
-        if not (self.sqlite and budgets.settle_many(self.engine, bound, now=now, nowait=True)):
+        # SQLite: on the loop's thread when the writer lock is free and every hold still held;
+        # PostgreSQL: awaited on the loop when every hold is still held (budget_pg)
+        if self.pg is not None and self.pg.ready:
+            done = await settle_held_pg(self.pg, bound, now)
+        else:
+            done = self.sqlite and bool(
+                budgets.settle_many(self.engine, bound, now=now, nowait=True)
+            )
+        if not done:
             if self._settle_limiter is None:
                 self._settle_limiter = anyio.CapacityLimiter(1)
             await anyio.to_thread.run_sync(
