@@ -44,6 +44,30 @@ def test_out_of_range_numbers_are_400_naming_the_parameter(api: Api, url: str, n
     assert named in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("/api/v1/kpi?from=0001-01-01T00:00:00%2B05:00", "from"),
+        ("/api/v1/costs?to=9999-12-31T23:00:00-05:00", "to"),
+        ("/api/v1/runs?started_after=0001-01-01T00:00:00%2B01:00", "started_after"),
+    ],
+)
+def test_times_with_no_utc_equivalent_are_400_naming_the_parameter(
+    api: Api, url: str, named: str
+) -> None:
+    r = api.client.get(url, headers=api.read)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"].startswith(f"{named}: ")
+
+
+def test_a_window_ending_near_the_first_representable_time_starts_there(api: Api) -> None:
+    # the default 30 days before `to` would be before year 1: the window starts at year 1
+    r = api.client.get("/api/v1/kpi?to=0001-01-02T00:00:00", headers=api.read)
+    assert r.status_code == 200, r.text
+    assert r.json()["start"].startswith("0001-01-01T00:00:00")
+    assert api.client.get("/api/v1/costs?to=0001-01-02", headers=api.read).status_code == 200
+
+
 def test_non_ascii_cookies_and_csrf_tokens_are_refused_not_a_crash(api: Api) -> None:
     client = api.client
     login = client.post(

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from tether.core.errors import BadRequestError
 from tether.core.money import nusd_to_float
 
 
@@ -199,8 +200,14 @@ def feedback_resource(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "created_at": _ts(row["created_at"])}
 
 
-def as_utc(value: datetime | None) -> datetime | None:
-    """Query timestamps without an offset are taken as UTC."""
+def as_utc(value: datetime | None, name: str = "time") -> datetime | None:
+    """Query timestamps without an offset are taken as UTC; one that has no UTC time (year 1
+    with a positive offset, year 9999 with a negative one) is a 400 naming the parameter."""
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise BadRequestError(f"{name}: {value.isoformat()} is out of range in UTC") from None

@@ -64,8 +64,13 @@ class KpiReport(BaseModel):
 
 
 def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    end_utc = as_utc(end) or datetime.now(UTC)
-    return as_utc(start) or end_utc - DEFAULT_WINDOW, end_utc
+    """[from, to): `to` defaults to now, `from` to 30 days before `to` (or the earliest time)."""
+    end_utc = as_utc(end, "to") or datetime.now(UTC)
+    start_utc = as_utc(start, "from")
+    if start_utc is None:
+        earliest = datetime.min.replace(tzinfo=UTC)
+        start_utc = max(end_utc, earliest + DEFAULT_WINDOW) - DEFAULT_WINDOW
+    return start_utc, end_utc
 
 
 @router.get(

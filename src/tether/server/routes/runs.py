@@ -77,7 +77,8 @@ def list_runs(
 ) -> dict[str, Any]:
     filters = run_store.RunFilters(
         agent=agent, version=version, status=status, user=user, task_id=task_id,
-        started_after=as_utc(started_after), started_before=as_utc(started_before),
+        started_after=as_utc(started_after, "started_after"),
+        started_before=as_utc(started_before, "started_before"),
         min_cost_usd=min_cost_usd, max_cost_usd=max_cost_usd, q=q,
     )  # fmt: skip
     rows, next_cursor = run_store.list_runs(state.engine, filters, sort, limit, cursor)
