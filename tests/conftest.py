@@ -132,8 +132,9 @@ class ServerProcess:
             "TETHER_DATABASE_URL": database_url,
             "TETHER_PORT": str(self.port),
             "TETHER_LOG_LEVEL": "warning",
-            # two workers' servers share PostgreSQL's 100 connections with everyone's tests
-            "TETHER_DB_POOL_SIZE": "4",
+            # two workers' servers share PostgreSQL's 100 connections with everyone's tests (a
+            # quiet run of the suite peaked at 88 with 4): at most 6 sync + 6 async + 1 each
+            "TETHER_DB_POOL_SIZE": "2",
             **(extra_env or {}),
         }
         args = [sys.executable, "-m", "tether.cli.main", "serve", "--workers", str(workers)]

@@ -98,6 +98,8 @@ def test_the_servers_postgresql_pool_is_the_size_the_settings_say(tmp_path: Path
     state = create_app(settings).state.tether
     try:
         assert (state.engine.pool.size(), state.engine.pool._max_overflow) == (3, 6)
+        assert state.pg_async is not None
+        assert (state.pg_async.pool_size, state.pg_async.tx_size) == (3, 6)
     finally:
         state.engine.dispose()
     with pytest.raises(ConfigError, match="db_pool_size"):

@@ -110,7 +110,8 @@ class State:
         self.inline_db = inline_for(self.engine)
         self.pg_async = None
         if self.engine.dialect.name == "postgresql":
-            self.pg_async = AsyncPG(self.engine.url)
+            n = self.settings.db_pool_size  # the async pool is bounded by it too
+            self.pg_async = AsyncPG(self.engine.url, pool_size=min(4, n), tx_size=min(8, 2 * n))
             self.lifespans.append(self.pg_async.lifespan)
 
 
