@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from tether.core.budget import CounterState, ScopeCap, fits
-from tether.store.budget_sql import Refused, bind_processors
+from tether.store.budget_sql import Refused, bind_processors, settle_deltas
 from tether.store.pg_async import AsyncPG, NotCommitted
 
 
@@ -249,14 +249,7 @@ async def settle_held_pg(pg: AsyncPG, items: Sequence[tuple[Any, int, int]], now
     ids = [r.id for r, _, _ in items]
     if len(set(ids)) != len(ids):
         return False
-    deltas: dict[str, list[int]] = {}
-    for r, nusd, tokens in items:
-        for scope in r.scopes:
-            d = deltas.setdefault(scope, [0, 0, 0, 0])
-            d[0] += nusd
-            d[1] += r.amount_nusd
-            d[2] += tokens
-            d[3] += r.tokens
+    deltas = settle_deltas(items)
     charges = [{"spent": d[0], "held": d[1], "stokens": d[2], "htokens": d[3], "now": now,
                 "s": s} for s, d in sorted(deltas.items())]  # fmt: skip
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -205,3 +205,17 @@ def reserve_raw(engine: Engine, w: Want, *, nowait: bool = False) -> Refused | N
 def _cap_params(cap: ScopeCap, now: Any) -> dict[str, Any]:
     return {"scope": cap.scope, "cap_nusd": cap.cap_nusd, "cap_tokens": cap.cap_tokens,
             "cap_calls": cap.cap_calls, "now": now}  # fmt: skip
+
+
+def settle_deltas(items: Sequence[tuple[Any, int, int]]) -> dict[str, list[int]]:
+    """Per scope, what a batch of (reservation, actual_nusd, actual_tokens) settles moves:
+    [spent nusd, held nusd released, spent tokens, held tokens released]."""
+    deltas: dict[str, list[int]] = {}
+    for r, nusd, tokens in items:
+        for scope in r.scopes:
+            d = deltas.setdefault(scope, [0, 0, 0, 0])
+            d[0] += nusd
+            d[1] += r.amount_nusd
+            d[2] += tokens
+            d[3] += r.tokens
+    return deltas

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from tether.store.budget_sql import _sql, immediate
+from tether.store.budget_sql import _sql, immediate, settle_deltas
 
 _MARK = (
     "UPDATE reservations SET status = 'settled' WHERE status = 'held' AND id IN ({ids}) "
@@ -41,14 +41,7 @@ def settle_held(
         if len(cur.fetchall()) != len(ids):
             cur.execute("ROLLBACK")
             return False
-        deltas: dict[str, list[int]] = {}
-        for r, nusd, tokens in items:
-            for scope in r.scopes:
-                d = deltas.setdefault(scope, [0, 0, 0, 0])
-                d[0] += nusd
-                d[1] += r.amount_nusd
-                d[2] += tokens
-                d[3] += r.tokens
+        deltas = settle_deltas(items)
         ts = _sql(engine.dialect.name, engine.dialect).ts(now)
         # in scope order, as reserve takes its locks
         cur.executemany(_CHARGE, [(*deltas[s], ts, s) for s in sorted(deltas)])
